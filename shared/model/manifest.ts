@@ -1,0 +1,68 @@
+import { z } from 'zod';
+
+/**
+ * A model manifest describes an ONNX model so that any model plugs in unchanged: where its files
+ * are, how images are laid out for it, what comes out, and optional text tower / trained head.
+ * Files are relative to the manifest's folder (a model registry version directory).
+ */
+export const imageTowerSchema = z.object({
+  file: z.string(),
+  inputName: z.string(),
+  outputName: z.string(),
+  width: z.number().int().positive(),
+  height: z.number().int().positive(),
+  layout: z.enum(['NHWC', 'NCHW']),
+  /** Pixel value v in [0,255] becomes ((v * scale) - mean[c]) / std[c]. */
+  scale: z.number().positive(),
+  mean: z.tuple([z.number(), z.number(), z.number()]),
+  std: z.tuple([z.number(), z.number(), z.number()]),
+  /** How an image is fitted to width×height: `cover` crops, `contain` pads, `fill` stretches. */
+  resize: z.enum(['cover', 'contain', 'fill']),
+  /** Dimension of the tower's output (the base embedding stored in the feature store). */
+  dimension: z.number().int().positive(),
+});
+
+export const textTowerSchema = z.discriminatedUnion('kind', [
+  z.object({
+    /** CLIP-class text tower: BPE tokenizer + ONNX encoder. */
+    kind: z.literal('clip'),
+    file: z.string(),
+    tokenizerFile: z.string(),
+    inputName: z.string(),
+    outputName: z.string(),
+    contextLength: z.number().int().positive(),
+    dimension: z.number().int().positive(),
+  }),
+  z.object({
+    /** Hashed word + character n-gram embedding with a trained projection (for towers without text). */
+    kind: z.literal('hashed-ngram'),
+    file: z.string(),
+    buckets: z.number().int().positive(),
+    dimension: z.number().int().positive(),
+  }),
+]);
+
+export const headSchema = z.object({
+  /** Trained projection head applied to the base image embedding (locked-image tuning). */
+  file: z.string(),
+  inputDimension: z.number().int().positive(),
+  outputDimension: z.number().int().positive(),
+});
+
+export const modelManifestSchema = z.object({
+  /** Model family name, e.g. `mobilenet_v2-nsfwjs` or `clip-vit-b32`. */
+  name: z.string(),
+  /** Registry version this manifest belongs to, recorded on every vector it produces. */
+  version: z.string(),
+  description: z.string().optional(),
+  image: imageTowerSchema,
+  text: textTowerSchema.optional(),
+  head: headSchema.optional(),
+  /** Dimension of the vectors written to the index (head output if a head is present). */
+  dimension: z.number().int().positive(),
+  /** Vectors are L2-normalised, so cosine similarity = inner product. */
+  normalize: z.literal(true),
+});
+
+export type ModelManifest = z.infer<typeof modelManifestSchema>;
+export type ImageTower = z.infer<typeof imageTowerSchema>;
