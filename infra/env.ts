@@ -1,0 +1,96 @@
+import * as pulumi from '@pulumi/pulumi';
+
+/**
+ * The environment each workload gets, in one table: a workload sees only the names it uses, and
+ * the OpenSearch credentials come from Secret Manager, never as plain values.
+ * (`test/unit/infra-env.unit.test.ts` holds the same lists as a policy.)
+ */
+export type Workload =
+  | 'onObjectEvent'
+  | 'dispatchEmbed'
+  | 'embedJob'
+  | 'upsertVectors'
+  | 'startRetraining'
+  | 'reindexJob'
+  | 'search';
+
+/** Names whose values are Secret Manager references, not plain values. */
+export const SECRET_ENV = ['OPENSEARCH_URL', 'OPENSEARCH_USERNAME', 'OPENSEARCH_PASSWORD'] as const;
+export type SecretEnvName = (typeof SECRET_ENV)[number];
+
+const OPENSEARCH = [...SECRET_ENV, 'OPENSEARCH_INDEX_ALIAS'] as const;
+
+export const WORKLOAD_ENV = {
+  onObjectEvent: ['GCP_PROJECT', 'IMAGES_BUCKET', 'IMAGE_PREFIX', 'TOPIC_IMAGE_EVENTS', 'MAX_BYTES'],
+  dispatchEmbed: ['GCP_PROJECT', 'GCP_REGION', 'SUBSCRIPTION_IMAGE_EVENTS', 'EMBED_JOB_NAME'],
+  embedJob: [
+    'GCP_PROJECT',
+    'IMAGES_BUCKET',
+    'MODELS_BUCKET',
+    'FEATURES_BUCKET',
+    'SUBSCRIPTION_IMAGE_EVENTS',
+    'TOPIC_EMBEDDINGS',
+    'ONNX_EXECUTION_PROVIDER',
+    'MAX_PIXELS',
+    'MAX_BYTES',
+    'BATCH_SIZE',
+  ],
+  upsertVectors: ['GCP_PROJECT', ...OPENSEARCH, 'MODELS_BUCKET', 'FEATURES_BUCKET', 'TOPIC_IMAGE_EVENTS'],
+  startRetraining: [
+    'GCP_PROJECT',
+    'GCP_REGION',
+    'TRAINER_IMAGE',
+    'TRAINER_MACHINE_TYPE',
+    'TRAINER_SERVICE_ACCOUNT',
+    'MODELS_BUCKET',
+    'FEATURES_BUCKET',
+    ...OPENSEARCH,
+    // In vm mode a Vertex AI job cannot reach the private cluster; the reindex Cloud Run job can.
+    'REINDEX_JOB_NAME',
+  ],
+  reindexJob: ['GCP_PROJECT', 'MODELS_BUCKET', 'FEATURES_BUCKET', ...OPENSEARCH],
+  search: [...OPENSEARCH, 'MODELS_BUCKET', 'FEATURES_BUCKET', 'IMAGES_BUCKET'],
+} as const satisfies Record<Workload, readonly string[]>;
+
+/** Every value any workload may receive; each workload picks its own names from it. */
+export type EnvValues = Partial<Record<string, pulumi.Input<string>>>;
+
+/** Secret Manager secret ids (not values) for the OpenSearch connection. */
+export type SecretIds = Record<SecretEnvName, pulumi.Input<string>>;
+
+function isSecretName(name: string): name is SecretEnvName {
+  return (SECRET_ENV as readonly string[]).includes(name);
+}
+
+/** Plain variables of a workload; throws when the program forgot a value, so no variable is silently empty. */
+export function plainEnv(workload: Workload, values: EnvValues): Record<string, pulumi.Input<string>> {
+  const out: Record<string, pulumi.Input<string>> = {};
+  for (const name of WORKLOAD_ENV[workload]) {
+    if (isSecretName(name)) continue;
+    const value = values[name];
+    if (value === undefined) throw new Error(`no value for ${name}, which ${workload} needs`);
+    out[name] = value;
+  }
+  return out;
+}
+
+/** The secret-backed names a workload gets (empty for workloads that never talk to OpenSearch). */
+export function secretEnvNames(workload: Workload): SecretEnvName[] {
+  return (WORKLOAD_ENV[workload] as readonly string[]).filter(isSecretName);
+}
+
+/** Cloud Run v2 container env: plain values plus `secretKeyRef`s. */
+export function cloudRunEnv(workload: Workload, values: EnvValues, secrets: SecretIds) {
+  return [
+    ...Object.entries(plainEnv(workload, values)).map(([name, value]) => ({ name, value })),
+    ...secretEnvNames(workload).map((name) => ({
+      name,
+      valueSource: { secretKeyRef: { secret: secrets[name], version: 'latest' } },
+    })),
+  ];
+}
+
+/** Cloud Functions gen2 `secretEnvironmentVariables`. */
+export function functionSecretEnv(workload: Workload, project: string, secrets: SecretIds) {
+  return secretEnvNames(workload).map((key) => ({ key, projectId: project, secret: secrets[key], version: 'latest' }));
+}

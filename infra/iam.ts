@@ -1,0 +1,73 @@
+import * as gcp from '@pulumi/gcp';
+import * as pulumi from '@pulumi/pulumi';
+
+/**
+ * The only roles this program grants. All predefined and narrow; primitive roles
+ * (owner/editor/viewer) are never granted. Most are bound on one resource (a bucket, topic,
+ * subscription, secret, job or service); PROJECT_LEVEL_ROLES are the few that have no
+ * resource-level binding (Vertex AI jobs, Eventarc receivers, metrics reads, log writes).
+ */
+export const ALLOWED_ROLES = [
+  'roles/storage.objectViewer',
+  'roles/storage.objectUser',
+  'roles/pubsub.publisher',
+  'roles/pubsub.subscriber',
+  'roles/pubsub.viewer',
+  'roles/run.invoker',
+  'roles/run.jobsExecutorWithOverrides',
+  'roles/secretmanager.secretAccessor',
+  'roles/artifactregistry.reader',
+  'roles/artifactregistry.writer',
+  'roles/iam.serviceAccountUser',
+  'roles/iam.serviceAccountTokenCreator',
+  'roles/aiplatform.user',
+  'roles/eventarc.eventReceiver',
+  'roles/monitoring.viewer',
+  'roles/monitoring.metricWriter',
+  'roles/logging.logWriter',
+] as const;
+export type AllowedRole = (typeof ALLOWED_ROLES)[number];
+
+/** Roles that may be bound on the project because the service offers no narrower binding. */
+export const PROJECT_LEVEL_ROLES: readonly AllowedRole[] = [
+  'roles/aiplatform.user',
+  'roles/eventarc.eventReceiver',
+  'roles/monitoring.viewer',
+  'roles/monitoring.metricWriter',
+  'roles/logging.logWriter',
+  // Cloud Functions builds push to the gcf-artifacts repository, which the service creates itself.
+  'roles/artifactregistry.writer',
+  // Only for Cloud Storage's service agent, which Eventarc GCS triggers publish through.
+  'roles/pubsub.publisher',
+];
+
+export function serviceAccountMember(email: pulumi.Input<string>): pulumi.Output<string> {
+  return pulumi.interpolate`serviceAccount:${email}`;
+}
+
+/** One service account per component: `${prefix}-${suffix}` must fit the 30-character id limit. */
+export function serviceAccount(
+  name: string,
+  args: { prefix: string; suffix: string; project: string; purpose: string },
+  opts: pulumi.CustomResourceOptions,
+): gcp.serviceaccount.Account {
+  const accountId = `${args.prefix}-${args.suffix}`;
+  if (accountId.length > 30) throw new Error(`service account id "${accountId}" is longer than 30 characters; shorten iss:prefix`);
+  return new gcp.serviceaccount.Account(
+    name,
+    { project: args.project, accountId, displayName: accountId, description: args.purpose },
+    opts,
+  );
+}
+
+/** A project-level grant, refused at program time unless the role is on PROJECT_LEVEL_ROLES. */
+export function grantOnProject(
+  name: string,
+  args: { project: string; role: AllowedRole; member: pulumi.Input<string> },
+  opts: pulumi.CustomResourceOptions,
+): gcp.projects.IAMMember {
+  if (!PROJECT_LEVEL_ROLES.includes(args.role)) {
+    throw new Error(`${args.role} must be bound on a resource, not on the project (${name})`);
+  }
+  return new gcp.projects.IAMMember(name, args, opts);
+}

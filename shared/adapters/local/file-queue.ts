@@ -1,0 +1,319 @@
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { IssError, errorMessage } from '../../errors.js';
+import { silentLogger, type Logger } from '../../logger.js';
+import type { DeadLetter, Delivery, EventBus, TopicStats } from '../../ports/event-bus.js';
+import { SAFE_NAME, isNotFound, writeJsonAtomic } from './atomic-file.js';
+
+/**
+ * A durable at-least-once queue on disk, one JSON file per message, safe with several processes:
+ *
+ *   <dir>/<topic>/ready/<id>.json                      published, waiting
+ *   <dir>/<topic>/inflight/<id>@<token>@<expiryMs>.json leased by one puller until expiryMs
+ *   <dir>/<topic>/dead/<id>.json                       dead letters, with the last reason
+ *
+ * Every state change is a rename, which is atomic on one file system: of several processes
+ * renaming the same file only one succeeds, so claiming, acking and reclaiming never race.
+ * `<id>` sorts by publish time then sequence, so a topic is served first-in first-out.
+ * The ack id is `<id>@<token>`: it stays valid across lease extensions, and stops matching once
+ * the lease expired and the message was handed to someone else.
+ */
+const storedMessageSchema = z.object({
+  messageId: z.string(),
+  data: z.unknown(),
+  attributes: z.record(z.string(), z.string()).default({}),
+  publishTime: z.string(),
+  /** Deliveries made so far (the next one is `deliveries + 1`). */
+  deliveries: z.number().int().nonnegative().default(0),
+  lastReason: z.string().optional(),
+});
+type StoredMessage = z.infer<typeof storedMessageSchema>;
+
+const deadRecordSchema = storedMessageSchema.extend({ reason: z.string(), at: z.string() });
+
+const READY_NAME = /^(\d{15}-\d{8}-\d{8}-[0-9a-f]{8})\.json$/;
+const INFLIGHT_NAME = /^(\d{15}-\d{8}-\d{8}-[0-9a-f]{8})@([0-9a-f]{12})@(\d{1,15})\.json$/;
+
+export interface FileQueueOptions {
+  maxDeliveryAttempts: number;
+  /** Default lease for pulled messages. */
+  ackDeadlineSeconds?: number;
+  logger?: Logger;
+}
+
+let sequence = 0;
+
+export class FileQueue implements EventBus {
+  private readonly maxDeliveryAttempts: number;
+  private readonly ackDeadlineSeconds: number;
+  private readonly logger: Logger;
+
+  constructor(
+    readonly dir: string,
+    opts: FileQueueOptions,
+  ) {
+    if (!Number.isInteger(opts.maxDeliveryAttempts) || opts.maxDeliveryAttempts < 1) {
+      throw new IssError(`maxDeliveryAttempts must be a whole number ≥ 1, got ${opts.maxDeliveryAttempts}`);
+    }
+    const deadline = opts.ackDeadlineSeconds ?? 60;
+    if (!(deadline > 0)) throw new IssError(`ackDeadlineSeconds must be > 0, got ${deadline}`);
+    this.maxDeliveryAttempts = opts.maxDeliveryAttempts;
+    this.ackDeadlineSeconds = deadline;
+    this.logger = opts.logger ?? silentLogger;
+  }
+
+  private topicDir(topic: string, sub: 'ready' | 'inflight' | 'dead' | 'tmp'): string {
+    if (!SAFE_NAME.test(topic)) {
+      throw new IssError(`Invalid topic name ${JSON.stringify(topic)}: use letters, digits, '.', '_' or '-'`);
+    }
+    return path.join(this.dir, topic, sub);
+  }
+
+  async publish(topic: string, data: unknown, attributes: Record<string, string> = {}): Promise<string> {
+    const [id] = await this.publishBatch(topic, [{ data, attributes }]);
+    return id!;
+  }
+
+  async publishBatch(topic: string, items: { data: unknown; attributes?: Record<string, string> }[]): Promise<string[]> {
+    const ready = this.topicDir(topic, 'ready');
+    const tmp = this.topicDir(topic, 'tmp');
+    await fs.mkdir(ready, { recursive: true });
+    const ids: string[] = [];
+    for (const item of items) {
+      if (item.data === undefined) throw new IssError(`Cannot publish undefined data to ${topic}`);
+      const now = Date.now();
+      sequence = (sequence + 1) % 100_000_000;
+      const id = `${String(now).padStart(15, '0')}-${String(sequence).padStart(8, '0')}-${String(process.pid % 1e8).padStart(8, '0')}-${randomBytes(4).toString('hex')}`;
+      const message: StoredMessage = {
+        messageId: id,
+        data: item.data,
+        attributes: item.attributes ?? {},
+        publishTime: new Date(now).toISOString(),
+        deliveries: 0,
+      };
+      // Written (and fsynced) outside ready/, then renamed in: a puller never sees half a message.
+      const staged = path.join(tmp, `${id}.json`);
+      await writeJsonAtomic(staged, message, { fsync: true });
+      await fs.rename(staged, path.join(ready, `${id}.json`));
+      ids.push(id);
+    }
+    return ids;
+  }
+
+  async pull<T = unknown>(topic: string, options: { maxMessages: number; ackDeadlineSeconds?: number }): Promise<Delivery<T>[]> {
+    if (!Number.isInteger(options.maxMessages) || options.maxMessages < 1) {
+      throw new IssError(`maxMessages must be a whole number ≥ 1, got ${options.maxMessages}`);
+    }
+    const leaseMs = Math.round((options.ackDeadlineSeconds ?? this.ackDeadlineSeconds) * 1000);
+    await this.reclaimExpired(topic);
+    const readyDir = this.topicDir(topic, 'ready');
+    const inflightDir = this.topicDir(topic, 'inflight');
+    await fs.mkdir(inflightDir, { recursive: true });
+    const names = (await readdirOrEmpty(readyDir)).sort();
+    const out: Delivery<T>[] = [];
+    for (const file of names) {
+      if (out.length >= options.maxMessages) break;
+      const match = READY_NAME.exec(file);
+      if (!match) {
+        await this.quarantine(topic, path.join(readyDir, file), `unexpected file name ${file} in the queue`);
+        continue;
+      }
+      const id = match[1]!;
+      const token = randomBytes(6).toString('hex');
+      const claimed = path.join(inflightDir, `${id}@${token}@${Date.now() + leaseMs}.json`);
+      try {
+        await fs.rename(path.join(readyDir, file), claimed);
+      } catch (err) {
+        if (isNotFound(err)) continue; // another puller claimed it first
+        throw err;
+      }
+      let message: StoredMessage;
+      try {
+        message = storedMessageSchema.parse(JSON.parse(await fs.readFile(claimed, 'utf8')));
+      } catch (err) {
+        await this.quarantine(topic, claimed, `corrupt message file: ${errorMessage(err)}`);
+        continue;
+      }
+      message.deliveries += 1;
+      // Persisted before handing it out, so a crash of this worker still counts the delivery.
+      await writeJsonAtomic(claimed, message);
+      out.push({
+        ackId: `${id}@${token}`,
+        messageId: message.messageId,
+        data: message.data as T,
+        attributes: message.attributes,
+        deliveryAttempt: message.deliveries,
+        publishTime: message.publishTime,
+      });
+    }
+    return out;
+  }
+
+  async ack(topic: string, ackIds: string[]): Promise<void> {
+    for (const [, file] of await this.leased(topic, ackIds)) {
+      await fs.rm(file, { force: true });
+    }
+  }
+
+  async nack(topic: string, ackIds: string[], reason = 'nacked'): Promise<void> {
+    for (const [ackId, file] of await this.leased(topic, ackIds)) {
+      await this.release(topic, file, ackId.split('@')[0]!, reason);
+    }
+  }
+
+  async extendDeadline(topic: string, ackIds: string[], seconds: number): Promise<void> {
+    if (!(seconds > 0)) throw new IssError(`extendDeadline seconds must be > 0, got ${seconds}`);
+    const inflightDir = this.topicDir(topic, 'inflight');
+    for (const [ackId, file] of await this.leased(topic, ackIds)) {
+      try {
+        await fs.rename(file, path.join(inflightDir, `${ackId}@${Date.now() + Math.round(seconds * 1000)}.json`));
+      } catch (err) {
+        if (!isNotFound(err)) throw err; // lease already reclaimed by another puller
+      }
+    }
+  }
+
+  async deadLetter(topic: string, ackIds: string[], reason: string): Promise<void> {
+    for (const [, file] of await this.leased(topic, ackIds)) {
+      await this.moveToDead(topic, file, reason);
+    }
+  }
+
+  async listDeadLetters(topic: string, limit = 100): Promise<DeadLetter[]> {
+    const deadDir = this.topicDir(topic, 'dead');
+    const names = (await readdirOrEmpty(deadDir)).filter((n) => n.endsWith('.json')).sort();
+    const out: DeadLetter[] = [];
+    for (const name of names.slice(0, limit)) {
+      try {
+        const rec = deadRecordSchema.parse(JSON.parse(await fs.readFile(path.join(deadDir, name), 'utf8')));
+        out.push({
+          messageId: rec.messageId,
+          data: rec.data,
+          attributes: rec.attributes,
+          reason: rec.reason,
+          deliveryAttempt: rec.deliveries,
+          at: rec.at,
+        });
+      } catch (err) {
+        if (isNotFound(err)) continue;
+        // Mid-move or hand-edited: show it rather than hide it.
+        out.push({ messageId: name.replace(/\.json$/, ''), data: null, attributes: {}, reason: `unreadable dead letter: ${errorMessage(err)}`, deliveryAttempt: 0, at: '' });
+      }
+    }
+    return out;
+  }
+
+  async stats(topic: string): Promise<TopicStats> {
+    const count = async (sub: 'ready' | 'inflight' | 'dead') =>
+      (await readdirOrEmpty(this.topicDir(topic, sub))).filter((n) => n.endsWith('.json')).length;
+    return { ready: await count('ready'), inflight: await count('inflight'), deadLettered: await count('dead') };
+  }
+
+  async close(): Promise<void> {
+    // Nothing held open: every operation is a self-contained file operation.
+  }
+
+  /** Current inflight file of each ack id still leased by its holder (others are skipped). */
+  private async leased(topic: string, ackIds: string[]): Promise<[string, string][]> {
+    const inflightDir = this.topicDir(topic, 'inflight');
+    const byAckId = new Map<string, string>();
+    for (const name of await readdirOrEmpty(inflightDir)) {
+      const m = INFLIGHT_NAME.exec(name);
+      if (m) byAckId.set(`${m[1]}@${m[2]}`, path.join(inflightDir, name));
+    }
+    const out: [string, string][] = [];
+    for (const ackId of ackIds) {
+      const file = byAckId.get(ackId);
+      if (file) out.push([ackId, file]);
+      else this.logger.debug({ topic, ackId }, 'ack id no longer leased (lease expired or already settled)');
+    }
+    return out;
+  }
+
+  /** Leases whose holder died or overran are returned to ready (or dead when out of attempts). */
+  private async reclaimExpired(topic: string): Promise<void> {
+    const inflightDir = this.topicDir(topic, 'inflight');
+    const now = Date.now();
+    for (const name of await readdirOrEmpty(inflightDir)) {
+      const m = INFLIGHT_NAME.exec(name);
+      const file = path.join(inflightDir, name);
+      if (!m) {
+        if (!name.endsWith('.tmp')) await this.quarantine(topic, file, `unexpected file name ${name} in the queue`);
+        continue;
+      }
+      if (Number(m[3]) > now) continue;
+      this.logger.warn({ topic, messageId: m[1] }, 'lease expired: redelivering');
+      await this.release(topic, file, m[1]!, 'lease expired');
+    }
+  }
+
+  /** Back to ready for another attempt, or to dead when the attempts are used up. */
+  private async release(topic: string, file: string, id: string, reason: string): Promise<void> {
+    let message: StoredMessage;
+    try {
+      message = storedMessageSchema.parse(JSON.parse(await fs.readFile(file, 'utf8')));
+    } catch (err) {
+      if (isNotFound(err)) return;
+      await this.quarantine(topic, file, `corrupt message file: ${errorMessage(err)}`);
+      return;
+    }
+    if (message.deliveries >= this.maxDeliveryAttempts) {
+      await this.moveToDead(topic, file, reason);
+      return;
+    }
+    // Claim by rename first (only one process wins), then record the reason in place.
+    const target = path.join(this.topicDir(topic, 'ready'), `${id}.json`);
+    const staging = path.join(this.topicDir(topic, 'tmp'), `${id}.${randomBytes(4).toString('hex')}.release`);
+    await fs.mkdir(path.dirname(staging), { recursive: true });
+    try {
+      await fs.rename(file, staging);
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw err;
+    }
+    await writeJsonAtomic(staging, { ...message, lastReason: reason });
+    await fs.rename(staging, target);
+  }
+
+  private async moveToDead(topic: string, file: string, reason: string): Promise<void> {
+    const deadDir = this.topicDir(topic, 'dead');
+    await fs.mkdir(deadDir, { recursive: true });
+    const id = (INFLIGHT_NAME.exec(path.basename(file)) ?? READY_NAME.exec(path.basename(file)))?.[1];
+    const target = path.join(deadDir, `${id ?? `corrupt-${Date.now()}-${randomBytes(4).toString('hex')}`}.json`);
+    const staging = path.join(this.topicDir(topic, 'tmp'), `${path.basename(target)}.${randomBytes(4).toString('hex')}.dead`);
+    await fs.mkdir(path.dirname(staging), { recursive: true });
+    try {
+      await fs.rename(file, staging);
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw err;
+    }
+    const raw = await fs.readFile(staging, 'utf8');
+    let message: StoredMessage;
+    try {
+      message = storedMessageSchema.parse(JSON.parse(raw));
+    } catch {
+      message = { messageId: id ?? path.basename(file), data: raw.slice(0, 10_000), attributes: {}, publishTime: '', deliveries: 0 };
+    }
+    await writeJsonAtomic(staging, { ...message, reason, at: new Date().toISOString() });
+    await fs.rename(staging, target);
+    this.logger.warn({ topic, messageId: message.messageId, reason, deliveries: message.deliveries }, 'message dead-lettered');
+  }
+
+  /** A file that is not a valid message goes to dead with the reason; pulling carries on. */
+  private async quarantine(topic: string, file: string, reason: string): Promise<void> {
+    this.logger.error({ topic, file: path.basename(file), reason }, 'corrupt queue file moved to dead letters');
+    await this.moveToDead(topic, file, reason);
+  }
+}
+
+async function readdirOrEmpty(dir: string): Promise<string[]> {
+  try {
+    return await fs.readdir(dir);
+  } catch (err) {
+    if (isNotFound(err)) return [];
+    throw err;
+  }
+}

@@ -1,0 +1,161 @@
+import { promises as fs, type BigIntStats } from 'node:fs';
+import path from 'node:path';
+import { objectUri } from '../../contracts.js';
+import { GenerationMismatchError, IssError, NotFoundError } from '../../errors.js';
+import type { BlobInfo, BlobStore } from '../../ports/blob-store.js';
+import { isNotFound, writeFileAtomic } from './atomic-file.js';
+
+/**
+ * A folder standing in for a GCS bucket. Object names are POSIX paths relative to the root; the
+ * generation is the file's mtime in microseconds, so replacing a file yields a newer generation
+ * exactly as GCS does.
+ */
+const CONTENT_TYPES: Record<string, string> = {
+  jpg: 'image/jpeg',
+  jpeg: 'image/jpeg',
+  png: 'image/png',
+  webp: 'image/webp',
+  gif: 'image/gif',
+  tif: 'image/tiff',
+  tiff: 'image/tiff',
+  avif: 'image/avif',
+  heic: 'image/heic',
+  bmp: 'image/bmp',
+  svg: 'image/svg+xml',
+  txt: 'text/plain',
+  json: 'application/json',
+};
+
+export function contentTypeFor(name: string): string {
+  const ext = path.posix.extname(name).slice(1).toLowerCase();
+  return CONTENT_TYPES[ext] ?? 'application/octet-stream';
+}
+
+/** Hidden files/dirs and partial writes (`*.tmp`, `*.part`, `name~`) are not objects. */
+export function isIgnoredName(name: string): boolean {
+  return name.split('/').some((part) => part.startsWith('.')) || /(\.tmp|\.part|~)$/i.test(name);
+}
+
+export function generationOf(stats: BigIntStats): string {
+  return (stats.mtimeNs / 1000n).toString();
+}
+
+export class FolderBlobStore implements BlobStore {
+  readonly bucket: string;
+
+  constructor(rootDir: string) {
+    this.bucket = path.resolve(rootDir);
+  }
+
+  /** `file:///abs/root/name`, the same string as `objectUri(bucket, name)` used for documents. */
+  uri(name: string): string {
+    this.resolve(name);
+    return objectUri(this.bucket, name);
+  }
+
+  /** Absolute path of an object; refuses names that would escape the root. */
+  resolve(name: string): string {
+    const normal = path.posix.normalize(name.replace(/\\/g, '/'));
+    if (!name || normal.startsWith('../') || normal === '..' || path.posix.isAbsolute(normal)) {
+      throw new IssError(`Invalid object name ${JSON.stringify(name)}: must be a relative path inside ${this.bucket}`);
+    }
+    return path.join(this.bucket, ...normal.split('/'));
+  }
+
+  /** Object name of an absolute path under the root. */
+  nameOf(absPath: string): string {
+    return path.relative(this.bucket, absPath).split(path.sep).join('/');
+  }
+
+  async read(name: string, options: { generation?: string; maxBytes?: number } = {}): Promise<Buffer> {
+    const file = this.resolve(name);
+    const info = await this.stat(name);
+    if (!info) throw new NotFoundError(`Object ${name} not found in ${this.bucket}`, { meta: { name } });
+    if (options.generation !== undefined && info.generation !== options.generation) {
+      throw new GenerationMismatchError(`Object ${name} is at generation ${info.generation}, not ${options.generation}`, {
+        meta: { name, expected: options.generation, actual: info.generation },
+      });
+    }
+    if (options.maxBytes !== undefined && info.size > options.maxBytes) {
+      throw new IssError(`Object ${name} is ${info.size} bytes, over the ${options.maxBytes}-byte limit`, {
+        meta: { name, size: info.size, maxBytes: options.maxBytes },
+      });
+    }
+    try {
+      const data = await fs.readFile(file);
+      // The file may have been replaced between stat and read: re-check so a generation-pinned
+      // read never returns bytes of another generation.
+      if (options.generation !== undefined) {
+        const after = await this.stat(name);
+        if (after?.generation !== options.generation) {
+          throw new GenerationMismatchError(`Object ${name} changed while being read`, { meta: { name } });
+        }
+      }
+      return data;
+    } catch (err) {
+      if (isNotFound(err)) throw new NotFoundError(`Object ${name} not found in ${this.bucket}`, { cause: err, meta: { name } });
+      throw err;
+    }
+  }
+
+  async stat(name: string): Promise<BlobInfo | null> {
+    try {
+      const stats = await fs.stat(this.resolve(name), { bigint: true });
+      if (!stats.isFile()) return null;
+      return this.infoOf(name, stats);
+    } catch (err) {
+      if (isNotFound(err) || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
+      throw err;
+    }
+  }
+
+  infoOf(name: string, stats: BigIntStats): BlobInfo {
+    return {
+      bucket: this.bucket,
+      name,
+      generation: generationOf(stats),
+      size: Number(stats.size),
+      contentType: contentTypeFor(name),
+      updated: new Date(Number(stats.mtimeMs)).toISOString(),
+    };
+  }
+
+  async *list(prefix = ''): AsyncIterable<BlobInfo> {
+    const names: string[] = [];
+    await this.walk(this.bucket, names);
+    names.sort();
+    for (const name of names) {
+      if (!name.startsWith(prefix)) continue;
+      const info = await this.stat(name);
+      if (info) yield info;
+    }
+  }
+
+  private async walk(dir: string, out: string[]): Promise<void> {
+    let entries;
+    try {
+      entries = await fs.readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw err;
+    }
+    for (const entry of entries) {
+      const abs = path.join(dir, entry.name);
+      const name = this.nameOf(abs);
+      if (isIgnoredName(name)) continue;
+      if (entry.isDirectory()) await this.walk(abs, out);
+      else if (entry.isFile()) out.push(name);
+    }
+  }
+
+  async write(name: string, data: Buffer | string): Promise<BlobInfo> {
+    await writeFileAtomic(this.resolve(name), data);
+    const info = await this.stat(name);
+    if (!info) throw new NotFoundError(`Object ${name} vanished right after being written`);
+    return info;
+  }
+
+  async delete(name: string): Promise<void> {
+    await fs.rm(this.resolve(name), { force: true });
+  }
+}

@@ -1,0 +1,146 @@
+import path from 'node:path';
+import * as lancedb from '@lancedb/lancedb';
+import { Field, Schema, Utf8 } from 'apache-arrow';
+import { IssError } from '../../errors.js';
+import type { FeatureRecord, FeatureStore } from '../../ports/feature-store.js';
+import {
+  OrderedTable,
+  checkVector,
+  optionalString,
+  orderedColumns,
+  sqlString,
+  toFloat32,
+  toStrings,
+  type RowValues,
+} from './lancedb-ordered-table.js';
+
+/**
+ * Base (frozen-tower) embeddings in one LanceDB table, generation-ordered with tombstones like the
+ * vector index, so retraining and reindexing read vectors instead of decoding images again.
+ * The dimension is fixed by the first write (or `options.dimension`).
+ */
+const TABLE = 'features';
+
+function featureSchema(dimension: number): Schema {
+  return new Schema([
+    ...orderedColumns(dimension),
+    new Field('baseModel', new Utf8(), false),
+    new Field('caption', new Utf8(), true),
+    new Field('eventTime', new Utf8(), true),
+  ]);
+}
+
+export class LanceDbFeatureStore implements FeatureStore {
+  private ordered: OrderedTable | null = null;
+  private dim: number | null = null;
+
+  private constructor(
+    readonly dir: string,
+    private readonly db: lancedb.Connection,
+  ) {}
+
+  static async open(dir: string, options: { dimension?: number } = {}): Promise<LanceDbFeatureStore> {
+    const abs = path.resolve(dir);
+    const store = new LanceDbFeatureStore(abs, await lancedb.connect(abs, { readConsistencyInterval: 0 }));
+    await store.attach(options.dimension);
+    return store;
+  }
+
+  /** Dimension of stored vectors, or null before the first write. */
+  get dimension(): number | null {
+    return this.dim;
+  }
+
+  private async attach(dimension?: number): Promise<OrderedTable | null> {
+    if (this.ordered) return this.ordered;
+    let table: lancedb.Table | null = null;
+    if ((await this.db.tableNames()).includes(TABLE)) {
+      table = await this.db.openTable(TABLE);
+      const field = (await table.schema()).fields.find((f) => f.name === 'vector');
+      this.dim = (field?.type as { listSize?: number } | undefined)?.listSize ?? null;
+    } else if (dimension !== undefined) {
+      if (!Number.isInteger(dimension) || dimension < 1) throw new IssError(`feature dimension must be a whole number ≥ 1, got ${dimension}`);
+      table = await this.db.createEmptyTable(TABLE, featureSchema(dimension), { mode: 'create', existOk: true });
+      this.dim = dimension;
+    }
+    if (table && this.dim) this.ordered = new OrderedTable(table, path.join(this.dir, TABLE), this.dim);
+    return this.ordered;
+  }
+
+  private toRow(r: FeatureRecord, dimension: number): RowValues {
+    if (typeof r.id !== 'string' || r.id.length === 0) throw new IssError('feature record id must be a non-empty string');
+    if (!r.baseModel) throw new IssError(`feature record ${r.id}: baseModel is required`);
+    return {
+      id: r.id,
+      uri: r.uri,
+      generation: r.generation,
+      vector: checkVector(r.vector, dimension, `feature record ${r.id}`),
+      labels: r.labels ?? [],
+      baseModel: r.baseModel,
+      caption: r.caption ?? null,
+      eventTime: r.eventTime ?? null,
+    };
+  }
+
+  async put(records: FeatureRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    const ordered = await this.attach(records[0]!.vector?.length);
+    if (!ordered || !this.dim) throw new IssError('feature store: cannot determine the vector dimension');
+    const rows = records.map((r) => this.toRow(r, this.dim!));
+    await ordered.upsert(rows);
+  }
+
+  async delete(items: { id: string; generation: string }[]): Promise<void> {
+    if (items.length === 0) return;
+    // Before the first put there is no table and no dimension: nothing stored can be removed, and
+    // without a table there is nowhere to keep a tombstone either.
+    const ordered = await this.attach();
+    if (!ordered) return;
+    await ordered.delete(items, (id, generation, uri) => ({
+      id,
+      uri,
+      generation,
+      vector: ordered.placeholderVector(),
+      labels: [],
+      baseModel: '',
+      caption: null,
+      eventTime: null,
+    }));
+  }
+
+  async get(id: string): Promise<FeatureRecord | null> {
+    const ordered = await this.attach();
+    if (!ordered) return null;
+    const rows = await ordered.table.query().where(`id = ${sqlString(id)} AND deleted = false`).limit(1).toArray();
+    return rows[0] ? rowToRecord(rows[0]) : null;
+  }
+
+  async count(): Promise<number> {
+    const ordered = await this.attach();
+    return ordered ? ordered.table.countRows('deleted = false') : 0;
+  }
+
+  async *scan(batchSize = 1000): AsyncIterable<FeatureRecord[]> {
+    const ordered = await this.attach();
+    if (!ordered) return;
+    for await (const page of ordered.scanRows(batchSize)) yield page.map(rowToRecord);
+  }
+
+  async close(): Promise<void> {
+    this.ordered?.table.close();
+    this.db.close();
+  }
+}
+
+function rowToRecord(r: Record<string, unknown>): FeatureRecord {
+  return {
+    id: String(r.id),
+    uri: String(r.uri),
+    generation: String(r.generation),
+    baseModel: String(r.baseModel),
+    vector: toFloat32(r.vector),
+    labels: toStrings(r.labels),
+    caption: optionalString(r.caption),
+    eventTime: optionalString(r.eventTime),
+  };
+}

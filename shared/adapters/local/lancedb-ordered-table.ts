@@ -1,0 +1,198 @@
+import type { Table } from '@lancedb/lancedb';
+import { Bool, Field, FixedSizeList, Float32, Int64, List, Utf8 } from 'apache-arrow';
+import { compareGenerations } from '../../contracts.js';
+import { IssError } from '../../errors.js';
+import type { DeleteOutcome, UpsertOutcome } from '../../ports/vector-index.js';
+import { KeyedMutex } from './atomic-file.js';
+
+/**
+ * The generation-ordering core shared by the LanceDB vector index and feature store. Each id has
+ * one row: a live document or a tombstone (`deleted = true`) remembering the generation a delete
+ * saw. Outcomes are decided in JS (BigInt comparison) under a per-table mutex, and the write is
+ * also guarded in the merge (`target.gen < source.gen`) so a concurrent writer in another process
+ * still cannot replace a newer row with an older one.
+ */
+export const INT64_MAX = (1n << 63n) - 1n;
+
+/** Columns every ordered table has. */
+export function orderedColumns(dimension: number): Field[] {
+  return [
+    new Field('id', new Utf8(), false),
+    new Field('uri', new Utf8(), false),
+    new Field('generation', new Utf8(), false),
+    new Field('gen', new Int64(), false),
+    new Field('vector', new FixedSizeList(dimension, new Field('item', new Float32(), true)), false),
+    new Field('labels', new List(new Field('item', new Utf8(), true)), false),
+    new Field('deleted', new Bool(), false),
+  ];
+}
+
+export function generationToBigInt(generation: string, what: string): bigint {
+  if (typeof generation !== 'string' || !/^\d{1,19}$/.test(generation)) {
+    throw new IssError(`${what}: generation must be a non-negative integer string, got ${JSON.stringify(generation)}`);
+  }
+  const gen = BigInt(generation);
+  if (gen > INT64_MAX) throw new IssError(`${what}: generation ${generation} exceeds int64`);
+  return gen;
+}
+
+export function checkVector(vector: unknown, dimension: number, what: string): Float32Array {
+  if (!(vector instanceof Float32Array)) {
+    throw new IssError(`${what}: vector must be a Float32Array, got ${Array.isArray(vector) ? 'an array' : typeof vector}`);
+  }
+  if (vector.length !== dimension) {
+    throw new IssError(`${what}: vector has dimension ${vector.length}, expected ${dimension}`, {
+      meta: { expected: dimension, actual: vector.length },
+    });
+  }
+  for (const v of vector) if (!Number.isFinite(v)) throw new IssError(`${what}: vector contains a non-finite value`);
+  return vector;
+}
+
+/** SQL string literal for LanceDB (DataFusion) filters. */
+export function sqlString(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
+const mutex = new KeyedMutex();
+
+interface StoredState {
+  generation: string;
+  deleted: boolean;
+  uri: string;
+}
+
+/** A row ready for LanceDB (without `gen`/`deleted`, which are added here). */
+export type RowValues = Record<string, unknown> & { id: string; uri: string; generation: string };
+
+export class OrderedTable {
+  constructor(
+    readonly table: Table,
+    /** Process-wide key (the table's path) so two handles on one table share the lock. */
+    private readonly lockKey: string,
+    private readonly dimension: number,
+  ) {}
+
+  async withLock<T>(work: () => Promise<T>): Promise<T> {
+    return mutex.run(this.lockKey, work);
+  }
+
+  private async states(ids: string[]): Promise<Map<string, StoredState>> {
+    const out = new Map<string, StoredState>();
+    const unique = [...new Set(ids)];
+    for (let i = 0; i < unique.length; i += 500) {
+      const chunk = unique.slice(i, i + 500);
+      const rows = await this.table
+        .query()
+        .where(`id IN (${chunk.map(sqlString).join(',')})`)
+        .select(['id', 'generation', 'deleted', 'uri'])
+        .toArray();
+      for (const r of rows) out.set(String(r.id), { generation: String(r.generation), deleted: Boolean(r.deleted), uri: String(r.uri) });
+    }
+    return out;
+  }
+
+  /** Writes rows whose generation is newer than what is stored; reports an outcome per input. */
+  async upsert(rows: RowValues[]): Promise<UpsertOutcome[]> {
+    for (const r of rows) generationToBigInt(r.generation, `document ${r.id}`);
+    return this.withLock(async () => {
+      const current = await this.states(rows.map((r) => r.id));
+      const toWrite = new Map<string, RowValues>();
+      const outcomes = rows.map((row): UpsertOutcome => {
+        const stored = current.get(row.id);
+        let outcome: UpsertOutcome;
+        if (!stored) outcome = 'created';
+        else {
+          const cmp = compareGenerations(row.generation, stored.generation);
+          // A tombstone's generation is one a delete has seen: only something newer revives the id.
+          if (stored.deleted) outcome = cmp > 0 ? 'created' : 'stale';
+          else outcome = cmp > 0 ? 'updated' : cmp === 0 ? 'unchanged' : 'stale';
+        }
+        if (outcome === 'created' || outcome === 'updated') {
+          current.set(row.id, { generation: row.generation, deleted: false, uri: row.uri });
+          toWrite.set(row.id, row);
+        }
+        return outcome;
+      });
+      if (toWrite.size > 0) {
+        const data = [...toWrite.values()].map((r) => ({ ...r, gen: BigInt(r.generation), deleted: false }));
+        await this.table.mergeInsert('id').whenMatchedUpdateAll({ where: 'target.gen < source.gen' }).whenNotMatchedInsertAll().execute(data);
+      }
+      return outcomes;
+    });
+  }
+
+  /**
+   * Removes documents whose stored generation ≤ the delete's, leaving a tombstone at the delete's
+   * generation; an absent id also gets a tombstone so a late (stale) upsert cannot create it.
+   */
+  async delete(items: { id: string; generation: string }[], tombstone: (id: string, generation: string, uri: string) => RowValues): Promise<DeleteOutcome[]> {
+    for (const it of items) generationToBigInt(it.generation, `delete of ${it.id}`);
+    return this.withLock(async () => {
+      const current = await this.states(items.map((i) => i.id));
+      const toWrite = new Map<string, RowValues>();
+      const outcomes = items.map((item): DeleteOutcome => {
+        const stored = current.get(item.id);
+        const cmp = stored ? compareGenerations(item.generation, stored.generation) : 1;
+        let outcome: DeleteOutcome;
+        if (!stored || stored.deleted) outcome = 'absent';
+        else outcome = cmp >= 0 ? 'deleted' : 'stale';
+        if (outcome === 'deleted' || (outcome === 'absent' && cmp > 0)) {
+          current.set(item.id, { generation: item.generation, deleted: true, uri: stored?.uri ?? '' });
+          toWrite.set(item.id, tombstone(item.id, item.generation, stored?.uri ?? ''));
+        }
+        return outcome;
+      });
+      if (toWrite.size > 0) {
+        const data = [...toWrite.values()].map((r) => ({ ...r, gen: BigInt(r.generation), deleted: true }));
+        await this.table.mergeInsert('id').whenMatchedUpdateAll({ where: 'target.gen <= source.gen' }).whenNotMatchedInsertAll().execute(data);
+      }
+      return outcomes;
+    });
+  }
+
+  /** A unit vector for tombstones: never matched (filtered out) but harmless to ANN training. */
+  placeholderVector(): Float32Array {
+    const v = new Float32Array(this.dimension);
+    v[0] = 1;
+    return v;
+  }
+
+  /** Live rows in pages of `batchSize`, from one consistent read. */
+  async *scanRows(batchSize: number): AsyncIterable<Record<string, unknown>[]> {
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new IssError(`batchSize must be a whole number ≥ 1, got ${batchSize}`);
+    let page: Record<string, unknown>[] = [];
+    for await (const batch of this.table.query().where('deleted = false')) {
+      for (const row of batch.toArray()) {
+        page.push(row as Record<string, unknown>);
+        if (page.length >= batchSize) {
+          yield page;
+          page = [];
+        }
+      }
+    }
+    if (page.length > 0) yield page;
+  }
+}
+
+/** Arrow list / vector cells to plain JS values. */
+export function toFloat32(cell: unknown): Float32Array {
+  const c = cell as { toArray?: () => ArrayLike<number> } | ArrayLike<number>;
+  const arr = typeof (c as { toArray?: unknown }).toArray === 'function' ? (c as { toArray: () => ArrayLike<number> }).toArray() : (c as ArrayLike<number>);
+  return Float32Array.from(arr);
+}
+
+export function toStrings(cell: unknown): string[] {
+  if (cell == null) return [];
+  const c = cell as { toArray?: () => unknown[] } | unknown[];
+  const arr = typeof (c as { toArray?: unknown }).toArray === 'function' ? (c as { toArray: () => unknown[] }).toArray() : (c as unknown[]);
+  return Array.from(arr, (x) => String(x));
+}
+
+export function optionalString(cell: unknown): string | undefined {
+  return cell == null ? undefined : String(cell);
+}
+
+export function optionalNumber(cell: unknown): number | undefined {
+  return cell == null ? undefined : Number(cell);
+}

@@ -1,0 +1,357 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Client } from '@opensearch-project/opensearch';
+import { compareGenerations as compareGenerationsSafe } from '../../contracts.js';
+import { ModelMismatchError, ParseError, TransientError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import type {
+  DeleteOutcome,
+  Hit,
+  QueryOptions,
+  UpsertOutcome,
+  VectorDocument,
+  VectorIndex,
+} from '../../ports/vector-index.js';
+import {
+  actionLine,
+  batchByBytes,
+  checkGeneration,
+  decodeDocument,
+  encodeDocument,
+  encodeTombstone,
+  type StoredSource,
+} from './documents.js';
+import { OpenSearchBulkItemError } from './errors.js';
+import type { IndexMeta } from './index-body.js';
+import type { OpenSearchIndexOptions } from './options.js';
+import { knnSearchBody, parseQueryOptions } from './query-dsl.js';
+import { backoffDelay, withRetry } from './retry.js';
+import { scoreToCosine } from './scores.js';
+
+export interface TransportParams {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE' | 'HEAD';
+  path: string;
+  body?: unknown;
+  bulkBody?: string;
+  querystring?: Record<string, unknown>;
+}
+
+/** One HTTP call with the adapter's retry policy; `ignore` statuses come back instead of throwing. */
+export type Requester = <T = any>(
+  what: string,
+  params: TransportParams,
+  ignore?: number[],
+  /** Called on every failed attempt, retried or not. */
+  onFailedAttempt?: () => void,
+) => Promise<{ statusCode: number; body: T }>;
+
+export function makeRequester(client: Client, options: OpenSearchIndexOptions, logger: Logger): Requester {
+  return (what, params, ignore, onFailedAttempt) =>
+    withRetry(what, options, logger, async () => {
+      try {
+        const res = await client.transport.request(params as Parameters<Client['transport']['request']>[0], {
+          ignore,
+          maxRetries: 0,
+        });
+        return { statusCode: res.statusCode ?? 0, body: res.body };
+      } catch (err) {
+        onFailedAttempt?.();
+        throw err;
+      }
+    });
+}
+
+interface BulkOp {
+  id: string;
+  body: string;
+  /** A request carrying this op failed without an answer: it may have been applied. */
+  maybeApplied: boolean;
+}
+
+interface ItemResult {
+  status: number;
+  result?: string;
+  error?: { type?: string; reason?: string };
+}
+
+interface CurrentState {
+  generation: string;
+  deleted: boolean;
+}
+
+const NOT_DELETED = { bool: { must_not: [{ term: { deleted: true } }] } };
+
+/**
+ * One physical k-NN index. Ordering by generation is enforced by OpenSearch itself (external
+ * versioning with version = generation), so concurrent writers cannot reorder it; a pre-flight
+ * `_mget` of the generations tells created / updated / unchanged / stale apart exactly and keeps
+ * vectors that would be refused off the wire. See the report for why `external` and not
+ * `external_gte` for upserts: an equal generation must be refused (`unchanged`), not rewritten.
+ */
+export class OpenSearchVectorIndex implements VectorIndex {
+  constructor(
+    private readonly request: Requester,
+    readonly name: string,
+    private readonly meta: IndexMeta,
+    private readonly options: OpenSearchIndexOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  get modelVersion(): string {
+    return this.meta.modelVersion;
+  }
+
+  get dimension(): number {
+    return this.meta.dimension;
+  }
+
+  async upsert(docs: VectorDocument[]): Promise<UpsertOutcome[]> {
+    const generations = docs.map((d) => this.checkDocument(d));
+    const outcomes: UpsertOutcome[] = new Array(docs.length);
+    for (const round of roundsOfUniqueIds(docs.map((d) => d.id))) {
+      const state = await this.currentState(round.map((i) => docs[i]!.id));
+      const toSend: { i: number; op: BulkOp; expected: UpsertOutcome }[] = [];
+      for (const i of round) {
+        const doc = docs[i]!;
+        const gen = generations[i]!;
+        const cur = state.get(doc.id);
+        const cmp = cur ? compareGenerationsSafe(gen, cur.generation) : 1;
+        if (cur && cmp <= 0) outcomes[i] = !cur.deleted && cmp === 0 ? 'unchanged' : 'stale';
+        else {
+          const body = `${actionLine(this.name, doc.id, gen, 'external')}\n${encodeDocument(doc, gen)}\n`;
+          toSend.push({ i, op: { id: doc.id, body, maybeApplied: false }, expected: cur && !cur.deleted ? 'updated' : 'created' });
+        }
+      }
+      const results = await this.runBulk(toSend.map((s) => s.op), 'upsert');
+      const conflicts: typeof toSend = [];
+      for (const s of toSend) {
+        const r = results.get(s.op)!;
+        if (r.status === 200 || r.status === 201) outcomes[s.i] = r.result === 'created' ? 'created' : s.expected;
+        else conflicts.push(s);
+      }
+      if (conflicts.length > 0) {
+        // Another writer (or our own earlier, unanswered attempt) got there first.
+        const now = await this.currentState(conflicts.map((c) => c.op.id));
+        for (const c of conflicts) {
+          const cur = now.get(c.op.id);
+          const same = cur !== undefined && !cur.deleted && compareGenerationsSafe(cur.generation, generations[c.i]!) === 0;
+          outcomes[c.i] = same ? (c.op.maybeApplied ? c.expected : 'unchanged') : 'stale';
+        }
+      }
+    }
+    return outcomes;
+  }
+
+  async delete(items: { id: string; generation: string }[]): Promise<DeleteOutcome[]> {
+    const generations = items.map((it) => checkGeneration(it.id, it.generation));
+    const outcomes: DeleteOutcome[] = new Array(items.length);
+    const at = new Date().toISOString();
+    for (const round of roundsOfUniqueIds(items.map((it) => it.id))) {
+      const state = await this.currentState(round.map((i) => items[i]!.id));
+      const toSend: { i: number; op: BulkOp; expected: DeleteOutcome }[] = [];
+      for (const i of round) {
+        const { id } = items[i]!;
+        const gen = generations[i]!;
+        const cur = state.get(id);
+        const cmp = cur ? compareGenerationsSafe(gen, cur.generation) : 1;
+        if (cur && !cur.deleted && cmp < 0) outcomes[i] = 'stale';
+        else if (cur && cur.deleted && cmp <= 0) outcomes[i] = 'absent';
+        else {
+          // external_gte: deleting the very generation that is indexed is the normal case.
+          const body = `${actionLine(this.name, id, gen, 'external_gte')}\n${encodeTombstone(id, gen, this.modelVersion, at)}\n`;
+          toSend.push({ i, op: { id, body, maybeApplied: false }, expected: cur && !cur.deleted ? 'deleted' : 'absent' });
+        }
+      }
+      const results = await this.runBulk(toSend.map((s) => s.op), 'delete');
+      const conflicts: typeof toSend = [];
+      for (const s of toSend) {
+        const r = results.get(s.op)!;
+        if (r.status === 200 || r.status === 201) outcomes[s.i] = s.expected;
+        else conflicts.push(s);
+      }
+      if (conflicts.length > 0) {
+        const now = await this.currentState(conflicts.map((c) => c.op.id));
+        for (const c of conflicts) {
+          const cur = now.get(c.op.id);
+          if (cur && !cur.deleted) outcomes[c.i] = 'stale';
+          else outcomes[c.i] = c.op.maybeApplied ? c.expected : 'absent';
+        }
+      }
+    }
+    return outcomes;
+  }
+
+  async query(vector: Float32Array, options: QueryOptions): Promise<Hit[]> {
+    const opts = parseQueryOptions(options);
+    if (vector.length !== this.dimension) {
+      throw new ModelMismatchError(`Query vector has dimension ${vector.length}; index ${this.name} holds ${this.dimension}-d vectors of model ${this.modelVersion}`);
+    }
+    if (!vector.every(Number.isFinite)) throw new ParseError('Query vector holds NaN or Infinity');
+    const body = knnSearchBody(vector, opts, this.meta.spaceType);
+    const res = await this.request<SearchResponse>('k-NN query', { method: 'POST', path: `/${encodeURIComponent(this.name)}/_search`, body });
+    const hits: Hit[] = [];
+    for (const h of res.body.hits?.hits ?? []) {
+      const score = scoreToCosine(h._score ?? 0, this.meta.spaceType);
+      if (opts.minScore !== undefined && score < opts.minScore) continue;
+      const s = h._source;
+      hits.push({
+        id: h._id,
+        uri: s.uri ?? '',
+        score,
+        generation: String(s.generation),
+        labels: s.labels ?? [],
+        ...(s.caption !== undefined ? { caption: s.caption } : {}),
+        modelVersion: s.modelVersion ?? this.modelVersion,
+      });
+    }
+    return hits.slice(0, opts.k);
+  }
+
+  async get(id: string): Promise<VectorDocument | null> {
+    const res = await this.request<{ found?: boolean; _source?: StoredSource }>(
+      `get ${id}`,
+      { method: 'GET', path: `/${encodeURIComponent(this.name)}/_doc/${encodeURIComponent(id)}` },
+      [404],
+    );
+    if (res.statusCode === 404 || !res.body.found || !res.body._source || res.body._source.deleted) return null;
+    return decodeDocument(res.body._source);
+  }
+
+  async count(): Promise<number> {
+    const res = await this.request<{ count: number }>('count', {
+      method: 'POST',
+      path: `/${encodeURIComponent(this.name)}/_count`,
+      body: { query: NOT_DELETED },
+    });
+    return res.body.count;
+  }
+
+  /** Keyset pages sorted on `id` (doc values), so each live document comes exactly once. */
+  async *scan(batchSize = 500): AsyncIterable<VectorDocument[]> {
+    const size = Math.max(1, Math.min(batchSize, 10_000));
+    let after: string | undefined;
+    for (;;) {
+      const body: Record<string, unknown> = { size, query: NOT_DELETED, sort: [{ id: 'asc' }] };
+      if (after !== undefined) body.search_after = [after];
+      const res = await this.request<SearchResponse>('scan', { method: 'POST', path: `/${encodeURIComponent(this.name)}/_search`, body });
+      const page = res.body.hits?.hits ?? [];
+      if (page.length === 0) return;
+      yield page.map((h) => decodeDocument(h._source));
+      if (page.length < size) return;
+      after = page[page.length - 1]!._source.id;
+    }
+  }
+
+  /** Before any request: a vector of another model must never be mixed into this index. */
+  private checkDocument(doc: VectorDocument): string {
+    if (doc.modelVersion !== this.modelVersion) {
+      throw new ModelMismatchError(
+        `Document ${doc.id} was embedded by model ${doc.modelVersion}, but index ${this.name} holds model ${this.modelVersion}`,
+        { meta: { id: doc.id, index: this.name } },
+      );
+    }
+    if (doc.vector.length !== this.dimension) {
+      throw new ModelMismatchError(`Document ${doc.id} has a ${doc.vector.length}-d vector; index ${this.name} holds ${this.dimension}-d vectors`, {
+        meta: { id: doc.id, index: this.name },
+      });
+    }
+    if (!doc.vector.every(Number.isFinite)) throw new ParseError(`Document ${doc.id}: vector holds NaN or Infinity`);
+    if (!doc.id) throw new ParseError('Document without an id');
+    return checkGeneration(doc.id, doc.generation);
+  }
+
+  /** Generation and tombstone flag of each id that exists, from one `_mget`. */
+  private async currentState(ids: string[]): Promise<Map<string, CurrentState>> {
+    const state = new Map<string, CurrentState>();
+    if (ids.length === 0) return state;
+    const res = await this.request<{ docs: { _id: string; found?: boolean; _source?: Partial<StoredSource> }[] }>('read generations', {
+      method: 'POST',
+      path: `/${encodeURIComponent(this.name)}/_mget`,
+      querystring: { _source_includes: 'generation,deleted' },
+      body: { ids },
+    });
+    for (const d of res.body.docs ?? []) {
+      if (d.found && d._source?.generation !== undefined) {
+        state.set(d._id, { generation: String(d._source.generation), deleted: d._source.deleted === true });
+      }
+    }
+    return state;
+  }
+
+  /**
+   * Sends operations in bulks of at most `bulkMaxBytes`. A failed request is retried whole; items
+   * answered 429 / 5xx are retried alone with backoff; 409 comes back to the caller; any other
+   * item error fails the call, naming the documents.
+   */
+  private async runBulk(ops: BulkOp[], action: 'upsert' | 'delete'): Promise<Map<BulkOp, ItemResult>> {
+    const results = new Map<BulkOp, ItemResult>();
+    const fatal: { id: string; status: number; type: string; reason: string }[] = [];
+    let pending = ops;
+    for (let attempt = 0; pending.length > 0; attempt++) {
+      const retry: BulkOp[] = [];
+      for (const batch of batchByBytes(pending, this.options.bulkMaxBytes)) {
+        const items = await this.sendBulk(batch);
+        batch.forEach((op, k) => {
+          const item = items[k]!;
+          if (item.status === 429 || item.status >= 500) retry.push(op);
+          else if (item.status >= 400 && item.status !== 409) {
+            fatal.push({ id: op.id, status: item.status, type: item.error?.type ?? 'error', reason: item.error?.reason ?? '' });
+          } else results.set(op, item);
+        });
+      }
+      if (retry.length === 0) break;
+      if (attempt >= this.options.maxRetries) {
+        throw new TransientError(
+          `OpenSearch kept refusing ${retry.length} ${action}(s) in ${this.name} (429/5xx) after ${attempt + 1} attempts: ${retry.slice(0, 10).map((o) => o.id).join(', ')}`,
+          { meta: { index: this.name, ids: retry.map((o) => o.id) } },
+        );
+      }
+      const delayMs = backoffDelay(attempt, this.options);
+      this.logger.warn({ index: this.name, action, items: retry.length, attempt: attempt + 1, delayMs }, 'bulk items throttled; retrying them');
+      await sleep(delayMs);
+      pending = retry;
+    }
+    if (fatal.length > 0) throw new OpenSearchBulkItemError(fatal, action, this.name);
+    return results;
+  }
+
+  private async sendBulk(batch: BulkOp[]): Promise<ItemResult[]> {
+    const querystring: Record<string, unknown> = {};
+    if (this.options.refresh !== false) querystring.refresh = this.options.refresh;
+    const res = await this.request<BulkResponse>(
+      `bulk ${this.name}`,
+      { method: 'POST', path: '/_bulk', bulkBody: batch.map((op) => op.body).join(''), querystring },
+      undefined,
+      // A request that failed (reset, timeout, 5xx) may still have been applied: a 409 on its
+      // retry then means "our own write", not "unchanged".
+      () => batch.forEach((op) => (op.maybeApplied = true)),
+    );
+    if (res.body.items?.length !== batch.length) {
+      throw new TransientError(`OpenSearch bulk answer for ${this.name} has ${res.body.items?.length ?? 0} items for ${batch.length} operations`);
+    }
+    return res.body.items.map((it) => {
+      const r = Object.values(it)[0]!;
+      return { status: r.status, result: r.result, error: r.error };
+    });
+  }
+}
+
+interface SearchResponse {
+  hits?: { hits: { _id: string; _score?: number; _source: StoredSource }[] };
+}
+
+interface BulkResponse {
+  errors?: boolean;
+  items: Record<string, { _id?: string; status: number; result?: string; error?: { type?: string; reason?: string } }>[];
+}
+
+/** Positions split so that no id occurs twice in one round (a bulk of one id is order-sensitive). */
+function roundsOfUniqueIds(ids: string[]): number[][] {
+  const rounds: number[][] = [];
+  const seen = new Map<string, number>();
+  ids.forEach((id, i) => {
+    const r = seen.get(id) ?? 0;
+    seen.set(id, r + 1);
+    (rounds[r] ??= []).push(i);
+  });
+  return rounds;
+}

@@ -1,0 +1,63 @@
+import { documentId, imageEventSchema, objectUri, TOPICS, type ImageEvent } from '../contracts.js';
+import { ParseError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { EventBus } from '../ports/event-bus.js';
+import type { RejectionLog } from '../ports/rejection-log.js';
+import { looksLikeImage } from './image-types.js';
+import type { ObjectEventOutcome } from './results.js';
+
+export interface ObjectEventDeps {
+  bus: EventBus;
+  rejections: RejectionLog;
+  logger: Logger;
+  settings: { prefix: string; maxBytes: number };
+}
+
+/** Parses the event payload; throws ParseError (the entry point dead-letters it) when malformed. */
+export function parseImageEvent(payload: unknown): ImageEvent {
+  const parsed = imageEventSchema.safeParse(payload);
+  if (!parsed.success) {
+    const detail = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    throw new ParseError(`malformed image event: ${detail}`, { cause: parsed.error });
+  }
+  return parsed.data;
+}
+
+/**
+ * Storage event → validate → publish to `image-events`. Cheap checks only (no read): the embed
+ * worker decodes and rejects bad content. Deletes always pass so the index forgets the object.
+ */
+export async function handleObjectEvent(payload: unknown, deps: ObjectEventDeps): Promise<ObjectEventOutcome> {
+  const event = parseImageEvent(payload);
+  const id = documentId(event.bucket, event.name);
+  const log = deps.logger.child({ id, object: event.name, generation: event.generation, eventType: event.eventType });
+  if (!event.name.startsWith(deps.settings.prefix)) {
+    log.info({ reason: 'outside-prefix' }, `ignored: ${event.name} is outside the prefix "${deps.settings.prefix}"`);
+    return { status: 'skipped', id, reason: 'outside-prefix' };
+  }
+  if (event.eventType === 'finalize') {
+    if (!looksLikeImage(event.name, event.contentType)) {
+      log.info({ reason: 'not-an-image-type' }, `ignored: ${event.name} has content type ${event.contentType}`);
+      return { status: 'skipped', id, reason: 'not-an-image-type' };
+    }
+    const reject = event.size === 0
+      ? { reason: 'empty-file', detail: 'the object is 0 bytes' }
+      : event.size > deps.settings.maxBytes
+        ? { reason: 'too-large', detail: `${event.size} bytes exceeds the limit of ${deps.settings.maxBytes}` }
+        : null;
+    if (reject) {
+      await deps.rejections.record({
+        id,
+        uri: objectUri(event.bucket, event.name),
+        generation: event.generation,
+        ...reject,
+        at: new Date().toISOString(),
+      });
+      log.warn({ reason: reject.reason }, `rejected ${event.name}: ${reject.detail}`);
+      return { status: 'rejected', id, ...reject };
+    }
+  }
+  await deps.bus.publish(TOPICS.imageEvents, event, { id, eventType: event.eventType, generation: event.generation });
+  log.debug('published image event');
+  return { status: 'published', id, eventType: event.eventType };
+}

@@ -1,0 +1,137 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { KERAS_TO_ONNX_CONVERTER_VERSION, kerasToOnnx, type FeatureLayer, type ThumbnailBranch } from './keras-to-onnx.js';
+import { modelManifestSchema, type ImageTower, type ModelManifest } from './manifest.js';
+import { loadNsfwjsMobilenetV2, nsfwjsPackageVersion } from './nsfwjs-mobilenet.js';
+
+/**
+ * The offline default model: nsfwjs' Keras MobileNetV2 (ImageNet backbone) converted to ONNX on
+ * first use, with no network, and cached. Its NSFW head is dropped; the output is a general image
+ * embedding ("base") that a trained head may later project.
+ *
+ * Why these layers (measured by bench/select-feature-layer.ts; figures in its header comment):
+ * PLACEHOLDER — filled in from the measurement.
+ */
+export const DEFAULT_MODEL_NAME = 'mobilenet_v2-nsfwjs';
+export const DEFAULT_MODEL_VERSION = 'mobilenet_v2-nsfwjs-base-1';
+
+export const DEFAULT_FEATURE_LAYERS: readonly FeatureLayer[] = [
+  { layer: 'block_12_add', weight: 1 },
+  { layer: 'out_relu', weight: 1 },
+];
+export const DEFAULT_THUMBNAIL: ThumbnailBranch | undefined = { size: 8, colour: 'grey', centre: true, weight: 1 };
+
+const INPUT_SIZE = 224;
+
+/** Input side of the default model: 224×224 RGB in [0,1], NHWC, centre-cropped. */
+export const DEFAULT_IMAGE_TOWER: Omit<ImageTower, 'dimension'> = {
+  file: 'image.onnx',
+  inputName: 'pixels',
+  outputName: 'embedding',
+  width: INPUT_SIZE,
+  height: INPUT_SIZE,
+  layout: 'NHWC',
+  scale: 1 / 255,
+  mean: [0, 0, 0],
+  std: [1, 1, 1],
+  resize: 'cover',
+};
+
+export interface DefaultModelOptions {
+  features?: readonly FeatureLayer[];
+  thumbnail?: ThumbnailBranch | undefined;
+}
+
+const inFlight = new Map<string, Promise<{ dir: string; manifest: ModelManifest }>>();
+
+/**
+ * Returns the folder holding `manifest.json` + `image.onnx` of the default model, converting it
+ * on first use. The folder name carries a hash of everything that shapes the model (converter
+ * version, nsfwjs version, layers), so changing any of them converts again instead of reusing a
+ * stale file. Writes go to a temporary folder renamed into place, so a crash never leaves half a
+ * model and concurrent processes agree on one result.
+ */
+export async function ensureDefaultModel(
+  cacheDir: string,
+  options: DefaultModelOptions = {},
+): Promise<{ dir: string; manifest: ModelManifest }> {
+  const features = options.features ?? DEFAULT_FEATURE_LAYERS;
+  const thumbnail = 'thumbnail' in options ? options.thumbnail : DEFAULT_THUMBNAIL;
+  const key = JSON.stringify({
+    converter: KERAS_TO_ONNX_CONVERTER_VERSION,
+    nsfwjs: nsfwjsPackageVersion(),
+    version: DEFAULT_MODEL_VERSION,
+    features,
+    thumbnail: thumbnail ?? null,
+    tower: DEFAULT_IMAGE_TOWER,
+  });
+  const hash = createHash('sha256').update(key).digest('hex').slice(0, 12);
+  const dir = join(cacheDir, `${DEFAULT_MODEL_VERSION}-${hash}`);
+  let pending = inFlight.get(dir);
+  if (!pending) {
+    pending = (async () => (await readCached(dir)) ?? convertInto(cacheDir, dir, features, thumbnail))();
+    inFlight.set(dir, pending);
+    pending.catch(() => inFlight.delete(dir));
+  }
+  return pending;
+}
+
+async function readCached(dir: string): Promise<{ dir: string; manifest: ModelManifest } | undefined> {
+  try {
+    const manifest = modelManifestSchema.parse(JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')));
+    await readFile(join(dir, manifest.image.file), { flag: 'r' }).then((b) => {
+      if (b.length === 0) throw new Error('empty model file');
+    });
+    return { dir, manifest };
+  } catch {
+    return undefined;
+  }
+}
+
+async function convertInto(
+  cacheDir: string,
+  dir: string,
+  features: readonly FeatureLayer[],
+  thumbnail: ThumbnailBranch | undefined,
+): Promise<{ dir: string; manifest: ModelManifest }> {
+  const converted = kerasToOnnx(loadNsfwjsMobilenetV2(), {
+    features: [...features],
+    thumbnail,
+    inputName: DEFAULT_IMAGE_TOWER.inputName,
+    outputName: DEFAULT_IMAGE_TOWER.outputName,
+    docString: `${DEFAULT_MODEL_VERSION}: ${describeLayers(features, thumbnail)}`,
+  });
+  const dimension = converted.outputDimensions[0]!;
+  const manifest: ModelManifest = modelManifestSchema.parse({
+    name: DEFAULT_MODEL_NAME,
+    version: DEFAULT_MODEL_VERSION,
+    description: `MobileNetV2 (ImageNet backbone from nsfwjs ${nsfwjsPackageVersion()}), converted offline; base embedding = ${describeLayers(features, thumbnail)}`,
+    image: { ...DEFAULT_IMAGE_TOWER, dimension },
+    dimension,
+    normalize: true,
+  });
+  await mkdir(cacheDir, { recursive: true });
+  const tmp = `${dir}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  await mkdir(tmp);
+  try {
+    await writeFile(join(tmp, manifest.image.file), converted.bytes);
+    await writeFile(join(tmp, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+    await rename(tmp, dir);
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true });
+    // Another process finished first: its result is the same model.
+    const cached = await readCached(dir);
+    if (cached) return cached;
+    throw err;
+  }
+  return { dir, manifest };
+}
+
+export function describeLayers(features: readonly FeatureLayer[], thumbnail: ThumbnailBranch | undefined): string {
+  const parts = features.map((f) => `${f.layer}×${f.weight ?? 1}`);
+  if (thumbnail) {
+    parts.push(`thumbnail ${thumbnail.size}x${thumbnail.size} ${thumbnail.colour}${thumbnail.centre ? ' centred' : ''}×${thumbnail.weight}`);
+  }
+  return `concat(${parts.join(', ')}) pooled, L2-normalised`;
+}

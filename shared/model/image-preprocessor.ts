@@ -1,0 +1,107 @@
+import sharp from 'sharp';
+import { ImageRejectedError } from '../errors.js';
+import type { PreparedImage } from '../ports/embedder.js';
+import type { ImageTower } from './manifest.js';
+
+/**
+ * Image file bytes → the model's input tensor for one image, with sharp. Every failure becomes an
+ * ImageRejectedError with a reason a person can act on; pixel bombs are refused from the header,
+ * before anything is decoded.
+ */
+
+/** Raster formats we decode. sharp reports AVIF as `heif`. SVG/PDF (vector, documents) are refused. */
+export const ACCEPTED_IMAGE_FORMATS: ReadonlySet<string> = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff', 'heif', 'avif']);
+
+export interface PrepareLimits {
+  /** Largest width×height accepted (checked from the header, then enforced by the decoder). */
+  maxPixels: number;
+}
+
+const WHITE = { r: 255, g: 255, b: 255 };
+
+export async function prepareImage(image: Buffer, tower: ImageTower, limits: PrepareLimits): Promise<PreparedImage> {
+  if (image.length === 0) throw new ImageRejectedError('empty-file', 'the file is empty (0 bytes)');
+  // This sharp build cannot open PDF, so it would call one "not an image": say what it is instead.
+  if (image.subarray(0, 5).toString('latin1') === '%PDF-') {
+    throw new ImageRejectedError('unsupported-format', 'pdf documents are not accepted, only raster images');
+  }
+  const header = await readHeader(image);
+  const format = header.format ?? 'unknown';
+  if (!ACCEPTED_IMAGE_FORMATS.has(format)) {
+    throw new ImageRejectedError(
+      'unsupported-format',
+      `${format} is not an accepted image format (accepted: ${[...ACCEPTED_IMAGE_FORMATS].join(', ')})`,
+    );
+  }
+  // Oriented size: a portrait photo stored landscape with an EXIF rotation is portrait for users.
+  const width = header.autoOrient?.width ?? header.width;
+  // Multi-page images (animated GIF/WebP) are embedded from their first page only.
+  const height = header.autoOrient?.height ?? header.pageHeight ?? header.height;
+  if (!width || !height) throw new ImageRejectedError('corrupt-image', `the ${format} header has no image size`);
+  const pixels = width * height;
+  if (pixels > limits.maxPixels) {
+    throw new ImageRejectedError(
+      'too-many-pixels',
+      `${width}x${height} = ${pixels} pixels exceeds the limit of ${limits.maxPixels}`,
+    );
+  }
+
+  let raw: { data: Buffer; info: sharp.OutputInfo };
+  try {
+    raw = await sharp(image, { failOn: 'error', limitInputPixels: Math.max(1, Math.floor(limits.maxPixels)) })
+      .rotate() // apply EXIF orientation
+      .flatten({ background: WHITE }) // transparent areas become white, as viewers show them
+      .resize(tower.width, tower.height, {
+        fit: tower.resize,
+        position: 'centre',
+        background: WHITE,
+      })
+      .toColourspace('srgb')
+      .removeAlpha()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+  } catch (err) {
+    throw new ImageRejectedError('corrupt-image', `the ${format} data cannot be decoded: ${messageOf(err)}`, { cause: err });
+  }
+  const { data, info } = raw;
+  if (info.channels !== 3 || info.width !== tower.width || info.height !== tower.height) {
+    throw new ImageRejectedError(
+      'corrupt-image',
+      `decoded to ${info.width}x${info.height}x${info.channels}, expected ${tower.width}x${tower.height}x3`,
+    );
+  }
+  return { pixels: normalise(data, tower), width, height, format };
+}
+
+async function readHeader(image: Buffer): Promise<sharp.Metadata> {
+  try {
+    // Header only, nothing decoded: lift sharp's default pixel limit so that our own check below
+    // reports the size instead of a generic error.
+    return await sharp(image, { limitInputPixels: false }).metadata();
+  } catch (err) {
+    const message = messageOf(err);
+    if (/unsupported image format/i.test(message)) {
+      throw new ImageRejectedError('not-an-image', 'the data is not in any image format we can identify', { cause: err });
+    }
+    throw new ImageRejectedError('corrupt-image', `the image header cannot be read: ${message}`, { cause: err });
+  }
+}
+
+/** ((v·scale) − mean[c]) / std[c], written NHWC or NCHW as the manifest says. */
+export function normalise(rgb: Uint8Array, tower: ImageTower): Float32Array {
+  const area = tower.width * tower.height;
+  const out = new Float32Array(area * 3);
+  const { scale, mean, std } = tower;
+  const nchw = tower.layout === 'NCHW';
+  for (let p = 0; p < area; p++) {
+    for (let c = 0; c < 3; c++) {
+      const value = (rgb[p * 3 + c]! * scale - mean[c]) / std[c];
+      out[nchw ? c * area + p : p * 3 + c] = value;
+    }
+  }
+  return out;
+}
+
+function messageOf(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!.trim();
+}

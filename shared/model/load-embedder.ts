@@ -1,0 +1,89 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { ConfigError, errorMessage } from '../errors.js';
+import { silentLogger, type Logger } from '../logger.js';
+import type { Embedder } from '../ports/embedder.js';
+import { modelManifestSchema, type ModelManifest } from './manifest.js';
+import { OnnxEmbedder } from './onnx-embedder.js';
+import { loadHead, loadTextTower } from './towers.js';
+
+export interface LoadEmbedderOptions {
+  /** Threads for one inference (intra-op); default: onnxruntime's choice. */
+  threads?: number;
+  /** 'cuda' falls back to CPU when the CUDA provider is unavailable. */
+  executionProvider?: 'cpu' | 'cuda';
+  /** Largest width×height accepted by prepare(). */
+  maxPixels: number;
+  logger?: Logger;
+}
+
+/** Reads `<dir>/manifest.json` and opens the model it describes. */
+export async function loadEmbedder(dir: string, options: LoadEmbedderOptions): Promise<Embedder> {
+  const manifest = await readManifest(dir);
+  const logger = options.logger ?? silentLogger;
+  const { session: imageSession, sessionOptions } = await createSession(join(dir, manifest.image.file), options, logger);
+  const check = (names: readonly string[], name: string, what: string) => {
+    if (!names.includes(name)) {
+      throw new ConfigError(`${join(dir, manifest.image.file)} has no ${what} named "${name}" (it has: ${names.join(', ')}); fix manifest.json`);
+    }
+  };
+  check(imageSession.inputNames, manifest.image.inputName, 'input');
+  check(imageSession.outputNames, manifest.image.outputName, 'output');
+  const head = await loadHead(manifest, dir, { sessionOptions });
+  const text = await loadTextTower(manifest, dir, { sessionOptions });
+  return new OnnxEmbedder(manifest, imageSession, { maxPixels: options.maxPixels }, head, text);
+}
+
+export async function readManifest(dir: string): Promise<ModelManifest> {
+  const path = join(dir, 'manifest.json');
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(path, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`cannot read the model manifest ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  const parsed = modelManifestSchema.safeParse(json);
+  if (!parsed.success) {
+    throw new ConfigError(`invalid model manifest ${path}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  }
+  const m = parsed.data;
+  const expected = m.head ? m.head.outputDimension : m.image.dimension;
+  if (m.dimension !== expected) {
+    throw new ConfigError(`invalid model manifest ${path}: dimension ${m.dimension} should be ${expected} (${m.head ? 'head output' : 'image tower'})`);
+  }
+  if (m.head && m.head.inputDimension !== m.image.dimension) {
+    throw new ConfigError(`invalid model manifest ${path}: head input ${m.head.inputDimension} ≠ image dimension ${m.image.dimension}`);
+  }
+  return m;
+}
+
+/**
+ * The CPU build of onnxruntime-node fails outright when asked for CUDA (instead of falling back),
+ * so a CUDA request that fails is retried on CPU with a warning; the options that worked are
+ * reused for the head and text tower.
+ */
+async function createSession(
+  path: string,
+  options: LoadEmbedderOptions,
+  logger: Logger,
+): Promise<{ session: ort.InferenceSession; sessionOptions: ort.InferenceSession.SessionOptions }> {
+  if (options.executionProvider === 'cuda') {
+    const sessionOptions = sessionOptionsFor(options, ['cuda', 'cpu']);
+    try {
+      return { session: await ort.InferenceSession.create(path, sessionOptions), sessionOptions };
+    } catch (err) {
+      logger.warn({ err: errorMessage(err), model: path }, 'CUDA execution provider unavailable; running on CPU');
+    }
+  }
+  const sessionOptions = sessionOptionsFor(options, ['cpu']);
+  return { session: await ort.InferenceSession.create(path, sessionOptions), sessionOptions };
+}
+
+function sessionOptionsFor(options: LoadEmbedderOptions, executionProviders: string[]): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders,
+    ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
+    graphOptimizationLevel: 'all',
+  };
+}

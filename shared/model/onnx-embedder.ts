@@ -1,0 +1,91 @@
+import * as ort from 'onnxruntime-node';
+import { CapabilityError } from '../errors.js';
+import type { Embedder, ImageEmbeddings, PreparedImage } from '../ports/embedder.js';
+import { prepareImage, type PrepareLimits } from './image-preprocessor.js';
+import type { ModelManifest } from './manifest.js';
+import type { Head, TextTower } from './towers.js';
+
+/**
+ * The Embedder port on onnxruntime: one session for the image tower, an optional head and text
+ * tower. A batch of images is one ONNX run; every vector that leaves here is L2-normalised.
+ */
+export class OnnxEmbedder implements Embedder {
+  readonly modelVersion: string;
+  readonly dimension: number;
+  readonly hasTextTower: boolean;
+
+  constructor(
+    readonly manifest: ModelManifest,
+    private readonly imageSession: ort.InferenceSession,
+    private readonly limits: PrepareLimits,
+    private readonly head?: Head,
+    private readonly textTower?: TextTower,
+  ) {
+    this.modelVersion = manifest.version;
+    this.dimension = manifest.dimension;
+    this.hasTextTower = textTower !== undefined;
+  }
+
+  prepare(image: Buffer): Promise<PreparedImage> {
+    return prepareImage(image, this.manifest.image, this.limits);
+  }
+
+  async embedPrepared(images: PreparedImage[]): Promise<ImageEmbeddings> {
+    if (images.length === 0) return { base: [], vectors: [] };
+    const tower = this.manifest.image;
+    const size = tower.width * tower.height * 3;
+    const input = new Float32Array(images.length * size);
+    images.forEach((image, i) => {
+      if (image.pixels.length !== size) {
+        throw new Error(`prepared image ${i} has ${image.pixels.length} values, the model takes ${size}`);
+      }
+      input.set(image.pixels, i * size);
+    });
+    const dims = tower.layout === 'NHWC' ? [images.length, tower.height, tower.width, 3] : [images.length, 3, tower.height, tower.width];
+    const result = await this.imageSession.run({ [tower.inputName]: new ort.Tensor('float32', input, dims) });
+    const output = result[tower.outputName];
+    if (!output) throw new Error(`the image model has no output named ${tower.outputName}`);
+    const dim = output.dims[output.dims.length - 1] as number;
+    if (dim !== tower.dimension || output.dims[0] !== images.length) {
+      throw new Error(`the image model returned [${output.dims.join(',')}], the manifest says [${images.length},${tower.dimension}]`);
+    }
+    const values = output.data as Float32Array;
+    const base = images.map((_, i) => l2Normalise(values.slice(i * dim, (i + 1) * dim)));
+    return { base, vectors: await this.project(base) };
+  }
+
+  async project(base: Float32Array[]): Promise<Float32Array[]> {
+    for (const [i, v] of base.entries()) {
+      if (v.length !== this.manifest.image.dimension) {
+        throw new Error(`base embedding ${i} has dimension ${v.length}, the model's base dimension is ${this.manifest.image.dimension}`);
+      }
+    }
+    if (!this.head) return base;
+    return (await this.head.apply(base)).map(l2Normalise);
+  }
+
+  async embedTexts(texts: string[]): Promise<Float32Array[]> {
+    if (!this.textTower) {
+      throw new CapabilityError(`model ${this.manifest.version} has no text tower: text search needs a model with one`, {
+        meta: { modelVersion: this.manifest.version },
+      });
+    }
+    if (texts.length === 0) return [];
+    return (await this.textTower.embed(texts)).map(l2Normalise);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.imageSession.release(), this.head?.close(), this.textTower?.close()]);
+  }
+}
+
+/** v / ‖v‖ (a zero vector stays zero). */
+export function l2Normalise(v: Float32Array): Float32Array {
+  let sum = 0;
+  for (let i = 0; i < v.length; i++) sum += v[i]! * v[i]!;
+  const norm = Math.sqrt(sum);
+  if (norm === 0) return v;
+  const out = new Float32Array(v.length);
+  for (let i = 0; i < v.length; i++) out[i] = v[i]! / norm;
+  return out;
+}

@@ -1,0 +1,87 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { ensureDefaultModel } from '../model/default-model.js';
+import { loadEmbedder } from '../model/load-embedder.js';
+import type { Logger } from '../logger.js';
+import type { Embedder } from '../ports/embedder.js';
+import type { ModelRegistry, ModelVersion } from '../ports/model-registry.js';
+import { IssError } from '../errors.js';
+
+/**
+ * Registers the offline default model (converted from the nsfwjs Keras MobileNetV2 on first use,
+ * no network) when the registry has no active version yet.
+ */
+export async function ensureActiveModel(registry: ModelRegistry, cacheDir: string, logger: Logger): Promise<ModelVersion> {
+  const active = await registry.active();
+  if (active) return active;
+  const { dir, manifest } = await ensureDefaultModel(cacheDir);
+  const existing = await registry.get(manifest.version);
+  if (!existing) {
+    const files: Record<string, Buffer> = {};
+    for (const name of await fs.readdir(dir)) {
+      if (name !== 'manifest.json') files[name] = await fs.readFile(path.join(dir, name));
+    }
+    await registry.register({ version: manifest.version, parent: null, manifest, files, lineage: { source: 'nsfwjs MobileNetV2 (ImageNet), converted to ONNX' } });
+  }
+  await registry.promote(manifest.version);
+  logger.info({ modelVersion: manifest.version }, 'registered and activated the default model');
+  return (await registry.active())!;
+}
+
+/**
+ * The active model, loaded lazily once and kept; `refresh()` swaps it when the registry's active
+ * version changed (after a promotion or rollback by another process).
+ */
+export class ModelHolder {
+  private loaded: Embedder | null = null;
+  private loading: Promise<Embedder> | null = null;
+
+  constructor(
+    private readonly registry: ModelRegistry,
+    private readonly options: { threads?: number; maxPixels: number; executionProvider?: 'cpu' | 'cuda'; logger: Logger },
+  ) {}
+
+  async get(): Promise<Embedder> {
+    if (this.loaded) return this.loaded;
+    this.loading ??= this.load().finally(() => {
+      this.loading = null;
+    });
+    return this.loading;
+  }
+
+  /** The loaded model; call `get()` once before. */
+  current(): Embedder {
+    if (!this.loaded) throw new IssError('model not loaded yet');
+    return this.loaded;
+  }
+
+  /** Reloads when the active version changed; returns true if it did. */
+  async refresh(): Promise<boolean> {
+    const active = await this.registry.active();
+    if (!active || active.version === this.loaded?.modelVersion) return false;
+    const previous = this.loaded;
+    this.loaded = null;
+    await this.get();
+    await previous?.close();
+    this.options.logger.info({ from: previous?.modelVersion, to: active.version }, 'active model changed');
+    return true;
+  }
+
+  private async load(): Promise<Embedder> {
+    const active = await this.registry.active();
+    if (!active) throw new IssError('no active model in the registry');
+    const dir = await this.registry.localPath(active.version);
+    const embedder = await loadEmbedder(dir, {
+      threads: this.options.threads,
+      maxPixels: this.options.maxPixels,
+      executionProvider: this.options.executionProvider,
+    });
+    this.loaded = embedder;
+    return embedder;
+  }
+
+  async close(): Promise<void> {
+    await this.loaded?.close();
+    this.loaded = null;
+  }
+}

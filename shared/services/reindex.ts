@@ -1,0 +1,66 @@
+import type { Logger } from '../logger.js';
+import type { Embedder } from '../ports/embedder.js';
+import type { FeatureRecord, FeatureStore } from '../ports/feature-store.js';
+import type { VectorDocument, VectorIndexCatalog } from '../ports/vector-index.js';
+import { IssError } from '../errors.js';
+
+export interface ReindexResult {
+  index: string;
+  previous: string | null;
+  count: number;
+  /** Images whose stored base embedding came from another image tower: they must be re-embedded. */
+  needsReembedding: FeatureRecord[];
+}
+
+export class ReindexVerificationError extends IssError {
+  override readonly code = 'REINDEX_VERIFICATION_FAILED';
+}
+
+/**
+ * Rebuilds the index for `embedder`'s model beside the live one: stored base embeddings are
+ * re-projected by the model's head (no image is decoded), counts are verified, then the alias is
+ * swapped atomically. The previous index stays for rollback.
+ */
+export async function reindexFromFeatures(
+  deps: { catalog: VectorIndexCatalog; features: FeatureStore; embedder: Embedder; logger: Logger },
+  onProgress?: (done: number) => void,
+): Promise<ReindexResult> {
+  const { catalog, features, embedder, logger } = deps;
+  const target = await catalog.createVersion(embedder.modelVersion, embedder.dimension);
+  logger.info({ index: target.name, modelVersion: embedder.modelVersion }, 'reindexing from the feature store');
+  const needsReembedding: FeatureRecord[] = [];
+  let expected = 0;
+  let done = 0;
+  const now = new Date().toISOString();
+  for await (const batch of features.scan(1024)) {
+    const usable = batch.filter((r) => {
+      if (r.baseModel === embedder.manifest.name && r.vector.length === embedder.manifest.image.dimension) return true;
+      needsReembedding.push(r);
+      return false;
+    });
+    if (usable.length === 0) continue;
+    const vectors = await embedder.project(usable.map((r) => r.vector));
+    const docs: VectorDocument[] = usable.map((r, i) => ({
+      id: r.id,
+      uri: r.uri,
+      generation: r.generation,
+      modelVersion: embedder.modelVersion,
+      vector: vectors[i]!,
+      labels: r.labels,
+      caption: r.caption,
+      eventTime: r.eventTime,
+      indexedAt: now,
+    }));
+    await target.upsert(docs);
+    expected += usable.length;
+    done += usable.length;
+    onProgress?.(done);
+  }
+  const count = await target.count();
+  if (count !== expected) {
+    throw new ReindexVerificationError(`index ${target.name} holds ${count} documents but ${expected} were written; the alias was not swapped`);
+  }
+  const previous = await catalog.swapAlias(target.name);
+  logger.info({ index: target.name, previous, count }, 'alias swapped to the new index');
+  return { index: target.name, previous, count, needsReembedding };
+}

@@ -1,0 +1,70 @@
+import { CapabilityError, NotFoundError } from '../errors.js';
+import type { Embedder } from '../ports/embedder.js';
+import type { Hit, QueryFilter, VectorIndex } from '../ports/vector-index.js';
+
+export interface SearchRequest {
+  k: number;
+  filter?: QueryFilter;
+  minScore?: number;
+}
+
+export interface SearchResponse {
+  modelVersion: string;
+  query: { kind: 'image' | 'similar' | 'text'; value?: string };
+  results: Hit[];
+}
+
+/**
+ * Queries answered with the active model against the live index. The index refuses vectors of
+ * another model, and the query vector comes from the model the index was built with, so results
+ * never mix two models.
+ */
+export class SearchService {
+  constructor(
+    private readonly embedder: () => Embedder,
+    private readonly index: () => Promise<VectorIndex | null>,
+  ) {}
+
+  private async liveIndex(): Promise<VectorIndex> {
+    const index = await this.index();
+    if (!index) throw new NotFoundError('nothing is indexed yet: add images to the bucket folder or run `imgsearch ingest <dir>`');
+    const embedder = this.embedder();
+    if (index.modelVersion !== embedder.modelVersion) {
+      throw new CapabilityError(
+        `the live index holds vectors of model ${index.modelVersion} but the loaded model is ${embedder.modelVersion}; wait for reindexing to finish or run \`imgsearch model rollback\``,
+      );
+    }
+    return index;
+  }
+
+  async byImage(image: Buffer, req: SearchRequest): Promise<SearchResponse> {
+    const index = await this.liveIndex();
+    const embedder = this.embedder();
+    const prepared = await embedder.prepare(image);
+    const { vectors } = await embedder.embedPrepared([prepared]);
+    const results = await index.query(vectors[0]!, { k: req.k, filter: req.filter, minScore: req.minScore });
+    return { modelVersion: index.modelVersion, query: { kind: 'image' }, results };
+  }
+
+  async similarTo(id: string, req: SearchRequest): Promise<SearchResponse> {
+    const index = await this.liveIndex();
+    const doc = await index.get(id);
+    if (!doc) throw new NotFoundError(`no indexed image has id ${id}`);
+    const filter: QueryFilter = { ...req.filter, excludeIds: [...(req.filter?.excludeIds ?? []), id] };
+    const results = await index.query(doc.vector, { k: req.k, filter, minScore: req.minScore });
+    return { modelVersion: index.modelVersion, query: { kind: 'similar', value: id }, results };
+  }
+
+  async byText(text: string, req: SearchRequest): Promise<SearchResponse> {
+    const index = await this.liveIndex();
+    const embedder = this.embedder();
+    if (!embedder.hasTextTower) {
+      throw new CapabilityError(
+        `model ${embedder.modelVersion} has no text tower yet: run \`imgsearch retrain\` on labelled images (or \`imgsearch model pull clip-vit-b32\`) to enable text search`,
+      );
+    }
+    const [vector] = await embedder.embedTexts([text]);
+    const results = await index.query(vector!, { k: req.k, filter: req.filter, minScore: req.minScore });
+    return { modelVersion: index.modelVersion, query: { kind: 'text', value: text }, results };
+  }
+}
