@@ -80,12 +80,14 @@ export function secretEnvNames(workload: Workload): SecretEnvName[] {
 }
 
 /** Cloud Run v2 container env: plain values plus `secretKeyRef`s. */
-export function cloudRunEnv(workload: Workload, values: EnvValues, secrets: SecretIds) {
+export function cloudRunEnv(workload: Workload, values: EnvValues, secrets?: SecretIds) {
+  const needed = secretEnvNames(workload);
+  if (needed.length > 0 && !secrets) throw new Error(`${workload} needs the OpenSearch secrets (${needed.join(', ')})`);
   return [
     ...Object.entries(plainEnv(workload, values)).map(([name, value]) => ({ name, value })),
-    ...secretEnvNames(workload).map((name) => ({
+    ...needed.map((name) => ({
       name,
-      valueSource: { secretKeyRef: { secret: secrets[name], version: 'latest' } },
+      valueSource: { secretKeyRef: { secret: secrets![name], version: 'latest' } },
     })),
   ];
 }

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { InvalidArgumentError, type Command } from 'commander';
 import { ParseError } from '../../shared/errors.js';
+import type { Hit } from '../../shared/ports/vector-index.js';
 import { SearchService } from '../../shared/services/search-service.js';
 import { configFrom, printJson } from '../options.js';
 import { openLocalRuntime } from '../runtime.js';
@@ -17,14 +18,14 @@ export function registerSearchCommand(program: Command): void {
   program
     .command('search')
     .description('search the index by image, by text, or for images similar to an indexed one')
-    .option('--image <file>', 'query image')
+    .option('--image <files...>', 'query image(s); several print one result list per image')
     .option('--text <query>', 'text query (needs a model with a text tower)')
     .option('--similar <id>', 'id of an indexed image')
     .option('-k, --k <n>', 'number of results', parseIntIn(1, 1000), 10)
     .option('--label <label>', 'only images with this label')
     .option('--min-score <score>', 'cut off results below this cosine similarity', Number)
     .option('--json', 'print [{id, uri, score}] best first')
-    .action(async (opts: { image?: string; text?: string; similar?: string; k: number; label?: string; minScore?: number; json?: boolean }, command: Command) => {
+    .action(async (opts: { image?: string[]; text?: string; similar?: string; k: number; label?: string; minScore?: number; json?: boolean }, command: Command) => {
       const modes = [opts.image, opts.text, opts.similar].filter((v) => v !== undefined).length;
       if (modes !== 1) throw new ParseError('give exactly one of --image <file>, --text <query>, --similar <id>');
       const runtime = await openLocalRuntime(configFrom(command));
@@ -32,18 +33,30 @@ export function registerSearchCommand(program: Command): void {
         await runtime.model.get();
         const service = new SearchService(() => runtime.model.current(), () => runtime.catalog.live());
         const req = { k: opts.k, minScore: opts.minScore, filter: opts.label ? { labels: [opts.label] } : undefined };
+        if (opts.image && opts.image.length > 1) {
+          // Batch of query images: one model load, one result list per image (JSON lines).
+          for (const file of opts.image) {
+            const res = await service.byImage(await readQueryImage(file), req);
+            const results = res.results.map((h) => ({ id: h.id, uri: h.uri, score: h.score, labels: h.labels }));
+            process.stdout.write(opts.json ? `${JSON.stringify({ query: file, results })}\n` : `${file}\n${formatHits(res.results)}`);
+          }
+          return;
+        }
         const res = opts.image
-          ? await service.byImage(await readQueryImage(opts.image), req)
+          ? await service.byImage(await readQueryImage(opts.image[0]!), req)
           : opts.text
             ? await service.byText(opts.text, req)
             : await service.similarTo(opts.similar!, req);
         if (opts.json) return printJson(res.results.map((h) => ({ id: h.id, uri: h.uri, score: h.score, labels: h.labels })));
-        if (res.results.length === 0) process.stdout.write('no results\n');
-        res.results.forEach((h, i) => process.stdout.write(`${String(i + 1).padStart(3)}  ${h.score.toFixed(4)}  ${h.uri}${h.labels.length ? `  [${h.labels.join(', ')}]` : ''}\n`));
+        process.stdout.write(res.results.length === 0 ? 'no results\n' : formatHits(res.results));
       } finally {
         await runtime.close();
       }
     });
+}
+
+function formatHits(hits: Hit[]): string {
+  return hits.map((h, i) => `${String(i + 1).padStart(3)}  ${h.score.toFixed(4)}  ${h.uri}${h.labels.length ? `  [${h.labels.join(', ')}]` : ''}\n`).join('');
 }
 
 async function readQueryImage(file: string): Promise<Buffer> {

@@ -1,4 +1,4 @@
-import sharp from 'sharp';
+import sharp, { type Metadata, type OutputInfo } from 'sharp';
 import { ImageRejectedError } from '../errors.js';
 import type { PreparedImage } from '../ports/embedder.js';
 import type { ImageTower } from './manifest.js';
@@ -46,7 +46,7 @@ export async function prepareImage(image: Buffer, tower: ImageTower, limits: Pre
     );
   }
 
-  let raw: { data: Buffer; info: sharp.OutputInfo };
+  let raw: { data: Buffer; info: OutputInfo };
   try {
     raw = await sharp(image, { failOn: 'error', limitInputPixels: Math.max(1, Math.floor(limits.maxPixels)) })
       .rotate() // apply EXIF orientation
@@ -73,7 +73,7 @@ export async function prepareImage(image: Buffer, tower: ImageTower, limits: Pre
   return { pixels: normalise(data, tower), width, height, format };
 }
 
-async function readHeader(image: Buffer): Promise<sharp.Metadata> {
+async function readHeader(image: Buffer): Promise<Metadata> {
   try {
     // Header only, nothing decoded: lift sharp's default pixel limit so that our own check below
     // reports the size instead of a generic error.

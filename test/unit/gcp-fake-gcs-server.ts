@@ -167,7 +167,7 @@ export class FakeGcsServer {
     if (query.ifGenerationMatch !== undefined && query.ifGenerationMatch !== (current?.generation ?? '0')) {
       return send(res, 412, { error: { code: 412, message: 'At least one of the pre-conditions you specified did not hold.' } });
     }
-    const stored = this.put(bucket, name, dataPart, metadata.contentType);
+    const stored = this.put(bucket, name, dataPart, metadata.contentType ?? 'application/octet-stream');
     send(res, 200, resource(bucket, name, stored));
   }
 }

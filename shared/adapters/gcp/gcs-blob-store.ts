@@ -110,7 +110,8 @@ export class GcsBlobStore implements BlobStore {
     const body = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
     try {
       await file.save(body, {
-        contentType: options.contentType ?? 'application/octet-stream',
+        // Without an explicit type the client derives it from the name (`.jpg` → image/jpeg).
+        ...(options.contentType ? { contentType: options.contentType } : {}),
         resumable: body.length > RESUMABLE_THRESHOLD,
         ...(options.ifGenerationMatch === undefined
           ? {}

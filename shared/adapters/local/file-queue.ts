@@ -251,61 +251,83 @@ export class FileQueue implements EventBus {
 
   /** Back to ready for another attempt, or to dead when the attempts are used up. */
   private async release(topic: string, file: string, id: string, reason: string): Promise<void> {
-    let message: StoredMessage;
-    try {
-      message = storedMessageSchema.parse(JSON.parse(await fs.readFile(file, 'utf8')));
-    } catch (err) {
-      if (isNotFound(err)) return;
-      await this.quarantine(topic, file, `corrupt message file: ${errorMessage(err)}`);
-      return;
-    }
-    if (message.deliveries >= this.maxDeliveryAttempts) {
-      await this.moveToDead(topic, file, reason);
-      return;
-    }
-    // Claim by rename first (only one process wins), then record the reason in place.
-    const target = path.join(this.topicDir(topic, 'ready'), `${id}.json`);
-    const staging = path.join(this.topicDir(topic, 'tmp'), `${id}.${randomBytes(4).toString('hex')}.release`);
-    await fs.mkdir(path.dirname(staging), { recursive: true });
-    try {
-      await fs.rename(file, staging);
-    } catch (err) {
-      if (isNotFound(err)) return;
-      throw err;
-    }
-    await writeJsonAtomic(staging, { ...message, lastReason: reason });
-    await fs.rename(staging, target);
+    await this.settle(topic, file, id, (message) =>
+      message.deliveries >= this.maxDeliveryAttempts ? { dest: 'dead', reason } : { dest: 'ready', reason },
+    );
   }
 
   private async moveToDead(topic: string, file: string, reason: string): Promise<void> {
-    const deadDir = this.topicDir(topic, 'dead');
-    await fs.mkdir(deadDir, { recursive: true });
-    const id = (INFLIGHT_NAME.exec(path.basename(file)) ?? READY_NAME.exec(path.basename(file)))?.[1];
-    const target = path.join(deadDir, `${id ?? `corrupt-${Date.now()}-${randomBytes(4).toString('hex')}`}.json`);
-    const staging = path.join(this.topicDir(topic, 'tmp'), `${path.basename(target)}.${randomBytes(4).toString('hex')}.dead`);
-    await fs.mkdir(path.dirname(staging), { recursive: true });
+    const id = INFLIGHT_NAME.exec(path.basename(file))?.[1] ?? READY_NAME.exec(path.basename(file))?.[1];
+    if (!id) {
+      await this.quarantine(topic, file, reason);
+      return;
+    }
+    await this.settle(topic, file, id, () => ({ dest: 'dead', reason }));
+  }
+
+  /**
+   * Moves a message to ready or dead with its reason recorded, crash-safely: first a short private
+   * lease (a rename inside inflight/, which also settles races with other processes), then the
+   * rewrite, then one rename to the destination. A crash midway leaves a lease that expires and is
+   * redelivered: never a lost message.
+   */
+  private async settle(
+    topic: string,
+    file: string,
+    id: string,
+    decide: (message: StoredMessage) => { dest: 'ready' | 'dead'; reason: string },
+  ): Promise<void> {
+    const inflightDir = this.topicDir(topic, 'inflight');
+    const lease = path.join(inflightDir, `${id}@${randomBytes(6).toString('hex')}@${Date.now() + 30_000}.json`);
     try {
-      await fs.rename(file, staging);
+      await fs.rename(file, lease);
     } catch (err) {
-      if (isNotFound(err)) return;
+      if (isNotFound(err)) return; // settled or reclaimed by someone else
       throw err;
     }
-    const raw = await fs.readFile(staging, 'utf8');
     let message: StoredMessage;
     try {
-      message = storedMessageSchema.parse(JSON.parse(raw));
-    } catch {
-      message = { messageId: id ?? path.basename(file), data: raw.slice(0, 10_000), attributes: {}, publishTime: '', deliveries: 0 };
+      message = storedMessageSchema.parse(JSON.parse(await fs.readFile(lease, 'utf8')));
+    } catch (err) {
+      await this.quarantine(topic, lease, `corrupt message file: ${errorMessage(err)}`);
+      return;
     }
-    await writeJsonAtomic(staging, { ...message, reason, at: new Date().toISOString() });
-    await fs.rename(staging, target);
-    this.logger.warn({ topic, messageId: message.messageId, reason, deliveries: message.deliveries }, 'message dead-lettered');
+    const { dest, reason } = decide(message);
+    const destDir = this.topicDir(topic, dest);
+    await fs.mkdir(destDir, { recursive: true });
+    if (dest === 'dead') {
+      await writeJsonAtomic(lease, { ...message, lastReason: reason, reason, at: new Date().toISOString() });
+      this.logger.warn({ topic, messageId: message.messageId, reason, deliveries: message.deliveries }, 'message dead-lettered');
+    } else {
+      await writeJsonAtomic(lease, { ...message, lastReason: reason });
+    }
+    await fs.rename(lease, path.join(destDir, `${id}.json`));
   }
 
   /** A file that is not a valid message goes to dead with the reason; pulling carries on. */
   private async quarantine(topic: string, file: string, reason: string): Promise<void> {
+    const deadDir = this.topicDir(topic, 'dead');
+    await fs.mkdir(deadDir, { recursive: true });
+    const base = `corrupt-${Date.now()}-${randomBytes(4).toString('hex')}`;
+    const raw = path.join(deadDir, `${base}.raw`);
+    try {
+      await fs.rename(file, raw); // out of the way first: no other puller trips over it again
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw err;
+    }
     this.logger.error({ topic, file: path.basename(file), reason }, 'corrupt queue file moved to dead letters');
-    await this.moveToDead(topic, file, reason);
+    const content = await fs.readFile(raw, 'utf8');
+    await writeJsonAtomic(path.join(deadDir, `${base}.json`), {
+      messageId: base,
+      data: content.slice(0, 10_000),
+      attributes: { originalFile: path.basename(file) },
+      publishTime: '',
+      deliveries: 0,
+      reason,
+      at: new Date().toISOString(),
+    });
+    await fs.rm(raw, { force: true });
   }
 }
 

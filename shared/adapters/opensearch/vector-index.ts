@@ -250,7 +250,7 @@ export class OpenSearchVectorIndex implements VectorIndex {
       );
     }
     if (doc.vector.length !== this.dimension) {
-      throw new ModelMismatchError(`Document ${doc.id} has a ${doc.vector.length}-d vector; index ${this.name} holds ${this.dimension}-d vectors`, {
+      throw new ModelMismatchError(`Document ${doc.id} has a vector of dimension ${doc.vector.length}; index ${this.name} holds dimension ${this.dimension} (model ${this.modelVersion})`, {
         meta: { id: doc.id, index: this.name },
       });
     }
