@@ -81,15 +81,11 @@ export function secretEnvNames(workload: Workload): SecretEnvName[] {
 
 /** Cloud Run v2 container env: plain values plus `secretKeyRef`s. */
 export function cloudRunEnv(workload: Workload, values: EnvValues, secrets?: SecretIds) {
-  const needed = secretEnvNames(workload);
-  if (needed.length > 0 && !secrets) throw new Error(`${workload} needs the OpenSearch secrets (${needed.join(', ')})`);
-  return [
-    ...Object.entries(plainEnv(workload, values)).map(([name, value]) => ({ name, value })),
-    ...needed.map((name) => ({
-      name,
-      valueSource: { secretKeyRef: { secret: secrets![name], version: 'latest' } },
-    })),
-  ];
+  const secretRefs = secretEnvNames(workload).map((name) => {
+    if (!secrets) throw new Error(`${workload} needs the OpenSearch secrets (${name})`);
+    return { name, valueSource: { secretKeyRef: { secret: secrets[name], version: 'latest' } } };
+  });
+  return [...Object.entries(plainEnv(workload, values)).map(([name, value]) => ({ name, value })), ...secretRefs];
 }
 
 /** Cloud Functions gen2 `secretEnvironmentVariables`. */

@@ -36,7 +36,7 @@ export interface TransportParams {
 }
 
 /** One HTTP call with the adapter's retry policy; `ignore` statuses come back instead of throwing. */
-export type Requester = <T = any>(
+export type Requester = <T = unknown>(
   what: string,
   params: TransportParams,
   ignore?: number[],

@@ -1,0 +1,113 @@
+import * as pulumi from '@pulumi/pulumi';
+import type { ParsedStackConfig } from '../config.js';
+import { functionSecretEnv, plainEnv, type EnvValues } from '../env.js';
+import { grantOnBucket, grantOnSecret, grantOnTopic } from '../grants.js';
+import { serviceAccount, serviceAccountMember } from '../iam.js';
+import type { Placement } from '../placement.js';
+import { DeadLetteredSubscription, type DeadLetteredTopic } from './messaging.js';
+import { NodeFunction } from './node-function.js';
+import { OpenSearch } from './opensearch.js';
+import { pushEndpoint, pushIdentity } from './push-delivery.js';
+
+export interface IndexingArgs extends Placement {
+  opensearch: ParsedStackConfig['opensearch'];
+  messaging: ParsedStackConfig['messaging'];
+  opensearchUrl?: string;
+  opensearchUsername: pulumi.Input<string>;
+  opensearchPassword: pulumi.Input<string>;
+  embeddings: DeadLetteredTopic;
+  imageEventsTopic: pulumi.Input<string>;
+  buckets: { models: pulumi.Input<string>; features: pulumi.Input<string> };
+  sourcesBucket: pulumi.Input<string>;
+  buildServiceAccountId: pulumi.Input<string>;
+  pubsubServiceAgent: pulumi.Input<string>;
+  env: EnvValues;
+}
+
+/**
+ * The vector index and what keeps it current: OpenSearch (external or a private VM), and
+ * `upsertVectors`, fed by a dead-lettered push subscription on `embeddings`.
+ */
+export class Indexing extends pulumi.ComponentResource {
+  public readonly opensearch: OpenSearch;
+  public readonly upsert: NodeFunction;
+  public readonly subscription: DeadLetteredSubscription;
+
+  constructor(name: string, args: IndexingArgs, opts?: pulumi.ComponentResourceOptions) {
+    super('iss:indexing:Indexing', name, {}, opts);
+    const parent = { parent: this };
+
+    this.opensearch = new OpenSearch(`${name}-opensearch`, {
+      project: args.project,
+      region: args.region,
+      prefix: args.prefix,
+      labels: args.labels,
+      settings: args.opensearch,
+      url: args.opensearchUrl,
+      username: args.opensearchUsername,
+      password: args.opensearchPassword,
+    }, parent);
+
+    const runner = serviceAccount(`${name}-sa`, {
+      prefix: args.prefix,
+      suffix: 'upsert',
+      project: args.project,
+      purpose: 'upsertVectors: reads feature shards and manifests, writes OpenSearch, re-queues stale events',
+    }, parent);
+    const member = serviceAccountMember(runner.email);
+    const grants = [
+      ...this.opensearch.secrets.map((secret, i) =>
+        grantOnSecret(`${name}-secret-accessor-${i}`, args.project, secret.secretId, { role: 'roles/secretmanager.secretAccessor', member }, parent),
+      ),
+      grantOnBucket(`${name}-models-viewer`, args.buckets.models, { role: 'roles/storage.objectViewer', member }, parent),
+      grantOnBucket(`${name}-features-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member }, parent),
+      grantOnTopic(`${name}-image-events-publisher`, args.project, args.imageEventsTopic, { role: 'roles/pubsub.publisher', member }, parent),
+      grantOnTopic(`${name}-dead-letter-publisher`, args.project, args.embeddings.deadLetterTopic.name, {
+        role: 'roles/pubsub.publisher',
+        member,
+      }, parent),
+    ];
+
+    const pusher = pushIdentity(`${name}-push-sa`, {
+      prefix: args.prefix,
+      project: args.project,
+      suffix: 'push-upsert',
+      purpose: 'Pub/Sub push from embeddings to upsertVectors',
+      pubsubServiceAgent: args.pubsubServiceAgent,
+    }, parent);
+
+    this.upsert = new NodeFunction(`${name}-upsert`, {
+      project: args.project,
+      region: args.region,
+      prefix: args.prefix,
+      labels: args.labels,
+      target: 'upsertVectors',
+      functionName: `${args.prefix}-upsert-vectors`,
+      sourcesBucket: args.sourcesBucket,
+      serviceAccountEmail: runner.email,
+      buildServiceAccountId: args.buildServiceAccountId,
+      environment: plainEnv('upsertVectors', args.env),
+      secretEnvironment: functionSecretEnv('upsertVectors', args.project, this.opensearch.secretIds),
+      vpcConnector: this.opensearch.connectorId,
+      memory: '1Gi',
+      timeoutSeconds: args.messaging.ackDeadlineSeconds,
+      invokers: [serviceAccountMember(pusher.email)],
+    }, { ...parent, dependsOn: grants });
+
+    this.subscription = new DeadLetteredSubscription(`${name}-embeddings-upsert`, {
+      project: args.project,
+      subscriptionName: `${args.prefix}-embeddings-upsert`,
+      source: args.embeddings,
+      settings: args.messaging,
+      pubsubServiceAgent: args.pubsubServiceAgent,
+      labels: args.labels,
+      push: {
+        endpoint: pushEndpoint(this.upsert.uri, args.project, args.embeddings.topic.name),
+        serviceAccountEmail: pusher.email,
+        audience: this.upsert.uri,
+      },
+    }, parent);
+
+    this.registerOutputs({ upsert: this.upsert.serviceName, opensearchUrl: this.opensearch.url });
+  }
+}
