@@ -39,7 +39,7 @@ export interface LocalRuntime {
 export async function openLocalRuntime(config: LocalConfig, options: { logger?: Logger } = {}): Promise<LocalRuntime> {
   const logger = options.logger ?? createLogger({ level: config.logLevel });
   const bucket = new FolderBlobStore(config.bucketDir);
-  const bus = new FileQueue(config.paths.queue, { maxDeliveryAttempts: config.maxAttempts, ackDeadlineSeconds: 120 });
+  const bus = new FileQueue(config.paths.queue, { maxDeliveryAttempts: config.maxAttempts, ackDeadlineSeconds: config.ackDeadlineSeconds, logger });
   const catalog: VectorIndexCatalog =
     config.index === 'opensearch'
       ? await openOpenSearchCatalog({ ...config.opensearch, url: config.opensearch.url! })

@@ -23,6 +23,8 @@ const envSchema = z.object({
   IMGSEARCH_PREFIX: z.string().default(''),
   /** Deliveries before a message is dead-lettered. */
   IMGSEARCH_MAX_ATTEMPTS: intFrom(1, 100).default(5),
+  /** Lease on a pulled message; extended while a batch is worked on, redelivered after a crash. */
+  IMGSEARCH_ACK_DEADLINE_SECONDS: intFrom(2, 600).default(60),
   /** ONNX Runtime intra-op threads (0 = one per core). */
   IMGSEARCH_THREADS: intFrom(0, 256).default(0),
   IMGSEARCH_INDEX: z.enum(['lancedb', 'opensearch']).default('lancedb'),
@@ -46,6 +48,7 @@ export interface LocalConfig {
   maxBytes: number;
   prefix: string;
   maxAttempts: number;
+  ackDeadlineSeconds: number;
   threads: number;
   index: 'lancedb' | 'opensearch';
   opensearch: { url?: string; username?: string; password?: string; caFile?: string; alias: string };
@@ -97,6 +100,7 @@ export function configFromEnv(env: Env, cwd = process.cwd()): LocalConfig {
     maxBytes: env.IMGSEARCH_MAX_BYTES,
     prefix: env.IMGSEARCH_PREFIX,
     maxAttempts: env.IMGSEARCH_MAX_ATTEMPTS,
+    ackDeadlineSeconds: env.IMGSEARCH_ACK_DEADLINE_SECONDS,
     threads: env.IMGSEARCH_THREADS,
     index: env.IMGSEARCH_INDEX,
     opensearch: {

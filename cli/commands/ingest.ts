@@ -38,6 +38,7 @@ export function registerIngestCommand(program: Command): void {
         if (showBar) bar.start(tally.published, 0);
         const workers = new PipelineWorkers(runtime.bus, () => runtime.embedDeps(), () => runtime.upsertDeps(), runtime.logger, {
           batchSize: runtime.config.batchSize,
+          ackDeadlineSeconds: runtime.config.ackDeadlineSeconds,
         });
         workers.on('embedded', (outcomes) => {
           tally.onEmbedded(outcomes, (id) => names.get(id) ?? id);

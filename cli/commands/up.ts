@@ -48,6 +48,7 @@ export async function startLocalProduct(runtime: LocalRuntime): Promise<() => Pr
   const live = await runtime.liveIndex();
   const workers = new PipelineWorkers(runtime.bus, () => runtime.embedDeps(), () => runtime.upsertDeps(), logger, {
     batchSize: config.batchSize,
+    ackDeadlineSeconds: config.ackDeadlineSeconds,
     idlePollMs: 250,
   });
   const eventDeps = { bus: runtime.bus, rejections: runtime.rejections, logger, settings: { prefix: config.prefix, maxBytes: config.maxBytes } };

@@ -44,6 +44,9 @@ export async function embedBatch(deliveries: Delivery[], deps: EmbedDeps): Promi
   const deletes: { delivery: Delivery; event: ImageEvent; id: string }[] = [];
 
   for (const delivery of deliveries) {
+    if (delivery.deliveryAttempt > 1) {
+      deps.logger.warn({ messageId: delivery.messageId, deliveryAttempt: delivery.deliveryAttempt }, `image event redelivered (attempt ${delivery.deliveryAttempt})`);
+    }
     const parsed = imageEventSchema.safeParse(delivery.data);
     if (!parsed.success) {
       outcomes.push({ status: 'dead-lettered', ackId: delivery.ackId, detail: `malformed image event: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}` });

@@ -20,7 +20,7 @@ export const DEFAULT_FEATURE_LAYERS: readonly FeatureLayer[] = [
   { layer: 'block_12_add', weight: 1 },
   { layer: 'out_relu', weight: 1 },
 ];
-export const DEFAULT_THUMBNAIL: ThumbnailBranch | undefined = { size: 8, colour: 'grey', centre: true, weight: 1 };
+export const DEFAULT_THUMBNAIL: ThumbnailBranch | undefined = { size: 28, colour: 'grey', centre: true, weight: 1.5 };
 
 const INPUT_SIZE = 224;
 

@@ -111,8 +111,11 @@ export function decodeKerasWeights(artifacts: Pick<KerasModelArtifacts, 'weights
       const count = spec.shape.reduce((a, b) => a * b, 1);
       const out = new Float32Array(count);
       const q = spec.quantization;
+      const width = q ? ({ uint8: 1, uint16: 2, float16: 2 } as const)[q.dtype] : 4;
+      if (offset + count * width > bytes.length) {
+        throw new Error(`weight data ends before weight ${spec.name} (${bytes.length} bytes)`);
+      }
       if (q && (q.dtype === 'uint8' || q.dtype === 'uint16')) {
-        const width = q.dtype === 'uint8' ? 1 : 2;
         const view = new DataView(bytes.buffer, bytes.byteOffset + offset, count * width);
         const min = q.min ?? 0;
         const scale = q.scale ?? 1;
@@ -127,7 +130,6 @@ export function decodeKerasWeights(artifacts: Pick<KerasModelArtifacts, 'weights
       } else {
         throw new Error(`weight ${spec.name}: unsupported dtype ${spec.dtype}/${q?.dtype ?? 'none'}`);
       }
-      if (offset > bytes.length) throw new Error(`weight data ends before weight ${spec.name}`);
       weights.set(spec.name, out);
     }
   }

@@ -41,6 +41,10 @@ describe('LanceDbIndexCatalog (embedded specifics)', () => {
     expect(await (await db.openTable(index.name)).version()).toBe(before + 1);
     expect(await index.count()).toBe(400);
     console.info(`upsert of 400 docs (dim 16) in one batch: ${ms.toFixed(0)} ms`);
+    await index.upsert([makeDoc('d0', '2', randomUnit(16, 1000), { modelVersion: 'm1' })]);
+    await (index as Awaited<ReturnType<LanceDbIndexCatalog['createVersion']>>).compact();
+    expect(await index.count()).toBe(400);
+    expect((await index.get('d0'))!.generation).toBe('2');
     db.close();
   });
 

@@ -20,6 +20,7 @@ const PHOTO_DIR = '/usr/share/backgrounds/mate/nature';
 const tower = { ...DEFAULT_IMAGE_TOWER, dimension: 1 };
 
 let artifacts: KerasModelArtifacts;
+let keras: tf.LayersModel;
 let inputs: Float32Array;
 let count = 0;
 
@@ -28,6 +29,13 @@ beforeAll(async () => {
   if (!(await tf.setBackend('wasm').catch(() => false))) await tf.setBackend('cpu');
   await tf.ready();
   artifacts = loadNsfwjsMobilenetV2();
+  keras = await tf.loadLayersModel(
+    tf.io.fromMemory({
+      modelTopology: artifacts.modelTopology as tf.io.ModelArtifacts['modelTopology'],
+      weightSpecs: artifacts.weightsManifest.flatMap((g) => g.weights) as tf.io.WeightsManifestEntry[],
+      weightData: artifacts.weightData,
+    }),
+  );
   const fashion = await readFashionMnist({ split: 'test', limit: 3 });
   const files = await Promise.all(fashion.images.map((img) => fashionMnistPng(img)));
   const photoNames = (await readdir(PHOTO_DIR)).filter((n) => n.endsWith('.jpg')).sort().slice(0, 2);
@@ -40,15 +48,8 @@ beforeAll(async () => {
 
 /** The reference: Keras layers in tfjs, then pool → L2 → ×weight → concat → L2 in tfjs ops. */
 async function tfjsEmbedding(layers: Array<{ layer: string; weight?: number }>, thumbnail?: typeof DEFAULT_THUMBNAIL): Promise<Float32Array> {
-  const model = await tf.loadLayersModel(
-    tf.io.fromMemory({
-      modelTopology: artifacts.modelTopology as tf.io.ModelArtifacts['modelTopology'],
-      weightSpecs: artifacts.weightsManifest.flatMap((g) => g.weights) as tf.io.WeightsManifestEntry[],
-      weightData: artifacts.weightData,
-    }),
-  );
-  const outputs = layers.map((l) => model.getLayer(l.layer).output as tf.SymbolicTensor);
-  const sub = tf.model({ inputs: model.inputs, outputs });
+  const outputs = layers.map((l) => keras.getLayer(l.layer).output as tf.SymbolicTensor);
+  const sub = tf.model({ inputs: keras.inputs, outputs });
   const result = tf.tidy(() => {
     const x = tf.tensor4d(inputs, [count, 224, 224, 3]);
     const raw = sub.predict(x);
@@ -67,7 +68,6 @@ async function tfjsEmbedding(layers: Array<{ layer: string; weight?: number }>, 
   });
   const data = (await result.data()) as Float32Array;
   result.dispose();
-  model.dispose();
   return data;
 }
 

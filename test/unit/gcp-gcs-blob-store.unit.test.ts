@@ -54,8 +54,9 @@ describe('GcsBlobStore (real Storage client against a fake JSON API)', () => {
 
   it('maxBytes asks for a byte range and refuses larger objects', async () => {
     server.put(BUCKET, 'big.bin', Buffer.alloc(100, 7));
-    await expect(store.read('big.bin', { maxBytes: 10 })).rejects.toThrow(/over the 10-byte limit/);
+    await expect(store.read('big.bin', { maxBytes: 10 })).rejects.toThrow(/is 100 bytes, over the 10-byte limit/);
     const media = server.requests.filter((r) => r.query.alt === 'media');
+    expect(media).toHaveLength(1);
     expect(media.at(-1)!.headers.range).toBe('bytes=0-10');
     expect((await store.read('big.bin', { maxBytes: 100 })).length).toBe(100);
     await expect(store.read('big.bin', { maxBytes: 0 })).rejects.toThrow(/maxBytes must be a positive integer/);

@@ -294,6 +294,16 @@ describe('faults and retries', () => {
     expect((await index.query(unit([1, 0, 0, 0]), { k: 1 }))[0]!.id).toBe('a');
   });
 
+  it('reports its own write, not "unchanged", when a bulk was applied but its answer was lost', async () => {
+    const index = await catalog.createVersion(MODEL, DIM);
+    await index.upsert([doc('old', '1', [1, 0, 0, 0])]);
+    fake.addFault({ match: (r) => r.path === '/_bulk', resetAfterApplying: true });
+    expect(await index.upsert([doc('new', '1', [1, 0, 0, 0]), doc('old', '2', [0, 1, 0, 0])])).toEqual(['created', 'updated']);
+    fake.addFault({ match: (r) => r.path === '/_bulk', resetAfterApplying: true });
+    expect(await index.delete([{ id: 'old', generation: '2' }])).toEqual(['deleted']);
+    expect(await index.upsert([doc('new', '1', [1, 0, 0, 0])])).toEqual(['unchanged']);
+  });
+
   it('gives up with a TransientError after maxRetries, naming the documents', async () => {
     const c = makeCatalog({ maxRetries: 2 });
     const index = await c.createVersion(MODEL, DIM);

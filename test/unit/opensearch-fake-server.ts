@@ -18,6 +18,8 @@ export interface RecordedRequest {
 
 export type Fault =
   | { match: (r: RecordedRequest) => boolean; times?: number; reset: true }
+  /** Applies the request, then drops the connection before answering. */
+  | { match: (r: RecordedRequest) => boolean; times?: number; resetAfterApplying: true }
   | { match: (r: RecordedRequest) => boolean; times?: number; status: number; body?: unknown }
   | {
       match: (r: RecordedRequest) => boolean;
@@ -100,6 +102,10 @@ export class FakeOpenSearch {
     if (fault) {
       fault.left--;
       if ('reset' in fault) return void req.socket.destroy();
+      if ('resetAfterApplying' in fault) {
+        this.route(rec);
+        return void req.socket.destroy();
+      }
       if ('status' in fault) return send(fault.status, fault.body ?? { error: { type: 'fault', reason: 'scripted' }, status: fault.status });
       itemFault = fault.items;
     }

@@ -72,8 +72,10 @@ export class GcsBlobStore implements BlobStore {
       return rethrowGcsError(err, `Reading gs://${this.bucket}/${name}`, meta);
     }
     if (options.maxBytes !== undefined && data.length > options.maxBytes) {
-      throw new IssError(`gs://${this.bucket}/${name} is over the ${options.maxBytes}-byte limit`, {
-        meta: { ...meta, maxBytes: options.maxBytes },
+      // Rare path: one more request to name the actual size in the error.
+      const size = (await this.stat(name))?.size;
+      throw new IssError(`gs://${this.bucket}/${name} is ${size ?? 'over'} bytes, over the ${options.maxBytes}-byte limit`, {
+        meta: { ...meta, size, maxBytes: options.maxBytes },
       });
     }
     return data;

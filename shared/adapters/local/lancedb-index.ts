@@ -207,6 +207,11 @@ export class LanceDbVectorIndex implements VectorIndex {
     this.hasAnn = true;
   }
 
+  /** Compacts the table's fragments (also done automatically every few hundred writes). */
+  async compact(): Promise<void> {
+    await this.ordered.compact();
+  }
+
   get annIndexed(): boolean {
     return this.hasAnn;
   }

@@ -65,7 +65,12 @@ interface StoredState {
 /** A row ready for LanceDB (without `gen`/`deleted`, which are added here). */
 export type RowValues = Record<string, unknown> & { id: string; uri: string; generation: string };
 
+/** Merges between compactions: each merge adds a fragment, and many small ones slow reads. */
+const COMPACT_EVERY = 200;
+
 export class OrderedTable {
+  private mergesSinceCompaction = 0;
+
   constructor(
     readonly table: Table,
     /** Process-wide key (the table's path) so two handles on one table share the lock. */
@@ -117,6 +122,7 @@ export class OrderedTable {
       if (toWrite.size > 0) {
         const data = [...toWrite.values()].map((r) => ({ ...r, gen: BigInt(r.generation), deleted: false }));
         await this.table.mergeInsert('id').whenMatchedUpdateAll({ where: 'target.gen < source.gen' }).whenNotMatchedInsertAll().execute(data);
+        await this.afterMerge();
       }
       return outcomes;
     });
@@ -146,9 +152,27 @@ export class OrderedTable {
       if (toWrite.size > 0) {
         const data = [...toWrite.values()].map((r) => ({ ...r, gen: BigInt(r.generation), deleted: true }));
         await this.table.mergeInsert('id').whenMatchedUpdateAll({ where: 'target.gen <= source.gen' }).whenNotMatchedInsertAll().execute(data);
+        await this.afterMerge();
       }
       return outcomes;
     });
+  }
+
+  private async afterMerge(): Promise<void> {
+    if (++this.mergesSinceCompaction < COMPACT_EVERY) return;
+    await this.compactUnlocked();
+  }
+
+  private async compactUnlocked(): Promise<void> {
+    this.mergesSinceCompaction = 0;
+    // Merges small fragments and drops table versions older than a minute (readers in other
+    // processes re-check the latest version on every read).
+    await this.table.optimize({ cleanupOlderThan: new Date(Date.now() - 60_000) });
+  }
+
+  /** Compacts fragments now (after a bulk load, or from a maintenance command). */
+  async compact(): Promise<void> {
+    await this.withLock(() => this.compactUnlocked());
   }
 
   /** A unit vector for tombstones: never matched (filtered out) but harmless to ANN training. */

@@ -69,7 +69,7 @@ export class LocalModelRegistry implements ModelRegistry {
   async list(): Promise<ModelVersion[]> {
     let names: string[];
     try {
-      names = await fs.readdir(this.dir);
+      names = (await fs.readdir(this.dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name);
     } catch (err) {
       if (isNotFound(err)) return [];
       throw err;
@@ -77,7 +77,7 @@ export class LocalModelRegistry implements ModelRegistry {
     const { active } = await this.readActive();
     const out: ModelVersion[] = [];
     for (const name of names) {
-      if (!SAFE_NAME.test(name) || name === 'active.json') continue;
+      if (!SAFE_NAME.test(name)) continue;
       const v = await this.load(name, active);
       if (v) out.push(v);
     }

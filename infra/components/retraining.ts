@@ -1,0 +1,196 @@
+import * as gcp from '@pulumi/gcp';
+import * as pulumi from '@pulumi/pulumi';
+import type { ParsedStackConfig } from '../config.js';
+import { cloudRunEnv, functionSecretEnv, plainEnv, type EnvValues, type SecretIds } from '../env.js';
+import { cloudRunJobMember, grantOnBucket, grantOnSecret, grantOnServiceAccount, grantOnTopic } from '../grants.js';
+import { grantOnProject, serviceAccount, serviceAccountMember } from '../iam.js';
+import type { Placement } from '../placement.js';
+import { DeadLetteredSubscription, type DeadLetteredTopic } from './messaging.js';
+import { NodeFunction } from './node-function.js';
+import { pushEndpoint, pushIdentity } from './push-delivery.js';
+
+export interface RetrainingArgs extends Placement {
+  settings: ParsedStackConfig['retrain'];
+  messaging: ParsedStackConfig['messaging'];
+  deletionProtection: boolean;
+  /** Trainer image: runs jobs/retrain (Vertex AI) and jobs/reindex (Cloud Run job). */
+  trainerImage: pulumi.Input<string>;
+  retrainRequests: DeadLetteredTopic;
+  buckets: { models: pulumi.Input<string>; features: pulumi.Input<string> };
+  opensearchSecrets: { ids: SecretIds; secrets: gcp.secretmanager.Secret[] };
+  vpcConnector?: pulumi.Input<string>;
+  sourcesBucket: pulumi.Input<string>;
+  buildServiceAccountId: pulumi.Input<string>;
+  pubsubServiceAgent: pulumi.Input<string>;
+  env: EnvValues;
+}
+
+/**
+ * Scheduled retraining: Scheduler publishes to retrain-requests on the configured cron; a
+ * dead-lettered push subscription calls `startRetraining`, which creates a Vertex AI custom job
+ * (trainer image, machine type, trainer account). Reindexing into a private cluster runs as a
+ * Cloud Run job on the VPC connector, which a Vertex AI job cannot use.
+ */
+export class Retraining extends pulumi.ComponentResource {
+  public readonly cron: gcp.cloudscheduler.Job;
+  public readonly start: NodeFunction;
+  public readonly reindexJob: gcp.cloudrunv2.Job;
+  public readonly trainer: gcp.serviceaccount.Account;
+
+  constructor(name: string, args: RetrainingArgs, opts?: pulumi.ComponentResourceOptions) {
+    super('iss:retraining:Pipeline', name, {}, opts);
+    const parent = { parent: this };
+    const secretGrants = (prefix: string, member: pulumi.Input<string>) =>
+      args.opensearchSecrets.secrets.map((secret, i) =>
+        grantOnSecret(`${prefix}-secret-accessor-${i}`, args.project, secret.secretId, { role: 'roles/secretmanager.secretAccessor', member }, parent),
+      );
+
+    // The identity of the Vertex AI job: trains on stored features, writes new model versions.
+    this.trainer = serviceAccount(`${name}-trainer-sa`, {
+      prefix: args.prefix,
+      suffix: 'trainer',
+      project: args.project,
+      purpose: 'Vertex AI retraining job: reads features, writes model versions to the registry',
+    }, parent);
+    const trainerMember = serviceAccountMember(this.trainer.email);
+    grantOnBucket(`${name}-trainer-models-user`, args.buckets.models, { role: 'roles/storage.objectUser', member: trainerMember }, parent);
+    grantOnBucket(`${name}-trainer-features-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member: trainerMember }, parent);
+    secretGrants(`${name}-trainer`, trainerMember);
+
+    const reindexer = serviceAccount(`${name}-reindex-sa`, {
+      prefix: args.prefix,
+      suffix: 'reindex',
+      project: args.project,
+      purpose: 'Reindex job: re-projects stored features into a new index version and swaps the alias',
+    }, parent);
+    const reindexMember = serviceAccountMember(reindexer.email);
+    const reindexGrants = [
+      grantOnBucket(`${name}-reindex-models-viewer`, args.buckets.models, { role: 'roles/storage.objectViewer', member: reindexMember }, parent),
+      grantOnBucket(`${name}-reindex-features-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member: reindexMember }, parent),
+      ...secretGrants(`${name}-reindex`, reindexMember),
+    ];
+    const reindexJobName = `${args.prefix}-reindex`;
+    this.reindexJob = new gcp.cloudrunv2.Job(
+      `${name}-reindex-job`,
+      {
+        project: args.project,
+        location: args.region,
+        name: reindexJobName,
+        labels: args.labels,
+        deletionProtection: args.deletionProtection,
+        template: {
+          taskCount: 1,
+          template: {
+            serviceAccount: reindexer.email,
+            timeout: '7200s',
+            maxRetries: 1,
+            vpcAccess: args.vpcConnector ? { connector: args.vpcConnector, egress: 'PRIVATE_RANGES_ONLY' } : undefined,
+            containers: [
+              {
+                image: args.trainerImage,
+                commands: ['node'],
+                args: ['--import', 'tsx', 'jobs/reindex/main.ts'],
+                envs: cloudRunEnv('reindexJob', args.env, args.opensearchSecrets.ids),
+                resources: { limits: { cpu: '2', memory: '4Gi' } },
+              },
+            ],
+          },
+        },
+      },
+      { ...parent, dependsOn: reindexGrants },
+    );
+
+    const starter = serviceAccount(`${name}-start-sa`, {
+      prefix: args.prefix,
+      suffix: 'retrain-start',
+      project: args.project,
+      purpose: 'startRetraining: creates the Vertex AI custom job, starts the reindex job',
+    }, parent);
+    const starterMember = serviceAccountMember(starter.email);
+    const starterGrants = [
+      // Vertex AI custom jobs have no resource to bind on before they exist.
+      grantOnProject(`${name}-start-vertex-user`, { project: args.project, role: 'roles/aiplatform.user', member: starterMember }, parent),
+      // To create a job that runs as the trainer account.
+      grantOnServiceAccount(`${name}-start-acts-as-trainer`, this.trainer.name, { role: 'roles/iam.serviceAccountUser', member: starterMember }, parent),
+      cloudRunJobMember(`${name}-start-runs-reindex`, {
+        project: args.project,
+        location: args.region,
+        job: this.reindexJob.name,
+        role: 'roles/run.jobsExecutorWithOverrides',
+        member: starterMember,
+      }, parent),
+      grantOnTopic(`${name}-start-dead-letter-publisher`, args.project, args.retrainRequests.deadLetterTopic.name, {
+        role: 'roles/pubsub.publisher',
+        member: starterMember,
+      }, parent),
+      ...secretGrants(`${name}-start`, starterMember),
+    ];
+
+    const pusher = pushIdentity(`${name}-push-sa`, {
+      prefix: args.prefix,
+      project: args.project,
+      suffix: 'push-retrain',
+      purpose: 'Pub/Sub push from retrain-requests to startRetraining',
+      pubsubServiceAgent: args.pubsubServiceAgent,
+    }, parent);
+
+    const env: EnvValues = {
+      ...args.env,
+      TRAINER_IMAGE: args.trainerImage,
+      TRAINER_MACHINE_TYPE: args.settings.machineType,
+      TRAINER_SERVICE_ACCOUNT: this.trainer.email,
+      REINDEX_JOB_NAME: reindexJobName,
+    };
+    this.start = new NodeFunction(`${name}-start`, {
+      project: args.project,
+      region: args.region,
+      prefix: args.prefix,
+      labels: args.labels,
+      target: 'startRetraining',
+      functionName: `${args.prefix}-start-retraining`,
+      sourcesBucket: args.sourcesBucket,
+      serviceAccountEmail: starter.email,
+      buildServiceAccountId: args.buildServiceAccountId,
+      environment: plainEnv('startRetraining', env),
+      secretEnvironment: functionSecretEnv('startRetraining', args.project, args.opensearchSecrets.ids),
+      vpcConnector: args.vpcConnector,
+      timeoutSeconds: 120,
+      maxInstances: 1,
+      invokers: [serviceAccountMember(pusher.email)],
+    }, { ...parent, dependsOn: starterGrants });
+
+    new DeadLetteredSubscription(`${name}-requests-start`, {
+      project: args.project,
+      subscriptionName: `${args.prefix}-retrain-requests-start`,
+      source: args.retrainRequests,
+      settings: args.messaging,
+      pubsubServiceAgent: args.pubsubServiceAgent,
+      labels: args.labels,
+      push: {
+        endpoint: pushEndpoint(this.start.uri, args.project, args.retrainRequests.topic.name),
+        serviceAccountEmail: pusher.email,
+        audience: this.start.uri,
+      },
+    }, parent);
+
+    this.cron = new gcp.cloudscheduler.Job(
+      `${name}-cron`,
+      {
+        project: args.project,
+        region: args.region,
+        name: `${args.prefix}-retrain`,
+        description: 'Asks for a retraining run',
+        schedule: args.settings.schedule,
+        timeZone: 'Etc/UTC',
+        pubsubTarget: {
+          topicName: args.retrainRequests.topic.id,
+          data: Buffer.from(JSON.stringify({ reason: 'scheduled' })).toString('base64'),
+          attributes: { source: 'cloud-scheduler' },
+        },
+      },
+      parent,
+    );
+
+    this.registerOutputs({ cron: this.cron.name, start: this.start.serviceName, reindexJob: this.reindexJob.name });
+  }
+}
