@@ -67,7 +67,8 @@ export class Search extends pulumi.ComponentResource {
               ports: { containerPort: 8080 },
               envs: cloudRunEnv('search', args.env, args.opensearchSecrets.ids),
               resources: { limits: { cpu: String(s.cpu), memory: s.memory }, cpuIdle: true, startupCpuBoost: true },
-              startupProbe: { httpGet: { path: '/healthz' }, periodSeconds: 5, failureThreshold: 24 },
+              // TCP, not HTTP: the probe must not depend on a route the service may rename.
+              startupProbe: { tcpSocket: { port: 8080 }, periodSeconds: 5, failureThreshold: 24 },
             },
           ],
         },

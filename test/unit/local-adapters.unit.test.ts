@@ -72,6 +72,7 @@ describe('FileQueue argument checks', () => {
     const q = new FileQueue('/tmp/never-written', { maxDeliveryAttempts: 2 });
     await expect(q.publish('../escape', {})).rejects.toThrow(/Invalid topic name/);
     await expect(q.publish('ok-topic', undefined)).rejects.toThrow(/undefined/);
+    await expect(q.pull('ok-topic', { maxMessages: 1, ackDeadlineSeconds: -1 })).rejects.toThrow(/ackDeadlineSeconds/);
   });
 });
 

@@ -93,7 +93,7 @@ export class GcsFeatureStore implements FeatureStore {
       if (!(r.vector instanceof Float32Array) || r.vector.length !== dimension || dimension === 0) {
         throw new IssError(`Feature record ${r.id}: vector dimension ${r.vector?.length} does not match the store's dimension ${dimension}`);
       }
-      if (this.supersedes(this.view.get(r.id), generation, false)) {
+      if (this.supersedes(this.view.get(r.id), generation)) {
         rows.push({
           op: 'put',
           id: r.id,
@@ -117,7 +117,7 @@ export class GcsFeatureStore implements FeatureStore {
     for (const item of items) {
       const generation = checkGeneration(item.generation, item.id);
       // A tombstone is kept even for unknown ids: it guards against a late, stale put.
-      if (this.supersedes(this.view.get(item.id), generation, true)) rows.push({ op: 'delete', id: item.id, generation });
+      if (this.supersedes(this.view.get(item.id), generation)) rows.push({ op: 'delete', id: item.id, generation });
     }
     await this.writeShard(rows, this.dim);
   }
@@ -211,13 +211,13 @@ export class GcsFeatureStore implements FeatureStore {
 
   private apply(row: Row, shard: string, index: number): void {
     const deleted = row.op === 'delete';
-    if (this.supersedes(this.view.get(row.id), row.generation, deleted)) {
+    if (this.supersedes(this.view.get(row.id), row.generation)) {
       this.view.set(row.id, { generation: row.generation, deleted, shard, row: index });
     }
   }
 
-  /** Whether a row (generation, tombstone?) replaces the current entry. */
-  private supersedes(current: Entry | undefined, generation: string, deleted: boolean): boolean {
+  /** Whether a row (put or tombstone) of `generation` replaces the current entry. */
+  private supersedes(current: Entry | undefined, generation: string): boolean {
     if (!current) return true;
     const order = compareGenerations(generation, current.generation);
     if (order !== 0) return order > 0;

@@ -113,7 +113,9 @@ export class FileQueue implements EventBus {
     if (!Number.isInteger(options.maxMessages) || options.maxMessages < 1) {
       throw new IssError(`maxMessages must be a whole number ≥ 1, got ${options.maxMessages}`);
     }
-    const leaseMs = Math.round((options.ackDeadlineSeconds ?? this.ackDeadlineSeconds) * 1000);
+    const deadline = options.ackDeadlineSeconds ?? this.ackDeadlineSeconds;
+    if (!(deadline > 0)) throw new IssError(`ackDeadlineSeconds must be > 0, got ${deadline}`);
+    const leaseMs = Math.round(deadline * 1000);
     await this.reclaimExpired(topic);
     const readyDir = this.topicDir(topic, 'ready');
     const inflightDir = this.topicDir(topic, 'inflight');

@@ -120,9 +120,12 @@ export class FolderBlobStore implements BlobStore {
     };
   }
 
+  /** Files under `prefix`, sorted by name; hidden and partially written files are skipped. */
   async *list(prefix = ''): AsyncIterable<BlobInfo> {
     const names: string[] = [];
-    await this.walk(this.bucket, names);
+    // Walk only the deepest folder the prefix names (`a/b/c` → a/b/), not the whole bucket.
+    const folder = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+    await this.walk(folder ? this.resolve(folder) : this.bucket, names);
     names.sort();
     for (const name of names) {
       if (!name.startsWith(prefix)) continue;

@@ -1,0 +1,59 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { finalizeEvent } from '../shared/adapters/local/folder-watcher.js';
+import { configFromEnv, parseEnv } from '../shared/config.js';
+import { handleObjectEvent } from '../shared/handlers/on-object-event.js';
+import { silentLogger } from '../shared/logger.js';
+import type { PreparedImage } from '../shared/ports/embedder.js';
+import { PipelineWorkers } from '../shared/services/pipeline.js';
+import { openLocalRuntime } from '../cli/runtime.js';
+
+export interface ThroughputResult {
+  label: string;
+  images: number;
+  batchSize: number;
+  bareImagesPerSecond: number;
+  pipelineImagesPerSecond: number;
+  ratio: number;
+}
+
+/**
+ * (a) bare ONNX inference on pre-decoded tensors vs (b) the full local pipeline from files to
+ * indexed vectors (queue, sharp decode, batched inference, feature store, index), same model and
+ * batch size, in the same process.
+ */
+export async function measureThroughput(label: string, imageDir: string, work: string, batchSize: number): Promise<ThroughputResult> {
+  const config = configFromEnv(parseEnv({ IMGSEARCH_HOME: path.join(work, `home-${label}`), IMGSEARCH_BUCKET_DIR: imageDir, IMGSEARCH_BATCH_SIZE: String(batchSize), LOG_LEVEL: 'silent' }), work);
+  await fs.rm(config.home, { recursive: true, force: true });
+  const runtime = await openLocalRuntime(config, { logger: silentLogger });
+  try {
+    const embedder = await runtime.model.get();
+    await runtime.liveIndex();
+    const store = runtime.blobsFor(imageDir);
+    const infos = [];
+    for await (const info of store.list()) if (/\.(png|jpe?g)$/i.test(info.name)) infos.push(info);
+
+    // (a) decode once, then time inference alone.
+    const prepared: PreparedImage[] = [];
+    for (const info of infos) prepared.push(await embedder.prepare(await store.read(info.name)));
+    await embedder.embedPrepared(prepared.slice(0, batchSize)); // warm-up
+    const t0 = performance.now();
+    for (let i = 0; i < prepared.length; i += batchSize) await embedder.embedPrepared(prepared.slice(i, i + batchSize));
+    const bare = prepared.length / ((performance.now() - t0) / 1000);
+
+    // (b) the pipeline: storage events → queue → decode → inference → feature store → index.
+    const workers = new PipelineWorkers(runtime.bus, () => runtime.embedDeps(), () => runtime.upsertDeps(), silentLogger, { batchSize, idlePollMs: 20 });
+    const deps = { bus: runtime.bus, rejections: runtime.rejections, logger: silentLogger, settings: { prefix: '', maxBytes: config.maxBytes } };
+    const t1 = performance.now();
+    for (const info of infos) await handleObjectEvent(finalizeEvent(info), deps);
+    workers.start();
+    await workers.drain(10);
+    const pipeline = infos.length / ((performance.now() - t1) / 1000);
+    await workers.stop();
+    const indexed = await (await runtime.liveIndex()).count();
+    if (indexed !== infos.length) throw new Error(`pipeline indexed ${indexed} of ${infos.length}`);
+    return { label, images: infos.length, batchSize, bareImagesPerSecond: bare, pipelineImagesPerSecond: pipeline, ratio: pipeline / bare };
+  } finally {
+    await runtime.close();
+  }
+}

@@ -1,0 +1,81 @@
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Command } from 'commander';
+import sharp from 'sharp';
+import { fashionMnistPng, readFashionMnist } from '../shared/datasets/fashion-mnist.js';
+import { measureFreshness } from './freshness.js';
+import { measureThroughput, type ThroughputResult } from './pipeline-throughput.js';
+import { benchSearchIndex } from './search-index.js';
+
+/**
+ * `npm run bench`: every figure is printed beside a baseline measured in the same process.
+ * Sections can be picked: `npm run bench -- --only throughput,freshness,search`.
+ */
+const PHOTO_DIR = '/usr/share/backgrounds/mate/nature';
+const opts = new Command('bench')
+  .option('--only <sections>', 'comma-separated: throughput,freshness,search', 'throughput,freshness,search')
+  .option('--fashion <n>', 'Fashion-MNIST images for throughput', '1000')
+  .option('--batch <n>', 'batch size', '16')
+  .option('--vectors <n>', 'vectors for the search section', '100000')
+  .option('--out <file>', 'write the figures as JSON')
+  .parse(process.argv)
+  .opts<{ only: string; fashion: string; batch: string; vectors: string; out?: string }>();
+const sections = new Set(opts.only.split(','));
+const work = await fs.mkdtemp(path.join(os.tmpdir(), 'iss-bench-'));
+const report: Record<string, unknown> = { date: new Date().toISOString(), cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model };
+const line = (s: string) => process.stdout.write(`${s}\n`);
+
+function printThroughput(r: ThroughputResult) {
+  line(`  ${r.label}: ${r.images} images, batch ${r.batchSize}`);
+  line(`    (a) bare ONNX inference on decoded tensors: ${r.bareImagesPerSecond.toFixed(1)} images/s`);
+  line(`    (b) full pipeline, files → indexed vectors: ${r.pipelineImagesPerSecond.toFixed(1)} images/s`);
+  line(`    ratio (b)/(a): ${(r.ratio * 100).toFixed(1)}%`);
+}
+
+try {
+  if (sections.has('throughput')) {
+    line('## Throughput (same model, same batch size, same process)');
+    const fashionDir = path.join(work, 'fashion');
+    await fs.mkdir(fashionDir);
+    const { images } = await readFashionMnist({ split: 'test', limit: Number(opts.fashion) });
+    for (const [i, im] of images.entries()) await fs.writeFile(path.join(fashionDir, `f-${i}.png`), await fashionMnistPng(im));
+    const fashion = await measureThroughput('fashion-mnist', fashionDir, work, Number(opts.batch));
+    printThroughput(fashion);
+    const photoDir = path.join(work, 'photos');
+    await fs.mkdir(photoDir);
+    const photos = (await fs.readdir(PHOTO_DIR)).filter((f) => f.endsWith('.jpg'));
+    for (let copy = 0; copy < 4; copy++) {
+      for (const p of photos) await fs.writeFile(path.join(photoDir, `${copy}-${p}`), await sharp(path.join(PHOTO_DIR, p)).jpeg({ quality: 92 - copy }).toBuffer());
+    }
+    const photo = await measureThroughput('photos 1.3–4.9 MP', photoDir, work, Number(opts.batch));
+    printThroughput(photo);
+    report.throughput = [fashion, photo];
+  }
+  if (sections.has('freshness')) {
+    line('## Freshness under `imgsearch up` (file lands → searchable)');
+    const { images } = await readFashionMnist({ split: 'test', limit: 30, offset: 2000 });
+    const srcDir = path.join(work, 'fresh-src');
+    await fs.mkdir(srcDir);
+    const files = [];
+    for (const [i, im] of images.entries()) {
+      const f = path.join(srcDir, `s-${i}.png`);
+      await fs.writeFile(f, await fashionMnistPng(im));
+      files.push(f);
+    }
+    const fresh = await measureFreshness(files, work);
+    line(`  ${fresh.files} files one at a time: p50 ${fresh.p50Ms.toFixed(0)} ms, p95 ${fresh.p95Ms.toFixed(0)} ms, max ${fresh.maxMs.toFixed(0)} ms`);
+    report.freshness = fresh;
+  }
+  if (sections.has('search')) {
+    line(`## Embedded index (LanceDB) at ${opts.vectors} vectors`);
+    const r = await benchSearchIndex(work, Number(opts.vectors), 1440, 200);
+    line(`  bulk upsert: ${r.bulkUpsertDocsPerSecond.toFixed(0)} docs/s (${r.dimension}-d)`);
+    line(`  exact search (baseline): p50 ${r.exact.p50Ms.toFixed(1)} ms, p99 ${r.exact.p99Ms.toFixed(1)} ms`);
+    line(`  IVF-PQ + exact re-rank:  p50 ${r.ann.p50Ms.toFixed(1)} ms, p99 ${r.ann.p99Ms.toFixed(1)} ms (${(r.exact.p50Ms / r.ann.p50Ms).toFixed(1)}x faster at p50), recall@10 vs exact ${r.ann.recallAt10.toFixed(3)}, build ${r.ann.buildSeconds.toFixed(1)} s`);
+    report.search = r;
+  }
+  if (opts.out) await fs.writeFile(opts.out, `${JSON.stringify(report, null, 2)}\n`);
+} finally {
+  await fs.rm(work, { recursive: true, force: true });
+}

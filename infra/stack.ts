@@ -1,0 +1,148 @@
+import * as gcp from '@pulumi/gcp';
+import * as pulumi from '@pulumi/pulumi';
+import { Embedding } from './components/embedding.js';
+import { Images } from './components/images.js';
+import { Indexing } from './components/indexing.js';
+import { ObjectEvents } from './components/ingest.js';
+import { Messaging } from './components/messaging.js';
+import { Monitoring } from './components/monitoring.js';
+import { FunctionBuilder } from './components/node-function.js';
+import { ProjectApis } from './components/project-apis.js';
+import { Retraining } from './components/retraining.js';
+import { Search } from './components/search.js';
+import { Storage } from './components/storage.js';
+import type { StackConfig } from './config.js';
+import type { EnvValues } from './env.js';
+import type { Placement } from './placement.js';
+
+/**
+ * Wires the components together. Kept apart from index.ts so tests can build the stack with any
+ * configuration; index.ts reads the config and exports the outputs.
+ */
+export function createStack(cfg: StackConfig) {
+  const labels = { app: 'image-semantic-search', stack: cfg.prefix };
+  const apis = new ProjectApis('apis', { project: cfg.project, region: cfg.region, labels });
+  // Every Google resource goes through the provider that waits for the APIs.
+  const opts: pulumi.ComponentResourceOptions = { providers: { gcp: apis.provider } };
+  const at: Placement = { project: cfg.project, region: cfg.region, prefix: cfg.prefix, labels };
+
+  const project = gcp.organizations.getProjectOutput({ projectId: cfg.project }, { provider: apis.provider });
+  // Pub/Sub's service agent does the dead-lettering and signs push tokens.
+  const pubsubServiceAgent = pulumi.interpolate`service-${project.number}@gcp-sa-pubsub.iam.gserviceaccount.com`;
+  const storageServiceAgent = gcp.storage.getProjectServiceAccountOutput({ project: cfg.project }, { provider: apis.provider }).emailAddress;
+
+  const storage = new Storage('storage', { ...at, settings: cfg.storage }, opts);
+  const messaging = new Messaging('messaging', { ...at, settings: cfg.messaging, pubsubServiceAgent }, opts);
+  const images = new Images('images', { ...at, settings: cfg.images }, opts);
+  const builder = new FunctionBuilder('function-builder', { ...at, sourcesBucket: storage.sources.name }, opts);
+
+  // The values workloads may receive; env.ts decides which workload sees which.
+  const env: EnvValues = {
+    GCP_PROJECT: cfg.project,
+    GCP_REGION: cfg.region,
+    IMAGES_BUCKET: storage.images.name,
+    MODELS_BUCKET: storage.models.name,
+    FEATURES_BUCKET: storage.features.name,
+    IMAGE_PREFIX: cfg.embed.imagePrefix,
+    TOPIC_IMAGE_EVENTS: messaging.imageEvents.topic.name,
+    SUBSCRIPTION_IMAGE_EVENTS: messaging.imageEventsSubscription.name,
+    TOPIC_EMBEDDINGS: messaging.embeddings.topic.name,
+    TOPIC_RETRAIN_REQUESTS: messaging.retrainRequests.topic.name,
+    OPENSEARCH_INDEX_ALIAS: cfg.opensearch.indexAlias,
+    MAX_PIXELS: String(cfg.embed.maxPixels),
+    MAX_BYTES: String(cfg.embed.maxBytes),
+    BATCH_SIZE: String(cfg.embed.batchSize),
+  };
+  const functionsCommon = { sourcesBucket: storage.sources.name, buildServiceAccountId: builder.account.name };
+
+  const ingest = new ObjectEvents('ingest', {
+    ...at,
+    ...functionsCommon,
+    imagesBucket: storage.images.name,
+    imageEventsTopic: messaging.imageEvents.topic.name,
+    storageServiceAgent,
+    env,
+  }, opts);
+
+  const embedding = new Embedding('embedding', {
+    ...at,
+    ...functionsCommon,
+    settings: cfg.embed,
+    deletionProtection: cfg.deletionProtection,
+    image: images.refs.embed,
+    buckets: { images: storage.images.name, models: storage.models.name, features: storage.features.name },
+    imageEventsSubscription: messaging.imageEventsSubscription.name,
+    imageEventsDeadLetterTopic: messaging.imageEvents.deadLetterTopic.name,
+    embeddingsTopic: messaging.embeddings.topic.name,
+    env,
+  }, opts);
+
+  const indexing = new Indexing('indexing', {
+    ...at,
+    ...functionsCommon,
+    opensearch: cfg.opensearch,
+    messaging: cfg.messaging,
+    opensearchUrl: cfg.opensearchUrl,
+    opensearchUsername: cfg.opensearchUsername,
+    opensearchPassword: cfg.opensearchPassword,
+    embeddings: messaging.embeddings,
+    imageEventsTopic: messaging.imageEvents.topic.name,
+    buckets: { models: storage.models.name, features: storage.features.name },
+    pubsubServiceAgent,
+    env,
+  }, opts);
+  const opensearchSecrets = { ids: indexing.opensearch.secretIds, secrets: indexing.opensearch.secrets };
+
+  const retraining = new Retraining('retraining', {
+    ...at,
+    ...functionsCommon,
+    settings: cfg.retrain,
+    messaging: cfg.messaging,
+    deletionProtection: cfg.deletionProtection,
+    trainerImage: images.refs.trainer,
+    retrainRequests: messaging.retrainRequests,
+    buckets: { models: storage.models.name, features: storage.features.name },
+    opensearchSecrets,
+    vpcConnector: indexing.opensearch.connectorId,
+    pubsubServiceAgent,
+    env,
+  }, opts);
+
+  const search = new Search('search', {
+    ...at,
+    settings: cfg.search,
+    deletionProtection: cfg.deletionProtection,
+    image: images.refs.search,
+    buckets: { images: storage.images.name, models: storage.models.name, features: storage.features.name },
+    opensearchSecrets,
+    vpcConnector: indexing.opensearch.connectorId,
+    env,
+  }, opts);
+
+  const inboxes = [messaging.imageEvents, messaging.embeddings, messaging.retrainRequests].map((t) => t.deadLetterInbox.name);
+  const monitoring = new Monitoring('monitoring', {
+    ...at,
+    alertEmail: cfg.alertEmail,
+    deadLetterInboxes: inboxes,
+    jobs: [embedding.job.name, retraining.reindexJob.name],
+    functionServices: [ingest.function.serviceName, embedding.dispatch.serviceName, indexing.upsert.serviceName, retraining.start.serviceName, search.service.name],
+    indexService: indexing.upsert.serviceName,
+    subscriptions: [messaging.imageEventsSubscription.name, indexing.subscription.subscription.name],
+  }, opts);
+
+  return {
+    components: { apis, storage, messaging, images, builder, ingest, embedding, indexing, retraining, search, monitoring },
+    outputs: {
+      imagesBucket: storage.images.name,
+      modelsBucket: storage.models.name,
+      featuresBucket: storage.features.name,
+      imageEventsTopic: messaging.imageEvents.topic.name,
+      embedJob: embedding.job.name,
+      reindexJob: retraining.reindexJob.name,
+      searchUrl: search.url,
+      opensearchMode: cfg.opensearch.mode,
+      deadLetterInboxes: pulumi.all(inboxes),
+      dashboard: monitoring.dashboard.id,
+    },
+  };
+}
