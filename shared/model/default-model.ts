@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { KERAS_TO_ONNX_CONVERTER_VERSION, kerasToOnnx, type FeatureLayer, type ThumbnailBranch } from './keras-to-onnx.js';
 import { modelManifestSchema, type ImageTower, type ModelManifest } from './manifest.js';
@@ -38,8 +38,10 @@ export const DEFAULT_IMAGE_TOWER: Omit<ImageTower, 'dimension'> = {
   resize: 'cover',
 };
 
+/** Overrides for experiments and tests; production uses the defaults above. */
 export interface DefaultModelOptions {
   features?: readonly FeatureLayer[];
+  /** `thumbnail: undefined` (present) converts without the thumbnail branch. */
   thumbnail?: ThumbnailBranch | undefined;
 }
 
@@ -80,9 +82,7 @@ export async function ensureDefaultModel(
 async function readCached(dir: string): Promise<{ dir: string; manifest: ModelManifest } | undefined> {
   try {
     const manifest = modelManifestSchema.parse(JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')));
-    await readFile(join(dir, manifest.image.file), { flag: 'r' }).then((b) => {
-      if (b.length === 0) throw new Error('empty model file');
-    });
+    if ((await stat(join(dir, manifest.image.file))).size === 0) return undefined;
     return { dir, manifest };
   } catch {
     return undefined;

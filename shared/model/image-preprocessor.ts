@@ -33,6 +33,10 @@ export async function prepareImage(image: Buffer, tower: ImageTower, limits: Pre
       `${format} is not an accepted image format (accepted: ${[...ACCEPTED_IMAGE_FORMATS].join(', ')})`,
     );
   }
+  // sharp's prebuilt libheif decodes AVIF but not HEVC-coded HEIC (patent-encumbered codec).
+  if (format === 'heif' && header.compression === 'hevc') {
+    throw new ImageRejectedError('unsupported-format', 'HEIC images (HEVC-coded) cannot be decoded here; convert to JPEG or AVIF');
+  }
   // Oriented size: a portrait photo stored landscape with an EXIF rotation is portrait for users.
   const width = header.autoOrient?.width ?? header.width;
   // Multi-page images (animated GIF/WebP) are embedded from their first page only.

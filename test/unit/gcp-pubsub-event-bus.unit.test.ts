@@ -78,6 +78,18 @@ describe('PubSubEventBus at the SDK request boundary', () => {
     expect(published[1]!.topic).toBe(`projects/${PROJECT}/topics/iss-embeddings`);
   });
 
+  it('a failed publish rejects (and a failed dead-letter publish does not ack the original)', async () => {
+    const publisher = (pubsub.api as unknown as Record<string, v1.PublisherClient>).PublisherClient!;
+    vi.mocked(publisher.publish).mockImplementation(((_req: unknown, _opts: unknown, cb: (e: Error) => void) =>
+      cb(Object.assign(new Error('topic not found'), { code: 5 }))) as never);
+    await expect(bus.publish('image-events', { a: 1 })).rejects.toThrow(/topic not found/);
+    vi.spyOn(subscriber, 'pull').mockResolvedValue([{ receivedMessages: [received(1, {})] }] as never);
+    const ack = vi.spyOn(subscriber, 'acknowledge').mockResolvedValue([{}] as never);
+    await bus.pull('image-events', { maxMessages: 1 });
+    await expect(bus.deadLetter('image-events', ['ack-1'], 'bad')).rejects.toThrow(/topic not found/);
+    expect(ack).not.toHaveBeenCalled();
+  });
+
   it('refuses non-JSON data and non-string attributes before any request', async () => {
     await expect(bus.publish('image-events', undefined)).rejects.toThrow(/JSON-serialisable/);
     await expect(bus.publish('image-events', {}, { n: 1 as unknown as string })).rejects.toThrow(/attribute "n" must be a string/);

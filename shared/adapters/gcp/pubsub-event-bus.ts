@@ -88,9 +88,9 @@ export class PubSubEventBus implements EventBus {
     if (items.length === 0) return [];
     const messages = items.map((item, i) => ({ data: encodeJson(item.data, i), attributes: checkAttributes(item.attributes ?? {}, i) }));
     const handle = this.topicHandle(this.options.topicFor(topic));
-    const ids = Promise.all(messages.map((m) => handle.publishMessage(m)));
-    // Send now instead of waiting for the batching timer: the caller awaits the ids anyway.
-    await handle.flush();
+    // Flush sends now instead of waiting for the batching timer (the caller awaits the ids anyway);
+    // awaiting both together means a failed publish rejects once, never as an unhandled rejection.
+    const [ids] = await Promise.all([Promise.all(messages.map((m) => handle.publishMessage(m))), handle.flush()]);
     return ids;
   }
 
@@ -163,8 +163,7 @@ export class PubSubEventBus implements EventBus {
         }),
       ),
     );
-    await dlq.flush();
-    await published;
+    await Promise.all([published, dlq.flush()]);
     this.logger.warn({ topic, count: leases.length, reason }, 'messages dead-lettered');
     await this.ack(topic, ackIds);
   }

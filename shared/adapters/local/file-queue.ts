@@ -79,10 +79,10 @@ export class FileQueue implements EventBus {
   async publishBatch(topic: string, items: { data: unknown; attributes?: Record<string, string> }[]): Promise<string[]> {
     const ready = this.topicDir(topic, 'ready');
     const tmp = this.topicDir(topic, 'tmp');
-    await fs.mkdir(ready, { recursive: true });
     for (const item of items) {
       if (item.data === undefined) throw new IssError(`Cannot publish undefined data to ${topic}`);
     }
+    await fs.mkdir(ready, { recursive: true });
     const ids: string[] = [];
     // Staged (written and fsynced) outside ready/ in parallel, then renamed in one by one in
     // publish order: a puller never sees half a message, and order stays first-in first-out.

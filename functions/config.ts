@@ -1,0 +1,162 @@
+import { z } from 'zod';
+import { ConfigError } from '../shared/errors.js';
+
+/**
+ * Settings of the cloud entry points (functions, Cloud Run service and jobs), read once from the
+ * environment the Pulumi program sets (infra/env.ts lists what each workload receives). Each entry
+ * point validates only the names it uses, so a function never fails for a variable it does not
+ * need; one ConfigError lists every missing or bad variable with the fix.
+ *
+ * Dead-letter topics are not configured: each topic `<t>` has the dead-letter topic
+ * `<t>-dead-letter` (the naming rule of infra/components/messaging.ts), see {@link deadLetterTopicOf}.
+ */
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const bucket = z.string().regex(/^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/, 'must be a bare bucket name such as "my-images" (no gs://)');
+const resourceId = z.string().regex(/^[A-Za-z][\w.~+%-]{2,254}$/, 'must be a Pub/Sub id (or a full projects/… name)').or(z.string().regex(/^projects\/[^/]+\/(topics|subscriptions)\/[^/]+$/));
+const jobName = z.string().regex(/^[a-z][a-z0-9-]{0,48}[a-z0-9]$/, 'must be a Cloud Run job name (lowercase letters, digits, dashes)');
+
+export const cloudEnvShape = {
+  GCP_PROJECT: z.string().regex(/^[a-z][a-z0-9-]{4,28}[a-z0-9]$/, 'must be a project id such as "my-project-123"'),
+  GCP_REGION: z.string().regex(/^[a-z]+-[a-z]+\d+$/, 'must be a region such as "europe-west1"'),
+  IMAGES_BUCKET: bucket,
+  MODELS_BUCKET: bucket,
+  FEATURES_BUCKET: bucket,
+  /** Only objects under this prefix are indexed ('' = the whole bucket). */
+  IMAGE_PREFIX: z.string().default(''),
+  TOPIC_IMAGE_EVENTS: resourceId,
+  SUBSCRIPTION_IMAGE_EVENTS: resourceId,
+  TOPIC_EMBEDDINGS: resourceId,
+  TOPIC_RETRAIN_REQUESTS: resourceId,
+  EMBED_JOB_NAME: jobName,
+  REINDEX_JOB_NAME: jobName,
+  TRAINER_IMAGE: z.string().min(3).regex(/^[^\s]+$/, 'must be a container image URI without spaces'),
+  TRAINER_MACHINE_TYPE: z.string().regex(/^[a-z0-9]+-[a-z0-9-]+$/, 'must be a machine type such as "n1-standard-8"'),
+  TRAINER_SERVICE_ACCOUNT: z.string().email('must be a service account email'),
+  OPENSEARCH_URL: z.string().url('must be a URL such as https://10.0.0.5:9200').refine((u) => /^https?:/.test(u), 'must start with http:// or https://'),
+  OPENSEARCH_USERNAME: z.string().min(1).optional(),
+  OPENSEARCH_PASSWORD: z.string().optional(),
+  OPENSEARCH_INDEX_ALIAS: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'must be lower-case letters, digits, "-" or "_"').default('images'),
+  ONNX_EXECUTION_PROVIDER: z.enum(['cpu', 'cuda']).default('cpu'),
+  /** Decompression-bomb guard: images above this many pixels are rejected before decoding. */
+  MAX_PIXELS: int(1, 2_000_000_000).default(50_000_000),
+  MAX_BYTES: int(1, 5_000_000_000).default(100 * 1024 * 1024),
+  /** Images per pull and per batched ONNX run in the embed job. */
+  BATCH_SIZE: int(1, 1000).default(32),
+} as const;
+
+type Shape = typeof cloudEnvShape;
+type Key = keyof Shape;
+
+const hints: Partial<Record<Key, string>> = {
+  GCP_PROJECT: 'set the project id, e.g. GCP_PROJECT=my-project-123',
+  GCP_REGION: 'set the region of the jobs, e.g. GCP_REGION=europe-west1',
+  IMAGES_BUCKET: 'set the bucket that receives the images, e.g. IMAGES_BUCKET=my-images',
+  MODELS_BUCKET: 'set the model registry bucket, e.g. MODELS_BUCKET=my-models',
+  FEATURES_BUCKET: 'set the feature-store bucket (also holds rejected/ and feedback/), e.g. FEATURES_BUCKET=my-features',
+  TOPIC_IMAGE_EVENTS: 'set the image-events topic id, e.g. TOPIC_IMAGE_EVENTS=iss-image-events',
+  SUBSCRIPTION_IMAGE_EVENTS: 'set the embed job subscription id, e.g. SUBSCRIPTION_IMAGE_EVENTS=iss-image-events-embed',
+  TOPIC_EMBEDDINGS: 'set the embeddings topic id, e.g. TOPIC_EMBEDDINGS=iss-embeddings',
+  EMBED_JOB_NAME: 'set the Cloud Run job id of the embed job, e.g. EMBED_JOB_NAME=iss-embed',
+  TRAINER_IMAGE: 'set the trainer container image, e.g. TRAINER_IMAGE=europe-docker.pkg.dev/p/r/trainer:1',
+  TRAINER_MACHINE_TYPE: 'set a Vertex AI machine type, e.g. TRAINER_MACHINE_TYPE=n1-standard-8',
+  TRAINER_SERVICE_ACCOUNT: 'set the trainer service account email',
+  OPENSEARCH_URL: 'set the cluster URL, e.g. OPENSEARCH_URL=https://10.0.0.5:9200',
+  ONNX_EXECUTION_PROVIDER: 'use ONNX_EXECUTION_PROVIDER=cpu or ONNX_EXECUTION_PROVIDER=cuda',
+  MAX_PIXELS: 'set a whole number of pixels, e.g. MAX_PIXELS=50000000',
+  MAX_BYTES: 'set a whole number of bytes, e.g. MAX_BYTES=104857600',
+  BATCH_SIZE: 'set a whole number from 1 to 1000, e.g. BATCH_SIZE=32',
+};
+
+function pick<K extends Key>(...keys: K[]) {
+  return z.object(Object.fromEntries(keys.map((k) => [k, cloudEnvShape[k]])) as { [P in K]: Shape[P] });
+}
+
+const OPENSEARCH = ['OPENSEARCH_URL', 'OPENSEARCH_USERNAME', 'OPENSEARCH_PASSWORD', 'OPENSEARCH_INDEX_ALIAS'] as const;
+
+/** What each entry point reads. */
+export const entryPointSchemas = {
+  // FEATURES_BUCKET: rejected images (too large, empty) are recorded under rejected/ there.
+  onObjectEvent: pick('GCP_PROJECT', 'IMAGES_BUCKET', 'FEATURES_BUCKET', 'IMAGE_PREFIX', 'TOPIC_IMAGE_EVENTS', 'MAX_BYTES'),
+  dispatchEmbed: pick('GCP_PROJECT', 'GCP_REGION', 'SUBSCRIPTION_IMAGE_EVENTS', 'EMBED_JOB_NAME').extend({
+    /** How the backlog is measured (functions/backlog.ts): a Monitoring metric, or a pull of one message. */
+    BACKLOG_PROBE: z.enum(['monitoring', 'pull']).default('monitoring'),
+  }),
+  // TOPIC_EMBEDDINGS is optional: the dead-letter topic is read from the CloudEvent's source topic.
+  upsertVectors: pick('GCP_PROJECT', ...OPENSEARCH, 'FEATURES_BUCKET', 'TOPIC_IMAGE_EVENTS').extend({ TOPIC_EMBEDDINGS: cloudEnvShape.TOPIC_EMBEDDINGS.optional() }),
+  startRetraining: pick('GCP_PROJECT', 'GCP_REGION', 'TRAINER_IMAGE', 'TRAINER_MACHINE_TYPE', 'TRAINER_SERVICE_ACCOUNT', 'MODELS_BUCKET', 'FEATURES_BUCKET').extend({
+    REINDEX_JOB_NAME: cloudEnvShape.REINDEX_JOB_NAME.optional(),
+  }),
+  // TOPIC_IMAGE_EVENTS names the dead-letter topic `<TOPIC_IMAGE_EVENTS>-dead-letter` for malformed events.
+  embedJob: pick(
+    'GCP_PROJECT',
+    'IMAGES_BUCKET',
+    'MODELS_BUCKET',
+    'FEATURES_BUCKET',
+    'TOPIC_IMAGE_EVENTS',
+    'SUBSCRIPTION_IMAGE_EVENTS',
+    'TOPIC_EMBEDDINGS',
+    'ONNX_EXECUTION_PROVIDER',
+    'MAX_PIXELS',
+    'MAX_BYTES',
+    'BATCH_SIZE',
+  ).extend({
+    /** Stop pulling after this long (Cloud Run task timeout minus a margin). */
+    EMBED_MAX_RUNTIME_SECONDS: int(10, 7 * 24 * 3600).default(50 * 60),
+    /** Consecutive empty pulls (each waits up to 10 s) before the task ends. */
+    EMBED_EMPTY_PULLS: int(1, 100).default(3),
+    CLOUD_RUN_TASK_INDEX: int(0, 100_000).default(0),
+    CLOUD_RUN_TASK_COUNT: int(1, 100_000).default(1),
+  }),
+  reindexJob: pick('GCP_PROJECT', 'MODELS_BUCKET', 'FEATURES_BUCKET', ...OPENSEARCH, 'ONNX_EXECUTION_PROVIDER', 'MAX_PIXELS'),
+  search: pick(...OPENSEARCH, 'MODELS_BUCKET', 'FEATURES_BUCKET', 'IMAGES_BUCKET', 'MAX_PIXELS', 'MAX_BYTES').extend({
+    PORT: int(1, 65535).default(8080),
+  }),
+} as const;
+
+export type EntryPoint = keyof typeof entryPointSchemas;
+export type CloudConfig<E extends EntryPoint> = z.infer<(typeof entryPointSchemas)[E]>;
+
+/** Parses `env` for one entry point; throws one ConfigError naming every bad variable and its fix. */
+export function parseCloudConfig<E extends EntryPoint>(entryPoint: E, env: NodeJS.ProcessEnv): CloudConfig<E> {
+  const schema = entryPointSchemas[entryPoint] as unknown as z.ZodType<CloudConfig<E>>;
+  // An empty string is "not set" (Pulumi and shells often pass VAR= for absent values).
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const result = schema.safeParse(cleaned);
+  if (result.success) return result.data;
+  const lines = result.error.issues.map((issue) => {
+    const key = String(issue.path[0] ?? '(environment)');
+    const value = env[key];
+    const problem = value === undefined || value === '' ? 'is missing' : `=${JSON.stringify(redactValue(key, value))}: ${issue.message}`;
+    const hint = hints[key as Key];
+    return `- ${key} ${problem}${hint ? ` (${hint})` : ''}`;
+  });
+  throw new ConfigError(`Invalid configuration of ${entryPoint}:\n${lines.join('\n')}`, { meta: { entryPoint, variables: result.error.issues.map((i) => String(i.path[0])) } });
+}
+
+function redactValue(key: string, value: string): string {
+  return /PASSWORD|SECRET|TOKEN/.test(key) ? '***' : value.length > 120 ? `${value.slice(0, 117)}...` : value;
+}
+
+const cache = new Map<EntryPoint, unknown>();
+
+/** The entry point's settings from `process.env`, parsed once per process. */
+export function cloudConfig<E extends EntryPoint>(entryPoint: E): CloudConfig<E> {
+  if (!cache.has(entryPoint)) cache.set(entryPoint, parseCloudConfig(entryPoint, process.env));
+  return cache.get(entryPoint) as CloudConfig<E>;
+}
+
+/** Forgets parsed settings (tests change the environment between cases). */
+export function resetCloudConfigForTesting(): void {
+  cache.clear();
+}
+
+/** Dead-letter topic of a topic (id or full name): `<topic>-dead-letter`, as infra names them. */
+export function deadLetterTopicOf(topic: string): string {
+  return `${topic}-dead-letter`;
+}
+
+/** `//pubsub.googleapis.com/projects/p/topics/t` (a Pub/Sub CloudEvent source) → `projects/p/topics/t`. */
+export function topicFromPubSubSource(source: string | undefined): string | null {
+  const match = /projects\/[^/]+\/topics\/[^/?]+/.exec(source ?? '');
+  return match ? match[0] : null;
+}

@@ -1,0 +1,86 @@
+import { PubSub } from '@google-cloud/pubsub';
+import { Storage } from '@google-cloud/storage';
+import { PubSubEventBus } from '../shared/adapters/gcp/pubsub-event-bus.js';
+import { IssError } from '../shared/errors.js';
+import { createLogger, type Logger } from '../shared/logger.js';
+import { deadLetterTopicOf } from './config.js';
+
+/**
+ * What every cloud entry point shares: a dependency slot (built once per instance, replaceable in
+ * tests), the Google clients (one per process: they hold connection pools and credentials), the
+ * Pub/Sub EventBus with the project's topic names, and a logger writing Cloud Logging JSON lines.
+ */
+
+/**
+ * Dependencies built lazily on the first invocation and kept for the instance's life. A failed
+ * build is forgotten, so a transient fault (a cluster not answering yet) is retried next time.
+ */
+export class DepsSlot<T> {
+  private built: Promise<T> | null = null;
+  private override: T | null = null;
+
+  constructor(private readonly build: () => Promise<T>) {}
+
+  get(): Promise<T> {
+    if (this.override) return Promise.resolve(this.override);
+    if (!this.built) {
+      const pending = this.build();
+      pending.catch(() => {
+        if (this.built === pending) this.built = null;
+      });
+      this.built = pending;
+    }
+    return this.built;
+  }
+
+  /** Replaces the dependencies (fakes, local adapters); `null` goes back to the real ones. */
+  setForTesting(deps: T | null): void {
+    this.override = deps;
+    this.built = null;
+  }
+}
+
+let storage: Storage | undefined;
+let pubsub: PubSub | undefined;
+
+export function storageClient(): Storage {
+  storage ??= new Storage();
+  return storage;
+}
+
+export function pubSubClient(projectId: string): PubSub {
+  pubsub ??= new PubSub({ projectId });
+  return pubsub;
+}
+
+/** One JSON object per line on stdout, with `severity` and `message` as Cloud Logging reads them. */
+export function cloudLogger(name: string): Logger {
+  return createLogger({ name, destination: process.stdout });
+}
+
+/**
+ * Pub/Sub EventBus where the port topics (`image-events`, `embeddings`, …) map to the deployed
+ * topic ids; any other name (a dead-letter topic id, a full `projects/…` name) is used as is.
+ * Each port topic's dead-letter topic is `<topic>-dead-letter`.
+ */
+export function cloudEventBus(options: {
+  projectId: string;
+  topics: Record<string, string>;
+  subscriptions?: Record<string, string>;
+  logger: Logger;
+  pubsub?: PubSub;
+}): PubSubEventBus {
+  const topicFor = (topic: string): string => options.topics[topic] ?? topic;
+  return new PubSubEventBus({
+    pubsub: options.pubsub ?? pubSubClient(options.projectId),
+    projectId: options.projectId,
+    topicFor,
+    subscriptionFor(topic) {
+      const subscription = options.subscriptions?.[topic];
+      if (!subscription) throw new IssError(`This process does not pull from ${topic}: no subscription configured for it`);
+      return subscription;
+    },
+    deadLetterTopicFor: (topic) => deadLetterTopicOf(topicFor(topic)),
+    logger: options.logger,
+  });
+}

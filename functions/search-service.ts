@@ -1,0 +1,165 @@
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { FastifyInstance } from 'fastify';
+import { GcsBlobStore } from '../shared/adapters/gcp/gcs-blob-store.js';
+import { GcsModelRegistry } from '../shared/adapters/gcp/gcs-model-registry.js';
+import { GcsRejectionLog } from '../shared/adapters/gcp/gcs-rejection-log.js';
+import { openOpenSearchCatalog } from '../shared/adapters/opensearch/index.js';
+import { CapabilityError, errorMessage, NotFoundError } from '../shared/errors.js';
+import { buildSearchApp, type FeedbackEvent } from '../shared/http/search-app.js';
+import type { Logger } from '../shared/logger.js';
+import type { BlobStore } from '../shared/ports/blob-store.js';
+import type { EventBus } from '../shared/ports/event-bus.js';
+import type { ModelVersion } from '../shared/ports/model-registry.js';
+import type { RejectionLog } from '../shared/ports/rejection-log.js';
+import type { VectorIndex, VectorIndexCatalog } from '../shared/ports/vector-index.js';
+import { ModelHolder } from '../shared/services/model-holder.js';
+import { SearchService } from '../shared/services/search-service.js';
+import { pipelineStatus, type PipelineStatus } from '../shared/services/status.js';
+import { cloudConfig } from './config.js';
+import { cloudLogger, storageClient } from './runtime.js';
+
+export const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../web');
+
+export interface SearchServiceDeps {
+  catalog: Pick<VectorIndexCatalog, 'live'>;
+  /** The active model (a ModelHolder over the GCS registry in the cloud). */
+  model: Pick<ModelHolder, 'get' | 'current' | 'refresh'>;
+  rejections: RejectionLog;
+  /** Reads an original image by URI (thumbnails). */
+  readObject(uri: string): Promise<Buffer>;
+  recordFeedback?(event: FeedbackEvent): Promise<void>;
+  listModels?(): Promise<ModelVersion[]>;
+  logger: Logger;
+  webDir?: string;
+  maxUploadBytes?: number;
+  /** How long the live index (alias target) is reused before asking again. Default 10 s. */
+  liveIndexTtlMs?: number;
+}
+
+/**
+ * The search service has no access to the queues (no Pub/Sub role): the status shows them as
+ * unknown (-1) instead of inventing numbers. Everything else about the pipeline status is real.
+ */
+const queuesUnknown: EventBus = {
+  publish: () => Promise.reject(new CapabilityError('the search service does not publish messages')),
+  publishBatch: () => Promise.reject(new CapabilityError('the search service does not publish messages')),
+  pull: () => Promise.reject(new CapabilityError('the search service does not pull messages')),
+  ack: () => Promise.resolve(),
+  nack: () => Promise.resolve(),
+  extendDeadline: () => Promise.resolve(),
+  deadLetter: () => Promise.reject(new CapabilityError('the search service does not dead-letter messages')),
+  listDeadLetters: () => Promise.resolve([]),
+  stats: () => Promise.resolve({ ready: -1, inflight: -1, deadLettered: -1 }),
+  close: () => Promise.resolve(),
+};
+
+/**
+ * The Cloud Run search service: the same fastify app as `imgsearch up` (page + API), wired to
+ * OpenSearch, the GCS model registry and GCS objects. Built from its ports so tests use fakes.
+ */
+export async function createSearchService(deps: SearchServiceDeps): Promise<FastifyInstance> {
+  await deps.model.get();
+  const ttl = deps.liveIndexTtlMs ?? 10_000;
+  let live: { at: number; index: VectorIndex | null } | null = null;
+  const liveIndex = async (): Promise<VectorIndex | null> => {
+    if (live && Date.now() - live.at < ttl) return live.index;
+    const index = await deps.catalog.live();
+    live = { at: Date.now(), index };
+    return index;
+  };
+  const search = new SearchService(() => deps.model.current(), liveIndex);
+  const status = async (): Promise<PipelineStatus> => {
+    const s = await pipelineStatus({ bus: queuesUnknown, index: await liveIndex(), rejections: deps.rejections, embedder: deps.model.current() });
+    return { ...s, pending: -1, deadLettered: { count: -1, items: [] } };
+  };
+  return buildSearchApp({
+    search,
+    status,
+    getDocument: async (id) => (await liveIndex())?.get(id) ?? null,
+    readObject: (uri) => deps.readObject(uri),
+    logger: deps.logger,
+    webDir: deps.webDir ?? webDir,
+    recordFeedback: deps.recordFeedback,
+    listModels: deps.listModels,
+    maxUploadBytes: deps.maxUploadBytes,
+  });
+}
+
+/** `gs://<images bucket>/<name>` → bytes; other buckets are refused (the URI comes from the index). */
+export function gcsObjectReader(images: BlobStore, maxBytes: number): (uri: string) => Promise<Buffer> {
+  return async (uri) => {
+    const prefix = `gs://${images.bucket}/`;
+    if (!uri.startsWith(prefix)) throw new NotFoundError(`${uri} is not in the images bucket ${images.bucket}`);
+    return images.read(uri.slice(prefix.length), { maxBytes });
+  };
+}
+
+/** Feedback as one small JSON object per event under `feedback/<day>/` (GCS objects cannot be appended to). */
+export function gcsFeedbackWriter(blobs: BlobStore, prefix = 'feedback'): (event: FeedbackEvent) => Promise<void> {
+  return async (event) => {
+    const day = event.at.slice(0, 10);
+    const name = `${prefix}/${day}/${event.at.replace(/[:.]/g, '-')}-${randomBytes(4).toString('hex')}.json`;
+    await blobs.write(name, JSON.stringify(event), { contentType: 'application/json' });
+  };
+}
+
+/** Builds the real dependencies from the environment and serves on $PORT. */
+export async function startSearchService(): Promise<{ app: FastifyInstance; close(): Promise<void> }> {
+  const config = cloudConfig('search');
+  const logger = cloudLogger('search');
+  const storage = storageClient();
+  const catalog = await openOpenSearchCatalog({
+    url: config.OPENSEARCH_URL,
+    username: config.OPENSEARCH_USERNAME,
+    password: config.OPENSEARCH_PASSWORD,
+    alias: config.OPENSEARCH_INDEX_ALIAS,
+    logger,
+  });
+  const registry = new GcsModelRegistry({ storage, bucket: config.MODELS_BUCKET, cacheDir: path.join(os.tmpdir(), 'iss-models'), logger });
+  const model = new ModelHolder(registry, { maxPixels: config.MAX_PIXELS, logger });
+  const features = new GcsBlobStore(storage, config.FEATURES_BUCKET);
+  const app = await createSearchService({
+    catalog,
+    model,
+    rejections: new GcsRejectionLog(features),
+    readObject: gcsObjectReader(new GcsBlobStore(storage, config.IMAGES_BUCKET), config.MAX_BYTES),
+    recordFeedback: gcsFeedbackWriter(features),
+    listModels: () => registry.list(),
+    logger,
+    maxUploadBytes: config.MAX_BYTES,
+  });
+  await app.listen({ host: '0.0.0.0', port: config.PORT });
+  logger.info({ port: config.PORT, modelVersion: model.current().modelVersion }, 'search service listening');
+  // A promotion or rollback (by the retrain job) changes the active model: follow it.
+  const poll = setInterval(() => {
+    model.refresh().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'model refresh failed'));
+  }, 60_000);
+  poll.unref();
+  return {
+    app,
+    async close() {
+      clearInterval(poll);
+      await app.close();
+      await model.close();
+      await catalog.close();
+    },
+  };
+}
+
+const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href;
+if (isMain) {
+  startSearchService()
+    .then((service) => {
+      process.once('SIGTERM', () => {
+        void service.close().finally(() => process.exit(0));
+      });
+    })
+    .catch((err: unknown) => {
+      cloudLogger('search').fatal({ err: errorMessage(err) }, 'search service failed to start');
+      process.exit(1);
+    });
+}
+

@@ -1,0 +1,116 @@
+import * as functions from '@google-cloud/functions-framework';
+import { v1 as aiplatformV1 } from '@google-cloud/aiplatform';
+import { z } from 'zod';
+import { VertexJobLauncher } from '../shared/adapters/gcp/vertex-job-launcher.js';
+import { errorMessage, ParseError } from '../shared/errors.js';
+import { withTrace, type Logger } from '../shared/logger.js';
+import type { EventBus } from '../shared/ports/event-bus.js';
+import type { JobExecution, JobLauncher } from '../shared/ports/job-launcher.js';
+import { attributeValue, deliveryFromPubSubCloudEvent, type CloudEventLike } from './cloud-events.js';
+import { cloudConfig, deadLetterTopicOf, topicFromPubSubSource } from './config.js';
+import { cloudEventBus, cloudLogger, DepsSlot } from './runtime.js';
+
+/** The port name of the retraining job (Vertex AI display name `iss-retrain`). */
+export const RETRAIN_JOB = 'retrain';
+
+/**
+ * A retrain request: Cloud Scheduler publishes `{ "reason": "scheduled" }`; a person may add
+ * job arguments (`--key=value` flags of jobs/retrain), e.g. `{ "reason": "manual", "args": { "epochs": "20" } }`.
+ */
+export const retrainRequestSchema = z
+  .object({
+    reason: z.string().max(200).default('unspecified'),
+    args: z.record(z.string().regex(/^[a-zA-Z][a-zA-Z0-9-]*$/, 'argument names are letters, digits and dashes'), z.string().max(1000)).default({}),
+  })
+  .strict();
+export type RetrainRequest = z.infer<typeof retrainRequestSchema>;
+
+export interface StartRetrainingDeps {
+  launcher: JobLauncher;
+  /** Publishes malformed requests to `<retrain-requests topic>-dead-letter`. */
+  bus: EventBus;
+  logger: Logger;
+  projectId?: string;
+}
+
+export type StartRetrainingResult =
+  | { status: 'started' | 'already-running'; execution: JobExecution; reason: string }
+  | { status: 'dead-lettered'; reason: string };
+
+const deps = new DepsSlot<StartRetrainingDeps>(async () => {
+  const config = cloudConfig('startRetraining');
+  const logger = cloudLogger('startRetraining');
+  const launcher = new VertexJobLauncher({
+    client: new aiplatformV1.JobServiceClient({ apiEndpoint: `${config.GCP_REGION}-aiplatform.googleapis.com` }),
+    projectId: config.GCP_PROJECT,
+    region: config.GCP_REGION,
+    jobs: {
+      [RETRAIN_JOB]: {
+        imageUri: config.TRAINER_IMAGE,
+        machineType: config.TRAINER_MACHINE_TYPE,
+        serviceAccount: config.TRAINER_SERVICE_ACCOUNT,
+        // Plain settings only: OpenSearch credentials never travel in a job spec. The trainer
+        // starts REINDEX_JOB_NAME (a Cloud Run job on the VPC, holding the secrets) to reindex.
+        env: {
+          GCP_PROJECT: config.GCP_PROJECT,
+          GCP_REGION: config.GCP_REGION,
+          MODELS_BUCKET: config.MODELS_BUCKET,
+          FEATURES_BUCKET: config.FEATURES_BUCKET,
+          ...(config.REINDEX_JOB_NAME ? { REINDEX_JOB_NAME: config.REINDEX_JOB_NAME } : {}),
+        },
+        labels: { component: 'retrain' },
+      },
+    },
+    logger,
+  });
+  return { launcher, bus: cloudEventBus({ projectId: config.GCP_PROJECT, topics: {}, logger }), logger, projectId: config.GCP_PROJECT };
+});
+
+export function setDepsForTesting(value: StartRetrainingDeps | null): void {
+  deps.setForTesting(value);
+}
+
+/**
+ * `retrain-requests` message → a Vertex AI custom job running jobs/retrain, unless one is already
+ * queued or running (then the request is acknowledged: the running job covers it). A malformed
+ * request is dead-lettered with the reason; a failure to reach Vertex AI throws (redelivered).
+ */
+export async function startRetraining(event: CloudEventLike): Promise<StartRetrainingResult> {
+  const d = await deps.get();
+  const logger = withTrace(d.logger, event.traceparent, d.projectId).child({ eventId: event.id });
+  let request: RetrainRequest;
+  let data: unknown = event.data;
+  try {
+    const delivery = deliveryFromPubSubCloudEvent(event);
+    data = delivery.data;
+    const parsed = retrainRequestSchema.safeParse(delivery.data);
+    if (!parsed.success) {
+      throw new ParseError(`malformed retrain request: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+    }
+    request = parsed.data;
+  } catch (err) {
+    if (!(err instanceof ParseError)) throw err;
+    const topic = topicFromPubSubSource(event.source);
+    if (!topic) throw new ParseError(`${err.message} (and the CloudEvent source names no topic to dead-letter it to)`);
+    const deadLetterTopic = deadLetterTopicOf(topic);
+    await d.bus.publish(deadLetterTopic, data ?? null, { reason: attributeValue(err.message), sourceEventId: attributeValue(event.id ?? '') });
+    logger.warn({ reason: err.message, deadLetterTopic }, 'malformed retrain request dead-lettered');
+    return { status: 'dead-lettered', reason: err.message };
+  }
+
+  try {
+    const running = await d.launcher.running(RETRAIN_JOB);
+    if (running) {
+      logger.info({ executionId: running.executionId, reason: request.reason }, 'retraining already running; request covered by it');
+      return { status: 'already-running', execution: running, reason: request.reason };
+    }
+    const execution = await d.launcher.run(RETRAIN_JOB, request.args);
+    logger.info({ executionId: execution.executionId, reason: request.reason, args: request.args }, 'retraining started');
+    return { status: 'started', execution, reason: request.reason };
+  } catch (err) {
+    logger.error({ err: errorMessage(err) }, 'could not start retraining; Pub/Sub will redeliver');
+    throw err;
+  }
+}
+
+functions.cloudEvent('startRetraining', startRetraining);

@@ -1,0 +1,69 @@
+import { z } from 'zod';
+import { ParseError } from '../errors.js';
+
+/**
+ * Promotion gate: a retrained model replaces the active one only if it is measurably better on
+ * the held-out split — image→image Recall@1 by at least `margin`, and text→image precision@10 by
+ * at least `textMargin` when both models answer text queries (a candidate that adds text where
+ * the current model had none is not held back by text).
+ */
+export const gateOptionsSchema = z.object({
+  margin: z.number().min(0).max(1).default(0.005),
+  textMargin: z.number().min(-1).max(1).default(0),
+});
+export type GateOptions = z.input<typeof gateOptionsSchema>;
+
+const metricsSchema = z.object({
+  imageToImage: z.object({ 'recall@1': z.number().min(0).max(1) }).loose(),
+  textToImage: z.object({ 'precision@10': z.number().min(0).max(1) }).loose().nullable().optional(),
+});
+export type GateMetrics = z.input<typeof metricsSchema>;
+
+export interface GateDecision {
+  promote: boolean;
+  reasons: string[];
+  deltas: { 'recall@1': number; 'precision@10': number | null };
+}
+
+function parseMetrics(which: string, metrics: unknown): z.output<typeof metricsSchema> {
+  const parsed = metricsSchema.safeParse(metrics);
+  if (!parsed.success) throw new ParseError(`${which} metrics are invalid: ${parsed.error.message}`, { cause: parsed.error });
+  return parsed.data;
+}
+
+export function gateDecision(candidateInput: GateMetrics, currentInput: GateMetrics | null, optionsInput: GateOptions = {}): GateDecision {
+  const options = gateOptionsSchema.parse(optionsInput);
+  const candidate = parseMetrics('candidate', candidateInput);
+  if (!currentInput) {
+    return { promote: true, reasons: ['no active model to compare with'], deltas: { 'recall@1': candidate.imageToImage['recall@1'], 'precision@10': null } };
+  }
+  const current = parseMetrics('current', currentInput);
+  const reasons: string[] = [];
+  let promote = true;
+  const r1 = candidate.imageToImage['recall@1'] - current.imageToImage['recall@1'];
+  const fmt = (x: number) => x.toFixed(4);
+  if (r1 >= options.margin) {
+    reasons.push(`image→image recall@1 ${fmt(candidate.imageToImage['recall@1'])} beats ${fmt(current.imageToImage['recall@1'])} by ${fmt(r1)} ≥ margin ${options.margin}`);
+  } else {
+    promote = false;
+    reasons.push(`image→image recall@1 ${fmt(candidate.imageToImage['recall@1'])} vs ${fmt(current.imageToImage['recall@1'])}: gain ${fmt(r1)} < margin ${options.margin}`);
+  }
+  let p10: number | null = null;
+  const ct = candidate.textToImage;
+  const cu = current.textToImage;
+  if (ct && cu) {
+    p10 = ct['precision@10'] - cu['precision@10'];
+    if (p10 >= options.textMargin) {
+      reasons.push(`text→image precision@10 ${fmt(ct['precision@10'])} vs ${fmt(cu['precision@10'])}: change ${fmt(p10)} ≥ ${options.textMargin}`);
+    } else {
+      promote = false;
+      reasons.push(`text→image precision@10 ${fmt(ct['precision@10'])} vs ${fmt(cu['precision@10'])}: change ${fmt(p10)} < ${options.textMargin}`);
+    }
+  } else if (cu && !ct) {
+    promote = false;
+    reasons.push('the candidate has no text tower but the current model answers text queries');
+  } else if (ct && !cu) {
+    reasons.push(`the candidate adds text search (precision@10 ${fmt(ct['precision@10'])})`);
+  }
+  return { promote, reasons, deltas: { 'recall@1': r1, 'precision@10': p10 } };
+}

@@ -1,0 +1,234 @@
+import { beforeAll, describe, expect, test } from 'vitest';
+import { ALLOWED_ROLES, PROJECT_LEVEL_ROLES } from '../../infra/iam.js';
+import { buildStack, ofType, type RecordedResource } from '../../infra/testing/mocks.js';
+
+/** Policies the deployed stack must satisfy, checked on everything the program registers. */
+const SUB = 'gcp:pubsub/subscription:Subscription';
+const IAM_TYPES = [
+  'gcp:storage/bucketIAMMember:BucketIAMMember',
+  'gcp:pubsub/topicIAMMember:TopicIAMMember',
+  'gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember',
+  'gcp:secretmanager/secretIamMember:SecretIamMember',
+  'gcp:serviceaccount/iAMMember:IAMMember',
+  'gcp:artifactregistry/repositoryIamMember:RepositoryIamMember',
+  'gcp:cloudrunv2/serviceIamMember:ServiceIamMember',
+  'gcp:cloudrunv2/jobIamMember:JobIamMember',
+  'gcp:projects/iAMMember:IAMMember',
+];
+
+const envOf = (r: RecordedResource): string[] =>
+  [
+    ...Object.keys(r.inputs.serviceConfig?.environmentVariables ?? {}),
+    ...(r.inputs.serviceConfig?.secretEnvironmentVariables ?? []).map((s: { key: string }) => s.key),
+  ].sort();
+
+describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
+  let all: RecordedResource[];
+  beforeAll(async () => {
+    all = await buildStack({ embed: { taskCount: 6, parallelism: 3, dispatchSchedule: '*/2 * * * *' }, retrain: { schedule: '15 4 * * 1' } });
+  });
+
+  test('the embed job has GPU limits and the L4 node selector', () => {
+    const job = ofType(all, 'gcp:cloudrunv2/job:Job').find((j) => j.inputs.name === 'iss-embed')!;
+    const task = job.inputs.template.template;
+    expect(task.nodeSelector).toEqual({ accelerator: 'nvidia-l4' });
+    expect(task.gpuZonalRedundancyDisabled).toBe(true);
+    expect(task.containers[0].resources.limits).toEqual({ cpu: '8', memory: '32Gi', 'nvidia.com/gpu': '1' });
+    expect(job.inputs.template.taskCount).toBe(6);
+    expect(job.inputs.template.parallelism).toBe(3);
+    expect(task.containers[0].envs).toContainEqual({ name: 'ONNX_EXECUTION_PROVIDER', value: 'cuda' });
+    expect(task.containers[0].args).toEqual(['--import', 'tsx', 'jobs/embed/main.ts']);
+  });
+
+  test('every subscription has a dead-letter policy and bounded retries, and every dead-letter topic an inbox', () => {
+    const subs = ofType(all, SUB);
+    const inboxes = subs.filter((s) => s.inputs.labels?.role === 'dead-letter-inbox');
+    const working = subs.filter((s) => s.inputs.labels?.role !== 'dead-letter-inbox');
+    expect(working.map((s) => s.inputs.name).sort()).toEqual(['iss-embeddings-upsert', 'iss-image-events-embed', 'iss-retrain-requests-start']);
+    for (const s of working) {
+      expect(s.inputs.deadLetterPolicy, s.inputs.name).toMatchObject({ maxDeliveryAttempts: 5 });
+      expect(s.inputs.deadLetterPolicy.deadLetterTopic).toBe(`${s.inputs.topic}-dead-letter`);
+      expect(s.inputs.retryPolicy).toEqual({ minimumBackoff: '10s', maximumBackoff: '600s' });
+    }
+    const deadLetterTopics = ofType(all, 'gcp:pubsub/topic:Topic').filter((t) => t.inputs.name.endsWith('-dead-letter'));
+    expect(deadLetterTopics).toHaveLength(3);
+    for (const t of deadLetterTopics) {
+      expect(inboxes.some((i) => i.inputs.topic.endsWith(`/${t.inputs.name}`)), t.inputs.name).toBe(true);
+    }
+  });
+
+  test('the Pub/Sub service agent may publish to each dead-letter topic and consume each source subscription', () => {
+    const agent = 'serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com';
+    const publishes = ofType(all, 'gcp:pubsub/topicIAMMember:TopicIAMMember').filter((m) => m.inputs.member === agent);
+    expect(publishes.map((m) => m.inputs.topic).sort()).toEqual(
+      ['iss-embeddings-dead-letter', 'iss-image-events-dead-letter', 'iss-retrain-requests-dead-letter'],
+    );
+    expect(publishes.every((m) => m.inputs.role === 'roles/pubsub.publisher')).toBe(true);
+    const consumes = ofType(all, 'gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember').filter((m) => m.inputs.member === agent);
+    expect(consumes.map((m) => m.inputs.subscription).sort()).toEqual(['iss-embeddings-upsert', 'iss-image-events-embed', 'iss-retrain-requests-start']);
+  });
+
+  test("every service account's roles are from the allow-list, none primitive, project-wide only where unavoidable", () => {
+    const grants = IAM_TYPES.flatMap((t) => ofType(all, t));
+    expect(grants.length).toBeGreaterThan(40);
+    for (const g of grants) {
+      expect(ALLOWED_ROLES as readonly string[], `${g.name}: ${g.inputs.role}`).toContain(g.inputs.role);
+      expect(['roles/owner', 'roles/editor', 'roles/viewer']).not.toContain(g.inputs.role);
+      expect(g.inputs.member, g.name).toMatch(/^serviceAccount:/);
+    }
+    for (const g of ofType(all, 'gcp:projects/iAMMember:IAMMember')) {
+      expect(PROJECT_LEVEL_ROLES as readonly string[], g.name).toContain(g.inputs.role);
+    }
+    // The only project-wide publisher is Cloud Storage's service agent (Eventarc GCS triggers).
+    const projectPublishers = ofType(all, 'gcp:projects/iAMMember:IAMMember').filter((g) => g.inputs.role === 'roles/pubsub.publisher');
+    expect(projectPublishers.map((g) => g.inputs.member)).toEqual(['serviceAccount:service-123456789012@gs-project-accounts.iam.gserviceaccount.com']);
+  });
+
+  test('each component runs as its own service account', () => {
+    const runAs = [
+      ...ofType(all, 'gcp:cloudfunctionsv2/function:Function').map((f) => f.inputs.serviceConfig.serviceAccountEmail),
+      ...ofType(all, 'gcp:cloudrunv2/job:Job').map((j) => j.inputs.template.template.serviceAccount),
+      ...ofType(all, 'gcp:cloudrunv2/service:Service').map((s) => s.inputs.template.serviceAccount),
+    ];
+    expect(runAs).toHaveLength(7);
+    expect(new Set(runAs).size).toBe(7);
+  });
+
+  test('no bucket is public', () => {
+    const buckets = ofType(all, 'gcp:storage/bucket:Bucket');
+    expect(buckets.map((b) => b.inputs.name).sort()).toEqual(
+      ['features', 'images', 'models', 'sources'].map((s) => `iss-test-project-iss-${s}`),
+    );
+    for (const b of buckets) {
+      expect(b.inputs.uniformBucketLevelAccess, b.inputs.name).toBe(true);
+      expect(b.inputs.publicAccessPrevention, b.inputs.name).toBe('enforced');
+    }
+    for (const m of ofType(all, 'gcp:storage/bucketIAMMember:BucketIAMMember')) {
+      expect(m.inputs.member).not.toMatch(/allUsers|allAuthenticatedUsers/);
+    }
+    const models = buckets.find((b) => b.inputs.name.endsWith('-models'))!;
+    expect(models.inputs.versioning).toEqual({ enabled: true });
+  });
+
+  test('scheduler crons come from config', () => {
+    const jobs = Object.fromEntries(ofType(all, 'gcp:cloudscheduler/job:Job').map((j) => [j.inputs.name, j.inputs]));
+    expect(jobs['iss-embed-dispatch'].schedule).toBe('*/2 * * * *');
+    expect(jobs['iss-embed-dispatch'].httpTarget.oidcToken.serviceAccountEmail).toBe('iss-embed-tick@iss-test-project.iam.gserviceaccount.com');
+    expect(jobs['iss-retrain'].schedule).toBe('15 4 * * 1');
+    expect(jobs['iss-retrain'].pubsubTarget.topicName).toBe('projects/iss-test-project/topics/iss-retrain-requests');
+  });
+
+  test('functions get exactly the env they need, OpenSearch credentials only from Secret Manager', () => {
+    const fns = Object.fromEntries(ofType(all, 'gcp:cloudfunctionsv2/function:Function').map((f) => [f.inputs.buildConfig.entryPoint, f]));
+    const os = ['OPENSEARCH_INDEX_ALIAS', 'OPENSEARCH_PASSWORD', 'OPENSEARCH_URL', 'OPENSEARCH_USERNAME'];
+    const expected: Record<string, string[]> = {
+      onObjectEvent: ['GCP_PROJECT', 'IMAGES_BUCKET', 'IMAGE_PREFIX', 'MAX_BYTES', 'TOPIC_IMAGE_EVENTS'],
+      dispatchEmbed: ['EMBED_JOB_NAME', 'GCP_PROJECT', 'GCP_REGION', 'SUBSCRIPTION_IMAGE_EVENTS'],
+      upsertVectors: ['FEATURES_BUCKET', 'GCP_PROJECT', 'MODELS_BUCKET', 'TOPIC_IMAGE_EVENTS', ...os],
+      startRetraining: [
+        'FEATURES_BUCKET', 'GCP_PROJECT', 'GCP_REGION', 'MODELS_BUCKET', 'REINDEX_JOB_NAME',
+        'TRAINER_IMAGE', 'TRAINER_MACHINE_TYPE', 'TRAINER_SERVICE_ACCOUNT', ...os,
+      ],
+    };
+    expect(Object.keys(fns).sort()).toEqual(Object.keys(expected).sort());
+    for (const [target, names] of Object.entries(expected)) {
+      expect(envOf(fns[target]), target).toEqual([...names, 'NODE_OPTIONS'].sort());
+      const plain = fns[target].inputs.serviceConfig.environmentVariables;
+      expect(plain.OPENSEARCH_PASSWORD, target).toBeUndefined();
+      expect(plain.OPENSEARCH_URL, target).toBeUndefined();
+    }
+    expect(fns.upsertVectors.inputs.serviceConfig.secretEnvironmentVariables).toContainEqual(
+      { key: 'OPENSEARCH_PASSWORD', projectId: 'iss-test-project', secret: 'iss-opensearch-password', version: 'latest' },
+    );
+
+    const containerEnv = (r: RecordedResource) => r.inputs.template.template?.containers?.[0]?.envs ?? r.inputs.template.containers[0].envs;
+    const embed = ofType(all, 'gcp:cloudrunv2/job:Job').find((j) => j.inputs.name === 'iss-embed')!;
+    expect(containerEnv(embed).map((e: { name: string }) => e.name).sort()).toEqual(
+      ['BATCH_SIZE', 'FEATURES_BUCKET', 'GCP_PROJECT', 'IMAGES_BUCKET', 'MAX_BYTES', 'MAX_PIXELS', 'MODELS_BUCKET',
+        'ONNX_EXECUTION_PROVIDER', 'SUBSCRIPTION_IMAGE_EVENTS', 'TOPIC_EMBEDDINGS'],
+    );
+    const search = ofType(all, 'gcp:cloudrunv2/service:Service')[0];
+    const searchEnv = containerEnv(search) as { name: string; value?: string; valueSource?: unknown }[];
+    expect(searchEnv.map((e) => e.name).sort()).toEqual(['FEATURES_BUCKET', 'IMAGES_BUCKET', 'MODELS_BUCKET', ...os].sort());
+    expect(searchEnv.find((e) => e.name === 'OPENSEARCH_PASSWORD')).toEqual({
+      name: 'OPENSEARCH_PASSWORD',
+      valueSource: { secretKeyRef: { secret: 'iss-opensearch-password', version: 'latest' } },
+    });
+  });
+
+  test('OpenSearch VM has no public IP and the firewall admits only the connector range', () => {
+    const [vm] = ofType(all, 'gcp:compute/instance:Instance');
+    for (const nic of vm.inputs.networkInterfaces) {
+      expect(nic.accessConfigs ?? []).toEqual([]);
+      expect(nic.ipv6AccessConfigs ?? []).toEqual([]);
+    }
+    expect(vm.inputs.attachedDisks[0]).toMatchObject({ deviceName: 'opensearch-data', mode: 'READ_WRITE' });
+    expect(vm.inputs.metadata['startup-script']).not.toContain('correct-horse-battery-staple');
+    const [connector] = ofType(all, 'gcp:vpcaccess/connector:Connector');
+    const firewalls = ofType(all, 'gcp:compute/firewall:Firewall');
+    expect(firewalls).toHaveLength(1);
+    expect(firewalls[0].inputs).toMatchObject({
+      direction: 'INGRESS',
+      sourceRanges: [connector.inputs.ipCidrRange],
+      targetTags: vm.inputs.tags,
+      allows: [{ protocol: 'tcp', ports: ['9200'] }],
+    });
+    // Everything that talks to OpenSearch goes through the connector.
+    const fns = ofType(all, 'gcp:cloudfunctionsv2/function:Function').filter((f) => envOf(f).includes('OPENSEARCH_URL'));
+    expect(fns.length).toBe(2);
+    for (const f of fns) expect(f.inputs.serviceConfig.vpcConnector, f.inputs.name).toBe(`projects/iss-test-project/locations/us-central1/connectors/iss-conn`);
+    const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
+    expect(search.inputs.template.vpcAccess.connector).toBe('projects/iss-test-project/locations/us-central1/connectors/iss-conn');
+  });
+
+  test('functions accept only internal traffic, pushed with OIDC to the framework\'s Pub/Sub path', () => {
+    for (const f of ofType(all, 'gcp:cloudfunctionsv2/function:Function')) {
+      expect(f.inputs.serviceConfig.ingressSettings, f.inputs.name).toBe('ALLOW_INTERNAL_ONLY');
+    }
+    const upsert = ofType(all, SUB).find((s) => s.inputs.name === 'iss-embeddings-upsert')!;
+    expect(upsert.inputs.pushConfig).toEqual({
+      pushEndpoint: 'https://iss-upsert-vectors-abc123-uc.a.run.app/projects/iss-test-project/topics/iss-embeddings',
+      oidcToken: { serviceAccountEmail: 'iss-push-upsert@iss-test-project.iam.gserviceaccount.com', audience: 'https://iss-upsert-vectors-abc123-uc.a.run.app' },
+    });
+    const triggers = ofType(all, 'gcp:eventarc/trigger:Trigger');
+    expect(triggers.map((t) => t.inputs.matchingCriterias[0].value).sort()).toEqual(
+      ['google.cloud.storage.object.v1.deleted', 'google.cloud.storage.object.v1.finalized'],
+    );
+    for (const t of triggers) expect(t.inputs.destination.cloudRunService.service).toBe('iss-on-object-event');
+  });
+
+  test('the search service is IAM-protected unless configured public', () => {
+    const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
+    expect(search.inputs.invokerIamDisabled).toBe(false);
+  });
+});
+
+describe('variants', () => {
+  test('embed.gpu: false deploys a CPU job without GPU limits or node selector', async () => {
+    const all = await buildStack({ embed: { gpu: false, cpu: 4, memory: '8Gi' } });
+    const job = ofType(all, 'gcp:cloudrunv2/job:Job').find((j) => j.inputs.name === 'iss-embed')!;
+    const task = job.inputs.template.template;
+    expect(task.nodeSelector).toBeUndefined();
+    expect(task.containers[0].resources.limits).toEqual({ cpu: '4', memory: '8Gi' });
+    expect(task.containers[0].envs).toContainEqual({ name: 'ONNX_EXECUTION_PROVIDER', value: 'cpu' });
+  });
+
+  test('external OpenSearch: no VM, no connector, no firewall; URL kept in Secret Manager', async () => {
+    const all = await buildStack({ opensearch: { mode: 'external' }, opensearchUrl: 'https://search.example.com:9200', search: { public: true } });
+    expect(ofType(all, 'gcp:compute/instance:Instance')).toHaveLength(0);
+    expect(ofType(all, 'gcp:vpcaccess/connector:Connector')).toHaveLength(0);
+    expect(ofType(all, 'gcp:compute/firewall:Firewall')).toHaveLength(0);
+    const urlVersion = ofType(all, 'gcp:secretmanager/secretVersion:SecretVersion').find((v) => v.name.includes('-url-'))!;
+    expect(JSON.stringify(urlVersion.inputs.secretData)).toContain('https://search.example.com:9200');
+    expect(ofType(all, 'gcp:cloudrunv2/service:Service')[0].inputs.invokerIamDisabled).toBe(true);
+  });
+
+  test('prebuilt images skip the build', async () => {
+    const all = await buildStack({
+      images: { build: false, embed: 'example/embed:1', trainer: 'example/trainer:1', search: 'example/search:1' },
+    });
+    expect(ofType(all, 'docker-build:index:Image')).toHaveLength(0);
+    const job = ofType(all, 'gcp:cloudrunv2/job:Job').find((j) => j.inputs.name === 'iss-embed')!;
+    expect(job.inputs.template.template.containers[0].image).toBe('example/embed:1');
+  });
+});
