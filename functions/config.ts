@@ -126,9 +126,9 @@ export function parseCloudConfig<E extends EntryPoint>(entryPoint: E, env: NodeJ
   const lines = result.error.issues.map((issue) => {
     const key = String(issue.path[0] ?? '(environment)');
     const value = env[key];
-    const problem = value === undefined || value === '' ? 'is missing' : `=${JSON.stringify(redactValue(key, value))}: ${issue.message}`;
+    const problem = value === undefined || value === '' ? ' is missing' : `=${JSON.stringify(redactValue(key, value))}: ${issue.message}`;
     const hint = hints[key as Key];
-    return `- ${key} ${problem}${hint ? ` (${hint})` : ''}`;
+    return `- ${key}${problem}${hint ? ` (${hint})` : ''}`;
   });
   throw new ConfigError(`Invalid configuration of ${entryPoint}:\n${lines.join('\n')}`, { meta: { entryPoint, variables: result.error.issues.map((i) => String(i.path[0])) } });
 }

@@ -1,6 +1,5 @@
 import * as functions from '@google-cloud/functions-framework';
 import { v1 as pubsubV1 } from '@google-cloud/pubsub';
-import { v2 as runV2 } from '@google-cloud/run';
 import { CloudRunJobLauncher } from '../shared/adapters/gcp/cloud-run-job-launcher.js';
 import { errorMessage } from '../shared/errors.js';
 import { withTrace, type Logger } from '../shared/logger.js';
@@ -36,6 +35,7 @@ const deps = new DepsSlot<DispatchEmbedDeps>(async () => {
     config.BACKLOG_PROBE === 'pull'
       ? new PullBacklogProbe({ subscriber: new pubsubV1.SubscriberClient(), subscription })
       : new MonitoringBacklogProbe({ auth: pubsub.auth, projectId: config.GCP_PROJECT, subscriptionId: subscription });
+  const { v2: runV2 } = await import('@google-cloud/run');
   const launcher = new CloudRunJobLauncher({
     jobs: new runV2.JobsClient(),
     executions: new runV2.ExecutionsClient(),

@@ -1,5 +1,4 @@
 import * as functions from '@google-cloud/functions-framework';
-import { v1 as aiplatformV1 } from '@google-cloud/aiplatform';
 import { z } from 'zod';
 import { VertexJobLauncher } from '../shared/adapters/gcp/vertex-job-launcher.js';
 import { errorMessage, ParseError } from '../shared/errors.js';
@@ -20,7 +19,14 @@ export const RETRAIN_JOB = 'retrain';
 export const retrainRequestSchema = z
   .object({
     reason: z.string().max(200).default('unspecified'),
-    args: z.record(z.string().regex(/^[a-zA-Z][a-zA-Z0-9-]*$/, 'argument names are letters, digits and dashes'), z.string().max(1000)).default({}),
+    args: z
+      .record(z.string(), z.string().max(1000))
+      .superRefine((args, ctx) => {
+        for (const key of Object.keys(args)) {
+          if (!/^[a-zA-Z][a-zA-Z0-9-]*$/.test(key)) ctx.addIssue({ code: 'custom', path: [key], message: `argument name ${JSON.stringify(key)} must be letters, digits and dashes` });
+        }
+      })
+      .default({}),
   })
   .strict();
 export type RetrainRequest = z.infer<typeof retrainRequestSchema>;
@@ -40,6 +46,8 @@ export type StartRetrainingResult =
 const deps = new DepsSlot<StartRetrainingDeps>(async () => {
   const config = cloudConfig('startRetraining');
   const logger = cloudLogger('startRetraining');
+  // Loaded here, not at module load: the Vertex AI client library is large (tests never need it).
+  const { v1: aiplatformV1 } = await import('@google-cloud/aiplatform');
   const launcher = new VertexJobLauncher({
     client: new aiplatformV1.JobServiceClient({ apiEndpoint: `${config.GCP_REGION}-aiplatform.googleapis.com` }),
     projectId: config.GCP_PROJECT,

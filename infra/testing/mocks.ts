@@ -7,10 +7,14 @@ import { createStack } from '../stack.js';
  * the provider, records every resource the program registers, and fills in the few outputs a
  * real provider would compute (emails, URLs, ids). Used by test/unit/infra-*.unit.test.ts.
  */
+// Provider inputs are deep, resource-specific shapes; tests read them like JSON documents.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Inputs = Record<string, any>;
+
 export interface RecordedResource {
   type: string;
   name: string;
-  inputs: Record<string, any>;
+  inputs: Inputs;
 }
 
 export const TEST_PROJECT = 'iss-test-project';
@@ -18,7 +22,7 @@ export const TEST_PROJECT_NUMBER = '123456789012';
 
 const recorded: RecordedResource[] = [];
 
-function computed(type: string, name: string, inputs: Record<string, any>): Record<string, unknown> {
+function computed(type: string, name: string, inputs: Inputs): Record<string, unknown> {
   const project = inputs.project ?? TEST_PROJECT;
   const physical = inputs.name ?? name;
   switch (type) {

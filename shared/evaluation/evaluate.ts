@@ -11,26 +11,26 @@ export interface LabelledVector {
   labels: string[];
 }
 
-export interface ImageToImageMetrics {
+export type ImageToImageMetrics = {
   'recall@1': number;
   'recall@5': number;
   'recall@10': number;
   'mAP@10': number;
-}
+};
 
-export interface TextToImageMetrics {
+export type TextToImageMetrics = {
   /** Share of the top 10 images carrying the queried label. */
   'precision@10': number;
   /** Relevant images in the top 10 over all images carrying the label (IR recall). */
   'recall@10': number;
-}
+};
 
-export interface EvaluationReport {
+export type EvaluationReport = {
   modelVersion: string;
   imageToImage: ImageToImageMetrics;
   textToImage: TextToImageMetrics | null;
   counts: { queries: number; answerableQueries: number; corpus: number; textQueries: number };
-}
+};
 
 const K = 10;
 

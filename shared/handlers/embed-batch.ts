@@ -58,17 +58,29 @@ export async function embedBatch(deliveries: Delivery[], deps: EmbedDeps): Promi
     else toPrepare.push({ delivery, event, id });
   }
 
+  // Already indexed at this generation (a rescan, a duplicate event): skipped without decoding.
+  const known = deps.index && toPrepare.length > 0 ? await deps.index.generations(toPrepare.map((p) => p.id)) : new Map<string, string>();
+  const fresh = toPrepare.filter((item) => {
+    const stored = known.get(item.id);
+    if (stored !== undefined && compareGenerations(stored, item.event.generation) >= 0) {
+      outcomes.push({ status: 'unchanged', id: item.id, ackId: item.delivery.ackId });
+      return false;
+    }
+    return true;
+  });
+
   const prepared: Prepared[] = [];
-  await mapLimit(toPrepare, deps.decodeConcurrency ?? 4, async (item) => {
+  await mapLimit(fresh, deps.decodeConcurrency ?? 4, async (item) => {
     const outcome = await prepareOne(item, deps);
     if ('image' in outcome) prepared.push(outcome);
     else outcomes.push(outcome);
   });
 
   const messages: EmbeddingMessage[] = [];
+  let featuresWritten: Promise<void> = Promise.resolve();
   if (prepared.length > 0) {
     const { base, vectors } = await deps.embedder.embedPrepared(prepared.map((p) => p.image));
-    await deps.features.put(
+    featuresWritten = deps.features.put(
       prepared.map((p, i) => ({
         id: p.id,
         uri: objectUri(p.event.bucket, p.event.name),
@@ -107,12 +119,14 @@ export async function embedBatch(deliveries: Delivery[], deps: EmbedDeps): Promi
     messages.push({ op: 'delete', id: d.id, uri: objectUri(d.event.bucket, d.event.name), generation: d.event.generation });
     outcomes.push({ status: 'deleted', id: d.id, ackId: d.delivery.ackId });
   }
-  if (messages.length > 0) {
-    await deps.bus.publishBatch(
-      TOPICS.embeddings,
-      messages.map((m) => ({ data: m, attributes: { id: m.id, op: m.op, generation: m.generation } })),
-    );
-  }
+  // The feature store and the embeddings topic are written side by side; both are durable before
+  // the caller acks the image events.
+  await Promise.all([
+    featuresWritten,
+    messages.length > 0
+      ? deps.bus.publishBatch(TOPICS.embeddings, messages.map((m) => ({ data: m, attributes: { id: m.id, op: m.op, generation: m.generation } })))
+      : null,
+  ]);
   return outcomes;
 }
 
@@ -123,12 +137,6 @@ async function prepareOne(
   const { delivery, event, id } = item;
   const ackId = delivery.ackId;
   try {
-    if (deps.index) {
-      const existing = await deps.index.get(id);
-      if (existing && compareGenerations(existing.generation, event.generation) >= 0) {
-        return { status: 'unchanged', id, ackId };
-      }
-    }
     const store = deps.blobs(event.bucket);
     const bytes = await store.read(event.name, { generation: event.generation, maxBytes: deps.limits.maxBytes });
     const image = await deps.embedder.prepare(bytes);

@@ -74,6 +74,8 @@ export interface VectorIndex {
   delete(items: { id: string; generation: string }[]): Promise<DeleteOutcome[]>;
   query(vector: Float32Array, options: QueryOptions): Promise<Hit[]>;
   get(id: string): Promise<VectorDocument | null>;
+  /** Generations of the live (not deleted) documents among `ids`, in one round trip. */
+  generations(ids: string[]): Promise<Map<string, string>>;
   count(): Promise<number>;
   /** Every live document (for reindexing and evaluation), in pages. */
   scan(batchSize?: number): AsyncIterable<VectorDocument[]>;

@@ -9,7 +9,8 @@ import { ParseError } from '../errors.js';
  */
 export const gateOptionsSchema = z.object({
   margin: z.number().min(0).max(1).default(0.005),
-  textMargin: z.number().min(-1).max(1).default(0),
+  /** Required text→image precision@10 gain; defaults to `margin`. Negative tolerates a small loss. */
+  textMargin: z.number().min(-1).max(1).optional(),
 });
 export type GateOptions = z.input<typeof gateOptionsSchema>;
 
@@ -32,7 +33,9 @@ function parseMetrics(which: string, metrics: unknown): z.output<typeof metricsS
 }
 
 export function gateDecision(candidateInput: GateMetrics, currentInput: GateMetrics | null, optionsInput: GateOptions = {}): GateDecision {
-  const options = gateOptionsSchema.parse(optionsInput);
+  const parsedOptions = gateOptionsSchema.safeParse(optionsInput);
+  if (!parsedOptions.success) throw new ParseError(`Invalid gate options: ${parsedOptions.error.message}`, { cause: parsedOptions.error });
+  const options = { margin: parsedOptions.data.margin, textMargin: parsedOptions.data.textMargin ?? parsedOptions.data.margin };
   const candidate = parseMetrics('candidate', candidateInput);
   if (!currentInput) {
     return { promote: true, reasons: ['no active model to compare with'], deltas: { 'recall@1': candidate.imageToImage['recall@1'], 'precision@10': null } };

@@ -112,6 +112,17 @@ export function describeVectorIndexContract(label: string, makeCatalog: () => Pr
       expect((await index.get('a'))!.generation).toBe('101');
     });
 
+    it('reports the generations of live documents in one call, without tombstones', async () => {
+      await index.upsert([makeDoc('a', '100', unitVector(0)), makeDoc('b', '12345678901234567', unitVector(1)), makeDoc('c', '7', unitVector(2))]);
+      await index.delete([{ id: 'c', generation: '7' }]);
+      const gens = await index.generations(['a', 'b', 'c', 'missing', 'a']);
+      expect([...gens.entries()].sort()).toEqual([
+        ['a', '100'],
+        ['b', '12345678901234567'],
+      ]);
+      expect((await index.generations([])).size).toBe(0);
+    });
+
     it('remembers a delete that arrives before its upsert (out of order)', async () => {
       expect(await index.delete([{ id: 'late', generation: '300' }])).toEqual(['absent']);
       expect(await index.upsert([makeDoc('late', '300', unitVector(0))])).toEqual(['stale']);

@@ -121,9 +121,11 @@ export class FileQueue implements EventBus {
     const inflightDir = this.topicDir(topic, 'inflight');
     await fs.mkdir(inflightDir, { recursive: true });
     const names = (await readdirOrEmpty(readyDir)).sort();
-    const out: Delivery<T>[] = [];
+    // Claim by rename, one at a time and in order (cheap); then read and record the delivery of
+    // every claimed message in parallel.
+    const claimedFiles: { id: string; token: string; file: string }[] = [];
     for (const file of names) {
-      if (out.length >= options.maxMessages) break;
+      if (claimedFiles.length >= options.maxMessages) break;
       const match = READY_NAME.exec(file);
       if (!match) {
         await this.quarantine(topic, path.join(readyDir, file), `unexpected file name ${file} in the queue`);
@@ -138,32 +140,36 @@ export class FileQueue implements EventBus {
         if (isNotFound(err)) continue; // another puller claimed it first
         throw err;
       }
-      let message: StoredMessage;
-      try {
-        message = storedMessageSchema.parse(JSON.parse(await fs.readFile(claimed, 'utf8')));
-      } catch (err) {
-        await this.quarantine(topic, claimed, `corrupt message file: ${errorMessage(err)}`);
-        continue;
-      }
-      message.deliveries += 1;
-      // Persisted before handing it out, so a crash of this worker still counts the delivery.
-      await writeJsonAtomic(claimed, message);
-      out.push({
-        ackId: `${id}@${token}`,
-        messageId: message.messageId,
-        data: message.data as T,
-        attributes: message.attributes,
-        deliveryAttempt: message.deliveries,
-        publishTime: message.publishTime,
-      });
+      claimedFiles.push({ id, token, file: claimed });
     }
+    const delivered = await Promise.all(
+      claimedFiles.map(async ({ id, token, file }): Promise<Delivery<T> | null> => {
+        let message: StoredMessage;
+        try {
+          message = storedMessageSchema.parse(JSON.parse(await fs.readFile(file, 'utf8')));
+        } catch (err) {
+          await this.quarantine(topic, file, `corrupt message file: ${errorMessage(err)}`);
+          return null;
+        }
+        message.deliveries += 1;
+        // Persisted before handing it out, so a crash of this worker still counts the delivery.
+        await writeJsonAtomic(file, message);
+        return {
+          ackId: `${id}@${token}`,
+          messageId: message.messageId,
+          data: message.data as T,
+          attributes: message.attributes,
+          deliveryAttempt: message.deliveries,
+          publishTime: message.publishTime,
+        };
+      }),
+    );
+    const out = delivered.filter((d): d is Delivery<T> => d !== null);
     return out;
   }
 
   async ack(topic: string, ackIds: string[]): Promise<void> {
-    for (const [, file] of await this.leased(topic, ackIds)) {
-      await fs.rm(file, { force: true });
-    }
+    await Promise.all((await this.leased(topic, ackIds)).map(([, file]) => fs.rm(file, { force: true })));
   }
 
   async nack(topic: string, ackIds: string[], reason = 'nacked'): Promise<void> {

@@ -183,6 +183,12 @@ export class LanceDbVectorIndex implements VectorIndex {
     return rows[0] ? rowToDocument(rows[0]) : null;
   }
 
+  async generations(ids: string[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    for (const [id, state] of await this.ordered.states(ids)) if (!state.deleted) out.set(id, state.generation);
+    return out;
+  }
+
   async count(): Promise<number> {
     return this.table.countRows('deleted = false');
   }

@@ -82,7 +82,8 @@ export class OrderedTable {
     return mutex.run(this.lockKey, work);
   }
 
-  private async states(ids: string[]): Promise<Map<string, StoredState>> {
+  /** Stored generation, tombstone flag and uri of each id that has a row (one query per 500 ids). */
+  async states(ids: string[]): Promise<Map<string, StoredState>> {
     const out = new Map<string, StoredState>();
     const unique = [...new Set(ids)];
     for (let i = 0; i < unique.length; i += 500) {

@@ -259,6 +259,12 @@ export class OpenSearchVectorIndex implements VectorIndex {
     return checkGeneration(doc.id, doc.generation);
   }
 
+  async generations(ids: string[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    for (const [id, state] of await this.currentState([...new Set(ids)])) if (!state.deleted) out.set(id, state.generation);
+    return out;
+  }
+
   /** Generation and tombstone flag of each id that exists, from one `_mget`. */
   private async currentState(ids: string[]): Promise<Map<string, CurrentState>> {
     const state = new Map<string, CurrentState>();

@@ -1,0 +1,31 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { finalizeEvent } from '../shared/adapters/local/folder-watcher.js';
+import { configFromEnv, parseEnv } from '../shared/config.js';
+import { handleObjectEvent } from '../shared/handlers/on-object-event.js';
+import { silentLogger } from '../shared/logger.js';
+import { PipelineWorkers } from '../shared/services/pipeline.js';
+import { openLocalRuntime } from '../cli/runtime.js';
+import { fashionMnistPng, readFashionMnist } from '../shared/datasets/fashion-mnist.js';
+
+const work = '/tmp/prof'; await fs.rm(work, { recursive: true, force: true }); await fs.mkdir(path.join(work, 'imgs'), { recursive: true });
+const { images } = await readFashionMnist({ split: 'test', limit: 320 });
+for (const [i, im] of images.entries()) await fs.writeFile(path.join(work, 'imgs', `f-${i}.png`), await fashionMnistPng(im));
+const config = configFromEnv(parseEnv({ IMGSEARCH_HOME: path.join(work, 'home'), LOG_LEVEL: 'silent' }), work);
+const rt = await openLocalRuntime(config, { logger: silentLogger });
+const emb = await rt.model.get(); await rt.liveIndex();
+const timers: Record<string, number> = {};
+function wrap(obj: any, name: string, label: string) { const f = obj[name].bind(obj); obj[name] = async (...a: any[]) => { const t = performance.now(); try { return await f(...a); } finally { timers[label] = (timers[label] ?? 0) + performance.now() - t; } }; }
+wrap(emb, 'embedPrepared', 'infer'); wrap(emb, 'prepare', 'prepare(sum)'); wrap(rt.features, 'put', 'features.put'); wrap(rt.bus, 'publishBatch', 'publishBatch'); wrap(rt.bus, 'pull', 'pull'); wrap(rt.bus, 'ack', 'ack');
+const idx = await rt.liveIndex(); wrap(idx, 'upsert', 'index.upsert'); wrap(idx, 'get', 'index.get(sum)');
+const store = rt.blobsFor(path.join(work, 'imgs'));
+const infos = []; for await (const i of store.list()) if (i.name.endsWith('.png')) infos.push(i);
+const deps = { bus: rt.bus, rejections: rt.rejections, logger: silentLogger, settings: { prefix: '', maxBytes: 1e9 } };
+let t = performance.now();
+for (const info of infos) await handleObjectEvent(finalizeEvent(info), deps);
+console.log('publish events', (performance.now() - t).toFixed(0));
+const w = new PipelineWorkers(rt.bus, () => rt.embedDeps(), () => rt.upsertDeps(), silentLogger, { batchSize: 16, idlePollMs: 20 });
+t = performance.now(); w.start(); await w.drain(10); const total = performance.now() - t; await w.stop();
+console.log('pipeline total', total.toFixed(0), 'img/s', (infos.length / total * 1000).toFixed(1));
+console.log(Object.fromEntries(Object.entries(timers).map(([k, v]) => [k, Math.round(v)])));
+await rt.close();
