@@ -13,6 +13,8 @@ import type { BlobStore } from '../shared/ports/blob-store.js';
 import type { VectorIndex, VectorIndexCatalog } from '../shared/ports/vector-index.js';
 import type { EmbedDeps } from '../shared/handlers/embed-batch.js';
 import type { UpsertDeps } from '../shared/handlers/upsert-vectors.js';
+import { loadEmbedder } from '../shared/model/load-embedder.js';
+import type { LifecycleDeps } from '../shared/services/model-lifecycle.js';
 
 /**
  * Local mode: every port wired to its embedded adapter under one data directory
@@ -97,5 +99,16 @@ export async function openLocalRuntime(config: LocalConfig, options: { logger?: 
       await bus.close();
       await catalog.close();
     },
+  };
+}
+
+/** What promotion, rollback and retraining need from the local runtime. */
+export function lifecycleDeps(runtime: LocalRuntime): LifecycleDeps {
+  return {
+    registry: runtime.registry,
+    catalog: runtime.catalog,
+    features: runtime.features,
+    logger: runtime.logger,
+    loadEmbedder: async (version) => loadEmbedder(await runtime.registry.localPath(version), { maxPixels: runtime.config.maxPixels, threads: runtime.config.threads }),
   };
 }

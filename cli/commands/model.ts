@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { NotFoundError } from '../../shared/errors.js';
+import { activateModel, rollbackModel, type ActivationResult } from '../../shared/services/model-lifecycle.js';
 import { configFrom, printJson } from '../options.js';
-import { openLocalRuntime } from '../runtime.js';
+import { lifecycleDeps, openLocalRuntime } from '../runtime.js';
 
 export function registerModelCommands(program: Command): void {
   const model = program.command('model').description('model registry: versions, metrics, lineage');
@@ -36,4 +37,36 @@ export function registerModelCommands(program: Command): void {
         await runtime.close();
       }
     });
+  model
+    .command('promote')
+    .argument('<version>')
+    .description('make a version active and point the index at vectors of that version (re-projected from the feature store)')
+    .option('--json', 'print JSON')
+    .action(async (version: string, opts: { json?: boolean }, command: Command) => {
+      const runtime = await openLocalRuntime(configFrom(command));
+      try {
+        if (!(await runtime.registry.get(version))) throw new NotFoundError(`no model version ${version}; see \`imgsearch model list\``);
+        report(await activateModel(lifecycleDeps(runtime), version), opts.json);
+      } finally {
+        await runtime.close();
+      }
+    });
+  model
+    .command('rollback')
+    .description('re-activate the previously active version and its index')
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }, command: Command) => {
+      const runtime = await openLocalRuntime(configFrom(command));
+      try {
+        report(await rollbackModel(lifecycleDeps(runtime)), opts.json);
+      } finally {
+        await runtime.close();
+      }
+    });
+}
+
+function report(r: ActivationResult, json?: boolean): void {
+  if (json) return printJson(r);
+  const how = { reused: 'reused its earlier index', rebuilt: 'rebuilt the index from stored embeddings', unchanged: 'index already live' }[r.how];
+  process.stdout.write(`active model ${r.modelVersion}; ${how}: ${r.index} (${r.documents} documents)${r.needsReembedding ? `; ${r.needsReembedding} images need re-embedding` : ''}\n`);
 }

@@ -38,7 +38,7 @@ export class RecordingBus implements EventBus {
   on(topic: string) {
     return this.published.filter((p) => p.topic === topic);
   }
-  pull(): Promise<Delivery[]> {
+  pull<T = unknown>(): Promise<Delivery<T>[]> {
     return unexpected('pull');
   }
   ack(): Promise<void> {
@@ -142,6 +142,9 @@ export class MemoryIndex implements VectorIndex {
   }
   async get(id: string): Promise<VectorDocument | null> {
     return this.docs.get(id) ?? null;
+  }
+  async generations(ids: string[]): Promise<Map<string, string>> {
+    return new Map(ids.flatMap((id) => (this.docs.has(id) ? [[id, this.docs.get(id)!.generation] as const] : [])));
   }
   async count(): Promise<number> {
     return this.docs.size;
