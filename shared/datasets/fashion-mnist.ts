@@ -80,6 +80,7 @@ export async function fashionMnistPng(image: Uint8Array): Promise<Buffer> {
   return sharp(Buffer.from(image), {
     raw: { width: FASHION_MNIST_SIDE, height: FASHION_MNIST_SIDE, channels: 1 },
   })
+    .toColourspace('b-w') // keep one channel: sharp would otherwise write RGB
     .png()
     .toBuffer();
 }

@@ -99,8 +99,10 @@ export async function ensureDefaultModel(
   let pending = inFlight.get(dir);
   if (!pending) {
     pending = (async () => (await readCached(dir)) ?? convertInto(cacheDir, dir, features, thumbnail))();
+    // Shared only while in flight: later calls re-check the folder (a manifest read and a stat).
     inFlight.set(dir, pending);
-    pending.catch(() => inFlight.delete(dir));
+    const forget = () => inFlight.delete(dir);
+    pending.then(forget, forget);
   }
   return pending;
 }
@@ -143,6 +145,8 @@ async function convertInto(
   try {
     await writeFile(join(tmp, manifest.image.file), converted.bytes);
     await writeFile(join(tmp, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+    // A folder that is there but unreadable (damaged by hand or by a full disk) is replaced.
+    await rm(dir, { recursive: true, force: true });
     await rename(tmp, dir);
   } catch (err) {
     await rm(tmp, { recursive: true, force: true });

@@ -47,6 +47,15 @@ describe('ensureDefaultModel', () => {
     expect((await stat(join(modelDir, 'image.onnx'))).mtimeMs).toBe(before.mtimeMs);
   });
 
+  it('replaces a damaged cache folder', async () => {
+    const options = { features: [{ layer: 'block_1_project_BN' }], thumbnail: undefined };
+    const first = await ensureDefaultModel(cacheDir, options);
+    await writeFile(join(first.dir, 'manifest.json'), '{ not json');
+    const second = await ensureDefaultModel(cacheDir, options);
+    expect(second.dir).toBe(first.dir);
+    expect(modelManifestSchema.parse(JSON.parse(await readFile(join(first.dir, 'manifest.json'), 'utf8'))).dimension).toBe(24);
+  });
+
   it('converts again into another folder when the layers change', async () => {
     const other = await ensureDefaultModel(cacheDir, { features: [{ layer: 'block_12_add' }], thumbnail: undefined });
     expect(other.dir).not.toBe(modelDir);
