@@ -2,8 +2,10 @@ import * as pulumi from '@pulumi/pulumi';
 
 /**
  * The environment each workload gets, in one table: a workload sees only the names it uses, and
- * the OpenSearch credentials come from Secret Manager, never as plain values.
- * (`test/unit/infra-env.unit.test.ts` holds the same lists as a policy.)
+ * the OpenSearch credentials come from Secret Manager, never as plain values. Each list must cover
+ * every required variable of the workload's schema in functions/config.ts (`entryPointSchemas`)
+ * and name nothing that schema does not read; `test/unit/infra-policies.unit.test.ts` checks the
+ * deployed env against those schemas, so the two cannot drift apart.
  */
 export type Workload =
   | 'onObjectEvent'
@@ -21,13 +23,18 @@ export type SecretEnvName = (typeof SECRET_ENV)[number];
 const OPENSEARCH = [...SECRET_ENV, 'OPENSEARCH_INDEX_ALIAS'] as const;
 
 export const WORKLOAD_ENV = {
-  onObjectEvent: ['GCP_PROJECT', 'IMAGES_BUCKET', 'IMAGE_PREFIX', 'TOPIC_IMAGE_EVENTS', 'MAX_BYTES'],
+  // FEATURES_BUCKET: rejected uploads (too large, empty) are recorded under rejected/ there.
+  onObjectEvent: ['GCP_PROJECT', 'IMAGES_BUCKET', 'FEATURES_BUCKET', 'IMAGE_PREFIX', 'TOPIC_IMAGE_EVENTS', 'MAX_BYTES'],
+  // BACKLOG_PROBE is left unset: the default Cloud Monitoring probe needs only monitoring.viewer,
+  // while `pull` would need pubsub.subscriber and spend a delivery attempt of a waiting message.
   dispatchEmbed: ['GCP_PROJECT', 'GCP_REGION', 'SUBSCRIPTION_IMAGE_EVENTS', 'EMBED_JOB_NAME'],
   embedJob: [
     'GCP_PROJECT',
     'IMAGES_BUCKET',
     'MODELS_BUCKET',
     'FEATURES_BUCKET',
+    // Names the dead-letter topic `<TOPIC_IMAGE_EVENTS>-dead-letter` for unusable payloads.
+    'TOPIC_IMAGE_EVENTS',
     'SUBSCRIPTION_IMAGE_EVENTS',
     'TOPIC_EMBEDDINGS',
     'ONNX_EXECUTION_PROVIDER',
@@ -35,7 +42,10 @@ export const WORKLOAD_ENV = {
     'MAX_BYTES',
     'BATCH_SIZE',
   ],
-  upsertVectors: ['GCP_PROJECT', ...OPENSEARCH, 'MODELS_BUCKET', 'FEATURES_BUCKET', 'TOPIC_IMAGE_EVENTS'],
+  // TOPIC_EMBEDDINGS: where malformed messages are dead-lettered when a CloudEvent names no source topic.
+  upsertVectors: ['GCP_PROJECT', ...OPENSEARCH, 'FEATURES_BUCKET', 'TOPIC_IMAGE_EVENTS', 'TOPIC_EMBEDDINGS'],
+  // No OpenSearch settings: startRetraining only creates the Vertex AI job, whose spec carries
+  // plain settings; the trainer reindexes by starting REINDEX_JOB_NAME (on the VPC, with secrets).
   startRetraining: [
     'GCP_PROJECT',
     'GCP_REGION',
@@ -44,12 +54,11 @@ export const WORKLOAD_ENV = {
     'TRAINER_SERVICE_ACCOUNT',
     'MODELS_BUCKET',
     'FEATURES_BUCKET',
-    ...OPENSEARCH,
-    // In vm mode a Vertex AI job cannot reach the private cluster; the reindex Cloud Run job can.
     'REINDEX_JOB_NAME',
   ],
   reindexJob: ['GCP_PROJECT', 'MODELS_BUCKET', 'FEATURES_BUCKET', ...OPENSEARCH],
-  search: [...OPENSEARCH, 'MODELS_BUCKET', 'FEATURES_BUCKET', 'IMAGES_BUCKET'],
+  // MAX_PIXELS/MAX_BYTES: query uploads obey the same limits as the pipeline (iss:embed.*).
+  search: [...OPENSEARCH, 'MODELS_BUCKET', 'FEATURES_BUCKET', 'IMAGES_BUCKET', 'MAX_PIXELS', 'MAX_BYTES'],
 } as const satisfies Record<Workload, readonly string[]>;
 
 /** Every value any workload may receive; each workload picks its own names from it. */

@@ -10,9 +10,10 @@ import * as pulumi from '@pulumi/pulumi';
 export const ALLOWED_ROLES = [
   'roles/storage.objectViewer',
   'roles/storage.objectUser',
+  // Create only (no overwrite, no delete): for writers of uniquely named records (search feedback).
+  'roles/storage.objectCreator',
   'roles/pubsub.publisher',
   'roles/pubsub.subscriber',
-  'roles/pubsub.viewer',
   'roles/run.invoker',
   'roles/run.jobsExecutorWithOverrides',
   'roles/secretmanager.secretAccessor',

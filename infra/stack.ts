@@ -59,7 +59,9 @@ export function createStack(cfg: StackConfig) {
     ...at,
     ...functionsCommon,
     imagesBucket: storage.images.name,
+    featuresBucket: storage.features.name,
     imageEventsTopic: messaging.imageEvents.topic.name,
+    imageEventsDeadLetterTopic: messaging.imageEvents.deadLetterTopic.name,
     storageServiceAgent,
     env,
   }, opts);
@@ -87,7 +89,7 @@ export function createStack(cfg: StackConfig) {
     opensearchPassword: cfg.opensearchPassword,
     embeddings: messaging.embeddings,
     imageEventsTopic: messaging.imageEvents.topic.name,
-    buckets: { models: storage.models.name, features: storage.features.name },
+    featuresBucket: storage.features.name,
     pubsubServiceAgent,
     env,
   }, opts);

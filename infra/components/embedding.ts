@@ -122,11 +122,8 @@ export class Embedding extends pulumi.ComponentResource {
       role: 'roles/run.jobsExecutorWithOverrides',
       member: dispatcherMember,
     }, parent);
-    grantOnSubscription(`${name}-dispatch-views-subscription`, args.project, args.imageEventsSubscription, {
-      role: 'roles/pubsub.viewer',
-      member: dispatcherMember,
-    }, parent);
-    // The backlog (num_undelivered_messages) is a Cloud Monitoring metric: no resource-level read exists.
+    // The backlog (num_undelivered_messages) is a Cloud Monitoring metric: no resource-level read
+    // exists. Nothing on the subscription: BACKLOG_PROBE stays unset (the Monitoring probe).
     grantOnProject(`${name}-dispatch-reads-metrics`, {
       project: args.project,
       role: 'roles/monitoring.viewer',

@@ -17,7 +17,8 @@ export interface IndexingArgs extends Placement {
   opensearchPassword: pulumi.Input<string>;
   embeddings: DeadLetteredTopic;
   imageEventsTopic: pulumi.Input<string>;
-  buckets: { models: pulumi.Input<string>; features: pulumi.Input<string> };
+  /** Feature store: shards read, delete tombstones written, rejection records cleared. */
+  featuresBucket: pulumi.Input<string>;
   sourcesBucket: pulumi.Input<string>;
   buildServiceAccountId: pulumi.Input<string>;
   pubsubServiceAgent: pulumi.Input<string>;
@@ -52,15 +53,15 @@ export class Indexing extends pulumi.ComponentResource {
       prefix: args.prefix,
       suffix: 'upsert',
       project: args.project,
-      purpose: 'upsertVectors: reads feature shards and manifests, writes OpenSearch, re-queues stale events',
+      purpose: 'upsertVectors: reads feature shards, writes OpenSearch and delete tombstones, re-queues stale events',
     }, parent);
     const member = serviceAccountMember(runner.email);
     const grants = [
       ...this.opensearch.secrets.map((secret, i) =>
         grantOnSecret(`${name}-secret-accessor-${i}`, args.project, secret.secretId, { role: 'roles/secretmanager.secretAccessor', member }, parent),
       ),
-      grantOnBucket(`${name}-models-viewer`, args.buckets.models, { role: 'roles/storage.objectViewer', member }, parent),
-      grantOnBucket(`${name}-features-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member }, parent),
+      // No models role: vectors arrive computed; the model version is only compared as a string.
+      grantOnBucket(`${name}-features-user`, args.featuresBucket, { role: 'roles/storage.objectUser', member }, parent),
       grantOnTopic(`${name}-image-events-publisher`, args.project, args.imageEventsTopic, { role: 'roles/pubsub.publisher', member }, parent),
       grantOnTopic(`${name}-dead-letter-publisher`, args.project, args.embeddings.deadLetterTopic.name, {
         role: 'roles/pubsub.publisher',

@@ -8,7 +8,11 @@ import { NodeFunction } from './node-function.js';
 
 export interface ObjectEventsArgs extends Placement {
   imagesBucket: pulumi.Input<string>;
+  /** Where rejected uploads are recorded (`rejected/`). */
+  featuresBucket: pulumi.Input<string>;
   imageEventsTopic: pulumi.Input<string>;
+  /** Malformed storage events are published here (`<image-events>-dead-letter`). */
+  imageEventsDeadLetterTopic: pulumi.Input<string>;
   sourcesBucket: pulumi.Input<string>;
   buildServiceAccountId: pulumi.Input<string>;
   /** Cloud Storage's service agent: Eventarc GCS triggers publish through it. */
@@ -36,14 +40,22 @@ export class ObjectEvents extends pulumi.ComponentResource {
       prefix: args.prefix,
       suffix: 'object-events',
       project: args.project,
-      purpose: 'onObjectEvent: reads object metadata of uploaded images, publishes image events',
+      purpose: 'onObjectEvent: validates storage events, publishes image events, records rejected uploads',
     }, parent);
     const runtimeMember = serviceAccountMember(runtime.email);
-    grantOnBucket(`${name}-images-viewer`, args.imagesBucket, { role: 'roles/storage.objectViewer', member: runtimeMember }, parent);
-    grantOnTopic(`${name}-image-events-publisher`, args.project, args.imageEventsTopic, {
-      role: 'roles/pubsub.publisher',
-      member: runtimeMember,
-    }, parent);
+    // No role on the images bucket: the object's metadata arrives in the event and is never read back.
+    const runtimeGrants = [
+      // Rejection records are read-compare-written under rejected/ (overwrite = delete + create).
+      grantOnBucket(`${name}-features-user`, args.featuresBucket, { role: 'roles/storage.objectUser', member: runtimeMember }, parent),
+      grantOnTopic(`${name}-image-events-publisher`, args.project, args.imageEventsTopic, {
+        role: 'roles/pubsub.publisher',
+        member: runtimeMember,
+      }, parent),
+      grantOnTopic(`${name}-dead-letter-publisher`, args.project, args.imageEventsDeadLetterTopic, {
+        role: 'roles/pubsub.publisher',
+        member: runtimeMember,
+      }, parent),
+    ];
 
     const trigger = serviceAccount(`${name}-trigger-sa`, {
       prefix: args.prefix,
@@ -76,7 +88,7 @@ export class ObjectEvents extends pulumi.ComponentResource {
       buildServiceAccountId: args.buildServiceAccountId,
       environment: plainEnv('onObjectEvent', args.env),
       invokers: [triggerMember],
-    }, parent);
+    }, { ...parent, dependsOn: runtimeGrants });
 
     this.triggers = OBJECT_EVENT_TYPES.map(
       (type) =>

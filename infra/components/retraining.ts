@@ -1,7 +1,7 @@
 import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
 import type { ParsedStackConfig } from '../config.js';
-import { cloudRunEnv, functionSecretEnv, plainEnv, type EnvValues, type SecretIds } from '../env.js';
+import { cloudRunEnv, plainEnv, type EnvValues, type SecretIds } from '../env.js';
 import { cloudRunJobMember, grantOnBucket, grantOnSecret, grantOnServiceAccount, grantOnTopic } from '../grants.js';
 import { grantOnProject, serviceAccount, serviceAccountMember } from '../iam.js';
 import type { Placement } from '../placement.js';
@@ -28,8 +28,10 @@ export interface RetrainingArgs extends Placement {
 /**
  * Scheduled retraining: Scheduler publishes to retrain-requests on the configured cron; a
  * dead-lettered push subscription calls `startRetraining`, which creates a Vertex AI custom job
- * (trainer image, machine type, trainer account). Reindexing into a private cluster runs as a
- * Cloud Run job on the VPC connector, which a Vertex AI job cannot use.
+ * (trainer image, machine type, trainer account; env GCP_PROJECT, GCP_REGION, MODELS_BUCKET,
+ * FEATURES_BUCKET, REINDEX_JOB_NAME; request args as `--key=value` flags). Reindexing into a
+ * private cluster runs as a Cloud Run job on the VPC connector, which a Vertex AI job cannot use:
+ * the trainer starts it after a promotion, so only the reindex job holds the OpenSearch secrets.
  */
 export class Retraining extends pulumi.ComponentResource {
   public readonly cron: gcp.cloudscheduler.Job;
@@ -53,9 +55,10 @@ export class Retraining extends pulumi.ComponentResource {
       purpose: 'Vertex AI retraining job: reads features, writes model versions to the registry',
     }, parent);
     const trainerMember = serviceAccountMember(this.trainer.email);
+    // Registers candidates (files, manifest, metrics) and moves the active pointer.
     grantOnBucket(`${name}-trainer-models-user`, args.buckets.models, { role: 'roles/storage.objectUser', member: trainerMember }, parent);
+    // Reads feature shards and feedback/; writes nothing there.
     grantOnBucket(`${name}-trainer-features-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member: trainerMember }, parent);
-    secretGrants(`${name}-trainer`, trainerMember);
 
     const reindexer = serviceAccount(`${name}-reindex-sa`, {
       prefix: args.prefix,
@@ -100,11 +103,21 @@ export class Retraining extends pulumi.ComponentResource {
       { ...parent, dependsOn: reindexGrants },
     );
 
+    // The trainer starts the reindex job (REINDEX_JOB_NAME) with the Cloud Run job launcher, which
+    // lists executions (one at a time) and passes overrides: jobsExecutorWithOverrides, on this job only.
+    cloudRunJobMember(`${name}-trainer-runs-reindex`, {
+      project: args.project,
+      location: args.region,
+      job: this.reindexJob.name,
+      role: 'roles/run.jobsExecutorWithOverrides',
+      member: trainerMember,
+    }, parent);
+
     const starter = serviceAccount(`${name}-start-sa`, {
       prefix: args.prefix,
       suffix: 'retrain-start',
       project: args.project,
-      purpose: 'startRetraining: creates the Vertex AI custom job, starts the reindex job',
+      purpose: 'startRetraining: creates the Vertex AI custom job that runs as the trainer account',
     }, parent);
     const starterMember = serviceAccountMember(starter.email);
     const starterGrants = [
@@ -112,18 +125,11 @@ export class Retraining extends pulumi.ComponentResource {
       grantOnProject(`${name}-start-vertex-user`, { project: args.project, role: 'roles/aiplatform.user', member: starterMember }, parent),
       // To create a job that runs as the trainer account.
       grantOnServiceAccount(`${name}-start-acts-as-trainer`, this.trainer.name, { role: 'roles/iam.serviceAccountUser', member: starterMember }, parent),
-      cloudRunJobMember(`${name}-start-runs-reindex`, {
-        project: args.project,
-        location: args.region,
-        job: this.reindexJob.name,
-        role: 'roles/run.jobsExecutorWithOverrides',
-        member: starterMember,
-      }, parent),
+      // Malformed requests are published to `<retrain-requests>-dead-letter` with the reason.
       grantOnTopic(`${name}-start-dead-letter-publisher`, args.project, args.retrainRequests.deadLetterTopic.name, {
         role: 'roles/pubsub.publisher',
         member: starterMember,
       }, parent),
-      ...secretGrants(`${name}-start`, starterMember),
     ];
 
     const pusher = pushIdentity(`${name}-push-sa`, {
@@ -151,9 +157,8 @@ export class Retraining extends pulumi.ComponentResource {
       sourcesBucket: args.sourcesBucket,
       serviceAccountEmail: starter.email,
       buildServiceAccountId: args.buildServiceAccountId,
+      // No secrets and no VPC connector: it only calls the Vertex AI API.
       environment: plainEnv('startRetraining', env),
-      secretEnvironment: functionSecretEnv('startRetraining', args.project, args.opensearchSecrets.ids),
-      vpcConnector: args.vpcConnector,
       timeoutSeconds: 120,
       maxInstances: 1,
       invokers: [serviceAccountMember(pusher.email)],

@@ -33,13 +33,17 @@ export class Search extends pulumi.ComponentResource {
       prefix: args.prefix,
       suffix: 'search',
       project: args.project,
-      purpose: 'Search service: queries OpenSearch, loads the model, serves images',
+      purpose: 'Search service: queries OpenSearch, loads the model, serves images, records feedback',
     }, parent);
     const member = serviceAccountMember(runner.email);
     const grants = [
       grantOnBucket(`${name}-images-viewer`, args.buckets.images, { role: 'roles/storage.objectViewer', member }, parent),
       grantOnBucket(`${name}-models-viewer`, args.buckets.models, { role: 'roles/storage.objectViewer', member }, parent),
+      // Reads rejection records (rejected/) for the status page.
       grantOnBucket(`${name}-features-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member }, parent),
+      // Writes click feedback as new, uniquely named objects under feedback/: create is enough,
+      // so the service can never overwrite or delete a feature shard or a rejection record.
+      grantOnBucket(`${name}-features-creator`, args.buckets.features, { role: 'roles/storage.objectCreator', member }, parent),
       ...args.opensearchSecrets.secrets.map((secret, i) =>
         grantOnSecret(`${name}-secret-accessor-${i}`, args.project, secret.secretId, { role: 'roles/secretmanager.secretAccessor', member }, parent),
       ),

@@ -62,8 +62,31 @@ export async function loadHead(manifest: ModelManifest, dir: string, options: To
 export async function loadTextTower(manifest: ModelManifest, dir: string, _options: TowerSessionOptions = {}): Promise<TextTower | undefined> {
   const spec = manifest.text;
   if (!spec) return undefined;
-  if (spec.kind !== 'hashed-ngram') {
-    throw new Error(`text tower kind ${spec.kind} not supported yet (model ${manifest.name} ${manifest.version})`);
+  if (spec.kind === 'clip') {
+    // CLIP-class encoder: BPE ids [N,contextLength] (int64) → [N,dimension]; normalised here.
+    const { ClipTokenizer } = await import('../text/clip-tokenizer.js');
+    const tokenizer = await ClipTokenizer.fromFile(join(dir, spec.tokenizerFile));
+    const clipSession = await ort.InferenceSession.create(join(dir, spec.file), _options.sessionOptions ?? {});
+    for (const [names, name, what] of [[clipSession.inputNames, spec.inputName, 'input'], [clipSession.outputNames, spec.outputName, 'output']] as const) {
+      if (!names.includes(name)) throw new Error(`text tower ${spec.file} has no ${what} named "${name}" (it has: ${names.join(', ')})`);
+    }
+    return {
+      dimension: spec.dimension,
+      async embed(texts) {
+        if (texts.length === 0) return [];
+        const ids = new ort.Tensor('int64', tokenizer.tokenize(texts, spec.contextLength), [texts.length, spec.contextLength]);
+        const out = (await clipSession.run({ [spec.inputName]: ids }))[spec.outputName]!;
+        const dim = out.dims[1] as number;
+        if (dim !== spec.dimension) throw new Error(`text tower ${spec.file} returned dimension ${dim}, the manifest says ${spec.dimension}`);
+        const values = out.data as Float32Array;
+        return texts.map((_, i) => {
+          const v = values.slice(i * dim, (i + 1) * dim);
+          const norm = Math.hypot(...v) || 1;
+          return v.map((x) => x / norm);
+        });
+      },
+      close: () => clipSession.release(),
+    };
   }
   // Hashed word/char n-grams as a dense [N,buckets] bag → ONNX embedding-bag (shared/training/onnx-export.ts).
   const { HashedNgramFeaturizer } = await import('../text/hashed-ngram.js');

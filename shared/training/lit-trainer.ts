@@ -202,16 +202,17 @@ class LitModel {
     temperature: number,
     learnableTemperature: boolean,
   ) {
-    // Glorot-uniform limits; tf seeds make initialisation reproducible.
+    // Glorot-uniform limits; tf seeds make initialisation reproducible. tidy() frees the initial
+    // tensors, the variables keep their data.
     const glorot = (fanIn: number, fanOut: number, s: number) =>
       tf.randomUniform([fanIn, fanOut], -Math.sqrt(6 / (fanIn + fanOut)), Math.sqrt(6 / (fanIn + fanOut)), 'float32', s);
-    this.w1 = tf.variable(glorot(d, h, seed + 1), true, 'w1');
-    this.b1 = tf.variable(tf.zeros([h]), true, 'b1');
-    this.w2 = tf.variable(glorot(h, e, seed + 2), true, 'w2');
-    this.wSkip = tf.variable(glorot(d, e, seed + 3), true, 'wSkip');
-    this.b2 = tf.variable(tf.zeros([e]), true, 'b2');
-    this.wText = tf.variable(tf.randomNormal([buckets, e], 0, 1 / Math.sqrt(e), 'float32', seed + 4), true, 'wText');
-    this.logTemp = tf.variable(tf.scalar(Math.log(temperature)), learnableTemperature, 'logTemp');
+    this.w1 = tf.tidy(() => tf.variable(glorot(d, h, seed + 1), true, 'w1'));
+    this.b1 = tf.tidy(() => tf.variable(tf.zeros([h]), true, 'b1'));
+    this.w2 = tf.tidy(() => tf.variable(glorot(h, e, seed + 2), true, 'w2'));
+    this.wSkip = tf.tidy(() => tf.variable(glorot(d, e, seed + 3), true, 'wSkip'));
+    this.b2 = tf.tidy(() => tf.variable(tf.zeros([e]), true, 'b2'));
+    this.wText = tf.tidy(() => tf.variable(tf.randomNormal([buckets, e], 0, 1 / Math.sqrt(e), 'float32', seed + 4), true, 'wText'));
+    this.logTemp = tf.tidy(() => tf.variable(tf.scalar(Math.log(temperature)), learnableTemperature, 'logTemp'));
     this.mean = tf.tensor1d(stats.mean);
     this.invStd = tf.tensor1d(stats.invStd);
   }

@@ -13,6 +13,7 @@ import { mulberry32 } from '../../shared/training/prng.js';
 import { loadHead, loadTextTower } from '../../shared/model/towers.js';
 import { HashedNgramFeaturizer } from '../../shared/text/hashed-ngram.js';
 import { ParseError } from '../../shared/errors.js';
+import { tf } from '../../shared/training/tf-backend.js';
 import type { ModelManifest } from '../../shared/model/manifest.js';
 
 const CLASSES = ['red dress', 'blue trouser', 'green sneaker', 'black bag', 'white shirt'];
@@ -85,12 +86,14 @@ describe('LiT trainer on a clustered synthetic dataset', () => {
 
   it('is reproducible with a seed', async () => {
     const small = rest.slice(0, 200);
+    const tensorsBefore = tf.memory().numTensors;
     const a = await trainLit(small, [], { ...SMALL, seed: 5, epochs: 3, validationFraction: 0 });
     const b = await trainLit(small, [], { ...SMALL, seed: 5, epochs: 3, validationFraction: 0 });
     const c = await trainLit(small, [], { ...SMALL, seed: 6, epochs: 3, validationFraction: 0 });
     expect(Array.from(a.head.w1)).toEqual(Array.from(b.head.w1));
     expect(a.history.map((h) => h.loss)).toEqual(b.history.map((h) => h.loss));
     expect(Array.from(a.head.w1)).not.toEqual(Array.from(c.head.w1));
+    expect(tf.memory().numTensors).toBe(tensorsBefore); // no tensor leaks across runs
   }, 60_000);
 
   it('gate refuses a model trained on shuffled labels', async () => {

@@ -36,11 +36,11 @@ describe('evaluateModel (hand-computed)', () => {
     const rest = [
       { id: 'a', vector: v(1, 0), labels: ['cat'] },
       { id: 'b', vector: v(0, 1), labels: ['dog'] },
-      { id: 'q2', vector: v(0.9, 0.1), labels: ['dog'] }, // the query itself is in the corpus: excluded
+      { id: 'q2', vector: v(0.6, 0.4), labels: ['dog'] }, // the query itself is in the corpus: excluded
     ];
     const heldOut = [
       { id: 'q1', vector: v(1, 0.1), labels: ['cat'] }, // nearest a (cat): hit at rank 1
-      { id: 'q2', vector: v(0.9, 0.1), labels: ['dog'] }, // nearest a (cat), then b (dog): hit at rank 2
+      { id: 'q2', vector: v(0.6, 0.4), labels: ['dog'] }, // nearest a (cat), then b (dog): hit at rank 2
       { id: 'u', vector: v(1, 1), labels: [] }, // unlabelled: not a query
     ];
     const report = await evaluateModel({

@@ -1,4 +1,7 @@
 import { beforeAll, describe, expect, test } from 'vitest';
+// Only the schema module: zod and shared/errors, none of the entry points' cloud clients.
+import { entryPointSchemas } from '../../functions/config.js';
+import { WORKLOAD_ENV, type Workload } from '../../infra/env.js';
 import { ALLOWED_ROLES, PROJECT_LEVEL_ROLES } from '../../infra/iam.js';
 import { buildStack, ofType, type RecordedResource } from '../../infra/testing/mocks.js';
 
@@ -21,6 +24,46 @@ const envOf = (r: RecordedResource): string[] =>
     ...Object.keys(r.inputs.serviceConfig?.environmentVariables ?? {}),
     ...(r.inputs.serviceConfig?.secretEnvironmentVariables ?? []).map((s: { key: string }) => s.key),
   ].sort();
+
+/** Set by the platform layer of the program, not read by the entry point's config (tsx loader). */
+const PLATFORM_ENV = ['NODE_OPTIONS'];
+
+const containerEnv = (r: RecordedResource): { name: string; value?: string; valueSource?: unknown }[] =>
+  r.inputs.template.template?.containers?.[0]?.envs ?? r.inputs.template.containers[0].envs;
+
+/** The variable names each workload receives in the deployed stack, read from its resource. */
+function deployedEnv(all: RecordedResource[]): Record<Workload, string[]> {
+  const fns = Object.fromEntries(ofType(all, 'gcp:cloudfunctionsv2/function:Function').map((f) => [f.inputs.buildConfig.entryPoint, f]));
+  const job = (name: string) => ofType(all, 'gcp:cloudrunv2/job:Job').find((j) => j.inputs.name === name)!;
+  const names = (r: RecordedResource) => containerEnv(r).map((e) => e.name).sort();
+  const fnEnv = (target: string) => envOf(fns[target]).filter((n) => !PLATFORM_ENV.includes(n));
+  return {
+    onObjectEvent: fnEnv('onObjectEvent'),
+    dispatchEmbed: fnEnv('dispatchEmbed'),
+    upsertVectors: fnEnv('upsertVectors'),
+    startRetraining: fnEnv('startRetraining'),
+    embedJob: names(job('iss-embed')),
+    reindexJob: names(job('iss-reindex')),
+    search: names(ofType(all, 'gcp:cloudrunv2/service:Service')[0]),
+  };
+}
+
+/** Every role a member holds, as `role on resource` (buckets, topics, subscriptions, jobs, secrets, accounts, project). */
+function rolesOf(all: RecordedResource[], email: string): string[] {
+  const member = `serviceAccount:${email}`;
+  const on: Record<string, (i: Record<string, string>) => string> = {
+    'gcp:storage/bucketIAMMember:BucketIAMMember': (i) => `bucket ${i.bucket.replace('iss-test-project-iss-', '')}`,
+    'gcp:pubsub/topicIAMMember:TopicIAMMember': (i) => `topic ${i.topic}`,
+    'gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember': (i) => `subscription ${i.subscription}`,
+    'gcp:cloudrunv2/jobIamMember:JobIamMember': (i) => `job ${i.name}`,
+    'gcp:secretmanager/secretIamMember:SecretIamMember': (i) => `secret ${i.secretId}`,
+    'gcp:serviceaccount/iAMMember:IAMMember': (i) => `account ${i.serviceAccountId.split('/').pop()!.split('@')[0]}`,
+    'gcp:projects/iAMMember:IAMMember': () => 'project',
+  };
+  return Object.entries(on)
+    .flatMap(([type, where]) => ofType(all, type).filter((g) => g.inputs.member === member).map((g) => `${g.inputs.role.replace('roles/', '')} on ${where(g.inputs)}`))
+    .sort();
+}
 
 describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
   let all: RecordedResource[];
@@ -122,12 +165,13 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
     const fns = Object.fromEntries(ofType(all, 'gcp:cloudfunctionsv2/function:Function').map((f) => [f.inputs.buildConfig.entryPoint, f]));
     const os = ['OPENSEARCH_INDEX_ALIAS', 'OPENSEARCH_PASSWORD', 'OPENSEARCH_URL', 'OPENSEARCH_USERNAME'];
     const expected: Record<string, string[]> = {
-      onObjectEvent: ['GCP_PROJECT', 'IMAGES_BUCKET', 'IMAGE_PREFIX', 'MAX_BYTES', 'TOPIC_IMAGE_EVENTS'],
+      onObjectEvent: ['FEATURES_BUCKET', 'GCP_PROJECT', 'IMAGES_BUCKET', 'IMAGE_PREFIX', 'MAX_BYTES', 'TOPIC_IMAGE_EVENTS'],
       dispatchEmbed: ['EMBED_JOB_NAME', 'GCP_PROJECT', 'GCP_REGION', 'SUBSCRIPTION_IMAGE_EVENTS'],
-      upsertVectors: ['FEATURES_BUCKET', 'GCP_PROJECT', 'MODELS_BUCKET', 'TOPIC_IMAGE_EVENTS', ...os],
+      upsertVectors: ['FEATURES_BUCKET', 'GCP_PROJECT', 'TOPIC_EMBEDDINGS', 'TOPIC_IMAGE_EVENTS', ...os],
+      // No OpenSearch settings: the trainer never gets credentials; the reindex job holds them.
       startRetraining: [
         'FEATURES_BUCKET', 'GCP_PROJECT', 'GCP_REGION', 'MODELS_BUCKET', 'REINDEX_JOB_NAME',
-        'TRAINER_IMAGE', 'TRAINER_MACHINE_TYPE', 'TRAINER_SERVICE_ACCOUNT', ...os,
+        'TRAINER_IMAGE', 'TRAINER_MACHINE_TYPE', 'TRAINER_SERVICE_ACCOUNT',
       ],
     };
     expect(Object.keys(fns).sort()).toEqual(Object.keys(expected).sort());
@@ -141,19 +185,62 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
       { key: 'OPENSEARCH_PASSWORD', projectId: 'iss-test-project', secret: 'iss-opensearch-password', version: 'latest' },
     );
 
-    const containerEnv = (r: RecordedResource) => r.inputs.template.template?.containers?.[0]?.envs ?? r.inputs.template.containers[0].envs;
     const embed = ofType(all, 'gcp:cloudrunv2/job:Job').find((j) => j.inputs.name === 'iss-embed')!;
     expect(containerEnv(embed).map((e: { name: string }) => e.name).sort()).toEqual(
       ['BATCH_SIZE', 'FEATURES_BUCKET', 'GCP_PROJECT', 'IMAGES_BUCKET', 'MAX_BYTES', 'MAX_PIXELS', 'MODELS_BUCKET',
-        'ONNX_EXECUTION_PROVIDER', 'SUBSCRIPTION_IMAGE_EVENTS', 'TOPIC_EMBEDDINGS'],
+        'ONNX_EXECUTION_PROVIDER', 'SUBSCRIPTION_IMAGE_EVENTS', 'TOPIC_EMBEDDINGS', 'TOPIC_IMAGE_EVENTS'],
     );
     const search = ofType(all, 'gcp:cloudrunv2/service:Service')[0];
-    const searchEnv = containerEnv(search) as { name: string; value?: string; valueSource?: unknown }[];
-    expect(searchEnv.map((e) => e.name).sort()).toEqual(['FEATURES_BUCKET', 'IMAGES_BUCKET', 'MODELS_BUCKET', ...os].sort());
+    const searchEnv = containerEnv(search);
+    expect(searchEnv.map((e) => e.name).sort()).toEqual(['FEATURES_BUCKET', 'IMAGES_BUCKET', 'MAX_BYTES', 'MAX_PIXELS', 'MODELS_BUCKET', ...os].sort());
     expect(searchEnv.find((e) => e.name === 'OPENSEARCH_PASSWORD')).toEqual({
       name: 'OPENSEARCH_PASSWORD',
       valueSource: { secretKeyRef: { secret: 'iss-opensearch-password', version: 'latest' } },
     });
+  });
+
+  test("every workload's env covers each required variable of its entry point's schema and nothing the schema does not read", () => {
+    const deployed = deployedEnv(all);
+    expect(Object.keys(deployed).sort()).toEqual(Object.keys(entryPointSchemas).sort());
+    expect(Object.keys(WORKLOAD_ENV).sort()).toEqual(Object.keys(entryPointSchemas).sort());
+    for (const [workload, schema] of Object.entries(entryPointSchemas)) {
+      const shape = schema.shape as Record<string, { isOptional(): boolean }>;
+      const required = Object.keys(shape).filter((name) => !shape[name]!.isOptional());
+      const given = deployed[workload as Workload];
+      expect(required.filter((name) => !given.includes(name)), `${workload}: required by functions/config.ts but not set`).toEqual([]);
+      expect(given.filter((name) => !(name in shape)), `${workload}: set but not read by functions/config.ts`).toEqual([]);
+      // The table and the deployed resource agree (no component adds or drops a name on its own).
+      expect(given, workload).toEqual([...WORKLOAD_ENV[workload as Workload]].sort());
+    }
+  });
+
+  test('each workload holds exactly the roles its code needs, on the resources it touches', () => {
+    const dlq = (t: string) => `topic iss-${t}-dead-letter`;
+    const secrets = ['password', 'url', 'username'].map((s) => `secretmanager.secretAccessor on secret iss-opensearch-${s}`);
+    const expected: Record<string, string[]> = {
+      // Metadata arrives in the event: no role on the images bucket. Rejections go to rejected/.
+      'iss-object-events': ['pubsub.publisher on topic iss-image-events', `pubsub.publisher on ${dlq('image-events')}`, 'storage.objectUser on bucket features'],
+      'iss-embed': [
+        'pubsub.publisher on topic iss-embeddings', `pubsub.publisher on ${dlq('image-events')}`, 'pubsub.subscriber on subscription iss-image-events-embed',
+        'storage.objectUser on bucket features', 'storage.objectViewer on bucket images', 'storage.objectViewer on bucket models',
+      ],
+      // Backlog from Cloud Monitoring (BACKLOG_PROBE unset): nothing on the subscription.
+      'iss-dispatch': ['monitoring.viewer on project', 'run.jobsExecutorWithOverrides on job iss-embed'],
+      // Delete tombstones in the feature store and cleared rejection records need write; no model reads.
+      'iss-upsert': ['pubsub.publisher on topic iss-image-events', `pubsub.publisher on ${dlq('embeddings')}`, ...secrets, 'storage.objectUser on bucket features'],
+      // Only the Vertex AI API: no secrets, no Cloud Run job.
+      'iss-retrain-start': ['aiplatform.user on project', 'iam.serviceAccountUser on account iss-trainer', `pubsub.publisher on ${dlq('retrain-requests')}`],
+      'iss-trainer': ['run.jobsExecutorWithOverrides on job iss-reindex', 'storage.objectUser on bucket models', 'storage.objectViewer on bucket features'],
+      'iss-reindex': [...secrets, 'storage.objectViewer on bucket features', 'storage.objectViewer on bucket models'],
+      // Feedback objects are created, never overwritten: objectCreator, not objectUser.
+      'iss-search': [
+        ...secrets, 'storage.objectCreator on bucket features', 'storage.objectViewer on bucket features',
+        'storage.objectViewer on bucket images', 'storage.objectViewer on bucket models',
+      ],
+    };
+    for (const [account, roles] of Object.entries(expected)) {
+      expect(rolesOf(all, `${account}@iss-test-project.iam.gserviceaccount.com`), account).toEqual([...roles].sort());
+    }
   });
 
   test('OpenSearch VM has no public IP and the firewall admits only the connector range', () => {
@@ -174,11 +261,16 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
       allows: [{ protocol: 'tcp', ports: ['9200'] }],
     });
     // Everything that talks to OpenSearch goes through the connector.
-    const fns = ofType(all, 'gcp:cloudfunctionsv2/function:Function').filter((f) => envOf(f).includes('OPENSEARCH_URL'));
-    expect(fns.length).toBe(2);
-    for (const f of fns) expect(f.inputs.serviceConfig.vpcConnector, f.inputs.name).toBe(`projects/iss-test-project/locations/us-central1/connectors/iss-conn`);
+    const connectorId = `projects/iss-test-project/locations/us-central1/connectors/iss-conn`;
+    for (const f of ofType(all, 'gcp:cloudfunctionsv2/function:Function')) {
+      // Only functions that talk to OpenSearch get the connector (startRetraining only calls Vertex AI).
+      expect(f.inputs.serviceConfig.vpcConnector, f.inputs.name).toBe(envOf(f).includes('OPENSEARCH_URL') ? connectorId : undefined);
+    }
+    expect(ofType(all, 'gcp:cloudfunctionsv2/function:Function').filter((f) => f.inputs.serviceConfig.vpcConnector).map((f) => f.inputs.name)).toEqual(['iss-upsert-vectors']);
     const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
-    expect(search.inputs.template.vpcAccess.connector).toBe('projects/iss-test-project/locations/us-central1/connectors/iss-conn');
+    expect(search.inputs.template.vpcAccess.connector).toBe(connectorId);
+    const reindex = ofType(all, 'gcp:cloudrunv2/job:Job').find((j) => j.inputs.name === 'iss-reindex')!;
+    expect(reindex.inputs.template.template.vpcAccess.connector).toBe(connectorId);
   });
 
   test('functions accept only internal traffic, pushed with OIDC to the framework\'s Pub/Sub path', () => {

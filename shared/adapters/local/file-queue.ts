@@ -259,14 +259,15 @@ export class FileQueue implements EventBus {
         continue;
       }
       if (Number(m[3]) > now) continue;
-      this.logger.warn({ topic, messageId: m[1] }, 'lease expired: redelivering');
-      await this.release(topic, file, m[1]!, 'lease expired');
+      if (await this.release(topic, file, m[1]!, 'lease expired')) {
+        this.logger.warn({ topic, messageId: m[1] }, 'lease expired: redelivering');
+      }
     }
   }
 
   /** Back to ready for another attempt, or to dead when the attempts are used up. */
-  private async release(topic: string, file: string, id: string, reason: string): Promise<void> {
-    await this.settle(topic, file, id, (message) =>
+  private async release(topic: string, file: string, id: string, reason: string): Promise<boolean> {
+    return this.settle(topic, file, id, (message) =>
       message.deliveries >= this.maxDeliveryAttempts ? { dest: 'dead', reason } : { dest: 'ready', reason },
     );
   }
@@ -291,13 +292,13 @@ export class FileQueue implements EventBus {
     file: string,
     id: string,
     decide: (message: StoredMessage) => { dest: 'ready' | 'dead'; reason: string },
-  ): Promise<void> {
+  ): Promise<boolean> {
     const inflightDir = this.topicDir(topic, 'inflight');
     const lease = path.join(inflightDir, `${id}@${randomBytes(6).toString('hex')}@${Date.now() + 30_000}.json`);
     try {
       await fs.rename(file, lease);
     } catch (err) {
-      if (isNotFound(err)) return; // settled or reclaimed by someone else
+      if (isNotFound(err)) return false; // settled or reclaimed by someone else
       throw err;
     }
     let message: StoredMessage;
@@ -305,8 +306,11 @@ export class FileQueue implements EventBus {
       message = storedMessageSchema.parse(JSON.parse(await fs.readFile(lease, 'utf8')));
     } catch (err) {
       await this.quarantine(topic, lease, `corrupt message file: ${errorMessage(err)}`);
-      return;
+      return false;
     }
+    // A puller that died between claiming and recording the delivery still delivered it (or was
+    // about to): the redelivery must show as attempt ≥ 2.
+    if (message.deliveries === 0) message.deliveries = 1;
     const { dest, reason } = decide(message);
     const destDir = this.topicDir(topic, dest);
     await fs.mkdir(destDir, { recursive: true });
@@ -317,6 +321,7 @@ export class FileQueue implements EventBus {
       await writeJsonAtomic(lease, { ...message, lastReason: reason });
     }
     await fs.rename(lease, path.join(destDir, `${id}.json`));
+    return true;
   }
 
   /** A file that is not a valid message goes to dead with the reason; pulling carries on. */
