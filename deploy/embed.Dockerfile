@@ -14,7 +14,9 @@ ENV ONNXRUNTIME_NODE_INSTALL=cuda12
 RUN sed -i '/onnxruntime-node-install/d' .npmrc && npm ci --omit=dev && npm cache clean --force
 COPY tsconfig.json ./
 COPY shared ./shared
+COPY functions ./functions
 COPY jobs ./jobs
 ENV NODE_ENV=production ONNX_EXECUTION_PROVIDER=cuda
 USER 1000
-CMD ["node", "--import", "tsx", "jobs/embed/main.ts"]
+# ENTRYPOINT, not CMD: Vertex AI / Cloud Run job args are appended as flags instead of replacing the program.
+ENTRYPOINT ["node", "--import", "tsx", "jobs/embed/main.ts"]

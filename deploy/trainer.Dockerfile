@@ -6,7 +6,9 @@ COPY package.json package-lock.json .npmrc ./
 RUN npm ci --omit=dev && npm cache clean --force
 COPY tsconfig.json ./
 COPY shared ./shared
+COPY functions ./functions
 COPY jobs ./jobs
 ENV NODE_ENV=production ONNX_EXECUTION_PROVIDER=cpu
 USER node
-CMD ["node", "--import", "tsx", "jobs/retrain/main.ts"]
+# ENTRYPOINT, not CMD: Vertex AI / Cloud Run job args are appended as flags instead of replacing the program.
+ENTRYPOINT ["node", "--import", "tsx", "jobs/retrain/main.ts"]

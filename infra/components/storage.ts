@@ -52,7 +52,9 @@ export class Storage extends pulumi.ComponentResource {
       ],
     });
     this.features = bucket('features', {
-      lifecycleRules: [{ action: { type: 'Delete' }, condition: { age: args.settings.featuresRetentionDays } }],
+      // Only the transient embedding shards (embedding messages sent by reference) expire: base
+      // embeddings, feedback and rejection records are what retraining and reindexing read.
+      lifecycleRules: [{ action: { type: 'Delete' }, condition: { age: args.settings.featuresRetentionDays, matchesPrefixes: ['embeddings/shards/'] } }],
     });
     this.sources = bucket('sources', {
       // Archives are replaced on every code change; Pulumi deletes the old object itself.
