@@ -7,6 +7,19 @@
  *   node --import tsx bench/retrain-experiment.ts --n 6000 [--features base|pixels] [--epochs 30]
  *
  * Base embeddings are computed once with the default ONNX model and cached under /tmp.
+ *
+ * Measured (2 shared cores, load average ≈ 10–15 from other jobs, tfjs wasm backend, seed 7,
+ * 10% held out by id hash, queries = held-out images vs the rest; Recall@1 same label):
+ *   6k,  base = default model (block_12_add + out_relu + 8×8 thumbnail, D=2160), H=512, E=128:
+ *        raw pixels 0.820 · base 0.852 · LiT head 0.886 (mAP@10 0.705 / 0.733 / 0.868);
+ *        text→image precision@10 over the 10 class names 0.99; training 330 s (13 epochs,
+ *        early-stopped, best 8); embedding the 6k images 508 s.
+ *   6k,  base = later default (block_15_add + out_relu + 8×8 RGB thumbnail, D=1632):
+ *        base 0.838 → LiT head 0.857 (τ=0.1, 74 s) / 0.852 (τ=0.05); text precision@10 0.97–0.98.
+ *        The block_12_add + grey-thumbnail base trains to a better head (0.886 vs 0.857, ~2 s.e.).
+ *   60k, features = raw pixels (base embeddings of 60k would take ~85 min to compute here),
+ *        H=256, 6 epochs (still improving: val 0.886 at epoch 6): raw pixels 0.854 → LiT head
+ *        0.884 (mAP@10 0.770 → 0.839); text precision@10 0.99; training 510 s under load.
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';

@@ -14,8 +14,12 @@ const SOT = '<|startoftext|>';
 const EOT = '<|endoftext|>';
 const PATTERN = /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+/giu;
 
-/** GPT-2/CLIP map from bytes to printable unicode characters (no whitespace/control characters). */
-function bytesToUnicode(): string[] {
+/**
+ * GPT-2/CLIP map from bytes to printable unicode characters (no whitespace/control characters).
+ * `table[byte]` is the character; `order` lists characters in CLIP's dict order (printable bytes
+ * first), which is the order of the first 256 vocabulary ids.
+ */
+function bytesToUnicode(): { table: string[]; order: string[] } {
   const bs: number[] = [];
   for (let b = 33; b <= 126; b++) bs.push(b);
   for (let b = 161; b <= 172; b++) bs.push(b);
@@ -30,11 +34,11 @@ function bytesToUnicode(): string[] {
   }
   const table = new Array<string>(256);
   bs.forEach((b, i) => (table[b] = String.fromCodePoint(cs[i]!)));
-  return table;
+  return { table, order: cs.map((c) => String.fromCodePoint(c)) };
 }
 
 export class ClipTokenizer {
-  private readonly byteEncoder = bytesToUnicode();
+  private readonly byteEncoder: string[];
   private readonly encoder = new Map<string, number>();
   private readonly ranks = new Map<string, number>();
   private readonly cache = new Map<string, string[]>();
@@ -43,8 +47,10 @@ export class ClipTokenizer {
 
   constructor(merges: string[]) {
     if (merges.length === 0) throw new ParseError('CLIP tokenizer needs at least one BPE merge');
-    const vocab = [...this.byteEncoder];
-    vocab.push(...this.byteEncoder.map((c) => `${c}</w>`));
+    const { table, order } = bytesToUnicode();
+    this.byteEncoder = table;
+    const vocab = [...order];
+    vocab.push(...order.map((c) => `${c}</w>`));
     merges.forEach((m, i) => {
       const parts = m.split(' ');
       if (parts.length !== 2 || !parts[0] || !parts[1]) throw new ParseError(`BPE merge ${i + 1} must be two symbols separated by one space, got ${JSON.stringify(m)}`);
