@@ -85,5 +85,8 @@ function sessionOptionsFor(options: LoadEmbedderOptions, executionProviders: str
     executionProviders,
     ...(options.threads ? { intraOpNumThreads: options.threads, interOpNumThreads: 1 } : {}),
     graphOptimizationLevel: 'all',
+    // Idle ORT threads would otherwise spin for a while after each run, taking the cores that
+    // sharp needs to decode the next batch in the pipeline.
+    extra: { session: { intra_op: { allow_spinning: process.env.IMGSEARCH_ORT_SPIN === '1' ? '1' : '0' }, inter_op: { allow_spinning: '0' } } },
   };
 }
