@@ -6,6 +6,7 @@ import { silentLogger, type Logger } from '../logger.js';
 import type { Embedder } from '../ports/embedder.js';
 import { modelManifestSchema, type ModelManifest } from './manifest.js';
 import { OnnxEmbedder } from './onnx-embedder.js';
+import { InThreadRunner, WorkerRunner, type TensorRunner } from './tensor-runner.js';
 import { loadHead, loadTextTower } from './towers.js';
 
 export interface LoadEmbedderOptions {
@@ -16,6 +17,11 @@ export interface LoadEmbedderOptions {
   /** Largest width×height accepted by prepare(). */
   maxPixels: number;
   logger?: Logger;
+  /**
+   * Where the image tower runs: 'worker' (default) keeps the event loop free during inference so
+   * the pipeline overlaps decoding and I/O with it; 'main' runs in the calling thread.
+   */
+  inferenceThread?: 'worker' | 'main';
 }
 
 /** Reads `<dir>/manifest.json` and opens the model it describes. */
@@ -67,17 +73,19 @@ async function createSession(
   path: string,
   options: LoadEmbedderOptions,
   logger: Logger,
-): Promise<{ session: ort.InferenceSession; sessionOptions: ort.InferenceSession.SessionOptions }> {
+): Promise<{ session: TensorRunner; sessionOptions: ort.InferenceSession.SessionOptions }> {
+  const create = (opts: ort.InferenceSession.SessionOptions) =>
+    (options.inferenceThread ?? 'worker') === 'worker' ? WorkerRunner.create(path, opts) : InThreadRunner.create(path, opts);
   if (options.executionProvider === 'cuda') {
     const sessionOptions = sessionOptionsFor(options, ['cuda', 'cpu']);
     try {
-      return { session: await ort.InferenceSession.create(path, sessionOptions), sessionOptions };
+      return { session: await create(sessionOptions), sessionOptions };
     } catch (err) {
       logger.warn({ err: errorMessage(err), model: path }, 'CUDA execution provider unavailable; running on CPU');
     }
   }
   const sessionOptions = sessionOptionsFor(options, ['cpu']);
-  return { session: await ort.InferenceSession.create(path, sessionOptions), sessionOptions };
+  return { session: await create(sessionOptions), sessionOptions };
 }
 
 function sessionOptionsFor(options: LoadEmbedderOptions, executionProviders: string[]): ort.InferenceSession.SessionOptions {

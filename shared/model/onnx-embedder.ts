@@ -1,8 +1,8 @@
-import * as ort from 'onnxruntime-node';
 import { CapabilityError } from '../errors.js';
 import type { Embedder, ImageEmbeddings, PreparedImage } from '../ports/embedder.js';
 import { prepareImage, type PrepareLimits } from './image-preprocessor.js';
 import type { ModelManifest } from './manifest.js';
+import type { TensorRunner } from './tensor-runner.js';
 import type { Head, TextTower } from './towers.js';
 
 /**
@@ -16,7 +16,7 @@ export class OnnxEmbedder implements Embedder {
 
   constructor(
     readonly manifest: ModelManifest,
-    private readonly imageSession: ort.InferenceSession,
+    private readonly imageSession: TensorRunner,
     private readonly limits: PrepareLimits,
     private readonly head?: Head,
     private readonly textTower?: TextTower,
@@ -42,9 +42,7 @@ export class OnnxEmbedder implements Embedder {
       input.set(image.pixels, i * size);
     });
     const dims = tower.layout === 'NHWC' ? [images.length, tower.height, tower.width, 3] : [images.length, 3, tower.height, tower.width];
-    const result = await this.imageSession.run({ [tower.inputName]: new ort.Tensor('float32', input, dims) });
-    const output = result[tower.outputName];
-    if (!output) throw new Error(`the image model has no output named ${tower.outputName}`);
+    const output = await this.imageSession.run(tower.inputName, input, dims, tower.outputName);
     const dim = output.dims[output.dims.length - 1] as number;
     if (dim !== tower.dimension || output.dims[0] !== images.length) {
       throw new Error(`the image model returned [${output.dims.join(',')}], the manifest says [${images.length},${tower.dimension}]`);

@@ -1,0 +1,31 @@
+// One onnxruntime session in a worker thread. onnxruntime-node runs inference synchronously on the
+// calling thread, so in the main thread a batch would block every I/O completion (decoding, the
+// queue, the index) for the whole run; here the main thread stays free and the pipeline overlaps.
+// Plain JavaScript on purpose: worker threads do not inherit the TypeScript loader.
+import { parentPort, workerData } from 'node:worker_threads';
+import * as ort from 'onnxruntime-node';
+
+let session;
+try {
+  session = await ort.InferenceSession.create(workerData.path, workerData.options);
+  parentPort.postMessage({ type: 'ready', inputNames: session.inputNames, outputNames: session.outputNames });
+} catch (err) {
+  parentPort.postMessage({ type: 'init-error', message: err instanceof Error ? err.message : String(err) });
+}
+
+parentPort.on('message', async (msg) => {
+  if (msg.type === 'close') {
+    await session?.release();
+    parentPort.close();
+    return;
+  }
+  if (msg.type !== 'run') return;
+  try {
+    const out = await session.run({ [msg.inputName]: new ort.Tensor('float32', msg.data, msg.dims) }, [msg.outputName]);
+    const tensor = out[msg.outputName];
+    const data = new Float32Array(tensor.data); // own buffer, transferable
+    parentPort.postMessage({ type: 'result', id: msg.id, data, dims: tensor.dims }, [data.buffer]);
+  } catch (err) {
+    parentPort.postMessage({ type: 'error', id: msg.id, message: err instanceof Error ? err.message : String(err) });
+  }
+});
