@@ -16,7 +16,7 @@ const PHOTO_DIR = '/usr/share/backgrounds/mate/nature';
 const opts = new Command('bench')
   .option('--only <sections>', 'comma-separated: throughput,freshness,search', 'throughput,freshness,search')
   .option('--fashion <n>', 'Fashion-MNIST images for throughput', '1000')
-  .option('--batch <n>', 'batch size', '16')
+  .option('--batch <n>', 'batch size', '32')
   .option('--vectors <n>', 'vectors for the search section', '100000')
   .option('--out <file>', 'write the figures as JSON')
   .parse(process.argv)

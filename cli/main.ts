@@ -7,6 +7,8 @@ import { registerSearchCommand } from './commands/search.js';
 import { registerStatusCommand } from './commands/status.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerModelCommands } from './commands/model.js';
+import { registerRetrainCommand } from './commands/retrain.js';
+import { registerEvalCommand } from './commands/eval.js';
 
 /** `imgsearch`: the local product and its admin commands. Output on stdout, logs on stderr. */
 const program = new Command('imgsearch')
@@ -24,6 +26,8 @@ registerStatusCommand(program);
 registerDatasetCommand(program);
 registerIndexCommands(program);
 registerModelCommands(program);
+registerRetrainCommand(program);
+registerEvalCommand(program);
 
 try {
   await program.parseAsync(process.argv);

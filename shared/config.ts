@@ -15,7 +15,7 @@ const envSchema = z.object({
   IMGSEARCH_HOST: z.string().min(1).default('127.0.0.1'),
   IMGSEARCH_PORT: intFrom(0, 65535).default(8080),
   /** Images per batched ONNX run. */
-  IMGSEARCH_BATCH_SIZE: intFrom(1, 512).default(16),
+  IMGSEARCH_BATCH_SIZE: intFrom(1, 512).default(32),
   /** Decompression-bomb guard: images above this many pixels are rejected before decoding. */
   IMGSEARCH_MAX_PIXELS: intFrom(1, 2_000_000_000).default(50_000_000),
   IMGSEARCH_MAX_BYTES: intFrom(1, 5_000_000_000).default(100 * 1024 * 1024),

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { ParseError } from './errors.js';
 
 /**
  * Payloads that cross process boundaries (queue, Pub/Sub, HTTP). Each is validated with zod at the
@@ -43,8 +44,13 @@ export const embeddingUpsertSchema = z.object({
   name: z.string().min(1),
   generation: generationSchema,
   modelVersion: z.string().min(1),
-  /** Inline vector (small batches); large batches go by reference to a feature-store shard. */
+  /** Inline vector as JSON numbers (readable; accepted for compatibility). */
   vector: z.array(z.number()).optional(),
+  /**
+   * Inline vector as base64 of little-endian float32 — what the embed step sends: about a third
+   * of the JSON size and far cheaper to encode and parse.
+   */
+  vectorBase64: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, { message: 'must be base64' }).optional(),
   vectorRef: z.object({ shard: z.string(), row: z.number().int().nonnegative() }).optional(),
   metadata: imageMetadataSchema.default({ labels: [] }),
 });
@@ -90,4 +96,17 @@ export function compareGenerations(a: string, b: string): number {
   const x = BigInt(a);
   const y = BigInt(b);
   return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/** Float32 vector ⇄ base64 (little-endian), the compact inline form of embedding messages. */
+export function vectorToBase64(v: Float32Array): string {
+  return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64');
+}
+
+export function vectorFromBase64(b64: string): Float32Array {
+  const bytes = Buffer.from(b64, 'base64');
+  if (bytes.length % 4 !== 0) throw new ParseError(`a base64 vector must hold whole float32 values, got ${bytes.length} bytes`);
+  const out = new Float32Array(bytes.length / 4);
+  for (let i = 0; i < out.length; i++) out[i] = bytes.readFloatLE(i * 4);
+  return out;
 }

@@ -79,13 +79,17 @@ export function dataSnapshot(records: Pick<FeatureRecord, 'id' | 'generation'>[]
   return `${records.length}:${hash.digest('hex').slice(0, 16)}`;
 }
 
-async function readFeatures(store: FeatureStore, dimension: number, baseModel: string, logger: Logger): Promise<FeatureRecord[]> {
+/**
+ * Base embeddings of one image tower. The pipeline records the manifest `name` as a record's
+ * baseModel (reindex matches on it too); `also` accepts the base version id for stores written so.
+ */
+export async function readFeatures(store: FeatureStore, dimension: number, baseModel: string, logger: Logger, also?: string): Promise<FeatureRecord[]> {
   const records: FeatureRecord[] = [];
   let skipped = 0;
   for await (const batch of store.scan(2048)) {
     for (const r of batch) {
       // Vectors of another base model live in another space; mixing them would poison training.
-      if (r.vector.length === dimension && r.baseModel === baseModel) records.push(r);
+      if (r.vector.length === dimension && (r.baseModel === baseModel || r.baseModel === also)) records.push(r);
       else skipped++;
     }
   }
@@ -94,7 +98,7 @@ async function readFeatures(store: FeatureStore, dimension: number, baseModel: s
 }
 
 /** Metrics of the active model on the split: its head (if any) on the base vectors, its text tower (if any). */
-async function evaluateCurrent(registry: ModelRegistry, current: ModelVersion, heldOut: FeatureRecord[], rest: FeatureRecord[], labels: string[], logger: Logger): Promise<EvaluationReport> {
+export async function evaluateCurrent(registry: ModelRegistry, current: ModelVersion, heldOut: FeatureRecord[], rest: FeatureRecord[], labels: string[], logger: Logger): Promise<EvaluationReport> {
   const manifest = current.manifest;
   const needsDir = manifest.head !== undefined || manifest.text !== undefined;
   const dir = needsDir ? await registry.localPath(current.version) : '';
@@ -137,7 +141,7 @@ export async function runRetraining(ports: RetrainPorts, optionsInput: RetrainOp
   const baseModel = baseModelOf(current);
   const baseDimension = current.manifest.image.dimension;
 
-  const records = await readFeatures(ports.features, baseDimension, baseModel, logger);
+  const records = await readFeatures(ports.features, baseDimension, baseModel, logger, current.manifest.name);
   onProgress({ stage: 'load', records: records.length });
   const held = records.filter((r) => r.labels.length > 0 && isHeldOut(r.id, options.heldOutFraction));
   const heldIds = new Set(held.map((r) => r.id));

@@ -1,4 +1,4 @@
-import { documentId, imageEventSchema, objectUri, compareGenerations, TOPICS, type EmbeddingMessage, type ImageEvent } from '../contracts.js';
+import { documentId, imageEventSchema, objectUri, compareGenerations, TOPICS, vectorToBase64, type EmbeddingMessage, type ImageEvent } from '../contracts.js';
 import { GenerationMismatchError, ImageRejectedError, NotFoundError, errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { BlobStore } from '../ports/blob-store.js';
@@ -101,7 +101,7 @@ export async function embedBatch(deliveries: Delivery[], deps: EmbedDeps): Promi
         name: p.event.name,
         generation: p.event.generation,
         modelVersion: deps.embedder.modelVersion,
-        vector: Array.from(vectors[i]!),
+        vectorBase64: vectorToBase64(vectors[i]!),
         metadata: {
           labels: p.meta.labels,
           caption: p.meta.caption,

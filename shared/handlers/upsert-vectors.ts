@@ -1,5 +1,5 @@
-import { compareGenerations, embeddingMessageSchema, TOPICS, type EmbeddingDelete, type EmbeddingUpsert, type ImageEvent } from '../contracts.js';
-import { errorMessage } from '../errors.js';
+import { compareGenerations, embeddingMessageSchema, vectorFromBase64, TOPICS, type EmbeddingDelete, type EmbeddingUpsert, type ImageEvent } from '../contracts.js';
+import { errorMessage, ParseError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Delivery, EventBus } from '../ports/event-bus.js';
 import type { FeatureStore } from '../ports/feature-store.js';
@@ -52,7 +52,9 @@ export async function upsertEmbeddings(deliveries: Delivery[], deps: UpsertDeps)
       }
       upserts.push({ delivery, msg, vector });
     } catch (err) {
-      outcomes.push({ status: 'retry', id: msg.id, ackId: delivery.ackId, detail: `cannot read vector: ${errorMessage(err)}` });
+      // A payload that cannot be decoded never will be; a shard that cannot be read may be later.
+      if (err instanceof ParseError) outcomes.push({ status: 'dead-lettered', ackId: delivery.ackId, detail: `bad vector: ${err.message}` });
+      else outcomes.push({ status: 'retry', id: msg.id, ackId: delivery.ackId, detail: `cannot read vector: ${errorMessage(err)}` });
     }
   }
 
@@ -111,9 +113,10 @@ export async function upsertEmbeddings(deliveries: Delivery[], deps: UpsertDeps)
 }
 
 async function resolveVector(msg: EmbeddingUpsert, deps: UpsertDeps): Promise<Float32Array> {
+  if (msg.vectorBase64 !== undefined) return vectorFromBase64(msg.vectorBase64);
   if (msg.vector) return Float32Array.from(msg.vector);
   if (msg.vectorRef && deps.readShardRow) return deps.readShardRow(msg.vectorRef.shard, msg.vectorRef.row);
-  throw new Error('message has neither an inline vector nor a readable vectorRef');
+  throw new Error('message has no inline vector (vectorBase64 or vector) nor a readable vectorRef');
 }
 
 function toDocument(msg: EmbeddingUpsert, vector: Float32Array, indexedAt: string): VectorDocument {

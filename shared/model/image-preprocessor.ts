@@ -95,12 +95,22 @@ async function readHeader(image: Buffer): Promise<Metadata> {
 export function normalise(rgb: Uint8Array, tower: ImageTower): Float32Array {
   const area = tower.width * tower.height;
   const out = new Float32Array(area * 3);
-  const { scale, mean, std } = tower;
-  const nchw = tower.layout === 'NCHW';
-  for (let p = 0; p < area; p++) {
-    for (let c = 0; c < 3; c++) {
-      const value = (rgb[p * 3 + c]! * scale - mean[c]) / std[c];
-      out[nchw ? c * area + p : p * 3 + c] = value;
+  // v·a[c] + b[c] with a = scale/std, b = −mean/std: one multiply-add per value, no branches.
+  const a = [0, 1, 2].map((c) => tower.scale / tower.std[c]!);
+  const b = [0, 1, 2].map((c) => -tower.mean[c]! / tower.std[c]!);
+  const [a0, a1, a2] = a as [number, number, number];
+  const [b0, b1, b2] = b as [number, number, number];
+  if (tower.layout === 'NHWC') {
+    for (let i = 0; i < area * 3; i += 3) {
+      out[i] = rgb[i]! * a0 + b0;
+      out[i + 1] = rgb[i + 1]! * a1 + b1;
+      out[i + 2] = rgb[i + 2]! * a2 + b2;
+    }
+  } else {
+    for (let p = 0, i = 0; p < area; p++, i += 3) {
+      out[p] = rgb[i]! * a0 + b0;
+      out[area + p] = rgb[i + 1]! * a1 + b1;
+      out[2 * area + p] = rgb[i + 2]! * a2 + b2;
     }
   }
   return out;

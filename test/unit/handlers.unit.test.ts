@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { documentId, TOPICS, type ImageEvent } from '../../shared/contracts.js';
+import { documentId, TOPICS, vectorFromBase64, vectorToBase64, type ImageEvent } from '../../shared/contracts.js';
 import { GenerationMismatchError, ImageRejectedError, ModelMismatchError, ParseError } from '../../shared/errors.js';
 import { embedBatch } from '../../shared/handlers/embed-batch.js';
 import { handleObjectEvent } from '../../shared/handlers/on-object-event.js';
@@ -111,9 +111,11 @@ describe('embedBatch', () => {
     expect(byAck).toEqual({ A: 'embedded', B: 'rejected', G: 'superseded', O: 'unchanged', D: 'deleted', M: 'dead-lettered' });
     expect((await rejections.list())[0]).toMatchObject({ reason: 'corrupt-image', detail: 'cannot decode' });
     expect(put).toHaveLength(1);
-    const msgs = bus.published.map((p) => p.data as { op: string; modelVersion?: string; vector?: number[] });
+    const msgs = bus.published.map((p) => p.data as { op: string; modelVersion?: string; vectorBase64?: string });
     expect(msgs.map((m) => m.op).sort()).toEqual(['delete', 'upsert']);
-    expect(msgs.find((m) => m.op === 'upsert')).toMatchObject({ modelVersion: 'm1', vector: [0, 1] });
+    const up = msgs.find((m) => m.op === 'upsert')!;
+    expect(up.modelVersion).toBe('m1');
+    expect(Array.from(vectorFromBase64(up.vectorBase64!))).toEqual([0, 1]);
   });
 
   it('asks for a retry on an unexpected read fault instead of rejecting the image', async () => {
@@ -148,6 +150,15 @@ describe('upsertEmbeddings', () => {
     expect(written).toHaveLength(1);
     expect(written[0]!.map((d) => d.generation)).toEqual(['12']);
     expect(Object.fromEntries(out.map((o) => [o.ackId, o.status]))).toEqual({ A: 'stale', B: 'created', C: 'stale' });
+  });
+
+  it('reads base64 float32 vectors exactly, and refuses a payload that is not whole floats', async () => {
+    const { written, deps } = setup();
+    const v = Float32Array.of(0.1, -0.7);
+    await upsertEmbeddings([delivery(msg({ vector: undefined, vectorBase64: vectorToBase64(v) }), 'A')], deps);
+    expect(Array.from(written[0]![0]!.vector)).toEqual(Array.from(v));
+    const out = await upsertEmbeddings([delivery(msg({ vector: undefined, vectorBase64: 'AAA=' }), 'B')], deps);
+    expect(out[0]).toMatchObject({ status: 'dead-lettered', detail: expect.stringMatching(/whole float32/) });
   });
 
   it('sends a vector of another model version back to be re-embedded, never into the index', async () => {

@@ -1,0 +1,28 @@
+import type { Command } from 'commander';
+import { evaluateVersion } from '../../shared/services/retrain-flow.js';
+import { configFrom, printJson } from '../options.js';
+import { openLocalRuntime } from '../runtime.js';
+
+export function registerEvalCommand(program: Command): void {
+  program
+    .command('eval')
+    .description('held-out retrieval metrics of a model version on your labelled images (stored in the registry, plotted in reports/metrics.png)')
+    .option('--model <version>', 'version to evaluate (default: the active one)')
+    .option('--json', 'print {modelVersion, imageToImage, textToImage}')
+    .action(async (opts: { model?: string; json?: boolean }, command: Command) => {
+      const runtime = await openLocalRuntime(configFrom(command));
+      try {
+        const report = await evaluateVersion({ ...runtime, reportsDir: runtime.config.paths.reports }, opts.model);
+        const { modelVersion, imageToImage, textToImage } = report;
+        if (opts.json) return printJson({ modelVersion, imageToImage, textToImage });
+        const fmt = (m: Record<string, number>) => Object.entries(m).map(([k, v]) => `${k} ${v.toFixed(4)}`).join('  ');
+        process.stdout.write(
+          `${modelVersion} on ${report.counts.queries} held-out images (corpus ${report.counts.corpus})\n` +
+            `  image→image  ${fmt(imageToImage)}\n` +
+            `  text→image   ${textToImage ? fmt(textToImage) : 'n/a (no text tower)'}\n`,
+        );
+      } finally {
+        await runtime.close();
+      }
+    });
+}

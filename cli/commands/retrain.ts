@@ -1,0 +1,81 @@
+import path from 'node:path';
+import { Presets, SingleBar } from 'cli-progress';
+import { InvalidArgumentError, type Command } from 'commander';
+import type { EpochStats } from '../../shared/training/lit-trainer.js';
+import { readFeedbackFile } from '../../shared/services/feedback.js';
+import { retrainAndActivate, type RetrainFlowProgress } from '../../shared/services/retrain-flow.js';
+import { configFrom, printJson } from '../options.js';
+import { lifecycleDeps, openLocalRuntime } from '../runtime.js';
+import { parseIntIn } from './search.js';
+
+export function parseNumberIn(min: number, max: number, { exclusive = false } = {}) {
+  return (value: string): number => {
+    const n = Number(value);
+    const inside = exclusive ? n > min && n < max : n >= min && n <= max;
+    if (value.trim() === '' || !Number.isFinite(n) || !inside) throw new InvalidArgumentError(`expected a number ${exclusive ? 'strictly ' : ''}between ${min} and ${max}`);
+    return n;
+  };
+}
+
+/** One line per epoch with a bar proportional to the loss: the loss curve, readable in a terminal. */
+export function epochLine(e: EpochStats, total: number, firstLoss: number): string {
+  const width = Math.max(0, Math.min(40, Math.round((e.loss / (firstLoss || 1)) * 30)));
+  const val = e.validationRecallAt1 === null ? '' : `  val recall@1 ${e.validationRecallAt1.toFixed(4)}`;
+  return `epoch ${String(e.epoch).padStart(String(total).length)}/${total}  loss ${e.loss.toFixed(4)} ${'█'.repeat(width)}${val}`;
+}
+
+export function registerRetrainCommand(program: Command): void {
+  program
+    .command('retrain')
+    .description('train a new head + text tower on your labelled images and click feedback; promote it (and re-index) only if it beats the active model on held-out images')
+    .option('--epochs <n>', 'training epochs (early stopping may end sooner)', parseIntIn(0, 10_000), 30)
+    .option('--seed <n>', 'random seed (same data + seed = same model)', parseIntIn(0, 2 ** 31 - 1), 42)
+    .option('--margin <x>', 'held-out recall@1 gain required to promote', parseNumberIn(0, 1), 0.005)
+    .option('--held-out <f>', 'share of labelled images held out for evaluation', parseNumberIn(0, 1, { exclusive: true }), 0.1)
+    .option('--json', 'print the result as JSON (progress goes to stderr)')
+    .action(async (opts: { epochs: number; seed: number; margin: number; heldOut: number; json?: boolean }, command: Command) => {
+      const runtime = await openLocalRuntime(configFrom(command));
+      const out = opts.json ? process.stderr : process.stdout;
+      const bar = process.stderr.isTTY ? new SingleBar({ format: 'training |{bar}| epoch {value}/{total}  loss {loss}', clearOnComplete: true }, Presets.shades_classic) : null;
+      let firstLoss = 0;
+      const say = (line: string) => out.write(bar && out === process.stderr ? `\r\x1b[K${line}\n` : `${line}\n`);
+      const onProgress = (p: RetrainFlowProgress) => {
+        if (p.stage === 'load') {
+          say(`${p.records} stored embeddings`);
+          if (opts.epochs > 0) bar?.start(opts.epochs, 0, { loss: '-' });
+        } else if (p.stage === 'train') {
+          if (p.epoch.epoch === 1) firstLoss = p.epoch.loss;
+          say(epochLine(p.epoch, opts.epochs, firstLoss));
+          bar?.update(p.epoch.epoch, { loss: p.epoch.loss.toFixed(4) });
+        } else if (p.stage === 'evaluate') {
+          bar?.stop();
+          say(`evaluating ${p.model} on held-out images`);
+        } else if (p.stage === 'register') say(`registered ${p.version}`);
+      };
+      try {
+        const feedback = await readFeedbackFile(path.join(runtime.config.paths.feedback, 'feedback.jsonl'));
+        if (feedback.invalid > 0) runtime.logger.warn({ invalid: feedback.invalid }, 'unreadable feedback lines skipped');
+        const result = await retrainAndActivate(
+          { ...lifecycleDeps(runtime), feedback: async () => feedback.pairs, reportsDir: runtime.config.paths.reports },
+          { epochs: opts.epochs, seed: opts.seed, margin: opts.margin, heldOutFraction: opts.heldOut },
+          onProgress,
+        );
+        bar?.stop();
+        if (opts.json) return printJson(result);
+        const r1 = (m: { imageToImage: { 'recall@1': number } }) => m.imageToImage['recall@1'].toFixed(4);
+        const p10 = (m: { textToImage: { 'precision@10': number } | null }) => (m.textToImage ? m.textToImage['precision@10'].toFixed(4) : 'n/a');
+        process.stdout.write(
+          `candidate ${result.candidate.version}: recall@1 ${r1(result.candidate.metrics)}, text precision@10 ${p10(result.candidate.metrics)} (${result.candidate.training.seconds.toFixed(1)} s, best epoch ${result.candidate.training.bestEpoch})\n` +
+            `active    ${result.current.version}: recall@1 ${r1(result.current.metrics)}, text precision@10 ${p10(result.current.metrics)}\n` +
+            result.decision.reasons.map((r) => `  - ${r}\n`).join('') +
+            (result.index
+              ? `promoted ${result.candidate.version}; index ${result.index.index} (${result.index.documents} documents)\n`
+              : `not promoted: ${result.current.version} stays active (the candidate is kept in \`imgsearch model list\`)\n`) +
+            (result.plot ? `metrics plot: ${result.plot}\n` : ''),
+        );
+      } finally {
+        bar?.stop();
+        await runtime.close();
+      }
+    });
+}
