@@ -15,7 +15,7 @@ import type { EventBus } from '../shared/ports/event-bus.js';
 import type { ModelVersion } from '../shared/ports/model-registry.js';
 import type { RejectionLog } from '../shared/ports/rejection-log.js';
 import type { VectorIndex, VectorIndexCatalog } from '../shared/ports/vector-index.js';
-import { ModelHolder } from '../shared/services/model-holder.js';
+import { ensureActiveModel, ModelHolder } from '../shared/services/model-holder.js';
 import { SearchService } from '../shared/services/search-service.js';
 import { pipelineStatus, type PipelineStatus } from '../shared/services/status.js';
 import { cloudConfig } from './config.js';
@@ -119,6 +119,7 @@ export async function startSearchService(): Promise<{ app: FastifyInstance; clos
     logger,
   });
   const registry = new GcsModelRegistry({ storage, bucket: config.MODELS_BUCKET, cacheDir: path.join(os.tmpdir(), 'iss-models'), logger });
+  await ensureActiveModel(registry, path.join(os.tmpdir(), 'iss-convert'), logger);
   const model = new ModelHolder(registry, { maxPixels: config.MAX_PIXELS, logger });
   const features = new GcsBlobStore(storage, config.FEATURES_BUCKET);
   const app = await createSearchService({

@@ -184,8 +184,6 @@ const stackSchema = z.object({
   region: z.string().regex(/^[a-z]+-[a-z]+\d+$/, 'must be a region such as "us-central1"').default('us-central1'),
   /** Prefix of every resource name; short because connector and account ids are short. */
   prefix: z.string().regex(/^[a-z][a-z0-9-]{0,10}[a-z0-9]$/, 'must be 2-12 lowercase letters, digits or "-"').default('iss'),
-  /** The embedding model version the pipeline starts with (a registry version id). */
-  model: z.string().min(1).default('mobilenetv2-nsfwjs'),
   /** Where alerts go; no channel is made when unset. */
   alertEmail: z.email('must be an email address').optional(),
   /** Protect Cloud Run jobs and services from deletion (turn off before `pulumi destroy`). */
@@ -250,7 +248,6 @@ export function loadStackConfig(): StackConfig {
     project: gcp.get('project'),
     region: gcp.get('region'),
     prefix: iss.get('prefix'),
-    model: iss.get('model'),
     alertEmail: iss.get('alertEmail'),
     deletionProtection: iss.getBoolean('deletionProtection'),
     storage: iss.getObject('storage'),

@@ -3,6 +3,7 @@ import { NotFoundError } from '../../shared/errors.js';
 import { activateModel, rollbackModel, type ActivationResult } from '../../shared/services/model-lifecycle.js';
 import { configFrom, printJson } from '../options.js';
 import { lifecycleDeps, openLocalRuntime } from '../runtime.js';
+import { registerModelPullCommand } from './model-pull.js';
 
 export function registerModelCommands(program: Command): void {
   const model = program.command('model').description('model registry: versions, metrics, lineage');
@@ -63,6 +64,7 @@ export function registerModelCommands(program: Command): void {
         await runtime.close();
       }
     });
+  registerModelPullCommand(model);
 }
 
 function report(r: ActivationResult, json?: boolean): void {

@@ -7,7 +7,7 @@ import { GcsRejectionLog } from '../../shared/adapters/gcp/gcs-rejection-log.js'
 import { TOPICS } from '../../shared/contracts.js';
 import { errorMessage } from '../../shared/errors.js';
 import type { BlobStore } from '../../shared/ports/blob-store.js';
-import { ModelHolder } from '../../shared/services/model-holder.js';
+import { ensureActiveModel, ModelHolder } from '../../shared/services/model-holder.js';
 import { cloudConfig } from '../../functions/config.js';
 import { cloudEventBus, cloudLogger, storageClient } from '../../functions/runtime.js';
 import { runEmbedJob } from './embed-job.js';
@@ -32,6 +32,9 @@ async function main(): Promise<void> {
     logger,
   });
   const registry = new GcsModelRegistry({ storage, bucket: config.MODELS_BUCKET, cacheDir: path.join(os.tmpdir(), 'iss-models'), logger });
+  // First run of a new stack: the registry is empty, so the built-in default model (converted
+  // from the nsfwjs package inside this image, no network) is registered and activated.
+  await ensureActiveModel(registry, path.join(os.tmpdir(), 'iss-convert'), logger);
   const model = new ModelHolder(registry, { maxPixels: config.MAX_PIXELS, executionProvider: config.ONNX_EXECUTION_PROVIDER, logger });
   const loadStart = Date.now();
   const embedder = await model.get();

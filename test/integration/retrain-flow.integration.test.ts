@@ -1,0 +1,124 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { finalizeEvent } from '../../shared/adapters/local/folder-watcher.js';
+import { fashionMnistPng, readFashionMnist } from '../../shared/datasets/fashion-mnist.js';
+import { rollbackModel } from '../../shared/services/model-lifecycle.js';
+import { evaluateVersion, retrainAndActivate } from '../../shared/services/retrain-flow.js';
+import { SearchService } from '../../shared/services/search-service.js';
+import { lifecycleDeps } from '../../cli/runtime.js';
+import { tempDir } from '../helpers/cli.js';
+import { openTestPipeline } from '../helpers/local-runtime.js';
+
+/**
+ * Retraining end to end in one process, on real Fashion-MNIST images through the real pipeline:
+ * a better candidate is promoted with an index of its own, a worse one changes nothing, and
+ * rollback brings back the previous model together with its index.
+ */
+const IMAGES = 400;
+
+describe('retrain → gate → reindex → rollback (real model, real LanceDB)', () => {
+  let work: string;
+  let t: Awaited<ReturnType<typeof openTestPipeline>>;
+  let reportsDir: string;
+  let baseVersion: string;
+  let baseIndex: string;
+  let trainedVersion: string;
+  let trainedIndex: string;
+  const deps = () => ({ ...lifecycleDeps(t.runtime), reportsDir });
+
+  beforeAll(async () => {
+    work = await tempDir('retrain-flow');
+    const bucket = path.join(work, 'bucket');
+    reportsDir = path.join(work, 'home', 'reports');
+    await fs.mkdir(bucket, { recursive: true });
+    t = await openTestPipeline(work, { IMGSEARCH_BATCH_SIZE: '32' });
+    const { images, labels, classNames } = await readFashionMnist({ split: 'train', limit: IMAGES });
+    for (let i = 0; i < images.length; i++) {
+      const name = `fm-${String(i).padStart(4, '0')}`;
+      await fs.writeFile(path.join(bucket, `${name}.json`), JSON.stringify({ labels: [classNames[labels[i]!]] }));
+      await fs.writeFile(path.join(bucket, `${name}.png`), await fashionMnistPng(images[i]!));
+      await t.publish(finalizeEvent((await t.runtime.bucket.stat(`${name}.png`))!));
+    }
+    await t.run();
+    baseVersion = (await t.runtime.registry.active())!.version;
+    baseIndex = (await t.runtime.catalog.live())!.name;
+  }, 120_000);
+
+  afterAll(async () => t?.close());
+
+  it('ingested every image with its label into the feature store', async () => {
+    expect(await t.runtime.features.count()).toBe(IMAGES);
+    expect(await (await t.runtime.catalog.live())!.count()).toBe(IMAGES);
+  });
+
+  it('promotes a better model and points the alias at a new index of it', async () => {
+    const stages: string[] = [];
+    const result = await retrainAndActivate(deps(), { epochs: 8, seed: 1 }, (p) => stages.push(p.stage));
+    expect(result.promoted).toBe(true);
+    expect(result.candidate.metrics.imageToImage['recall@1']).toBeGreaterThan(result.current.metrics.imageToImage['recall@1']);
+    expect(stages).toEqual(expect.arrayContaining(['load', 'train', 'evaluate', 'register', 'reindex', 'plot']));
+    trainedVersion = result.candidate.version;
+    expect((await t.runtime.registry.active())!.version).toBe(trainedVersion);
+    const live = (await t.runtime.catalog.live())!;
+    expect(live.name).not.toBe(baseIndex);
+    expect(live.modelVersion).toBe(trainedVersion);
+    expect(await live.count()).toBe(IMAGES);
+    trainedIndex = live.name;
+    expect(result.index).toMatchObject({ how: 'rebuilt', index: trainedIndex, documents: IMAGES, needsReembedding: 0 });
+    // The plot the page serves: a PNG of every version with metrics.
+    const png = await fs.readFile(path.join(reportsDir, 'metrics.png'));
+    expect(png.subarray(1, 4).toString()).toBe('PNG');
+    const listed = await t.runtime.registry.list();
+    expect(listed.find((v) => v.version === baseVersion)!.metrics).not.toBeNull();
+  }, 60_000);
+
+  it('answers text queries for a class name with mostly that class', async () => {
+    await t.runtime.model.refresh();
+    const search = new SearchService(() => t.runtime.model.current(), () => t.runtime.catalog.live());
+    for (const label of ['Trouser', 'Bag', 'Sneaker']) {
+      const res = await search.byText(label, { k: 10 });
+      expect(res.modelVersion).toBe(trainedVersion);
+      const share = res.results.filter((h) => h.labels.includes(label)).length / res.results.length;
+      expect(share, label).toBeGreaterThanOrEqual(0.6);
+    }
+  });
+
+  it('evaluates a version on the held-out split and stores its metrics', async () => {
+    const report = await evaluateVersion(deps(), baseVersion);
+    expect(report.modelVersion).toBe(baseVersion);
+    expect(report.textToImage).toBeNull();
+    const trained = await evaluateVersion(deps());
+    expect(trained.modelVersion).toBe(trainedVersion);
+    expect(trained.textToImage!['precision@10']).toBeGreaterThan(0);
+    expect((await t.runtime.registry.get(trainedVersion))!.metrics!.imageToImage).toEqual(trained.imageToImage);
+  });
+
+  it('registers a deliberately poor candidate without promoting it or touching the live index', async () => {
+    const result = await retrainAndActivate(deps(), { epochs: 0, seed: 3 });
+    expect(result.promoted).toBe(false);
+    expect(result.decision.promote).toBe(false);
+    expect(result.index).toBeNull();
+    expect((await t.runtime.registry.active())!.version).toBe(trainedVersion);
+    expect((await t.runtime.catalog.live())!.name).toBe(trainedIndex);
+    const loser = await t.runtime.registry.get(result.candidate.version);
+    expect(loser).toMatchObject({ active: false, parent: trainedVersion });
+    expect(loser!.metrics).not.toBeNull();
+  }, 60_000);
+
+  it('rolls back to the previous model and its index', async () => {
+    const back = await rollbackModel(lifecycleDeps(t.runtime));
+    expect(back).toMatchObject({ modelVersion: baseVersion, index: baseIndex, how: 'reused' });
+    expect((await t.runtime.registry.active())!.version).toBe(baseVersion);
+    expect((await t.runtime.catalog.live())!.name).toBe(baseIndex);
+  });
+
+  it('refuses to evaluate without enough labelled images, saying how to get some', async () => {
+    const empty = await openTestPipeline(await tempDir('retrain-empty'));
+    try {
+      await expect(evaluateVersion(lifecycleDeps(empty.runtime))).rejects.toThrow(/at least 20 labelled images.*found 0/);
+    } finally {
+      await empty.close();
+    }
+  });
+});
