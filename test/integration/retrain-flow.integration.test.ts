@@ -55,7 +55,7 @@ describe('retrain → gate → reindex → rollback (real model, real LanceDB)',
   it('promotes a better model and points the alias at a new index of it', async () => {
     const stages: string[] = [];
     const result = await retrainAndActivate(deps(), { epochs: 8, seed: 1 }, (p) => stages.push(p.stage));
-    expect(result.promoted).toBe(true);
+    expect(result.promoted, result.decision.reasons.join("; ")).toBe(true);
     expect(result.candidate.metrics.imageToImage['recall@1']).toBeGreaterThan(result.current.metrics.imageToImage['recall@1']);
     expect(stages).toEqual(expect.arrayContaining(['load', 'train', 'evaluate', 'register', 'reindex', 'plot']));
     trainedVersion = result.candidate.version;

@@ -34,7 +34,8 @@ type StoredMessage = z.infer<typeof storedMessageSchema>;
 const deadRecordSchema = storedMessageSchema.extend({ reason: z.string(), at: z.string() });
 
 const READY_NAME = /^(\d{15}-\d{8}-\d{8}-[0-9a-f]{8})\.json$/;
-const INFLIGHT_NAME = /^(\d{15}-\d{8}-\d{8}-[0-9a-f]{8})@([0-9a-f]{12})@(\d{1,15})\.json$/;
+/** `<id>@<token>@<lease expiry ms>[@<delivery count>].json`: the count rides in the name. */
+const INFLIGHT_NAME = /^(\d{15}-\d{8}-\d{8}-[0-9a-f]{8})@([0-9a-f]{12})@(\d{1,15})(?:@(\d{1,6}))?\.json$/;
 
 export interface FileQueueOptions {
   maxDeliveryAttempts: number;
@@ -121,45 +122,43 @@ export class FileQueue implements EventBus {
     const inflightDir = this.topicDir(topic, 'inflight');
     await fs.mkdir(inflightDir, { recursive: true });
     const names = (await readdirOrEmpty(readyDir)).sort();
-    // Claim by rename, one at a time and in order (cheap); then read and record the delivery of
-    // every claimed message in parallel.
-    const claimedFiles: { id: string; token: string; file: string }[] = [];
+    // A message in ready/ is never rewritten, so it can be read before it is claimed; the claim is
+    // one rename whose target name carries the lease and the delivery count, so pulling never
+    // rewrites a message and a crash right after the claim still counts the delivery.
+    const candidates: { id: string; file: string }[] = [];
     for (const file of names) {
-      if (claimedFiles.length >= options.maxMessages) break;
+      if (candidates.length >= options.maxMessages) break;
       const match = READY_NAME.exec(file);
       if (!match) {
         await this.quarantine(topic, path.join(readyDir, file), `unexpected file name ${file} in the queue`);
         continue;
       }
-      const id = match[1]!;
-      const token = randomBytes(6).toString('hex');
-      const claimed = path.join(inflightDir, `${id}@${token}@${Date.now() + leaseMs}.json`);
-      try {
-        await fs.rename(path.join(readyDir, file), claimed);
-      } catch (err) {
-        if (isNotFound(err)) continue; // another puller claimed it first
-        throw err;
-      }
-      claimedFiles.push({ id, token, file: claimed });
+      candidates.push({ id: match[1]!, file: path.join(readyDir, file) });
     }
     const delivered = await Promise.all(
-      claimedFiles.map(async ({ id, token, file }): Promise<Delivery<T> | null> => {
+      candidates.map(async ({ id, file }): Promise<Delivery<T> | null> => {
         let message: StoredMessage;
         try {
           message = storedMessageSchema.parse(JSON.parse(await fs.readFile(file, 'utf8')));
         } catch (err) {
+          if (isNotFound(err)) return null; // another puller claimed it first
           await this.quarantine(topic, file, `corrupt message file: ${errorMessage(err)}`);
           return null;
         }
-        message.deliveries += 1;
-        // Persisted before handing it out, so a crash of this worker still counts the delivery.
-        await writeJsonAtomic(file, message);
+        const deliveries = message.deliveries + 1;
+        const token = randomBytes(6).toString('hex');
+        try {
+          await fs.rename(file, path.join(inflightDir, `${id}@${token}@${Date.now() + leaseMs}@${deliveries}.json`));
+        } catch (err) {
+          if (isNotFound(err)) return null; // another puller claimed it first
+          throw err;
+        }
         return {
           ackId: `${id}@${token}`,
           messageId: message.messageId,
           data: message.data as T,
           attributes: message.attributes,
-          deliveryAttempt: message.deliveries,
+          deliveryAttempt: deliveries,
           publishTime: message.publishTime,
         };
       }),
@@ -182,8 +181,9 @@ export class FileQueue implements EventBus {
     if (!(seconds > 0)) throw new IssError(`extendDeadline seconds must be > 0, got ${seconds}`);
     const inflightDir = this.topicDir(topic, 'inflight');
     for (const [ackId, file] of await this.leased(topic, ackIds)) {
+      const count = INFLIGHT_NAME.exec(path.basename(file))?.[4];
       try {
-        await fs.rename(file, path.join(inflightDir, `${ackId}@${Date.now() + Math.round(seconds * 1000)}.json`));
+        await fs.rename(file, path.join(inflightDir, `${ackId}@${Date.now() + Math.round(seconds * 1000)}${count ? `@${count}` : ''}.json`));
       } catch (err) {
         if (!isNotFound(err)) throw err; // lease already reclaimed by another puller
       }
@@ -294,7 +294,8 @@ export class FileQueue implements EventBus {
     decide: (message: StoredMessage) => { dest: 'ready' | 'dead'; reason: string },
   ): Promise<boolean> {
     const inflightDir = this.topicDir(topic, 'inflight');
-    const lease = path.join(inflightDir, `${id}@${randomBytes(6).toString('hex')}@${Date.now() + 30_000}.json`);
+    const counted = Number(INFLIGHT_NAME.exec(path.basename(file))?.[4] ?? 0);
+    const lease = path.join(inflightDir, `${id}@${randomBytes(6).toString('hex')}@${Date.now() + 30_000}${counted ? `@${counted}` : ''}.json`);
     try {
       await fs.rename(file, lease);
     } catch (err) {
@@ -308,9 +309,9 @@ export class FileQueue implements EventBus {
       await this.quarantine(topic, lease, `corrupt message file: ${errorMessage(err)}`);
       return false;
     }
-    // A puller that died between claiming and recording the delivery still delivered it (or was
-    // about to): the redelivery must show as attempt ≥ 2.
-    if (message.deliveries === 0) message.deliveries = 1;
+    // The delivery count of a leased message is in its file name (see pull); a message claimed
+    // by a worker that then died counts as delivered, so its redelivery shows as attempt ≥ 2.
+    message.deliveries = Math.max(message.deliveries, counted, 1);
     const { dest, reason } = decide(message);
     const destDir = this.topicDir(topic, dest);
     await fs.mkdir(destDir, { recursive: true });
