@@ -15,6 +15,13 @@ export interface ThroughputResult {
   bareImagesPerSecond: number;
   pipelineImagesPerSecond: number;
   ratio: number;
+  /** CPU time (all threads of this process) per image: where the cores go. */
+  bareCpuMsPerImage: number;
+  pipelineCpuMsPerImage: number;
+}
+
+function cpuMsPerImage(usage: NodeJS.CpuUsage, images: number): number {
+  return (usage.user + usage.system) / 1000 / images;
 }
 
 /**
@@ -38,21 +45,25 @@ export async function measureThroughput(label: string, imageDir: string, work: s
     for (const info of infos) prepared.push(await embedder.prepare(await store.read(info.name)));
     await embedder.embedPrepared(prepared.slice(0, batchSize)); // warm-up
     const t0 = performance.now();
+    const c0 = process.cpuUsage();
     for (let i = 0; i < prepared.length; i += batchSize) await embedder.embedPrepared(prepared.slice(i, i + batchSize));
     const bare = prepared.length / ((performance.now() - t0) / 1000);
+    const bareCpu = cpuMsPerImage(process.cpuUsage(c0), prepared.length);
 
     // (b) the pipeline: storage events → queue → decode → inference → feature store → index.
     const workers = new PipelineWorkers(runtime.bus, () => runtime.embedDeps(), () => runtime.upsertDeps(), silentLogger, { batchSize, idlePollMs: 20 });
     const deps = { bus: runtime.bus, rejections: runtime.rejections, logger: silentLogger, settings: { prefix: '', maxBytes: config.maxBytes } };
     const t1 = performance.now();
+    const c1 = process.cpuUsage();
     for (const info of infos) await handleObjectEvent(finalizeEvent(info), deps);
     workers.start();
     await workers.drain(10);
     const pipeline = infos.length / ((performance.now() - t1) / 1000);
+    const pipelineCpu = cpuMsPerImage(process.cpuUsage(c1), infos.length);
     await workers.stop();
     const indexed = await (await runtime.liveIndex()).count();
     if (indexed !== infos.length) throw new Error(`pipeline indexed ${indexed} of ${infos.length}`);
-    return { label, images: infos.length, batchSize, bareImagesPerSecond: bare, pipelineImagesPerSecond: pipeline, ratio: pipeline / bare };
+    return { label, images: infos.length, batchSize, bareImagesPerSecond: bare, pipelineImagesPerSecond: pipeline, ratio: pipeline / bare, bareCpuMsPerImage: bareCpu, pipelineCpuMsPerImage: pipelineCpu };
   } finally {
     await runtime.close();
   }

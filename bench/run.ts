@@ -32,6 +32,7 @@ function printThroughput(r: ThroughputResult) {
   line(`    (a) bare ONNX inference on decoded tensors: ${r.bareImagesPerSecond.toFixed(1)} images/s`);
   line(`    (b) full pipeline, files → indexed vectors: ${r.pipelineImagesPerSecond.toFixed(1)} images/s`);
   line(`    ratio (b)/(a): ${(r.ratio * 100).toFixed(1)}%`);
+  line(`    CPU per image (all threads): (a) ${r.bareCpuMsPerImage.toFixed(1)} ms, (b) ${r.pipelineCpuMsPerImage.toFixed(1)} ms`);
 }
 
 try {

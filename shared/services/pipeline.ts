@@ -13,6 +13,12 @@ export interface PipelineOptions {
   /** Embed loops pulling side by side: one decodes while the other runs inference. */
   embedConcurrency?: number;
   upsertBatchSize?: number;
+  /**
+   * While images are still being embedded, the upsert step waits up to `upsertLingerMs` to gather
+   * at least `upsertMinBatch` vectors: index writes cost per call far more than per row.
+   */
+  upsertMinBatch?: number;
+  upsertLingerMs?: number;
   ackDeadlineSeconds?: number;
   idlePollMs?: number;
 }
@@ -32,6 +38,7 @@ export class PipelineWorkers extends EventEmitter<PipelineEvents> {
   private running = false;
   private loops: Promise<void>[] = [];
   private busy = 0;
+  private embedding = 0;
   private readonly waiters = new Set<() => void>();
 
   constructor(
@@ -81,7 +88,8 @@ export class PipelineWorkers extends EventEmitter<PipelineEvents> {
       let worked = false;
       this.busy++;
       try {
-        const batch = await this.bus.pull(topic, { maxMessages: max, ackDeadlineSeconds: deadline });
+        let batch = await this.bus.pull(topic, { maxMessages: max, ackDeadlineSeconds: deadline });
+        if (kind === 'upsert' && batch.length > 0) batch = await this.gather(batch, max, deadline);
         if (batch.length > 0) {
           worked = true;
           const ackIds = batch.map((d) => d.ackId);
@@ -90,7 +98,8 @@ export class PipelineWorkers extends EventEmitter<PipelineEvents> {
           }, (deadline * 1000) / 2);
           try {
             if (kind === 'embed') {
-              const outcomes = await embedBatch(batch, this.embedDeps());
+              this.embedding++;
+              const outcomes = await embedBatch(batch, this.embedDeps()).finally(() => this.embedding--);
               await settleEmbedOutcomes(this.bus, outcomes);
               this.emit('embedded', outcomes);
               this.notify();
@@ -114,6 +123,16 @@ export class PipelineWorkers extends EventEmitter<PipelineEvents> {
       }
       if (!worked && this.running) await this.idle();
     }
+  }
+
+  private async gather<T>(batch: T[], max: number, deadline: number): Promise<T[]> {
+    const min = this.options.upsertMinBatch ?? 64;
+    const until = Date.now() + (this.options.upsertLingerMs ?? 250);
+    while (batch.length < min && this.embedding > 0 && Date.now() < until && this.running) {
+      await sleep(20);
+      batch = batch.concat((await this.bus.pull(TOPICS.embeddings, { maxMessages: max - batch.length, ackDeadlineSeconds: deadline })) as T[]);
+    }
+    return batch;
   }
 
   private async idle(): Promise<void> {
