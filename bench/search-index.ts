@@ -2,6 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { LanceDbIndexCatalog, type LanceDbVectorIndex } from '../shared/adapters/local/lancedb-index.js';
 import type { VectorDocument } from '../shared/ports/vector-index.js';
+import { mulberry32 } from '../shared/training/prng.js';
 
 export interface SearchBenchResult {
   vectors: number;
@@ -11,17 +12,6 @@ export interface SearchBenchResult {
   ann: { p50Ms: number; p99Ms: number; recallAt10: number; buildSeconds: number };
 }
 
-/** Deterministic PRNG (mulberry32) so runs are comparable. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function gaussian(r: () => number): number {
   return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
@@ -40,7 +30,7 @@ function normalise(v: Float32Array): Float32Array {
  * uniform noise, where every neighbour is equally far.
  */
 function makeVectors(n: number, dim: number, clusters: number, seed: number): Float32Array[] {
-  const r = rng(seed);
+  const r = mulberry32(seed);
   const centres = Array.from({ length: clusters }, () => normalise(Float32Array.from({ length: dim }, () => gaussian(r))));
   return Array.from({ length: n }, () => {
     const c = centres[Math.floor(r() * clusters)]!;

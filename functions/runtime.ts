@@ -1,3 +1,7 @@
+import os from 'node:os';
+import path from 'node:path';
+import { GcsModelRegistry } from '../shared/adapters/gcp/gcs-model-registry.js';
+import { openOpenSearchCatalog, type OpenSearchIndexCatalog } from '../shared/adapters/opensearch/index.js';
 import { PubSub } from '@google-cloud/pubsub';
 import { Storage } from '@google-cloud/storage';
 import { PubSubEventBus } from '../shared/adapters/gcp/pubsub-event-bus.js';
@@ -83,4 +87,23 @@ export function cloudEventBus(options: {
     deadLetterTopicFor: (topic) => deadLetterTopicOf(topicFor(topic)),
     logger: options.logger,
   });
+}
+
+/** The OpenSearch index catalog from an entry point's OPENSEARCH_* settings. */
+export function cloudIndexCatalog(
+  config: { OPENSEARCH_URL: string; OPENSEARCH_USERNAME?: string; OPENSEARCH_PASSWORD?: string; OPENSEARCH_INDEX_ALIAS: string },
+  logger: Logger,
+): Promise<OpenSearchIndexCatalog> {
+  return openOpenSearchCatalog({
+    url: config.OPENSEARCH_URL,
+    username: config.OPENSEARCH_USERNAME,
+    password: config.OPENSEARCH_PASSWORD,
+    alias: config.OPENSEARCH_INDEX_ALIAS,
+    logger,
+  });
+}
+
+/** The GCS model registry, its files cached under the OS temp folder. */
+export function cloudModelRegistry(storage: Storage, bucket: string, logger: Logger): GcsModelRegistry {
+  return new GcsModelRegistry({ storage, bucket, cacheDir: path.join(os.tmpdir(), 'iss-models'), logger });
 }

@@ -4,9 +4,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { GcsBlobStore } from '../shared/adapters/gcp/gcs-blob-store.js';
-import { GcsModelRegistry } from '../shared/adapters/gcp/gcs-model-registry.js';
 import { GcsRejectionLog } from '../shared/adapters/gcp/gcs-rejection-log.js';
-import { openOpenSearchCatalog } from '../shared/adapters/opensearch/index.js';
 import { CapabilityError, errorMessage, NotFoundError } from '../shared/errors.js';
 import { buildSearchApp, type FeedbackEvent } from '../shared/http/search-app.js';
 import type { Logger } from '../shared/logger.js';
@@ -19,7 +17,7 @@ import { ensureActiveModel, ModelHolder } from '../shared/services/model-holder.
 import { SearchService } from '../shared/services/search-service.js';
 import { pipelineStatus, type PipelineStatus } from '../shared/services/status.js';
 import { cloudConfig } from './config.js';
-import { cloudLogger, storageClient } from './runtime.js';
+import { cloudIndexCatalog, cloudLogger, cloudModelRegistry, storageClient } from './runtime.js';
 
 export const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../web');
 
@@ -111,14 +109,8 @@ export async function startSearchService(): Promise<{ app: FastifyInstance; clos
   const config = cloudConfig('search');
   const logger = cloudLogger('search');
   const storage = storageClient();
-  const catalog = await openOpenSearchCatalog({
-    url: config.OPENSEARCH_URL,
-    username: config.OPENSEARCH_USERNAME,
-    password: config.OPENSEARCH_PASSWORD,
-    alias: config.OPENSEARCH_INDEX_ALIAS,
-    logger,
-  });
-  const registry = new GcsModelRegistry({ storage, bucket: config.MODELS_BUCKET, cacheDir: path.join(os.tmpdir(), 'iss-models'), logger });
+  const catalog = await cloudIndexCatalog(config, logger);
+  const registry = cloudModelRegistry(storage, config.MODELS_BUCKET, logger);
   await ensureActiveModel(registry, path.join(os.tmpdir(), 'iss-convert'), logger);
   const model = new ModelHolder(registry, { maxPixels: config.MAX_PIXELS, logger });
   const features = new GcsBlobStore(storage, config.FEATURES_BUCKET);

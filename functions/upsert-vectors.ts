@@ -3,7 +3,6 @@ import { EmbeddingShardReader } from '../shared/adapters/gcp/embedding-shards.js
 import { GcsBlobStore } from '../shared/adapters/gcp/gcs-blob-store.js';
 import { GcsFeatureStore } from '../shared/adapters/gcp/gcs-feature-store.js';
 import { GcsRejectionLog } from '../shared/adapters/gcp/gcs-rejection-log.js';
-import { openOpenSearchCatalog } from '../shared/adapters/opensearch/index.js';
 import { TOPICS } from '../shared/contracts.js';
 import { errorMessage, ParseError, TransientError } from '../shared/errors.js';
 import type { UpsertHandlerOutcome } from '../shared/handlers/results.js';
@@ -15,7 +14,7 @@ import type { RejectionLog } from '../shared/ports/rejection-log.js';
 import type { VectorIndex } from '../shared/ports/vector-index.js';
 import { attributeValue, deliveryFromPubSubCloudEvent, type CloudEventLike } from './cloud-events.js';
 import { cloudConfig, deadLetterTopicOf, topicFromPubSubSource } from './config.js';
-import { cloudEventBus, cloudLogger, DepsSlot, storageClient } from './runtime.js';
+import { cloudEventBus, cloudIndexCatalog, cloudLogger, DepsSlot, storageClient } from './runtime.js';
 
 export interface UpsertVectorsDeps {
   /** The index behind the alias; null when none exists yet (the message is retried, never lost). */
@@ -40,13 +39,7 @@ const LIVE_INDEX_TTL_MS = 15_000;
 const deps = new DepsSlot<UpsertVectorsDeps>(async () => {
   const config = cloudConfig('upsertVectors');
   const logger = cloudLogger('upsertVectors');
-  const catalog = await openOpenSearchCatalog({
-    url: config.OPENSEARCH_URL,
-    username: config.OPENSEARCH_USERNAME,
-    password: config.OPENSEARCH_PASSWORD,
-    alias: config.OPENSEARCH_INDEX_ALIAS,
-    logger,
-  });
+  const catalog = await cloudIndexCatalog(config, logger);
   const features = new GcsBlobStore(storageClient(), config.FEATURES_BUCKET);
   const shards = new EmbeddingShardReader(features);
   let live: { at: number; index: VectorIndex } | null = null;

@@ -32,8 +32,9 @@ export function registerRetrainCommand(program: Command): void {
     .option('--seed <n>', 'random seed (same data + seed = same model)', parseIntIn(0, 2 ** 31 - 1), 42)
     .option('--margin <x>', 'held-out recall@1 gain required to promote', parseNumberIn(0, 1), 0.005)
     .option('--held-out <f>', 'share of labelled images held out for evaluation', parseNumberIn(0, 1, { exclusive: true }), 0.1)
+    .option('--validation <f>', 'share of training images used to pick the best epoch (0: keep the last epoch; helps below ~1,000 images)', parseNumberIn(0, 0.5))
     .option('--json', 'print the result as JSON (progress goes to stderr)')
-    .action(async (opts: { epochs: number; seed: number; margin: number; heldOut: number; json?: boolean }, command: Command) => {
+    .action(async (opts: { epochs: number; seed: number; margin: number; heldOut: number; validation?: number; json?: boolean }, command: Command) => {
       const runtime = await openLocalRuntime(configFrom(command));
       const out = opts.json ? process.stderr : process.stdout;
       const bar = process.stderr.isTTY ? new SingleBar({ format: 'training |{bar}| epoch {value}/{total}  loss {loss}', clearOnComplete: true }, Presets.shades_classic) : null;
@@ -57,7 +58,13 @@ export function registerRetrainCommand(program: Command): void {
         if (feedback.invalid > 0) runtime.logger.warn({ invalid: feedback.invalid }, 'unreadable feedback lines skipped');
         const result = await retrainAndActivate(
           { ...lifecycleDeps(runtime), feedback: async () => feedback.pairs, reportsDir: runtime.config.paths.reports },
-          { epochs: opts.epochs, seed: opts.seed, margin: opts.margin, heldOutFraction: opts.heldOut },
+          {
+            epochs: opts.epochs,
+            seed: opts.seed,
+            margin: opts.margin,
+            heldOutFraction: opts.heldOut,
+            ...(opts.validation !== undefined ? { training: { validationFraction: opts.validation } } : {}),
+          },
           onProgress,
         );
         bar?.stop();

@@ -2,14 +2,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { GcsBlobStore } from '../../shared/adapters/gcp/gcs-blob-store.js';
 import { GcsFeatureStore } from '../../shared/adapters/gcp/gcs-feature-store.js';
-import { GcsModelRegistry } from '../../shared/adapters/gcp/gcs-model-registry.js';
 import { GcsRejectionLog } from '../../shared/adapters/gcp/gcs-rejection-log.js';
 import { TOPICS } from '../../shared/contracts.js';
 import { errorMessage } from '../../shared/errors.js';
 import type { BlobStore } from '../../shared/ports/blob-store.js';
 import { ensureActiveModel, ModelHolder } from '../../shared/services/model-holder.js';
 import { cloudConfig } from '../../functions/config.js';
-import { cloudEventBus, cloudLogger, storageClient } from '../../functions/runtime.js';
+import { cloudEventBus, cloudLogger, cloudModelRegistry, storageClient } from '../../functions/runtime.js';
 import { runEmbedJob } from './embed-job.js';
 
 /** Lease on pulled image events; extended every half of it while a batch is embedded. */
@@ -31,7 +30,7 @@ async function main(): Promise<void> {
     subscriptions: { [TOPICS.imageEvents]: config.SUBSCRIPTION_IMAGE_EVENTS },
     logger,
   });
-  const registry = new GcsModelRegistry({ storage, bucket: config.MODELS_BUCKET, cacheDir: path.join(os.tmpdir(), 'iss-models'), logger });
+  const registry = cloudModelRegistry(storage, config.MODELS_BUCKET, logger);
   // First run of a new stack: the registry is empty, so the built-in default model (converted
   // from the nsfwjs package inside this image, no network) is registered and activated.
   await ensureActiveModel(registry, path.join(os.tmpdir(), 'iss-convert'), logger);

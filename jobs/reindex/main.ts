@@ -1,14 +1,10 @@
-import os from 'node:os';
-import path from 'node:path';
 import { GcsBlobStore } from '../../shared/adapters/gcp/gcs-blob-store.js';
 import { GcsFeatureStore } from '../../shared/adapters/gcp/gcs-feature-store.js';
-import { GcsModelRegistry } from '../../shared/adapters/gcp/gcs-model-registry.js';
-import { openOpenSearchCatalog } from '../../shared/adapters/opensearch/index.js';
 import { errorMessage } from '../../shared/errors.js';
 import { ModelHolder } from '../../shared/services/model-holder.js';
 import { reindexFromFeatures } from '../../shared/services/reindex.js';
 import { cloudConfig } from '../../functions/config.js';
-import { cloudLogger, storageClient } from '../../functions/runtime.js';
+import { cloudIndexCatalog, cloudLogger, cloudModelRegistry, storageClient } from '../../functions/runtime.js';
 
 /**
  * The reindex job (Cloud Run job on the VPC, so it reaches a private OpenSearch): builds a new
@@ -19,14 +15,8 @@ async function main(): Promise<void> {
   const config = cloudConfig('reindexJob');
   const logger = cloudLogger('reindexJob');
   const storage = storageClient();
-  const catalog = await openOpenSearchCatalog({
-    url: config.OPENSEARCH_URL,
-    username: config.OPENSEARCH_USERNAME,
-    password: config.OPENSEARCH_PASSWORD,
-    alias: config.OPENSEARCH_INDEX_ALIAS,
-    logger,
-  });
-  const registry = new GcsModelRegistry({ storage, bucket: config.MODELS_BUCKET, cacheDir: path.join(os.tmpdir(), 'iss-models'), logger });
+  const catalog = await cloudIndexCatalog(config, logger);
+  const registry = cloudModelRegistry(storage, config.MODELS_BUCKET, logger);
   const model = new ModelHolder(registry, { maxPixels: config.MAX_PIXELS, executionProvider: config.ONNX_EXECUTION_PROVIDER, logger });
   try {
     const embedder = await model.get();
