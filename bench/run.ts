@@ -71,7 +71,7 @@ try {
   }
   if (sections.has('search')) {
     line(`## Embedded index (LanceDB) at ${opts.vectors} vectors`);
-    const r = await benchSearchIndex(work, Number(opts.vectors), Number(opts.dim), 200);
+    const r = await benchSearchIndex(work, Number(opts.vectors), Number(opts.dim), 100);
     line(`  bulk upsert: ${r.bulkUpsertDocsPerSecond.toFixed(0)} docs/s (${r.dimension}-d)`);
     line(`  exact search (baseline): p50 ${r.exact.p50Ms.toFixed(1)} ms, p99 ${r.exact.p99Ms.toFixed(1)} ms`);
     line(`  IVF-PQ + exact re-rank:  p50 ${r.ann.p50Ms.toFixed(1)} ms, p99 ${r.ann.p99Ms.toFixed(1)} ms (${(r.exact.p50Ms / r.ann.p50Ms).toFixed(1)}x faster at p50), recall@10 vs exact ${r.ann.recallAt10.toFixed(3)}, build ${r.ann.buildSeconds.toFixed(1)} s`);

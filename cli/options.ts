@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { loadConfig, type LocalConfig } from '../shared/config.js';
+import { openLocalRuntime, type LocalRuntime } from './runtime.js';
 
 /** Global flags → config overrides (flags win over the environment). */
 export function configFrom(command: Command, extra: Record<string, string | undefined> = {}): LocalConfig {
@@ -15,4 +16,14 @@ export function configFrom(command: Command, extra: Record<string, string | unde
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Opens the local runtime for one command and always closes it. */
+export async function withRuntime<T>(command: Command, work: (runtime: LocalRuntime) => Promise<T>): Promise<T> {
+  const runtime = await openLocalRuntime(configFrom(command));
+  try {
+    return await work(runtime);
+  } finally {
+    await runtime.close();
+  }
 }

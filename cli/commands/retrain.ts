@@ -3,6 +3,7 @@ import { Presets, SingleBar } from 'cli-progress';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { EpochStats } from '../../shared/training/lit-trainer.js';
 import { readFeedbackFile } from '../../shared/services/feedback.js';
+import { runRetraining } from '../../jobs/retrain/retrain-job.js';
 import { retrainAndActivate, type RetrainFlowProgress } from '../../shared/services/retrain-flow.js';
 import { configFrom, printJson } from '../options.js';
 import { lifecycleDeps, openLocalRuntime } from '../runtime.js';
@@ -57,7 +58,7 @@ export function registerRetrainCommand(program: Command): void {
         const feedback = await readFeedbackFile(path.join(runtime.config.paths.feedback, 'feedback.jsonl'));
         if (feedback.invalid > 0) runtime.logger.warn({ invalid: feedback.invalid }, 'unreadable feedback lines skipped');
         const result = await retrainAndActivate(
-          { ...lifecycleDeps(runtime), feedback: async () => feedback.pairs, reportsDir: runtime.config.paths.reports },
+          { ...lifecycleDeps(runtime), runRetraining, feedback: async () => feedback.pairs, reportsDir: runtime.config.paths.reports },
           {
             epochs: opts.epochs,
             seed: opts.seed,

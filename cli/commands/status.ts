@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import { pipelineStatus } from '../../shared/services/status.js';
-import { configFrom, printJson } from '../options.js';
-import { openLocalRuntime } from '../runtime.js';
+import { printJson, withRuntime } from '../options.js';
 
 export function registerStatusCommand(program: Command): void {
   program
@@ -9,8 +8,7 @@ export function registerStatusCommand(program: Command): void {
     .description('counts of indexed, pending and rejected images (with reasons), and the model')
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }, command: Command) => {
-      const runtime = await openLocalRuntime(configFrom(command));
-      try {
+      await withRuntime(command, async (runtime) => {
         const embedder = await runtime.model.get();
         const status = await pipelineStatus({ bus: runtime.bus, index: await runtime.catalog.live(), rejections: runtime.rejections, embedder });
         if (opts.json) return printJson(status);
@@ -26,8 +24,6 @@ export function registerStatusCommand(program: Command): void {
           ...status.deadLettered.items.slice(0, 20).map((d) => `  - [${d.topic}] ${d.reason} (attempts ${d.deliveryAttempt})`),
         ];
         process.stdout.write(`${lines.join('\n')}\n`);
-      } finally {
-        await runtime.close();
-      }
+      });
     });
 }

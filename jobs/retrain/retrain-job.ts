@@ -83,7 +83,7 @@ export function dataSnapshot(records: Pick<FeatureRecord, 'id' | 'generation'>[]
  * Base embeddings of one image tower. The pipeline records the manifest `name` as a record's
  * baseModel (reindex matches on it too); `also` accepts the base version id for stores written so.
  */
-export async function readFeatures(store: FeatureStore, dimension: number, baseModel: string, logger: Logger, also?: string): Promise<FeatureRecord[]> {
+async function readFeatures(store: FeatureStore, dimension: number, baseModel: string, logger: Logger, also?: string): Promise<FeatureRecord[]> {
   const records: FeatureRecord[] = [];
   let skipped = 0;
   for await (const batch of store.scan(2048)) {
@@ -98,7 +98,7 @@ export async function readFeatures(store: FeatureStore, dimension: number, baseM
 }
 
 /** Metrics of the active model on the split: its head (if any) on the base vectors, its text tower (if any). */
-export async function evaluateCurrent(registry: ModelRegistry, current: ModelVersion, heldOut: FeatureRecord[], rest: FeatureRecord[], labels: string[], logger: Logger): Promise<EvaluationReport> {
+async function evaluateCurrent(registry: ModelRegistry, current: ModelVersion, heldOut: FeatureRecord[], rest: FeatureRecord[], labels: string[], logger: Logger): Promise<EvaluationReport> {
   const manifest = current.manifest;
   const needsDir = manifest.head !== undefined || manifest.text !== undefined;
   const dir = needsDir ? await registry.localPath(current.version) : '';

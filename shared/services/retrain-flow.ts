@@ -3,9 +3,13 @@ import path from 'node:path';
 import { NotFoundError, ParseError } from '../errors.js';
 import { renderMetricsPlot, type EvaluationReport } from '../evaluation/evaluate.js';
 import { isHeldOut } from '../evaluation/split.js';
-import type { ModelRegistry } from '../ports/model-registry.js';
-import type { FeedbackPair } from '../training/lit-trainer.js';
-import { baseModelOf, evaluateCurrent, readFeatures, runRetraining, type RetrainOptions, type RetrainProgress, type RetrainResult } from '../../jobs/retrain/retrain-job.js';
+import { evaluateModel, type LabelledVector } from '../evaluation/evaluate.js';
+import type { Logger } from '../logger.js';
+import { loadHead, loadTextTower } from '../model/towers.js';
+import type { FeatureRecord, FeatureStore } from '../ports/feature-store.js';
+import type { ModelRegistry, ModelVersion } from '../ports/model-registry.js';
+import type { GateDecision } from '../training/gate.js';
+import type { EpochStats, FeedbackPair } from '../training/lit-trainer.js';
 import { activateModel, type ActivationResult, type LifecycleDeps } from './model-lifecycle.js';
 
 /**
@@ -14,7 +18,28 @@ import { activateModel, type ActivationResult, type LifecycleDeps } from './mode
  * model without vectors), evaluate any version on the user's own labelled images, and keep the
  * metrics plot the page shows up to date.
  */
+/** The shape of jobs/retrain/retrain-job.ts `runRetraining` (shared/ may not import entry points). */
+export type RetrainProgress =
+  | { stage: 'load'; records: number }
+  | { stage: 'train'; epoch: EpochStats }
+  | { stage: 'evaluate'; model: string }
+  | { stage: 'register'; version: string; promoted: boolean };
+export interface RetrainResult {
+  promoted: boolean;
+  decision: GateDecision;
+  candidate: { version: string; metrics: EvaluationReport; training: { history: EpochStats[]; bestEpoch: number; seconds: number; backend: string; trainedExamples: number; validationExamples: number } };
+  current: { version: string; metrics: EvaluationReport };
+}
+export type RetrainOptions = { promote?: boolean } & Record<string, unknown>;
+export type RunRetraining = (
+  ports: { features: FeatureStore; registry: ModelRegistry; feedback?: () => Promise<FeedbackPair[]>; logger?: Logger },
+  options: RetrainOptions,
+  onProgress: (p: RetrainProgress) => void,
+) => Promise<RetrainResult>;
+
 export interface RetrainFlowDeps extends LifecycleDeps {
+  /** jobs/retrain/retrain-job.ts `runRetraining`. */
+  runRetraining: RunRetraining;
   feedback?: () => Promise<FeedbackPair[]>;
   /** Folder where metrics.png is written (the page serves it); omit to skip the plot. */
   reportsDir?: string;
@@ -34,7 +59,7 @@ export const METRICS_PLOT_FILE = 'metrics.png';
 export async function retrainAndActivate(deps: RetrainFlowDeps, options: RetrainOptions = {}, onProgress: (p: RetrainFlowProgress) => void = () => {}): Promise<RetrainFlowResult> {
   // The registry is promoted by activateModel, after the new index is filled; promoting first
   // would leave the active model without vectors while reindexing.
-  const result = await runRetraining({ features: deps.features, registry: deps.registry, feedback: deps.feedback, logger: deps.logger }, { ...options, promote: false }, onProgress);
+  const result = await deps.runRetraining({ features: deps.features, registry: deps.registry, feedback: deps.feedback, logger: deps.logger }, { ...options, promote: false }, onProgress);
   let index: ActivationResult | null = null;
   if (result.decision.promote) {
     index = await activateModel(deps, result.candidate.version, (done) => onProgress({ stage: 'reindex', done }));
@@ -63,12 +88,50 @@ export const MIN_LABELLED_FOR_EVAL = 20;
  * Held-out metrics of one version on the user's labelled images: stored base vectors of its image
  * tower projected by its head; text metrics only when it has a text tower. Stored in the registry.
  */
+function normalise(v: Float32Array): Float32Array {
+  const inv = 1 / (Math.hypot(...v) || 1);
+  return v.map((x) => x * inv);
+}
+
+/** Base model key of a version's image tower, as recorded on feature records (manifest name; LiT lineage may name the base version). */
+function baseModelKeys(version: ModelVersion): Set<string> {
+  const keys = new Set([version.manifest.name]);
+  if (typeof version.lineage?.baseModel === 'string') keys.add(version.lineage.baseModel);
+  return keys;
+}
+
+async function readBaseFeatures(store: FeatureStore, version: ModelVersion): Promise<FeatureRecord[]> {
+  const keys = baseModelKeys(version);
+  const out: FeatureRecord[] = [];
+  for await (const batch of store.scan(2048)) for (const r of batch) if (keys.has(r.baseModel) && r.vector.length === version.manifest.image.dimension) out.push(r);
+  return out;
+}
+
+/** A version's metrics on the split: its head (if any) on base vectors, its text tower (if any) on the labels. */
+async function evaluateOn(registry: ModelRegistry, version: ModelVersion, held: FeatureRecord[], rest: FeatureRecord[], labels: string[]): Promise<EvaluationReport> {
+  const m = version.manifest;
+  const dir = m.head || m.text ? await registry.localPath(version.version) : '';
+  const head = await loadHead(m, dir);
+  const text = await loadTextTower(m, dir);
+  try {
+    const project = async (records: FeatureRecord[]): Promise<LabelledVector[]> => {
+      const vectors = head ? (await head.apply(records.map((r) => r.vector))).map(normalise) : records.map((r) => r.vector);
+      return records.map((r, i) => ({ id: r.id, vector: vectors[i]!, labels: r.labels }));
+    };
+    const labelVectors = text ? new Map((await text.embed(labels)).map((v, i) => [labels[i]!, normalise(v)])) : null;
+    return await evaluateModel({ modelVersion: version.version, heldOut: await project(held), rest: await project(rest), labelVectors });
+  } finally {
+    await head?.close();
+    await text?.close();
+  }
+}
+
 export async function evaluateVersion(deps: Pick<RetrainFlowDeps, 'registry' | 'features' | 'logger' | 'reportsDir'>, versionId?: string, heldOutFraction?: number): Promise<EvaluationReport> {
   const version = versionId ? await deps.registry.get(versionId) : await deps.registry.active();
   if (!version) throw new NotFoundError(versionId ? `no model version ${versionId}; see \`imgsearch model list\`` : 'no active model: run `imgsearch ingest <dir>` first');
   const fromLineage = version.lineage?.heldOutFraction;
   const fraction = heldOutFraction ?? (typeof fromLineage === 'number' ? fromLineage : 0.1);
-  const records = await readFeatures(deps.features, version.manifest.image.dimension, baseModelOf(version), deps.logger, version.manifest.name);
+  const records = await readBaseFeatures(deps.features, version);
   const labelled = records.filter((r) => r.labels.length > 0);
   const held = labelled.filter((r) => isHeldOut(r.id, fraction));
   const heldIds = new Set(held.map((r) => r.id));
@@ -80,7 +143,7 @@ export async function evaluateVersion(deps: Pick<RetrainFlowDeps, 'registry' | '
     );
   }
   const labels = [...new Set(labelled.flatMap((r) => r.labels))].sort();
-  const report = await evaluateCurrent(deps.registry, version, held, rest, labels, deps.logger);
+  const report = await evaluateOn(deps.registry, version, held, rest, labels);
   await deps.registry.setMetrics(version.version, { ...(version.metrics ?? {}), ...report, evaluatedAt: new Date().toISOString() });
   if (deps.reportsDir) await writeMetricsPlot(deps.registry, deps.reportsDir);
   return report;

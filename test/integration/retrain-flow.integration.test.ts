@@ -1,9 +1,11 @@
 import { promises as fs } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { finalizeEvent } from '../../shared/adapters/local/folder-watcher.js';
 import { fashionMnistPng, readFashionMnist } from '../../shared/datasets/fashion-mnist.js';
 import { rollbackModel } from '../../shared/services/model-lifecycle.js';
+import { runRetraining } from '../../jobs/retrain/retrain-job.js';
 import { evaluateVersion, retrainAndActivate } from '../../shared/services/retrain-flow.js';
 import { SearchService } from '../../shared/services/search-service.js';
 import { lifecycleDeps } from '../../cli/runtime.js';
@@ -15,10 +17,10 @@ import { openTestPipeline } from '../helpers/local-runtime.js';
  * a better candidate is promoted with an index of its own, a worse one changes nothing, and
  * rollback brings back the previous model together with its index.
  */
-const IMAGES = 400;
-// On 400 images the default 10% held-out split (40 queries) and early stopping on a 36-image
-// internal validation set are mostly noise; a quarter held out and the last epoch kept are not.
-const SMALL_DATA = { heldOutFraction: 0.25, training: { validationFraction: 0 } };
+const IMAGES = 1000;
+// Below ~1,000 images the trained head does not beat the base model on held-out recall@1 (400
+// images: 0.70 vs 0.78); a fifth held out keeps the verdict out of the noise.
+const SMALL_DATA = { heldOutFraction: 0.2 };
 
 describe('retrain → gate → reindex → rollback (real model, real LanceDB)', () => {
   let work: string;
@@ -28,14 +30,17 @@ describe('retrain → gate → reindex → rollback (real model, real LanceDB)',
   let baseIndex: string;
   let trainedVersion: string;
   let trainedIndex: string;
-  const deps = () => ({ ...lifecycleDeps(t.runtime), reportsDir });
+  const deps = () => ({ ...lifecycleDeps(t.runtime), runRetraining, reportsDir });
 
   beforeAll(async () => {
     work = await tempDir('retrain-flow');
-    const bucket = path.join(work, 'bucket');
+    // Document ids hash the bucket path and the held-out split hashes ids: a fixed bucket path
+    // makes the split (and so the gate's verdict) the same on every run.
+    const bucket = path.join(os.tmpdir(), 'iss-retrain-flow-bucket');
+    await fs.rm(bucket, { recursive: true, force: true });
     reportsDir = path.join(work, 'home', 'reports');
     await fs.mkdir(bucket, { recursive: true });
-    t = await openTestPipeline(work, { IMGSEARCH_BATCH_SIZE: '32' });
+    t = await openTestPipeline(work, { IMGSEARCH_BATCH_SIZE: '32', IMGSEARCH_BUCKET_DIR: bucket });
     const { images, labels, classNames } = await readFashionMnist({ split: 'train', limit: IMAGES });
     for (let i = 0; i < images.length; i++) {
       const name = `fm-${String(i).padStart(4, '0')}`;

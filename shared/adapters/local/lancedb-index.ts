@@ -160,7 +160,7 @@ export class LanceDbVectorIndex implements VectorIndex {
     let q = this.table.vectorSearch(vector).distanceType('cosine').where(where.join(' AND ')).limit(options.k);
     if (this.hasAnn) {
       // Re-rank ANN candidates with exact distances so recall stays close to the flat search.
-      q = q.nprobes(Math.max(20, Math.ceil((options.numCandidates ?? 0) / 10))).refineFactor(10);
+      q = q.nprobes(Math.max(32, Math.ceil((options.numCandidates ?? 0) / 10))).refineFactor(20);
     } else {
       q = q.bypassVectorIndex();
     }
@@ -208,7 +208,9 @@ export class LanceDbVectorIndex implements VectorIndex {
     const config =
       type === 'hnsw_sq'
         ? lancedb.Index.hnswSq({ distanceType: 'cosine', numPartitions })
-        : lancedb.Index.ivfPq({ distanceType: 'cosine', numPartitions, numSubVectors: options.numSubVectors ?? largestDivisorAtMost(this.dimension, 16) });
+        : lancedb.Index.ivfPq({ distanceType: 'cosine', numPartitions, // ~8 dimensions per PQ sub-vector: coarser codes (e.g. 16 sub-vectors for 1632-d) lose the
+        // neighbours before re-ranking can recover them.
+        numSubVectors: options.numSubVectors ?? largestDivisorAtMost(this.dimension, Math.max(1, Math.floor(this.dimension / 8))) });
     await this.ordered.withLock(() => this.table.createIndex('vector', { config, replace: true }));
     this.hasAnn = true;
   }
