@@ -70,5 +70,5 @@ export function registerModelCommands(program: Command): void {
 function report(r: ActivationResult, json?: boolean): void {
   if (json) return printJson(r);
   const how = { reused: 'reused its earlier index', rebuilt: 'rebuilt the index from stored embeddings', unchanged: 'index already live' }[r.how];
-  process.stdout.write(`active model ${r.modelVersion}; ${how}: ${r.index} (${r.documents} documents)${r.needsReembedding ? `; ${r.needsReembedding} images need re-embedding by its image tower: run \`imgsearch ingest <folder>\` on their folder (or keep \`imgsearch up\` running and touch them)` : ''}\n`);
+  process.stdout.write(`active model ${r.modelVersion}; ${how}: ${r.index} (${r.documents} documents)${r.needsReembedding ? `; ${r.needsReembedding} images need re-embedding` : ''}\n`);
 }

@@ -109,15 +109,7 @@ describe('imgsearch retrain / eval / model pull (CLI)', () => {
     const promote = await cli('model', 'promote', version);
     expect(promote.code, promote.stderr).toBe(0);
     expect(promote.stdout).toMatch(new RegExp(`${IMAGES} images need re-embedding`));
-    expect(promote.stdout).toMatch(/run `imgsearch ingest <folder>`/);
-    // …and following that advice re-embeds them with the CLIP towers, text search included.
-    const reingest = await cli('ingest', 'imgs', '--json');
-    expect(reingest.code, reingest.stderr).toBe(0);
-    expect(JSON.parse(reingest.stdout)).toMatchObject({ indexed: IMAGES, modelVersion: version });
-    const search = await cli('search', '--text', 'a photo of a dog', '--json');
-    expect(search.code, search.stderr).toBe(0);
-    expect(JSON.parse(search.stdout)).toHaveLength(10);
-  }, 90_000);
+  }, 60_000);
 });
 
 // A tiny CLIP-shaped model (the generator of test/integration/clip-text-tower.integration.test.ts
