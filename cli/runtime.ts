@@ -3,7 +3,7 @@ import type { LocalConfig } from '../shared/config.js';
 import { FileQueue } from '../shared/adapters/local/file-queue.js';
 import { FolderBlobStore } from '../shared/adapters/local/folder-blob-store.js';
 import { JsonRejectionLog } from '../shared/adapters/local/json-rejection-log.js';
-import { LanceDbFeatureStore } from '../shared/adapters/local/lancedb-feature-store.js';
+import { PerTowerFeatureStore } from '../shared/adapters/local/per-tower-feature-store.js';
 import { LanceDbIndexCatalog } from '../shared/adapters/local/lancedb-index.js';
 import { LocalModelRegistry } from '../shared/adapters/local/local-model-registry.js';
 import { openOpenSearchCatalog } from '../shared/adapters/opensearch/index.js';
@@ -28,7 +28,7 @@ export interface LocalRuntime {
   catalog: VectorIndexCatalog;
   registry: LocalModelRegistry;
   rejections: JsonRejectionLog;
-  features: LanceDbFeatureStore;
+  features: PerTowerFeatureStore;
   model: ModelHolder;
   blobsFor(bucket: string): BlobStore;
   /** The live index for the active model (created on first use). */
@@ -48,7 +48,7 @@ export async function openLocalRuntime(config: LocalConfig, options: { logger?: 
       : await LanceDbIndexCatalog.open(config.paths.index);
   const registry = new LocalModelRegistry(config.paths.models);
   const rejections = new JsonRejectionLog(config.paths.rejected);
-  const features = await LanceDbFeatureStore.open(config.paths.features);
+  const features = await PerTowerFeatureStore.open(config.paths.features);
   const model = new ModelHolder(registry, { threads: config.threads, maxPixels: config.maxPixels, logger });
   await ensureActiveModel(registry, path.join(config.paths.cache, 'converted'), logger);
 

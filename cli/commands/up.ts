@@ -101,8 +101,16 @@ export async function startLocalProduct(runtime: LocalRuntime): Promise<() => Pr
   process.stdout.write(`imgsearch is up: ${address.replace('[::1]', 'localhost')}  (watching ${config.bucketDir}, model ${runtime.model.current().modelVersion})\n`);
 
   // Another process (imgsearch retrain / model promote) may change the active model.
+  // After a switch to another image tower (e.g. a pulled CLIP model) the new index starts empty:
+  // re-publishing the bucket re-embeds every image (those already in the live index are skipped).
   const modelPoll = setInterval(() => {
-    runtime.model.refresh().catch((err) => logger.warn({ err: errorMessage(err) }, 'model refresh failed'));
+    runtime.model
+      .refresh()
+      .then(async (changed) => {
+        if (!changed) return;
+        for (const event of await scanFolder(runtime.bucket)) await onEvent(event);
+      })
+      .catch((err) => logger.warn({ err: errorMessage(err) }, 'model refresh failed'));
   }, 5000);
 
   return async () => {

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { FileQueue } from '../../shared/adapters/local/file-queue.js';
 import { FolderBlobStore } from '../../shared/adapters/local/folder-blob-store.js';
 import { LanceDbFeatureStore } from '../../shared/adapters/local/lancedb-feature-store.js';
+import { PerTowerFeatureStore } from '../../shared/adapters/local/per-tower-feature-store.js';
 import { LanceDbIndexCatalog } from '../../shared/adapters/local/lancedb-index.js';
 import { LocalModelRegistry } from '../../shared/adapters/local/local-model-registry.js';
 import { describeBlobStoreContract } from '../contracts/blob-store.contract.js';
@@ -40,6 +41,18 @@ describeBlobStoreContract('FolderBlobStore', async () => {
 describeModelRegistryContract('LocalModelRegistry', async () => {
   const t = await tempDir('models');
   return { registry: new LocalModelRegistry(t.dir), cleanup: t.cleanup };
+});
+
+describeFeatureStoreContract('LanceDB, one table per image tower', async () => {
+  const t = await tempDir('features-towers');
+  const store = await PerTowerFeatureStore.open(t.dir);
+  return {
+    store,
+    cleanup: async () => {
+      await store.close();
+      await t.cleanup();
+    },
+  };
 });
 
 describeFeatureStoreContract('LanceDB', async () => {

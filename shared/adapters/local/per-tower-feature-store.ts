@@ -1,0 +1,80 @@
+import { createHash } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { compareGenerations } from '../../contracts.js';
+import type { FeatureRecord, FeatureStore } from '../../ports/feature-store.js';
+import { LanceDbFeatureStore } from './lancedb-feature-store.js';
+
+/**
+ * Base embeddings of several image towers side by side: one LanceDB feature table per base model
+ * (`<dir>/tower-<name>/`), because each tower has its own vector size. Switching to another tower
+ * (a pulled CLIP model) keeps the old tower's embeddings for rollback while the new one fills up.
+ */
+export class PerTowerFeatureStore implements FeatureStore {
+  private readonly stores = new Map<string, LanceDbFeatureStore>();
+
+  private constructor(readonly dir: string) {}
+
+  static async open(dir: string): Promise<PerTowerFeatureStore> {
+    const store = new PerTowerFeatureStore(path.resolve(dir));
+    await fs.mkdir(store.dir, { recursive: true });
+    for (const entry of await fs.readdir(store.dir, { withFileTypes: true })) {
+      if (entry.isDirectory() && entry.name.startsWith('tower-')) {
+        store.stores.set(entry.name, await LanceDbFeatureStore.open(path.join(store.dir, entry.name)));
+      }
+    }
+    return store;
+  }
+
+  /** Folder name of a base model: readable when it is a safe name, hashed otherwise. */
+  static folderOf(baseModel: string): string {
+    return /^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$/.test(baseModel)
+      ? `tower-${baseModel}`
+      : `tower-${createHash('sha256').update(baseModel).digest('hex').slice(0, 16)}`;
+  }
+
+  private async storeFor(baseModel: string): Promise<LanceDbFeatureStore> {
+    const folder = PerTowerFeatureStore.folderOf(baseModel);
+    let store = this.stores.get(folder);
+    if (!store) {
+      store = await LanceDbFeatureStore.open(path.join(this.dir, folder));
+      this.stores.set(folder, store);
+    }
+    return store;
+  }
+
+  async put(records: FeatureRecord[]): Promise<void> {
+    const byTower = new Map<string, FeatureRecord[]>();
+    for (const r of records) byTower.set(r.baseModel, [...(byTower.get(r.baseModel) ?? []), r]);
+    for (const [baseModel, group] of byTower) await (await this.storeFor(baseModel)).put(group);
+  }
+
+  async delete(items: { id: string; generation: string }[]): Promise<void> {
+    for (const store of this.stores.values()) await store.delete(items);
+  }
+
+  /** The newest record of `id` over all towers. */
+  async get(id: string): Promise<FeatureRecord | null> {
+    let best: FeatureRecord | null = null;
+    for (const store of this.stores.values()) {
+      const r = await store.get(id);
+      if (r && (!best || compareGenerations(r.generation, best.generation) > 0)) best = r;
+    }
+    return best;
+  }
+
+  /** Images with base embeddings: the largest tower's count (an image has one record per tower). */
+  async count(): Promise<number> {
+    let max = 0;
+    for (const store of this.stores.values()) max = Math.max(max, await store.count());
+    return max;
+  }
+
+  async *scan(batchSize = 1000): AsyncIterable<FeatureRecord[]> {
+    for (const store of this.stores.values()) yield* store.scan(batchSize);
+  }
+
+  async close(): Promise<void> {
+    for (const store of this.stores.values()) await store.close();
+  }
+}
