@@ -64,7 +64,10 @@ export async function benchSearchIndex(work: string, n: number, dim: number, que
   const catalog = await LanceDbIndexCatalog.open(dir);
   try {
     const index = (await catalog.ensureLive('bench-model', dim)) as LanceDbVectorIndex;
-    const vectors = makeVectors(n, dim, 200, 42);
+    // Queries come from the same distribution as the corpus (held out, not indexed).
+    const all = makeVectors(n + queries, dim, 200, 42);
+    const vectors = all.slice(0, n);
+    const qv = all.slice(n);
     const now = new Date().toISOString();
     const t0 = performance.now();
     const batch = 5000;
@@ -77,7 +80,6 @@ export async function benchSearchIndex(work: string, n: number, dim: number, que
     }
     const upsertRate = n / ((performance.now() - t0) / 1000);
 
-    const qv = makeVectors(queries, dim, 200, 7);
     const truth = qv.map((q) => exactTopK(vectors, q, 10).map((i) => `doc-${i}`));
     const time = async () => {
       const ms: number[] = [];
