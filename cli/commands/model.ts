@@ -70,5 +70,5 @@ export function registerModelCommands(program: Command): void {
 function report(r: ActivationResult, json?: boolean): void {
   if (json) return printJson(r);
   const how = { reused: 'reused its earlier index', rebuilt: 'rebuilt the index from stored embeddings', unchanged: 'index already live' }[r.how];
-  process.stdout.write(`active model ${r.modelVersion}; ${how}: ${r.index} (${r.documents} documents)${r.needsReembedding ? `; ${r.needsReembedding} images were embedded by another image tower and are re-embedded by a running \`imgsearch up\` (or run \`imgsearch ingest <dir>\` again)` : ''}\n`);
+  process.stdout.write(`active model ${r.modelVersion}; ${how}: ${r.index} (${r.documents} documents)${r.needsReembedding ? `; ${r.needsReembedding} images need re-embedding (they were embedded by another image tower): a running \`imgsearch up\` re-embeds its bucket, or run \`imgsearch ingest <dir>\` again` : ''}\n`);
 }

@@ -109,7 +109,13 @@ describe('imgsearch retrain / eval / model pull (CLI)', () => {
     const promote = await cli('model', 'promote', version);
     expect(promote.code, promote.stderr).toBe(0);
     expect(promote.stdout).toMatch(new RegExp(`${IMAGES} images need re-embedding`));
-  }, 60_000);
+    // Re-embedding with the new tower works: its base embeddings get a feature table of their own.
+    const reingest = await cli('ingest', 'imgs', '--json');
+    expect(reingest.code, reingest.stderr).toBe(0);
+    expect(JSON.parse(reingest.stdout)).toMatchObject({ indexed: IMAGES, rejected: 0 });
+    const status = JSON.parse((await cli('status', '--json')).stdout);
+    expect(status).toMatchObject({ indexed: IMAGES, model: { version } });
+  }, 120_000);
 });
 
 // A tiny CLIP-shaped model (the generator of test/integration/clip-text-tower.integration.test.ts
