@@ -1,3 +1,4 @@
+import { SingleFlight } from '../single-flight.js';
 import type { protos, v2 } from '@google-cloud/run';
 import { IssError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
@@ -39,7 +40,8 @@ const EXECUTIONS_TO_CHECK = 20;
 export class CloudRunJobLauncher implements JobLauncher {
   private readonly options: CloudRunJobLauncherOptions;
   private readonly logger: Logger;
-  private readonly starting = new Map<string, Promise<JobExecution>>();
+  /** Two concurrent run() calls in this process share one start. */
+  private readonly starting = new SingleFlight<JobExecution>();
 
   constructor(options: CloudRunJobLauncherOptions) {
     if (!options.projectId || !options.region) throw new IssError('CloudRunJobLauncher needs projectId and region');
@@ -48,11 +50,7 @@ export class CloudRunJobLauncher implements JobLauncher {
   }
 
   run(job: string, args: Record<string, string>): Promise<JobExecution> {
-    const pending = this.starting.get(job);
-    if (pending) return pending;
-    const start = this.start(job, args).finally(() => this.starting.delete(job));
-    this.starting.set(job, start);
-    return start;
+    return this.starting.run(job, () => this.start(job, args));
   }
 
   async running(job: string): Promise<JobExecution | null> {

@@ -1,3 +1,4 @@
+import { SingleFlight } from '../single-flight.js';
 import type { protos, v1 } from '@google-cloud/aiplatform';
 import { ConfigError, IssError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
@@ -45,7 +46,8 @@ const LABEL = /^[a-z][a-z0-9_-]{0,62}$/;
 export class VertexJobLauncher implements JobLauncher {
   private readonly options: VertexJobLauncherOptions;
   private readonly logger: Logger;
-  private readonly starting = new Map<string, Promise<JobExecution>>();
+  /** Two concurrent run() calls in this process share one start. */
+  private readonly starting = new SingleFlight<JobExecution>();
 
   constructor(options: VertexJobLauncherOptions) {
     if (!options.projectId || !options.region) throw new IssError('VertexJobLauncher needs projectId and region');
@@ -63,11 +65,7 @@ export class VertexJobLauncher implements JobLauncher {
   }
 
   run(job: string, args: Record<string, string>): Promise<JobExecution> {
-    const pending = this.starting.get(job);
-    if (pending) return pending;
-    const start = this.start(job, args).finally(() => this.starting.delete(job));
-    this.starting.set(job, start);
-    return start;
+    return this.starting.run(job, () => this.start(job, args));
   }
 
   async running(job: string): Promise<JobExecution | null> {
