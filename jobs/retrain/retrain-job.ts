@@ -10,8 +10,8 @@ import type { FeatureRecord, FeatureStore } from '../../shared/ports/feature-sto
 import type { ModelRegistry, ModelVersion } from '../../shared/ports/model-registry.js';
 import { evaluateModel, type EvaluationReport, type LabelledVector } from '../../shared/evaluation/evaluate.js';
 import { isHeldOut } from '../../shared/evaluation/split.js';
-import { gateDecision, type GateDecision } from '../../shared/training/gate.js';
-import { trainLit, type EpochStats, type FeedbackPair, type LitTrainOptions, type LitTrainingResult } from '../../shared/training/lit-trainer.js';
+import { gateDecision } from '../../shared/training/gate.js';
+import { trainLit, type FeedbackPair, type LitTrainOptions } from '../../shared/training/lit-trainer.js';
 import { embedTextsWithTower, reprojectBatch } from '../../shared/training/lit-inference.js';
 import { headToOnnx, textTowerToOnnx } from '../../shared/training/onnx-export.js';
 
@@ -46,18 +46,9 @@ export interface RetrainPorts {
   logger?: Logger;
 }
 
-export type RetrainProgress =
-  | { stage: 'load'; records: number }
-  | { stage: 'train'; epoch: EpochStats }
-  | { stage: 'evaluate'; model: string }
-  | { stage: 'register'; version: string; promoted: boolean };
-
-export interface RetrainResult {
-  promoted: boolean;
-  decision: GateDecision;
-  candidate: { version: string; metrics: EvaluationReport; training: Pick<LitTrainingResult, 'history' | 'bestEpoch' | 'seconds' | 'backend' | 'trainedExamples' | 'validationExamples'> };
-  current: { version: string; metrics: EvaluationReport };
-}
+// The progress and result shapes are declared once, in shared/ (which may not import jobs/).
+export type { RetrainProgress, RetrainResult } from '../../shared/services/retrain-flow.js';
+import type { RetrainProgress, RetrainResult } from '../../shared/services/retrain-flow.js';
 
 function normalise(v: Float32Array): Float32Array {
   let s = 0;
