@@ -5,7 +5,8 @@ import * as lancedb from '@lancedb/lancedb';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LanceDbFeatureStore } from '../../shared/adapters/local/lancedb-feature-store.js';
 import { LanceDbIndexCatalog } from '../../shared/adapters/local/lancedb-index.js';
-import { OrderedTable } from '../../shared/adapters/local/lancedb-ordered-table.js';
+import { Field, FixedSizeList, Float32, Schema, Utf8 } from 'apache-arrow';
+import { OrderedTable, rowsToArrowTable } from '../../shared/adapters/local/lancedb-ordered-table.js';
 import { makeDoc } from '../contracts/vector-index.contract.js';
 
 /** LanceDB specifics beyond the port contract: batching, locking, persistence, ANN recall. */
@@ -141,6 +142,39 @@ describe('LanceDbFeatureStore (embedded specifics)', () => {
       expect(await store.count()).toBe(1);
       await expect(store.put([{ id: 'b', uri: 'u', generation: '1', baseModel: 'b', vector: new Float32Array(4), labels: [] }])).rejects.toThrow(/dimension 4, expected 3/);
       await store.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('rowsToArrowTable (the write path of both LanceDB tables)', () => {
+  it('lays vectors out exactly, keeps nullable gaps, and refuses rows that do not fit the schema', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'iss-arrow-'));
+    try {
+      const db = await lancedb.connect(dir);
+      const table = await db.createTable('t', [{ id: 'seed', note: 'x', vector: [0.5, 0.25, 0.125] }]);
+      const schema = await table.schema();
+      const rows = [
+        { id: 'a', note: null, vector: Float32Array.from([1, 2, 3]) },
+        { id: 'b', note: 'kept', vector: Float32Array.from([-1, 0.1, 1e-7]) },
+      ];
+      await table.add(rowsToArrowTable(rows, schema));
+      const back = await table.query().where("id IN ('a','b')").toArray();
+      const byId = new Map(back.map((r) => [String(r.id), r]));
+      expect(Array.from(byId.get('a')!.vector as ArrayLike<number>)).toEqual([1, 2, 3]);
+      expect(Array.from(byId.get('b')!.vector as ArrayLike<number>)).toEqual(Array.from(Float32Array.from([-1, 0.1, 1e-7])));
+      expect(byId.get('a')!.note).toBeNull();
+      expect(byId.get('b')!.note).toBe('kept');
+
+      expect(() => rowsToArrowTable([{ id: 'c', note: 'x', vector: Float32Array.from([1, 2]) }], schema)).toThrow(/column vector: row c needs a Float32Array of 3 values/);
+      expect(() => rowsToArrowTable([{ id: 'c', note: 'x', vector: [1, 2, 3] }], schema)).toThrow(/needs a Float32Array/);
+      const strict = await db.createEmptyTable(
+        'strict',
+        new Schema([new Field('id', new Utf8(), false), new Field('vector', new FixedSizeList(3, new Field('item', new Float32(), true)), false)]),
+      );
+      const strictSchema = await strict.schema();
+      expect(() => rowsToArrowTable([{ id: undefined, vector: Float32Array.from([1, 2, 3]) }], strictSchema)).toThrow(/column id may not be empty/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

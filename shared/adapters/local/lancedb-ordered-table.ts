@@ -1,5 +1,6 @@
 import type { Table } from '@lancedb/lancedb';
-import { Bool, Field, FixedSizeList, Float32, Int64, List, Utf8 } from 'apache-arrow';
+import { createRequire } from 'node:module';
+import { Bool, Field, FixedSizeList, Float32, Int64, List, Utf8, type Schema, type Table as ArrowTable } from 'apache-arrow';
 import { compareGenerations } from '../../contracts.js';
 import { IssError } from '../../errors.js';
 import type { DeleteOutcome, UpsertOutcome } from '../../ports/vector-index.js';
@@ -68,8 +69,58 @@ export type RowValues = Record<string, unknown> & { id: string; uri: string; gen
 /** Merges between compactions: each merge adds a fragment, and many small ones slow reads. */
 const COMPACT_EVERY = 200;
 
+/**
+ * Rows → one Arrow record batch in the table's schema, with vector columns laid out from one
+ * Float32Array. LanceDB's row-object conversion appends every float through an Arrow builder,
+ * which cost more main-thread time per image than the rest of the index write.
+ */
+export function rowsToArrowTable(rows: Record<string, unknown>[], schema: Schema): ArrowTable {
+  const { DataType, Precision, RecordBatch, Struct, Table, makeData, vectorFromArray } = cjsArrow;
+  const children = schema.fields.map((field) => {
+    const type = field.type as unknown as import('apache-arrow').FixedSizeList;
+    const item = DataType.isFixedSizeList(type) ? (type.children[0]?.type as unknown) : null;
+    // A schema read back from a table has plain `Float` (single precision), not `Float32`, items.
+    if (DataType.isFloat(item) && (item as import('apache-arrow').Float).precision === Precision.SINGLE) {
+      const size = type.listSize;
+      const flat = new Float32Array(rows.length * size);
+      rows.forEach((row, i) => {
+        const v = row[field.name];
+        if (!(v instanceof Float32Array) || v.length !== size) {
+          throw new IssError(`column ${field.name}: row ${String(row.id)} needs a Float32Array of ${size} values`);
+        }
+        flat.set(v, i * size);
+      });
+      const child = makeData({ type: item as import('apache-arrow').Float32, length: flat.length, nullCount: 0, data: flat });
+      return makeData({ type, length: rows.length, nullCount: 0, child });
+    }
+    const values = rows.map((row) => row[field.name]);
+    if (!field.nullable && values.some((v) => v === undefined || v === null)) {
+      throw new IssError(`column ${field.name} may not be empty`);
+    }
+    const column = vectorFromArray(values, field.type);
+    if (column.data.length !== 1) throw new IssError(`column ${field.name}: expected one Arrow chunk, got ${column.data.length}`);
+    return column.data[0]!;
+  });
+  const struct = makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children });
+  return new Table(new RecordBatch(schema, struct));
+}
+
+/**
+ * LanceDB (CommonJS) loads Arrow's CommonJS build, and a schema read from a table carries that
+ * build's classes; Arrow's builders recognise types by class, so the batch is built with the same
+ * build (the ESM import is a second copy of every class).
+ */
+const cjsArrow = createRequire(import.meta.url)('apache-arrow') as typeof import('apache-arrow');
+
 export class OrderedTable {
   private mergesSinceCompaction = 0;
+  private schema: Promise<Schema> | null = null;
+
+  /** Rows as an Arrow table in this table's schema (read once). */
+  private async arrow(rows: Record<string, unknown>[]): Promise<ArrowTable> {
+    this.schema ??= this.table.schema();
+    return rowsToArrowTable(rows, await this.schema);
+  }
 
   constructor(
     readonly table: Table,
@@ -121,7 +172,7 @@ export class OrderedTable {
         return outcome;
       });
       if (toWrite.size > 0) {
-        const data = [...toWrite.values()].map((r) => ({ ...r, gen: BigInt(r.generation), deleted: false }));
+        const data = await this.arrow([...toWrite.values()].map((r) => ({ ...r, gen: BigInt(r.generation), deleted: false })));
         await this.table.mergeInsert('id').whenMatchedUpdateAll({ where: 'target.gen < source.gen' }).whenNotMatchedInsertAll().execute(data);
         await this.afterMerge();
       }
@@ -151,7 +202,7 @@ export class OrderedTable {
         return outcome;
       });
       if (toWrite.size > 0) {
-        const data = [...toWrite.values()].map((r) => ({ ...r, gen: BigInt(r.generation), deleted: true }));
+        const data = await this.arrow([...toWrite.values()].map((r) => ({ ...r, gen: BigInt(r.generation), deleted: true })));
         await this.table.mergeInsert('id').whenMatchedUpdateAll({ where: 'target.gen <= source.gen' }).whenNotMatchedInsertAll().execute(data);
         await this.afterMerge();
       }
