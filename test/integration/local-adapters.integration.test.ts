@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { describe, expect, it } from 'vitest';
 import { FileQueue } from '../../shared/adapters/local/file-queue.js';
 import { FolderBlobStore } from '../../shared/adapters/local/folder-blob-store.js';
 import { LanceDbFeatureStore } from '../../shared/adapters/local/lancedb-feature-store.js';
@@ -65,4 +66,32 @@ describeFeatureStoreContract('LanceDB', async () => {
       await t.cleanup();
     },
   };
+});
+
+describe('FileQueue with several instances on one folder (another process, another command)', () => {
+  it('delivers what another instance published, and what was nacked, on the next pulls; never twice', async () => {
+    const t = await tempDir('queue-shared');
+    try {
+      const a = new FileQueue(t.dir, { maxDeliveryAttempts: 5 });
+      const b = new FileQueue(t.dir, { maxDeliveryAttempts: 5 });
+      await a.publishBatch('q', [0, 1, 2].map((i) => ({ data: { i } })));
+      const first = await a.pull<{ i: number }>('q', { maxMessages: 1 });
+      expect(first.map((d) => d.data.i)).toEqual([0]);
+      // `a` has a listing of ready/ with 1 and 2 left; `b` publishes 3 and claims 1 behind its back.
+      await b.publish('q', { i: 3 });
+      const stolen = await b.pull<{ i: number }>('q', { maxMessages: 1 });
+      expect(stolen.map((d) => d.data.i)).toEqual([1]);
+      const next = await a.pull<{ i: number }>('q', { maxMessages: 10 });
+      const rest = await a.pull<{ i: number }>('q', { maxMessages: 10 });
+      expect([...next, ...rest].map((d) => d.data.i)).toEqual([2, 3]);
+      // A nacked message is back in line at once, in its place, although `a` still holds a listing.
+      await a.publishBatch('q', [4, 5].map((i) => ({ data: { i } })));
+      await a.nack('q', [first[0]!.ackId], 'try again');
+      const again = await a.pull<{ i: number }>('q', { maxMessages: 1 });
+      expect(again.map((d) => [d.data.i, d.deliveryAttempt])).toEqual([[0, 2]]);
+      expect(await a.stats('q')).toEqual({ ready: 2, inflight: 4, deadLettered: 0 });
+    } finally {
+      await t.cleanup();
+    }
+  });
 });

@@ -46,10 +46,28 @@ export interface FileQueueOptions {
 
 let sequence = 0;
 
+/** How long a cached listing of ready/ may be used before it is read again (other processes' messages). */
+const LISTING_TTL_MS = 1_000;
+
+/** Names in ready/ (sorted), consumed from `next`; refreshed when used up, stale or invalidated. */
+interface ReadyListing {
+  names: string[];
+  next: number;
+  readAt: number;
+}
+
 export class FileQueue implements EventBus {
   private readonly maxDeliveryAttempts: number;
   private readonly ackDeadlineSeconds: number;
   private readonly logger: Logger;
+  /**
+   * Per topic: a listing of ready/ reused across pulls. Listing a large backlog on every pull
+   * (readdir + sort of tens of thousands of names) cost more than the messages it served; names
+   * that another puller claimed meanwhile are simply not found and skipped.
+   */
+  private readonly listings = new Map<string, ReadyListing>();
+  /** Per topic: when inflight/ was last scanned for expired leases, and the earliest lease known since. */
+  private readonly reclaimScans = new Map<string, { at: number; earliestExpiry: number }>();
 
   constructor(
     readonly dir: string,
@@ -105,6 +123,8 @@ export class FileQueue implements EventBus {
       for (const c of chunk) {
         await fs.rename(c.staged, path.join(ready, `${c.id}.json`));
         ids.push(c.id);
+        // Ids only grow within this process, so the listing stays sorted.
+        this.listings.get(topic)?.names.push(`${c.id}.json`);
       }
     }
     return ids;
@@ -121,50 +141,57 @@ export class FileQueue implements EventBus {
     const readyDir = this.topicDir(topic, 'ready');
     const inflightDir = this.topicDir(topic, 'inflight');
     await fs.mkdir(inflightDir, { recursive: true });
-    const names = (await readdirOrEmpty(readyDir)).sort();
+    const listing = await this.readyListing(topic, readyDir);
     // A message in ready/ is never rewritten, so it can be read before it is claimed; the claim is
     // one rename whose target name carries the lease and the delivery count, so pulling never
-    // rewrites a message and a crash right after the claim still counts the delivery.
-    const candidates: { id: string; file: string }[] = [];
-    for (const file of names) {
-      if (candidates.length >= options.maxMessages) break;
-      const match = READY_NAME.exec(file);
-      if (!match) {
-        await this.quarantine(topic, path.join(readyDir, file), `unexpected file name ${file} in the queue`);
-        continue;
+    // rewrites a message and a crash right after the claim still counts the delivery. Names other
+    // pullers claimed first are skipped and the next ones in the listing tried instead.
+    const out: Delivery<T>[] = [];
+    while (out.length < options.maxMessages && listing.next < listing.names.length) {
+      const candidates: { id: string; file: string }[] = [];
+      while (listing.next < listing.names.length && candidates.length < options.maxMessages - out.length) {
+        const file = listing.names[listing.next++]!;
+        const match = READY_NAME.exec(file);
+        if (!match) {
+          await this.quarantine(topic, path.join(readyDir, file), `unexpected file name ${file} in the queue`);
+          continue;
+        }
+        candidates.push({ id: match[1]!, file: path.join(readyDir, file) });
       }
-      candidates.push({ id: match[1]!, file: path.join(readyDir, file) });
+      const delivered = await Promise.all(candidates.map(({ id, file }) => this.claim<T>(topic, id, file, inflightDir, leaseMs)));
+      for (const d of delivered) if (d) out.push(d);
     }
-    const delivered = await Promise.all(
-      candidates.map(async ({ id, file }): Promise<Delivery<T> | null> => {
-        let message: StoredMessage;
-        try {
-          message = storedMessageSchema.parse(JSON.parse(await fs.readFile(file, 'utf8')));
-        } catch (err) {
-          if (isNotFound(err)) return null; // another puller claimed it first
-          await this.quarantine(topic, file, `corrupt message file: ${errorMessage(err)}`);
-          return null;
-        }
-        const deliveries = message.deliveries + 1;
-        const token = randomBytes(6).toString('hex');
-        try {
-          await fs.rename(file, path.join(inflightDir, `${id}@${token}@${Date.now() + leaseMs}@${deliveries}.json`));
-        } catch (err) {
-          if (isNotFound(err)) return null; // another puller claimed it first
-          throw err;
-        }
-        return {
-          ackId: `${id}@${token}`,
-          messageId: message.messageId,
-          data: message.data as T,
-          attributes: message.attributes,
-          deliveryAttempt: deliveries,
-          publishTime: message.publishTime,
-        };
-      }),
-    );
-    const out = delivered.filter((d): d is Delivery<T> => d !== null);
     return out;
+  }
+
+  /** Reads and claims one ready message; null when another puller (or a stale listing) beat us to it. */
+  private async claim<T>(topic: string, id: string, file: string, inflightDir: string, leaseMs: number): Promise<Delivery<T> | null> {
+    let message: StoredMessage;
+    try {
+      message = storedMessageSchema.parse(JSON.parse(await fs.readFile(file, 'utf8')));
+    } catch (err) {
+      if (isNotFound(err)) return null; // another puller claimed it first (or the listing was stale)
+      await this.quarantine(topic, file, `corrupt message file: ${errorMessage(err)}`);
+      return null;
+    }
+    const deliveries = message.deliveries + 1;
+    const token = randomBytes(6).toString('hex');
+    const expiry = Date.now() + leaseMs;
+    try {
+      await fs.rename(file, path.join(inflightDir, `${id}@${token}@${expiry}@${deliveries}.json`));
+    } catch (err) {
+      if (isNotFound(err)) return null; // another puller claimed it first
+      throw err;
+    }
+    this.noteLease(topic, expiry);
+    return {
+      ackId: `${id}@${token}`,
+      messageId: message.messageId,
+      data: message.data as T,
+      attributes: message.attributes,
+      deliveryAttempt: deliveries,
+      publishTime: message.publishTime,
+    };
   }
 
   async ack(topic: string, ackIds: string[]): Promise<void> {
@@ -230,6 +257,26 @@ export class FileQueue implements EventBus {
     // Nothing held open: every operation is a self-contained file operation.
   }
 
+  /** The reusable listing of ready/, read again when used up, older than LISTING_TTL_MS or invalidated. */
+  private async readyListing(topic: string, readyDir: string): Promise<ReadyListing> {
+    const cached = this.listings.get(topic);
+    const now = Date.now();
+    if (cached && cached.next < cached.names.length && now - cached.readAt < LISTING_TTL_MS) return cached;
+    const listing = { names: (await readdirOrEmpty(readyDir)).sort(), next: 0, readAt: now };
+    this.listings.set(topic, listing);
+    return listing;
+  }
+
+  /** A message went back to ready/ out of id order (nack, expiry): the next pull lists again. */
+  private invalidateListing(topic: string): void {
+    this.listings.delete(topic);
+  }
+
+  private noteLease(topic: string, expiry: number): void {
+    const scan = this.reclaimScans.get(topic);
+    if (scan) scan.earliestExpiry = Math.min(scan.earliestExpiry, expiry);
+  }
+
   /** Current inflight file of each ack id still leased by its holder (others are skipped). */
   private async leased(topic: string, ackIds: string[]): Promise<[string, string][]> {
     const inflightDir = this.topicDir(topic, 'inflight');
@@ -251,6 +298,13 @@ export class FileQueue implements EventBus {
   private async reclaimExpired(topic: string): Promise<void> {
     const inflightDir = this.topicDir(topic, 'inflight');
     const now = Date.now();
+    // Leases we handed out are tracked here; other processes' are found by a scan at most every
+    // LISTING_TTL_MS (a lease is never shorter than a deadline of seconds, so nothing waits long).
+    const scan = this.reclaimScans.get(topic);
+    if (scan && now < scan.earliestExpiry && now - scan.at < LISTING_TTL_MS) return;
+    // The earliest lease seen is remembered too, so a lapse is noticed at once even between scans.
+    const next = { at: now, earliestExpiry: Number.POSITIVE_INFINITY };
+    this.reclaimScans.set(topic, next);
     for (const name of await readdirOrEmpty(inflightDir)) {
       const m = INFLIGHT_NAME.exec(name);
       const file = path.join(inflightDir, name);
@@ -258,7 +312,10 @@ export class FileQueue implements EventBus {
         if (!name.endsWith('.tmp')) await this.quarantine(topic, file, `unexpected file name ${name} in the queue`);
         continue;
       }
-      if (Number(m[3]) > now) continue;
+      if (Number(m[3]) > now) {
+        next.earliestExpiry = Math.min(next.earliestExpiry, Number(m[3]));
+        continue;
+      }
       if (await this.release(topic, file, m[1]!, 'lease expired')) {
         this.logger.warn({ topic, messageId: m[1] }, 'lease expired: redelivering');
       }
@@ -322,6 +379,7 @@ export class FileQueue implements EventBus {
       await writeJsonAtomic(lease, { ...message, lastReason: reason });
     }
     await fs.rename(lease, path.join(destDir, `${id}.json`));
+    if (dest === 'ready') this.invalidateListing(topic);
     return true;
   }
 
