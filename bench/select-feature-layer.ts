@@ -42,7 +42,7 @@ const THUMBS: Array<Omit<ThumbnailBranch, 'weight'>> = [
   { size: 8, colour: 'rgb', centre: true },
 ];
 const thumbKey = (t: Omit<ThumbnailBranch, 'weight'>) => `thumb${t.size}${t.colour === 'grey' ? 'g' : 'c'}${t.centre ? 'c' : ''}`;
-const tower = { ...DEFAULT_IMAGE_TOWER, dimension: 1 };
+const tower = { ...DEFAULT_IMAGE_TOWER, inputType: 'float32' as const, dimension: 1 };
 const LIMITS = { maxPixels: 100_000_000 };
 
 type Features = Map<string, Float32Array>; // branch key → L2-normalised vector
@@ -64,7 +64,7 @@ async function featuresOf(files: Buffer[]): Promise<Features[]> {
         const d = t.dims[1] as number;
         f.set(layer, (t.data as Float32Array).slice(i * d, (i + 1) * d));
       }
-      for (const th of THUMBS) f.set(thumbKey(th), thumbnail(p.pixels, th));
+      for (const th of THUMBS) f.set(thumbKey(th), thumbnail(p.pixels as Float32Array, th));
       out.push(f);
     });
   }

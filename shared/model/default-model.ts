@@ -50,7 +50,7 @@ export const DEFAULT_THUMBNAIL: ThumbnailBranch | undefined = { size: 8, colour:
 
 const INPUT_SIZE = 224;
 
-/** Input side of the default model: 224×224 RGB in [0,1], NHWC, centre-cropped. */
+/** Input side of the default model: 224×224 RGB bytes, NHWC, centre-cropped; the graph scales them to [0,1]. */
 export const DEFAULT_IMAGE_TOWER: Omit<ImageTower, 'dimension'> = {
   file: 'image.onnx',
   inputName: 'pixels',
@@ -58,6 +58,7 @@ export const DEFAULT_IMAGE_TOWER: Omit<ImageTower, 'dimension'> = {
   width: INPUT_SIZE,
   height: INPUT_SIZE,
   layout: 'NHWC',
+  inputType: 'uint8',
   scale: 1 / 255,
   mean: [0, 0, 0],
   std: [1, 1, 1],
@@ -128,6 +129,7 @@ async function convertInto(
     thumbnail,
     inputName: DEFAULT_IMAGE_TOWER.inputName,
     outputName: DEFAULT_IMAGE_TOWER.outputName,
+    uint8Input: { scale: DEFAULT_IMAGE_TOWER.scale },
     docString: `${DEFAULT_MODEL_VERSION}: ${describeLayers(features, thumbnail)}`,
   });
   const dimension = converted.outputDimensions[0]!;

@@ -74,7 +74,22 @@ export async function prepareImage(image: Buffer, tower: ImageTower, limits: Pre
       `decoded to ${info.width}x${info.height}x${info.channels}, expected ${tower.width}x${tower.height}x3`,
     );
   }
-  return { pixels: normalise(data, tower), width, height, format };
+  const input = tower.inputType === 'uint8' ? planar(data, tower) : normalise(data, tower);
+  return { pixels: input, width, height, format };
+}
+
+/** Raw RGB bytes in the tower's layout: sharp's interleaved output as is for NHWC, planes for NCHW. */
+export function planar(rgb: Buffer, tower: ImageTower): Uint8Array {
+  const bytes = new Uint8Array(rgb.buffer, rgb.byteOffset, rgb.length);
+  if (tower.layout === 'NHWC') return bytes;
+  const area = tower.width * tower.height;
+  const out = new Uint8Array(area * 3);
+  for (let p = 0, i = 0; p < area; p++, i += 3) {
+    out[p] = bytes[i]!;
+    out[area + p] = bytes[i + 1]!;
+    out[2 * area + p] = bytes[i + 2]!;
+  }
+  return out;
 }
 
 async function readHeader(image: Buffer): Promise<Metadata> {

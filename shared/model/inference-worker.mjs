@@ -21,7 +21,7 @@ parentPort.on('message', async (msg) => {
   }
   if (msg.type !== 'run') return;
   try {
-    const out = await session.run({ [msg.inputName]: new ort.Tensor('float32', msg.data, msg.dims) }, [msg.outputName]);
+    const out = await session.run({ [msg.inputName]: new ort.Tensor(msg.dataType ?? 'float32', msg.data, msg.dims) }, [msg.outputName]);
     const tensor = out[msg.outputName];
     const data = new Float32Array(tensor.data); // own buffer, transferable
     parentPort.postMessage({ type: 'result', id: msg.id, data, dims: tensor.dims }, [data.buffer]);

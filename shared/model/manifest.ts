@@ -12,6 +12,12 @@ export const imageTowerSchema = z.object({
   width: z.number().int().positive(),
   height: z.number().int().positive(),
   layout: z.enum(['NHWC', 'NCHW']),
+  /**
+   * `float32`: the preprocessor normalises (below) and feeds floats. `uint8`: the model takes raw
+   * 0–255 RGB and normalises inside its graph; scale/mean/std then document what the graph does.
+   * Absent means `float32`.
+   */
+  inputType: z.enum(['float32', 'uint8']).optional(),
   /** Pixel value v in [0,255] becomes ((v * scale) - mean[c]) / std[c]. */
   scale: z.number().positive(),
   mean: z.tuple([z.number(), z.number(), z.number()]),

@@ -34,10 +34,14 @@ export class OnnxEmbedder implements Embedder {
     if (images.length === 0) return { base: [], vectors: [] };
     const tower = this.manifest.image;
     const size = tower.width * tower.height * 3;
-    const input = new Float32Array(images.length * size);
+    const bytes = tower.inputType === 'uint8';
+    const input = bytes ? new Uint8Array(images.length * size) : new Float32Array(images.length * size);
     images.forEach((image, i) => {
       if (image.pixels.length !== size) {
         throw new Error(`prepared image ${i} has ${image.pixels.length} values, the model takes ${size}`);
+      }
+      if (image.pixels instanceof Uint8Array !== bytes) {
+        throw new Error(`prepared image ${i} holds ${bytes ? 'floats' : 'bytes'}, the model takes ${tower.inputType ?? 'float32'}`);
       }
       input.set(image.pixels, i * size);
     });

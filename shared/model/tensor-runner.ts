@@ -1,11 +1,19 @@
 import { Worker } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 
-/** Runs one float32 input → one float32 output of an ONNX model. */
+/** Input of a run: float32, or uint8 for a model that takes raw pixel bytes. */
+export type InputData = Float32Array | Uint8Array;
+
+/** ONNX tensor type of an input array. */
+export function tensorTypeOf(data: InputData): 'float32' | 'uint8' {
+  return data instanceof Uint8Array ? 'uint8' : 'float32';
+}
+
+/** Runs one float32 (or uint8) input → one float32 output of an ONNX model. */
 export interface TensorRunner {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
-  run(inputName: string, data: Float32Array, dims: number[], outputName: string): Promise<{ data: Float32Array; dims: readonly number[] }>;
+  run(inputName: string, data: InputData, dims: number[], outputName: string): Promise<{ data: Float32Array; dims: readonly number[] }>;
   release(): Promise<void>;
 }
 
@@ -24,8 +32,9 @@ export class InThreadRunner implements TensorRunner {
     return this.session.outputNames;
   }
 
-  async run(inputName: string, data: Float32Array, dims: number[], outputName: string) {
-    const out = await this.session.run({ [inputName]: new ort.Tensor('float32', data, dims) }, [outputName]);
+  async run(inputName: string, data: InputData, dims: number[], outputName: string) {
+    const tensor = data instanceof Uint8Array ? new ort.Tensor('uint8', data, dims) : new ort.Tensor('float32', data, dims);
+    const out = await this.session.run({ [inputName]: tensor }, [outputName]);
     const t = out[outputName]!;
     return { data: t.data as Float32Array, dims: t.dims };
   }
@@ -82,14 +91,14 @@ export class WorkerRunner implements TensorRunner {
     return new WorkerRunner(worker, ready.inputNames, ready.outputNames);
   }
 
-  run(inputName: string, data: Float32Array, dims: number[], outputName: string) {
+  run(inputName: string, data: InputData, dims: number[], outputName: string) {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     return new Promise<{ data: Float32Array; dims: readonly number[] }>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       // Transfer when the array owns its buffer; a view into a larger buffer is copied.
       const owned = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data.slice();
-      this.worker.postMessage({ type: 'run', id, inputName, data: owned, dims, outputName }, [owned.buffer as ArrayBuffer]);
+      this.worker.postMessage({ type: 'run', id, inputName, data: owned, dataType: tensorTypeOf(owned), dims, outputName }, [owned.buffer as ArrayBuffer]);
     });
   }
 

@@ -2,8 +2,11 @@ import type { ModelManifest } from '../model/manifest.js';
 
 /** One image decoded and resized into the model's input layout. */
 export interface PreparedImage {
-  /** width*height*3 floats laid out per the manifest (NHWC or NCHW), normalised. */
-  pixels: Float32Array;
+  /**
+   * width*height*3 values laid out per the manifest (NHWC or NCHW): normalised floats, or raw
+   * 0–255 bytes for a model whose manifest says `inputType: uint8`.
+   */
+  pixels: Float32Array | Uint8Array;
   /** Original size, before resizing. */
   width: number;
   height: number;

@@ -17,11 +17,13 @@ import { loadNsfwjsMobilenetV2 } from '../../shared/model/nsfwjs-mobilenet.js';
  * graph does — must agree to 1e-3.
  */
 const PHOTO_DIR = '/usr/share/backgrounds/mate/nature';
-const tower = { ...DEFAULT_IMAGE_TOWER, dimension: 1 };
+const tower = { ...DEFAULT_IMAGE_TOWER, inputType: 'float32' as const, dimension: 1 };
 
 let artifacts: KerasModelArtifacts;
 let keras: tf.LayersModel;
 let inputs: Float32Array;
+/** The same images as the default model receives them: raw RGB bytes, scaled inside the graph. */
+let bytes: Uint8Array;
 let count = 0;
 
 beforeAll(async () => {
@@ -44,6 +46,12 @@ beforeAll(async () => {
   count = prepared.length;
   inputs = new Float32Array(count * 224 * 224 * 3);
   prepared.forEach((p, i) => inputs.set(p.pixels, i * p.pixels.length));
+  const raw = await Promise.all(files.map((f) => prepareImage(f, { ...DEFAULT_IMAGE_TOWER, dimension: 1 }, { maxPixels: 50_000_000 })));
+  bytes = new Uint8Array(count * 224 * 224 * 3);
+  raw.forEach((p, i) => {
+    expect(p.pixels).toBeInstanceOf(Uint8Array);
+    bytes.set(p.pixels, i * p.pixels.length);
+  });
 });
 
 /** The reference: Keras layers in tfjs, then pool → L2 → ×weight → concat → L2 in tfjs ops. */
@@ -71,10 +79,11 @@ async function tfjsEmbedding(layers: Array<{ layer: string; weight?: number }>, 
   return data;
 }
 
-async function onnxEmbedding(layers: Array<{ layer: string; weight?: number }>, thumbnail?: typeof DEFAULT_THUMBNAIL): Promise<Float32Array> {
-  const converted = kerasToOnnx(artifacts, { features: layers, thumbnail });
+async function onnxEmbedding(layers: Array<{ layer: string; weight?: number }>, thumbnail?: typeof DEFAULT_THUMBNAIL, uint8 = false): Promise<Float32Array> {
+  const converted = kerasToOnnx(artifacts, { features: layers, thumbnail, ...(uint8 ? { uint8Input: { scale: DEFAULT_IMAGE_TOWER.scale } } : {}) });
   const session = await ort.InferenceSession.create(converted.bytes);
-  const out = await session.run({ [converted.inputName]: new ort.Tensor('float32', inputs, [count, 224, 224, 3]) });
+  const input = uint8 ? new ort.Tensor('uint8', bytes, [count, 224, 224, 3]) : new ort.Tensor('float32', inputs, [count, 224, 224, 3]);
+  const out = await session.run({ [converted.inputName]: input });
   await session.release();
   return out[converted.outputNames[0]!]!.data as Float32Array;
 }
@@ -87,11 +96,14 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 }
 
 describe('Keras → ONNX parity on real images (3 Fashion-MNIST, 2 photographs)', () => {
-  it('the default model embedding matches the Keras model to 1e-3', async () => {
+  it('the default model embedding (uint8 input, scaled in the graph) matches the Keras model to 1e-3', async () => {
     const features = [...DEFAULT_FEATURE_LAYERS];
-    const [reference, converted] = [await tfjsEmbedding(features, DEFAULT_THUMBNAIL), await onnxEmbedding(features, DEFAULT_THUMBNAIL)];
+    const reference = await tfjsEmbedding(features, DEFAULT_THUMBNAIL);
+    const [converted, fromFloats] = [await onnxEmbedding(features, DEFAULT_THUMBNAIL, true), await onnxEmbedding(features, DEFAULT_THUMBNAIL)];
     expect(converted.length).toBe(reference.length);
     expect(maxAbsDiff(reference, converted)).toBeLessThanOrEqual(1e-3);
+    // Scaling inside the graph changes nothing but rounding.
+    expect(maxAbsDiff(fromFloats, converted)).toBeLessThanOrEqual(1e-5);
   });
 
   it('an early layer (stem conv + folded BN + padding + ReLU6) and the flattened head input match too', async () => {

@@ -168,7 +168,7 @@ export class FakeEmbedder implements Embedder {
     return { pixels: Float32Array.from(image.subarray(0, 4)), width: 2, height: 2, format: 'raw' };
   }
   async embedPrepared(images: PreparedImage[]): Promise<ImageEmbeddings> {
-    const vectors = images.map((i) => normalise(i.pixels));
+    const vectors = images.map((i) => normalise(Float32Array.from(i.pixels)));
     return { base: vectors, vectors };
   }
   async project(base: Float32Array[]): Promise<Float32Array[]> {

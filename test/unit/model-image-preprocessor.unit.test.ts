@@ -121,6 +121,16 @@ describe('prepareImage output', () => {
     expect(Array.from(nhwc.slice(0, 3)).map((v) => Math.round(v * 255))).toEqual([255, 0, 51]);
   });
 
+  it('hands raw bytes to a uint8 model, in its layout, without normalising', async () => {
+    const png = await solid(4, 4, { r: 255, g: 0, b: 51 }).png().toBuffer();
+    const nhwc = (await prepareImage(png, { ...tower, inputType: 'uint8' }, limits)).pixels;
+    expect(nhwc).toBeInstanceOf(Uint8Array);
+    expect(nhwc).toHaveLength(64 * 3);
+    expect(Array.from(nhwc.slice(0, 6))).toEqual([255, 0, 51, 255, 0, 51]);
+    const nchw = (await prepareImage(png, { ...tower, inputType: 'uint8', layout: 'NCHW' }, limits)).pixels;
+    expect([nchw[0], nchw[63], nchw[64], nchw[127], nchw[128], nchw[191]]).toEqual([255, 255, 0, 0, 51, 51]);
+  });
+
   it('flattens transparency onto white and applies EXIF orientation', async () => {
     const clear = await solid(6, 6, { r: 0, g: 0, b: 0, alpha: 0 }, 4).png().toBuffer();
     const { pixels } = await prepareImage(clear, tower, limits);
@@ -138,7 +148,7 @@ describe('prepareImage output', () => {
     const raw = Buffer.alloc(16 * 8 * 3);
     for (let y = 0; y < 8; y++) for (let x = 8; x < 16; x++) raw.fill(255, (y * 16 + x) * 3, (y * 16 + x) * 3 + 3);
     const png = await sharp(raw, { raw: { width: 16, height: 8, channels: 3 } }).png().toBuffer();
-    const at = (p: Float32Array, x: number, y: number) => p[(y * 8 + x) * 3]!;
+    const at = (p: ArrayLike<number>, x: number, y: number) => p[(y * 8 + x) * 3]!;
     const cover = (await prepareImage(png, { ...tower, resize: 'cover' }, limits)).pixels;
     expect(at(cover, 0, 4)).toBeLessThan(0.1);
     expect(at(cover, 7, 4)).toBeGreaterThan(0.9);
