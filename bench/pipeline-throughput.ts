@@ -55,8 +55,9 @@ export async function measureThroughput(label: string, imageDir: string, work: s
     const deps = { bus: runtime.bus, rejections: runtime.rejections, logger: silentLogger, settings: { prefix: '', maxBytes: config.maxBytes } };
     const t1 = performance.now();
     const c1 = process.cpuUsage();
-    for (const info of infos) await handleObjectEvent(finalizeEvent(info), deps);
+    // As under `imgsearch ingest`: the workers run while the storage events are published.
     workers.start();
+    for (const info of infos) await handleObjectEvent(finalizeEvent(info), deps);
     await workers.drain(10);
     const pipeline = infos.length / ((performance.now() - t1) / 1000);
     const pipelineCpu = cpuMsPerImage(process.cpuUsage(c1), infos.length);

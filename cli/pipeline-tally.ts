@@ -1,3 +1,4 @@
+import path from 'node:path';
 import type { EmbedOutcome, ObjectEventOutcome, UpsertHandlerOutcome } from '../shared/handlers/results.js';
 
 /** Running totals of a backfill, for the progress bar and the summary. */
@@ -14,11 +15,26 @@ export class PipelineTally {
   /** Image events fully handled by the embed step (everything but retries). */
   settled = 0;
   rejected: { name: string; reason: string; detail: string }[] = [];
+  /** Stems (path without extension) of the images seen, and the .json/.txt files skipped. */
+  private readonly imageStems = new Set<string>();
+  private readonly skippedText: string[] = [];
 
   onObjectEvent(name: string, o: ObjectEventOutcome): void {
-    if (o.status === 'published') this.published++;
-    else if (o.status === 'skipped') this.ignored++;
-    else this.rejected.push({ name, reason: o.reason, detail: o.detail });
+    if (o.status === 'published') {
+      this.published++;
+      this.imageStems.add(stem(name));
+    } else if (o.status === 'skipped') {
+      if (/\.(json|txt)$/i.test(name)) this.skippedText.push(name);
+      else this.ignored++;
+    } else {
+      this.imageStems.add(stem(name));
+      this.rejected.push({ name, reason: o.reason, detail: o.detail });
+    }
+  }
+
+  /** Caption/label sidecars (`<image stem>.json|.txt`) are read with their image, not ignored. */
+  private sidecarCount(): number {
+    return this.skippedText.filter((name) => this.imageStems.has(stem(name))).length;
   }
 
   onEmbedded(outcomes: EmbedOutcome[], nameOf: (id: string) => string): void {
@@ -54,9 +70,14 @@ export class PipelineTally {
       rejected: this.rejected.length,
       rejectedByReason: byReason,
       rejections: this.rejected,
-      ignored: this.ignored,
+      sidecars: this.sidecarCount(),
+      ignored: this.ignored + this.skippedText.length - this.sidecarCount(),
       superseded: this.superseded + this.stale,
       deadLettered: this.deadLettered,
     };
   }
+}
+
+function stem(name: string): string {
+  return name.slice(0, name.length - path.posix.extname(name).length);
 }

@@ -29,13 +29,8 @@ export function registerIngestCommand(program: Command): void {
         const tally = new PipelineTally();
         const names = new Map<string, string>();
         const eventDeps = { bus: runtime.bus, rejections: runtime.rejections, logger: runtime.logger, settings: { prefix: '', maxBytes: runtime.config.maxBytes } };
-        for await (const info of store.list()) {
-          names.set(documentId(store.bucket, info.name), info.name);
-          tally.onObjectEvent(info.name, await handleObjectEvent(finalizeEvent(info), eventDeps));
-        }
         const bar = new SingleBar({ format: 'embedding |{bar}| {value}/{total} images | {eta_formatted} left', hideCursor: true, noTTYOutput: false }, Presets.shades_classic);
         const showBar = !opts.json && process.stderr.isTTY;
-        if (showBar) bar.start(tally.published, 0);
         const workers = new PipelineWorkers(runtime.bus, () => runtime.embedDeps(), () => runtime.upsertDeps(), runtime.logger, {
           batchSize: runtime.config.batchSize,
           ackDeadlineSeconds: runtime.config.ackDeadlineSeconds,
@@ -45,14 +40,28 @@ export function registerIngestCommand(program: Command): void {
           if (showBar) bar.update(Math.min(tally.settled, tally.published));
         });
         workers.on('upserted', (outcomes) => tally.onUpserted(outcomes));
+        // The workers embed while the folder is still being listed and published, as they would
+        // with files arriving in the watched folder: publishing is disk-bound, embedding CPU-bound.
         workers.start();
+        if (showBar) bar.start(0, 0);
+        try {
+          for await (const info of store.list()) {
+            names.set(documentId(store.bucket, info.name), info.name);
+            tally.onObjectEvent(info.name, await handleObjectEvent(finalizeEvent(info), eventDeps));
+            if (showBar) bar.setTotal(tally.published);
+          }
+        } catch (err) {
+          await workers.stop();
+          if (showBar) bar.stop();
+          throw err;
+        }
         await workers.drain();
         await workers.stop();
         if (showBar) bar.stop();
         const summary = { folder: root, ...tally.summary(), modelVersion: runtime.model.current().modelVersion };
         if (opts.json) return printJson(summary);
         const lines = [
-          `indexed ${summary.indexed}, skipped as unchanged ${summary.unchanged}, rejected ${summary.rejected}, ignored (not images) ${summary.ignored}` +
+          `indexed ${summary.indexed}, skipped as unchanged ${summary.unchanged}, rejected ${summary.rejected}, caption/label sidecars ${summary.sidecars}, ignored (not images) ${summary.ignored}` +
             (summary.deadLettered ? `, dead-lettered ${summary.deadLettered}` : ''),
           ...summary.rejections.map((r) => `  rejected ${r.name}: ${r.reason} (${r.detail})`),
         ];
