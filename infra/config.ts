@@ -149,9 +149,13 @@ const retrainSchema = z
     schedule: cron.default('0 3 * * 0'),
     /** Vertex AI custom job machine (retraining reads stored embeddings: CPU is enough). */
     machineType: z.string().min(1).default('n1-standard-8'),
+    /** Flags of jobs/retrain the scheduled request carries, e.g. `{ epochs: "8", hidden: "1024" }`. */
+    args: z
+      .partialRecord(z.enum(['seed', 'epochs', 'margin', 'heldOut', 'hidden']), z.string().regex(/^[0-9.]+$/, 'a number'))
+      .default({}),
   })
   .strict()
-  .default({ schedule: '0 3 * * 0', machineType: 'n1-standard-8' });
+  .default({ schedule: '0 3 * * 0', machineType: 'n1-standard-8', args: {} });
 
 const searchSchema = z
   .object({

@@ -34,8 +34,9 @@ export function registerRetrainCommand(program: Command): void {
     .option('--margin <x>', 'held-out recall@1 gain required to promote', parseNumberIn(0, 1), 0.005)
     .option('--held-out <f>', 'share of labelled images held out for evaluation', parseNumberIn(0, 1, { exclusive: true }), 0.1)
     .option('--validation <f>', 'share of training images used to pick the best epoch (0: keep the last epoch; helps below ~1,000 images)', parseNumberIn(0, 0.5))
+    .option('--hidden <n>', 'hidden units of the projection head (default 512; wider learns more from tens of thousands of images, and trains slower)', parseIntIn(1, 8192))
     .option('--json', 'print the result as JSON (progress goes to stderr)')
-    .action(async (opts: { epochs: number; seed: number; margin: number; heldOut: number; validation?: number; json?: boolean }, command: Command) => {
+    .action(async (opts: { epochs: number; seed: number; margin: number; heldOut: number; validation?: number; hidden?: number; json?: boolean }, command: Command) => {
       const runtime = await openLocalRuntime(configFrom(command));
       const out = opts.json ? process.stderr : process.stdout;
       const bar = process.stderr.isTTY ? new SingleBar({ format: 'training |{bar}| epoch {value}/{total}  loss {loss}', clearOnComplete: true }, Presets.shades_classic) : null;
@@ -64,7 +65,10 @@ export function registerRetrainCommand(program: Command): void {
             seed: opts.seed,
             margin: opts.margin,
             heldOutFraction: opts.heldOut,
-            ...(opts.validation !== undefined ? { training: { validationFraction: opts.validation } } : {}),
+            training: {
+              ...(opts.validation !== undefined ? { validationFraction: opts.validation } : {}),
+              ...(opts.hidden !== undefined ? { hidden: opts.hidden } : {}),
+            },
           },
           onProgress,
         );

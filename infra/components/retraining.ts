@@ -189,7 +189,7 @@ export class Retraining extends pulumi.ComponentResource {
         timeZone: 'Etc/UTC',
         pubsubTarget: {
           topicName: args.retrainRequests.topic.id,
-          data: Buffer.from(JSON.stringify({ reason: 'scheduled' })).toString('base64'),
+          data: Buffer.from(JSON.stringify({ reason: 'scheduled', args: args.settings.args })).toString('base64'),
           attributes: { source: 'cloud-scheduler' },
         },
       },

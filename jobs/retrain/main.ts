@@ -20,22 +20,24 @@ const optionsSchema = z.object({
   epochs: z.coerce.number().int().min(0).default(30),
   margin: z.coerce.number().min(0).max(1).default(0.005),
   heldOut: z.coerce.number().gt(0).lt(1).default(0.1),
+  /** Hidden units of the projection head (wider learns more from large collections, trains slower). */
+  hidden: z.coerce.number().int().min(1).max(8192).optional(),
 });
 
 /** `--epochs=20 --held-out=0.2` (and `--heldOut=0.2`) over RETRAIN_EPOCHS / RETRAIN_HELD_OUT. */
 export function retrainArgs(argv: string[], env: NodeJS.ProcessEnv): RetrainOptions {
-  const raw: Record<string, string | undefined> = { seed: env.RETRAIN_SEED, epochs: env.RETRAIN_EPOCHS, margin: env.RETRAIN_MARGIN, heldOut: env.RETRAIN_HELD_OUT };
+  const raw: Record<string, string | undefined> = { seed: env.RETRAIN_SEED, epochs: env.RETRAIN_EPOCHS, margin: env.RETRAIN_MARGIN, heldOut: env.RETRAIN_HELD_OUT, hidden: env.RETRAIN_HIDDEN };
   for (const arg of argv) {
     const m = /^--([a-zA-Z-]+)=(.*)$/.exec(arg);
-    if (!m) throw new ParseError(`unexpected argument ${JSON.stringify(arg)}: pass options as --key=value (seed, epochs, margin, heldOut)`);
+    if (!m) throw new ParseError(`unexpected argument ${JSON.stringify(arg)}: pass options as --key=value (seed, epochs, margin, heldOut, hidden)`);
     const key = m[1]!.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-    if (!(key in optionsSchema.shape)) throw new ParseError(`unknown option --${m[1]}; known: seed, epochs, margin, heldOut`);
+    if (!(key in optionsSchema.shape)) throw new ParseError(`unknown option --${m[1]}; known: seed, epochs, margin, heldOut, hidden`);
     raw[key] = m[2];
   }
   const parsed = optionsSchema.safeParse(Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined && v !== '')));
   if (!parsed.success) throw new ParseError(`invalid retraining options: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  const { seed, epochs, margin, heldOut } = parsed.data;
-  return { seed, epochs, margin, heldOutFraction: heldOut };
+  const { seed, epochs, margin, heldOut, hidden } = parsed.data;
+  return { seed, epochs, margin, heldOutFraction: heldOut, ...(hidden !== undefined ? { training: { hidden } } : {}) };
 }
 
 async function runCloud(options: RetrainOptions, logger: Logger): Promise<unknown> {

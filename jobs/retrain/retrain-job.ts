@@ -195,6 +195,7 @@ export async function runRetraining(ports: RetrainPorts, optionsInput: RetrainOp
       seed: options.seed,
       bestEpoch: trained.bestEpoch,
       epochsRun: trained.history.length,
+      hidden: trained.head.hidden,
       trainingSeconds: trained.seconds,
       feedbackPairs: feedback.length,
     },
@@ -208,7 +209,7 @@ export async function runRetraining(ports: RetrainPorts, optionsInput: RetrainOp
   return {
     promoted,
     decision,
-    candidate: { version, metrics: candidateMetrics, training: { history, bestEpoch, seconds, backend, trainedExamples, validationExamples } },
+    candidate: { version, metrics: candidateMetrics, training: { history, bestEpoch, seconds, backend, trainedExamples, validationExamples, hidden: trained.head.hidden } },
     current: { version: current.version, metrics: currentMetrics },
   };
 }

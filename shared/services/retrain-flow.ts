@@ -27,7 +27,7 @@ export type RetrainProgress =
 export interface RetrainResult {
   promoted: boolean;
   decision: GateDecision;
-  candidate: { version: string; metrics: EvaluationReport; training: { history: EpochStats[]; bestEpoch: number; seconds: number; backend: string; trainedExamples: number; validationExamples: number } };
+  candidate: { version: string; metrics: EvaluationReport; training: { history: EpochStats[]; bestEpoch: number; seconds: number; backend: string; trainedExamples: number; validationExamples: number; /** Hidden units of the trained head. */ hidden: number } };
   current: { version: string; metrics: EvaluationReport };
 }
 export type RetrainOptions = { promote?: boolean } & Record<string, unknown>;

@@ -39,18 +39,22 @@ describe('imgsearch retrain / eval / model pull (CLI)', () => {
     const bad = await cli('retrain', '--held-out', '1.5');
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/--held-out.*strictly between 0 and 1/);
+    const narrow = await cli('retrain', '--hidden', '0');
+    expect(narrow.code).not.toBe(0);
+    expect(narrow.stderr).toMatch(/--hidden/);
   });
 
   it('retrains, evaluates, lists, searches by text and plots', async () => {
     // --margin 1 cannot be met: the candidate is registered with its metrics but not promoted,
     // the refusal path; `model promote` then activates it the way a user overrides the gate.
-    const retrain = await cli('retrain', '--epochs', '4', '--margin', '1', '--json');
+    const retrain = await cli('retrain', '--epochs', '4', '--hidden', '96', '--margin', '1', '--json');
     expect(retrain.code, retrain.stderr).toBe(0);
     expect(retrain.stderr).toMatch(/epoch 1\/4 {2}loss \d+\.\d{4}/);
     const result = JSON.parse(retrain.stdout);
     expect(result).toMatchObject({ promoted: false, index: null, decision: { promote: false } });
     const candidate: string = result.candidate.version;
     expect(result.candidate.training.history.length).toBeGreaterThan(0);
+    expect(result.candidate.training.hidden).toBe(96);
 
     const list1 = JSON.parse((await cli('model', 'list', '--json')).stdout);
     expect(list1.map((v: { version: string; active: boolean }) => [v.version, v.active])).toEqual([

@@ -42,6 +42,8 @@ describe('stack config', () => {
 
   test('crons are checked', () => {
     expect(() => parseStackConfig({ ...base, retrain: { schedule: 'every sunday' } })).toThrow(/iss:retrain\.schedule: must be a 5-field unix-cron/);
+    expect(() => parseStackConfig({ ...base, retrain: { args: { layers: '3' } } })).toThrow(/iss:retrain\.args/);
+    expect(() => parseStackConfig({ ...base, retrain: { args: { epochs: 'many' } } })).toThrow(/iss:retrain\.args\.epochs: a number/);
     expect(() => parseStackConfig({ ...base, embed: { dispatchSchedule: '*/10 * * * *' } })).not.toThrow();
   });
 

@@ -4,6 +4,7 @@ import { entryPointSchemas } from '../../functions/config.js';
 import { WORKLOAD_ENV, type Workload } from '../../infra/env.js';
 import { ALLOWED_ROLES, PROJECT_LEVEL_ROLES } from '../../infra/iam.js';
 import { buildStack, ofType, type RecordedResource } from '../../infra/testing/mocks.js';
+import { retrainRequestSchema } from '../../functions/start-retraining.js';
 
 /** Policies the deployed stack must satisfy, checked on everything the program registers. */
 const SUB = 'gcp:pubsub/subscription:Subscription';
@@ -68,7 +69,7 @@ function rolesOf(all: RecordedResource[], email: string): string[] {
 describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
   let all: RecordedResource[];
   beforeAll(async () => {
-    all = await buildStack({ embed: { taskCount: 6, parallelism: 3, dispatchSchedule: '*/2 * * * *' }, retrain: { schedule: '15 4 * * 1' } });
+    all = await buildStack({ embed: { taskCount: 6, parallelism: 3, dispatchSchedule: '*/2 * * * *' }, retrain: { schedule: '15 4 * * 1', args: { epochs: '8', hidden: '1024' } } });
   });
 
   test('the embed job has GPU limits and the L4 node selector', () => {
@@ -159,6 +160,9 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
     expect(jobs['iss-embed-dispatch'].httpTarget.oidcToken.serviceAccountEmail).toBe('iss-embed-tick@iss-test-project.iam.gserviceaccount.com');
     expect(jobs['iss-retrain'].schedule).toBe('15 4 * * 1');
     expect(jobs['iss-retrain'].pubsubTarget.topicName).toBe('projects/iss-test-project/topics/iss-retrain-requests');
+    // The scheduled request is one startRetraining accepts, with the job flags from config.
+    const request = retrainRequestSchema.parse(JSON.parse(Buffer.from(jobs['iss-retrain'].pubsubTarget.data, 'base64').toString('utf8')));
+    expect(request).toEqual({ reason: 'scheduled', args: { epochs: '8', hidden: '1024' } });
   });
 
   test('functions get exactly the env they need, OpenSearch credentials only from Secret Manager', () => {
