@@ -41,6 +41,7 @@ const { values: args } = parseArgs({
     'image-image-weight': { type: 'string', default: '1' },
     temperature: { type: 'string', default: '0.1' },
     lr: { type: 'string', default: '0.001' },
+    batch: { type: 'string', default: '256' },
   },
 });
 const n = Number(args.n);
@@ -114,6 +115,7 @@ async function main(): Promise<void> {
     imageImageWeight: Number(args['image-image-weight']),
     temperature: Number(args.temperature),
     learningRate: Number(args.lr),
+    batchSize: Number(args.batch),
   };
   const training = ids
     .map((id, i) => ({ id, vector: features[i]!, labels: labels[i]! }))
