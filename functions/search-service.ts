@@ -23,8 +23,12 @@ export const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)),
 
 export interface SearchServiceDeps {
   catalog: Pick<VectorIndexCatalog, 'live'>;
-  /** The active model (a ModelHolder over the GCS registry in the cloud). */
-  model: Pick<ModelHolder, 'get' | 'current' | 'refresh'>;
+  /**
+   * The model (a ModelHolder over the GCS registry in the cloud): it starts as the registry's
+   * active version and then follows the live index, so queries always use the model the index was
+   * built with — also while a promoted model's index is still being built by the reindex job.
+   */
+  model: Pick<ModelHolder, 'get' | 'current' | 'forVersion'>;
   rejections: RejectionLog;
   /** Reads an original image by URI (thumbnails). */
   readObject(uri: string): Promise<Buffer>;
@@ -68,7 +72,7 @@ export async function createSearchService(deps: SearchServiceDeps): Promise<Fast
     live = { at: Date.now(), index };
     return index;
   };
-  const search = new SearchService(() => deps.model.current(), liveIndex);
+  const search = new SearchService(() => deps.model.current(), liveIndex, (version) => deps.model.forVersion(version));
   const status = async (): Promise<PipelineStatus> => {
     const s = await pipelineStatus({ bus: queuesUnknown, index: await liveIndex(), rejections: deps.rejections, embedder: deps.model.current() });
     return { ...s, pending: -1, deadLettered: { count: -1, items: [] } };
@@ -126,15 +130,10 @@ export async function startSearchService(): Promise<{ app: FastifyInstance; clos
   });
   await app.listen({ host: '0.0.0.0', port: config.PORT });
   logger.info({ port: config.PORT, modelVersion: model.current().modelVersion }, 'search service listening');
-  // A promotion or rollback (by the retrain job) changes the active model: follow it.
-  const poll = setInterval(() => {
-    model.refresh().catch((err: unknown) => logger.warn({ err: errorMessage(err) }, 'model refresh failed'));
-  }, 60_000);
-  poll.unref();
+  // No polling of the registry: a promotion or rollback reaches queries when the alias moves.
   return {
     app,
     async close() {
-      clearInterval(poll);
       await app.close();
       await model.close();
       await catalog.close();

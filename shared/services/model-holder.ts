@@ -5,7 +5,7 @@ import { loadEmbedder } from '../model/load-embedder.js';
 import type { Logger } from '../logger.js';
 import type { Embedder } from '../ports/embedder.js';
 import type { ModelRegistry, ModelVersion } from '../ports/model-registry.js';
-import { IssError } from '../errors.js';
+import { IssError, NotFoundError } from '../errors.js';
 
 /**
  * Registers the offline default model (converted from the nsfwjs Keras MobileNetV2 on first use,
@@ -35,6 +35,7 @@ export async function ensureActiveModel(registry: ModelRegistry, cacheDir: strin
 export class ModelHolder {
   private loaded: Embedder | null = null;
   private loading: Promise<Embedder> | null = null;
+  private readonly switching = new Map<string, Promise<Embedder>>();
 
   constructor(
     private readonly registry: ModelRegistry,
@@ -65,6 +66,34 @@ export class ModelHolder {
     await previous?.close();
     this.options.logger.info({ from: previous?.modelVersion, to: active.version }, 'active model changed');
     return true;
+  }
+
+  /**
+   * A given registry version, loaded in place of the current model when it is another one: a
+   * search-only process follows the live index this way instead of the registry's active flag.
+   */
+  async forVersion(version: string): Promise<Embedder> {
+    const current = await this.get();
+    if (current.modelVersion === version) return current;
+    let pending = this.switching.get(version);
+    if (!pending) {
+      pending = (async () => {
+        if (!(await this.registry.get(version))) throw new NotFoundError(`the live index was built with model ${version}, which is not in the registry`);
+        const embedder = await loadEmbedder(await this.registry.localPath(version), {
+          threads: this.options.threads,
+          maxPixels: this.options.maxPixels,
+          executionProvider: this.options.executionProvider,
+        });
+        const previous = this.loaded;
+        this.loaded = embedder;
+        // Requests that picked up the previous model finish with it: closed a little later.
+        if (previous && previous !== embedder) setTimeout(() => void previous.close().catch(() => undefined), 30_000).unref();
+        this.options.logger.info({ from: previous?.modelVersion, to: version }, 'model switched to the one the live index was built with');
+        return embedder;
+      })().finally(() => this.switching.delete(version));
+      this.switching.set(version, pending);
+    }
+    return pending;
   }
 
   private async load(): Promise<Embedder> {

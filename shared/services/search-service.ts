@@ -20,26 +20,33 @@ export interface SearchResponse {
  * never mix two models.
  */
 export class SearchService {
+  /**
+   * @param follow When given, a live index of another model makes the service load that model
+   *   (the index decides: while a new index is being built for a promoted model, queries keep being
+   *   answered by the old index with the old model, and switch when the alias does). Without it,
+   *   such a mismatch is refused.
+   */
   constructor(
     private readonly embedder: () => Embedder,
     private readonly index: () => Promise<VectorIndex | null>,
+    private readonly follow?: (modelVersion: string) => Promise<Embedder>,
   ) {}
 
-  private async liveIndex(): Promise<VectorIndex> {
+  private async live(): Promise<{ index: VectorIndex; embedder: Embedder }> {
     const index = await this.index();
     if (!index) throw new NotFoundError('nothing is indexed yet: add images to the bucket folder or run `imgsearch ingest <dir>`');
-    const embedder = this.embedder();
+    let embedder = this.embedder();
+    if (index.modelVersion !== embedder.modelVersion && this.follow) embedder = await this.follow(index.modelVersion);
     if (index.modelVersion !== embedder.modelVersion) {
       throw new CapabilityError(
         `the live index holds vectors of model ${index.modelVersion} but the loaded model is ${embedder.modelVersion}; wait for reindexing to finish or run \`imgsearch model rollback\``,
       );
     }
-    return index;
+    return { index, embedder };
   }
 
   async byImage(image: Buffer, req: SearchRequest): Promise<SearchResponse> {
-    const index = await this.liveIndex();
-    const embedder = this.embedder();
+    const { index, embedder } = await this.live();
     const prepared = await embedder.prepare(image);
     const { vectors } = await embedder.embedPrepared([prepared]);
     const results = await index.query(vectors[0]!, { k: req.k, filter: req.filter, minScore: req.minScore });
@@ -47,7 +54,7 @@ export class SearchService {
   }
 
   async similarTo(id: string, req: SearchRequest): Promise<SearchResponse> {
-    const index = await this.liveIndex();
+    const { index } = await this.live();
     const doc = await index.get(id);
     if (!doc) throw new NotFoundError(`no indexed image has id ${id}`);
     const filter: QueryFilter = { ...req.filter, excludeIds: [...(req.filter?.excludeIds ?? []), id] };
@@ -56,8 +63,7 @@ export class SearchService {
   }
 
   async byText(text: string, req: SearchRequest): Promise<SearchResponse> {
-    const index = await this.liveIndex();
-    const embedder = this.embedder();
+    const { index, embedder } = await this.live();
     if (!embedder.hasTextTower) {
       throw new CapabilityError(
         `model ${embedder.modelVersion} has no text tower yet: run \`imgsearch retrain\` on labelled images (or \`imgsearch model pull clip-vit-b32\`) to enable text search`,

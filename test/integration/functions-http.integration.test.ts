@@ -210,7 +210,7 @@ describe('search service (Cloud Run entry) with fakes', () => {
     await rejections.record({ id: 'r1', uri: 'gs://iss-images/a/big.png', generation: '3', reason: 'too-large', detail: 'x', at: now });
     app = await createSearchService({
       catalog: { live: async () => index },
-      model: { get: async () => embedder, current: () => embedder, refresh: async () => false },
+      model: { get: async () => embedder, current: () => embedder, forVersion: async (v: string) => (v === embedder.modelVersion ? embedder : Promise.reject(new Error(`unexpected switch to ${v}`))) },
       rejections,
       readObject: async () => Buffer.alloc(0),
       recordFeedback: gcsFeedbackWriter({

@@ -190,4 +190,31 @@ describe('SearchService', () => {
     const svc = new SearchService(() => fakeEmbedder(), async () => index);
     await expect(svc.byImage(Buffer.from('ok'), { k: 5 })).rejects.toThrow(/holds vectors of model m0 but the loaded model is m1/);
   });
+
+  it('follows the live index: queries use the model the index was built with, old or new', async () => {
+    // The registry already says m1 (promoted) while the alias still points at m0's index.
+    const queried: string[] = [];
+    const indexOf = (modelVersion: string) =>
+      strict<VectorIndex>('index', {
+        modelVersion,
+        query: async (vector: Float32Array) => {
+          queried.push(`${modelVersion}:${vector[0]}`);
+          return [];
+        },
+      });
+    let live = indexOf('m0');
+    let loaded = fakeEmbedder();
+    const old = fakeEmbedder({ modelVersion: 'm0', embedPrepared: async () => ({ base: [Float32Array.of(7, 0)], vectors: [Float32Array.of(7, 0)] }) });
+    const switches: string[] = [];
+    const svc = new SearchService(() => loaded, async () => live, async (version) => {
+      switches.push(version);
+      loaded = version === 'm0' ? old : fakeEmbedder();
+      return loaded;
+    });
+    expect((await svc.byImage(Buffer.from('ok'), { k: 5 })).modelVersion).toBe('m0');
+    live = indexOf('m1'); // the reindex job swapped the alias
+    expect((await svc.byImage(Buffer.from('ok'), { k: 5 })).modelVersion).toBe('m1');
+    expect(switches).toEqual(['m0', 'm1']);
+    expect(queried).toEqual(['m0:7', 'm1:0']);
+  });
 });
