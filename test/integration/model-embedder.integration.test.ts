@@ -10,6 +10,9 @@ import { DEFAULT_MODEL_VERSION, ensureDefaultModel } from '../../shared/model/de
 import { loadEmbedder } from '../../shared/model/load-embedder.js';
 import { modelManifestSchema, type ModelManifest } from '../../shared/model/manifest.js';
 import type { Embedder } from '../../shared/ports/embedder.js';
+import { LocalModelRegistry } from '../../shared/adapters/local/local-model-registry.js';
+import { silentLogger } from '../../shared/logger.js';
+import { ModelHolder } from '../../shared/services/model-holder.js';
 
 const { onnx } = onnxProto;
 let cacheDir: string;
@@ -169,3 +172,32 @@ function matMulModel(weights: Float32Array, inDim: number, outDim: number): Uint
     }),
   ).finish();
 }
+
+describe('ModelHolder.forVersion (a search-only process follows the live index)', () => {
+  it('starts with the active version, switches to the one asked for, and refuses an unknown one', async () => {
+    const registryDir = await mkdtemp(join(tmpdir(), 'iss-holder-'));
+    const registry = new LocalModelRegistry(registryDir);
+    try {
+      const imageBytes = await readFile(join(modelDir, manifest.image.file));
+      await registry.register({ version: 'v1', parent: null, manifest: { ...manifest, version: 'v1' }, files: { [manifest.image.file]: imageBytes } });
+      await registry.promote('v1');
+      await registry.register({ version: 'v2', parent: 'v1', manifest: { ...manifest, version: 'v2' }, files: { [manifest.image.file]: imageBytes } });
+      const holder = new ModelHolder(registry, { maxPixels: 1e7, threads: 1, logger: silentLogger });
+      try {
+        expect((await holder.get()).modelVersion).toBe('v1');
+        const [a, b] = await Promise.all([holder.forVersion('v2'), holder.forVersion('v2')]);
+        expect(a).toBe(b); // one load for concurrent requests
+        expect(holder.current().modelVersion).toBe('v2');
+        const { vectors } = await a.embedPrepared([await a.prepare(files[0]!)]);
+        expect(norm(vectors[0]!)).toBeCloseTo(1, 5);
+        expect(await holder.forVersion('v2')).toBe(a);
+        await expect(holder.forVersion('v9')).rejects.toThrow(/built with model v9, which is not in the registry/);
+        expect((await registry.active())?.version).toBe('v1'); // the registry is not touched
+      } finally {
+        await holder.close();
+      }
+    } finally {
+      await rm(registryDir, { recursive: true, force: true });
+    }
+  });
+});
