@@ -7,6 +7,7 @@ import { silentLogger } from '../shared/logger.js';
 import type { PreparedImage } from '../shared/ports/embedder.js';
 import { PipelineWorkers } from '../shared/services/pipeline.js';
 import { openLocalRuntime } from '../cli/runtime.js';
+import { cpuByGroup, threadTimes, type ThreadGroup } from './thread-cpu.js';
 
 export interface ThroughputResult {
   label: string;
@@ -18,6 +19,8 @@ export interface ThroughputResult {
   /** CPU time (all threads of this process) per image: where the cores go. */
   bareCpuMsPerImage: number;
   pipelineCpuMsPerImage: number;
+  /** CPU ms per image of the pipeline run by thread group (Linux; empty elsewhere). */
+  pipelineCpuByThread: Partial<Record<ThreadGroup, number>>;
 }
 
 function cpuMsPerImage(usage: NodeJS.CpuUsage, images: number): number {
@@ -34,7 +37,12 @@ export async function measureThroughput(label: string, imageDir: string, work: s
   await fs.rm(config.home, { recursive: true, force: true });
   const runtime = await openLocalRuntime(config, { logger: silentLogger });
   try {
+    // Threads that appear while the model loads: the inference worker and ONNX Runtime's pool
+    // (libuv's pool exists by then: it starts with the first file-system call).
+    await fs.stat(imageDir);
+    const beforeModel = threadTimes();
     const embedder = await runtime.model.get();
+    const inferenceTids = new Set([...threadTimes().keys()].filter((tid) => !beforeModel.has(tid)));
     await runtime.liveIndex();
     const store = runtime.blobsFor(imageDir);
     const infos = [];
@@ -55,16 +63,19 @@ export async function measureThroughput(label: string, imageDir: string, work: s
     const deps = { bus: runtime.bus, rejections: runtime.rejections, logger: silentLogger, settings: { prefix: '', maxBytes: config.maxBytes } };
     const t1 = performance.now();
     const c1 = process.cpuUsage();
+    const threads1 = threadTimes();
     // As under `imgsearch ingest`: the workers run while the storage events are published.
     workers.start();
     for (const info of infos) await handleObjectEvent(finalizeEvent(info), deps);
     await workers.drain(10);
     const pipeline = infos.length / ((performance.now() - t1) / 1000);
     const pipelineCpu = cpuMsPerImage(process.cpuUsage(c1), infos.length);
+    const byThread = threads1.size > 0 ? cpuByGroup(threads1, threadTimes(), inferenceTids) : {};
+    const pipelineCpuByThread = Object.fromEntries(Object.entries(byThread as Record<string, number>).map(([group, ms]) => [group, ms / infos.length]));
     await workers.stop();
     const indexed = await (await runtime.liveIndex()).count();
     if (indexed !== infos.length) throw new Error(`pipeline indexed ${indexed} of ${infos.length}`);
-    return { label, images: infos.length, batchSize, bareImagesPerSecond: bare, pipelineImagesPerSecond: pipeline, ratio: pipeline / bare, bareCpuMsPerImage: bareCpu, pipelineCpuMsPerImage: pipelineCpu };
+    return { label, images: infos.length, batchSize, bareImagesPerSecond: bare, pipelineImagesPerSecond: pipeline, ratio: pipeline / bare, bareCpuMsPerImage: bareCpu, pipelineCpuMsPerImage: pipelineCpu, pipelineCpuByThread };
   } finally {
     await runtime.close();
   }

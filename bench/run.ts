@@ -33,6 +33,8 @@ function printThroughput(r: ThroughputResult) {
   line(`    (b) full pipeline, files → indexed vectors: ${r.pipelineImagesPerSecond.toFixed(1)} images/s`);
   line(`    ratio (b)/(a): ${(r.ratio * 100).toFixed(1)}%`);
   line(`    CPU per image (all threads): (a) ${r.bareCpuMsPerImage.toFixed(1)} ms, (b) ${r.pipelineCpuMsPerImage.toFixed(1)} ms`);
+  const groups = Object.entries(r.pipelineCpuByThread);
+  if (groups.length > 0) line(`    (b) by thread, ms per image: ${groups.map(([g, ms]) => `${g} ${ms.toFixed(1)}`).join(', ')}`);
 }
 
 try {
