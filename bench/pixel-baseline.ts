@@ -18,6 +18,7 @@ import { evaluateModel, type LabelledVector } from '../shared/evaluation/evaluat
 import { isHeldOut } from '../shared/evaluation/split.js';
 import { readImageMetadata } from '../shared/handlers/sidecar.js';
 import { mapLimit } from '../shared/handlers/embed-batch.js';
+import { l2Normalise } from '../shared/model/onnx-embedder.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -42,11 +43,7 @@ await mapLimit(names, 8, async (name) => {
   const meta = await readImageMetadata(store, name);
   if (meta.labels.length === 0) return;
   const grey = await sharp(await store.read(name)).greyscale().resize(size, size, { fit: 'fill' }).raw().toBuffer();
-  const vector = Float32Array.from(grey, (v) => v / 255);
-  let norm = 0;
-  for (const v of vector) norm += v * v;
-  const inv = 1 / (Math.sqrt(norm) || 1);
-  for (let i = 0; i < vector.length; i++) vector[i]! *= inv;
+  const vector = l2Normalise(Float32Array.from(grey));
   items.push({ id: documentId(store.bucket, name), vector, labels: meta.labels });
 });
 const heldOut = items.filter((r) => isHeldOut(r.id, fraction));

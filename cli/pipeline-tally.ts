@@ -62,6 +62,7 @@ export class PipelineTally {
   }
 
   summary() {
+    const sidecars = this.sidecarCount();
     const byReason: Record<string, number> = {};
     for (const r of this.rejected) byReason[r.reason] = (byReason[r.reason] ?? 0) + 1;
     return {
@@ -70,8 +71,8 @@ export class PipelineTally {
       rejected: this.rejected.length,
       rejectedByReason: byReason,
       rejections: this.rejected,
-      sidecars: this.sidecarCount(),
-      ignored: this.ignored + this.skippedText.length - this.sidecarCount(),
+      sidecars,
+      ignored: this.ignored + this.skippedText.length - sidecars,
       superseded: this.superseded + this.stale,
       deadLettered: this.deadLettered,
     };

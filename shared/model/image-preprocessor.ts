@@ -74,8 +74,7 @@ export async function prepareImage(image: Buffer, tower: ImageTower, limits: Pre
       `decoded to ${info.width}x${info.height}x${info.channels}, expected ${tower.width}x${tower.height}x3`,
     );
   }
-  const input = tower.inputType === 'uint8' ? planar(data, tower) : normalise(data, tower);
-  return { pixels: input, width, height, format };
+  return { pixels: tower.inputType === 'uint8' ? planar(data, tower) : normalise(data, tower), width, height, format };
 }
 
 /** Raw RGB bytes in the tower's layout: sharp's interleaved output as is for NHWC, planes for NCHW. */

@@ -79,11 +79,7 @@ export class ModelHolder {
     if (!pending) {
       pending = (async () => {
         if (!(await this.registry.get(version))) throw new NotFoundError(`the live index was built with model ${version}, which is not in the registry`);
-        const embedder = await loadEmbedder(await this.registry.localPath(version), {
-          threads: this.options.threads,
-          maxPixels: this.options.maxPixels,
-          executionProvider: this.options.executionProvider,
-        });
+        const embedder = await this.loadVersion(version);
         const previous = this.loaded;
         this.loaded = embedder;
         // Requests that picked up the previous model finish with it: closed a little later.
@@ -99,14 +95,17 @@ export class ModelHolder {
   private async load(): Promise<Embedder> {
     const active = await this.registry.active();
     if (!active) throw new IssError('no active model in the registry');
-    const dir = await this.registry.localPath(active.version);
-    const embedder = await loadEmbedder(dir, {
+    const embedder = await this.loadVersion(active.version);
+    this.loaded = embedder;
+    return embedder;
+  }
+
+  private async loadVersion(version: string): Promise<Embedder> {
+    return loadEmbedder(await this.registry.localPath(version), {
       threads: this.options.threads,
       maxPixels: this.options.maxPixels,
       executionProvider: this.options.executionProvider,
     });
-    this.loaded = embedder;
-    return embedder;
   }
 
   async close(): Promise<void> {

@@ -44,29 +44,22 @@ describeModelRegistryContract('LocalModelRegistry', async () => {
   return { registry: new LocalModelRegistry(t.dir), cleanup: t.cleanup };
 });
 
-describeFeatureStoreContract('LanceDB, one table per image tower', async () => {
-  const t = await tempDir('features-towers');
-  const store = await PerTowerFeatureStore.open(t.dir);
-  return {
-    store,
-    cleanup: async () => {
-      await store.close();
-      await t.cleanup();
-    },
-  };
-});
-
-describeFeatureStoreContract('LanceDB', async () => {
-  const t = await tempDir('features');
-  const store = await LanceDbFeatureStore.open(t.dir);
-  return {
-    store,
-    cleanup: async () => {
-      await store.close();
-      await t.cleanup();
-    },
-  };
-});
+for (const [name, prefix, open] of [
+  ['LanceDB, one table per image tower', 'features-towers', (dir: string) => PerTowerFeatureStore.open(dir)],
+  ['LanceDB', 'features', (dir: string) => LanceDbFeatureStore.open(dir)],
+] as const) {
+  describeFeatureStoreContract(name, async () => {
+    const t = await tempDir(prefix);
+    const store = await open(t.dir);
+    return {
+      store,
+      cleanup: async () => {
+        await store.close();
+        await t.cleanup();
+      },
+    };
+  });
+}
 
 describe('FileQueue with several instances on one folder (another process, another command)', () => {
   it('delivers what another instance published, and what was nacked, on the next pulls; never twice', async () => {

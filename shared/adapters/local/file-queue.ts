@@ -298,8 +298,8 @@ export class FileQueue implements EventBus {
   private async reclaimExpired(topic: string): Promise<void> {
     const inflightDir = this.topicDir(topic, 'inflight');
     const now = Date.now();
-    // Leases we handed out are tracked here; other processes' are found by a scan at most every
-    // LISTING_TTL_MS (a lease is never shorter than a deadline of seconds, so nothing waits long).
+    // Scan when a lease we handed out or saw in the last scan can have lapsed; leases other
+    // processes took since are found by a scan at least every LISTING_TTL_MS.
     const scan = this.reclaimScans.get(topic);
     if (scan && now < scan.earliestExpiry && now - scan.at < LISTING_TTL_MS) return;
     // The earliest lease seen is remembered too, so a lapse is noticed at once even between scans.
