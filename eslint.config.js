@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['.prof/**', 'node_modules/**', '.imgsearch/**', 'bucket/**', 'coverage/**'] },
+  { ignores: ['.prof/**', '.deploy/**', 'node_modules/**', '.imgsearch/**', 'bucket/**', 'coverage/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -4,24 +4,27 @@ import path from 'node:path';
 import { Command } from 'commander';
 import sharp from 'sharp';
 import { fashionMnistPng, readFashionMnist } from '../shared/datasets/fashion-mnist.js';
+import { formatColdStart, measureColdStart } from './cold-start.js';
 import { measureFreshness } from './freshness.js';
 import { measureThroughput, type ThroughputResult } from './pipeline-throughput.js';
 import { benchSearchIndex } from './search-index.js';
 
 /**
  * `npm run bench`: every figure is printed beside a baseline measured in the same process.
- * Sections can be picked: `npm run bench -- --only throughput,freshness,search`.
+ * Sections can be picked: `npm run bench -- --only throughput,freshness,search`; `cold-start`
+ * (function cold start and installed size, tsx vs bundles) runs only when named.
  */
 const PHOTO_DIR = '/usr/share/backgrounds/mate/nature';
 const opts = new Command('bench')
-  .option('--only <sections>', 'comma-separated: throughput,freshness,search', 'throughput,freshness,search')
+  .option('--only <sections>', 'comma-separated: throughput,freshness,search,cold-start', 'throughput,freshness,search')
   .option('--fashion <n>', 'Fashion-MNIST images for throughput', '1000')
   .option('--batch <n>', 'batch size', '32')
   .option('--vectors <n>', 'vectors for the search section', '100000')
   .option('--dim <n>', 'vector dimension for the search section (the default model: 1632)', '1632')
+  .option('--runs <n>', 'processes per variant for cold-start (median)', '5')
   .option('--out <file>', 'write the figures as JSON')
   .parse(process.argv)
-  .opts<{ only: string; fashion: string; batch: string; vectors: string; dim: string; out?: string }>();
+  .opts<{ only: string; fashion: string; batch: string; vectors: string; dim: string; runs: string; out?: string }>();
 const sections = new Set(opts.only.split(','));
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'iss-bench-'));
 const report: Record<string, unknown> = { date: new Date().toISOString(), cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model };
@@ -78,6 +81,12 @@ try {
     line(`  exact search (baseline): p50 ${r.exact.p50Ms.toFixed(1)} ms, p99 ${r.exact.p99Ms.toFixed(1)} ms`);
     line(`  IVF-PQ + exact re-rank:  p50 ${r.ann.p50Ms.toFixed(1)} ms, p99 ${r.ann.p99Ms.toFixed(1)} ms (${(r.exact.p50Ms / r.ann.p50Ms).toFixed(1)}x faster at p50), recall@10 vs exact ${r.ann.recallAt10.toFixed(3)}, build ${r.ann.buildSeconds.toFixed(1)} s`);
     report.search = r;
+  }
+  if (sections.has('cold-start')) {
+    line('## Cold start and installed size of the deployables (TypeScript through tsx vs esbuild bundles)');
+    const r = await measureColdStart({ runs: Number(opts.runs) });
+    for (const l of formatColdStart(r)) line(l);
+    report.coldStart = r;
   }
   if (opts.out) await fs.writeFile(opts.out, `${JSON.stringify(report, null, 2)}\n`);
 } finally {

@@ -29,6 +29,10 @@ export const cloudEnvShape = {
   TOPIC_RETRAIN_REQUESTS: resourceId,
   EMBED_JOB_NAME: jobName,
   REINDEX_JOB_NAME: jobName,
+  /** The job that registers the first model (`<prefix>-bootstrap-model`); named in "no model yet" errors. */
+  BOOTSTRAP_JOB_NAME: jobName,
+  /** What the bootstrap job registers into an empty registry (shared/services/model-bootstrap.ts). */
+  INITIAL_MODEL: z.enum(['default', 'clip-vit-b32']).default('default'),
   TRAINER_IMAGE: z.string().min(3).regex(/^[^\s]+$/, 'must be a container image URI without spaces'),
   TRAINER_MACHINE_TYPE: z.string().regex(/^[a-z0-9]+-[a-z0-9-]+$/, 'must be a machine type such as "n1-standard-8"'),
   TRAINER_SERVICE_ACCOUNT: z.string().email('must be a service account email'),
@@ -57,6 +61,8 @@ const hints: Partial<Record<Key, string>> = {
   SUBSCRIPTION_IMAGE_EVENTS: 'set the embed job subscription id, e.g. SUBSCRIPTION_IMAGE_EVENTS=iss-image-events-embed',
   TOPIC_EMBEDDINGS: 'set the embeddings topic id, e.g. TOPIC_EMBEDDINGS=iss-embeddings',
   EMBED_JOB_NAME: 'set the Cloud Run job id of the embed job, e.g. EMBED_JOB_NAME=iss-embed',
+  BOOTSTRAP_JOB_NAME: 'set the Cloud Run job id of the bootstrap job, e.g. BOOTSTRAP_JOB_NAME=iss-bootstrap-model',
+  INITIAL_MODEL: "use INITIAL_MODEL=default (offline MobileNetV2, no download) or INITIAL_MODEL=clip-vit-b32 (downloads about 600 MB, text search)",
   TRAINER_IMAGE: 'set the trainer container image, e.g. TRAINER_IMAGE=europe-docker.pkg.dev/p/r/trainer:1',
   TRAINER_MACHINE_TYPE: 'set a Vertex AI machine type, e.g. TRAINER_MACHINE_TYPE=n1-standard-8',
   TRAINER_SERVICE_ACCOUNT: 'set the trainer service account email',
@@ -73,6 +79,9 @@ function pick<K extends Key>(...keys: K[]) {
 
 const OPENSEARCH = ['OPENSEARCH_URL', 'OPENSEARCH_USERNAME', 'OPENSEARCH_PASSWORD', 'OPENSEARCH_INDEX_ALIAS'] as const;
 
+/** Optional: lets a "no model yet" error name the bootstrap job and the exact command that runs it. */
+const BOOTSTRAP_HINT = { BOOTSTRAP_JOB_NAME: cloudEnvShape.BOOTSTRAP_JOB_NAME.optional(), GCP_REGION: cloudEnvShape.GCP_REGION.optional() };
+
 /** What each entry point reads. */
 export const entryPointSchemas = {
   // FEATURES_BUCKET: rejected images (too large, empty) are recorded under rejected/ there.
@@ -84,6 +93,8 @@ export const entryPointSchemas = {
   // TOPIC_EMBEDDINGS is optional: the dead-letter topic is read from the CloudEvent's source topic.
   upsertVectors: pick('GCP_PROJECT', ...OPENSEARCH, 'FEATURES_BUCKET', 'TOPIC_IMAGE_EVENTS').extend({ TOPIC_EMBEDDINGS: cloudEnvShape.TOPIC_EMBEDDINGS.optional() }),
   startRetraining: pick('GCP_PROJECT', 'GCP_REGION', 'TRAINER_IMAGE', 'TRAINER_MACHINE_TYPE', 'TRAINER_SERVICE_ACCOUNT', 'MODELS_BUCKET', 'FEATURES_BUCKET').extend({
+    /** Vertex AI display name of the retraining job (`<prefix>-retrain`): keeps two stacks in one project apart. */
+    RETRAIN_JOB_DISPLAY_NAME: z.string().regex(/^[\w.-]{1,128}$/, 'must be 1-128 letters, digits, "_", "." or "-"').default('iss-retrain'),
     REINDEX_JOB_NAME: cloudEnvShape.REINDEX_JOB_NAME.optional(),
   }),
   // TOPIC_IMAGE_EVENTS names the dead-letter topic `<TOPIC_IMAGE_EVENTS>-dead-letter` for malformed events.
@@ -106,11 +117,16 @@ export const entryPointSchemas = {
     EMBED_EMPTY_PULLS: int(1, 100).default(3),
     CLOUD_RUN_TASK_INDEX: int(0, 100_000).default(0),
     CLOUD_RUN_TASK_COUNT: int(1, 100_000).default(1),
+    ...BOOTSTRAP_HINT,
   }),
   reindexJob: pick('GCP_PROJECT', 'MODELS_BUCKET', 'FEATURES_BUCKET', ...OPENSEARCH, 'ONNX_EXECUTION_PROVIDER', 'MAX_PIXELS'),
   search: pick(...OPENSEARCH, 'MODELS_BUCKET', 'FEATURES_BUCKET', 'IMAGES_BUCKET', 'MAX_PIXELS', 'MAX_BYTES').extend({
     PORT: int(1, 65535).default(8080),
+    ...BOOTSTRAP_HINT,
   }),
+  // The only cloud entry point that writes a first model (the others read the registry): run once
+  // during `pulumi up`, idempotent (exit 0 when a model is already active).
+  bootstrapModel: pick('GCP_PROJECT', 'MODELS_BUCKET', 'INITIAL_MODEL'),
 } as const;
 
 export type EntryPoint = keyof typeof entryPointSchemas;
@@ -148,6 +164,19 @@ export function cloudConfig<E extends EntryPoint>(entryPoint: E): CloudConfig<E>
 /** Forgets parsed settings (tests change the environment between cases). */
 export function resetCloudConfigForTesting(): void {
   cache.clear();
+}
+
+/**
+ * What a process that found no active model tells the operator: the bootstrap job registers the
+ * first one during `pulumi up`; if it has not (failed, or the stack predates it), run it.
+ */
+export function bootstrapJobHint(config: { BOOTSTRAP_JOB_NAME?: string; GCP_REGION?: string }): string {
+  const job = config.BOOTSTRAP_JOB_NAME ?? '<prefix>-bootstrap-model';
+  const region = config.GCP_REGION ?? '<region>';
+  return (
+    `the bootstrap job ${job} has not registered the first model (it runs once during \`pulumi up\`); ` +
+    `run it with \`gcloud run jobs execute ${job} --region ${region} --wait\` and read its logs if it fails`
+  );
 }
 
 /** Dead-letter topic of a topic (id or full name): `<topic>-dead-letter`, as infra names them. */

@@ -1,22 +1,22 @@
 import { randomBytes } from 'node:crypto';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { GcsBlobStore } from '../shared/adapters/gcp/gcs-blob-store.js';
 import { GcsRejectionLog } from '../shared/adapters/gcp/gcs-rejection-log.js';
 import { CapabilityError, errorMessage, NotFoundError } from '../shared/errors.js';
-import { buildSearchApp, type FeedbackEvent } from '../shared/http/search-app.js';
+import { buildSearchApp, type FeedbackEvent, type StatusResponse } from '../shared/http/search-app.js';
 import type { Logger } from '../shared/logger.js';
 import type { BlobStore } from '../shared/ports/blob-store.js';
+import type { Embedder } from '../shared/ports/embedder.js';
 import type { EventBus } from '../shared/ports/event-bus.js';
 import type { ModelVersion } from '../shared/ports/model-registry.js';
 import type { RejectionLog } from '../shared/ports/rejection-log.js';
 import type { VectorIndex, VectorIndexCatalog } from '../shared/ports/vector-index.js';
-import { ensureActiveModel, ModelHolder } from '../shared/services/model-holder.js';
-import { SearchService } from '../shared/services/search-service.js';
-import { pipelineStatus, type PipelineStatus } from '../shared/services/status.js';
-import { cloudConfig } from './config.js';
+import { ModelHolder, NoActiveModelError } from '../shared/services/model-holder.js';
+import { SearchService, type SearchRequest, type SearchResponse } from '../shared/services/search-service.js';
+import { pipelineStatus } from '../shared/services/status.js';
+import { bootstrapJobHint, cloudConfig } from './config.js';
 import { cloudIndexCatalog, cloudLogger, cloudModelRegistry, storageClient } from './runtime.js';
 
 export const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../web');
@@ -27,6 +27,9 @@ export interface SearchServiceDeps {
    * The model (a ModelHolder over the GCS registry in the cloud): it starts as the registry's
    * active version and then follows the live index, so queries always use the model the index was
    * built with — also while a promoted model's index is still being built by the reindex job.
+   * Before the bootstrap job registered a first model, `get()` throws NoActiveModelError: the
+   * service still starts, searches answer 503 with that message, and the first request after a
+   * model became active loads it.
    */
   model: Pick<ModelHolder, 'get' | 'current' | 'forVersion'>;
   rejections: RejectionLog;
@@ -39,6 +42,8 @@ export interface SearchServiceDeps {
   maxUploadBytes?: number;
   /** How long the live index (alias target) is reused before asking again. Default 10 s. */
   liveIndexTtlMs?: number;
+  /** Who registers the first model and how (shown by /api/status while there is none). */
+  noModelHint?: string;
 }
 
 /**
@@ -59,11 +64,55 @@ const queuesUnknown: EventBus = {
 };
 
 /**
+ * `pipelineStatus` reads only the model's identity; before the first model exists there is none,
+ * and the status answers `model: null` instead (this stand-in is never used for inference).
+ */
+const NO_MODEL_YET = { modelVersion: '', dimension: 0, hasTextTower: false, manifest: { name: '' } } as unknown as Embedder;
+
+/** Each search first makes sure a model is loaded: NoActiveModelError (503) until one is active. */
+class SearchWhenModelReady extends SearchService {
+  constructor(
+    private readonly ready: () => Promise<Embedder>,
+    ...args: ConstructorParameters<typeof SearchService>
+  ) {
+    super(...args);
+  }
+  override async byImage(image: Buffer, req: SearchRequest): Promise<SearchResponse> {
+    await this.ready();
+    return super.byImage(image, req);
+  }
+  override async similarTo(id: string, req: SearchRequest): Promise<SearchResponse> {
+    await this.ready();
+    return super.similarTo(id, req);
+  }
+  override async byText(text: string, req: SearchRequest): Promise<SearchResponse> {
+    await this.ready();
+    return super.byText(text, req);
+  }
+}
+
+/** The model, or null while the registry has none active (any other failure is thrown). */
+async function modelOrNull(model: Pick<ModelHolder, 'get'>): Promise<Embedder | null> {
+  try {
+    return await model.get();
+  } catch (err) {
+    if (err instanceof NoActiveModelError) return null;
+    throw err;
+  }
+}
+
+/**
  * The Cloud Run search service: the same fastify app as `imgsearch up` (page + API), wired to
  * OpenSearch, the GCS model registry and GCS objects. Built from its ports so tests use fakes.
+ * It starts on an empty registry too (a new stack whose bootstrap job has not run yet).
  */
 export async function createSearchService(deps: SearchServiceDeps): Promise<FastifyInstance> {
-  await deps.model.get();
+  try {
+    await deps.model.get();
+  } catch (err) {
+    if (!(err instanceof NoActiveModelError)) throw err;
+    deps.logger.warn({ code: err.code }, `${err.message}; serving the page and status, searches answer 503 until a model is active`);
+  }
   const ttl = deps.liveIndexTtlMs ?? 10_000;
   let live: { at: number; index: VectorIndex | null } | null = null;
   const liveIndex = async (): Promise<VectorIndex | null> => {
@@ -72,10 +121,18 @@ export async function createSearchService(deps: SearchServiceDeps): Promise<Fast
     live = { at: Date.now(), index };
     return index;
   };
-  const search = new SearchService(() => deps.model.current(), liveIndex, (version) => deps.model.forVersion(version));
-  const status = async (): Promise<PipelineStatus> => {
-    const s = await pipelineStatus({ bus: queuesUnknown, index: await liveIndex(), rejections: deps.rejections, embedder: deps.model.current() });
-    return { ...s, pending: -1, deadLettered: { count: -1, items: [] } };
+  const search = new SearchWhenModelReady(
+    () => deps.model.get(),
+    () => deps.model.current(),
+    liveIndex,
+    (version) => deps.model.forVersion(version),
+  );
+  const status = async (): Promise<StatusResponse> => {
+    const embedder = await modelOrNull(deps.model);
+    const s = await pipelineStatus({ bus: queuesUnknown, index: await liveIndex(), rejections: deps.rejections, embedder: embedder ?? NO_MODEL_YET });
+    const known = { ...s, pending: -1, deadLettered: { count: -1, items: [] } };
+    if (embedder) return known;
+    return { ...known, model: null, notice: new NoActiveModelError(deps.noModelHint).message };
   };
   return buildSearchApp({
     search,
@@ -115,8 +172,10 @@ export async function startSearchService(): Promise<{ app: FastifyInstance; clos
   const storage = storageClient();
   const catalog = await cloudIndexCatalog(config, logger);
   const registry = cloudModelRegistry(storage, config.MODELS_BUCKET, logger);
-  await ensureActiveModel(registry, path.join(os.tmpdir(), 'iss-convert'), logger);
-  const model = new ModelHolder(registry, { maxPixels: config.MAX_PIXELS, logger });
+  // Read-only on the models bucket: the first model comes from the bootstrap job. Until then the
+  // holder answers NoActiveModelError (503) and asks the registry again every few seconds.
+  const noModelHint = bootstrapJobHint(config);
+  const model = new ModelHolder(registry, { maxPixels: config.MAX_PIXELS, logger, absentHint: noModelHint });
   const features = new GcsBlobStore(storage, config.FEATURES_BUCKET);
   const app = await createSearchService({
     catalog,
@@ -127,10 +186,12 @@ export async function startSearchService(): Promise<{ app: FastifyInstance; clos
     listModels: () => registry.list(),
     logger,
     maxUploadBytes: config.MAX_BYTES,
+    noModelHint,
   });
   await app.listen({ host: '0.0.0.0', port: config.PORT });
-  logger.info({ port: config.PORT, modelVersion: model.current().modelVersion }, 'search service listening');
-  // No polling of the registry: a promotion or rollback reaches queries when the alias moves.
+  logger.info({ port: config.PORT, modelVersion: (await modelOrNull(model))?.modelVersion ?? null }, 'search service listening');
+  // No polling of the registry: a promotion or rollback reaches queries when the alias moves (and
+  // the first model is picked up by the first request after it became active).
   return {
     app,
     async close() {

@@ -5,6 +5,7 @@ import { errorMessage, ParseError } from '../shared/errors.js';
 import { withTrace, type Logger } from '../shared/logger.js';
 import type { EventBus } from '../shared/ports/event-bus.js';
 import type { JobExecution, JobLauncher } from '../shared/ports/job-launcher.js';
+import { parseWith } from '../shared/validation.js';
 import { attributeValue, deliveryFromPubSubCloudEvent, type CloudEventLike } from './cloud-events.js';
 import { cloudConfig, deadLetterTopicOf, topicFromPubSubSource } from './config.js';
 import { cloudEventBus, cloudLogger, DepsSlot } from './runtime.js';
@@ -52,6 +53,8 @@ const deps = new DepsSlot<StartRetrainingDeps>(async () => {
     client: new aiplatformV1.JobServiceClient({ apiEndpoint: `${config.GCP_REGION}-aiplatform.googleapis.com` }),
     projectId: config.GCP_PROJECT,
     region: config.GCP_REGION,
+    // Running jobs are found by display name: the stack's prefix keeps two stacks apart.
+    displayNameFor: () => config.RETRAIN_JOB_DISPLAY_NAME,
     jobs: {
       [RETRAIN_JOB]: {
         imageUri: config.TRAINER_IMAGE,
@@ -91,11 +94,7 @@ export async function startRetraining(event: CloudEventLike): Promise<StartRetra
   try {
     const delivery = deliveryFromPubSubCloudEvent(event);
     data = delivery.data;
-    const parsed = retrainRequestSchema.safeParse(delivery.data);
-    if (!parsed.success) {
-      throw new ParseError(`malformed retrain request: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
-    }
-    request = parsed.data;
+    request = parseWith(retrainRequestSchema, delivery.data, 'malformed retrain request');
   } catch (err) {
     if (!(err instanceof ParseError)) throw err;
     const topic = topicFromPubSubSource(event.source);

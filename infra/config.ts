@@ -1,6 +1,8 @@
 import * as pulumi from '@pulumi/pulumi';
 import { z } from 'zod';
 import { ConfigError } from '../shared/errors.js';
+import { issuePath } from '../shared/validation.js';
+import { checkOpenSearchAdminPassword } from './opensearch-password.js';
 
 /**
  * Every stack setting, read once and validated with zod so `pulumi up` stops before creating
@@ -12,6 +14,125 @@ import { ConfigError } from '../shared/errors.js';
  */
 export const CONFIG_NAMESPACE = 'iss';
 
+/**
+ * Regions where a Cloud Run JOB can have an NVIDIA L4 GPU (the embed job is a job).
+ * Source: "Configure GPUs for Cloud Run jobs", https://cloud.google.com/run/docs/configuring/jobs/gpu
+ * (read 2026-11-27): us-central1, asia-southeast1, europe-west1, europe-west4, and asia-south1
+ * "available by invitation only". Update this list when Google adds regions.
+ */
+export const CLOUD_RUN_GPU_JOB_REGIONS = ['us-central1', 'europe-west1', 'europe-west4', 'asia-southeast1', 'asia-south1'] as const;
+/**
+ * The same for Cloud Run SERVICES and worker pools, which Google lists separately and which
+ * already include us-east4: https://cloud.google.com/run/docs/configuring/services/gpu and
+ * .../workerpools/gpu (read 2026-11-27). No service of this stack has a GPU today.
+ */
+export const CLOUD_RUN_GPU_SERVICE_REGIONS = [...CLOUD_RUN_GPU_JOB_REGIONS, 'us-east4'] as const;
+/** Regions of CLOUD_RUN_GPU_JOB_REGIONS a project only gets by invitation from Google. */
+export const CLOUD_RUN_GPU_INVITATION_ONLY = ['asia-south1'] as const;
+/**
+ * `accelerator` node-selector values this stack offers. Cloud Run also has the NVIDIA RTX PRO
+ * 6000 Blackwell (Preview, at least 20 CPU and 80 GiB per instance); its regions are not in the
+ * pages above, so it is not offered here.
+ */
+export const CLOUD_RUN_GPU_TYPES = ['nvidia-l4'] as const;
+/**
+ * Per-instance bounds with one L4 (same pages): at least 4 CPU and 16 GiB; at most Cloud Run's own
+ * maximum of 8 CPU and 32 GiB ("Configure CPU limits" / "Configure memory limits",
+ * https://cloud.google.com/run/docs/configuring/services/cpu and .../memory-limits).
+ */
+export const L4_INSTANCE_LIMITS = { minCpu: 4, maxCpu: 8, minMemoryGiB: 16, maxMemoryGiB: 32 } as const;
+/** Cloud Run's largest instance, with or without a GPU (same pages). */
+export const CLOUD_RUN_MAX_MEMORY_GIB = 32;
+/**
+ * Cloud Run's CPU/memory table (same CPU and memory pages, read 2026-11-27): whole CPUs may be 1,
+ * 2, 4, 6 or 8; memory is at most 4 GiB per CPU (4 CPU: 2-16 GiB, 6: 4-24 GiB, 8: 4-32 GiB), at
+ * most 32 GiB, at least 512 MiB in the second-generation environment jobs use.
+ */
+export const CLOUD_RUN_CPU_VALUES = [1, 2, 4, 6, 8] as const;
+const CLOUD_RUN_MAX_MEMORY_GIB_PER_CPU = 4;
+const CLOUD_RUN_MIN_MEMORY_GIB_BY_CPU: Record<number, number> = { 4: 2, 6: 4, 8: 4 };
+
+/**
+ * Every physical name the stack derives from `iss:prefix` (and, for buckets, `gcp:project`), with
+ * Google's length limit for that kind of resource. Components build the names as
+ * `${prefix}-${suffix}` (buckets: `${project}-${prefix}-${suffix}`); keeping the suffixes here lets
+ * `pulumi up` refuse a prefix that would overflow one before anything is created.
+ * Limits (read 2026-11-27):
+ * - service account ids 6-30: @pulumi/gcp serviceaccount.Account `accountId` ("must be 6-30
+ *   characters long"), https://cloud.google.com/iam/docs/service-accounts-create
+ * - Cloud Run service names (Cloud Functions gen2 run as a service of the same name) and job
+ *   names at most 49: Google's rule for service names (https://cloud.google.com/run/docs/deploying);
+ *   not found verbatim in the indexed pages on 2026-11-27 (the Compute Engine NEG reference says
+ *   1-63), so 49 is kept as the conservative bound, for jobs too
+ * - Serverless VPC Access connector at most 25: @pulumi/gcp vpcaccess.Connector `name`
+ *   ("Max 25 characters"), https://cloud.google.com/vpc/docs/configure-serverless-vpc-access
+ * - bucket names 3-63: https://cloud.google.com/storage/docs/buckets#naming
+ * - Pub/Sub topic and subscription ids 3-255: Topic.name in
+ *   https://cloud.google.com/pubsub/docs/reference/rest/v1/projects.topics ("between 3 and 255 characters")
+ * - Compute Engine names (network, subnet, firewall, address, disk, instance) at most 63 (RFC 1035):
+ *   https://cloud.google.com/compute/docs/naming-resources
+ */
+export const DERIVED_NAMES = {
+  serviceAccount: {
+    resource: 'service account id',
+    min: 6,
+    max: 30,
+    suffixes: ['embed', 'dispatch', 'embed-tick', 'upsert', 'push-upsert', 'object-events', 'eventarc', 'fn-build', 'opensearch', 'trainer', 'reindex', 'retrain-start', 'push-retrain', 'search'],
+  },
+  cloudRunJob: { resource: 'Cloud Run job name', min: 1, max: 49, suffixes: ['embed', 'reindex'] },
+  cloudRunService: {
+    resource: 'Cloud Run service name',
+    min: 1,
+    max: 49,
+    suffixes: ['search', 'dispatch-embed', 'upsert-vectors', 'on-object-event', 'start-retraining'],
+  },
+  vpcConnector: { resource: 'Serverless VPC Access connector name', min: 1, max: 25, suffixes: ['conn'] },
+  bucket: { resource: 'bucket name', min: 3, max: 63, suffixes: ['images', 'models', 'features', 'sources'] },
+  pubsub: {
+    resource: 'Pub/Sub topic or subscription id',
+    min: 3,
+    max: 255,
+    suffixes: [
+      'image-events', 'image-events-dead-letter', 'image-events-dead-letter-inbox', 'image-events-embed',
+      'embeddings', 'embeddings-dead-letter', 'embeddings-dead-letter-inbox', 'embeddings-upsert',
+      'retrain-requests', 'retrain-requests-dead-letter', 'retrain-requests-dead-letter-inbox', 'retrain-requests-start',
+    ],
+  },
+  compute: {
+    resource: 'Compute Engine resource name',
+    min: 1,
+    max: 63,
+    suffixes: ['private', 'opensearch-from-connector', 'opensearch', 'opensearch-data'],
+  },
+} as const satisfies Record<string, { resource: string; min: number; max: number; suffixes: readonly string[] }>;
+
+/** The physical name of a derived resource (the rule DERIVED_NAMES is checked with). */
+export function derivedName(kind: keyof typeof DERIVED_NAMES, at: { project: string; prefix: string }, suffix: string): string {
+  return kind === 'bucket' ? `${at.project}-${at.prefix}-${suffix}` : `${at.prefix}-${suffix}`;
+}
+
+/**
+ * The derived names that do not fit Google's limits, one sentence per kind of resource, e.g.
+ * `service account id must be 6-30 characters: "my-long-prefix-retrain-start" has 31`.
+ */
+export function derivedNameProblems(at: { project: string; prefix: string }): string[] {
+  const problems: string[] = [];
+  for (const [kind, rule] of Object.entries(DERIVED_NAMES) as [keyof typeof DERIVED_NAMES, (typeof DERIVED_NAMES)[keyof typeof DERIVED_NAMES]][]) {
+    const bad = rule.suffixes.map((suffix) => derivedName(kind, at, suffix)).filter((name) => name.length > rule.max || name.length < rule.min);
+    if (bad.length > 0) problems.push(`${rule.resource} must be ${rule.min}-${rule.max} characters: ${bad.map((n) => `"${n}" has ${n.length}`).join(', ')}`);
+  }
+  return problems;
+}
+
+/** The longest prefix whose derived names all fit, for this project id. */
+export function maxPrefixLength(project: string): number {
+  return Math.min(
+    ...Object.entries(DERIVED_NAMES).flatMap(([kind, rule]) =>
+      rule.suffixes.map((suffix) => rule.max - suffix.length - 1 - (kind === 'bucket' ? project.length + 1 : 0)),
+    ),
+  );
+}
+
 const cron = z
   .string()
   .trim()
@@ -22,9 +143,31 @@ const seconds = (d: string) => Number(d.slice(0, -1));
 const memory = z.string().regex(/^\d+(Mi|Gi)$/, 'must be a size like "512Mi" or "16Gi"');
 const gib = (m: string) => (m.endsWith('Gi') ? Number(m.slice(0, -2)) : Number(m.slice(0, -2)) / 1024);
 
+/** What Cloud Run refuses in a CPU/memory pair (the table behind CLOUD_RUN_CPU_VALUES). */
+function cloudRunShapeIssues(cpu: number, memory: string): { path: 'cpu' | 'memory'; message: string }[] {
+  const issues: { path: 'cpu' | 'memory'; message: string }[] = [];
+  const mem = gib(memory);
+  if (!(CLOUD_RUN_CPU_VALUES as readonly number[]).includes(cpu)) {
+    issues.push({ path: 'cpu', message: `Cloud Run takes ${CLOUD_RUN_CPU_VALUES.join(', ')} CPUs, not ${cpu}` });
+  }
+  if (mem > CLOUD_RUN_MAX_MEMORY_GIB) issues.push({ path: 'memory', message: `Cloud Run allows at most ${CLOUD_RUN_MAX_MEMORY_GIB}Gi per instance` });
+  else if (mem > cpu * CLOUD_RUN_MAX_MEMORY_GIB_PER_CPU) {
+    const needed = CLOUD_RUN_CPU_VALUES.find((c) => c * CLOUD_RUN_MAX_MEMORY_GIB_PER_CPU >= mem);
+    issues.push({ path: 'memory', message: `${memory} needs at least ${needed} CPUs (Cloud Run allows ${CLOUD_RUN_MAX_MEMORY_GIB_PER_CPU}Gi per CPU)` });
+  }
+  if (mem < 0.5) issues.push({ path: 'memory', message: 'Cloud Run needs at least 512Mi' });
+  else if (mem < (CLOUD_RUN_MIN_MEMORY_GIB_BY_CPU[cpu] ?? 0)) {
+    issues.push({ path: 'memory', message: `${cpu} CPUs need at least ${CLOUD_RUN_MIN_MEMORY_GIB_BY_CPU[cpu]}Gi on Cloud Run` });
+  }
+  return issues;
+}
+
 const storageSchema = z
   .object({
-    /** Bucket location (a region keeps egress free for the jobs in it). Default: the stack region. */
+    /**
+     * Bucket location; it must be gcp:region (the default), because the images bucket's Eventarc
+     * triggers are created there and a trigger only sees buckets in its own location.
+     */
     location: z.string().min(2).optional(),
     /** Feature-store shards older than this are deleted (they can be rebuilt from images). */
     featuresRetentionDays: z.number().int().min(1).max(3650).default(180),
@@ -64,13 +207,16 @@ const embedSchema = z
   .object({
     /** Run the embed job on a GPU. `false` deploys a CPU-only job (no GPU quota needed, slower). */
     gpu: z.boolean().default(true),
-    /** Cloud Run GPU type, set as the `accelerator` node selector. */
-    gpuType: z.enum(['nvidia-l4']).default('nvidia-l4'),
+    /** Cloud Run GPU type, set as the `accelerator` node selector (see CLOUD_RUN_GPU_TYPES). */
+    gpuType: z.enum(CLOUD_RUN_GPU_TYPES).default('nvidia-l4'),
     /** Tasks per execution; each takes a share of the backlog. */
     taskCount: z.number().int().min(1).max(10000).default(4),
     /** Tasks running at once (bounded by GPU quota). */
     parallelism: z.number().int().min(1).max(1000).default(2),
-    /** Per-task CPU and memory. Cloud Run requires at least 4 CPU and 16Gi with a GPU. */
+    /**
+     * Per-task CPU and memory. Cloud Run takes 1, 2, 4, 6 or 8 CPUs and up to 4Gi per CPU (32Gi
+     * at most); with an L4 GPU at least 4 CPU and 16Gi (L4_INSTANCE_LIMITS).
+     */
     cpu: z.number().int().min(1).max(8).default(8),
     memory: memory.default('32Gi'),
     /** Task timeout and retries of a failed task. */
@@ -89,6 +235,9 @@ const embedSchema = z
   .refine((e) => e.parallelism <= e.taskCount, { message: 'parallelism must not exceed taskCount', path: ['parallelism'] })
   .refine((e) => !e.gpu || e.cpu >= 4, { message: 'a GPU task needs cpu >= 4 (Cloud Run minimum)', path: ['cpu'] })
   .refine((e) => !e.gpu || gib(e.memory) >= 16, { message: 'a GPU task needs memory >= 16Gi (Cloud Run minimum)', path: ['memory'] })
+  .superRefine((e, ctx) => {
+    for (const issue of cloudRunShapeIssues(e.cpu, e.memory)) ctx.addIssue({ code: 'custom', message: issue.message, path: [issue.path] });
+  })
   .default({
     gpu: true,
     gpuType: 'nvidia-l4',
@@ -163,11 +312,31 @@ const searchSchema = z
     public: z.boolean().default(false),
     minInstances: z.number().int().min(0).max(100).default(0),
     maxInstances: z.number().int().min(1).max(1000).default(5),
+    /** Per-instance CPU and memory (Cloud Run's table: see CLOUD_RUN_CPU_VALUES). */
     cpu: z.number().int().min(1).max(8).default(2),
     memory: memory.default('2Gi'),
   })
   .strict()
+  .refine((s) => s.minInstances <= s.maxInstances, { message: 'minInstances must not exceed maxInstances', path: ['minInstances'] })
+  .superRefine((s, ctx) => {
+    for (const issue of cloudRunShapeIssues(s.cpu, s.memory)) ctx.addIssue({ code: 'custom', message: issue.message, path: [issue.path] });
+  })
   .default({ public: false, minInstances: 0, maxInstances: 5, cpu: 2, memory: '2Gi' });
+
+const modelSchema = z
+  .object({
+    /**
+     * The first model the stack registers and activates (the bootstrap job reads it):
+     * - `default`: the built-in MobileNetV2, converted offline from the nsfwjs package (no download);
+     * - `clip-vit-b32`: the CLIP ViT-B/32 image and text towers, downloaded by the bootstrap job
+     *   from their public files (cloud workloads have internet) and checked against pinned SHA-256
+     *   hashes before they are registered.
+     * Retraining promotes better versions after that either way.
+     */
+    initial: z.enum(['default', 'clip-vit-b32']).default('default'),
+  })
+  .strict()
+  .default({ initial: 'default' });
 
 const imagesSchema = z
   .object({
@@ -186,8 +355,16 @@ const stackSchema = z.object({
   project: z.string().regex(/^[a-z][a-z0-9-]{4,28}[a-z0-9]$/, 'must be a Google Cloud project id'),
   /** Region of every regional resource (`gcp:region`); it must offer Cloud Run GPUs when embed.gpu is on. */
   region: z.string().regex(/^[a-z]+-[a-z]+\d+$/, 'must be a region such as "us-central1"').default('us-central1'),
-  /** Prefix of every resource name; short because connector and account ids are short. */
-  prefix: z.string().regex(/^[a-z][a-z0-9-]{0,10}[a-z0-9]$/, 'must be 2-12 lowercase letters, digits or "-"').default('iss'),
+  /**
+   * Prefix of every resource name: lowercase letters, digits and "-". Its length is bounded by the
+   * names derived from it (DERIVED_NAMES): service account ids (30) allow up to 16 characters.
+   */
+  prefix: z
+    .string()
+    .regex(/^[a-z]([a-z0-9-]*[a-z0-9])?$/, 'must be lowercase letters, digits or "-", starting with a letter and not ending with "-"')
+    .min(2, 'must be at least 2 characters')
+    .max(30, 'must be at most 30 characters')
+    .default('iss'),
   /** Where alerts go; no channel is made when unset. */
   alertEmail: z.email('must be an email address').optional(),
   /** Protect Cloud Run jobs and services from deletion (turn off before `pulumi destroy`). */
@@ -198,6 +375,7 @@ const stackSchema = z.object({
   opensearch: opensearchSchema,
   retrain: retrainSchema,
   search: searchSchema,
+  model: modelSchema,
   images: imagesSchema,
   /** external mode only: the cluster URL (stored in Secret Manager like the credentials). */
   opensearchUrl: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL, e.g. "https://search.example.com:9200"' }).optional(),
@@ -214,9 +392,10 @@ export interface StackConfig extends ParsedStackConfig {
 
 /** Where each setting is set, for error messages: `gcp:project` or `iss:embed.taskCount`. */
 function settingName(path: readonly PropertyKey[]): string {
-  const [head, ...rest] = path.map(String);
+  const [head] = path;
   if (head === 'project' || head === 'region') return `gcp:${head}`;
-  return `${CONFIG_NAMESPACE}:${[head, ...rest].join('.')}`;
+  // The zod path as Pulumi's `--path` reads it (`embed.taskCount`, `list[0]`).
+  return `${CONFIG_NAMESPACE}:${issuePath(path, '')}`;
 }
 
 const fixes: Record<string, string> = {
@@ -225,8 +404,91 @@ const fixes: Record<string, string> = {
   'iss:opensearchUrl': 'pulumi config set iss:opensearchUrl https://<host>:9200',
 };
 
-/** Validates raw settings; one error lists every bad setting with the command that fixes it. */
-export function parseStackConfig(raw: Record<string, unknown>): ParsedStackConfig {
+/** Secrets checked with the settings: plain values held in memory only, never quoted in a message. */
+export interface StackSecrets {
+  opensearchPassword?: string;
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** One setting parsed on its own, or undefined when it is invalid (its own error is listed already). */
+function part<S extends z.ZodType>(schema: S, value: unknown): z.output<S> | undefined {
+  const r = schema.safeParse(value);
+  return r.success ? r.data : undefined;
+}
+
+const PASSWORD_FIX = 'pulumi config set --secret iss:opensearchPassword <a strong password>';
+
+/**
+ * Rules that tie settings together (GPU region, bucket location, name lengths, the admin password).
+ * Each reads only the settings it needs, parsed one by one, so they are checked (and listed) even
+ * when some unrelated setting is wrong.
+ */
+function crossSettingProblems(raw: Record<string, unknown>, secrets: StackSecrets | undefined): string[] {
+  const problems: string[] = [];
+  const shape = stackSchema.shape;
+  const project = part(shape.project, raw.project);
+  const region = part(shape.region, raw.region);
+  const prefix = part(shape.prefix, raw.prefix);
+  const embed = isRecord(raw.embed) ? raw.embed : {};
+  const storage = isRecord(raw.storage) ? raw.storage : {};
+  const opensearch = isRecord(raw.opensearch) ? raw.opensearch : {};
+
+  const gpu = part(z.boolean().default(true), embed.gpu);
+  if (gpu && region && !(CLOUD_RUN_GPU_JOB_REGIONS as readonly string[]).includes(region)) {
+    const regions = CLOUD_RUN_GPU_JOB_REGIONS.map((r) => ((CLOUD_RUN_GPU_INVITATION_ONLY as readonly string[]).includes(r) ? `${r} (by invitation only)` : r));
+    problems.push(
+      `- gcp:region: iss:embed.gpu is true but Cloud Run jobs have no GPU (NVIDIA L4) in ${region}; regions that have them: ${regions.join(', ')} ` +
+        `(fix: pulumi config set gcp:region us-central1, or run the embed job on CPU: pulumi config set --path iss:embed.gpu false)`,
+    );
+  }
+
+  // Eventarc: a Cloud Storage trigger must be in the bucket's own location (a bucket in
+  // europe-west1 needs a trigger in europe-west1; a dual- or multi-region bucket such as US needs
+  // one in that location, e.g. "us"): https://cloud.google.com/eventarc/docs/understand-locations
+  // and https://cloud.google.com/blog/topics/developers-practitioners/closer-look-locations-eventarc
+  // (read 2026-11-27). The stack creates its triggers in gcp:region, so the images bucket must be
+  // exactly there; a bucket in a multi-region "containing" the region is not enough.
+  const location = part(z.string().min(2).optional(), storage.location);
+  if (location && region && location.toLowerCase() !== region) {
+    problems.push(
+      `- iss:storage.location: the buckets must be in gcp:region (${region}), not ${location}: the images bucket's Eventarc triggers are created in gcp:region, ` +
+        `and a Cloud Storage trigger only sees buckets in its own location (fix: pulumi config rm --path iss:storage.location)`,
+    );
+  }
+
+  if (project && prefix) {
+    const tooLong = derivedNameProblems({ project, prefix });
+    if (tooLong.length > 0) {
+      problems.push(`- iss:prefix: "${prefix}" makes names Google refuses: ${tooLong.join('; ')} (fix: pulumi config set iss:prefix <at most ${maxPrefixLength(project)} characters>)`);
+    }
+  }
+
+  if (secrets) {
+    const pw = secrets.opensearchPassword;
+    const mode = part(z.enum(['external', 'vm']).default('vm'), opensearch.mode);
+    if (pw === undefined || pw === '') {
+      problems.push(`- iss:opensearchPassword: required (fix: ${PASSWORD_FIX})`);
+    } else if (mode === 'vm') {
+      // vm mode: the password becomes OPENSEARCH_INITIAL_ADMIN_PASSWORD of a new cluster, and
+      // OpenSearch (>= 2.12) will not start with one its strength check rejects.
+      const weak = checkOpenSearchAdminPassword(pw);
+      if (weak.length > 0) {
+        problems.push(
+          `- iss:opensearchPassword: OpenSearch would refuse it as the admin password of the new cluster: ${weak.join('; ')} ` +
+            `(fix: ${PASSWORD_FIX}, e.g. 16 or more random letters, digits and symbols)`,
+        );
+      }
+    }
+  }
+  return problems;
+}
+
+/**
+ * Validates raw settings; one error lists every bad setting with the command that fixes it.
+ * With `secrets` (as loadStackConfig passes them) the OpenSearch admin password is checked too;
+ * messages never contain a secret's value.
+ */
+export function parseStackConfig(raw: Record<string, unknown>, secrets?: StackSecrets): ParsedStackConfig {
   const result = stackSchema.safeParse(raw);
   const problems: string[] = [];
   if (!result.success) {
@@ -238,8 +500,9 @@ export function parseStackConfig(raw: Record<string, unknown>): ParsedStackConfi
   } else if (result.data.opensearch.mode === 'external' && !result.data.opensearchUrl) {
     problems.push(`- iss:opensearchUrl: required when iss:opensearch.mode is "external" (fix: ${fixes['iss:opensearchUrl']})`);
   }
+  problems.push(...crossSettingProblems(raw, secrets));
   if (problems.length > 0 || !result.success) {
-    throw new ConfigError(`Invalid stack configuration:\n${problems.join('\n')}`);
+    throw new ConfigError(`Invalid stack configuration:\n${problems.join('\n')}`, result.success ? {} : { cause: result.error });
   }
   return result.data;
 }
@@ -260,15 +523,22 @@ export function loadStackConfig(): StackConfig {
     opensearch: iss.getObject('opensearch'),
     retrain: iss.getObject('retrain'),
     search: iss.getObject('search'),
+    model: iss.getObject('model'),
     images: iss.getObject('images'),
     opensearchUrl: iss.get('opensearchUrl'),
   };
   for (const key of Object.keys(raw)) if (raw[key] === undefined) delete raw[key];
-  const parsed = parseStackConfig(raw);
+  // Pulumi decrypts secret config before the program starts, so the password is known here
+  // synchronously (requireSecret is this same value wrapped in a secret Output). Checking it now,
+  // with the other settings, throws before createStack registers a single resource: `pulumi
+  // preview` and `pulumi up` both stop with the one ConfigError. (An `.apply` on the Output would
+  // also fail preview, but only as an unhandled rejection while resources are being registered.)
+  const password = iss.get('opensearchPassword');
+  const parsed = parseStackConfig(raw, { opensearchPassword: password });
   return {
     ...parsed,
     // vm mode runs the cluster itself, with the built-in admin user; external clusters name theirs.
     opensearchUsername: parsed.opensearch.mode === 'vm' ? pulumi.secret('admin') : iss.requireSecret('opensearchUsername'),
-    opensearchPassword: iss.requireSecret('opensearchPassword'),
+    opensearchPassword: pulumi.secret(password as string),
   };
 }

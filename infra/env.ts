@@ -14,6 +14,7 @@ export type Workload =
   | 'upsertVectors'
   | 'startRetraining'
   | 'reindexJob'
+  | 'bootstrapModel'
   | 'search';
 
 /** Names whose values are Secret Manager references, not plain values. */
@@ -41,6 +42,9 @@ export const WORKLOAD_ENV = {
     'MAX_PIXELS',
     'MAX_BYTES',
     'BATCH_SIZE',
+    // Named in the "no model yet" error with the command that runs it.
+    'BOOTSTRAP_JOB_NAME',
+    'GCP_REGION',
   ],
   // TOPIC_EMBEDDINGS: where malformed messages are dead-lettered when a CloudEvent names no source topic.
   upsertVectors: ['GCP_PROJECT', ...OPENSEARCH, 'FEATURES_BUCKET', 'TOPIC_IMAGE_EVENTS', 'TOPIC_EMBEDDINGS'],
@@ -55,10 +59,13 @@ export const WORKLOAD_ENV = {
     'MODELS_BUCKET',
     'FEATURES_BUCKET',
     'REINDEX_JOB_NAME',
+    'RETRAIN_JOB_DISPLAY_NAME',
   ],
+  // INITIAL_MODEL: which first model to register (iss:model.initial).
+  bootstrapModel: ['GCP_PROJECT', 'MODELS_BUCKET', 'INITIAL_MODEL'],
   reindexJob: ['GCP_PROJECT', 'MODELS_BUCKET', 'FEATURES_BUCKET', ...OPENSEARCH],
   // MAX_PIXELS/MAX_BYTES: query uploads obey the same limits as the pipeline (iss:embed.*).
-  search: [...OPENSEARCH, 'MODELS_BUCKET', 'FEATURES_BUCKET', 'IMAGES_BUCKET', 'MAX_PIXELS', 'MAX_BYTES'],
+  search: [...OPENSEARCH, 'MODELS_BUCKET', 'FEATURES_BUCKET', 'IMAGES_BUCKET', 'MAX_PIXELS', 'MAX_BYTES', 'BOOTSTRAP_JOB_NAME', 'GCP_REGION'],
 } as const satisfies Record<Workload, readonly string[]>;
 
 /** Every value any workload may receive; each workload picks its own names from it. */

@@ -7,10 +7,28 @@ import type { AllowedRole } from './iam.js';
  * primitive or unlisted role does not compile; the unit tests check the deployed set again.
  */
 type Grant = { role: AllowedRole; member: pulumi.Input<string> };
+
+/**
+ * An IAM condition limiting a bucket grant to objects under `prefix`
+ * (cloud.google.com/storage/docs/access-control/iam#conditions). Object calls are checked against
+ * `resource.name`; a list request is checked on the bucket, so listing is allowed only under the
+ * same prefix through the `objectListPrefix` attribute.
+ */
+export function objectPrefixCondition(bucket: pulumi.Input<string>, prefix: string) {
+  return {
+    title: `only ${prefix}`,
+    description: `Objects under ${prefix} only`,
+    expression: pulumi.interpolate`resource.name.startsWith("projects/_/buckets/${bucket}/objects/${prefix}") || api.getAttribute("storage.googleapis.com/objectListPrefix", "").startsWith("${prefix}")`,
+  };
+}
 type Opts = pulumi.CustomResourceOptions;
 
-export const grantOnBucket = (name: string, bucket: pulumi.Input<string>, g: Grant, opts: Opts) =>
-  new gcp.storage.BucketIAMMember(name, { bucket, role: g.role, member: g.member }, opts);
+export const grantOnBucket = (name: string, bucket: pulumi.Input<string>, g: Grant & { prefix?: string }, opts: Opts) =>
+  new gcp.storage.BucketIAMMember(
+    name,
+    { bucket, role: g.role, member: g.member, ...(g.prefix ? { condition: objectPrefixCondition(bucket, g.prefix) } : {}) },
+    opts,
+  );
 
 export const grantOnTopic = (name: string, project: string, topic: pulumi.Input<string>, g: Grant, opts: Opts) =>
   new gcp.pubsub.TopicIAMMember(name, { project, topic, role: g.role, member: g.member }, opts);

@@ -16,12 +16,16 @@ export const ALLOWED_ROLES = [
   'roles/pubsub.subscriber',
   'roles/run.invoker',
   'roles/run.jobsExecutorWithOverrides',
+  // Lists a job's executions (the launchers start one run at a time): jobsExecutorWithOverrides
+  // holds only run.jobs.run, run.jobs.runWithOverrides and run.executions.cancel.
+  'roles/run.viewer',
+  // What Google's "build service account" page asks for gen2 function builds: read the source
+  // Google copies to gcf-v2-sources-<number>-<region>, push the image, write build logs.
+  'roles/run.builder',
   'roles/secretmanager.secretAccessor',
   'roles/artifactregistry.reader',
-  'roles/artifactregistry.writer',
   'roles/iam.serviceAccountUser',
   'roles/iam.serviceAccountTokenCreator',
-  'roles/aiplatform.user',
   'roles/eventarc.eventReceiver',
   'roles/monitoring.viewer',
   'roles/monitoring.metricWriter',
@@ -31,13 +35,13 @@ export type AllowedRole = (typeof ALLOWED_ROLES)[number];
 
 /** Roles that may be bound on the project because the service offers no narrower binding. */
 export const PROJECT_LEVEL_ROLES: readonly AllowedRole[] = [
-  'roles/aiplatform.user',
   'roles/eventarc.eventReceiver',
   'roles/monitoring.viewer',
   'roles/monitoring.metricWriter',
   'roles/logging.logWriter',
-  // Cloud Functions builds push to the gcf-artifacts repository, which the service creates itself.
-  'roles/artifactregistry.writer',
+  // Function builds read gcf-v2-sources-<number>-<region> and push to gcf-artifacts: both buckets
+  // and repositories Google creates on the first deployment, so nothing narrower can be bound.
+  'roles/run.builder',
   // Only for Cloud Storage's service agent, which Eventarc GCS triggers publish through.
   'roles/pubsub.publisher',
 ];
@@ -71,4 +75,16 @@ export function grantOnProject(
     throw new Error(`${args.role} must be bound on a resource, not on the project (${name})`);
   }
   return new gcp.projects.IAMMember(name, args, opts);
+}
+
+/**
+ * A project-level grant of one of the stack's own custom roles (a handful of permissions where the
+ * predefined role holds hundreds, e.g. Vertex AI custom jobs, which have no resource-level IAM).
+ */
+export function grantCustomRoleOnProject(
+  name: string,
+  args: { project: string; role: gcp.projects.IAMCustomRole; member: pulumi.Input<string> },
+  opts: pulumi.CustomResourceOptions,
+): gcp.projects.IAMMember {
+  return new gcp.projects.IAMMember(name, { project: args.project, role: args.role.name, member: args.member }, opts);
 }

@@ -14,3 +14,11 @@ export interface Placement {
 export function resourceName(placement: Pick<Placement, 'prefix'>, suffix: string): string {
   return `${placement.prefix}-${suffix}`;
 }
+
+/**
+ * Label naming the workload a function, job or service runs (`onObjectEvent` → `on-object-event`):
+ * the deploy check reads it to know which code, and so which permissions, a resource carries.
+ */
+export function workloadLabels(labels: Record<string, string>, workload: string): Record<string, string> {
+  return { ...labels, workload: workload.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`) };
+}

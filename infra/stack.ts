@@ -8,6 +8,9 @@ import { Messaging } from './components/messaging.js';
 import { Monitoring } from './components/monitoring.js';
 import { FunctionBuilder } from './components/node-function.js';
 import { ProjectApis } from './components/project-apis.js';
+import { ServiceAgents } from './components/service-agents.js';
+import { bootstrapJobName, ModelBootstrap } from './components/model-bootstrap.js';
+import { containerCommand } from './packaging.js';
 import { Retraining } from './components/retraining.js';
 import { Search } from './components/search.js';
 import { Storage } from './components/storage.js';
@@ -19,16 +22,17 @@ import type { Placement } from './placement.js';
  * Wires the components together. Kept apart from index.ts so tests can build the stack with any
  * configuration; index.ts reads the config and exports the outputs.
  */
-export function createStack(cfg: StackConfig) {
+export function createStack(cfg: StackConfig, extra: { transformations?: pulumi.ResourceTransformation[] } = {}) {
   const labels = { app: 'image-semantic-search', stack: cfg.prefix };
-  const apis = new ProjectApis('apis', { project: cfg.project, region: cfg.region, labels });
+  const apis = new ProjectApis('apis', { project: cfg.project, region: cfg.region, labels }, { transformations: extra.transformations });
   // Every Google resource goes through the provider that waits for the APIs.
-  const opts: pulumi.ComponentResourceOptions = { providers: { gcp: apis.provider } };
+  const opts: pulumi.ComponentResourceOptions = { providers: { gcp: apis.provider }, transformations: extra.transformations };
   const at: Placement = { project: cfg.project, region: cfg.region, prefix: cfg.prefix, labels };
 
-  const project = gcp.organizations.getProjectOutput({ projectId: cfg.project }, { provider: apis.provider });
-  // Pub/Sub's service agent does the dead-lettering and signs push tokens.
-  const pubsubServiceAgent = pulumi.interpolate`service-${project.number}@gcp-sa-pubsub.iam.gserviceaccount.com`;
+  // Pub/Sub's agent dead-letters and signs push tokens; Eventarc's checks triggers; Vertex AI's pulls
+  // the trainer image. Created explicitly so they exist, with their roles, within this `up`.
+  const agents = new ServiceAgents('service-agents', { project: cfg.project }, opts);
+  const pubsubServiceAgent = agents.pubsub.email;
   const storageServiceAgent = gcp.storage.getProjectServiceAccountOutput({ project: cfg.project }, { provider: apis.provider }).emailAddress;
 
   const storage = new Storage('storage', { ...at, settings: cfg.storage }, opts);
@@ -52,6 +56,7 @@ export function createStack(cfg: StackConfig) {
     MAX_PIXELS: String(cfg.embed.maxPixels),
     MAX_BYTES: String(cfg.embed.maxBytes),
     BATCH_SIZE: String(cfg.embed.batchSize),
+    BOOTSTRAP_JOB_NAME: bootstrapJobName(cfg.prefix),
   };
   const functionsCommon = { sourcesBucket: storage.sources.name, buildServiceAccountId: builder.account.name };
 
@@ -63,6 +68,7 @@ export function createStack(cfg: StackConfig) {
     imageEventsTopic: messaging.imageEvents.topic.name,
     imageEventsDeadLetterTopic: messaging.imageEvents.deadLetterTopic.name,
     storageServiceAgent,
+    eventarcAgent: agents.eventarc,
     env,
   }, opts);
 
@@ -110,6 +116,16 @@ export function createStack(cfg: StackConfig) {
     env,
   }, opts);
 
+  const bootstrap = new ModelBootstrap('model-bootstrap', {
+    ...at,
+    settings: cfg.model,
+    deletionProtection: cfg.deletionProtection,
+    image: images.refs.trainer,
+    command: containerCommand('trainer', 'jobs/bootstrap-model/main.ts'),
+    modelsBucket: storage.models.name,
+    env,
+  }, opts);
+
   const search = new Search('search', {
     ...at,
     settings: cfg.search,
@@ -133,7 +149,7 @@ export function createStack(cfg: StackConfig) {
   }, opts);
 
   return {
-    components: { apis, storage, messaging, images, builder, ingest, embedding, indexing, retraining, search, monitoring },
+    components: { apis, agents, bootstrap, storage, messaging, images, builder, ingest, embedding, indexing, retraining, search, monitoring },
     outputs: {
       imagesBucket: storage.images.name,
       modelsBucket: storage.models.name,

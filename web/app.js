@@ -109,7 +109,10 @@ function row(cells) {
 async function refreshStatus() {
   try {
     const s = await asJson(await fetch('/api/status'));
-    $('#model-line').textContent = `model ${s.model.version} (${s.model.dimension}-d${s.model.hasTextTower ? ', text search on' : ', image search only'})`;
+    // No model yet (a new cloud stack before its bootstrap job ran): the notice says what to do.
+    $('#model-line').textContent = s.model
+      ? `model ${s.model.version} (${s.model.dimension}-d${s.model.hasTextTower ? ', text search on' : ', image search only'})`
+      : (s.notice ?? 'no model yet: searches start working once the first model is registered');
     const counts = { indexed: s.indexed, pending: s.pending, rejected: s.rejected.count, 'dead-lettered': s.deadLettered.count };
     $('#counts').replaceChildren(...Object.entries(counts).flatMap(([k, v]) => {
       const dt = document.createElement('dt');

@@ -4,7 +4,8 @@ import type { ParsedStackConfig } from '../config.js';
 import { cloudRunEnv, plainEnv, type EnvValues } from '../env.js';
 import { cloudRunJobMember, grantOnBucket, grantOnSubscription, grantOnTopic } from '../grants.js';
 import { grantOnProject, serviceAccount, serviceAccountMember } from '../iam.js';
-import type { Placement } from '../placement.js';
+import { workloadLabels, type Placement } from '../placement.js';
+import { containerCommand } from '../packaging.js';
 import { NodeFunction } from './node-function.js';
 
 export interface EmbeddingArgs extends Placement {
@@ -51,7 +52,10 @@ export class Embedding extends pulumi.ComponentResource {
     const grants = [
       grantOnBucket(`${name}-images-viewer`, args.buckets.images, { role: 'roles/storage.objectViewer', member }, parent),
       grantOnBucket(`${name}-models-viewer`, args.buckets.models, { role: 'roles/storage.objectViewer', member }, parent),
-      grantOnBucket(`${name}-features-user`, args.buckets.features, { role: 'roles/storage.objectUser', member }, parent),
+      // Base embeddings, embedding shards sent by reference, rejection records: each prefix alone.
+      ...(['features/', 'embeddings/shards/', 'rejected/'] as const).map((prefix) =>
+        grantOnBucket(`${name}-features-user-${prefix.split('/')[0]}`, args.buckets.features, { role: 'roles/storage.objectUser', member, prefix }, parent),
+      ),
       grantOnSubscription(`${name}-image-events-subscriber`, args.project, args.imageEventsSubscription, {
         role: 'roles/pubsub.subscriber',
         member,
@@ -70,7 +74,7 @@ export class Embedding extends pulumi.ComponentResource {
         project: args.project,
         location: args.region,
         name: this.jobName,
-        labels: { ...args.labels, accelerator: s.gpu ? s.gpuType : 'none' },
+        labels: { ...workloadLabels(args.labels, 'embedJob'), accelerator: s.gpu ? s.gpuType : 'none' },
         deletionProtection: args.deletionProtection,
         template: {
           taskCount: s.taskCount,
@@ -89,8 +93,7 @@ export class Embedding extends pulumi.ComponentResource {
             containers: [
               {
                 image: args.image,
-                commands: ['node'],
-                args: ['--import', 'tsx', 'jobs/embed/main.ts'],
+                ...containerCommand('embed', 'jobs/embed/main.ts'),
                 envs: cloudRunEnv('embedJob', env),
                 resources: {
                   limits: {
@@ -120,6 +123,14 @@ export class Embedding extends pulumi.ComponentResource {
       job: this.job.name,
       // With overrides: the dispatcher sizes taskCount to the backlog.
       role: 'roles/run.jobsExecutorWithOverrides',
+      member: dispatcherMember,
+    }, parent);
+    // The launcher lists the job's executions first, so that one runs at a time.
+    cloudRunJobMember(`${name}-dispatch-lists-executions`, {
+      project: args.project,
+      location: args.region,
+      job: this.job.name,
+      role: 'roles/run.viewer',
       member: dispatcherMember,
     }, parent);
     // The backlog (num_undelivered_messages) is a Cloud Monitoring metric: no resource-level read

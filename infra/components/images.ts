@@ -65,6 +65,8 @@ export class Images extends pulumi.ComponentResource {
           dockerfile: { location: path.join(REPO_ROOT, IMAGE_DOCKERFILES[image]) },
           platforms: ['linux/amd64'],
           push: true,
+          // Never build on `pulumi preview`: a preview must not need Docker or push anything.
+          buildOnPreview: false,
           tags: [pulumi.interpolate`${base}/${image}:latest`],
           registries: [{ address: host, username: 'oauth2accesstoken', password: token }],
         },

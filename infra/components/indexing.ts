@@ -61,7 +61,10 @@ export class Indexing extends pulumi.ComponentResource {
         grantOnSecret(`${name}-secret-accessor-${i}`, args.project, secret.secretId, { role: 'roles/secretmanager.secretAccessor', member }, parent),
       ),
       // No models role: vectors arrive computed; the model version is only compared as a string.
-      grantOnBucket(`${name}-features-user`, args.featuresBucket, { role: 'roles/storage.objectUser', member }, parent),
+      // Tombstones under features/, rejection records cleared under rejected/, shards read.
+      grantOnBucket(`${name}-features-user`, args.featuresBucket, { role: 'roles/storage.objectUser', member, prefix: 'features/' }, parent),
+      grantOnBucket(`${name}-rejected-user`, args.featuresBucket, { role: 'roles/storage.objectUser', member, prefix: 'rejected/' }, parent),
+      grantOnBucket(`${name}-shards-viewer`, args.featuresBucket, { role: 'roles/storage.objectViewer', member, prefix: 'embeddings/shards/' }, parent),
       grantOnTopic(`${name}-image-events-publisher`, args.project, args.imageEventsTopic, { role: 'roles/pubsub.publisher', member }, parent),
       grantOnTopic(`${name}-dead-letter-publisher`, args.project, args.embeddings.deadLetterTopic.name, {
         role: 'roles/pubsub.publisher',

@@ -5,6 +5,7 @@ import { grantOnBucket, grantOnTopic } from '../grants.js';
 import { grantOnProject, serviceAccount, serviceAccountMember } from '../iam.js';
 import type { Placement } from '../placement.js';
 import { NodeFunction } from './node-function.js';
+import { propagationWait } from './service-agents.js';
 
 export interface ObjectEventsArgs extends Placement {
   imagesBucket: pulumi.Input<string>;
@@ -17,6 +18,8 @@ export interface ObjectEventsArgs extends Placement {
   buildServiceAccountId: pulumi.Input<string>;
   /** Cloud Storage's service agent: Eventarc GCS triggers publish through it. */
   storageServiceAgent: pulumi.Input<string>;
+  /** Eventarc's service agent (created explicitly): it validates the trigger when it is created. */
+  eventarcAgent: pulumi.Resource;
   env: EnvValues;
 }
 
@@ -46,7 +49,7 @@ export class ObjectEvents extends pulumi.ComponentResource {
     // No role on the images bucket: the object's metadata arrives in the event and is never read back.
     const runtimeGrants = [
       // Rejection records are read-compare-written under rejected/ (overwrite = delete + create).
-      grantOnBucket(`${name}-features-user`, args.featuresBucket, { role: 'roles/storage.objectUser', member: runtimeMember }, parent),
+      grantOnBucket(`${name}-features-user`, args.featuresBucket, { role: 'roles/storage.objectUser', member: runtimeMember, prefix: 'rejected/' }, parent),
       grantOnTopic(`${name}-image-events-publisher`, args.project, args.imageEventsTopic, {
         role: 'roles/pubsub.publisher',
         member: runtimeMember,
@@ -90,6 +93,9 @@ export class ObjectEvents extends pulumi.ComponentResource {
       invokers: [triggerMember],
     }, { ...parent, dependsOn: runtimeGrants });
 
+    // Eventarc checks its agent, the trigger account's eventReceiver role and the storage agent's
+    // publisher role when the trigger is created; each takes minutes to propagate on a fresh project.
+    const settled = propagationWait(`${name}-iam-settled`, [args.eventarcAgent, canReceive, agentCanPublish], parent);
     this.triggers = OBJECT_EVENT_TYPES.map(
       (type) =>
         new gcp.eventarc.Trigger(
@@ -106,7 +112,7 @@ export class ObjectEvents extends pulumi.ComponentResource {
             destination: { cloudRunService: { service: this.function.serviceName, region: args.region } },
             serviceAccount: trigger.email,
           },
-          { ...parent, dependsOn: [canReceive, agentCanPublish] },
+          { ...parent, dependsOn: [settled, this.function] },
         ),
     );
 

@@ -1,6 +1,7 @@
 import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
 import type { Placement } from '../placement.js';
+import { propagationWait } from './service-agents.js';
 
 export interface MonitoringArgs extends Placement {
   /** Where alerts are emailed; no channel when unset (alerts still show in the console). */
@@ -59,6 +60,9 @@ export class Monitoring extends pulumi.ComponentResource {
       );
     const functionErrors = errorMetric('function-errors', args.functionServices, 'ERROR log entries of the pipeline functions and search');
     const indexErrors = errorMetric('index-errors', [args.indexService], 'ERROR log entries of upsertVectors (index writes)');
+    // A new log-based metric is unknown to Cloud Monitoring for a few minutes: an alert policy on
+    // it created at once answers 404 and fails the first `pulumi up`.
+    const metricsKnown = propagationWait(`${name}-metrics-known`, [functionErrors, indexErrors], parent);
 
     const alert = (key: string, displayName: string, filter: pulumi.Input<string>, aligner: string, documentation: string) =>
       new gcp.monitoring.AlertPolicy(
@@ -83,7 +87,7 @@ export class Monitoring extends pulumi.ComponentResource {
             },
           ],
         },
-        parent,
+        { ...parent, dependsOn: [metricsKnown] },
       );
 
     this.alerts = [

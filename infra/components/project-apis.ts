@@ -7,6 +7,8 @@ export const REQUIRED_APIS = [
   'artifactregistry.googleapis.com',
   'cloudbuild.googleapis.com',
   'cloudfunctions.googleapis.com',
+  // Project IAM bindings and the project lookup go through Resource Manager, off in some new projects.
+  'cloudresourcemanager.googleapis.com',
   'cloudscheduler.googleapis.com',
   'compute.googleapis.com',
   'eventarc.googleapis.com',

@@ -3,9 +3,10 @@ import * as pulumi from '@pulumi/pulumi';
 import type { ParsedStackConfig } from '../config.js';
 import { cloudRunEnv, plainEnv, type EnvValues, type SecretIds } from '../env.js';
 import { cloudRunJobMember, grantOnBucket, grantOnSecret, grantOnServiceAccount, grantOnTopic } from '../grants.js';
-import { grantOnProject, serviceAccount, serviceAccountMember } from '../iam.js';
-import type { Placement } from '../placement.js';
+import { grantCustomRoleOnProject, serviceAccount, serviceAccountMember } from '../iam.js';
+import { workloadLabels, type Placement } from '../placement.js';
 import { DeadLetteredSubscription, type DeadLetteredTopic } from './messaging.js';
+import { containerCommand } from '../packaging.js';
 import { NodeFunction } from './node-function.js';
 import { pushEndpoint, pushIdentity } from './push-delivery.js';
 
@@ -57,8 +58,9 @@ export class Retraining extends pulumi.ComponentResource {
     const trainerMember = serviceAccountMember(this.trainer.email);
     // Registers candidates (files, manifest, metrics) and moves the active pointer.
     grantOnBucket(`${name}-trainer-models-user`, args.buckets.models, { role: 'roles/storage.objectUser', member: trainerMember }, parent);
-    // Reads feature shards and feedback/; writes nothing there.
-    grantOnBucket(`${name}-trainer-features-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member: trainerMember }, parent);
+    // Reads base embeddings and click feedback; writes nothing there.
+    grantOnBucket(`${name}-trainer-features-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member: trainerMember, prefix: 'features/' }, parent);
+    grantOnBucket(`${name}-trainer-feedback-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member: trainerMember, prefix: 'feedback/' }, parent);
 
     const reindexer = serviceAccount(`${name}-reindex-sa`, {
       prefix: args.prefix,
@@ -69,7 +71,7 @@ export class Retraining extends pulumi.ComponentResource {
     const reindexMember = serviceAccountMember(reindexer.email);
     const reindexGrants = [
       grantOnBucket(`${name}-reindex-models-viewer`, args.buckets.models, { role: 'roles/storage.objectViewer', member: reindexMember }, parent),
-      grantOnBucket(`${name}-reindex-features-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member: reindexMember }, parent),
+      grantOnBucket(`${name}-reindex-features-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member: reindexMember, prefix: 'features/' }, parent),
       ...secretGrants(`${name}-reindex`, reindexMember),
     ];
     const reindexJobName = `${args.prefix}-reindex`;
@@ -79,7 +81,7 @@ export class Retraining extends pulumi.ComponentResource {
         project: args.project,
         location: args.region,
         name: reindexJobName,
-        labels: args.labels,
+        labels: workloadLabels(args.labels, 'reindexJob'),
         deletionProtection: args.deletionProtection,
         template: {
           taskCount: 1,
@@ -91,8 +93,7 @@ export class Retraining extends pulumi.ComponentResource {
             containers: [
               {
                 image: args.trainerImage,
-                commands: ['node'],
-                args: ['--import', 'tsx', 'jobs/reindex/main.ts'],
+                ...containerCommand('trainer', 'jobs/reindex/main.ts'),
                 envs: cloudRunEnv('reindexJob', args.env, args.opensearchSecrets.ids),
                 resources: { limits: { cpu: '2', memory: '4Gi' } },
               },
@@ -112,6 +113,13 @@ export class Retraining extends pulumi.ComponentResource {
       role: 'roles/run.jobsExecutorWithOverrides',
       member: trainerMember,
     }, parent);
+    cloudRunJobMember(`${name}-trainer-lists-reindex`, {
+      project: args.project,
+      location: args.region,
+      job: this.reindexJob.name,
+      role: 'roles/run.viewer',
+      member: trainerMember,
+    }, parent);
 
     const starter = serviceAccount(`${name}-start-sa`, {
       prefix: args.prefix,
@@ -120,9 +128,22 @@ export class Retraining extends pulumi.ComponentResource {
       purpose: 'startRetraining: creates the Vertex AI custom job that runs as the trainer account',
     }, parent);
     const starterMember = serviceAccountMember(starter.email);
+    // Vertex AI custom jobs have no resource-level IAM, and roles/aiplatform.user holds 446
+    // permissions: a custom role with the three the launcher uses, bound on the project.
+    const starterRole = new gcp.projects.IAMCustomRole(
+      `${name}-start-role`,
+      {
+        project: args.project,
+        // Role ids allow letters, digits, _ and . only; a deleted id stays reserved for 7 days.
+        roleId: `${args.prefix.replace(/-/g, '_')}_retrain_starter`,
+        title: `${args.prefix} retraining starter`,
+        description: 'Creates and lists the Vertex AI custom jobs of scheduled retraining',
+        permissions: ['aiplatform.customJobs.create', 'aiplatform.customJobs.get', 'aiplatform.customJobs.list'],
+      },
+      parent,
+    );
     const starterGrants = [
-      // Vertex AI custom jobs have no resource to bind on before they exist.
-      grantOnProject(`${name}-start-vertex-user`, { project: args.project, role: 'roles/aiplatform.user', member: starterMember }, parent),
+      grantCustomRoleOnProject(`${name}-start-vertex-jobs`, { project: args.project, role: starterRole, member: starterMember }, parent),
       // To create a job that runs as the trainer account.
       grantOnServiceAccount(`${name}-start-acts-as-trainer`, this.trainer.name, { role: 'roles/iam.serviceAccountUser', member: starterMember }, parent),
       // Malformed requests are published to `<retrain-requests>-dead-letter` with the reason.
@@ -146,6 +167,8 @@ export class Retraining extends pulumi.ComponentResource {
       TRAINER_MACHINE_TYPE: args.settings.machineType,
       TRAINER_SERVICE_ACCOUNT: this.trainer.email,
       REINDEX_JOB_NAME: reindexJobName,
+      // Vertex AI jobs are found by display name: the stack prefix keeps two stacks in one project apart.
+      RETRAIN_JOB_DISPLAY_NAME: `${args.prefix}-retrain`,
     };
     this.start = new NodeFunction(`${name}-start`, {
       project: args.project,

@@ -4,7 +4,8 @@ import type { ParsedStackConfig } from '../config.js';
 import { cloudRunEnv, type EnvValues, type SecretIds } from '../env.js';
 import { grantOnBucket, grantOnSecret } from '../grants.js';
 import { serviceAccount, serviceAccountMember } from '../iam.js';
-import type { Placement } from '../placement.js';
+import { containerCommand } from '../packaging.js';
+import { workloadLabels, type Placement } from '../placement.js';
 
 export interface SearchArgs extends Placement {
   settings: ParsedStackConfig['search'];
@@ -40,10 +41,10 @@ export class Search extends pulumi.ComponentResource {
       grantOnBucket(`${name}-images-viewer`, args.buckets.images, { role: 'roles/storage.objectViewer', member }, parent),
       grantOnBucket(`${name}-models-viewer`, args.buckets.models, { role: 'roles/storage.objectViewer', member }, parent),
       // Reads rejection records (rejected/) for the status page.
-      grantOnBucket(`${name}-features-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member }, parent),
+      grantOnBucket(`${name}-features-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member, prefix: 'rejected/' }, parent),
       // Writes click feedback as new, uniquely named objects under feedback/: create is enough,
       // so the service can never overwrite or delete a feature shard or a rejection record.
-      grantOnBucket(`${name}-features-creator`, args.buckets.features, { role: 'roles/storage.objectCreator', member }, parent),
+      grantOnBucket(`${name}-features-creator`, args.buckets.features, { role: 'roles/storage.objectCreator', member, prefix: 'feedback/' }, parent),
       ...args.opensearchSecrets.secrets.map((secret, i) =>
         grantOnSecret(`${name}-secret-accessor-${i}`, args.project, secret.secretId, { role: 'roles/secretmanager.secretAccessor', member }, parent),
       ),
@@ -55,7 +56,7 @@ export class Search extends pulumi.ComponentResource {
         project: args.project,
         location: args.region,
         name: `${args.prefix}-search`,
-        labels: args.labels,
+        labels: workloadLabels(args.labels, 'search'),
         deletionProtection: args.deletionProtection,
         ingress: 'INGRESS_TRAFFIC_ALL',
         invokerIamDisabled: s.public,
@@ -66,8 +67,7 @@ export class Search extends pulumi.ComponentResource {
           containers: [
             {
               image: args.image,
-              commands: ['node'],
-              args: ['--import', 'tsx', 'functions/search-service.ts'],
+              ...containerCommand('search', 'functions/search-service.ts'),
               ports: { containerPort: 8080 },
               envs: cloudRunEnv('search', args.env, args.opensearchSecrets.ids),
               resources: { limits: { cpu: String(s.cpu), memory: s.memory }, cpuIdle: true, startupCpuBoost: true },

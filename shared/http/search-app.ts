@@ -10,6 +10,7 @@ import type { ModelVersion } from '../ports/model-registry.js';
 import type { VectorDocument } from '../ports/vector-index.js';
 import type { SearchResponse, SearchService } from '../services/search-service.js';
 import type { PipelineStatus } from '../services/status.js';
+import { describeIssues } from '../validation.js';
 
 export interface FeedbackEvent {
   query: { kind: 'image' | 'similar' | 'text'; value?: string };
@@ -18,9 +19,15 @@ export interface FeedbackEvent {
   at: string;
 }
 
+/**
+ * What `GET /api/status` answers: the pipeline status; `model` is null, with a `notice` saying who
+ * registers the first model, while a cloud stack has none yet (searches answer 503 meanwhile).
+ */
+export type StatusResponse = Omit<PipelineStatus, 'model'> & { model: PipelineStatus['model'] | null; notice?: string };
+
 export interface SearchAppDeps {
   search: SearchService;
-  status: () => Promise<PipelineStatus>;
+  status: () => Promise<StatusResponse>;
   getDocument: (id: string) => Promise<VectorDocument | null>;
   readObject: (uri: string) => Promise<Buffer>;
   logger: Logger;
@@ -143,7 +150,7 @@ function present(res: SearchResponse) {
 
 function parse<T extends z.ZodTypeAny>(schema: T, value: unknown): z.infer<T> {
   const r = schema.safeParse(value);
-  if (!r.success) throw new ParseError(r.error.issues.map((i) => `${i.path.join('.') || 'request'}: ${i.message}`).join('; '));
+  if (!r.success) throw new ParseError(describeIssues(r.error, { root: 'request' }), { cause: r.error });
   return r.data;
 }
 

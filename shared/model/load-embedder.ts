@@ -1,9 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { ConfigError, errorMessage } from '../errors.js';
+import { ConfigError, errorMessage, IssError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import type { Embedder } from '../ports/embedder.js';
+import { invalid } from '../validation.js';
 import { modelManifestSchema, type ModelManifest } from './manifest.js';
 import { OnnxEmbedder } from './onnx-embedder.js';
 import { InThreadRunner, WorkerRunner, type TensorRunner } from './tensor-runner.js';
@@ -12,8 +13,14 @@ import { loadHead, loadTextTower } from './towers.js';
 export interface LoadEmbedderOptions {
   /** Threads for one inference (intra-op); default: onnxruntime's choice. */
   threads?: number;
-  /** 'cuda' falls back to CPU when the CUDA provider is unavailable. */
+  /** 'cuda' requires the CUDA provider: see {@link LoadEmbedderOptions.cudaFallback}. */
   executionProvider?: 'cpu' | 'cuda';
+  /**
+   * When 'cuda' is asked for and the CUDA provider does not load: 'fail' (default) throws
+   * {@link CudaUnavailableError}, so a GPU job never runs on CPU unnoticed; 'cpu' is an explicit
+   * opt-in to run on CPU with a warning (for a caller that merely prefers a GPU).
+   */
+  cudaFallback?: 'fail' | 'cpu';
   /** Largest width×height accepted by prepare(). */
   maxPixels: number;
   logger?: Logger;
@@ -22,6 +29,23 @@ export interface LoadEmbedderOptions {
    * the pipeline overlaps decoding and I/O with it; 'main' runs in the calling thread.
    */
   inferenceThread?: 'worker' | 'main';
+}
+
+/**
+ * CUDA was required (executionProvider 'cuda') but its provider did not load: no GPU attached,
+ * no CUDA libraries, or the CPU build of onnxruntime-node. The loader's error is the `cause`.
+ */
+export class CudaUnavailableError extends IssError {
+  override readonly code = 'CUDA_UNAVAILABLE';
+  constructor(model: string, cause: unknown) {
+    super(
+      `the CUDA execution provider was required (ONNX_EXECUTION_PROVIDER=cuda) but did not load for ${model}: ${errorMessage(cause)}. ` +
+        'Check that the job has a GPU attached (Cloud Run job with an nvidia-l4 GPU) and that its image was built with ' +
+        'ONNXRUNTIME_NODE_INSTALL=cuda12 (the default npm install of onnxruntime-node has no CUDA provider); ' +
+        'or deploy a CPU-only embed job (iss:embed gpu: false), which sets ONNX_EXECUTION_PROVIDER=cpu',
+      { cause, meta: { model } },
+    );
+  }
 }
 
 /** Reads `<dir>/manifest.json` and opens the model it describes. */
@@ -50,9 +74,7 @@ export async function readManifest(dir: string): Promise<ModelManifest> {
     throw new ConfigError(`cannot read the model manifest ${path}: ${(err as Error).message}`, { cause: err });
   }
   const parsed = modelManifestSchema.safeParse(json);
-  if (!parsed.success) {
-    throw new ConfigError(`invalid model manifest ${path}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  }
+  if (!parsed.success) throw invalid(`invalid model manifest ${path}`, parsed.error, { as: ConfigError });
   const m = parsed.data;
   const expected = m.head ? m.head.outputDimension : m.image.dimension;
   if (m.dimension !== expected) {
@@ -66,8 +88,9 @@ export async function readManifest(dir: string): Promise<ModelManifest> {
 
 /**
  * The CPU build of onnxruntime-node fails outright when asked for CUDA (instead of falling back),
- * so a CUDA request that fails is retried on CPU with a warning; the options that worked are
- * reused for the head and text tower.
+ * as a CUDA build does without a usable GPU. A CUDA request that fails throws CudaUnavailableError,
+ * unless the caller opted in to `cudaFallback: 'cpu'` (then CPU with a warning). The options that
+ * worked are reused for the head and text tower.
  */
 async function createSession(
   path: string,
@@ -81,7 +104,8 @@ async function createSession(
     try {
       return { session: await create(sessionOptions), sessionOptions };
     } catch (err) {
-      logger.warn({ err: errorMessage(err), model: path }, 'CUDA execution provider unavailable; running on CPU');
+      if ((options.cudaFallback ?? 'fail') === 'fail') throw new CudaUnavailableError(path, err);
+      logger.warn({ err: errorMessage(err), model: path }, 'CUDA execution provider unavailable; running on CPU (cudaFallback: cpu)');
     }
   }
   const sessionOptions = sessionOptionsFor(options, ['cpu']);

@@ -1,31 +1,39 @@
-import { promises as fs } from 'node:fs';
-import path from 'node:path';
-import { ensureDefaultModel } from '../model/default-model.js';
 import { loadEmbedder } from '../model/load-embedder.js';
 import type { Logger } from '../logger.js';
 import type { Embedder } from '../ports/embedder.js';
-import type { ModelRegistry, ModelVersion } from '../ports/model-registry.js';
+import type { ModelRegistry } from '../ports/model-registry.js';
 import { IssError, NotFoundError } from '../errors.js';
 
 /**
- * Registers the offline default model (converted from the nsfwjs Keras MobileNetV2 on first use,
- * no network) when the registry has no active version yet.
+ * The registry has no active model yet (a new cloud stack before its bootstrap job ran). A
+ * search answers it with HTTP 503 (`statusCode`, read by the search app's error handler): the
+ * service is up and will answer once a model is active, without a restart.
  */
-export async function ensureActiveModel(registry: ModelRegistry, cacheDir: string, logger: Logger): Promise<ModelVersion> {
-  const active = await registry.active();
-  if (active) return active;
-  const { dir, manifest } = await ensureDefaultModel(cacheDir);
-  const existing = await registry.get(manifest.version);
-  if (!existing) {
-    const files: Record<string, Buffer> = {};
-    for (const name of await fs.readdir(dir)) {
-      if (name !== 'manifest.json') files[name] = await fs.readFile(path.join(dir, name));
-    }
-    await registry.register({ version: manifest.version, parent: null, manifest, files, lineage: { source: 'nsfwjs MobileNetV2 (ImageNet), converted to ONNX' } });
+export class NoActiveModelError extends IssError {
+  override readonly code = 'NO_ACTIVE_MODEL';
+  readonly statusCode = 503;
+  constructor(hint = 'the model registry has no active version: register and promote one') {
+    super(`no model yet: ${hint}`);
   }
-  await registry.promote(manifest.version);
-  logger.info({ modelVersion: manifest.version }, 'registered and activated the default model');
-  return (await registry.active())!;
+}
+
+export interface ModelHolderOptions {
+  threads?: number;
+  maxPixels: number;
+  executionProvider?: 'cpu' | 'cuda';
+  /** See LoadEmbedderOptions.cudaFallback: 'fail' (default) or the explicit opt-in 'cpu'. */
+  cudaFallback?: 'fail' | 'cpu';
+  logger: Logger;
+  /**
+   * While the registry has no active model, `get()` throws NoActiveModelError and asks the
+   * registry again only after this long (default 5 s), so requests do not each read the registry.
+   */
+  absentRetryMs?: number;
+  /** What NoActiveModelError tells the reader to do (who registers the first model, and how). */
+  absentHint?: string;
+  /** Opens a registry version from its local folder; default: loadEmbedder (tests inject fakes). */
+  load?: (dir: string, version: string) => Promise<Embedder>;
+  now?: () => number;
 }
 
 /**
@@ -36,14 +44,22 @@ export class ModelHolder {
   private loaded: Embedder | null = null;
   private loading: Promise<Embedder> | null = null;
   private readonly switching = new Map<string, Promise<Embedder>>();
+  /** Until when "no active model" is believed without asking the registry again. */
+  private absentUntil = 0;
 
   constructor(
     private readonly registry: ModelRegistry,
-    private readonly options: { threads?: number; maxPixels: number; executionProvider?: 'cpu' | 'cuda'; logger: Logger },
+    private readonly options: ModelHolderOptions,
   ) {}
 
+  /**
+   * The loaded model, loading the active version on first use. Throws NoActiveModelError while
+   * the registry has none (re-checked after `absentRetryMs`), so a process can start before the
+   * first model exists and pick it up by itself.
+   */
   async get(): Promise<Embedder> {
     if (this.loaded) return this.loaded;
+    if (this.now() < this.absentUntil) throw new NoActiveModelError(this.options.absentHint);
     this.loading ??= this.load().finally(() => {
       this.loading = null;
     });
@@ -94,18 +110,29 @@ export class ModelHolder {
 
   private async load(): Promise<Embedder> {
     const active = await this.registry.active();
-    if (!active) throw new IssError('no active model in the registry');
+    if (!active) {
+      this.absentUntil = this.now() + (this.options.absentRetryMs ?? 5_000);
+      throw new NoActiveModelError(this.options.absentHint);
+    }
     const embedder = await this.loadVersion(active.version);
     this.loaded = embedder;
     return embedder;
   }
 
   private async loadVersion(version: string): Promise<Embedder> {
-    return loadEmbedder(await this.registry.localPath(version), {
+    const dir = await this.registry.localPath(version);
+    if (this.options.load) return this.options.load(dir, version);
+    return loadEmbedder(dir, {
       threads: this.options.threads,
       maxPixels: this.options.maxPixels,
       executionProvider: this.options.executionProvider,
+      cudaFallback: this.options.cudaFallback,
+      logger: this.options.logger,
     });
+  }
+
+  private now(): number {
+    return (this.options.now ?? Date.now)();
   }
 
   async close(): Promise<void> {

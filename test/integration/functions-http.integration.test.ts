@@ -9,10 +9,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileQueue } from '../../shared/adapters/local/file-queue.js';
 import { JsonRejectionLog } from '../../shared/adapters/local/json-rejection-log.js';
 import { LanceDbIndexCatalog } from '../../shared/adapters/local/lancedb-index.js';
+import { LocalModelRegistry } from '../../shared/adapters/local/local-model-registry.js';
 import { documentId, TOPICS, type ImageEvent } from '../../shared/contracts.js';
 import { silentLogger } from '../../shared/logger.js';
+import type { ModelManifest } from '../../shared/model/manifest.js';
 import type { EventBus } from '../../shared/ports/event-bus.js';
 import type { VectorIndex } from '../../shared/ports/vector-index.js';
+import { ModelHolder } from '../../shared/services/model-holder.js';
 import { createSearchService, gcsFeedbackWriter } from '../../functions/search-service.js';
 import { FakeEmbedder, MemoryIndex, MemoryRejections, normalise } from '../unit/functions-fakes.js';
 
@@ -263,5 +266,81 @@ describe('search service (Cloud Run entry) with fakes', () => {
     });
     expect(fb.status).toBe(204);
     expect(feedback[0]).toMatch(/^feedback\/\d{4}-\d{2}-\d{2}\/.+\.json \{"query"/);
+  });
+});
+
+describe('search service on an empty model registry (before the bootstrap job ran)', () => {
+  let app: FastifyInstance;
+  let url: string;
+  let registry: LocalModelRegistry;
+  let holder: ModelHolder;
+  const hint = 'the bootstrap job iss-bootstrap-model has not registered the first model; run `gcloud run jobs execute iss-bootstrap-model --region europe-west1 --wait`';
+  const index = new MemoryIndex('images-v1', 'fake-v1', 4);
+  const manifest: ModelManifest = {
+    name: 'fake-tower',
+    version: 'fake-v1',
+    image: { file: 'image.onnx', inputName: 'x', outputName: 'y', width: 2, height: 2, layout: 'NCHW', scale: 1 / 255, mean: [0, 0, 0], std: [1, 1, 1], resize: 'cover', dimension: 4 },
+    dimension: 4,
+    normalize: true,
+  };
+  const loads: string[] = [];
+
+  beforeAll(async () => {
+    const now = new Date().toISOString();
+    await index.upsert([{ id: documentId('iss-images', 'a/cat.png'), uri: 'gs://iss-images/a/cat.png', generation: '1', modelVersion: 'fake-v1', vector: normalise(Float32Array.from([9, 1, 1, 1])), labels: [], indexedAt: now }]);
+    registry = new LocalModelRegistry(path.join(work, 'empty-registry'));
+    // The real holder over a real (empty) registry; only the ONNX loading is faked.
+    holder = new ModelHolder(registry, {
+      maxPixels: 1e7,
+      logger: silentLogger,
+      absentHint: hint,
+      absentRetryMs: 0,
+      load: async (_dir, version) => {
+        loads.push(version);
+        return new FakeEmbedder(version);
+      },
+    });
+    app = await createSearchService({ catalog: { live: async () => index }, model: holder, rejections: new MemoryRejections(), readObject: async () => Buffer.alloc(0), logger: silentLogger, noModelHint: hint });
+    url = await app.listen({ host: '127.0.0.1', port: 0 });
+  });
+  afterAll(async () => {
+    await app.close();
+    await holder.close();
+  });
+
+  const searchByImage = () => {
+    const form = new FormData();
+    form.append('image', new Blob([Uint8Array.from([8, 1, 2, 1, 0, 0])], { type: 'image/png' }), 'query.png');
+    return fetch(`${url}/api/search?k=1`, { method: 'POST', body: form });
+  };
+
+  it('starts, serves the page and a status without a model, and answers searches 503 with what to do', async () => {
+    const page = await fetch(`${url}/`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toMatch(/<html/i);
+
+    const status = await fetch(`${url}/api/status`);
+    expect(status.status).toBe(200);
+    expect(await status.json()).toMatchObject({ model: null, notice: `no model yet: ${hint}`, indexed: 1, pending: -1 });
+
+    const res = await searchByImage();
+    expect(res.status).toBe(503);
+    expect(await res.json()).toEqual({ error: `no model yet: ${hint}`, code: 'NO_ACTIVE_MODEL' });
+    const similar = await fetch(`${url}/api/search?similarTo=${documentId('iss-images', 'a/cat.png')}`);
+    expect(similar.status).toBe(503);
+    expect(loads).toEqual([]);
+  });
+
+  it('picks up the first model once it is registered and promoted, without a restart', async () => {
+    await registry.register({ version: 'fake-v1', parent: null, manifest, files: { 'image.onnx': Buffer.from('not read by the fake loader') } });
+    await registry.promote('fake-v1');
+
+    const res = await searchByImage();
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { modelVersion: string; results: { name: string }[] };
+    expect(body.modelVersion).toBe('fake-v1');
+    expect(body.results.map((r) => r.name)).toEqual(['cat.png']);
+    expect(await (await fetch(`${url}/api/status`)).json()).toMatchObject({ model: { version: 'fake-v1', dimension: 4 } });
+    expect(loads).toEqual(['fake-v1']);
   });
 });

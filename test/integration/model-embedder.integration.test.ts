@@ -142,8 +142,8 @@ describe('OnnxEmbedder on the default model', () => {
     await expect(loadEmbedder(join(dir, 'missing'), { maxPixels: 1e7 })).rejects.toThrow(/cannot read the model manifest/);
   });
 
-  it('falls back to CPU when CUDA is requested but unavailable', async () => {
-    const cuda = await loadEmbedder(modelDir, { maxPixels: 1e7, executionProvider: 'cuda' });
+  it('falls back to CPU when CUDA is unavailable only when the caller opts in', async () => {
+    const cuda = await loadEmbedder(modelDir, { maxPixels: 1e7, executionProvider: 'cuda', cudaFallback: 'cpu' });
     try {
       const { vectors } = await cuda.embedPrepared([await cuda.prepare(files[0]!)]);
       expect(norm(vectors[0]!)).toBeCloseTo(1, 5);

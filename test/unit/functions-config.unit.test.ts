@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { cloudConfig, deadLetterTopicOf, parseCloudConfig, resetCloudConfigForTesting, topicFromPubSubSource } from '../../functions/config.js';
+import { bootstrapJobHint, cloudConfig, deadLetterTopicOf, parseCloudConfig, resetCloudConfigForTesting, topicFromPubSubSource } from '../../functions/config.js';
 import { ConfigError } from '../../shared/errors.js';
 
 const embedEnv = {
@@ -69,5 +69,26 @@ describe('cloud configuration', () => {
     expect(deadLetterTopicOf('iss-embeddings')).toBe('iss-embeddings-dead-letter');
     expect(topicFromPubSubSource('//pubsub.googleapis.com/projects/p1/topics/iss-embeddings')).toBe('projects/p1/topics/iss-embeddings');
     expect(topicFromPubSubSource('//storage.googleapis.com/projects/_/buckets/b')).toBeNull();
+  });
+
+  it('reads the bootstrap job settings: models bucket, and the initial model (default unless clip-vit-b32)', () => {
+    expect(parseCloudConfig('bootstrapModel', { GCP_PROJECT: 'my-project-123', MODELS_BUCKET: 'iss-models' })).toEqual({
+      GCP_PROJECT: 'my-project-123',
+      MODELS_BUCKET: 'iss-models',
+      INITIAL_MODEL: 'default',
+    });
+    expect(parseCloudConfig('bootstrapModel', { GCP_PROJECT: 'my-project-123', MODELS_BUCKET: 'iss-models', INITIAL_MODEL: 'clip-vit-b32' }).INITIAL_MODEL).toBe('clip-vit-b32');
+    const bad = () => parseCloudConfig('bootstrapModel', { GCP_PROJECT: 'my-project-123', INITIAL_MODEL: 'resnet' });
+    expect(bad).toThrow(/- MODELS_BUCKET is missing/);
+    expect(bad).toThrow(/- INITIAL_MODEL="resnet": .*\(use INITIAL_MODEL=default .* or INITIAL_MODEL=clip-vit-b32/);
+  });
+
+  it('names the bootstrap job and the command that runs it in "no model yet" hints (optional settings of embed job and search)', () => {
+    const embed = parseCloudConfig('embedJob', { ...embedEnv, BOOTSTRAP_JOB_NAME: 'iss-bootstrap-model', GCP_REGION: 'europe-west1' });
+    expect(bootstrapJobHint(embed)).toMatch(/^the bootstrap job iss-bootstrap-model has not registered the first model .*`gcloud run jobs execute iss-bootstrap-model --region europe-west1 --wait`/);
+    expect(bootstrapJobHint(parseCloudConfig('embedJob', embedEnv))).toMatch(/gcloud run jobs execute <prefix>-bootstrap-model --region <region> --wait/);
+    expect(() => parseCloudConfig('embedJob', { ...embedEnv, BOOTSTRAP_JOB_NAME: 'Bad_Name' })).toThrow(/BOOTSTRAP_JOB_NAME="Bad_Name": must be a Cloud Run job name/);
+    const search = parseCloudConfig('search', { OPENSEARCH_URL: 'https://10.0.0.5:9200', MODELS_BUCKET: 'm-1', FEATURES_BUCKET: 'f-1', IMAGES_BUCKET: 'i-1', BOOTSTRAP_JOB_NAME: 'iss-bootstrap-model' });
+    expect(search.BOOTSTRAP_JOB_NAME).toBe('iss-bootstrap-model');
   });
 });

@@ -15,6 +15,11 @@ export interface RecordedRequest {
   query: Record<string, string>;
   headers: http.IncomingHttpHeaders;
   body: Buffer;
+  /**
+   * For an upload that reached the object-name check: whether a live object was at that name when
+   * the request arrived (i.e. the upload may replace one). Undefined for other requests.
+   */
+  existedBefore?: boolean;
 }
 
 interface StoredObject {
@@ -95,12 +100,13 @@ export class FakeGcsServer {
   private handle(req: http.IncomingMessage, body: Buffer, res: http.ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://x');
     const query = Object.fromEntries(url.searchParams.entries());
-    this.requests.push({ method: req.method ?? 'GET', path: url.pathname, query, headers: req.headers, body });
+    const record: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname, query, headers: req.headers, body };
+    this.requests.push(record);
     const failure = this.failures.shift();
     if (failure !== undefined) return send(res, failure, { error: { code: failure, message: 'injected failure' } });
 
     const upload = /^\/upload\/storage\/v1\/b\/([^/]+)\/o$/.exec(url.pathname);
-    if (upload && req.method === 'POST') return this.upload(decodeURIComponent(upload[1]!), query, req, body, res);
+    if (upload && req.method === 'POST') return this.upload(decodeURIComponent(upload[1]!), query, req, body, res, record);
     const list = /^\/storage\/v1\/b\/([^/]+)\/o$/.exec(url.pathname);
     if (list && req.method === 'GET') return this.list(decodeURIComponent(list[1]!), query, res);
     const object = /^\/storage\/v1\/b\/([^/]+)\/o\/(.+)$/.exec(url.pathname);
@@ -152,7 +158,14 @@ export class FakeGcsServer {
     });
   }
 
-  private upload(bucket: string, query: Record<string, string>, req: http.IncomingMessage, body: Buffer, res: http.ServerResponse): void {
+  private upload(
+    bucket: string,
+    query: Record<string, string>,
+    req: http.IncomingMessage,
+    body: Buffer,
+    res: http.ServerResponse,
+    record: RecordedRequest,
+  ): void {
     if (query.uploadType !== 'multipart') {
       return send(res, 501, { error: { code: 501, message: `fake GCS supports multipart uploads only, got ${query.uploadType}` } });
     }
@@ -164,6 +177,7 @@ export class FakeGcsServer {
     const name = query.name ?? metadata.name;
     if (!name) return send(res, 400, { error: { code: 400, message: 'object name missing' } });
     const current = this.buckets.get(bucket)?.get(name);
+    record.existedBefore = current !== undefined;
     if (query.ifGenerationMatch !== undefined && query.ifGenerationMatch !== (current?.generation ?? '0')) {
       return send(res, 412, { error: { code: 412, message: 'At least one of the pre-conditions you specified did not hold.' } });
     }

@@ -26,7 +26,7 @@ const envOf = (r: RecordedResource): string[] =>
     ...(r.inputs.serviceConfig?.secretEnvironmentVariables ?? []).map((s: { key: string }) => s.key),
   ].sort();
 
-/** Set by the platform layer of the program, not read by the entry point's config (tsx loader). */
+/** Set by the platform layer of the program (source-mapped stack traces), not read by the entry point's config. */
 const PLATFORM_ENV = ['NODE_OPTIONS'];
 
 const containerEnv = (r: RecordedResource): { name: string; value?: string; valueSource?: unknown }[] =>
@@ -45,6 +45,7 @@ function deployedEnv(all: RecordedResource[]): Record<Workload, string[]> {
     startRetraining: fnEnv('startRetraining'),
     embedJob: names(job('iss-embed')),
     reindexJob: names(job('iss-reindex')),
+    bootstrapModel: names(job('iss-bootstrap-model')),
     search: names(ofType(all, 'gcp:cloudrunv2/service:Service')[0]),
   };
 }
@@ -53,7 +54,8 @@ function deployedEnv(all: RecordedResource[]): Record<Workload, string[]> {
 function rolesOf(all: RecordedResource[], email: string): string[] {
   const member = `serviceAccount:${email}`;
   const on: Record<string, (i: Record<string, string>) => string> = {
-    'gcp:storage/bucketIAMMember:BucketIAMMember': (i) => `bucket ${i.bucket.replace('iss-test-project-iss-', '')}`,
+    'gcp:storage/bucketIAMMember:BucketIAMMember': (i: Record<string, any>) =>
+      `bucket ${i.bucket.replace('iss-test-project-iss-', '')}${i.condition ? ` (${/objects\/([^"]*)"/.exec(i.condition.expression)![1]})` : ''}`,
     'gcp:pubsub/topicIAMMember:TopicIAMMember': (i) => `topic ${i.topic}`,
     'gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember': (i) => `subscription ${i.subscription}`,
     'gcp:cloudrunv2/jobIamMember:JobIamMember': (i) => `job ${i.name}`,
@@ -62,7 +64,7 @@ function rolesOf(all: RecordedResource[], email: string): string[] {
     'gcp:projects/iAMMember:IAMMember': () => 'project',
   };
   return Object.entries(on)
-    .flatMap(([type, where]) => ofType(all, type).filter((g) => g.inputs.member === member).map((g) => `${g.inputs.role.replace('roles/', '')} on ${where(g.inputs)}`))
+    .flatMap(([type, where]) => ofType(all, type).filter((g) => g.inputs.member === member).map((g) => `${g.inputs.role.replace(/^roles\//, '')} on ${where(g.inputs)}`))
     .sort();
 }
 
@@ -81,7 +83,8 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
     expect(job.inputs.template.taskCount).toBe(6);
     expect(job.inputs.template.parallelism).toBe(3);
     expect(task.containers[0].envs).toContainEqual({ name: 'ONNX_EXECUTION_PROVIDER', value: 'cuda' });
-    expect(task.containers[0].args).toEqual(['--import', 'tsx', 'jobs/embed/main.ts']);
+    // Compiled JavaScript from the image's bundle (infra/packaging.ts), no TypeScript loader.
+    expect(task.containers[0].args).toEqual(['--enable-source-maps', '/app/dist/embed.js']);
   });
 
   test('every subscription has a dead-letter policy and bounded retries, and every dead-letter topic an inbox', () => {
@@ -115,12 +118,16 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
   test("every service account's roles are from the allow-list, none primitive, project-wide only where unavoidable", () => {
     const grants = IAM_TYPES.flatMap((t) => ofType(all, t));
     expect(grants.length).toBeGreaterThan(40);
+    // The stack's own custom roles (a few permissions each) are bound on the project too.
+    const custom = new Set(ofType(all, 'gcp:projects/iAMCustomRole:IAMCustomRole').map((r) => `projects/iss-test-project/roles/${r.inputs.roleId}`));
     for (const g of grants) {
+      if (custom.has(g.inputs.role)) continue;
       expect(ALLOWED_ROLES as readonly string[], `${g.name}: ${g.inputs.role}`).toContain(g.inputs.role);
       expect(['roles/owner', 'roles/editor', 'roles/viewer']).not.toContain(g.inputs.role);
       expect(g.inputs.member, g.name).toMatch(/^serviceAccount:/);
     }
     for (const g of ofType(all, 'gcp:projects/iAMMember:IAMMember')) {
+      if (custom.has(g.inputs.role)) continue;
       expect(PROJECT_LEVEL_ROLES as readonly string[], g.name).toContain(g.inputs.role);
     }
     // The only project-wide publisher is Cloud Storage's service agent (Eventarc GCS triggers).
@@ -134,8 +141,8 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
       ...ofType(all, 'gcp:cloudrunv2/job:Job').map((j) => j.inputs.template.template.serviceAccount),
       ...ofType(all, 'gcp:cloudrunv2/service:Service').map((s) => s.inputs.template.serviceAccount),
     ];
-    expect(runAs).toHaveLength(7);
-    expect(new Set(runAs).size).toBe(7);
+    expect(runAs).toHaveLength(8);
+    expect(new Set(runAs).size).toBe(8);
   });
 
   test('no bucket is public', () => {
@@ -175,12 +182,13 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
       // No OpenSearch settings: the trainer never gets credentials; the reindex job holds them.
       startRetraining: [
         'FEATURES_BUCKET', 'GCP_PROJECT', 'GCP_REGION', 'MODELS_BUCKET', 'REINDEX_JOB_NAME',
-        'TRAINER_IMAGE', 'TRAINER_MACHINE_TYPE', 'TRAINER_SERVICE_ACCOUNT',
+        'RETRAIN_JOB_DISPLAY_NAME', 'TRAINER_IMAGE', 'TRAINER_MACHINE_TYPE', 'TRAINER_SERVICE_ACCOUNT',
       ],
     };
     expect(Object.keys(fns).sort()).toEqual(Object.keys(expected).sort());
     for (const [target, names] of Object.entries(expected)) {
       expect(envOf(fns[target]), target).toEqual([...names, 'NODE_OPTIONS'].sort());
+      expect(fns[target].inputs.serviceConfig.environmentVariables.NODE_OPTIONS, target).toBe('--enable-source-maps');
       const plain = fns[target].inputs.serviceConfig.environmentVariables;
       expect(plain.OPENSEARCH_PASSWORD, target).toBeUndefined();
       expect(plain.OPENSEARCH_URL, target).toBeUndefined();
@@ -191,12 +199,12 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
 
     const embed = ofType(all, 'gcp:cloudrunv2/job:Job').find((j) => j.inputs.name === 'iss-embed')!;
     expect(containerEnv(embed).map((e: { name: string }) => e.name).sort()).toEqual(
-      ['BATCH_SIZE', 'FEATURES_BUCKET', 'GCP_PROJECT', 'IMAGES_BUCKET', 'MAX_BYTES', 'MAX_PIXELS', 'MODELS_BUCKET',
+      ['BATCH_SIZE', 'BOOTSTRAP_JOB_NAME', 'FEATURES_BUCKET', 'GCP_PROJECT', 'GCP_REGION', 'IMAGES_BUCKET', 'MAX_BYTES', 'MAX_PIXELS', 'MODELS_BUCKET',
         'ONNX_EXECUTION_PROVIDER', 'SUBSCRIPTION_IMAGE_EVENTS', 'TOPIC_EMBEDDINGS', 'TOPIC_IMAGE_EVENTS'],
     );
     const search = ofType(all, 'gcp:cloudrunv2/service:Service')[0];
     const searchEnv = containerEnv(search);
-    expect(searchEnv.map((e) => e.name).sort()).toEqual(['FEATURES_BUCKET', 'IMAGES_BUCKET', 'MAX_BYTES', 'MAX_PIXELS', 'MODELS_BUCKET', ...os].sort());
+    expect(searchEnv.map((e) => e.name).sort()).toEqual(['BOOTSTRAP_JOB_NAME', 'FEATURES_BUCKET', 'GCP_REGION', 'IMAGES_BUCKET', 'MAX_BYTES', 'MAX_PIXELS', 'MODELS_BUCKET', ...os].sort());
     expect(searchEnv.find((e) => e.name === 'OPENSEARCH_PASSWORD')).toEqual({
       name: 'OPENSEARCH_PASSWORD',
       valueSource: { secretKeyRef: { secret: 'iss-opensearch-password', version: 'latest' } },
@@ -223,22 +231,32 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
     const secrets = ['password', 'url', 'username'].map((s) => `secretmanager.secretAccessor on secret iss-opensearch-${s}`);
     const expected: Record<string, string[]> = {
       // Metadata arrives in the event: no role on the images bucket. Rejections go to rejected/.
-      'iss-object-events': ['pubsub.publisher on topic iss-image-events', `pubsub.publisher on ${dlq('image-events')}`, 'storage.objectUser on bucket features'],
+      'iss-object-events': ['pubsub.publisher on topic iss-image-events', `pubsub.publisher on ${dlq('image-events')}`, 'storage.objectUser on bucket features (rejected/)'],
       'iss-embed': [
         'pubsub.publisher on topic iss-embeddings', `pubsub.publisher on ${dlq('image-events')}`, 'pubsub.subscriber on subscription iss-image-events-embed',
-        'storage.objectUser on bucket features', 'storage.objectViewer on bucket images', 'storage.objectViewer on bucket models',
+        'storage.objectUser on bucket features (embeddings/shards/)', 'storage.objectUser on bucket features (features/)', 'storage.objectUser on bucket features (rejected/)',
+        'storage.objectViewer on bucket images', 'storage.objectViewer on bucket models',
       ],
-      // Backlog from Cloud Monitoring (BACKLOG_PROBE unset): nothing on the subscription.
-      'iss-dispatch': ['monitoring.viewer on project', 'run.jobsExecutorWithOverrides on job iss-embed'],
+      // Backlog from Cloud Monitoring (BACKLOG_PROBE unset): nothing on the subscription. run.viewer
+      // lists the job's executions (one at a time); jobsExecutorWithOverrides holds no list permission.
+      'iss-dispatch': ['monitoring.viewer on project', 'run.jobsExecutorWithOverrides on job iss-embed', 'run.viewer on job iss-embed'],
       // Delete tombstones in the feature store and cleared rejection records need write; no model reads.
-      'iss-upsert': ['pubsub.publisher on topic iss-image-events', `pubsub.publisher on ${dlq('embeddings')}`, ...secrets, 'storage.objectUser on bucket features'],
-      // Only the Vertex AI API: no secrets, no Cloud Run job.
-      'iss-retrain-start': ['aiplatform.user on project', 'iam.serviceAccountUser on account iss-trainer', `pubsub.publisher on ${dlq('retrain-requests')}`],
-      'iss-trainer': ['run.jobsExecutorWithOverrides on job iss-reindex', 'storage.objectUser on bucket models', 'storage.objectViewer on bucket features'],
-      'iss-reindex': [...secrets, 'storage.objectViewer on bucket features', 'storage.objectViewer on bucket models'],
+      'iss-upsert': [
+        'pubsub.publisher on topic iss-image-events', `pubsub.publisher on ${dlq('embeddings')}`, ...secrets,
+        'storage.objectUser on bucket features (features/)', 'storage.objectUser on bucket features (rejected/)', 'storage.objectViewer on bucket features (embeddings/shards/)',
+      ],
+      // Only the Vertex AI API, through a custom role of three permissions: no secrets, no Cloud Run job.
+      'iss-retrain-start': ['iam.serviceAccountUser on account iss-trainer', 'projects/iss-test-project/roles/iss_retrain_starter on project', `pubsub.publisher on ${dlq('retrain-requests')}`],
+      'iss-trainer': [
+        'run.jobsExecutorWithOverrides on job iss-reindex', 'run.viewer on job iss-reindex', 'storage.objectUser on bucket models',
+        'storage.objectViewer on bucket features (features/)', 'storage.objectViewer on bucket features (feedback/)',
+      ],
+      'iss-reindex': [...secrets, 'storage.objectViewer on bucket features (features/)', 'storage.objectViewer on bucket models'],
+      // The only writer of the registry besides the trainer: it registers the first model.
+      'iss-bootstrap': ['storage.objectUser on bucket models (models/)'],
       // Feedback objects are created, never overwritten: objectCreator, not objectUser.
       'iss-search': [
-        ...secrets, 'storage.objectCreator on bucket features', 'storage.objectViewer on bucket features',
+        ...secrets, 'storage.objectCreator on bucket features (feedback/)', 'storage.objectViewer on bucket features (rejected/)',
         'storage.objectViewer on bucket images', 'storage.objectViewer on bucket models',
       ],
     };
@@ -282,9 +300,11 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
       expect(f.inputs.serviceConfig.ingressSettings, f.inputs.name).toBe('ALLOW_INTERNAL_ONLY');
     }
     const upsert = ofType(all, SUB).find((s) => s.inputs.name === 'iss-embeddings-upsert')!;
+    const fn = ofType(all, 'gcp:cloudfunctionsv2/function:Function').find((f) => f.inputs.name === 'iss-upsert-vectors')!;
+    expect(fn.outputs.url).toMatch(/^https:\/\/us-central1-iss-test-project\.cloudfunctions\.net\/iss-upsert-vectors$/);
     expect(upsert.inputs.pushConfig).toEqual({
-      pushEndpoint: 'https://iss-upsert-vectors-abc123-uc.a.run.app/projects/iss-test-project/topics/iss-embeddings',
-      oidcToken: { serviceAccountEmail: 'iss-push-upsert@iss-test-project.iam.gserviceaccount.com', audience: 'https://iss-upsert-vectors-abc123-uc.a.run.app' },
+      pushEndpoint: `${fn.outputs.url}/projects/iss-test-project/topics/iss-embeddings`,
+      oidcToken: { serviceAccountEmail: 'iss-push-upsert@iss-test-project.iam.gserviceaccount.com', audience: fn.outputs.url },
     });
     const triggers = ofType(all, 'gcp:eventarc/trigger:Trigger');
     expect(triggers.map((t) => t.inputs.matchingCriterias[0].value).sort()).toEqual(

@@ -7,7 +7,12 @@ import { TOPICS, type EmbeddingMessage, type ImageEventInput } from '../../share
 import { GenerationMismatchError, NotFoundError } from '../../shared/errors.js';
 import type { BlobInfo, BlobStore } from '../../shared/ports/blob-store.js';
 import type { FeatureRecord, FeatureStore } from '../../shared/ports/feature-store.js';
-import { EmbedJobFailedError, runEmbedJob, type EmbedJobSettings } from '../../jobs/embed/embed-job.js';
+import { EmbedJobFailedError, embedTaskMain, runEmbedJob, type EmbedJobSettings, type EmbedTaskDeps } from '../../jobs/embed/embed-job.js';
+import { bootstrapJobHint } from '../../functions/config.js';
+import { CudaUnavailableError } from '../../shared/model/load-embedder.js';
+import type { ModelRegistry } from '../../shared/ports/model-registry.js';
+import { ModelHolder } from '../../shared/services/model-holder.js';
+import { strict } from '../helpers/strict-fakes.js';
 import { captureLogger, FakeEmbedder, MemoryRejections } from './functions-fakes.js';
 
 /** An in-memory bucket: reads pinned to a generation fail like GCS when the object changed. */
@@ -122,5 +127,67 @@ describe('embed job task loop', () => {
     const stats = await bus.stats(TOPICS.imageEvents);
     expect(stats.ready + stats.deadLettered).toBe(1);
     expect(stats.inflight).toBe(0);
+  });
+});
+
+describe('embed task (what jobs/embed/main.ts runs)', () => {
+  /** A registry the job may only read: any write fails the test. */
+  const readOnlyRegistry = (active: ModelRegistry['active']) => strict<ModelRegistry>('registry', { active, localPath: async (v: string) => `/models/${v}` });
+
+  function taskDeps(model: EmbedTaskDeps['model'], logger = captureLogger().logger): EmbedTaskDeps {
+    const { embed, ...rest } = jobDeps();
+    const { embedder: _unused, ...embedWithoutModel } = embed;
+    return { ...rest, logger, model, embed: embedWithoutModel, executionProvider: 'cuda' };
+  }
+
+  it('with no active model registers nothing, pulls nothing, and exits 1 with an ERROR naming the bootstrap job and how to run it', async () => {
+    await bus.publish(TOPICS.imageEvents, event('photos/a.jpg', '1'));
+    const { logger, lines } = captureLogger();
+    const hint = bootstrapJobHint({ BOOTSTRAP_JOB_NAME: 'iss-bootstrap-model', GCP_REGION: 'europe-west1' });
+    const model = new ModelHolder(readOnlyRegistry(async () => null), { maxPixels: 1e7, executionProvider: 'cuda', logger, absentHint: hint });
+
+    expect(await embedTaskMain(() => taskDeps(model, logger), logger)).toBe(1);
+    const errors = lines().filter((l) => l.severity === 'ERROR');
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatchObject({ code: 'NO_ACTIVE_MODEL' });
+    expect(errors[0]!.message).toMatch(/^embed task failed: no model yet: the bootstrap job iss-bootstrap-model has not registered the first model/);
+    expect(errors[0]!.message).toContain('`gcloud run jobs execute iss-bootstrap-model --region europe-west1 --wait`');
+    expect(await bus.stats(TOPICS.imageEvents)).toMatchObject({ ready: 1, inflight: 0 });
+  });
+
+  it('fails the task when CUDA was required and did not load (no silent CPU run), keeping the cause', async () => {
+    await bus.publish(TOPICS.imageEvents, event('photos/a.jpg', '1'));
+    const { logger, lines } = captureLogger();
+    const model = {
+      get: () => Promise.reject(new CudaUnavailableError('/models/m1/image.onnx', new Error('libcudart.so.12: cannot open shared object file'))),
+      close: async () => {},
+    };
+    expect(await embedTaskMain(() => taskDeps(model, logger), logger)).toBe(1);
+    const [error] = lines().filter((l) => l.severity === 'ERROR');
+    expect(error).toMatchObject({ code: 'CUDA_UNAVAILABLE', cause: 'libcudart.so.12: cannot open shared object file' });
+    expect(error!.message).toMatch(/CUDA execution provider was required .* ONNXRUNTIME_NODE_INSTALL=cuda12 .*gpu: false/);
+    expect(await bus.stats(TOPICS.imageEvents)).toMatchObject({ ready: 1 });
+  });
+
+  it('a configuration error is one ERROR line and exit code 1', async () => {
+    const { logger, lines } = captureLogger();
+    const code = await embedTaskMain(() => {
+      throw new Error('Invalid configuration of embedJob:\n- MODELS_BUCKET is missing');
+    }, logger);
+    expect(code).toBe(1);
+    expect(lines().map((l) => l.severity)).toEqual(['ERROR']);
+  });
+
+  it('with an active model loads it first, works the backlog and exits 0', async () => {
+    bucket.objects.set('photos/a.jpg', { data: Buffer.from([1, 2, 3, 4, 5]), generation: '1' });
+    await bus.publish(TOPICS.imageEvents, event('photos/a.jpg', '1'));
+    const { logger, lines } = captureLogger();
+    const active = { version: 'm1' } as Awaited<ReturnType<ModelRegistry['active']>>;
+    const model = new ModelHolder(readOnlyRegistry(async () => active), { maxPixels: 1e7, logger, load: async (_dir, version) => new FakeEmbedder(version) });
+    expect(await embedTaskMain(() => taskDeps(model, logger), logger)).toBe(0);
+    const messages = lines().map((l) => l.message);
+    expect(messages[0]).toBe('model loaded');
+    expect(lines().find((l) => l.message === 'embed task finished')).toMatchObject({ outcomes: { embedded: 1 } });
+    expect(features.records.size).toBe(1);
   });
 });
