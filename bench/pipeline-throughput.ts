@@ -6,7 +6,7 @@ import { handleObjectEvent } from '../shared/handlers/on-object-event.js';
 import { silentLogger } from '../shared/logger.js';
 import type { PreparedImage } from '../shared/ports/embedder.js';
 import { PipelineWorkers } from '../shared/services/pipeline.js';
-import { openLocalRuntime } from '../cli/runtime.js';
+import { openLocalRuntime } from '../shared/wiring/local.js';
 import { cpuByGroup, threadTimes, type ThreadGroup } from './thread-cpu.js';
 
 export interface ThroughputResult {

@@ -18,7 +18,7 @@ import { evaluateModel, type LabelledVector } from '../shared/evaluation/evaluat
 import { isHeldOut } from '../shared/evaluation/split.js';
 import { readImageMetadata } from '../shared/handlers/sidecar.js';
 import { mapLimit } from '../shared/handlers/embed-batch.js';
-import { l2Normalise } from '../shared/model/onnx-embedder.js';
+import { l2Normalise } from '../shared/vector-math.js';
 
 const { values: args } = parseArgs({
   options: {

@@ -29,6 +29,7 @@ import { readFashionMnist, fashionMnistPng } from '../shared/datasets/fashion-mn
 import { evaluateModel, isHeldOut, type LabelledVector } from '../shared/evaluation/evaluate.js';
 import { trainLit, type LitTrainOptions } from '../shared/training/lit-trainer.js';
 import { embedTextsWithTower, reprojectBatch } from '../shared/training/lit-inference.js';
+import { l2NormaliseInPlace } from '../shared/vector-math.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -46,13 +47,6 @@ const { values: args } = parseArgs({
 });
 const n = Number(args.n);
 const cacheDir = args.cache!;
-
-function l2(v: Float32Array): Float32Array {
-  let s = 0;
-  for (const x of v) s += x * x;
-  const inv = 1 / (Math.sqrt(s) || 1);
-  return v.map((x) => x * inv);
-}
 
 async function baseFeatures(images: Uint8Array[]): Promise<Float32Array[]> {
   const { ensureDefaultModel } = await import('../shared/model/default-model.js');
@@ -86,7 +80,7 @@ async function main(): Promise<void> {
   const ids = data.images.map((_, i) => `fashion-train-${i}`);
   const labels = data.labels.map((l) => [data.classNames[l]!]);
   const heldOut = ids.map((id) => isHeldOut(id, 0.1));
-  const pixels = data.images.map((img) => l2(Float32Array.from(img, (v) => v / 255)));
+  const pixels = data.images.map((img) => l2NormaliseInPlace(Float32Array.from(img, (v) => v / 255)));
   const split = (vectors: Float32Array[]) => {
     const items: LabelledVector[] = ids.map((id, i) => ({ id, vector: vectors[i]!, labels: labels[i]! }));
     return { heldOut: items.filter((_, i) => heldOut[i]), rest: items.filter((_, i) => !heldOut[i]) };

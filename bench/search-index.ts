@@ -1,8 +1,10 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { LanceDbIndexCatalog, type LanceDbVectorIndex } from '../shared/adapters/local/lancedb-index.js';
+import { LanceDbIndexCatalog } from '../shared/adapters/local/lancedb-catalog.js';
+import type { LanceDbVectorIndex } from '../shared/adapters/local/lancedb-index.js';
 import type { VectorDocument } from '../shared/ports/vector-index.js';
 import { mulberry32 } from '../shared/training/prng.js';
+import { dot, l2NormaliseInPlace } from '../shared/vector-math.js';
 
 export interface SearchBenchResult {
   vectors: number;
@@ -17,26 +19,18 @@ function gaussian(r: () => number): number {
   return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
 }
 
-function normalise(v: Float32Array): Float32Array {
-  let s = 0;
-  for (const x of v) s += x * x;
-  const n = Math.sqrt(s) || 1;
-  for (let i = 0; i < v.length; i++) v[i]! /= n;
-  return v;
-}
-
 /**
  * Clustered unit vectors (a mixture of `clusters` Gaussian blobs), closer to real embeddings than
  * uniform noise, where every neighbour is equally far.
  */
 function makeVectors(n: number, dim: number, clusters: number, seed: number): Float32Array[] {
   const r = mulberry32(seed);
-  const centres = Array.from({ length: clusters }, () => normalise(Float32Array.from({ length: dim }, () => gaussian(r))));
+  const centres = Array.from({ length: clusters }, () => l2NormaliseInPlace(Float32Array.from({ length: dim }, () => gaussian(r))));
   return Array.from({ length: n }, () => {
     const c = centres[Math.floor(r() * clusters)]!;
     // Noise of about 0.6 of the centre's norm: items of a cluster are related (cosine ≈ 0.7), as
     // real neighbours are, without being copies.
-    return normalise(Float32Array.from(c, (x) => x + (0.6 * gaussian(r)) / Math.sqrt(dim)));
+    return l2NormaliseInPlace(Float32Array.from(c, (x) => x + (0.6 * gaussian(r)) / Math.sqrt(dim)));
   });
 }
 
@@ -45,11 +39,7 @@ function percentile(sorted: number[], p: number): number {
 }
 
 function exactTopK(all: Float32Array[], q: Float32Array, k: number): number[] {
-  const scores = all.map((v, i) => {
-    let s = 0;
-    for (let j = 0; j < q.length; j++) s += v[j]! * q[j]!;
-    return [s, i] as const;
-  });
+  const scores = all.map((v, i) => [dot(v, q), i] as const);
   scores.sort((a, b) => b[0] - a[0]);
   return scores.slice(0, k).map(([, i]) => i);
 }

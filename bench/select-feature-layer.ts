@@ -26,6 +26,7 @@ import { DEFAULT_FEATURE_LAYERS, DEFAULT_IMAGE_TOWER, DEFAULT_THUMBNAIL, describ
 import { prepareImage } from '../shared/model/image-preprocessor.js';
 import { kerasToOnnx, separateOutputName, type FeatureLayer, type ThumbnailBranch } from '../shared/model/keras-to-onnx.js';
 import { loadNsfwjsMobilenetV2 } from '../shared/model/nsfwjs-mobilenet.js';
+import { dot, l2NormaliseInPlace, mean } from '../shared/vector-math.js';
 
 const { values: args } = parseArgs({
   options: { large: { type: 'string', default: '5000' }, batch: { type: 'string', default: '32' }, photos: { type: 'string', default: '/usr/share/backgrounds/mate/nature' } },
@@ -89,28 +90,15 @@ function thumbnail(nhwc: Float32Array, t: Omit<ThumbnailBranch, 'weight'>): Floa
   }
   for (let i = 0; i < v.length; i++) v[i] /= k * k;
   if (t.centre) {
-    const mean = v.reduce((a, b) => a + b, 0) / v.length;
-    for (let i = 0; i < v.length; i++) v[i] -= mean;
+    const centre = mean(v);
+    for (let i = 0; i < v.length; i++) v[i] -= centre;
   }
-  return l2(v);
-}
-
-function l2(v: Float32Array): Float32Array {
-  let s = 0;
-  for (const x of v) s += x * x;
-  const n = Math.max(Math.sqrt(s), 1e-12);
-  return v.map((x) => x / n);
+  return l2NormaliseInPlace(v);
 }
 
 interface Candidate {
   name: string;
   parts: Array<{ key: string; weight: number }>;
-}
-
-function dot(a: Float32Array, b: Float32Array): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!;
-  return s;
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { loadConfig, type LocalConfig } from '../shared/config.js';
-import { openLocalRuntime, type LocalRuntime } from './runtime.js';
+import { openLocalRuntime, type LocalRuntime } from '../shared/wiring/local.js';
 
 /** Global flags → config overrides (flags win over the environment). */
 export function configFrom(command: Command, extra: Record<string, string | undefined> = {}): LocalConfig {

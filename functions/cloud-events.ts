@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { ImageEventInput } from '../shared/contracts.js';
 import { ParseError } from '../shared/errors.js';
 import type { Delivery } from '../shared/ports/event-bus.js';
+import { parseWith } from '../shared/validation.js';
 
 /**
  * Envelopes of the CloudEvents the functions receive, unwrapped before the payload is validated
@@ -37,10 +38,6 @@ const storageObjectDataSchema = z.object({
   timeDeleted: z.string().optional(),
 });
 
-function describe(error: z.ZodError): string {
-  return error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-}
-
 /**
  * GCS object CloudEvent → the image event contract (not yet validated: `handleObjectEvent` does
  * that). The event time is the CloudEvent's `time` (when the change happened), else the object's.
@@ -50,9 +47,8 @@ export function imageEventFromStorageCloudEvent(event: CloudEventLike): ImageEve
   if (!eventType) {
     throw new ParseError(`unsupported CloudEvent type ${JSON.stringify(event.type)}: expected one of ${Object.keys(STORAGE_EVENT_TYPES).join(', ')}`);
   }
-  const parsed = storageObjectDataSchema.safeParse(event.data);
-  if (!parsed.success) throw new ParseError(`malformed ${event.type} data: ${describe(parsed.error)}`, { cause: parsed.error });
-  const data = parsed.data;
+  // Issues are pathed from the CloudEvent (`data.bucket`), where the sender's mistake sits.
+  const data = parseWith(storageObjectDataSchema, event.data, `malformed ${event.type} event`, { at: ['data'] });
   return {
     bucket: data.bucket,
     name: data.name,
@@ -90,9 +86,7 @@ export function deliveryFromPubSubCloudEvent(event: CloudEventLike): Delivery {
   if (event.type !== PUBSUB_MESSAGE_PUBLISHED) {
     throw new ParseError(`unsupported CloudEvent type ${JSON.stringify(event.type)}: expected ${PUBSUB_MESSAGE_PUBLISHED}`);
   }
-  const parsed = pubSubDataSchema.safeParse(event.data);
-  if (!parsed.success) throw new ParseError(`malformed Pub/Sub CloudEvent data: ${describe(parsed.error)}`, { cause: parsed.error });
-  const { message, deliveryAttempt } = parsed.data;
+  const { message, deliveryAttempt } = parseWith(pubSubDataSchema, event.data, 'malformed Pub/Sub CloudEvent', { at: ['data'] });
   const text = Buffer.from(message.data ?? '', 'base64').toString('utf8');
   const messageId = message.messageId ?? message.message_id ?? event.id ?? '';
   return {

@@ -5,8 +5,8 @@ import { errorMessage } from '../shared/errors.js';
 import { withTrace, type Logger } from '../shared/logger.js';
 import type { JobExecution, JobLauncher } from '../shared/ports/job-launcher.js';
 import { MonitoringBacklogProbe, PullBacklogProbe, type BacklogProbe } from './backlog.js';
-import { cloudConfig } from './config.js';
-import { cloudLogger, DepsSlot, pubSubClient } from './runtime.js';
+import { cloudConfig } from '../shared/wiring/cloud-config.js';
+import { cloudLogger, DepsSlot, pubSubClient } from '../shared/wiring/cloud.js';
 
 /** The port name of the embed job; the launcher maps it to EMBED_JOB_NAME. */
 export const EMBED_JOB = 'embed';

@@ -9,8 +9,8 @@ import { withTrace, type Logger } from '../shared/logger.js';
 import type { EventBus } from '../shared/ports/event-bus.js';
 import type { RejectionLog } from '../shared/ports/rejection-log.js';
 import { attributeValue, deadLetterBody, imageEventFromStorageCloudEvent, type CloudEventLike } from './cloud-events.js';
-import { cloudConfig, deadLetterTopicOf } from './config.js';
-import { cloudEventBus, cloudLogger, DepsSlot, storageClient } from './runtime.js';
+import { cloudConfig, deadLetterTopicOf } from '../shared/wiring/cloud-config.js';
+import { cloudEventBus, cloudLogger, DepsSlot, storageClient } from '../shared/wiring/cloud.js';
 
 export interface OnObjectEventDeps {
   bus: EventBus;

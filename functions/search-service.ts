@@ -13,11 +13,12 @@ import type { EventBus } from '../shared/ports/event-bus.js';
 import type { ModelVersion } from '../shared/ports/model-registry.js';
 import type { RejectionLog } from '../shared/ports/rejection-log.js';
 import type { VectorIndex, VectorIndexCatalog } from '../shared/ports/vector-index.js';
+import { LiveIndexCache } from '../shared/services/live-index-cache.js';
 import { ModelHolder, NoActiveModelError } from '../shared/services/model-holder.js';
 import { SearchService, type SearchRequest, type SearchResponse } from '../shared/services/search-service.js';
 import { pipelineStatus } from '../shared/services/status.js';
-import { bootstrapJobHint, cloudConfig } from './config.js';
-import { cloudIndexCatalog, cloudLogger, cloudModelRegistry, storageClient } from './runtime.js';
+import { bootstrapJobHint, cloudConfig } from '../shared/wiring/cloud-config.js';
+import { cloudIndexCatalog, cloudLogger, cloudModelRegistry, storageClient } from '../shared/wiring/cloud.js';
 
 export const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../web');
 
@@ -40,8 +41,6 @@ export interface SearchServiceDeps {
   logger: Logger;
   webDir?: string;
   maxUploadBytes?: number;
-  /** How long the live index (alias target) is reused before asking again. Default 10 s. */
-  liveIndexTtlMs?: number;
   /** Who registers the first model and how (shown by /api/status while there is none). */
   noModelHint?: string;
 }
@@ -113,14 +112,8 @@ export async function createSearchService(deps: SearchServiceDeps): Promise<Fast
     if (!(err instanceof NoActiveModelError)) throw err;
     deps.logger.warn({ code: err.code }, `${err.message}; serving the page and status, searches answer 503 until a model is active`);
   }
-  const ttl = deps.liveIndexTtlMs ?? 10_000;
-  let live: { at: number; index: VectorIndex | null } | null = null;
-  const liveIndex = async (): Promise<VectorIndex | null> => {
-    if (live && Date.now() - live.at < ttl) return live.index;
-    const index = await deps.catalog.live();
-    live = { at: Date.now(), index };
-    return index;
-  };
+  const live = new LiveIndexCache(() => deps.catalog.live());
+  const liveIndex = (): Promise<VectorIndex | null> => live.get();
   const search = new SearchWhenModelReady(
     () => deps.model.get(),
     () => deps.model.current(),

@@ -7,8 +7,8 @@ import type { EventBus } from '../shared/ports/event-bus.js';
 import type { JobExecution, JobLauncher } from '../shared/ports/job-launcher.js';
 import { parseWith } from '../shared/validation.js';
 import { attributeValue, deliveryFromPubSubCloudEvent, type CloudEventLike } from './cloud-events.js';
-import { cloudConfig, deadLetterTopicOf, topicFromPubSubSource } from './config.js';
-import { cloudEventBus, cloudLogger, DepsSlot } from './runtime.js';
+import { cloudConfig, deadLetterTopicOf, RETRAIN_JOB_SPEC_ENV, topicFromPubSubSource } from '../shared/wiring/cloud-config.js';
+import { cloudEventBus, cloudLogger, DepsSlot } from '../shared/wiring/cloud.js';
 
 /** The port name of the retraining job (Vertex AI display name `iss-retrain`). */
 export const RETRAIN_JOB = 'retrain';
@@ -62,13 +62,7 @@ const deps = new DepsSlot<StartRetrainingDeps>(async () => {
         serviceAccount: config.TRAINER_SERVICE_ACCOUNT,
         // Plain settings only: OpenSearch credentials never travel in a job spec. The trainer
         // starts REINDEX_JOB_NAME (a Cloud Run job on the VPC, holding the secrets) to reindex.
-        env: {
-          GCP_PROJECT: config.GCP_PROJECT,
-          GCP_REGION: config.GCP_REGION,
-          MODELS_BUCKET: config.MODELS_BUCKET,
-          FEATURES_BUCKET: config.FEATURES_BUCKET,
-          ...(config.REINDEX_JOB_NAME ? { REINDEX_JOB_NAME: config.REINDEX_JOB_NAME } : {}),
-        },
+        env: Object.fromEntries(RETRAIN_JOB_SPEC_ENV.flatMap((name) => (config[name] ? [[name, config[name]]] : []))),
         labels: { component: 'retrain' },
       },
     },

@@ -8,13 +8,14 @@ import { errorMessage, ParseError, TransientError } from '../shared/errors.js';
 import type { UpsertHandlerOutcome } from '../shared/handlers/results.js';
 import { upsertEmbeddings, type UpsertDeps } from '../shared/handlers/upsert-vectors.js';
 import { withTrace, type Logger } from '../shared/logger.js';
+import { LiveIndexCache } from '../shared/services/live-index-cache.js';
 import type { Delivery, EventBus } from '../shared/ports/event-bus.js';
 import type { FeatureStore } from '../shared/ports/feature-store.js';
 import type { RejectionLog } from '../shared/ports/rejection-log.js';
 import type { VectorIndex } from '../shared/ports/vector-index.js';
 import { attributeValue, deliveryFromPubSubCloudEvent, type CloudEventLike } from './cloud-events.js';
-import { cloudConfig, deadLetterTopicOf, topicFromPubSubSource } from './config.js';
-import { cloudEventBus, cloudIndexCatalog, cloudLogger, DepsSlot, storageClient } from './runtime.js';
+import { cloudConfig, deadLetterTopicOf, topicFromPubSubSource } from '../shared/wiring/cloud-config.js';
+import { cloudEventBus, cloudIndexCatalog, cloudLogger, DepsSlot, storageClient } from '../shared/wiring/cloud.js';
 
 export interface UpsertVectorsDeps {
   /** The index behind the alias; null when none exists yet (the message is retried, never lost). */
@@ -33,23 +34,16 @@ export type UpsertVectorsResult =
   | { status: 'done'; outcome: UpsertHandlerOutcome['status'] }
   | { status: 'dead-lettered'; reason: string; deadLetterTopic: string };
 
-/** The live index is looked up again after this long, so an alias swap (reindex) is followed. */
-const LIVE_INDEX_TTL_MS = 15_000;
-
 const deps = new DepsSlot<UpsertVectorsDeps>(async () => {
   const config = cloudConfig('upsertVectors');
   const logger = cloudLogger('upsertVectors');
   const catalog = await cloudIndexCatalog(config, logger);
   const features = new GcsBlobStore(storageClient(), config.FEATURES_BUCKET);
   const shards = new EmbeddingShardReader(features);
-  let live: { at: number; index: VectorIndex } | null = null;
+  // Looked up again every few seconds, so an alias swap (reindex) is followed.
+  const live = new LiveIndexCache(() => catalog.live());
   return {
-    async liveIndex() {
-      if (live && Date.now() - live.at < LIVE_INDEX_TTL_MS) return live.index;
-      const index = await catalog.live();
-      live = index ? { at: Date.now(), index } : null;
-      return index;
-    },
+    liveIndex: () => live.get(),
     bus: cloudEventBus({ projectId: config.GCP_PROJECT, topics: { [TOPICS.imageEvents]: config.TOPIC_IMAGE_EVENTS }, logger }),
     rejections: new GcsRejectionLog(features),
     features: new GcsFeatureStore(features, { logger }),

@@ -93,12 +93,6 @@ const FUNCTIONS_FRAMEWORK = '@google-cloud/functions-framework';
  * Everything else our code imports (zod, pino, fastify, the OpenSearch client …) is bundled.
  */
 const EXTERNAL_PACKAGES = ['@google-cloud/*', 'google-gax', '@grpc/*', 'onnxruntime-node', 'sharp', '@tensorflow/*', 'nsfwjs', '@lancedb/*'];
-/**
- * The local mode of the CLI (cli/: LanceDB, chokidar, file queues) is never part of a cloud
- * deployable. jobs/retrain/main.ts imports it lazily for its IMGSEARCH_HOME mode; the import is
- * left unresolved in the bundle, so only that mode fails (with "Cannot find module"), in an image.
- */
-const LOCAL_ONLY = ['../cli/*', '../../cli/*'];
 /** Never a dependency of a deployable: build and dev tools, the Pulumi SDK, the local index. */
 const FORBIDDEN = [/^@pulumi\//, /^tsx$/, /^typescript$/, /^@lancedb\//, /^vitest$/, /^esbuild$/, /^@esbuild\//];
 
@@ -328,7 +322,7 @@ export interface DeployableBuild {
   files: string[];
   /** Packages the bundles import at run time (the package.json dependencies, with their versions). */
   dependencies: Record<string, string>;
-  /** Imports left unresolved on purpose (local-only modules, see LOCAL_ONLY). */
+  /** Imports esbuild left unresolved that are not packages (expected: none). */
   excluded: string[];
   /** Bytes of all JavaScript shipped: bundles and worker scripts (no source maps, no assets). */
   bundleBytes: number;
@@ -461,7 +455,9 @@ const BASE_OPTIONS: esbuild.BuildOptions = {
   // Linked maps without the sources: `node --enable-source-maps` prints our .ts file:line in stack traces.
   sourcemap: 'linked',
   sourcesContent: false,
-  external: [...EXTERNAL_PACKAGES, ...LOCAL_ONLY],
+  // Local mode (shared/wiring/local.ts: LanceDB, file queues) is never bundled: it would bring
+  // @lancedb/*, which FORBIDDEN refuses, so a deployable that imports it fails to build.
+  external: EXTERNAL_PACKAGES,
   banner: { js: BANNER },
   metafile: true,
   logLevel: 'silent',

@@ -79,7 +79,7 @@ export function parseEnv(env: NodeJS.ProcessEnv): Env {
       const key = String(issue.path[0]) as keyof Env;
       return `- ${key}=${JSON.stringify(env[key] ?? '')}: ${issue.message}${hints[key] ? ` (${hints[key]})` : ''}`;
     });
-    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`, { cause: result.error });
   }
   const parsed = result.data;
   if (parsed.IMGSEARCH_INDEX === 'opensearch' && !parsed.OPENSEARCH_URL) {

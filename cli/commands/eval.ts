@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
-import { evaluateVersion } from '../../shared/services/retrain-flow.js';
-import { configFrom, printJson } from '../options.js';
-import { openLocalRuntime } from '../runtime.js';
+import { evaluateVersion } from '../../shared/services/retrain.js';
+import { printJson, withRuntime } from '../options.js';
 
 export function registerEvalCommand(program: Command): void {
   program
@@ -9,9 +8,8 @@ export function registerEvalCommand(program: Command): void {
     .description('held-out retrieval metrics of a model version on your labelled images (stored in the registry, plotted in reports/metrics.png)')
     .option('--model <version>', 'version to evaluate (default: the active one)')
     .option('--json', 'print {modelVersion, imageToImage, textToImage}')
-    .action(async (opts: { model?: string; json?: boolean }, command: Command) => {
-      const runtime = await openLocalRuntime(configFrom(command));
-      try {
+    .action(async (opts: { model?: string; json?: boolean }, command: Command) =>
+      withRuntime(command, async (runtime) => {
         const report = await evaluateVersion({ ...runtime, reportsDir: runtime.config.paths.reports }, opts.model);
         const { modelVersion, imageToImage, textToImage } = report;
         if (opts.json) return printJson({ modelVersion, imageToImage, textToImage });
@@ -21,8 +19,6 @@ export function registerEvalCommand(program: Command): void {
             `  image→image  ${fmt(imageToImage)}\n` +
             `  text→image   ${textToImage ? fmt(textToImage) : 'n/a (no text tower)'}\n`,
         );
-      } finally {
-        await runtime.close();
-      }
-    });
+      }),
+    );
 }

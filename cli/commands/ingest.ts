@@ -9,7 +9,7 @@ import { handleObjectEvent } from '../../shared/handlers/on-object-event.js';
 import { PipelineWorkers } from '../../shared/services/pipeline.js';
 import { configFrom, printJson } from '../options.js';
 import { PipelineTally } from '../pipeline-tally.js';
-import { openLocalRuntime } from '../runtime.js';
+import { openLocalRuntime } from '../../shared/wiring/local.js';
 
 export function registerIngestCommand(program: Command): void {
   program

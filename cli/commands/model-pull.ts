@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { NotFoundError } from '../../shared/errors.js';
 import { CLIP_VIT_B32, pullClip } from '../../shared/services/model-pull.js';
 import { configFrom, printJson } from '../options.js';
-import { openLocalRuntime } from '../runtime.js';
+import { openLocalRuntime } from '../../shared/wiring/local.js';
 
 /**
  * `imgsearch model pull clip-vit-b32`: a CLIP image + text tower as ONNX, registered (not

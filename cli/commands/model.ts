@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { NotFoundError } from '../../shared/errors.js';
 import { activateModel, rollbackModel, type ActivationResult } from '../../shared/services/model-lifecycle.js';
 import { configFrom, printJson } from '../options.js';
-import { lifecycleDeps, openLocalRuntime } from '../runtime.js';
+import { lifecycleDeps, openLocalRuntime } from '../../shared/wiring/local.js';
 import { registerModelPullCommand } from './model-pull.js';
 
 export function registerModelCommands(program: Command): void {

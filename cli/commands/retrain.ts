@@ -3,10 +3,10 @@ import { Presets, SingleBar } from 'cli-progress';
 import { InvalidArgumentError, type Command } from 'commander';
 import type { EpochStats } from '../../shared/training/lit-trainer.js';
 import { readFeedbackFile } from '../../shared/services/feedback.js';
-import { runRetraining } from '../../jobs/retrain/retrain-job.js';
-import { retrainAndActivate, type RetrainFlowProgress } from '../../shared/services/retrain-flow.js';
-import { configFrom, printJson } from '../options.js';
-import { lifecycleDeps, openLocalRuntime } from '../runtime.js';
+import { activateWithIndex } from '../../shared/services/model-lifecycle.js';
+import { retrain, type RetrainProgress } from '../../shared/services/retrain.js';
+import { lifecycleDeps } from '../../shared/wiring/local.js';
+import { printJson, withRuntime } from '../options.js';
 import { parseIntIn } from './search.js';
 
 export function parseNumberIn(min: number, max: number, { exclusive = false } = {}) {
@@ -37,12 +37,11 @@ export function registerRetrainCommand(program: Command): void {
     .option('--hidden <n>', 'hidden units of the projection head (default 512; wider learns more from tens of thousands of images, and trains slower)', parseIntIn(1, 8192))
     .option('--json', 'print the result as JSON (progress goes to stderr)')
     .action(async (opts: { epochs: number; seed: number; margin: number; heldOut: number; validation?: number; hidden?: number; json?: boolean }, command: Command) => {
-      const runtime = await openLocalRuntime(configFrom(command));
       const out = opts.json ? process.stderr : process.stdout;
       const bar = process.stderr.isTTY ? new SingleBar({ format: 'training |{bar}| epoch {value}/{total}  loss {loss}', clearOnComplete: true }, Presets.shades_classic) : null;
       let firstLoss = 0;
       const say = (line: string) => out.write(bar && out === process.stderr ? `\r\x1b[K${line}\n` : `${line}\n`);
-      const onProgress = (p: RetrainFlowProgress) => {
+      const onProgress = (p: RetrainProgress) => {
         if (p.stage === 'load') {
           say(`${p.records} stored embeddings`);
           if (opts.epochs > 0) bar?.start(opts.epochs, 0, { loss: '-' });
@@ -53,41 +52,49 @@ export function registerRetrainCommand(program: Command): void {
         } else if (p.stage === 'evaluate') {
           bar?.stop();
           say(`evaluating ${p.model} on held-out images`);
-        } else if (p.stage === 'register') say(`registered ${p.version}`);
+        } else if (p.stage === 'activate') say(`${p.version} passed the gate: building its index`);
+        else if (p.stage === 'register') say(`registered ${p.version}${p.promoted ? ' (active)' : ''}`);
       };
       try {
-        const feedback = await readFeedbackFile(path.join(runtime.config.paths.feedback, 'feedback.jsonl'));
-        if (feedback.invalid > 0) runtime.logger.warn({ invalid: feedback.invalid }, 'unreadable feedback lines skipped');
-        const result = await retrainAndActivate(
-          { ...lifecycleDeps(runtime), runRetraining, feedback: async () => feedback.pairs, reportsDir: runtime.config.paths.reports },
-          {
-            epochs: opts.epochs,
-            seed: opts.seed,
-            margin: opts.margin,
-            heldOutFraction: opts.heldOut,
-            training: {
-              ...(opts.validation !== undefined ? { validationFraction: opts.validation } : {}),
-              ...(opts.hidden !== undefined ? { hidden: opts.hidden } : {}),
+        await withRuntime(command, async (runtime) => {
+          const lifecycle = lifecycleDeps(runtime);
+          const feedbackFile = path.join(runtime.config.paths.feedback, 'feedback.jsonl');
+          const result = await retrain(
+            {
+              ...lifecycle,
+              activate: activateWithIndex(lifecycle),
+              feedback: async () => (await readFeedbackFile(feedbackFile, { logger: runtime.logger })).pairs,
+              reportsDir: runtime.config.paths.reports,
             },
-          },
-          onProgress,
-        );
-        bar?.stop();
-        if (opts.json) return printJson(result);
-        const r1 = (m: { imageToImage: { 'recall@1': number } }) => m.imageToImage['recall@1'].toFixed(4);
-        const p10 = (m: { textToImage: { 'precision@10': number } | null }) => (m.textToImage ? m.textToImage['precision@10'].toFixed(4) : 'n/a');
-        process.stdout.write(
-          `candidate ${result.candidate.version}: recall@1 ${r1(result.candidate.metrics)}, text precision@10 ${p10(result.candidate.metrics)} (${result.candidate.training.seconds.toFixed(1)} s, best epoch ${result.candidate.training.bestEpoch})\n` +
-            `active    ${result.current.version}: recall@1 ${r1(result.current.metrics)}, text precision@10 ${p10(result.current.metrics)}\n` +
-            result.decision.reasons.map((r) => `  - ${r}\n`).join('') +
-            (result.index
-              ? `promoted ${result.candidate.version}; index ${result.index.index} (${result.index.documents} documents)\n`
-              : `not promoted: ${result.current.version} stays active (the candidate is kept in \`imgsearch model list\`)\n`) +
-            (result.plot ? `metrics plot: ${result.plot}\n` : ''),
-        );
+            {
+              epochs: opts.epochs,
+              seed: opts.seed,
+              margin: opts.margin,
+              heldOutFraction: opts.heldOut,
+              training: {
+                ...(opts.validation !== undefined ? { validationFraction: opts.validation } : {}),
+                ...(opts.hidden !== undefined ? { hidden: opts.hidden } : {}),
+              },
+            },
+            onProgress,
+          );
+          bar?.stop();
+          const { activation: index, ...rest } = result;
+          if (opts.json) return printJson({ ...rest, index });
+          const r1 = (m: { imageToImage: { 'recall@1': number } }) => m.imageToImage['recall@1'].toFixed(4);
+          const p10 = (m: { textToImage: { 'precision@10': number } | null }) => (m.textToImage ? m.textToImage['precision@10'].toFixed(4) : 'n/a');
+          process.stdout.write(
+            `candidate ${result.candidate.version}: recall@1 ${r1(result.candidate.metrics)}, text precision@10 ${p10(result.candidate.metrics)} (${result.candidate.training.seconds.toFixed(1)} s, best epoch ${result.candidate.training.bestEpoch})\n` +
+              `active    ${result.current.version}: recall@1 ${r1(result.current.metrics)}, text precision@10 ${p10(result.current.metrics)}\n` +
+              result.decision.reasons.map((r) => `  - ${r}\n`).join('') +
+              (index
+                ? `promoted ${result.candidate.version}; index ${index.index} (${index.documents} documents)\n`
+                : `not promoted: ${result.current.version} stays active (the candidate is kept in \`imgsearch model list\`)\n`) +
+              (result.plot ? `metrics plot: ${result.plot}\n` : ''),
+          );
+        });
       } finally {
         bar?.stop();
-        await runtime.close();
       }
     });
 }

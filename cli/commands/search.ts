@@ -4,7 +4,7 @@ import { ParseError } from '../../shared/errors.js';
 import type { Hit } from '../../shared/ports/vector-index.js';
 import { SearchService } from '../../shared/services/search-service.js';
 import { configFrom, printJson } from '../options.js';
-import { openLocalRuntime } from '../runtime.js';
+import { openLocalRuntime } from '../../shared/wiring/local.js';
 
 export function parseIntIn(min: number, max: number) {
   return (value: string): number => {
@@ -31,7 +31,9 @@ export function registerSearchCommand(program: Command): void {
       const runtime = await openLocalRuntime(configFrom(command));
       try {
         await runtime.model.get();
-        const service = new SearchService(() => runtime.model.current(), () => runtime.catalog.live());
+        // As the search service does: queries use the model the live index was built with (a
+        // promotion whose reindex has not swapped the alias yet still answers, with the old model).
+        const service = new SearchService(() => runtime.model.current(), () => runtime.catalog.live(), (version) => runtime.model.forVersion(version));
         const req = { k: opts.k, minScore: opts.minScore, filter: opts.label ? { labels: [opts.label] } : undefined };
         if (opts.image && opts.image.length > 1) {
           // Batch of query images: one model load, one result list per image (JSON lines).

@@ -1,4 +1,5 @@
 import type { CloudWorkload } from '../../shared/wiring/cloud-access.js';
+import { RETRAIN_JOB_SPEC_ENV } from '../../shared/wiring/cloud-config.js';
 import type { RecordedResource } from '../testing/mocks.js';
 import { ROLE_DATA, SERVICE_AGENTS } from './google-rules.js';
 
@@ -143,7 +144,7 @@ export class StackModel {
     // The Vertex AI job runs as TRAINER_SERVICE_ACCOUNT with the settings startRetraining puts in its spec.
     const starter = this.workloads.get('startRetraining');
     if (starter?.env.TRAINER_SERVICE_ACCOUNT) {
-      const pick = ['GCP_PROJECT', 'GCP_REGION', 'MODELS_BUCKET', 'FEATURES_BUCKET', 'REINDEX_JOB_NAME'];
+      const pick: readonly string[] = RETRAIN_JOB_SPEC_ENV;
       this.workloads.set('retrainJob', {
         name: 'retrainJob',
         identity: starter.env.TRAINER_SERVICE_ACCOUNT,

@@ -2,8 +2,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { errorMessage } from '../../shared/errors.js';
 import { bootstrapModel } from '../../shared/services/model-bootstrap.js';
-import { cloudConfig } from '../../functions/config.js';
-import { cloudLogger, cloudModelRegistry, storageClient } from '../../functions/runtime.js';
+import { cloudConfig } from '../../shared/wiring/cloud-config.js';
+import { cloudLogger, cloudModelRegistry, storageClient } from '../../shared/wiring/cloud.js';
 
 /**
  * The bootstrap job (Cloud Run job in the trainer image, run once by `pulumi up`): registers and

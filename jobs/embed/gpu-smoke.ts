@@ -7,8 +7,8 @@ import type { Logger } from '../../shared/logger.js';
 import type { Embedder, PreparedImage } from '../../shared/ports/embedder.js';
 import { ModelHolder } from '../../shared/services/model-holder.js';
 import { mulberry32 } from '../../shared/training/prng.js';
-import { bootstrapJobHint, cloudConfig } from '../../functions/config.js';
-import { cloudLogger, cloudModelRegistry, storageClient } from '../../functions/runtime.js';
+import { bootstrapJobHint, cloudConfig } from '../../shared/wiring/cloud-config.js';
+import { cloudLogger, cloudModelRegistry, storageClient } from '../../shared/wiring/cloud.js';
 
 /**
  * GPU smoke test of a deployed embed job, run once after `pulumi up` as an execution of the embed

@@ -3,10 +3,10 @@ import { GcsFeatureStore } from '../../shared/adapters/gcp/gcs-feature-store.js'
 import { GcsRejectionLog } from '../../shared/adapters/gcp/gcs-rejection-log.js';
 import { TOPICS } from '../../shared/contracts.js';
 import type { BlobStore } from '../../shared/ports/blob-store.js';
+import { embedTaskMain, type EmbedTaskDeps } from '../../shared/services/embed-task.js';
 import { ModelHolder } from '../../shared/services/model-holder.js';
-import { bootstrapJobHint, cloudConfig } from '../../functions/config.js';
-import { cloudEventBus, cloudLogger, cloudModelRegistry, storageClient } from '../../functions/runtime.js';
-import { embedTaskMain, type EmbedTaskDeps } from './embed-job.js';
+import { bootstrapJobHint, cloudConfig } from '../../shared/wiring/cloud-config.js';
+import { cloudEventBus, cloudLogger, cloudModelRegistry, storageClient } from '../../shared/wiring/cloud.js';
 import { GPU_SMOKE_FLAG, gpuSmokeMain } from './gpu-smoke.js';
 
 /** Lease on pulled image events; extended every half of it while a batch is embedded. */
@@ -15,7 +15,8 @@ const LEASE_SECONDS = 120;
 /**
  * The embed job (Cloud Run job, GPU): one process per task. Loads the registry's active model —
  * on CUDA when ONNX_EXECUTION_PROVIDER=cuda, and then a CUDA provider that does not load fails the
- * task (never a silent CPU run) — and works the image-events backlog (jobs/embed/embed-job.ts).
+ * task (never a silent CPU run) — and works the image-events backlog with the embed loop both modes share
+ * (shared/services/embed-loop.ts, through embed-task.ts).
  * It only reads the models bucket: with no active model the task fails with a message naming the
  * bootstrap job. Exit code 0 when the backlog is done or the time budget is spent, 1 on a fatal
  * error (Cloud Run retries the task up to its maxRetries).

@@ -3,8 +3,8 @@ import { GcsFeatureStore } from '../../shared/adapters/gcp/gcs-feature-store.js'
 import { errorMessage } from '../../shared/errors.js';
 import { ModelHolder } from '../../shared/services/model-holder.js';
 import { reindexFromFeatures } from '../../shared/services/reindex.js';
-import { cloudConfig } from '../../functions/config.js';
-import { cloudIndexCatalog, cloudLogger, cloudModelRegistry, storageClient } from '../../functions/runtime.js';
+import { cloudConfig } from '../../shared/wiring/cloud-config.js';
+import { cloudIndexCatalog, cloudLogger, cloudModelRegistry, storageClient } from '../../shared/wiring/cloud.js';
 
 /**
  * The reindex job (Cloud Run job on the VPC, so it reaches a private OpenSearch): builds a new

@@ -6,6 +6,8 @@
  * Queries with no relevant item in the corpus are skipped by every metric (they cannot be
  * answered and would only add noise); callers report how many queries counted.
  */
+import { mean } from '../vector-math.js';
+
 export interface RankedRelevance {
   /** Relevance of the top results, best first (at least k of them when the corpus allows). */
   flags: boolean[];
@@ -19,10 +21,6 @@ function assertK(k: number): void {
 
 function answerable(lists: RankedRelevance[]): RankedRelevance[] {
   return lists.filter((l) => l.totalRelevant > 0);
-}
-
-function mean(values: number[]): number {
-  return values.length === 0 ? 0 : values.reduce((a, b) => a + b, 0) / values.length;
 }
 
 /** Recall@k as used for image retrieval: share of queries with at least one relevant hit in the top k. */

@@ -7,6 +7,7 @@ import type { Delivery, EventBus } from '../ports/event-bus.js';
 import type { FeatureStore } from '../ports/feature-store.js';
 import type { RejectionLog } from '../ports/rejection-log.js';
 import type { VectorIndex } from '../ports/vector-index.js';
+import { describeIssues } from '../validation.js';
 import type { EmbedOutcome } from './results.js';
 import { readImageMetadata, type SidecarMetadata } from './sidecar.js';
 
@@ -49,7 +50,7 @@ export async function embedBatch(deliveries: Delivery[], deps: EmbedDeps): Promi
     }
     const parsed = imageEventSchema.safeParse(delivery.data);
     if (!parsed.success) {
-      outcomes.push({ status: 'dead-lettered', ackId: delivery.ackId, detail: `malformed image event: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}` });
+      outcomes.push({ status: 'dead-lettered', ackId: delivery.ackId, detail: `malformed image event: ${describeIssues(parsed.error)}` });
       continue;
     }
     const event = parsed.data;

@@ -1,8 +1,8 @@
 import { documentId, imageEventSchema, objectUri, TOPICS, type ImageEvent } from '../contracts.js';
-import { ParseError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { EventBus } from '../ports/event-bus.js';
 import type { RejectionLog } from '../ports/rejection-log.js';
+import { parseWith } from '../validation.js';
 import { looksLikeImage } from './image-types.js';
 import type { ObjectEventOutcome } from './results.js';
 
@@ -15,12 +15,7 @@ export interface ObjectEventDeps {
 
 /** Parses the event payload; throws ParseError (the entry point dead-letters it) when malformed. */
 export function parseImageEvent(payload: unknown): ImageEvent {
-  const parsed = imageEventSchema.safeParse(payload);
-  if (!parsed.success) {
-    const detail = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-    throw new ParseError(`malformed image event: ${detail}`, { cause: parsed.error });
-  }
-  return parsed.data;
+  return parseWith(imageEventSchema, payload, 'malformed image event');
 }
 
 /**

@@ -5,6 +5,7 @@ import type { Delivery, EventBus } from '../ports/event-bus.js';
 import type { FeatureStore } from '../ports/feature-store.js';
 import type { RejectionLog } from '../ports/rejection-log.js';
 import type { VectorDocument, VectorIndex } from '../ports/vector-index.js';
+import { describeIssues } from '../validation.js';
 import type { UpsertHandlerOutcome } from './results.js';
 
 export interface UpsertDeps {
@@ -32,7 +33,7 @@ export async function upsertEmbeddings(deliveries: Delivery[], deps: UpsertDeps)
   for (const delivery of deliveries) {
     const parsed = embeddingMessageSchema.safeParse(delivery.data);
     if (!parsed.success) {
-      outcomes.push({ status: 'dead-lettered', ackId: delivery.ackId, detail: `malformed embedding message: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}` });
+      outcomes.push({ status: 'dead-lettered', ackId: delivery.ackId, detail: `malformed embedding message: ${describeIssues(parsed.error)}` });
       continue;
     }
     const msg = parsed.data;

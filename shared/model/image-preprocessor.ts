@@ -74,7 +74,7 @@ export async function prepareImage(image: Buffer, tower: ImageTower, limits: Pre
       `decoded to ${info.width}x${info.height}x${info.channels}, expected ${tower.width}x${tower.height}x3`,
     );
   }
-  return { pixels: tower.inputType === 'uint8' ? planar(data, tower) : normalise(data, tower), width, height, format };
+  return { pixels: tower.inputType === 'uint8' ? planar(data, tower) : standardiseChannels(data, tower), width, height, format };
 }
 
 /** Raw RGB bytes in the tower's layout: sharp's interleaved output as is for NHWC, planes for NCHW. */
@@ -105,8 +105,11 @@ async function readHeader(image: Buffer): Promise<Metadata> {
   }
 }
 
-/** ((v·scale) − mean[c]) / std[c], written NHWC or NCHW as the manifest says. */
-export function normalise(rgb: Uint8Array, tower: ImageTower): Float32Array {
+/**
+ * Per-channel standardisation ((v·scale) − mean[c]) / std[c] of RGB bytes, written NHWC or NCHW
+ * as the manifest says. (Not L2 normalisation of vectors: that is shared/vector-math.ts.)
+ */
+export function standardiseChannels(rgb: Uint8Array, tower: ImageTower): Float32Array {
   const area = tower.width * tower.height;
   const out = new Float32Array(area * 3);
   // v·a[c] + b[c] with a = scale/std, b = −mean/std: one multiply-add per value, no branches.

@@ -1,5 +1,6 @@
 import { CapabilityError } from '../errors.js';
 import type { Embedder, ImageEmbeddings, PreparedImage } from '../ports/embedder.js';
+import { l2Normalise, l2NormaliseInPlace } from '../vector-math.js';
 import { prepareImage, type PrepareLimits } from './image-preprocessor.js';
 import type { ModelManifest } from './manifest.js';
 import type { TensorRunner } from './tensor-runner.js';
@@ -52,7 +53,7 @@ export class OnnxEmbedder implements Embedder {
       throw new Error(`the image model returned [${output.dims.join(',')}], the manifest says [${images.length},${tower.dimension}]`);
     }
     const values = output.data as Float32Array;
-    const base = images.map((_, i) => l2Normalise(values.slice(i * dim, (i + 1) * dim)));
+    const base = images.map((_, i) => l2NormaliseInPlace(values.slice(i * dim, (i + 1) * dim)));
     return { base, vectors: await this.project(base) };
   }
 
@@ -79,15 +80,4 @@ export class OnnxEmbedder implements Embedder {
   async close(): Promise<void> {
     await Promise.all([this.imageSession.release(), this.head?.close(), this.textTower?.close()]);
   }
-}
-
-/** v / ‖v‖ (a zero vector stays zero). */
-export function l2Normalise(v: Float32Array): Float32Array {
-  let sum = 0;
-  for (let i = 0; i < v.length; i++) sum += v[i]! * v[i]!;
-  const norm = Math.sqrt(sum);
-  if (norm === 0) return v;
-  const out = new Float32Array(v.length);
-  for (let i = 0; i < v.length; i++) out[i] = v[i]! / norm;
-  return out;
 }

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { l2NormaliseInPlace } from '../vector-math.js';
 import type { ModelManifest } from './manifest.js';
 
 /**
@@ -79,11 +80,7 @@ export async function loadTextTower(manifest: ModelManifest, dir: string, _optio
         const dim = out.dims[1] as number;
         if (dim !== spec.dimension) throw new Error(`text tower ${spec.file} returned dimension ${dim}, the manifest says ${spec.dimension}`);
         const values = out.data as Float32Array;
-        return texts.map((_, i) => {
-          const v = values.slice(i * dim, (i + 1) * dim);
-          const norm = Math.hypot(...v) || 1;
-          return v.map((x) => x / norm);
-        });
+        return texts.map((_, i) => l2NormaliseInPlace(values.slice(i * dim, (i + 1) * dim)));
       },
       close: () => clipSession.release(),
     };

@@ -44,6 +44,8 @@ export class ModelHolder {
   private loaded: Embedder | null = null;
   private loading: Promise<Embedder> | null = null;
   private readonly switching = new Map<string, Promise<Embedder>>();
+  /** A model loaded beside the current one for queries (see forLiveIndex). */
+  private beside: { version: string; embedder: Promise<Embedder> } | null = null;
   /** Until when "no active model" is believed without asking the registry again. */
   private absentUntil = 0;
 
@@ -86,7 +88,8 @@ export class ModelHolder {
 
   /**
    * A given registry version, loaded in place of the current model when it is another one: a
-   * search-only process follows the live index this way instead of the registry's active flag.
+   * search-only process (the cloud search service) follows the live index this way instead of the
+   * registry's active flag.
    */
   async forVersion(version: string): Promise<Embedder> {
     const current = await this.get();
@@ -94,18 +97,57 @@ export class ModelHolder {
     let pending = this.switching.get(version);
     if (!pending) {
       pending = (async () => {
-        if (!(await this.registry.get(version))) throw new NotFoundError(`the live index was built with model ${version}, which is not in the registry`);
-        const embedder = await this.loadVersion(version);
+        const embedder = await this.loadRegistered(version);
         const previous = this.loaded;
         this.loaded = embedder;
-        // Requests that picked up the previous model finish with it: closed a little later.
-        if (previous && previous !== embedder) setTimeout(() => void previous.close().catch(() => undefined), 30_000).unref();
+        if (previous && previous !== embedder) closeLater(previous);
         this.options.logger.info({ from: previous?.modelVersion, to: version }, 'model switched to the one the live index was built with');
         return embedder;
       })().finally(() => this.switching.delete(version));
       this.switching.set(version, pending);
     }
     return pending;
+  }
+
+  /**
+   * The model the live index was built with, for queries, leaving the model this holder embeds
+   * with alone: a process that both embeds (with the registry's active model) and searches (local
+   * `up`) keeps answering queries during a promotion's reindex, when the alias still points at the
+   * previous model's index. Another version is loaded beside the current one (one at a time) and
+   * let go once queries ask for the current model again.
+   */
+  async forLiveIndex(version: string): Promise<Embedder> {
+    const current = await this.get();
+    if (current.modelVersion === version) {
+      this.dropBeside();
+      return current;
+    }
+    if (this.beside?.version !== version) {
+      this.dropBeside();
+      const slot = {
+        version,
+        embedder: this.loadRegistered(version).then((embedder) => {
+          this.options.logger.info({ active: current.modelVersion, live: version }, 'queries use the model the live index was built with, loaded beside the active one');
+          return embedder;
+        }),
+      };
+      slot.embedder.catch(() => {
+        if (this.beside === slot) this.beside = null;
+      });
+      this.beside = slot;
+    }
+    return this.beside!.embedder;
+  }
+
+  private dropBeside(): void {
+    const slot = this.beside;
+    this.beside = null;
+    slot?.embedder.then(closeLater, () => undefined);
+  }
+
+  private async loadRegistered(version: string): Promise<Embedder> {
+    if (!(await this.registry.get(version))) throw new NotFoundError(`the live index was built with model ${version}, which is not in the registry`);
+    return this.loadVersion(version);
   }
 
   private async load(): Promise<Embedder> {
@@ -136,7 +178,15 @@ export class ModelHolder {
   }
 
   async close(): Promise<void> {
+    const beside = this.beside;
+    this.beside = null;
+    await beside?.embedder.then((e) => e.close(), () => undefined);
     await this.loaded?.close();
     this.loaded = null;
   }
+}
+
+/** Requests that picked up a model finish with it: it is closed a little later. */
+function closeLater(embedder: Embedder): void {
+  setTimeout(() => void embedder.close().catch(() => undefined), 30_000).unref();
 }

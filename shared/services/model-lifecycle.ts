@@ -1,11 +1,44 @@
+import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Embedder } from '../ports/embedder.js';
 import type { FeatureStore } from '../ports/feature-store.js';
+import type { JobExecution, JobLauncher } from '../ports/job-launcher.js';
 import type { ModelRegistry } from '../ports/model-registry.js';
-import type { VectorDocument, VectorIndex, VectorIndexCatalog } from '../ports/vector-index.js';
+import type { VectorIndex, VectorIndexCatalog } from '../ports/vector-index.js';
 import { compareGenerations } from '../contracts.js';
-import { reindexFromFeatures, type ReindexResult } from './reindex.js';
+import { documentsFromFeatures, reindexFromFeatures, type ReindexResult } from './reindex.js';
 
+/**
+ * How a model version goes live, and back.
+ *
+ * **Promotion order** (local mode: `imgsearch retrain`, `imgsearch model promote`):
+ *  1. the candidate is registered, with metrics and lineage, and is not active;
+ *  2. an index version of it is built beside the live one from the stored base embeddings
+ *     (re-projected by its head, no image decoded) and its document count verified — or an
+ *     earlier index of that model is brought up to date;
+ *  3. the index alias is swapped to it: from here queries are answered by the new model;
+ *  4. the registry marks the model active (what ingestion embeds new images with).
+ * A failure before the swap changes nothing: the alias and the active model stay, and an index
+ * version left half-built is dropped. If step 4 fails, the alias is swapped back. Results never
+ * mix two models: a query is embedded with the model of the index it searches (the cloud search
+ * service follows the live index), or refused until the two agree (SearchService without
+ * `follow`, e.g. `imgsearch up` until its model poll sees step 4); a vector an embed worker made
+ * with the previous model after step 3 is refused by the new index and sent back for re-embedding.
+ *
+ * **Cloud** ({@link promoteThenStartReindexJob}): the retrain job runs on Vertex AI, which cannot
+ * reach the private OpenSearch cluster, so steps 2–3 run in the reindex job (a Cloud Run job on
+ * the VPC) and the order there is 1 → 4 → 2 → 3: the job marks the model active, then starts the
+ * reindex job, which builds the index of the active model and swaps the alias. Until the swap,
+ * the search service keeps answering with the old index and its model (it follows the live
+ * index's model), and upsert-vectors sends vectors of the new model back for re-embedding instead
+ * of mixing them in. If the reindex job cannot be started, the promotion is rolled back; if it
+ * fails later, the alias stays on the old index (search stays consistent) until the reindex job
+ * is run again or the registry rolled back.
+ *
+ * **Rollback** ({@link rollbackModel}) runs the other way round: only the registry knows which
+ * version was active before, so it moves first and the alias follows (to the earlier index of
+ * that model, kept for this); if the alias cannot follow, the registry is moved forward again.
+ */
 export interface LifecycleDeps {
   registry: ModelRegistry;
   catalog: VectorIndexCatalog;
@@ -23,22 +56,84 @@ export interface ActivationResult {
   needsReembedding: number;
 }
 
+/** How a candidate that passed the gate goes live; `onProgress` counts re-projected documents. */
+export type Activation<A> = (version: string, onProgress: (done: number) => void) => Promise<A>;
+
 /**
- * Makes `version` the active model and points the index alias at an index of that model: an
- * existing one (kept from before, e.g. on rollback) brought up to date from the feature store, or
- * a new one re-projected from stored base embeddings. Search never sees two models mixed.
+ * Makes `version` live in the promotion order: its index is built (or an earlier one caught up),
+ * the alias swapped, then the registry promoted.
  */
 export async function activateModel(deps: LifecycleDeps, version: string, onProgress?: (done: number) => void): Promise<ActivationResult> {
-  await deps.registry.promote(version);
-  return syncIndexToModel(deps, version, onProgress);
+  const before = (await deps.catalog.live())?.name ?? null;
+  const result = await syncIndexToModel(deps, version, onProgress);
+  try {
+    await deps.registry.promote(version);
+  } catch (err) {
+    if (before !== null && before !== result.index) {
+      await deps.catalog.swapAlias(before);
+      deps.logger.warn({ index: before, modelVersion: version, err: errorMessage(err) }, 'promotion failed after the alias swap: alias swapped back');
+    }
+    throw err;
+  }
+  return result;
 }
 
-/** Re-activates the previously active model and its index. */
+/** {@link activateModel} as the retrain service's activation (local mode: the index is reachable). */
+export function activateWithIndex(deps: LifecycleDeps): Activation<ActivationResult> {
+  return (version, onProgress) => activateModel(deps, version, onProgress);
+}
+
+export interface CloudActivation {
+  /** The reindex job execution that builds the new model's index and swaps the alias; null when no reindex job is configured. */
+  reindex: JobExecution | null;
+}
+
+/**
+ * The cloud retrain job's activation (see the module comment): promote in the registry, then
+ * start the reindex job; if the job cannot be started, the promotion is rolled back.
+ */
+export function promoteThenStartReindexJob(deps: { registry: ModelRegistry; launcher: JobLauncher | null; logger: Logger }): Activation<CloudActivation> {
+  return async (version) => {
+    await deps.registry.promote(version);
+    if (!deps.launcher) {
+      deps.logger.warn({ modelVersion: version }, 'no reindex job configured: the alias stays on the previous model’s index until the reindex job runs');
+      return { reindex: null };
+    }
+    try {
+      const reindex = await deps.launcher.run(REINDEX_JOB, {});
+      deps.logger.info({ execution: reindex, modelVersion: version }, 'reindex job started for the promoted model');
+      return { reindex };
+    } catch (err) {
+      const back = await deps.registry.rollback();
+      deps.logger.error({ err: errorMessage(err), modelVersion: version, active: back }, 'reindex job could not be started: promotion rolled back');
+      throw err;
+    }
+  };
+}
+
+/** The port name of the reindex job (jobs/reindex). */
+export const REINDEX_JOB = 'reindex';
+
+/** Re-activates the previously active model and its index (see the module comment for the order). */
 export async function rollbackModel(deps: LifecycleDeps, onProgress?: (done: number) => void): Promise<ActivationResult> {
+  const from = (await deps.registry.active())?.version ?? null;
   const version = await deps.registry.rollback();
-  return syncIndexToModel(deps, version, onProgress);
+  try {
+    return await syncIndexToModel(deps, version, onProgress);
+  } catch (err) {
+    if (from !== null) {
+      await deps.registry.promote(from);
+      deps.logger.warn({ modelVersion: from, err: errorMessage(err) }, 'rollback failed: the index could not follow, the registry was moved forward again');
+    }
+    throw err;
+  }
 }
 
+/**
+ * Points the alias at an index of `version` (steps 2–3 of the promotion order): the live one if it
+ * already is, an earlier one of that model brought up to date, or a new one re-projected from the
+ * feature store. Does not touch the registry.
+ */
 export async function syncIndexToModel(deps: LifecycleDeps, version: string, onProgress?: (done: number) => void): Promise<ActivationResult> {
   const embedder = await deps.loadEmbedder(version);
   try {
@@ -57,10 +152,31 @@ export async function syncIndexToModel(deps: LifecycleDeps, version: string, onP
       deps.logger.info({ index: index.name, modelVersion: version }, 'alias swapped back to an earlier index of this model');
       return { modelVersion: version, index: index.name, how: 'reused', documents: await index.count(), needsReembedding: 0 };
     }
-    const result: ReindexResult = await reindexFromFeatures({ catalog: deps.catalog, features: deps.features, embedder, logger: deps.logger }, onProgress);
+    const existing = new Set((await deps.catalog.versions()).map((v) => v.name));
+    let result: ReindexResult;
+    try {
+      result = await reindexFromFeatures({ catalog: deps.catalog, features: deps.features, embedder, logger: deps.logger }, onProgress);
+    } catch (err) {
+      await dropUnfinished(deps, version, existing);
+      throw err;
+    }
     return { modelVersion: version, index: result.index, how: 'rebuilt', documents: result.count, needsReembedding: result.needsReembedding.length };
   } finally {
     await embedder.close();
+  }
+}
+
+/** Drops index versions of `version` created since `existing` was read and never made live (a failed rebuild). */
+async function dropUnfinished(deps: LifecycleDeps, version: string, existing: Set<string>): Promise<void> {
+  try {
+    for (const v of await deps.catalog.versions()) {
+      if (existing.has(v.name) || v.live || v.modelVersion !== version) continue;
+      await deps.catalog.dropVersion(v.name);
+      deps.logger.warn({ index: v.name, modelVersion: version }, 'unfinished index version dropped');
+    }
+  } catch (err) {
+    // The alias never pointed there: a leftover costs disk, not correctness.
+    deps.logger.warn({ err: errorMessage(err), modelVersion: version }, 'could not drop an unfinished index version');
   }
 }
 
@@ -80,12 +196,7 @@ async function catchUp(index: VectorIndex, features: FeatureStore, embedder: Emb
       return g === undefined || compareGenerations(g, r.generation) < 0;
     });
     if (stale.length === 0) continue;
-    const vectors = await embedder.project(stale.map((r) => r.vector));
-    const docs: VectorDocument[] = stale.map((r, i) => ({
-      id: r.id, uri: r.uri, generation: r.generation, modelVersion: embedder.modelVersion, vector: vectors[i]!,
-      labels: r.labels, caption: r.caption, eventTime: r.eventTime, indexedAt: now,
-    }));
-    await index.upsert(docs);
+    await index.upsert(await documentsFromFeatures(stale, embedder, now));
   }
   const gone: { id: string; generation: string }[] = [];
   for await (const docs of index.scan(1000)) for (const d of docs) if (!seen.has(d.id)) gone.push({ id: d.id, generation: d.generation });

@@ -1,12 +1,14 @@
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TOPICS } from '../contracts.js';
+import { withLeaseExtension } from '../adapters/lease-extension.js';
 import { errorMessage } from '../errors.js';
-import { embedBatch, settleEmbedOutcomes, type EmbedDeps } from '../handlers/embed-batch.js';
+import type { EmbedDeps } from '../handlers/embed-batch.js';
 import type { EmbedOutcome, UpsertHandlerOutcome } from '../handlers/results.js';
 import { settleUpsertOutcomes, upsertEmbeddings, type UpsertDeps } from '../handlers/upsert-vectors.js';
 import type { Logger } from '../logger.js';
 import type { EventBus } from '../ports/event-bus.js';
+import { runEmbedLoop } from './embed-loop.js';
 
 export interface PipelineOptions {
   batchSize: number;
@@ -30,9 +32,11 @@ export interface PipelineEvents {
 }
 
 /**
- * The local pipeline's workers: the same handlers the cloud runs (embed job, upsert function), in
- * loops over the durable queue. Leases are extended while a batch is worked on; a crash leaves the
- * lease to expire and the queue redelivers.
+ * The local pipeline's workers: the same handlers the cloud runs, over the durable queue — the
+ * embed job's own loop (embed-loop.ts, `embedConcurrency` of them side by side) and an upsert loop
+ * standing in for the push-triggered upsert function. Leases are extended while a batch is worked
+ * on (lease-extension.ts); a crash leaves the lease to expire and the queue redelivers. Emits
+ * `embedded` / `upserted` with each batch's outcomes (the CLI's progress and summary).
  */
 export class PipelineWorkers extends EventEmitter<PipelineEvents> {
   private running = false;
@@ -55,8 +59,8 @@ export class PipelineWorkers extends EventEmitter<PipelineEvents> {
     if (this.running) return;
     this.running = true;
     const embedLoops = this.options.embedConcurrency ?? 2;
-    for (let i = 0; i < embedLoops; i++) this.loops.push(this.loop('embed'));
-    this.loops.push(this.loop('upsert'));
+    for (let i = 0; i < embedLoops; i++) this.loops.push(this.embedLoop());
+    this.loops.push(this.upsertLoop());
   }
 
   /** Wakes idle loops at once (a new event was published). */
@@ -80,49 +84,79 @@ export class PipelineWorkers extends EventEmitter<PipelineEvents> {
     }
   }
 
-  private async loop(kind: 'embed' | 'upsert'): Promise<void> {
-    const topic = kind === 'embed' ? TOPICS.imageEvents : TOPICS.embeddings;
-    const max = kind === 'embed' ? this.options.batchSize : (this.options.upsertBatchSize ?? 256);
+  /** An embed loop: the one the embed job runs (embed-loop.ts), here until `stop()`. */
+  private async embedLoop(): Promise<void> {
+    await runEmbedLoop({
+      bus: this.bus,
+      embed: this.embedDeps,
+      logger: this.logger,
+      settings: {
+        batchSize: this.options.batchSize,
+        leaseSeconds: this.options.ackDeadlineSeconds ?? 60,
+        failureDelayMs: 500,
+        // A fault outside the handlers' own outcomes (e.g. inference crashed): the leases expire
+        // and the queue redelivers, so a short outage does not spend the messages' attempts.
+        onBatchFailure: 'lease-expiry',
+      },
+      running: () => this.running,
+      idle: () => this.idle(),
+      hooks: {
+        cycle: (delta) => {
+          this.busy += delta;
+        },
+        embedding: (delta) => {
+          this.embedding += delta;
+        },
+        batch: (outcomes) => {
+          this.emit('embedded', outcomes);
+          this.notify();
+        },
+        failure: (err) => this.emitError(err),
+      },
+    });
+  }
+
+  /** The upsert loop: the upsert function's handler over pulled batches of `embeddings`. */
+  private async upsertLoop(): Promise<void> {
+    const max = this.options.upsertBatchSize ?? 256;
     const deadline = this.options.ackDeadlineSeconds ?? 60;
     while (this.running) {
       let worked = false;
       this.busy++;
       try {
-        let batch = await this.bus.pull(topic, { maxMessages: max, ackDeadlineSeconds: deadline });
-        if (kind === 'upsert' && batch.length > 0) batch = await this.gather(batch, max, deadline);
+        let batch = await this.bus.pull(TOPICS.embeddings, { maxMessages: max, ackDeadlineSeconds: deadline });
+        if (batch.length > 0) batch = await this.gather(batch, max, deadline);
         if (batch.length > 0) {
           worked = true;
-          const ackIds = batch.map((d) => d.ackId);
-          const timer = setInterval(() => {
-            this.bus.extendDeadline(topic, ackIds, deadline).catch((err) => this.logger.warn({ err: errorMessage(err) }, 'lease extension failed'));
-          }, (deadline * 1000) / 2);
-          try {
-            if (kind === 'embed') {
-              this.embedding++;
-              const outcomes = await embedBatch(batch, this.embedDeps()).finally(() => this.embedding--);
-              await settleEmbedOutcomes(this.bus, outcomes);
-              this.emit('embedded', outcomes);
-              this.notify();
-            } else {
-              const outcomes = await upsertEmbeddings(batch, await this.upsertDeps());
+          const deliveries = batch;
+          await withLeaseExtension(
+            this.bus,
+            TOPICS.embeddings,
+            deliveries.map((d) => d.ackId),
+            deadline,
+            async () => {
+              const outcomes = await upsertEmbeddings(deliveries, await this.upsertDeps());
               await settleUpsertOutcomes(this.bus, outcomes);
               this.emit('upserted', outcomes);
-            }
-          } finally {
-            clearInterval(timer);
-          }
+            },
+            { logger: this.logger },
+          );
         }
       } catch (err) {
-        // A fault outside the handlers' own outcomes (e.g. inference crashed): leases expire and
-        // the queue redelivers; keep the loop alive.
-        this.logger.error({ err: errorMessage(err), kind }, 'pipeline batch failed; messages will be redelivered');
-        this.emit('error', err instanceof Error ? err : new Error(String(err)));
+        // The index or the queue failed: the leases expire and the queue redelivers; keep going.
+        this.logger.error({ err: errorMessage(err), kind: 'upsert' }, 'pipeline batch failed; messages will be redelivered');
+        this.emitError(err instanceof Error ? err : new Error(String(err)));
         await sleep(500);
       } finally {
         this.busy--;
       }
       if (!worked && this.running) await this.idle();
     }
+  }
+
+  /** `error` events for whoever listens (an EventEmitter throws an unheard `error`, which would end the loop). */
+  private emitError(err: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err);
   }
 
   private async gather<T>(batch: T[], max: number, deadline: number): Promise<T[]> {

@@ -17,6 +17,25 @@ export class ReindexVerificationError extends IssError {
 }
 
 /**
+ * Index documents of `embedder`'s model from stored base embeddings: the vectors re-projected by
+ * its head in one batch (no image decoded), the rest of each record carried over.
+ */
+export async function documentsFromFeatures(records: FeatureRecord[], embedder: Pick<Embedder, 'modelVersion' | 'project'>, indexedAt: string): Promise<VectorDocument[]> {
+  const vectors = await embedder.project(records.map((r) => r.vector));
+  return records.map((r, i) => ({
+    id: r.id,
+    uri: r.uri,
+    generation: r.generation,
+    modelVersion: embedder.modelVersion,
+    vector: vectors[i]!,
+    labels: r.labels,
+    caption: r.caption,
+    eventTime: r.eventTime,
+    indexedAt,
+  }));
+}
+
+/**
  * Rebuilds the index for `embedder`'s model beside the live one: stored base embeddings are
  * re-projected by the model's head (no image is decoded), counts are verified, then the alias is
  * swapped atomically. The previous index stays for rollback.
@@ -39,19 +58,7 @@ export async function reindexFromFeatures(
       return false;
     });
     if (usable.length === 0) continue;
-    const vectors = await embedder.project(usable.map((r) => r.vector));
-    const docs: VectorDocument[] = usable.map((r, i) => ({
-      id: r.id,
-      uri: r.uri,
-      generation: r.generation,
-      modelVersion: embedder.modelVersion,
-      vector: vectors[i]!,
-      labels: r.labels,
-      caption: r.caption,
-      eventTime: r.eventTime,
-      indexedAt: now,
-    }));
-    await target.upsert(docs);
+    await target.upsert(await documentsFromFeatures(usable, embedder, now));
     expected += usable.length;
     done += usable.length;
     onProgress?.(done);

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { ParseError } from '../errors.js';
+import { parseWith } from '../validation.js';
+import { l2NormaliseInPlace } from '../vector-math.js';
 
 /**
  * Text featuriser for models without a text tower: words and character n-grams hashed into a fixed
@@ -68,10 +70,8 @@ export class HashedNgramFeaturizer {
   private readonly options: z.output<typeof hashedNgramOptionsSchema>;
 
   constructor(options: HashedNgramOptions = {}) {
-    const parsed = hashedNgramOptionsSchema.safeParse(options);
-    if (!parsed.success) throw new ParseError(`Invalid hashed n-gram options: ${parsed.error.message}`, { cause: parsed.error });
-    this.options = parsed.data;
-    this.buckets = parsed.data.buckets;
+    this.options = parseWith(hashedNgramOptionsSchema, options, 'Invalid hashed n-gram options', { root: 'options' });
+    this.buckets = this.options.buckets;
   }
 
   /** Sparse, L2-normalised bag of hashed n-grams. Empty text gives an empty vector. */
@@ -83,14 +83,7 @@ export class HashedNgramFeaturizer {
       counts.set(b, (counts.get(b) ?? 0) + 1);
     }
     const indices = Uint32Array.from([...counts.keys()].sort((a, b) => a - b));
-    const values = new Float32Array(indices.length);
-    let norm = 0;
-    indices.forEach((b, i) => {
-      values[i] = counts.get(b)!;
-      norm += values[i]! * values[i]!;
-    });
-    norm = Math.sqrt(norm) || 1;
-    for (let i = 0; i < values.length; i++) values[i] = values[i]! / norm;
+    const values = l2NormaliseInPlace(Float32Array.from(indices, (b) => counts.get(b)!));
     return { indices, values };
   }
 

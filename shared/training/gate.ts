@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ParseError } from '../errors.js';
+import { parseWith } from '../validation.js';
 
 /**
  * Promotion gate: a retrained model replaces the active one only if it is measurably better on
@@ -27,15 +27,12 @@ export interface GateDecision {
 }
 
 function parseMetrics(which: string, metrics: unknown): z.output<typeof metricsSchema> {
-  const parsed = metricsSchema.safeParse(metrics);
-  if (!parsed.success) throw new ParseError(`${which} metrics are invalid: ${parsed.error.message}`, { cause: parsed.error });
-  return parsed.data;
+  return parseWith(metricsSchema, metrics, `${which} metrics are invalid`, { root: 'metrics' });
 }
 
 export function gateDecision(candidateInput: GateMetrics, currentInput: GateMetrics | null, optionsInput: GateOptions = {}): GateDecision {
-  const parsedOptions = gateOptionsSchema.safeParse(optionsInput);
-  if (!parsedOptions.success) throw new ParseError(`Invalid gate options: ${parsedOptions.error.message}`, { cause: parsedOptions.error });
-  const options = { margin: parsedOptions.data.margin, textMargin: parsedOptions.data.textMargin ?? parsedOptions.data.margin };
+  const parsedOptions = parseWith(gateOptionsSchema, optionsInput, 'Invalid gate options', { root: 'options' });
+  const options = { margin: parsedOptions.margin, textMargin: parsedOptions.textMargin ?? parsedOptions.margin };
   const candidate = parseMetrics('candidate', candidateInput);
   if (!currentInput) {
     return { promote: true, reasons: ['no active model to compare with'], deltas: { 'recall@1': candidate.imageToImage['recall@1'], 'precision@10': null } };

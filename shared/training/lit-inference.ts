@@ -2,14 +2,12 @@ import { ParseError } from '../errors.js';
 import { HashedNgramFeaturizer } from '../text/hashed-ngram.js';
 import type { HeadWeights, TextTowerWeights } from './lit-trainer.js';
 import { initTf, tf } from './tf-backend.js';
+import { l2NormaliseRows } from './tf-math.js';
 
 /**
  * Inference with trained LiT weights in TensorFlow.js — used by training/evaluation before the
  * ONNX files exist, and as the reference the ONNX export is checked against.
  */
-function l2normalize(x: tf.Tensor2D): tf.Tensor2D {
-  return tf.div(x, tf.sqrt(tf.add(tf.sum(tf.square(x), 1, true), 1e-12))) as tf.Tensor2D;
-}
 
 /** Projects base embeddings with a head: batches of `batchSize` rows (re-indexing without decoding). */
 export async function reprojectBatch(head: HeadWeights, baseVectors: Float32Array[], batchSize = 4096): Promise<Float32Array[]> {
@@ -32,7 +30,7 @@ export async function reprojectBatch(head: HeadWeights, baseVectors: Float32Arra
       const y = tf.tidy(() => {
         const xs = tf.tensor2d(x, [rows.length, d]);
         const hidden = tf.relu(tf.add(tf.matMul(xs, w1), b1));
-        return l2normalize(tf.add(tf.add(tf.matMul(hidden, w2), tf.matMul(xs, ws)), b2) as tf.Tensor2D);
+        return l2NormaliseRows(tf.add(tf.add(tf.matMul(hidden, w2), tf.matMul(xs, ws)), b2) as tf.Tensor2D);
       });
       const data = (await y.data()) as Float32Array;
       y.dispose();
@@ -52,7 +50,7 @@ export async function embedTextsWithTower(tower: TextTowerWeights, texts: string
   const e = tower.outputDimension;
   const y = tf.tidy(() => {
     const w = tf.tensor2d(tower.w, [tower.buckets, e]);
-    return l2normalize(tf.matMul(tf.tensor2d(featurizer.dense(texts), [texts.length, tower.buckets]), w));
+    return l2NormaliseRows(tf.matMul(tf.tensor2d(featurizer.dense(texts), [texts.length, tower.buckets]), w));
   });
   const data = (await y.data()) as Float32Array;
   y.dispose();

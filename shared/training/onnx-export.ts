@@ -1,61 +1,19 @@
-import onnxProto from 'onnx-proto';
+import { OnnxGraphBuilder } from '../model/onnx/graph-builder.js';
 import type { HeadWeights, TextTowerWeights } from './lit-trainer.js';
 
-const { onnx } = onnxProto;
-
 /**
- * Trained LiT weights as ONNX (opset 17) so inference runs in onnxruntime like the image tower:
+ * Trained LiT weights as ONNX (written by the graph builder the image tower's converter uses, at
+ * its opset) so inference runs in onnxruntime like the image tower:
  *  - head: x[N,D] → normalise(Relu(x·W1 + b1)·W2 + x·Wskip + b2) → [N,E]
  *  - hashed-n-gram text tower: dense bag x[N,B] → normalise(x·W) → [N,E]
  * Normalisation is LpNormalization(p=2) over the last axis.
  */
-export const LIT_ONNX_OPSET = 17;
 export const HEAD_INPUT = 'base';
 export const HEAD_OUTPUT = 'embedding';
 export const TEXT_INPUT = 'ngrams';
 export const TEXT_OUTPUT = 'embedding';
 
-type Init = onnxProto.onnx.ITensorProto;
-
-function floats(name: string, data: Float32Array, dims: number[]): Init {
-  // Copy so the tensor's bytes are exactly this array (not a view of a larger buffer).
-  const copy = Float32Array.from(data);
-  return { name, dims, dataType: onnx.TensorProto.DataType.FLOAT, rawData: new Uint8Array(copy.buffer) };
-}
-
-function valueInfo(name: string, dims: Array<number | string>): onnxProto.onnx.IValueInfoProto {
-  return {
-    name,
-    type: {
-      tensorType: {
-        elemType: onnx.TensorProto.DataType.FLOAT,
-        shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
-      },
-    },
-  };
-}
-
-function node(opType: string, input: string[], output: string[], attrs: Record<string, number> = {}): onnxProto.onnx.INodeProto {
-  return {
-    opType,
-    input,
-    output,
-    name: output[0],
-    attribute: Object.entries(attrs).map(([name, i]) => ({ name, type: onnx.AttributeProto.AttributeType.INT, i })),
-  };
-}
-
-function model(graphName: string, nodes: onnxProto.onnx.INodeProto[], initializer: Init[], input: onnxProto.onnx.IValueInfoProto, output: onnxProto.onnx.IValueInfoProto, doc: string): Uint8Array {
-  return onnx.ModelProto.encode(
-    onnx.ModelProto.create({
-      irVersion: 8,
-      opsetImport: [{ domain: '', version: LIT_ONNX_OPSET }],
-      producerName: 'image-semantic-search lit-trainer',
-      docString: doc,
-      graph: { name: graphName, node: nodes, initializer, input: [input], output: [output] },
-    }),
-  ).finish();
-}
+const PRODUCER = 'image-semantic-search lit-trainer';
 
 function check(name: string, data: Float32Array, expected: number): void {
   if (data.length !== expected) throw new RangeError(`${name} has ${data.length} values, expected ${expected}`);
@@ -68,21 +26,29 @@ export function headToOnnx(head: HeadWeights): Buffer {
   check('w2', head.w2, h * e);
   check('wSkip', head.wSkip, d * e);
   check('b2', head.b2, e);
-  const nodes = [
-    node('Gemm', [HEAD_INPUT, 'w1', 'b1'], ['hidden_pre']),
-    node('Relu', ['hidden_pre'], ['hidden']),
-    node('MatMul', ['hidden', 'w2'], ['mlp']),
-    node('Gemm', [HEAD_INPUT, 'w_skip', 'b2'], ['skip']),
-    node('Add', ['mlp', 'skip'], ['projected']),
-    node('LpNormalization', ['projected'], [HEAD_OUTPUT], { axis: -1, p: 2 }),
-  ];
-  const init = [floats('w1', head.w1, [d, h]), floats('b1', head.b1, [h]), floats('w2', head.w2, [h, e]), floats('w_skip', head.wSkip, [d, e]), floats('b2', head.b2, [e])];
-  return Buffer.from(model('lit_head', nodes, init, valueInfo(HEAD_INPUT, ['batch', d]), valueInfo(HEAD_OUTPUT, ['batch', e]), `LiT projection head ${d}→${h}→${e}`));
+  const g = new OnnxGraphBuilder();
+  g.input(HEAD_INPUT, ['batch', d]);
+  const w1 = g.floats(head.w1, [d, h], 'w1');
+  const b1 = g.floats(head.b1, [h], 'b1');
+  const w2 = g.floats(head.w2, [h, e], 'w2');
+  const wSkip = g.floats(head.wSkip, [d, e], 'w_skip');
+  const b2 = g.floats(head.b2, [e], 'b2');
+  const hidden = g.node('Relu', [g.node('Gemm', [HEAD_INPUT, w1, b1], {}, 'hidden_pre')], {}, 'hidden');
+  const mlp = g.node('MatMul', [hidden, w2], {}, 'mlp');
+  const skip = g.node('Gemm', [HEAD_INPUT, wSkip, b2], {}, 'skip');
+  const projected = g.node('Add', [mlp, skip], {}, 'projected');
+  g.node('LpNormalization', [projected], { axis: -1, p: 2 }, HEAD_OUTPUT);
+  g.output(HEAD_OUTPUT, ['batch', e]);
+  return Buffer.from(g.encode({ graphName: 'lit_head', producerName: PRODUCER, docString: `LiT projection head ${d}→${h}→${e}` }));
 }
 
 export function textTowerToOnnx(tower: TextTowerWeights): Buffer {
   const { buckets: b, outputDimension: e } = tower;
   check('w', tower.w, b * e);
-  const nodes = [node('MatMul', [TEXT_INPUT, 'w'], ['projected']), node('LpNormalization', ['projected'], [TEXT_OUTPUT], { axis: -1, p: 2 })];
-  return Buffer.from(model('hashed_ngram_text_tower', nodes, [floats('w', tower.w, [b, e])], valueInfo(TEXT_INPUT, ['batch', b]), valueInfo(TEXT_OUTPUT, ['batch', e]), `hashed n-gram embedding bag ${b}→${e}`));
+  const g = new OnnxGraphBuilder();
+  g.input(TEXT_INPUT, ['batch', b]);
+  const projected = g.node('MatMul', [TEXT_INPUT, g.floats(tower.w, [b, e], 'w')], {}, 'projected');
+  g.node('LpNormalization', [projected], { axis: -1, p: 2 }, TEXT_OUTPUT);
+  g.output(TEXT_OUTPUT, ['batch', e]);
+  return Buffer.from(g.encode({ graphName: 'hashed_ngram_text_tower', producerName: PRODUCER, docString: `hashed n-gram embedding bag ${b}→${e}` }));
 }

@@ -123,7 +123,10 @@ export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
     ...(['register', 'setMetrics', 'promote'] as const).map(
       (method): WorkloadCall => ({ adapter: 'GcsModelRegistry', method, on: { bucket: bucket('MODELS_BUCKET', 'models/') }, why: 'registers and promotes the candidate' }),
     ),
+    { adapter: 'GcsModelRegistry', method: 'rollback', on: { bucket: bucket('MODELS_BUCKET', 'models/') }, why: 'undoes the promotion when the reindex job cannot start' },
     { adapter: 'GcsFeatureStore', method: 'scan', on: { bucket: bucket('FEATURES_BUCKET', 'features/') }, why: 'trains on stored base embeddings' },
+    { adapter: 'GcsBlobStore', method: 'list', on: { bucket: bucket('FEATURES_BUCKET', 'feedback/') }, why: 'finds the newest click-feedback events' },
+    { adapter: 'GcsBlobStore', method: 'read', on: { bucket: bucket('FEATURES_BUCKET', 'feedback/') }, why: 'reads click feedback for training' },
     { adapter: 'CloudRunJobLauncher', method: 'run', on: { runJob: { kind: 'runJob', env: 'REINDEX_JOB_NAME' } }, why: 'starts the reindex job after a promotion' },
   ],
   reindexJob: [

@@ -4,7 +4,7 @@ import { handleObjectEvent } from '../../shared/handlers/on-object-event.js';
 import { silentLogger } from '../../shared/logger.js';
 import { PipelineWorkers } from '../../shared/services/pipeline.js';
 import type { ImageEvent } from '../../shared/contracts.js';
-import { openLocalRuntime, type LocalRuntime } from '../../cli/runtime.js';
+import { openLocalRuntime, type LocalRuntime } from '../../shared/wiring/local.js';
 import type { EmbedOutcome, UpsertHandlerOutcome } from '../../shared/handlers/results.js';
 
 /** A local runtime in a temp folder, with the pipeline workers and everything they decided. */

@@ -4,11 +4,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { finalizeEvent } from '../../shared/adapters/local/folder-watcher.js';
 import { fashionMnistPng, readFashionMnist } from '../../shared/datasets/fashion-mnist.js';
-import { rollbackModel } from '../../shared/services/model-lifecycle.js';
-import { runRetraining } from '../../jobs/retrain/retrain-job.js';
-import { evaluateVersion, retrainAndActivate } from '../../shared/services/retrain-flow.js';
+import { activateWithIndex, rollbackModel } from '../../shared/services/model-lifecycle.js';
+import { evaluateVersion, retrain } from '../../shared/services/retrain.js';
 import { SearchService } from '../../shared/services/search-service.js';
-import { lifecycleDeps } from '../../cli/runtime.js';
+import { lifecycleDeps } from '../../shared/wiring/local.js';
 import { tempDir } from '../helpers/cli.js';
 import { openTestPipeline } from '../helpers/local-runtime.js';
 
@@ -30,7 +29,7 @@ describe('retrain → gate → reindex → rollback (real model, real LanceDB)',
   let baseIndex: string;
   let trainedVersion: string;
   let trainedIndex: string;
-  const deps = () => ({ ...lifecycleDeps(t.runtime), runRetraining, reportsDir });
+  const deps = () => ({ ...lifecycleDeps(t.runtime), activate: activateWithIndex(lifecycleDeps(t.runtime)), reportsDir });
 
   beforeAll(async () => {
     work = await tempDir('retrain-flow');
@@ -62,7 +61,7 @@ describe('retrain → gate → reindex → rollback (real model, real LanceDB)',
 
   it('promotes a better model and points the alias at a new index of it', async () => {
     const stages: string[] = [];
-    const result = await retrainAndActivate(deps(), { ...SMALL_DATA, epochs: 15, seed: 1 }, (p) => stages.push(p.stage));
+    const result = await retrain(deps(), { ...SMALL_DATA, epochs: 15, seed: 1 }, (p) => stages.push(p.stage));
     expect(result.promoted, result.decision.reasons.join("; ")).toBe(true);
     expect(result.candidate.metrics.imageToImage['recall@1']).toBeGreaterThan(result.current.metrics.imageToImage['recall@1']);
     expect(stages).toEqual(expect.arrayContaining(['load', 'train', 'evaluate', 'register', 'reindex', 'plot']));
@@ -73,7 +72,7 @@ describe('retrain → gate → reindex → rollback (real model, real LanceDB)',
     expect(live.modelVersion).toBe(trainedVersion);
     expect(await live.count()).toBe(IMAGES);
     trainedIndex = live.name;
-    expect(result.index).toMatchObject({ how: 'rebuilt', index: trainedIndex, documents: IMAGES, needsReembedding: 0 });
+    expect(result.activation).toMatchObject({ how: 'rebuilt', index: trainedIndex, documents: IMAGES, needsReembedding: 0 });
     // The plot the page serves: a PNG of every version with metrics.
     const png = await fs.readFile(path.join(reportsDir, 'metrics.png'));
     expect(png.subarray(1, 4).toString()).toBe('PNG');
@@ -103,10 +102,10 @@ describe('retrain → gate → reindex → rollback (real model, real LanceDB)',
   });
 
   it('registers a deliberately poor candidate without promoting it or touching the live index', async () => {
-    const result = await retrainAndActivate(deps(), { ...SMALL_DATA, epochs: 0, seed: 3 });
+    const result = await retrain(deps(), { ...SMALL_DATA, epochs: 0, seed: 3 });
     expect(result.promoted).toBe(false);
     expect(result.decision.promote).toBe(false);
-    expect(result.index).toBeNull();
+    expect(result.activation).toBeNull();
     expect((await t.runtime.registry.active())!.version).toBe(trainedVersion);
     expect((await t.runtime.catalog.live())!.name).toBe(trainedIndex);
     const loser = await t.runtime.registry.get(result.candidate.version);

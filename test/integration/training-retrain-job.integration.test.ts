@@ -7,7 +7,9 @@ import type { FeatureRecord, FeatureStore } from '../../shared/ports/feature-sto
 import type { ModelManifest } from '../../shared/model/manifest.js';
 import { loadHead, loadTextTower } from '../../shared/model/towers.js';
 import { mulberry32 } from '../../shared/training/prng.js';
-import { dataSnapshot, runRetraining, type RetrainProgress } from '../../jobs/retrain/retrain-job.js';
+import { silentLogger } from '../../shared/logger.js';
+import { promoteThenStartReindexJob } from '../../shared/services/model-lifecycle.js';
+import { dataSnapshot, retrain, type RetrainDeps, type RetrainOptions, type RetrainProgress } from '../../shared/services/retrain.js';
 import { renderMetricsPlot } from '../../shared/evaluation/evaluate.js';
 import { NotFoundError } from '../../shared/errors.js';
 
@@ -59,11 +61,13 @@ const baseManifest: ModelManifest = {
   normalize: true,
 };
 
-describe('runRetraining', () => {
+describe('retrain (registry-side activation, as in the cloud without a reindex job)', () => {
   let dir: string;
   let registry: LocalModelRegistry;
   const features = new ArrayFeatureStore(records(500, 4));
   const training = { batchSize: 64, hidden: 32, outputDimension: 16, buckets: 512, learningRate: 3e-3 };
+  const runRetraining = (deps: Pick<RetrainDeps, 'features' | 'registry' | 'feedback'>, options: RetrainOptions, onProgress?: (p: RetrainProgress) => void) =>
+    retrain({ ...deps, activate: promoteThenStartReindexJob({ registry: deps.registry, launcher: null, logger: silentLogger }) }, options, onProgress);
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'retrain-'));

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { bootstrapJobHint, cloudConfig, deadLetterTopicOf, parseCloudConfig, resetCloudConfigForTesting, topicFromPubSubSource } from '../../functions/config.js';
+import { bootstrapJobHint, cloudConfig, deadLetterTopicOf, parseCloudConfig, resetCloudConfigForTesting, topicFromPubSubSource } from '../../shared/wiring/cloud-config.js';
 import { ConfigError } from '../../shared/errors.js';
 
 const embedEnv = {

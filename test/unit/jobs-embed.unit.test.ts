@@ -7,8 +7,8 @@ import { TOPICS, type EmbeddingMessage, type ImageEventInput } from '../../share
 import { GenerationMismatchError, NotFoundError } from '../../shared/errors.js';
 import type { BlobInfo, BlobStore } from '../../shared/ports/blob-store.js';
 import type { FeatureRecord, FeatureStore } from '../../shared/ports/feature-store.js';
-import { EmbedJobFailedError, embedTaskMain, runEmbedJob, type EmbedJobSettings, type EmbedTaskDeps } from '../../jobs/embed/embed-job.js';
-import { bootstrapJobHint } from '../../functions/config.js';
+import { EmbedJobFailedError, embedTaskMain, runEmbedJob, type EmbedJobSettings, type EmbedTaskDeps } from '../../shared/services/embed-task.js';
+import { bootstrapJobHint } from '../../shared/wiring/cloud-config.js';
 import { CudaUnavailableError } from '../../shared/model/load-embedder.js';
 import type { ModelRegistry } from '../../shared/ports/model-registry.js';
 import { ModelHolder } from '../../shared/services/model-holder.js';

@@ -2,38 +2,21 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Storage } from '@google-cloud/storage';
-import { z } from 'zod';
 import { GenerationMismatchError, IssError, NotFoundError, ParseError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
-import { modelManifestSchema } from '../../model/manifest.js';
 import type { ModelMetrics, ModelRegistry, ModelVersion } from '../../ports/model-registry.js';
+import { REGISTRY_FILES, alreadyRegistered, byCreation, checkModelVersion, isModelVersion, parseActivePointer, prepareRegistration, promoted, relativeModelPath, rolledBack, toModelVersion, withMetrics, type ActivePointer } from '../model-registry-base.js';
 import { GcsBlobStore } from './gcs-blob-store.js';
 
 /**
- * Model versions in a GCS bucket, laid out like the local registry folder:
- * `<prefix>/<version>/{manifest.json, meta.json, files…}` and `<prefix>/active.json` (the active
- * version and the promotion history). Versions are immutable; `meta.json` is written last with
+ * Model versions in a GCS bucket, laid out like the local registry folder
+ * (shared/adapters/model-registry-base.ts): `<prefix>/<version>/{manifest.json, meta.json, files…}`
+ * and `<prefix>/active.json`. Versions are immutable; `meta.json` is written last with
  * `ifGenerationMatch=0`, so it marks a complete registration and two registrations of one
  * version cannot both win. `active.json` and metrics are read-modify-written under
  * `ifGenerationMatch` preconditions (optimistic concurrency, retried on conflict).
  */
-const SAFE_VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const CONFLICT_RETRIES = 8;
-
-const metaSchema = z.object({
-  version: z.string(),
-  parent: z.string().nullable(),
-  createdAt: z.string(),
-  metrics: z.record(z.string(), z.unknown()).nullable(),
-  lineage: z.record(z.string(), z.unknown()),
-});
-type Meta = z.infer<typeof metaSchema>;
-
-const activeSchema = z.object({
-  active: z.string().nullable(),
-  history: z.array(z.object({ version: z.string(), at: z.string(), action: z.enum(['promote', 'rollback']) })),
-});
-type ActiveFile = z.infer<typeof activeSchema>;
 
 export interface GcsModelRegistryOptions {
   storage: Storage;
@@ -65,17 +48,14 @@ export class GcsModelRegistry implements ModelRegistry {
     const metaName = /^([^/]+)\/meta\.json$/;
     for await (const blob of this.blobs.list(`${this.prefix}/`)) {
       const match = metaName.exec(blob.name.slice(this.prefix.length + 1));
-      if (match && SAFE_VERSION.test(match[1]!)) versions.add(match[1]!);
+      if (match && isModelVersion(match[1]!)) versions.add(match[1]!);
     }
     const { active } = await this.readActive();
-    const loaded = await Promise.all([...versions].map((v) => this.load(v, active)));
-    return loaded
-      .filter((v): v is ModelVersion => v !== null)
-      .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.version.localeCompare(b.version));
+    return byCreation(await Promise.all([...versions].map((v) => this.load(v, active))));
   }
 
   async get(version: string): Promise<ModelVersion | null> {
-    this.checkVersion(version);
+    checkModelVersion(version);
     return this.load(version, (await this.readActive()).active);
   }
 
@@ -85,31 +65,14 @@ export class GcsModelRegistry implements ModelRegistry {
   }
 
   async register(entry: Parameters<ModelRegistry['register']>[0]): Promise<ModelVersion> {
-    this.checkVersion(entry.version);
-    if (entry.parent !== null) this.checkVersion(entry.parent);
-    const manifest = modelManifestSchema.parse(entry.manifest);
-    if (manifest.version !== entry.version) {
-      throw new IssError(`Manifest version ${manifest.version} does not match the registered version ${entry.version}`);
-    }
-    const files = Object.entries(entry.files).map(([name, data]) => [this.fileName(entry.version, name), data] as const);
-    if (await this.blobs.stat(this.object(entry.version, 'meta.json'))) {
-      throw new IssError(`Model version ${entry.version} is already registered (versions are immutable; pick a new name)`);
-    }
-    for (const [name, data] of files) await this.blobs.write(name, data);
-    await this.writeJson(this.object(entry.version, 'manifest.json'), manifest);
-    const meta: Meta = {
-      version: entry.version,
-      parent: entry.parent,
-      createdAt: new Date().toISOString(),
-      metrics: entry.metrics ?? null,
-      lineage: entry.lineage ?? {},
-    };
+    const { files, manifest, meta } = prepareRegistration(entry);
+    if (await this.blobs.stat(this.object(entry.version, REGISTRY_FILES.meta))) throw alreadyRegistered(entry.version);
+    for (const [name, data] of files) await this.blobs.write(this.object(entry.version, name), data);
+    await this.writeJson(this.object(entry.version, REGISTRY_FILES.manifest), manifest);
     try {
-      await this.writeJson(this.object(entry.version, 'meta.json'), meta, '0');
+      await this.writeJson(this.object(entry.version, REGISTRY_FILES.meta), meta, '0');
     } catch (err) {
-      if (err instanceof GenerationMismatchError) {
-        throw new IssError(`Model version ${entry.version} is already registered (registered concurrently by another process)`, { cause: err });
-      }
+      if (err instanceof GenerationMismatchError) throw alreadyRegistered(entry.version, 'registered concurrently by another process', err);
       throw err;
     }
     this.logger.info({ version: entry.version, files: files.length }, 'model version registered');
@@ -119,51 +82,31 @@ export class GcsModelRegistry implements ModelRegistry {
   }
 
   async setMetrics(version: string, metrics: ModelMetrics): Promise<void> {
-    this.checkVersion(version);
-    const name = this.object(version, 'meta.json');
+    const name = this.object(version, REGISTRY_FILES.meta);
     await this.withRetry(`metrics of ${version}`, async () => {
       const current = await this.blobs.readVersioned(name);
       if (!current) throw new NotFoundError(`Model version ${version} is not registered`);
-      const meta = metaSchema.parse(parseJson(current.data, name));
-      await this.writeJson(name, { ...meta, metrics }, current.generation);
+      await this.writeJson(name, withMetrics(parseJson(current.data, name), metrics), current.generation);
     });
   }
 
   async promote(version: string): Promise<void> {
-    this.checkVersion(version);
-    if (!(await this.blobs.stat(this.object(version, 'meta.json')))) {
+    if (!(await this.blobs.stat(this.object(version, REGISTRY_FILES.meta)))) {
       throw new NotFoundError(`Cannot promote ${version}: it is not registered`);
     }
-    await this.updateActive((state) =>
-      state.active === version
-        ? null
-        : { active: version, history: [...state.history, { version, at: new Date().toISOString(), action: 'promote' }] },
-    );
+    await this.updateActive((state) => promoted(state, version));
     this.logger.info({ version }, 'model version promoted');
   }
 
   async rollback(): Promise<string> {
-    let previous = '';
-    await this.updateActive((state) => {
-      if (!state.active) throw new IssError('Cannot roll back: no model version is active');
-      // Promotions stack up and each rollback pops one, so repeated rollbacks walk back in time.
-      const stack: string[] = [];
-      for (const h of state.history) {
-        if (h.action === 'promote') stack.push(h.version);
-        else stack.pop();
-      }
-      const target = stack.length >= 2 ? stack[stack.length - 2] : undefined;
-      if (!target) throw new IssError(`Cannot roll back: no version was active before ${state.active}`);
-      previous = target;
-      return { active: target, history: [...state.history, { version: target, at: new Date().toISOString(), action: 'rollback' }] };
-    });
-    this.logger.info({ version: previous }, 'model version rolled back');
-    return previous;
+    const { active } = await this.updateActive(rolledBack);
+    this.logger.info({ version: active }, 'model version rolled back');
+    return active!;
   }
 
   /** Downloads the version's files into `<cacheDir>/<version>` once; later calls reuse the folder. */
   localPath(version: string): Promise<string> {
-    this.checkVersion(version);
+    checkModelVersion(version);
     let pending = this.downloads.get(version);
     if (!pending) {
       pending = this.download(version).catch((err: unknown) => {
@@ -178,8 +121,8 @@ export class GcsModelRegistry implements ModelRegistry {
   private async download(version: string): Promise<string> {
     const target = path.join(this.cacheDir, version);
     // A folder that exists was renamed into place complete (versions never change).
-    if (await exists(path.join(target, 'meta.json'))) return target;
-    if (!(await this.blobs.stat(this.object(version, 'meta.json')))) {
+    if (await exists(path.join(target, REGISTRY_FILES.meta))) return target;
+    if (!(await this.blobs.stat(this.object(version, REGISTRY_FILES.meta)))) {
       throw new NotFoundError(`Model version ${version} is not registered in gs://${this.blobs.bucket}/${this.prefix}`);
     }
     const tmp = path.join(this.cacheDir, `.${version}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
@@ -188,7 +131,7 @@ export class GcsModelRegistry implements ModelRegistry {
       let count = 0;
       for await (const blob of this.blobs.list(base)) {
         const rel = blob.name.slice(base.length);
-        const file = path.join(tmp, ...safeRelative(rel).split('/'));
+        const file = path.join(tmp, ...relativeModelPath(rel).split('/'));
         await fs.mkdir(path.dirname(file), { recursive: true });
         // Pinned to the listed generation: a file cannot change under us unnoticed.
         await fs.writeFile(file, await this.blobs.read(blob.name, { generation: blob.generation }));
@@ -199,7 +142,7 @@ export class GcsModelRegistry implements ModelRegistry {
         await fs.rename(tmp, target);
       } catch (err) {
         // Another process finished the same download first: its copy is identical.
-        if (!(await exists(path.join(target, 'meta.json')))) throw err;
+        if (!(await exists(path.join(target, REGISTRY_FILES.meta)))) throw err;
       }
       this.logger.info({ version, files: count, dir: target }, 'model version downloaded');
       return target;
@@ -209,7 +152,7 @@ export class GcsModelRegistry implements ModelRegistry {
   }
 
   private async load(version: string, active: string | null): Promise<ModelVersion | null> {
-    const metaName = this.object(version, 'meta.json');
+    const metaName = this.object(version, REGISTRY_FILES.meta);
     let metaBytes: Buffer;
     try {
       metaBytes = await this.blobs.read(metaName);
@@ -217,34 +160,26 @@ export class GcsModelRegistry implements ModelRegistry {
       if (err instanceof NotFoundError) return null;
       throw err;
     }
-    const meta = metaSchema.parse(parseJson(metaBytes, metaName));
-    const manifestName = this.object(version, 'manifest.json');
-    const manifest = modelManifestSchema.parse(parseJson(await this.blobs.read(manifestName), manifestName));
-    return {
-      version: meta.version,
-      parent: meta.parent,
-      createdAt: meta.createdAt,
-      manifest,
-      metrics: meta.metrics as ModelMetrics | null,
-      lineage: meta.lineage,
-      active: active === version,
-    };
+    const manifestName = this.object(version, REGISTRY_FILES.manifest);
+    return toModelVersion(parseJson(metaBytes, metaName), parseJson(await this.blobs.read(manifestName), manifestName), active);
   }
 
-  private async readActive(): Promise<ActiveFile & { generation: string }> {
-    const name = `${this.prefix}/active.json`;
+  private async readActive(): Promise<ActivePointer & { generation: string }> {
+    const name = `${this.prefix}/${REGISTRY_FILES.active}`;
     const current = await this.blobs.readVersioned(name);
-    if (!current) return { active: null, history: [], generation: '0' };
-    return { ...activeSchema.parse(parseJson(current.data, name)), generation: current.generation };
+    return { ...parseActivePointer(current ? parseJson(current.data, name) : null), generation: current?.generation ?? '0' };
   }
 
-  /** Read-modify-write of active.json; `change` returns null for "nothing to do". */
-  private async updateActive(change: (state: ActiveFile) => ActiveFile | null): Promise<void> {
-    await this.withRetry('active.json', async () => {
+  /** Read-modify-write of active.json; `change` returns null for "nothing to do". Returns the state after. */
+  private async updateActive(change: (state: ActivePointer) => ActivePointer | null): Promise<ActivePointer> {
+    let after = parseActivePointer(null);
+    await this.withRetry(REGISTRY_FILES.active, async () => {
       const { generation, ...state } = await this.readActive();
       const next = change(state);
-      if (next) await this.writeJson(`${this.prefix}/active.json`, next, generation);
+      if (next) await this.writeJson(`${this.prefix}/${REGISTRY_FILES.active}`, next, generation);
+      after = next ?? state;
     });
+    return after;
   }
 
   private async withRetry(what: string, attempt: () => Promise<void>): Promise<void> {
@@ -264,28 +199,8 @@ export class GcsModelRegistry implements ModelRegistry {
   }
 
   private object(version: string, file: string): string {
-    return `${this.prefix}/${version}/${file}`;
+    return `${this.prefix}/${checkModelVersion(version)}/${file}`;
   }
-
-  private fileName(version: string, name: string): string {
-    const rel = safeRelative(name);
-    if (rel === 'meta.json') throw new IssError(`Invalid model file name ${JSON.stringify(name)}: reserved`);
-    return this.object(version, rel);
-  }
-
-  private checkVersion(version: string): void {
-    if (!SAFE_VERSION.test(version)) {
-      throw new IssError(`Invalid model version ${JSON.stringify(version)}: use letters, digits, '.', '_' or '-' (starting with a letter or digit)`);
-    }
-  }
-}
-
-function safeRelative(name: string): string {
-  const rel = path.posix.normalize(name.replace(/\\/g, '/'));
-  if (!name || rel.startsWith('..') || path.posix.isAbsolute(rel) || rel === '.') {
-    throw new IssError(`Invalid model file name ${JSON.stringify(name)}: must be a relative path`);
-  }
-  return rel;
 }
 
 function parseJson(data: Buffer, name: string): unknown {

@@ -3,16 +3,7 @@ import * as lancedb from '@lancedb/lancedb';
 import { Field, Schema, Utf8 } from 'apache-arrow';
 import { IssError } from '../../errors.js';
 import type { FeatureRecord, FeatureStore } from '../../ports/feature-store.js';
-import {
-  OrderedTable,
-  checkVector,
-  optionalString,
-  orderedColumns,
-  sqlString,
-  toFloat32,
-  toStrings,
-  type RowValues,
-} from './lancedb-ordered-table.js';
+import { OrderedTable, optionalString, orderedColumns, orderedFields, orderedValues, type RowValues } from './lancedb-ordered-table.js';
 
 /**
  * Base (frozen-tower) embeddings in one LanceDB table, generation-ordered with tombstones like the
@@ -68,14 +59,10 @@ export class LanceDbFeatureStore implements FeatureStore {
   }
 
   private toRow(r: FeatureRecord, dimension: number): RowValues {
-    if (typeof r.id !== 'string' || r.id.length === 0) throw new IssError('feature record id must be a non-empty string');
+    const fields = orderedValues(r, dimension, 'feature record');
     if (!r.baseModel) throw new IssError(`feature record ${r.id}: baseModel is required`);
     return {
-      id: r.id,
-      uri: r.uri,
-      generation: r.generation,
-      vector: checkVector(r.vector, dimension, `feature record ${r.id}`),
-      labels: r.labels ?? [],
+      ...fields,
       baseModel: r.baseModel,
       caption: r.caption ?? null,
       eventTime: r.eventTime ?? null,
@@ -96,28 +83,19 @@ export class LanceDbFeatureStore implements FeatureStore {
     // without a table there is nowhere to keep a tombstone either.
     const ordered = await this.attach();
     if (!ordered) return;
-    await ordered.delete(items, (id, generation, uri) => ({
-      id,
-      uri,
-      generation,
-      vector: ordered.placeholderVector(),
-      labels: [],
-      baseModel: '',
-      caption: null,
-      eventTime: null,
-    }));
+    await ordered.delete(items, { baseModel: '', caption: null, eventTime: null });
   }
 
   async get(id: string): Promise<FeatureRecord | null> {
     const ordered = await this.attach();
     if (!ordered) return null;
-    const rows = await ordered.table.query().where(`id = ${sqlString(id)} AND deleted = false`).limit(1).toArray();
-    return rows[0] ? rowToRecord(rows[0]) : null;
+    const row = await ordered.liveRow(id);
+    return row ? rowToRecord(row) : null;
   }
 
   async count(): Promise<number> {
     const ordered = await this.attach();
-    return ordered ? ordered.table.countRows('deleted = false') : 0;
+    return ordered ? ordered.countLive() : 0;
   }
 
   async *scan(batchSize = 1000): AsyncIterable<FeatureRecord[]> {
@@ -134,12 +112,8 @@ export class LanceDbFeatureStore implements FeatureStore {
 
 function rowToRecord(r: Record<string, unknown>): FeatureRecord {
   return {
-    id: String(r.id),
-    uri: String(r.uri),
-    generation: String(r.generation),
+    ...orderedFields(r),
     baseModel: String(r.baseModel),
-    vector: toFloat32(r.vector),
-    labels: toStrings(r.labels),
     caption: optionalString(r.caption),
     eventTime: optionalString(r.eventTime),
   };

@@ -1,51 +1,29 @@
-import path from 'node:path';
 import * as lancedb from '@lancedb/lancedb';
 import { Field, Float64, Int32, Schema, Utf8 } from 'apache-arrow';
-import { z } from 'zod';
-import { IssError, ModelMismatchError, NotFoundError } from '../../errors.js';
-import type {
-  DeleteOutcome,
-  Hit,
-  IndexVersionInfo,
-  QueryOptions,
-  UpsertOutcome,
-  VectorDocument,
-  VectorIndex,
-  VectorIndexCatalog,
-} from '../../ports/vector-index.js';
-import { KeyedMutex, SAFE_NAME, readJsonFile, writeJsonAtomic } from './atomic-file.js';
+import { IssError, ModelMismatchError } from '../../errors.js';
+import type { DeleteOutcome, Hit, QueryOptions, UpsertOutcome, VectorDocument, VectorIndex } from '../../ports/vector-index.js';
 import {
   OrderedTable,
   checkVector,
   optionalNumber,
   optionalString,
   orderedColumns,
+  orderedFields,
+  orderedValues,
   sqlString,
-  toFloat32,
   toStrings,
   type RowValues,
 } from './lancedb-ordered-table.js';
 
 /**
- * The embedded vector index: one LanceDB table per index version (`<alias>-v<N>`), each holding
- * vectors of exactly one model version, behind an alias kept in a small JSON file so a new
- * version can be built beside the live one and swapped in (and rolled back) atomically.
+ * One version of the embedded vector index: a LanceDB table holding vectors of exactly one model
+ * version, generation-ordered with tombstones (OrderedTable). The versions and the alias in front
+ * of them are kept by LanceDbIndexCatalog (lancedb-catalog.ts).
  */
 const MAX_K = 10_000;
 
-const aliasFileSchema = z.object({
-  current: z.string().nullable(),
-  previous: z.string().nullable(),
-  history: z.array(z.object({ name: z.string(), at: z.string() })),
-});
-type AliasFile = z.infer<typeof aliasFileSchema>;
-
-const catalogFileSchema = z.object({
-  tables: z.record(z.string(), z.object({ modelVersion: z.string(), dimension: z.number().int().positive(), createdAt: z.string() })),
-});
-type CatalogFile = z.infer<typeof catalogFileSchema>;
-
-function indexSchema(dimension: number): Schema {
+/** The table schema of an index version. */
+export function indexTableSchema(dimension: number): Schema {
   return new Schema([
     ...orderedColumns(dimension),
     new Field('modelVersion', new Utf8(), false),
@@ -90,8 +68,6 @@ export class LanceDbVectorIndex implements VectorIndex {
   }
 
   private toRow(doc: VectorDocument): RowValues {
-    const what = `document ${doc.id}`;
-    if (typeof doc.id !== 'string' || doc.id.length === 0) throw new IssError('document id must be a non-empty string');
     if (doc.modelVersion !== this.modelVersion) {
       throw new ModelMismatchError(
         `Document ${doc.id} was embedded by model ${doc.modelVersion}, but index ${this.name} holds vectors of model ${this.modelVersion}`,
@@ -99,18 +75,14 @@ export class LanceDbVectorIndex implements VectorIndex {
       );
     }
     return {
-      id: doc.id,
-      uri: doc.uri,
-      generation: doc.generation,
-      vector: checkVector(doc.vector, this.dimension, what),
-      labels: doc.labels ?? [],
+      ...orderedValues(doc, this.dimension, 'document'),
       modelVersion: doc.modelVersion,
       caption: doc.caption ?? null,
       contentType: doc.contentType ?? null,
       width: doc.width ?? null,
       height: doc.height ?? null,
       eventTime: doc.eventTime ?? null,
-      eventMs: doc.eventTime ? parseTime(doc.eventTime, `${what} eventTime`) : null,
+      eventMs: doc.eventTime ? parseTime(doc.eventTime, `document ${doc.id} eventTime`) : null,
       indexedAt: doc.indexedAt,
     };
   }
@@ -124,12 +96,7 @@ export class LanceDbVectorIndex implements VectorIndex {
 
   async delete(items: { id: string; generation: string }[]): Promise<DeleteOutcome[]> {
     if (items.length === 0) return [];
-    return this.ordered.delete(items, (id, generation, uri) => ({
-      id,
-      uri,
-      generation,
-      vector: this.ordered.placeholderVector(),
-      labels: [],
+    return this.ordered.delete(items, {
       modelVersion: this.modelVersion,
       caption: null,
       contentType: null,
@@ -138,7 +105,7 @@ export class LanceDbVectorIndex implements VectorIndex {
       eventTime: null,
       eventMs: null,
       indexedAt: new Date().toISOString(),
-    }));
+    });
   }
 
   async query(vector: Float32Array, options: QueryOptions): Promise<Hit[]> {
@@ -179,8 +146,8 @@ export class LanceDbVectorIndex implements VectorIndex {
   }
 
   async get(id: string): Promise<VectorDocument | null> {
-    const rows = await this.table.query().where(`id = ${sqlString(id)} AND deleted = false`).limit(1).toArray();
-    return rows[0] ? rowToDocument(rows[0]) : null;
+    const row = await this.ordered.liveRow(id);
+    return row ? rowToDocument(row) : null;
   }
 
   async generations(ids: string[]): Promise<Map<string, string>> {
@@ -190,7 +157,7 @@ export class LanceDbVectorIndex implements VectorIndex {
   }
 
   async count(): Promise<number> {
-    return this.table.countRows('deleted = false');
+    return this.ordered.countLive();
   }
 
   async *scan(batchSize = 500): AsyncIterable<VectorDocument[]> {
@@ -236,12 +203,8 @@ function largestDivisorAtMost(n: number, max: number): number {
 
 function rowToDocument(r: Record<string, unknown>): VectorDocument {
   return {
-    id: String(r.id),
-    uri: String(r.uri),
-    generation: String(r.generation),
+    ...orderedFields(r),
     modelVersion: String(r.modelVersion),
-    vector: toFloat32(r.vector),
-    labels: toStrings(r.labels),
     caption: optionalString(r.caption),
     contentType: optionalString(r.contentType),
     width: optionalNumber(r.width),
@@ -251,153 +214,5 @@ function rowToDocument(r: Record<string, unknown>): VectorDocument {
   };
 }
 
-const catalogMutex = new KeyedMutex();
-
-export class LanceDbIndexCatalog implements VectorIndexCatalog {
-  private readonly handles = new Map<string, LanceDbVectorIndex>();
-
-  private constructor(
-    readonly dir: string,
-    readonly alias: string,
-    private readonly db: lancedb.Connection,
-  ) {}
-
-  static async open(dir: string, options: { alias?: string } = {}): Promise<LanceDbIndexCatalog> {
-    const alias = options.alias ?? 'images';
-    if (!SAFE_NAME.test(alias)) throw new IssError(`Invalid index alias ${JSON.stringify(alias)}: use letters, digits, '.', '_' or '-'`);
-    const abs = path.resolve(dir);
-    // Strong read consistency: the API, the upserter and jobs may write from other processes.
-    return new LanceDbIndexCatalog(abs, alias, await lancedb.connect(abs, { readConsistencyInterval: 0 }));
-  }
-
-  private get aliasFile(): string {
-    return path.join(this.dir, `${this.alias}.alias.json`);
-  }
-
-  private get catalogFile(): string {
-    return path.join(this.dir, `${this.alias}.catalog.json`);
-  }
-
-  private async readAlias(): Promise<AliasFile> {
-    return aliasFileSchema.parse(await readJsonFile(this.aliasFile, { current: null, previous: null, history: [] }));
-  }
-
-  private async readCatalog(): Promise<CatalogFile> {
-    return catalogFileSchema.parse(await readJsonFile(this.catalogFile, { tables: {} }));
-  }
-
-  /** Catalog and alias changes are read-modify-write: one at a time per catalog directory. */
-  private locked<T>(work: () => Promise<T>): Promise<T> {
-    return catalogMutex.run(this.catalogFile, work);
-  }
-
-  async live(): Promise<VectorIndex | null> {
-    const { current } = await this.readAlias();
-    return current ? this.open(current) : null;
-  }
-
-  async ensureLive(modelVersion: string, dimension: number): Promise<VectorIndex> {
-    const live = await this.live();
-    if (live) return live;
-    const created = await this.createVersion(modelVersion, dimension);
-    await this.swapAlias(created.name);
-    return created;
-  }
-
-  async createVersion(modelVersion: string, dimension: number): Promise<LanceDbVectorIndex> {
-    if (!modelVersion) throw new IssError('createVersion: modelVersion is required');
-    if (!Number.isInteger(dimension) || dimension < 1 || dimension > 65_536) {
-      throw new IssError(`createVersion: dimension must be a whole number from 1 to 65536, got ${dimension}`);
-    }
-    const name = await this.locked(async () => {
-      const catalog = await this.readCatalog();
-      const existing = new Set([...Object.keys(catalog.tables), ...(await this.db.tableNames())]);
-      let n = 1;
-      const re = new RegExp(`^${this.alias.replace(/[.]/g, '\\.')}-v(\\d+)$`);
-      for (const t of existing) {
-        const m = re.exec(t);
-        if (m) n = Math.max(n, Number(m[1]) + 1);
-      }
-      const tableName = `${this.alias}-v${n}`;
-      await this.db.createEmptyTable(tableName, indexSchema(dimension));
-      catalog.tables[tableName] = { modelVersion, dimension, createdAt: new Date().toISOString() };
-      await writeJsonAtomic(this.catalogFile, catalog);
-      return tableName;
-    });
-    return this.open(name);
-  }
-
-  async open(name: string): Promise<LanceDbVectorIndex> {
-    const cached = this.handles.get(name);
-    if (cached) return cached;
-    const meta = (await this.readCatalog()).tables[name];
-    if (!meta) throw new NotFoundError(`Index version ${name} does not exist in ${this.dir}`, { meta: { name } });
-    const table = await this.db.openTable(name);
-    const hasAnn = (await table.listIndices()).some((i) => i.columns.includes('vector'));
-    const handle = new LanceDbVectorIndex(name, meta.modelVersion, meta.dimension, table, path.join(this.dir, name), hasAnn);
-    this.handles.set(name, handle);
-    return handle;
-  }
-
-  async versions(): Promise<IndexVersionInfo[]> {
-    const [catalog, alias] = [await this.readCatalog(), await this.readAlias()];
-    const out: IndexVersionInfo[] = [];
-    for (const [name, meta] of Object.entries(catalog.tables)) {
-      const index = await this.open(name);
-      out.push({ name, modelVersion: meta.modelVersion, dimension: meta.dimension, createdAt: meta.createdAt, count: await index.count(), live: alias.current === name });
-    }
-    return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.name.localeCompare(b.name, undefined, { numeric: true }));
-  }
-
-  async swapAlias(name: string): Promise<string | null> {
-    return this.locked(async () => {
-      if (!(await this.readCatalog()).tables[name]) throw new NotFoundError(`Cannot point alias ${this.alias} at ${name}: no such index version`);
-      const alias = await this.readAlias();
-      const previous = alias.current;
-      if (previous === name) return previous;
-      await writeJsonAtomic(this.aliasFile, {
-        current: name,
-        previous,
-        history: [...alias.history, { name, at: new Date().toISOString() }].slice(-100),
-      } satisfies AliasFile);
-      return previous;
-    });
-  }
-
-  async rollback(): Promise<string> {
-    return this.locked(async () => {
-      const alias = await this.readAlias();
-      if (!alias.previous) throw new IssError(`Cannot roll back alias ${this.alias}: there is no previous index version`);
-      if (!(await this.readCatalog()).tables[alias.previous]) {
-        throw new IssError(`Cannot roll back alias ${this.alias}: the previous version ${alias.previous} was dropped`);
-      }
-      await writeJsonAtomic(this.aliasFile, {
-        current: alias.previous,
-        previous: alias.current,
-        history: [...alias.history, { name: alias.previous, at: new Date().toISOString() }].slice(-100),
-      } satisfies AliasFile);
-      return alias.previous;
-    });
-  }
-
-  async dropVersion(name: string): Promise<void> {
-    await this.locked(async () => {
-      const alias = await this.readAlias();
-      if (alias.current === name) throw new IssError(`Cannot drop ${name}: alias ${this.alias} points at it (swap the alias first)`);
-      const catalog = await this.readCatalog();
-      if (!catalog.tables[name]) throw new NotFoundError(`Index version ${name} does not exist`);
-      this.handles.get(name)?.closeTable();
-      this.handles.delete(name);
-      await this.db.dropTable(name);
-      delete catalog.tables[name];
-      await writeJsonAtomic(this.catalogFile, catalog);
-      if (alias.previous === name) await writeJsonAtomic(this.aliasFile, { ...alias, previous: null } satisfies AliasFile);
-    });
-  }
-
-  async close(): Promise<void> {
-    for (const h of this.handles.values()) h.closeTable();
-    this.handles.clear();
-    this.db.close();
-  }
-}
+// Importers of the catalog from this module keep working (the catalog lives in lancedb-catalog.ts).
+export { LanceDbIndexCatalog } from './lancedb-catalog.js';

@@ -66,6 +66,26 @@ interface StoredState {
 /** A row ready for LanceDB (without `gen`/`deleted`, which are added here). */
 export type RowValues = Record<string, unknown> & { id: string; uri: string; generation: string };
 
+/** The values of the ordered columns, as documents and feature records both carry them. */
+export interface OrderedFields {
+  id: string;
+  uri: string;
+  generation: string;
+  vector: Float32Array;
+  labels: string[];
+}
+
+/** The ordered columns of a document or record about to be written, checked (`kind` names it in errors). */
+export function orderedValues(doc: { id: string; uri: string; generation: string; vector: unknown; labels?: string[] }, dimension: number, kind: string): OrderedFields {
+  if (typeof doc.id !== 'string' || doc.id.length === 0) throw new IssError(`${kind} id must be a non-empty string`);
+  return { id: doc.id, uri: doc.uri, generation: doc.generation, vector: checkVector(doc.vector, dimension, `${kind} ${doc.id}`), labels: doc.labels ?? [] };
+}
+
+/** The ordered columns of a stored row, as plain values. */
+export function orderedFields(r: Record<string, unknown>): OrderedFields {
+  return { id: String(r.id), uri: String(r.uri), generation: String(r.generation), vector: toFloat32(r.vector), labels: toStrings(r.labels) };
+}
+
 /** Merges between compactions: each merge adds a fragment, and many small ones slow reads. */
 const COMPACT_EVERY = 200;
 
@@ -183,8 +203,9 @@ export class OrderedTable {
   /**
    * Removes documents whose stored generation ≤ the delete's, leaving a tombstone at the delete's
    * generation; an absent id also gets a tombstone so a late (stale) upsert cannot create it.
+   * `columns` fills the table's other columns of a tombstone.
    */
-  async delete(items: { id: string; generation: string }[], tombstone: (id: string, generation: string, uri: string) => RowValues): Promise<DeleteOutcome[]> {
+  async delete(items: { id: string; generation: string }[], columns: Record<string, unknown>): Promise<DeleteOutcome[]> {
     for (const it of items) generationToBigInt(it.generation, `delete of ${it.id}`);
     return this.withLock(async () => {
       const current = await this.states(items.map((i) => i.id));
@@ -197,7 +218,8 @@ export class OrderedTable {
         else outcome = cmp >= 0 ? 'deleted' : 'stale';
         if (outcome === 'deleted' || (outcome === 'absent' && cmp > 0)) {
           current.set(item.id, { generation: item.generation, deleted: true, uri: stored?.uri ?? '' });
-          toWrite.set(item.id, tombstone(item.id, item.generation, stored?.uri ?? ''));
+          const tombstone: OrderedFields = { id: item.id, uri: stored?.uri ?? '', generation: item.generation, vector: this.placeholderVector(), labels: [] };
+          toWrite.set(item.id, { ...columns, ...tombstone });
         }
         return outcome;
       });
@@ -227,8 +249,19 @@ export class OrderedTable {
     await this.withLock(() => this.compactUnlocked());
   }
 
+  /** The live row of `id` (not a tombstone), or null. */
+  async liveRow(id: string): Promise<Record<string, unknown> | null> {
+    const rows = await this.table.query().where(`id = ${sqlString(id)} AND deleted = false`).limit(1).toArray();
+    return (rows[0] as Record<string, unknown> | undefined) ?? null;
+  }
+
+  /** Rows that are not tombstones. */
+  countLive(): Promise<number> {
+    return this.table.countRows('deleted = false');
+  }
+
   /** A unit vector for tombstones: never matched (filtered out) but harmless to ANN training. */
-  placeholderVector(): Float32Array {
+  private placeholderVector(): Float32Array {
     const v = new Float32Array(this.dimension);
     v[0] = 1;
     return v;

@@ -1,30 +1,15 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
-import { IssError, NotFoundError } from '../../errors.js';
-import { modelManifestSchema } from '../../model/manifest.js';
+import { NotFoundError } from '../../errors.js';
 import type { ModelMetrics, ModelRegistry, ModelVersion } from '../../ports/model-registry.js';
-import { KeyedMutex, SAFE_NAME, isNotFound, readJsonFile, writeFileAtomic, writeJsonAtomic } from './atomic-file.js';
+import { REGISTRY_FILES, alreadyRegistered, byCreation, checkModelVersion, isModelVersion, parseActivePointer, prepareRegistration, promoted, rolledBack, toModelVersion, withMetrics, type ActivePointer } from '../model-registry-base.js';
+import { KeyedMutex, isNotFound, readJsonFile, writeFileAtomic, writeJsonAtomic } from './atomic-file.js';
 
 /**
- * Model versions in a folder: `<dir>/<version>/` holds manifest.json, meta.json (parent, metrics,
- * lineage, createdAt) and the model files; `<dir>/active.json` points at the active version and
- * keeps the history of promotions, so rollback knows what was active before.
+ * Model versions in a folder, laid out as shared/adapters/model-registry-base.ts describes:
+ * `<dir>/<version>/` and `<dir>/active.json`. Writers in this process take turns (one mutex per
+ * folder); each file is replaced atomically.
  */
-const metaSchema = z.object({
-  version: z.string(),
-  parent: z.string().nullable(),
-  createdAt: z.string(),
-  metrics: z.record(z.string(), z.unknown()).nullable(),
-  lineage: z.record(z.string(), z.unknown()),
-});
-
-const activeSchema = z.object({
-  active: z.string().nullable(),
-  history: z.array(z.object({ version: z.string(), at: z.string(), action: z.enum(['promote', 'rollback']) })),
-});
-type ActiveFile = z.infer<typeof activeSchema>;
-
 const mutex = new KeyedMutex();
 
 export class LocalModelRegistry implements ModelRegistry {
@@ -34,36 +19,32 @@ export class LocalModelRegistry implements ModelRegistry {
     this.dir = path.resolve(dir);
   }
 
-  private versionDir(version: string): string {
-    if (!SAFE_NAME.test(version)) {
-      throw new IssError(`Invalid model version ${JSON.stringify(version)}: use letters, digits, '.', '_' or '-' (starting with a letter or digit)`);
-    }
-    return path.join(this.dir, version);
+  private file(version: string, name: string): string {
+    return path.join(this.dir, checkModelVersion(version), name);
   }
 
-  private get activeFile(): string {
-    return path.join(this.dir, 'active.json');
-  }
-
-  private async readActive(): Promise<ActiveFile> {
-    return activeSchema.parse(await readJsonFile(this.activeFile, { active: null, history: [] }));
+  private async readActive(): Promise<ActivePointer> {
+    return parseActivePointer(await readJsonFile<unknown>(path.join(this.dir, REGISTRY_FILES.active), null));
   }
 
   private async load(version: string, active: string | null): Promise<ModelVersion | null> {
-    const dir = this.versionDir(version);
-    const meta = await readJsonFile<unknown>(path.join(dir, 'meta.json'), null);
+    const meta = await readJsonFile<unknown>(this.file(version, REGISTRY_FILES.meta), null);
     if (meta === null) return null;
-    const parsedMeta = metaSchema.parse(meta);
-    const manifest = modelManifestSchema.parse(await readJsonFile<unknown>(path.join(dir, 'manifest.json'), null));
-    return {
-      version: parsedMeta.version,
-      parent: parsedMeta.parent,
-      createdAt: parsedMeta.createdAt,
-      manifest,
-      metrics: parsedMeta.metrics as ModelMetrics | null,
-      lineage: parsedMeta.lineage,
-      active: active === version,
-    };
+    return toModelVersion(meta, await readJsonFile<unknown>(this.file(version, REGISTRY_FILES.manifest), null), active);
+  }
+
+  private async isRegistered(version: string): Promise<boolean> {
+    return (await readJsonFile<unknown>(this.file(version, REGISTRY_FILES.meta), null)) !== null;
+  }
+
+  /** Read-modify-write of active.json, one writer at a time; `change` returns null for "nothing to write". Returns the state after. */
+  private async updateActive(change: (state: ActivePointer) => ActivePointer | null): Promise<ActivePointer> {
+    return mutex.run(this.dir, async () => {
+      const state = await this.readActive();
+      const next = change(state);
+      if (next) await writeJsonAtomic(path.join(this.dir, REGISTRY_FILES.active), next);
+      return next ?? state;
+    });
   }
 
   async list(): Promise<ModelVersion[]> {
@@ -75,13 +56,7 @@ export class LocalModelRegistry implements ModelRegistry {
       throw err;
     }
     const { active } = await this.readActive();
-    const out: ModelVersion[] = [];
-    for (const name of names) {
-      if (!SAFE_NAME.test(name)) continue;
-      const v = await this.load(name, active);
-      if (v) out.push(v);
-    }
-    return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.version.localeCompare(b.version));
+    return byCreation(await Promise.all(names.filter(isModelVersion).map((n) => this.load(n, active))));
   }
 
   async get(version: string): Promise<ModelVersion | null> {
@@ -94,32 +69,13 @@ export class LocalModelRegistry implements ModelRegistry {
   }
 
   async register(entry: Parameters<ModelRegistry['register']>[0]): Promise<ModelVersion> {
-    const dir = this.versionDir(entry.version);
-    const manifest = modelManifestSchema.parse(entry.manifest);
-    if (manifest.version !== entry.version) {
-      throw new IssError(`Manifest version ${manifest.version} does not match the registered version ${entry.version}`);
-    }
-    if (entry.parent !== null) this.versionDir(entry.parent);
+    const { files, manifest, meta } = prepareRegistration(entry);
     return mutex.run(this.dir, async () => {
-      if (await readJsonFile<unknown>(path.join(dir, 'meta.json'), null)) {
-        throw new IssError(`Model version ${entry.version} is already registered (versions are immutable; pick a new name)`);
-      }
-      for (const [name, data] of Object.entries(entry.files)) {
-        const rel = path.posix.normalize(name);
-        if (rel.startsWith('..') || path.posix.isAbsolute(rel) || rel === 'meta.json') {
-          throw new IssError(`Invalid model file name ${JSON.stringify(name)}`);
-        }
-        await writeFileAtomic(path.join(dir, ...rel.split('/')), data);
-      }
-      await writeJsonAtomic(path.join(dir, 'manifest.json'), manifest);
+      if (await this.isRegistered(entry.version)) throw alreadyRegistered(entry.version);
+      for (const [name, data] of files) await writeFileAtomic(this.file(entry.version, name), data);
+      await writeJsonAtomic(this.file(entry.version, REGISTRY_FILES.manifest), manifest);
       // meta.json last: a version without it is an interrupted registration and stays invisible.
-      await writeJsonAtomic(path.join(dir, 'meta.json'), {
-        version: entry.version,
-        parent: entry.parent,
-        createdAt: new Date().toISOString(),
-        metrics: entry.metrics ?? null,
-        lineage: entry.lineage ?? {},
-      });
+      await writeJsonAtomic(this.file(entry.version, REGISTRY_FILES.meta), meta);
       const v = await this.get(entry.version);
       if (!v) throw new NotFoundError(`Model version ${entry.version} vanished after registration`);
       return v;
@@ -127,51 +83,25 @@ export class LocalModelRegistry implements ModelRegistry {
   }
 
   async setMetrics(version: string, metrics: ModelMetrics): Promise<void> {
-    const file = path.join(this.versionDir(version), 'meta.json');
+    const file = this.file(version, REGISTRY_FILES.meta);
     await mutex.run(this.dir, async () => {
       const meta = await readJsonFile<unknown>(file, null);
       if (meta === null) throw new NotFoundError(`Model version ${version} is not registered`);
-      await writeJsonAtomic(file, { ...metaSchema.parse(meta), metrics });
+      await writeJsonAtomic(file, withMetrics(meta, metrics));
     });
   }
 
   async promote(version: string): Promise<void> {
-    await mutex.run(this.dir, async () => {
-      if (!(await this.get(version))) throw new NotFoundError(`Cannot promote ${version}: it is not registered`);
-      const state = await this.readActive();
-      if (state.active === version) return;
-      await writeJsonAtomic(this.activeFile, {
-        active: version,
-        history: [...state.history, { version, at: new Date().toISOString(), action: 'promote' }],
-      } satisfies ActiveFile);
-    });
+    if (!(await this.isRegistered(version))) throw new NotFoundError(`Cannot promote ${version}: it is not registered`);
+    await this.updateActive((state) => promoted(state, version));
   }
 
   async rollback(): Promise<string> {
-    return mutex.run(this.dir, async () => {
-      const state = await this.readActive();
-      if (!state.active) throw new IssError('Cannot roll back: no model version is active');
-      // Promotions stack up and each rollback pops one, so repeated rollbacks walk back in time.
-      const stack: string[] = [];
-      for (const h of state.history) {
-        if (h.action === 'promote') stack.push(h.version);
-        else stack.pop();
-      }
-      const previous = stack.length >= 2 ? stack[stack.length - 2] : undefined;
-      if (!previous) throw new IssError(`Cannot roll back: no version was active before ${state.active}`);
-      await writeJsonAtomic(this.activeFile, {
-        active: previous,
-        history: [...state.history, { version: previous, at: new Date().toISOString(), action: 'rollback' }],
-      } satisfies ActiveFile);
-      return previous;
-    });
+    return (await this.updateActive(rolledBack)).active!;
   }
 
   async localPath(version: string): Promise<string> {
-    const dir = this.versionDir(version);
-    if (!(await readJsonFile<unknown>(path.join(dir, 'meta.json'), null))) {
-      throw new NotFoundError(`Model version ${version} is not registered in ${this.dir}`);
-    }
-    return dir;
+    if (!(await this.isRegistered(version))) throw new NotFoundError(`Model version ${version} is not registered in ${this.dir}`);
+    return path.join(this.dir, version);
   }
 }

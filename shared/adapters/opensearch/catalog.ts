@@ -1,8 +1,9 @@
 import type { Client } from '@opensearch-project/opensearch';
 import { z } from 'zod';
-import { IssError, NotFoundError, ParseError } from '../../errors.js';
+import { IssError, NotFoundError } from '../../errors.js';
 import { createLogger, type Logger } from '../../logger.js';
-import type { IndexVersionInfo, VectorIndex, VectorIndexCatalog } from '../../ports/vector-index.js';
+import type { IndexVersionInfo, VectorIndex } from '../../ports/vector-index.js';
+import { BaseIndexCatalog } from '../index-catalog-base.js';
 import { createOpenSearchClient, type OpenSearchConnectionOptions } from './client.js';
 import { OpenSearchRequestError } from './errors.js';
 import { catalogIndexBody, indexBody, type IndexMeta } from './index-body.js';
@@ -29,14 +30,14 @@ type CatalogState = z.infer<typeof catalogStateSchema>;
 const STATE_ID = 'state';
 
 /**
- * Physical indices `<alias>-v<N>` behind one alias. The alias moves in ONE `_aliases` call
- * (remove the old target + add the new one), which OpenSearch applies atomically, so searches
- * never see zero or two targets. The previous target is kept in the small `<alias>-catalog`
- * index for `rollback`.
+ * Physical indices `<alias>-v<N>` behind one alias (the rules are BaseIndexCatalog's). The alias
+ * moves in ONE `_aliases` call (remove the old target + add the new one), which OpenSearch
+ * applies atomically, so searches never see zero or two targets. The previous target is kept in
+ * the small `<alias>-catalog` index for `rollback`.
  */
-export class OpenSearchIndexCatalog implements VectorIndexCatalog {
+export class OpenSearchIndexCatalog extends BaseIndexCatalog {
   private readonly request: Requester;
-  private readonly versionPattern: RegExp;
+  protected readonly dimensionLimit = { max: 16_000, reason: 'the knn_vector limit' };
 
   constructor(
     private readonly client: Client,
@@ -44,8 +45,8 @@ export class OpenSearchIndexCatalog implements VectorIndexCatalog {
     private readonly logger: Logger = createLogger({ name: 'opensearch' }),
     private readonly ownsClient = true,
   ) {
+    super();
     this.request = makeRequester(client, options, logger);
-    this.versionPattern = new RegExp(`^${options.alias}-v(\\d+)$`);
   }
 
   get alias(): string {
@@ -54,55 +55,6 @@ export class OpenSearchIndexCatalog implements VectorIndexCatalog {
 
   private get catalogIndex(): string {
     return `${this.alias}-catalog`;
-  }
-
-  async live(): Promise<VectorIndex | null> {
-    const targets = await this.aliasTargets();
-    if (targets.length === 0) return null;
-    if (targets.length > 1) {
-      throw new IssError(`Alias ${this.alias} points at ${targets.length} indices (${targets.join(', ')}); expected one. Fix it with swapAlias.`);
-    }
-    return this.open(targets[0]!);
-  }
-
-  async ensureLive(modelVersion: string, dimension: number): Promise<VectorIndex> {
-    const live = await this.live();
-    if (live) return live;
-    const created = await this.createVersion(modelVersion, dimension);
-    await this.swapAlias(created.name);
-    return created;
-  }
-
-  async createVersion(modelVersion: string, dimension: number): Promise<VectorIndex> {
-    if (!modelVersion) throw new ParseError('createVersion: modelVersion is required');
-    if (!Number.isInteger(dimension) || dimension < 1 || dimension > 16_000) {
-      throw new ParseError(`createVersion: dimension must be a whole number from 1 to 16000 (the knn_vector limit), got ${dimension}`);
-    }
-    // Two creators may pick the same N; the loser sees resource_already_exists and takes the next.
-    for (let tries = 0; tries < 5; tries++) {
-      const n = Math.max(0, ...(await this.versionNames()).map((v) => this.versionNumber(v))) + 1;
-      const name = `${this.alias}-v${n}`;
-      const meta: IndexMeta = {
-        modelVersion,
-        dimension,
-        createdAt: new Date().toISOString(),
-        engine: this.options.engine,
-        spaceType: this.options.spaceType,
-        alias: this.alias,
-      };
-      const res = await this.request<{ error?: { type?: string } }>(
-        `create index ${name}`,
-        { method: 'PUT', path: `/${name}`, body: indexBody(meta, this.options) },
-        [400],
-      );
-      if (res.statusCode === 400) {
-        if (res.body.error?.type === 'resource_already_exists_exception') continue;
-        throw new OpenSearchRequestError(`OpenSearch refused to create index ${name}: ${JSON.stringify(res.body.error)}`);
-      }
-      this.logger.info({ index: name, modelVersion, dimension, engine: meta.engine }, 'created index version');
-      return new OpenSearchVectorIndex(this.request, name, meta, this.options, this.logger);
-    }
-    throw new IssError(`Could not create a new version of ${this.alias}: names kept being taken by concurrent creators`);
   }
 
   async open(name: string): Promise<VectorIndex> {
@@ -124,10 +76,10 @@ export class OpenSearchIndexCatalog implements VectorIndexCatalog {
       method: 'GET',
       path: `/${this.alias}-v*/_mapping`,
     });
-    const live = new Set(await this.aliasTargets());
+    const live = new Set(await this._aliasTargets());
     const out: IndexVersionInfo[] = [];
     for (const [name, m] of Object.entries(res.body)) {
-      if (!this.versionPattern.test(name)) continue;
+      if (!this.isVersionName(name)) continue;
       const meta = indexMetaSchema.safeParse(m.mappings?._meta);
       if (!meta.success) continue;
       const index = new OpenSearchVectorIndex(this.request, name, meta.data, this.options, this.logger);
@@ -143,12 +95,40 @@ export class OpenSearchIndexCatalog implements VectorIndexCatalog {
     return out.sort((a, b) => this.versionNumber(a.name) - this.versionNumber(b.name));
   }
 
-  async swapAlias(name: string): Promise<string | null> {
-    this.checkVersionName(name);
-    await this.open(name); // NotFoundError before touching the alias
-    const targets = await this.aliasTargets();
-    const previous = targets[0] ?? null;
-    if (targets.length === 1 && previous === name) return previous;
+  async close(): Promise<void> {
+    if (this.ownsClient) await this.client.close();
+  }
+
+  protected async _versionNames(): Promise<string[]> {
+    const res = await this.request<Record<string, unknown>>('list index versions', { method: 'GET', path: `/${this.alias}-v*/_mapping` });
+    return Object.keys(res.body);
+  }
+
+  protected async _createVersion(name: string, modelVersion: string, dimension: number): Promise<VectorIndex | null> {
+    const meta: IndexMeta = {
+      modelVersion,
+      dimension,
+      createdAt: new Date().toISOString(),
+      engine: this.options.engine,
+      spaceType: this.options.spaceType,
+      alias: this.alias,
+    };
+    const res = await this.request<{ error?: { type?: string } }>(`create index ${name}`, { method: 'PUT', path: `/${name}`, body: indexBody(meta, this.options) }, [400]);
+    if (res.statusCode === 400) {
+      if (res.body.error?.type === 'resource_already_exists_exception') return null;
+      throw new OpenSearchRequestError(`OpenSearch refused to create index ${name}: ${JSON.stringify(res.body.error)}`);
+    }
+    this.logger.info({ index: name, modelVersion, dimension, engine: meta.engine }, 'created index version');
+    return new OpenSearchVectorIndex(this.request, name, meta, this.options, this.logger);
+  }
+
+  protected async _aliasTargets(): Promise<string[]> {
+    const res = await this.request<Record<string, unknown>>('resolve alias', { method: 'GET', path: `/_alias/${this.alias}` }, [404]);
+    if (res.statusCode === 404) return [];
+    return Object.keys(res.body).filter((k) => k !== 'error' && k !== 'status');
+  }
+
+  protected async _pointAlias(name: string, targets: string[], previous: string | null): Promise<void> {
     const actions = [
       ...targets.filter((t) => t !== name).map((t) => ({ remove: { index: t, alias: this.alias } })),
       { add: { index: name, alias: this.alias } },
@@ -156,59 +136,27 @@ export class OpenSearchIndexCatalog implements VectorIndexCatalog {
     await this.request('swap alias', { method: 'POST', path: '/_aliases', body: { actions } });
     await this.writeState({ alias: this.alias, live: name, previous, updatedAt: new Date().toISOString() });
     this.logger.info({ alias: this.alias, live: name, previous }, 'alias swapped');
-    return previous;
   }
 
-  async rollback(): Promise<string> {
-    const state = await this.readState();
-    const previous = state?.previous;
-    if (!previous) throw new IssError(`Cannot roll back alias ${this.alias}: there is no previous index version`);
-    if (!(await this.exists(previous))) {
-      throw new IssError(`Cannot roll back alias ${this.alias}: the previous version ${previous} was dropped`);
-    }
-    await this.swapAlias(previous);
-    return previous;
+  protected async _previous(): Promise<string | null> {
+    return (await this.readState())?.previous ?? null;
   }
 
-  async dropVersion(name: string): Promise<void> {
-    this.checkVersionName(name);
-    const targets = await this.aliasTargets();
-    if (targets.includes(name)) throw new IssError(`Cannot drop ${name}: alias ${this.alias} points at it (swap the alias first)`);
-    const res = await this.request('drop index', { method: 'DELETE', path: `/${name}` }, [404]);
-    if (res.statusCode === 404) throw new NotFoundError(`Index version ${name} does not exist`);
+  protected async _forgetPrevious(name: string): Promise<void> {
     const state = await this.readState();
     if (state?.previous === name) await this.writeState({ ...state, previous: null, updatedAt: new Date().toISOString() });
-    this.logger.info({ index: name }, 'dropped index version');
   }
 
-  async close(): Promise<void> {
-    if (this.ownsClient) await this.client.close();
-  }
-
-  private async aliasTargets(): Promise<string[]> {
-    const res = await this.request<Record<string, unknown>>('resolve alias', { method: 'GET', path: `/_alias/${this.alias}` }, [404]);
-    if (res.statusCode === 404) return [];
-    return Object.keys(res.body).filter((k) => k !== 'error' && k !== 'status');
-  }
-
-  private async versionNames(): Promise<string[]> {
-    const res = await this.request<Record<string, unknown>>('list index versions', { method: 'GET', path: `/${this.alias}-v*/_mapping` });
-    return Object.keys(res.body).filter((n) => this.versionPattern.test(n));
-  }
-
-  private async exists(name: string): Promise<boolean> {
+  protected async _exists(name: string): Promise<boolean> {
     const res = await this.request('index exists', { method: 'HEAD', path: `/${name}` }, [404]);
     return res.statusCode === 200;
   }
 
-  private versionNumber(name: string): number {
-    return Number(this.versionPattern.exec(name)?.[1] ?? 0);
-  }
-
-  private checkVersionName(name: string): void {
-    if (!this.versionPattern.test(name)) {
-      throw new NotFoundError(`${JSON.stringify(name)} is not a version of alias ${this.alias} (expected ${this.alias}-v<N>)`);
-    }
+  protected async _drop(name: string): Promise<boolean> {
+    const res = await this.request('drop index', { method: 'DELETE', path: `/${name}` }, [404]);
+    if (res.statusCode === 404) return false;
+    this.logger.info({ index: name }, 'dropped index version');
+    return true;
   }
 
   private async readState(): Promise<CatalogState | null> {

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Client } from '@opensearch-project/opensearch';
 import { z } from 'zod';
 import { ConfigError, errorMessage } from '../../errors.js';
+import { describeIssues } from '../../validation.js';
 
 export interface OpenSearchConnectionOptions {
   url: string;
@@ -65,8 +66,7 @@ export function safeUrl(url: string): string {
 export function createOpenSearchClient(options: OpenSearchConnectionOptions): Client {
   const parsed = connectionSchema.safeParse(options);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `- ${i.path.join('.')}: ${i.message}`);
-    throw new ConfigError(redact(`Invalid OpenSearch connection settings:\n${lines.join('\n')}`));
+    throw new ConfigError(redact(`Invalid OpenSearch connection settings:\n${describeIssues(parsed.error, { list: true })}`), { cause: parsed.error });
   }
   const opts = parsed.data;
   const url = new URL(opts.url);

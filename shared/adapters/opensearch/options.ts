@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ConfigError } from '../../errors.js';
+import { invalid } from '../../validation.js';
 
 /**
  * Tuning of the OpenSearch vector index, validated once at the edge.
@@ -48,9 +49,6 @@ export type OpenSearchIndexOptionsInput = z.input<typeof openSearchIndexOptionsS
 
 export function parseOpenSearchIndexOptions(input: unknown): OpenSearchIndexOptions {
   const result = openSearchIndexOptionsSchema.safeParse(input ?? {});
-  if (!result.success) {
-    const lines = result.error.issues.map((i) => `- ${i.path.join('.') || '(options)'}: ${i.message}`);
-    throw new ConfigError(`Invalid OpenSearch index options:\n${lines.join('\n')}`);
-  }
+  if (!result.success) throw invalid('Invalid OpenSearch index options', result.error, { as: ConfigError, list: true, root: '(options)' });
   return result.data;
 }

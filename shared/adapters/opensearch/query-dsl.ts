@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { ParseError } from '../../errors.js';
 import type { QueryFilter, QueryOptions } from '../../ports/vector-index.js';
+import { parseWith } from '../../validation.js';
 import { VECTOR_FIELD } from './index-body.js';
 import { cosineToScore, type SpaceType } from './scores.js';
 
@@ -25,11 +25,7 @@ const queryOptionsSchema = z.object({
 });
 
 export function parseQueryOptions(options: QueryOptions): QueryOptions {
-  const r = queryOptionsSchema.safeParse(options);
-  if (!r.success) {
-    throw new ParseError(`Invalid k-NN query options: ${r.error.issues.map((i) => `${i.path.join('.') || 'options'} ${i.message}`).join('; ')}`);
-  }
-  return r.data;
+  return parseWith(queryOptionsSchema, options, 'Invalid k-NN query options', { root: 'options' });
 }
 
 /** Clauses for the k-NN `filter`, or undefined when nothing filters. */

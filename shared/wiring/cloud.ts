@@ -1,13 +1,13 @@
 import os from 'node:os';
 import path from 'node:path';
-import { GcsModelRegistry } from '../shared/adapters/gcp/gcs-model-registry.js';
-import { openOpenSearchCatalog, type OpenSearchIndexCatalog } from '../shared/adapters/opensearch/index.js';
+import { GcsModelRegistry } from '../adapters/gcp/gcs-model-registry.js';
+import { openOpenSearchCatalog, type OpenSearchIndexCatalog } from '../adapters/opensearch/index.js';
 import { PubSub } from '@google-cloud/pubsub';
 import { Storage } from '@google-cloud/storage';
-import { PubSubEventBus } from '../shared/adapters/gcp/pubsub-event-bus.js';
-import { IssError } from '../shared/errors.js';
-import { createLogger, type Logger } from '../shared/logger.js';
-import { deadLetterTopicOf } from './config.js';
+import { PubSubEventBus } from '../adapters/gcp/pubsub-event-bus.js';
+import { IssError } from '../errors.js';
+import { createLogger, type Logger } from '../logger.js';
+import { deadLetterTopicOf } from './cloud-config.js';
 
 /**
  * What every cloud entry point shares: a dependency slot (built once per instance, replaceable in

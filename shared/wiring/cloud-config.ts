@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ConfigError } from '../shared/errors.js';
+import { ConfigError } from '../errors.js';
 
 /**
  * Settings of the cloud entry points (functions, Cloud Run service and jobs), read once from the
@@ -119,6 +119,23 @@ export const entryPointSchemas = {
     CLOUD_RUN_TASK_COUNT: int(1, 100_000).default(1),
     ...BOOTSTRAP_HINT,
   }),
+  // The Vertex AI retrain job (jobs/retrain): its environment is the one startRetraining puts in
+  // the job spec. FEATURES_BUCKET holds features/ and the click feedback under feedback/. Without
+  // REINDEX_JOB_NAME a promoted model waits for the reindex job to be run by hand. RETRAIN_* are
+  // defaults of the job's `--key=value` flags (flags win).
+  retrainJob: pick('GCP_PROJECT', 'GCP_REGION', 'MODELS_BUCKET', 'FEATURES_BUCKET').extend({
+    REINDEX_JOB_NAME: cloudEnvShape.REINDEX_JOB_NAME.optional(),
+    RETRAIN_SEED: int(0, 2 ** 31 - 1).optional(),
+    RETRAIN_EPOCHS: int(0, 10_000).optional(),
+    /** Held-out recall@1 gain a candidate needs to be promoted. */
+    RETRAIN_MARGIN: z.coerce.number().min(0).max(1).optional(),
+    /** Share of labelled images held out for evaluation. */
+    RETRAIN_HELD_OUT: z.coerce.number().gt(0).lt(1).optional(),
+    /** Hidden units of the projection head. */
+    RETRAIN_HIDDEN: int(1, 8192).optional(),
+    /** Newest click events (objects under feedback/) read for one run. */
+    RETRAIN_MAX_FEEDBACK: int(0, 10_000_000).default(100_000),
+  }),
   reindexJob: pick('GCP_PROJECT', 'MODELS_BUCKET', 'FEATURES_BUCKET', ...OPENSEARCH, 'ONNX_EXECUTION_PROVIDER', 'MAX_PIXELS'),
   search: pick(...OPENSEARCH, 'MODELS_BUCKET', 'FEATURES_BUCKET', 'IMAGES_BUCKET', 'MAX_PIXELS', 'MAX_BYTES').extend({
     PORT: int(1, 65535).default(8080),
@@ -189,3 +206,10 @@ export function topicFromPubSubSource(source: string | undefined): string | null
   const match = /projects\/[^/]+\/topics\/[^/?]+/.exec(source ?? '');
   return match ? match[0] : null;
 }
+
+/**
+ * What startRetraining puts in the Vertex AI job spec for the trainer (the `retrainJob` entry
+ * point): plain settings only, never OpenSearch credentials. The deploy check resolves the
+ * trainer's resources from these names.
+ */
+export const RETRAIN_JOB_SPEC_ENV = ['GCP_PROJECT', 'GCP_REGION', 'MODELS_BUCKET', 'FEATURES_BUCKET', 'REINDEX_JOB_NAME'] as const;

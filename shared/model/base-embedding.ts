@@ -1,0 +1,96 @@
+import { ConfigError } from '../errors.js';
+import type { GraphTensor, OnnxGraphBuilder } from './onnx/graph-builder.js';
+
+/**
+ * The base embedding built on top of a CNN backbone, as ONNX nodes: which layers are read and how
+ * they become one vector.
+ *
+ *   for each feature layer: global average pool, L2-normalise, × weight
+ *   → optional "thumbnail" branch computed from the input itself (average-pooled pixels)
+ *   → concatenate → L2-normalise → output [N,D].
+ */
+export interface FeatureLayer {
+  /** Keras layer name, e.g. `block_12_add` or `out_relu`. */
+  layer: string;
+  /** Multiplies the layer's L2-normalised pooled vector before concatenation (default 1). */
+  weight?: number;
+}
+
+/** Pixels of the input itself, average-pooled to size×size: what raw-pixel retrieval sees. */
+export interface ThumbnailBranch {
+  /** Side of the thumbnail; must divide the input's width and height. */
+  size: number;
+  colour: 'grey' | 'rgb';
+  /** Subtract the thumbnail's own mean before normalising (brightness-invariant). */
+  centre: boolean;
+  weight: number;
+}
+
+export interface BaseEmbeddingOptions {
+  features: FeatureLayer[];
+  thumbnail?: ThumbnailBranch;
+  outputName?: string;
+  /**
+   * For measuring: one output per feature (pooled, L2-normalised, unweighted, named by
+   * {@link separateOutputName}) plus the thumbnail when set, instead of the single concatenated output.
+   */
+  separateOutputs?: boolean;
+}
+
+/** What the embedding reads from the backbone. */
+export interface Backbone {
+  /** A layer's output, NCHW or [N,C]. */
+  tensorOf(layer: string): GraphTensor;
+  /** The input image, NCHW. */
+  nchwInput(): GraphTensor;
+}
+
+/** Name of a branch's output in a `separateOutputs` model: `feature_<layer>` or `feature_thumbnail`. */
+export function separateOutputName(branch: string): string {
+  return `feature_${branch}`;
+}
+
+/**
+ * Adds the embedding's nodes and declares its output(s) [batch, D]; returns them in output order.
+ * Needs at least one feature layer or a thumbnail.
+ */
+export function addBaseEmbedding(graph: OnnxGraphBuilder, backbone: Backbone, options: BaseEmbeddingOptions): GraphTensor[] {
+  const branches: Array<{ name: string; tensor: GraphTensor; weight: number }> = [];
+  for (const feature of options.features) {
+    const pooled = graph.l2Normalise(graph.globalAveragePool(backbone.tensorOf(feature.layer)));
+    branches.push({ name: feature.layer, tensor: pooled, weight: feature.weight ?? 1 });
+  }
+  if (options.thumbnail) {
+    branches.push({ name: 'thumbnail', tensor: thumbnail(graph, backbone.nchwInput(), options.thumbnail), weight: options.thumbnail.weight });
+  }
+  let outputs: GraphTensor[];
+  if (options.separateOutputs) {
+    outputs = branches.map((b) => graph.tensor('Identity', [b.tensor.name], b.tensor.shape, {}, separateOutputName(b.name)));
+  } else {
+    const weighted = branches.map((b) =>
+      b.weight === 1 ? b.tensor : graph.tensor('Mul', [b.tensor.name, graph.scalar(b.weight)], b.tensor.shape),
+    );
+    const dimension = weighted.reduce((sum, t) => sum + t.shape[1]!, 0);
+    const concat = weighted.length === 1 ? weighted[0]! : graph.tensor('Concat', weighted.map((t) => t.name), [-1, dimension], { axis: 1 });
+    outputs = [graph.l2Normalise(concat, options.outputName ?? 'embedding')];
+  }
+  for (const t of outputs) graph.output(t.name, ['batch', t.shape[1]!]);
+  return outputs;
+}
+
+function thumbnail(graph: OnnxGraphBuilder, input: GraphTensor, branch: ThumbnailBranch): GraphTensor {
+  const [, c, h, w] = input.shape as [number, number, number, number];
+  if (!Number.isInteger(branch.size) || branch.size < 1 || h % branch.size !== 0 || w % branch.size !== 0) {
+    throw new ConfigError(`thumbnail size ${branch.size} must divide the input size ${w}x${h}`);
+  }
+  const [kh, kw] = [h / branch.size, w / branch.size];
+  let t = graph.tensor('AveragePool', [input.name], [-1, c, branch.size, branch.size], { kernel_shape: [kh, kw], strides: [kh, kw] });
+  if (branch.colour === 'grey') t = graph.tensor('ReduceMean', [t.name], [-1, 1, branch.size, branch.size], { axes: [1], keepdims: 1 });
+  const dim = t.shape[1]! * branch.size * branch.size;
+  t = graph.tensor('Flatten', [t.name], [-1, dim], { axis: 1 });
+  if (branch.centre) {
+    const mean = graph.node('ReduceMean', [t.name], { axes: [1], keepdims: 1 });
+    t = graph.tensor('Sub', [t.name, mean], [-1, dim]);
+  }
+  return graph.l2Normalise(t);
+}

@@ -1,0 +1,350 @@
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import { NotFoundError, ParseError, errorMessage } from '../errors.js';
+import { evaluateModel, renderMetricsPlot, type EvaluationReport, type LabelledVector } from '../evaluation/evaluate.js';
+import { isHeldOut } from '../evaluation/split.js';
+import { silentLogger, type Logger } from '../logger.js';
+import { modelManifestSchema, type ModelManifest } from '../model/manifest.js';
+import { loadHead, loadTextTower } from '../model/towers.js';
+import type { FeatureRecord, FeatureStore } from '../ports/feature-store.js';
+import type { ModelRegistry, ModelVersion } from '../ports/model-registry.js';
+import { gateDecision, type GateDecision } from '../training/gate.js';
+import { embedTextsWithTower, reprojectBatch } from '../training/lit-inference.js';
+import { trainLit, type EpochStats, type FeedbackPair, type LitTrainingResult, type LitTrainOptions } from '../training/lit-trainer.js';
+import { headToOnnx, textTowerToOnnx } from '../training/onnx-export.js';
+import { parseWith } from '../validation.js';
+import { l2Normalise } from '../vector-math.js';
+import type { Activation } from './model-lifecycle.js';
+
+/**
+ * The retrain service — one retraining run, whoever asks for it (`imgsearch retrain`, the retrain
+ * job on Vertex AI or locally, hyperparameter trials):
+ *  1. read the stored base embeddings of the active model's image tower (no image decoded);
+ *  2. train a LiT head + hashed n-gram text tower on the labelled images, captions and click
+ *     feedback, leaving a held-out split (by id hash) out of training, feedback included;
+ *  3. evaluate the candidate and the active model on that same split;
+ *  4. gate: the candidate must beat the active model by the margin;
+ *  5. register the candidate with its metrics and lineage (winner or not);
+ *  6. if it won and the caller gave an {@link Activation}, make it live — in the promotion order
+ *     of model-lifecycle.ts (locally: index built, alias swapped, then the registry promoted;
+ *     cloud: registry promoted, then the reindex job started). Without one it stays registered.
+ * Also here: {@link evaluateVersion} (`imgsearch eval`) and the metrics plot the page shows.
+ */
+export const retrainOptionsSchema = z.object({
+  seed: z.number().int().default(42),
+  epochs: z.number().int().min(0).default(30),
+  /** Required held-out Recall@1 gain (and text precision@10 gain when both models have text). */
+  margin: z.number().min(0).max(1).default(0.005),
+  textMargin: z.number().min(-1).max(1).optional(),
+  heldOutFraction: z.number().gt(0).lt(1).default(0.1),
+  /** Version id of the candidate (default `<name>-lit-<timestamp>-<data hash>`). */
+  version: z.string().optional(),
+  /** Recorded in the candidate's lineage. */
+  codeVersion: z.string().default('lit-trainer-1'),
+  /** Trainer hyperparameters besides seed and epochs (shared/training/lit-options.ts). */
+  training: z.record(z.string(), z.unknown()).optional(),
+});
+export type RetrainOptions = z.input<typeof retrainOptionsSchema>;
+
+export interface RetrainDeps<A = unknown> {
+  features: FeatureStore;
+  registry: ModelRegistry;
+  logger?: Logger;
+  /** Click feedback (query → opened result). */
+  feedback?: () => Promise<FeedbackPair[]>;
+  /** How a candidate that passed the gate goes live; omit to only register it. */
+  activate?: Activation<A>;
+  /** Folder where metrics.png is written (the page serves it); omit to skip the plot. */
+  reportsDir?: string;
+}
+
+export type RetrainProgress =
+  | { stage: 'load'; records: number }
+  | { stage: 'train'; epoch: EpochStats }
+  | { stage: 'evaluate'; model: string }
+  /** The candidate won and is being made live. */
+  | { stage: 'activate'; version: string }
+  | { stage: 'reindex'; done: number }
+  /** The candidate is registered and, if `promoted`, live. */
+  | { stage: 'register'; version: string; promoted: boolean }
+  | { stage: 'plot'; file: string };
+
+export interface RetrainResult<A = unknown> {
+  /** Whether the candidate is now live (it won and was activated). */
+  promoted: boolean;
+  decision: GateDecision;
+  candidate: {
+    version: string;
+    metrics: EvaluationReport;
+    training: { history: EpochStats[]; bestEpoch: number; seconds: number; backend: string; trainedExamples: number; validationExamples: number; /** Hidden units of the trained head. */ hidden: number };
+  };
+  current: { version: string; metrics: EvaluationReport };
+  /** What the activation answered (local: the index now live; cloud: the reindex execution); null when not promoted. */
+  activation: A | null;
+  /** The metrics plot written, when `reportsDir` was given. */
+  plot: string | null;
+}
+
+export async function retrain<A = unknown>(deps: RetrainDeps<A>, optionsInput: RetrainOptions = {}, onProgress: (p: RetrainProgress) => void = () => {}): Promise<RetrainResult<A>> {
+  const options = parseWith(retrainOptionsSchema, optionsInput, 'Invalid retraining options', { root: 'options' });
+  const logger = deps.logger ?? silentLogger;
+  const current = await deps.registry.active();
+  if (!current) throw new NotFoundError('No active model in the registry: ingest images with the default model before retraining');
+  const base = baseModelKeys(current);
+
+  const records = await readBaseFeatures(deps.features, current, logger);
+  onProgress({ stage: 'load', records: records.length });
+  const split = heldOutSplit(records, options.heldOutFraction);
+  if (split.heldOut.length === 0 || split.labels.length === 0) {
+    throw new ParseError(`Retraining needs labelled images: ${records.length} feature records, ${split.labels.length} labels, ${split.heldOut.length} held out for evaluation`);
+  }
+  // Held-out images never reach training, not even through feedback.
+  const heldIds = new Set(split.heldOut.map((r) => r.id));
+  const feedback = ((await deps.feedback?.()) ?? []).filter((f) => !heldIds.has(f.openedId) && !(f.kind === 'image' && heldIds.has(f.queryId)));
+  const snapshot = dataSnapshot(records);
+  logger.info({ records: records.length, heldOut: split.heldOut.length, labels: split.labels.length, feedback: feedback.length, snapshot }, 'retraining');
+
+  const trainOptions: LitTrainOptions = { ...(options.training ?? {}), seed: options.seed, epochs: options.epochs };
+  const trained = await trainLit(
+    split.rest.map((r) => ({ id: r.id, vector: r.vector, labels: r.labels, caption: r.caption })),
+    feedback,
+    trainOptions,
+    { logger, onEpoch: (epoch) => onProgress({ stage: 'train', epoch }) },
+  );
+
+  const version = options.version ?? defaultVersion(current.manifest.name, snapshot);
+  onProgress({ stage: 'evaluate', model: version });
+  const candidateMetrics = await evaluateOnSplit(version, trainedTowers(trained), split, logger);
+  onProgress({ stage: 'evaluate', model: current.version });
+  const currentMetrics = await evaluateOnSplit(current.version, await registeredTowers(deps.registry, current, logger), split, logger);
+  const decision = gateDecision(candidateMetrics, currentMetrics, { margin: options.margin, textMargin: options.textMargin });
+
+  const manifest: ModelManifest = modelManifestSchema.parse({
+    name: current.manifest.name,
+    version,
+    description: `LiT head + hashed n-gram text tower on ${base.id} (parent ${current.version})`,
+    image: current.manifest.image,
+    head: { file: 'head.onnx', inputDimension: trained.head.inputDimension, outputDimension: trained.head.outputDimension },
+    text: { kind: 'hashed-ngram', file: 'text.onnx', buckets: trained.text.buckets, dimension: trained.text.outputDimension },
+    dimension: trained.head.outputDimension,
+    normalize: true,
+  });
+  const imageBytes = await readFile(path.join(await deps.registry.localPath(current.version), current.manifest.image.file));
+  await deps.registry.register({
+    version,
+    parent: current.version,
+    manifest,
+    files: { [manifest.image.file]: imageBytes, 'head.onnx': headToOnnx(trained.head), 'text.onnx': textTowerToOnnx(trained.text) },
+    metrics: { ...candidateMetrics, gate: decision },
+    lineage: {
+      parent: current.version,
+      baseModel: base.id,
+      dataSnapshot: snapshot,
+      codeVersion: options.codeVersion,
+      heldOutFraction: options.heldOutFraction,
+      seed: options.seed,
+      bestEpoch: trained.bestEpoch,
+      epochsRun: trained.history.length,
+      hidden: trained.head.hidden,
+      trainingSeconds: trained.seconds,
+      feedbackPairs: feedback.length,
+    },
+  });
+  if (current.metrics === null) await deps.registry.setMetrics(current.version, { ...currentMetrics });
+
+  let activation: A | null = null;
+  let promoted = false;
+  if (decision.promote && deps.activate) {
+    onProgress({ stage: 'activate', version });
+    activation = await deps.activate(version, (done) => onProgress({ stage: 'reindex', done }));
+    promoted = true;
+  }
+  onProgress({ stage: 'register', version, promoted });
+  logger.info({ version, promoted, reasons: decision.reasons }, 'retraining finished');
+  const plot = deps.reportsDir ? await writeMetricsPlot(deps.registry, deps.reportsDir) : null;
+  if (plot) onProgress({ stage: 'plot', file: plot });
+  const { history, bestEpoch, seconds, backend, trainedExamples, validationExamples } = trained;
+  return {
+    promoted,
+    decision,
+    candidate: { version, metrics: candidateMetrics, training: { history, bestEpoch, seconds, backend, trainedExamples, validationExamples, hidden: trained.head.hidden } },
+    current: { version: current.version, metrics: currentMetrics },
+    activation,
+    plot,
+  };
+}
+
+/** Fewer labelled images than this make Recall@k mostly noise. */
+export const MIN_LABELLED_FOR_EVAL = 20;
+
+/**
+ * Held-out metrics of one registered version on the user's labelled images: stored base vectors of
+ * its image tower projected by its head; text metrics only when it has a text tower. Stored in the
+ * registry (and plotted when `reportsDir` is given).
+ */
+export async function evaluateVersion(
+  deps: { registry: ModelRegistry; features: FeatureStore; logger?: Logger; reportsDir?: string },
+  versionId?: string,
+  heldOutFraction?: number,
+): Promise<EvaluationReport> {
+  const logger = deps.logger ?? silentLogger;
+  const version = versionId ? await deps.registry.get(versionId) : await deps.registry.active();
+  if (!version) throw new NotFoundError(versionId ? `no model version ${versionId}; see \`imgsearch model list\`` : 'no active model: run `imgsearch ingest <dir>` first');
+  const fromLineage = version.lineage?.heldOutFraction;
+  const fraction = heldOutFraction ?? (typeof fromLineage === 'number' ? fromLineage : 0.1);
+  const records = await readBaseFeatures(deps.features, version, logger);
+  const split = heldOutSplit(records, fraction);
+  if (split.labelled < MIN_LABELLED_FOR_EVAL || split.heldOut.length === 0) {
+    throw new ParseError(
+      `evaluation needs at least ${MIN_LABELLED_FOR_EVAL} labelled images embedded by ${version.manifest.name} (found ${split.labelled}, ${split.heldOut.length} held out): ` +
+        'ingest images with a sidecar <name>.json {"labels": [...]} or try `imgsearch dataset fashion-mnist --out <dir> --limit 500`',
+    );
+  }
+  const report = await evaluateOnSplit(version.version, await registeredTowers(deps.registry, version, logger), split, logger);
+  await deps.registry.setMetrics(version.version, { ...(version.metrics ?? {}), ...report, evaluatedAt: new Date().toISOString() });
+  if (deps.reportsDir) await writeMetricsPlot(deps.registry, deps.reportsDir);
+  return report;
+}
+
+export const METRICS_PLOT_FILE = 'metrics.png';
+
+/** Renders held-out metrics of every version that has them, oldest first; returns the file. */
+export async function writeMetricsPlot(registry: ModelRegistry, reportsDir: string): Promise<string> {
+  const history = (await registry.list()).filter((v) => v.metrics !== null).map((v) => ({ version: v.version, metrics: v.metrics }));
+  const png = await renderMetricsPlot(history);
+  await mkdir(reportsDir, { recursive: true });
+  const file = path.join(reportsDir, METRICS_PLOT_FILE);
+  // Written beside and renamed, so the page never serves half a PNG.
+  await writeFile(`${file}.tmp`, png);
+  await rename(`${file}.tmp`, file);
+  return file;
+}
+
+/**
+ * The image tower a version's vectors come from. `id` is what a version trained on it records as
+ * `lineage.baseModel` (for a LiT version: its base's lineage; for a base model: its version);
+ * `recordKeys` are the names feature records of that tower may carry (the pipeline writes the
+ * manifest `name`; stores written by version id are accepted too).
+ */
+export function baseModelKeys(version: ModelVersion): { id: string; recordKeys: ReadonlySet<string> } {
+  const fromLineage = version.lineage?.baseModel;
+  const id = typeof fromLineage === 'string' ? fromLineage : version.manifest.version;
+  return { id, recordKeys: new Set([version.manifest.name, id]) };
+}
+
+/** Stored base embeddings of `version`'s image tower, by id; records of another tower (another vector space) are skipped. */
+export async function readBaseFeatures(store: FeatureStore, version: ModelVersion, logger: Logger = silentLogger): Promise<FeatureRecord[]> {
+  const { recordKeys } = baseModelKeys(version);
+  const dimension = version.manifest.image.dimension;
+  const records: FeatureRecord[] = [];
+  let skipped = 0;
+  for await (const batch of store.scan(2048)) {
+    for (const r of batch) {
+      if (r.vector.length === dimension && recordKeys.has(r.baseModel)) records.push(r);
+      else skipped++;
+    }
+  }
+  if (skipped > 0) logger.warn({ skipped, baseModel: [...recordKeys], dimension }, 'feature records of another base model skipped');
+  // In id order, not storage order (which follows ingestion concurrency): the same data and seed
+  // then train the same model.
+  return records.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+/** Labelled images held out by id hash (queries), the rest (corpus, and training data), every label (text queries). */
+export interface EvaluationSplit {
+  heldOut: FeatureRecord[];
+  rest: FeatureRecord[];
+  labels: string[];
+  /** Records with at least one label. */
+  labelled: number;
+}
+
+export function heldOutSplit(records: FeatureRecord[], fraction: number): EvaluationSplit {
+  const labelled = records.filter((r) => r.labels.length > 0);
+  const heldOut = labelled.filter((r) => isHeldOut(r.id, fraction));
+  const heldIds = new Set(heldOut.map((r) => r.id));
+  return {
+    heldOut,
+    rest: records.filter((r) => !heldIds.has(r.id)),
+    labels: [...new Set(labelled.flatMap((r) => r.labels))].sort(),
+    labelled: labelled.length,
+  };
+}
+
+/** What evaluation needs of a model: its projection of base vectors, and its text tower if it has one. */
+export interface EvaluationTowers {
+  /** Base vectors → the model's (normalised) search space. */
+  project(base: Float32Array[]): Promise<Float32Array[]>;
+  /** Texts → normalised text embeddings; null without a text tower. */
+  embedTexts: ((texts: string[]) => Promise<Float32Array[]>) | null;
+  close(): Promise<void>;
+}
+
+/**
+ * The evaluation of one model on a split: held-out images queried against the rest, every label
+ * as a text query among the held-out images (when the model has a text tower). Closes the towers.
+ */
+export async function evaluateOnSplit(modelVersion: string, towers: EvaluationTowers, split: EvaluationSplit, logger: Logger = silentLogger): Promise<EvaluationReport> {
+  try {
+    const labelled = async (records: FeatureRecord[]): Promise<LabelledVector[]> => {
+      const vectors = await towers.project(records.map((r) => r.vector));
+      return records.map((r, i) => ({ id: r.id, vector: vectors[i]!, labels: r.labels }));
+    };
+    let labelVectors: Map<string, Float32Array> | null = null;
+    if (towers.embedTexts) {
+      try {
+        const vectors = await towers.embedTexts(split.labels);
+        labelVectors = new Map(vectors.map((v, i) => [split.labels[i]!, v]));
+      } catch (err) {
+        logger.warn({ err: errorMessage(err), modelVersion }, 'text tower unusable: text metrics left out');
+      }
+    }
+    return await evaluateModel({ modelVersion, heldOut: await labelled(split.heldOut), rest: await labelled(split.rest), labelVectors });
+  } finally {
+    await towers.close();
+  }
+}
+
+/** A registered version's towers, from its ONNX files (what search will run). */
+export async function registeredTowers(registry: ModelRegistry, version: ModelVersion, logger: Logger = silentLogger): Promise<EvaluationTowers> {
+  const manifest = version.manifest;
+  const dir = manifest.head || manifest.text ? await registry.localPath(version.version) : '';
+  const head = await loadHead(manifest, dir);
+  let text: Awaited<ReturnType<typeof loadTextTower>> = undefined;
+  try {
+    text = await loadTextTower(manifest, dir);
+  } catch (err) {
+    logger.warn({ err: errorMessage(err), version: version.version }, 'text tower cannot be loaded: text metrics left out');
+  }
+  return {
+    project: async (base) => (head ? (await head.apply(base)).map(l2Normalise) : base),
+    embedTexts: text ? async (texts) => (await text.embed(texts)).map(l2Normalise) : null,
+    async close() {
+      await head?.close();
+      await text?.close();
+    },
+  };
+}
+
+/** Freshly trained weights, run in TensorFlow.js (before the ONNX files exist). */
+export function trainedTowers(trained: Pick<LitTrainingResult, 'head' | 'text'>): EvaluationTowers {
+  return {
+    project: (base) => reprojectBatch(trained.head, base),
+    embedTexts: (texts) => embedTextsWithTower(trained.text, texts),
+    close: async () => {},
+  };
+}
+
+/** Count + hash of (id, generation) pairs: identifies the data a model was trained on. */
+export function dataSnapshot(records: Pick<FeatureRecord, 'id' | 'generation'>[]): string {
+  const hash = createHash('sha256');
+  for (const key of records.map((r) => `${r.id}@${r.generation}`).sort()) hash.update(key).update('\n');
+  return `${records.length}:${hash.digest('hex').slice(0, 16)}`;
+}
+
+function defaultVersion(baseName: string, snapshot: string): string {
+  const stamp = new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14);
+  return `${baseName}-lit-${stamp}-${snapshot.split(':')[1]!.slice(0, 6)}`;
+}

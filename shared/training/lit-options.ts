@@ -1,0 +1,36 @@
+import { z } from 'zod';
+import { DEFAULT_BUCKETS } from '../text/hashed-ngram.js';
+import { parseWith } from '../validation.js';
+
+/** Hyperparameters of LiT training (shared/training/lit-trainer.ts); every one has a default. */
+export const litTrainOptionsSchema = z.object({
+  seed: z.number().int().default(42),
+  epochs: z.number().int().min(0).max(10_000).default(30),
+  batchSize: z.number().int().min(2).max(8192).default(256),
+  learningRate: z.number().positive().default(1e-3),
+  hidden: z.number().int().positive().default(512),
+  outputDimension: z.number().int().positive().default(128),
+  /** Softmax temperature of the cosine logits; learnable starts here and is clamped to [0.01, 1]. */
+  temperature: z.number().positive().default(0.1),
+  learnableTemperature: z.boolean().default(false),
+  buckets: z.number().int().min(2).default(DEFAULT_BUCKETS),
+  /** Weight of the image↔image SupCon term against the image↔text term. */
+  imageImageWeight: z.number().min(0).default(1),
+  imageTextWeight: z.number().min(0).default(1),
+  /** Share of training examples kept aside (by id hash) to pick the best epoch. */
+  validationFraction: z.number().min(0).max(0.5).default(0.1),
+  /** Epochs without validation improvement before stopping. */
+  patience: z.number().int().min(1).default(5),
+  /** Cap on validation queries / corpus per epoch (keeps the check to about a second). */
+  validationQueries: z.number().int().positive().default(1000),
+  validationCorpus: z.number().int().positive().default(10_000),
+  /** Feedback pairs mixed into each batch. */
+  feedbackPerBatch: z.number().int().min(0).default(32),
+});
+export type LitTrainOptions = z.input<typeof litTrainOptionsSchema>;
+/** Options with every default filled in. */
+export type LitOptions = z.output<typeof litTrainOptionsSchema>;
+
+export function parseLitOptions(input: LitTrainOptions): LitOptions {
+  return parseWith(litTrainOptionsSchema, input, 'Invalid training options', { root: 'options' });
+}

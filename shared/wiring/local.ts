@@ -1,0 +1,175 @@
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { FastifyInstance } from 'fastify';
+import type { LocalConfig } from '../config.js';
+import { FileQueue } from '../adapters/local/file-queue.js';
+import { FolderBlobStore } from '../adapters/local/folder-blob-store.js';
+import { JsonRejectionLog } from '../adapters/local/json-rejection-log.js';
+import { PerTowerFeatureStore } from '../adapters/local/per-tower-feature-store.js';
+import { LanceDbIndexCatalog } from '../adapters/local/lancedb-index.js';
+import { LocalModelRegistry } from '../adapters/local/local-model-registry.js';
+import { openOpenSearchCatalog } from '../adapters/opensearch/index.js';
+import { NotFoundError } from '../errors.js';
+import { buildSearchApp, type FeedbackEvent } from '../http/search-app.js';
+import { createLogger, type Logger } from '../logger.js';
+import { ensureActiveModel } from '../services/model-bootstrap.js';
+import { LiveIndexCache } from '../services/live-index-cache.js';
+import { ModelHolder } from '../services/model-holder.js';
+import { SearchService } from '../services/search-service.js';
+import { pipelineStatus } from '../services/status.js';
+import type { BlobStore } from '../ports/blob-store.js';
+import type { VectorIndex, VectorIndexCatalog } from '../ports/vector-index.js';
+import type { EmbedDeps } from '../handlers/embed-batch.js';
+import type { UpsertDeps } from '../handlers/upsert-vectors.js';
+import { loadEmbedder } from '../model/load-embedder.js';
+import type { LifecycleDeps } from '../services/model-lifecycle.js';
+
+/** The web page (served by local `up`; the cloud search service serves its own copy beside its bundle). */
+export const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../web');
+
+/**
+ * Local mode: every port wired to its embedded adapter under one data directory
+ * (`IMGSEARCH_HOME`), plus the model. The handlers are the ones the cloud runs.
+ */
+export interface LocalRuntime {
+  config: LocalConfig;
+  logger: Logger;
+  bucket: FolderBlobStore;
+  bus: FileQueue;
+  catalog: VectorIndexCatalog;
+  registry: LocalModelRegistry;
+  rejections: JsonRejectionLog;
+  features: PerTowerFeatureStore;
+  model: ModelHolder;
+  blobsFor(bucket: string): BlobStore;
+  /** The live index (the alias target), looked up again every few seconds. */
+  live: LiveIndexCache;
+  /** The live index; on the very first start, one is created for the active model. */
+  liveIndex(): Promise<VectorIndex>;
+  embedDeps(): EmbedDeps;
+  upsertDeps(): Promise<UpsertDeps>;
+  close(): Promise<void>;
+}
+
+export async function openLocalRuntime(config: LocalConfig, options: { logger?: Logger } = {}): Promise<LocalRuntime> {
+  const logger = options.logger ?? createLogger({ level: config.logLevel });
+  const bucket = new FolderBlobStore(config.bucketDir);
+  const bus = new FileQueue(config.paths.queue, { maxDeliveryAttempts: config.maxAttempts, ackDeadlineSeconds: config.ackDeadlineSeconds, logger });
+  const catalog: VectorIndexCatalog =
+    config.index === 'opensearch'
+      ? await openOpenSearchCatalog({ ...config.opensearch, url: config.opensearch.url! })
+      : await LanceDbIndexCatalog.open(config.paths.index);
+  const registry = new LocalModelRegistry(config.paths.models);
+  const rejections = new JsonRejectionLog(config.paths.rejected);
+  const features = await PerTowerFeatureStore.open(config.paths.features);
+  const model = new ModelHolder(registry, { threads: config.threads, maxPixels: config.maxPixels, logger });
+  await ensureActiveModel(registry, path.join(config.paths.cache, 'converted'), logger);
+
+  const stores = new Map<string, BlobStore>([[bucket.bucket, bucket]]);
+  const blobsFor = (name: string): BlobStore => {
+    let store = stores.get(name);
+    if (!store) {
+      store = new FolderBlobStore(name);
+      stores.set(name, store);
+    }
+    return store;
+  };
+
+  // The alias target; on the very first start there is none, and the index of the active model is created.
+  const live = new LiveIndexCache(async () => {
+    const embedder = await model.get();
+    return catalog.ensureLive(embedder.modelVersion, embedder.dimension);
+  });
+  const liveIndex = async (): Promise<VectorIndex> => (await live.get())!;
+
+  return {
+    config,
+    logger,
+    bucket,
+    bus,
+    catalog,
+    registry,
+    rejections,
+    features,
+    model,
+    blobsFor,
+    live,
+    liveIndex,
+    embedDeps: () => ({
+      blobs: blobsFor,
+      embedder: model.current(),
+      bus,
+      rejections,
+      features,
+      logger,
+      index: live.peek(),
+      limits: { maxBytes: config.maxBytes },
+    }),
+    upsertDeps: async () => ({ index: await liveIndex(), bus, rejections, features, logger }),
+    async close() {
+      await model.close();
+      await bus.close();
+      await catalog.close();
+    },
+  };
+}
+
+/** What promotion, rollback and retraining need from the local runtime. */
+export function lifecycleDeps(runtime: LocalRuntime): LifecycleDeps {
+  return {
+    registry: runtime.registry,
+    catalog: runtime.catalog,
+    features: runtime.features,
+    logger: runtime.logger,
+    loadEmbedder: async (version) => loadEmbedder(await runtime.registry.localPath(version), { maxPixels: runtime.config.maxPixels, threads: runtime.config.threads }),
+  };
+}
+
+/**
+ * Queries the way the cloud search service answers them: with the model the live index was built
+ * with. During a promotion's reindex the registry's active model (the one the pipeline embeds
+ * with) is already the new one while the alias still points at the previous model's index: that
+ * model is loaded beside it for queries, instead of refusing them (409) until the alias moves.
+ */
+export function localSearchService(runtime: LocalRuntime): SearchService {
+  return new SearchService(
+    () => runtime.model.current(),
+    () => runtime.live.get(),
+    (version) => runtime.model.forLiveIndex(version),
+  );
+}
+
+/** The page and API of `imgsearch up` (the same fastify app the cloud search service serves). */
+export function localSearchApp(runtime: LocalRuntime): Promise<FastifyInstance> {
+  const extras = localExtras(runtime);
+  return buildSearchApp({
+    search: localSearchService(runtime),
+    status: async () => pipelineStatus({ bus: runtime.bus, index: await runtime.liveIndex(), rejections: runtime.rejections, embedder: runtime.model.current() }),
+    getDocument: async (id) => (await runtime.liveIndex()).get(id),
+    readObject: (uri) => extras.readObject(uri),
+    logger: runtime.logger,
+    webDir,
+    recordFeedback: extras.recordFeedback,
+    listModels: () => runtime.registry.list(),
+    metricsPlot: extras.metricsPlot,
+    maxUploadBytes: runtime.config.maxBytes,
+  });
+}
+
+/** Local implementations of the page's extra needs: reading originals, feedback, the metrics plot. */
+export function localExtras(runtime: LocalRuntime) {
+  return {
+    async readObject(uri: string): Promise<Buffer> {
+      if (!uri.startsWith('file://')) throw new NotFoundError(`cannot read ${uri} in local mode`);
+      return fs.readFile(uri.slice('file://'.length));
+    },
+    async recordFeedback(event: FeedbackEvent): Promise<void> {
+      await fs.mkdir(runtime.config.paths.feedback, { recursive: true });
+      await fs.appendFile(path.join(runtime.config.paths.feedback, 'feedback.jsonl'), `${JSON.stringify(event)}\n`);
+    },
+    async metricsPlot(): Promise<Buffer | null> {
+      return fs.readFile(path.join(runtime.config.paths.reports, 'metrics.png')).catch(() => null);
+    },
+  };
+}
