@@ -12,6 +12,10 @@ import tseslint from 'typescript-eslint';
 /** Selectors every file gets (a later block's `no-restricted-syntax` replaces, so each repeats them). */
 const baseSyntax = [
   { selector: "CallExpression[callee.object.name=/^(describe|it|test)$/][callee.property.name='only']", message: 'no focused tests' },
+  {
+    selector: "Property[key.name='err'] > CallExpression[callee.name='errorMessage']",
+    message: 'log the Error object (`{ err }`: stack and cause reach Cloud Logging and Error Reporting), not only its message',
+  },
 ];
 
 /** A repository folder reached by a relative import: one or more `../`, then the folder. */

@@ -80,7 +80,7 @@ functions.http('dispatchEmbed', async (req, res) => {
     const logger = withTrace(d.logger, req.header('traceparent') ?? req.header('x-cloud-trace-context'), d.projectId);
     res.status(200).json(await dispatch(d, logger));
   } catch (err) {
-    (d?.logger ?? cloudLogger('dispatchEmbed')).error({ err: errorMessage(err) }, 'dispatch failed');
+    (d?.logger ?? cloudLogger('dispatchEmbed')).error({ err }, 'dispatch failed');
     // 500: Cloud Scheduler records the failed tick; the next tick tries again.
     res.status(500).json({ error: errorMessage(err) });
   }

@@ -2,7 +2,7 @@ import * as functions from '@google-cloud/functions-framework';
 import { GcsBlobStore } from '../shared/adapters/gcp/gcs-blob-store.js';
 import { GcsRejectionLog } from '../shared/adapters/gcp/gcs-rejection-log.js';
 import { TOPICS } from '../shared/contracts.js';
-import { errorMessage, ParseError } from '../shared/errors.js';
+import { ParseError } from '../shared/errors.js';
 import { handleObjectEvent } from '../shared/handlers/on-object-event.js';
 import type { ObjectEventOutcome } from '../shared/handlers/results.js';
 import { withTrace, type Logger } from '../shared/logger.js';
@@ -56,7 +56,7 @@ export async function onObjectEvent(event: CloudEventLike): Promise<OnObjectEven
     return await handleObjectEvent(payload, { ...d, logger });
   } catch (err) {
     if (!(err instanceof ParseError)) {
-      logger.error({ err: errorMessage(err) }, 'object event failed; Eventarc will retry');
+      logger.error({ err }, 'object event failed; Eventarc will retry');
       throw err;
     }
     const reason = err.message;

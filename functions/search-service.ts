@@ -4,7 +4,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { GcsBlobStore } from '../shared/adapters/gcp/gcs-blob-store.js';
 import { GcsRejectionLog } from '../shared/adapters/gcp/gcs-rejection-log.js';
-import { CapabilityError, errorMessage, NotFoundError } from '../shared/errors.js';
+import { CapabilityError, NotFoundError } from '../shared/errors.js';
 import { buildSearchApp, type FeedbackEvent, type StatusResponse } from '../shared/http/search-app.js';
 import type { Logger } from '../shared/logger.js';
 import type { BlobStore } from '../shared/ports/blob-store.js';
@@ -204,7 +204,7 @@ if (isMain) {
       });
     })
     .catch((err: unknown) => {
-      cloudLogger('search').fatal({ err: errorMessage(err) }, 'search service failed to start');
+      cloudLogger('search').fatal({ err }, 'search service failed to start');
       process.exit(1);
     });
 }

@@ -1,7 +1,7 @@
 import * as functions from '@google-cloud/functions-framework';
 import { z } from 'zod';
 import { VertexJobLauncher } from '../shared/adapters/gcp/vertex-job-launcher.js';
-import { errorMessage, ParseError } from '../shared/errors.js';
+import { ParseError } from '../shared/errors.js';
 import { withTrace, type Logger } from '../shared/logger.js';
 import type { EventBus } from '../shared/ports/event-bus.js';
 import type { JobExecution, JobLauncher } from '../shared/ports/job-launcher.js';
@@ -109,7 +109,7 @@ export async function startRetraining(event: CloudEventLike): Promise<StartRetra
     logger.info({ executionId: execution.executionId, reason: request.reason, args: request.args }, 'retraining started');
     return { status: 'started', execution, reason: request.reason };
   } catch (err) {
-    logger.error({ err: errorMessage(err) }, 'could not start retraining; Pub/Sub will redeliver');
+    logger.error({ err }, 'could not start retraining; Pub/Sub will redeliver');
     throw err;
   }
 }

@@ -3,7 +3,7 @@ import * as pulumi from '@pulumi/pulumi';
 /**
  * The environment each workload gets, in one table: a workload sees only the names it uses, and
  * the OpenSearch credentials come from Secret Manager, never as plain values. Each list must cover
- * every required variable of the workload's schema in functions/config.ts (`entryPointSchemas`)
+ * every required variable of the workload's schema in shared/wiring/cloud-config.ts (`entryPointSchemas`)
  * and name nothing that schema does not read; `test/unit/infra-policies.unit.test.ts` checks the
  * deployed env against those schemas, so the two cannot drift apart.
  */

@@ -5,7 +5,7 @@ import { ConfigError } from './errors.js';
 /**
  * Local-mode configuration, read once from the environment (CLI flags override), validated with
  * zod. One error lists every bad variable and how to fix it. Cloud entry points read their own
- * settings in functions/config.ts on the same pattern.
+ * settings in shared/wiring/cloud-config.ts on the same pattern.
  */
 const intFrom = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 

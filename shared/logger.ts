@@ -16,8 +16,19 @@ const severityByLevel: Record<string, string> = {
 
 export type { Logger };
 
+/** The level every logger starts at: LOG_LEVEL, else silent under the test runner, else info. */
+export function defaultLogLevel(): string {
+  return process.env.LOG_LEVEL ?? (process.env.VITEST ? 'silent' : 'info');
+}
+
+/**
+ * Errors are logged as objects under `err`: type, message, stack and the `cause` chain
+ * (pino's `errWithCause` serializer), never only their message. Log `{ err }`, not `errorMessage(err)`.
+ */
+export const errorSerializers = { err: pino.stdSerializers.errWithCause };
+
 export function createLogger(options: { level?: string; destination?: NodeJS.WritableStream; name?: string } = {}): Logger {
-  const level = options.level ?? process.env.LOG_LEVEL ?? (process.env.VITEST ? 'silent' : 'info');
+  const level = options.level ?? defaultLogLevel();
   return pino(
     {
       level,
@@ -25,6 +36,7 @@ export function createLogger(options: { level?: string; destination?: NodeJS.Wri
       messageKey: 'message',
       base: undefined,
       timestamp: pino.stdTimeFunctions.isoTime,
+      serializers: errorSerializers,
       formatters: {
         level(label: string) {
           return { severity: severityByLevel[label] ?? 'DEFAULT' };

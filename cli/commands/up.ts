@@ -2,7 +2,6 @@ import { promises as fs } from 'node:fs';
 import type { Command } from 'commander';
 import { watchFolder } from '../../shared/adapters/local/folder-watcher.js';
 import type { ImageEvent } from '../../shared/contracts.js';
-import { errorMessage } from '../../shared/errors.js';
 import { handleObjectEvent } from '../../shared/handlers/on-object-event.js';
 import { ModelFollower } from '../../shared/services/model-follower.js';
 import { PipelineWorkers } from '../../shared/services/pipeline.js';
@@ -60,7 +59,7 @@ export async function startLocalProduct(runtime: LocalRuntime): Promise<LocalPro
       await handleObjectEvent(event, eventDeps);
       workers.notify();
     } catch (err) {
-      logger.error({ err: errorMessage(err), object: event.name }, 'could not handle a storage event');
+      logger.error({ err, object: event.name }, 'could not handle a storage event');
     }
   };
 

@@ -28,7 +28,7 @@ async function main(): Promise<0 | 1> {
     return 0;
   } catch (err) {
     logger.error(
-      { code: (err as { code?: unknown }).code, errorName: err instanceof Error ? err.name : undefined, cause: err instanceof Error && err.cause !== undefined ? errorMessage(err.cause) : undefined },
+      { err, code: (err as { code?: unknown }).code },
       `bootstrap of the first model failed: ${errorMessage(err)}`,
     );
     return 1;

@@ -209,7 +209,7 @@ export async function gpuSmokeMain(argv: readonly string[], overrides: { deps?: 
     return 0;
   } catch (err) {
     logger.error(
-      { ok: false, provider, code: (err as { code?: unknown }).code, cause: err instanceof Error && err.cause !== undefined ? errorMessage(err.cause) : undefined },
+      { ok: false, provider, err, code: (err as { code?: unknown }).code },
       `gpu smoke test failed: ${errorMessage(err)}`,
     );
     return 1;

@@ -1,6 +1,5 @@
 import { GcsBlobStore } from '../../shared/adapters/gcp/gcs-blob-store.js';
 import { GcsFeatureStore } from '../../shared/adapters/gcp/gcs-feature-store.js';
-import { errorMessage } from '../../shared/errors.js';
 import { ModelHolder } from '../../shared/services/model-holder.js';
 import { reindexFromFeatures } from '../../shared/services/reindex.js';
 import { cloudConfig } from '../../shared/wiring/cloud-config.js';
@@ -45,6 +44,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  cloudLogger('reindexJob').fatal({ err: errorMessage(err), code: (err as { code?: unknown }).code }, 'reindex failed');
+  cloudLogger('reindexJob').fatal({ err, code: (err as { code?: unknown }).code }, 'reindex failed');
   process.exitCode = 1;
 });

@@ -14,7 +14,7 @@ import { z } from 'zod';
 import { CloudRunJobLauncher } from '../../shared/adapters/gcp/cloud-run-job-launcher.js';
 import { GcsBlobStore } from '../../shared/adapters/gcp/gcs-blob-store.js';
 import { GcsFeatureStore } from '../../shared/adapters/gcp/gcs-feature-store.js';
-import { ParseError, errorMessage } from '../../shared/errors.js';
+import { ParseError } from '../../shared/errors.js';
 import { readFeedbackObjects } from '../../shared/services/feedback.js';
 import { promoteThenStartReindexJob } from '../../shared/services/model-lifecycle.js';
 import { retrain, type RetrainOptions } from '../../shared/services/retrain.js';
@@ -92,6 +92,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  cloudLogger('retrainJob').fatal({ err: errorMessage(err), code: (err as { code?: unknown }).code }, 'retraining failed');
+  cloudLogger('retrainJob').fatal({ err, code: (err as { code?: unknown }).code }, 'retraining failed');
   process.exitCode = 1;
 });

@@ -1,4 +1,4 @@
-import { errorMessage, IssError } from '../errors.js';
+import { IssError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import type { EventBus } from '../ports/event-bus.js';
 
@@ -34,7 +34,7 @@ export async function withLeaseExtension<T>(
       inFlight = bus
         .extendDeadline(topic, ackIds, seconds)
         .catch((err: unknown) => {
-          logger.warn({ topic, count: ackIds.length, err: errorMessage(err) }, 'lease extension failed');
+          logger.warn({ topic, count: ackIds.length, err }, 'lease extension failed');
         })
         .finally(() => {
           if (!stopped) schedule();

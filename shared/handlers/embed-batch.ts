@@ -160,7 +160,7 @@ async function prepareOne(
       // The object was replaced or deleted after this event: the newer event carries the truth.
       return { status: 'superseded', id, ackId, detail: errorMessage(err) };
     }
-    deps.logger.error({ id, object: event.name, err: errorMessage(err) }, 'embedding failed; will retry');
+    deps.logger.error({ id, object: event.name, err }, 'embedding failed; will retry');
     return { status: 'retry', id, ackId, detail: errorMessage(err) };
   }
 }

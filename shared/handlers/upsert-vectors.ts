@@ -76,7 +76,7 @@ export async function upsertEmbeddings(deliveries: Delivery[], deps: UpsertDeps)
         upserts.filter((_, i) => results[i] === 'created' || results[i] === 'updated').map((u) => deps.rejections.clear(u.msg.id, u.msg.generation)),
       );
     } catch (err) {
-      deps.logger.error({ err: errorMessage(err), count: upserts.length }, 'index upsert failed; will retry');
+      deps.logger.error({ err, count: upserts.length }, 'index upsert failed; will retry');
       for (const u of upserts) outcomes.push({ status: 'retry', id: u.msg.id, ackId: u.delivery.ackId, detail: errorMessage(err) });
     }
   }
@@ -91,7 +91,7 @@ export async function upsertEmbeddings(deliveries: Delivery[], deps: UpsertDeps)
         outcomes.push({ status: r === 'stale' ? 'stale-delete' : r, id: d.msg.id, ackId: d.delivery.ackId });
       });
     } catch (err) {
-      deps.logger.error({ err: errorMessage(err), count: deletes.length }, 'index delete failed; will retry');
+      deps.logger.error({ err, count: deletes.length }, 'index delete failed; will retry');
       for (const d of deletes) outcomes.push({ status: 'retry', id: d.msg.id, ackId: d.delivery.ackId, detail: errorMessage(err) });
     }
   }

@@ -105,7 +105,7 @@ async function createSession(
       return { session: await create(sessionOptions), sessionOptions };
     } catch (err) {
       if ((options.cudaFallback ?? 'fail') === 'fail') throw new CudaUnavailableError(path, err);
-      logger.warn({ err: errorMessage(err), model: path }, 'CUDA execution provider unavailable; running on CPU (cudaFallback: cpu)');
+      logger.warn({ err, model: path }, 'CUDA execution provider unavailable; running on CPU (cudaFallback: cpu)');
     }
   }
   const sessionOptions = sessionOptionsFor(options, ['cpu']);

@@ -128,7 +128,7 @@ export async function runEmbedLoop(deps: EmbedLoopDeps): Promise<EmbedLoopResult
           if (settings.onBatchFailure !== 'lease-expiry') {
             await bus.nack(TOPICS.imageEvents, ackIds, errorMessage(err)).catch((nackErr: unknown) => {
               // The lease runs out on its own: the queue redelivers them anyway.
-              logger.warn({ err: errorMessage(nackErr) }, 'nack failed');
+              logger.warn({ err: nackErr }, 'nack failed');
             });
           }
           throw err;
@@ -144,7 +144,7 @@ export async function runEmbedLoop(deps: EmbedLoopDeps): Promise<EmbedLoopResult
     } catch (err) {
       failures += 1;
       logger.error(
-        { err: errorMessage(err), size: pulled, failures },
+        { err, size: pulled, failures },
         pulled > 0 ? 'embed batch failed; its messages will be redelivered' : 'pulling image events failed',
       );
       hooks.failure?.(err instanceof Error ? err : new Error(String(err)));

@@ -82,9 +82,8 @@ export async function embedTaskMain(build: () => EmbedTaskDeps | Promise<EmbedTa
     deps.logger.info({ ...result }, 'embed task finished');
     return 0;
   } catch (err) {
-    const fields: Record<string, unknown> = { code: (err as { code?: unknown }).code, errorName: err instanceof Error ? err.name : undefined };
-    if (err instanceof Error && err.cause !== undefined) fields.cause = errorMessage(err.cause);
-    logger.error(fields, `embed task failed: ${errorMessage(err)}`);
+    // The Error itself (stack, cause chain) for Error Reporting; its message in the line for people.
+    logger.error({ err, code: (err as { code?: unknown }).code }, `embed task failed: ${errorMessage(err)}`);
     return 1;
   }
 }

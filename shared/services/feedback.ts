@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
-import { IssError, NotFoundError, errorMessage } from '../errors.js';
+import { IssError, NotFoundError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import type { BlobStore } from '../ports/blob-store.js';
 import type { FeedbackPair } from '../training/lit-batches.js';
@@ -136,7 +136,7 @@ export async function readFeedbackObjects(
         // Gone since listing (a lifecycle rule) or far too large for an event: not worth failing over.
         const tooLarge = err instanceof IssError && err.meta.maxBytes === MAX_EVENT_BYTES;
         if (!(err instanceof NotFoundError) && !tooLarge) throw err;
-        logger.debug({ name: names[i], err: errorMessage(err) }, 'feedback object unreadable');
+        logger.debug({ name: names[i], err }, 'feedback object unreadable');
       }
     }
   };

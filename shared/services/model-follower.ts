@@ -1,4 +1,3 @@
-import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 
 /** How often a long-running local process asks the registry whether the active model changed. */
@@ -52,7 +51,7 @@ export class ModelFollower {
       await this.options.onChange?.();
       return true;
     } catch (err) {
-      this.options.logger.warn({ err: errorMessage(err) }, 'model refresh failed');
+      this.options.logger.warn({ err }, 'model refresh failed');
       return false;
     }
   }

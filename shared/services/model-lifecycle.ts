@@ -1,4 +1,3 @@
-import { errorMessage } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Embedder } from '../ports/embedder.js';
 import type { FeatureStore } from '../ports/feature-store.js';
@@ -71,7 +70,7 @@ export async function activateModel(deps: LifecycleDeps, version: string, onProg
   } catch (err) {
     if (before !== null && before !== result.index) {
       await deps.catalog.swapAlias(before);
-      deps.logger.warn({ index: before, modelVersion: version, err: errorMessage(err) }, 'promotion failed after the alias swap: alias swapped back');
+      deps.logger.warn({ index: before, modelVersion: version, err }, 'promotion failed after the alias swap: alias swapped back');
     }
     throw err;
   }
@@ -105,7 +104,7 @@ export function promoteThenStartReindexJob(deps: { registry: ModelRegistry; laun
       return { reindex };
     } catch (err) {
       const back = await deps.registry.rollback();
-      deps.logger.error({ err: errorMessage(err), modelVersion: version, active: back }, 'reindex job could not be started: promotion rolled back');
+      deps.logger.error({ err, modelVersion: version, active: back }, 'reindex job could not be started: promotion rolled back');
       throw err;
     }
   };
@@ -123,7 +122,7 @@ export async function rollbackModel(deps: LifecycleDeps, onProgress?: (done: num
   } catch (err) {
     if (from !== null) {
       await deps.registry.promote(from);
-      deps.logger.warn({ modelVersion: from, err: errorMessage(err) }, 'rollback failed: the index could not follow, the registry was moved forward again');
+      deps.logger.warn({ modelVersion: from, err }, 'rollback failed: the index could not follow, the registry was moved forward again');
     }
     throw err;
   }
@@ -176,7 +175,7 @@ async function dropUnfinished(deps: LifecycleDeps, version: string, existing: Se
     }
   } catch (err) {
     // The alias never pointed there: a leftover costs disk, not correctness.
-    deps.logger.warn({ err: errorMessage(err), modelVersion: version }, 'could not drop an unfinished index version');
+    deps.logger.warn({ err, modelVersion: version }, 'could not drop an unfinished index version');
   }
 }
 

@@ -2,7 +2,6 @@ import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TOPICS } from '../contracts.js';
 import { withLeaseExtension } from '../adapters/lease-extension.js';
-import { errorMessage } from '../errors.js';
 import type { EmbedDeps } from '../handlers/embed-batch.js';
 import type { EmbedOutcome, UpsertHandlerOutcome } from '../handlers/results.js';
 import { settleUpsertOutcomes, upsertEmbeddings, type UpsertDeps } from '../handlers/upsert-vectors.js';
@@ -144,7 +143,7 @@ export class PipelineWorkers extends EventEmitter<PipelineEvents> {
         }
       } catch (err) {
         // The index or the queue failed: the leases expire and the queue redelivers; keep going.
-        this.logger.error({ err: errorMessage(err), kind: 'upsert' }, 'pipeline batch failed; messages will be redelivered');
+        this.logger.error({ err, kind: 'upsert' }, 'pipeline batch failed; messages will be redelivered');
         this.emitError(err instanceof Error ? err : new Error(String(err)));
         await sleep(500);
       } finally {

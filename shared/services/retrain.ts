@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { NotFoundError, ParseError, errorMessage } from '../errors.js';
+import { NotFoundError, ParseError } from '../errors.js';
 import { evaluateModel, renderMetricsPlot, type EvaluationReport, type LabelledVector } from '../evaluation/evaluate.js';
 import { isHeldOut } from '../evaluation/split.js';
 import { silentLogger, type Logger } from '../logger.js';
@@ -298,7 +298,7 @@ export async function evaluateOnSplit(modelVersion: string, towers: EvaluationTo
         const vectors = await towers.embedTexts(split.labels);
         labelVectors = new Map(vectors.map((v, i) => [split.labels[i]!, v]));
       } catch (err) {
-        logger.warn({ err: errorMessage(err), modelVersion }, 'text tower unusable: text metrics left out');
+        logger.warn({ err, modelVersion }, 'text tower unusable: text metrics left out');
       }
     }
     return await evaluateModel({ modelVersion, heldOut: await labelled(split.heldOut), rest: await labelled(split.rest), labelVectors });
@@ -316,7 +316,7 @@ export async function registeredTowers(registry: ModelRegistry, version: ModelVe
   try {
     text = await loadTextTower(manifest, dir);
   } catch (err) {
-    logger.warn({ err: errorMessage(err), version: version.version }, 'text tower cannot be loaded: text metrics left out');
+    logger.warn({ err, version: version.version }, 'text tower cannot be loaded: text metrics left out');
   }
   return {
     project: async (base) => (head ? (await head.apply(base)).map(l2Normalise) : base),

@@ -6,7 +6,9 @@ import { PubSub } from '@google-cloud/pubsub';
 import { Storage } from '@google-cloud/storage';
 import { PubSubEventBus } from '../adapters/gcp/pubsub-event-bus.js';
 import { IssError } from '../errors.js';
-import { createLogger, type Logger } from '../logger.js';
+import { createGcpLoggingPinoConfig } from '@google-cloud/pino-logging-gcp-config';
+import { pino } from 'pino';
+import { defaultLogLevel, errorSerializers, type Logger } from '../logger.js';
 import { deadLetterTopicOf } from './cloud-config.js';
 
 /**
@@ -59,7 +61,17 @@ export function pubSubClient(projectId: string): PubSub {
 
 /** One JSON object per line on stdout, with `severity` and `message` as Cloud Logging reads them. */
 export function cloudLogger(name: string): Logger {
-  return createLogger({ name, destination: process.stdout });
+  // Google's pino config: severity, message, insertId order, trace/span keys, and `stack_trace`
+  // from an `err` Error so Error Reporting groups it. The service context and project are given
+  // so it never asks the metadata server (no network at start-up, none in tests).
+  const project = process.env.GCP_PROJECT ?? process.env.GOOGLE_CLOUD_PROJECT ?? '';
+  return pino(
+    createGcpLoggingPinoConfig(
+      { serviceContext: { service: name }, traceGoogleCloudProjectId: project, inihibitDiagnosticMessage: true },
+      { level: defaultLogLevel(), name, base: undefined, serializers: errorSerializers },
+    ),
+    process.stdout,
+  );
 }
 
 /**

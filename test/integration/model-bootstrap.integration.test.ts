@@ -34,7 +34,7 @@ describe('bootstrapModel: default', () => {
     expect(result).toEqual({ status: 'promoted', version: DEFAULT_MODEL_VERSION, initial: 'default', registered: true });
     expect((await registry.active())?.version).toBe(DEFAULT_MODEL_VERSION);
     expect(await bootstrapModel(registry, { initial: 'default', cacheDir: join(work, 'convert'), logger })).toEqual({ status: 'present', version: DEFAULT_MODEL_VERSION });
-    // The local CLI's entry (cli/runtime.ts) still returns the active version.
+    // The local composition root (shared/wiring/local.ts) still returns the active version.
     expect((await ensureActiveModel(registry, join(work, 'convert'), logger)).version).toBe(DEFAULT_MODEL_VERSION);
     modelDir = await registry.localPath(DEFAULT_MODEL_VERSION);
   });

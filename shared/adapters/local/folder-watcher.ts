@@ -1,7 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { watch } from 'chokidar';
 import type { ImageEvent } from '../../contracts.js';
-import { errorMessage } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
 import type { BlobInfo } from '../../ports/blob-store.js';
 import { isNotFound } from './atomic-file.js';
@@ -58,7 +57,7 @@ export function watchFolder(
   const emit = (event: ImageEvent): void => {
     chain = chain
       .then(() => onEvent(event))
-      .catch((err: unknown) => logger.error({ err: errorMessage(err), name: event.name }, 'folder event handler failed'));
+      .catch((err: unknown) => logger.error({ err, name: event.name }, 'folder event handler failed'));
   };
 
   const watcher = watch(store.bucket, {
@@ -85,7 +84,7 @@ export function watchFolder(
       if (!stats.isFile()) return;
       record(store.infoOf(name, stats), false);
     } catch (err) {
-      if (!isNotFound(err)) logger.warn({ err: errorMessage(err), name }, 'cannot stat changed file');
+      if (!isNotFound(err)) logger.warn({ err, name }, 'cannot stat changed file');
     }
   };
 
@@ -113,7 +112,7 @@ export function watchFolder(
       eventTime: new Date().toISOString(),
     });
   });
-  watcher.on('error', (err) => logger.error({ err: errorMessage(err) }, 'folder watcher error'));
+  watcher.on('error', (err) => logger.error({ err }, 'folder watcher error'));
 
   const ready = new Promise<void>((resolve) => {
     watcher.once('ready', () => resolve());
