@@ -164,7 +164,9 @@ describe('embed task (what jobs/embed/main.ts runs)', () => {
     };
     expect(await embedTaskMain(() => taskDeps(model, logger), logger)).toBe(1);
     const [error] = lines().filter((l) => l.severity === 'ERROR');
-    expect(error).toMatchObject({ code: 'CUDA_UNAVAILABLE', cause: 'libcudart.so.12: cannot open shared object file' });
+    // The Error object itself is logged: its name, stack and the cause chain.
+    expect(error).toMatchObject({ code: 'CUDA_UNAVAILABLE', err: { type: 'CudaUnavailableError', cause: { message: 'libcudart.so.12: cannot open shared object file' } } });
+    expect(error.err.stack).toMatch(/CudaUnavailableError/);
     expect(error!.message).toMatch(/CUDA execution provider was required .* ONNXRUNTIME_NODE_INSTALL=cuda12 .*gpu: false/);
     expect(await bus.stats(TOPICS.imageEvents)).toMatchObject({ ready: 1 });
   });

@@ -119,7 +119,7 @@ describe('gpu smoke test: run', () => {
     expect(await gpuSmokeMain([], { deps, logger })).toBe(1);
     const out = lines();
     expect(out).toHaveLength(1);
-    expect(out[0]).toMatchObject({ severity: 'ERROR', ok: false, provider: 'cuda', code: 'CUDA_UNAVAILABLE', cause: 'no CUDA provider in this build' });
+    expect(out[0]).toMatchObject({ severity: 'ERROR', ok: false, provider: 'cuda', code: 'CUDA_UNAVAILABLE', err: { cause: { message: 'no CUDA provider in this build' } } });
     expect(out[0]!.message).toMatch(/^gpu smoke test failed: the CUDA execution provider was required/);
   });
 

@@ -117,7 +117,7 @@ describe('ModelFollower', () => {
     expect(await follower.check()).toBe(true);
     expect(await follower.check()).toBe(false);
     expect(changes).toHaveLength(1);
-    expect(lines().find((l) => l.severity === 'WARNING')).toMatchObject({ message: 'model refresh failed', err: 'registry unreadable' });
+    expect(lines().find((l) => l.severity === 'WARNING')).toMatchObject({ message: 'model refresh failed', err: { type: 'Error', message: 'registry unreadable' } });
     await follower.stop();
   });
 });
