@@ -51,10 +51,10 @@ export async function measureThroughput(label: string, imageDir: string, work: s
     // (a) decode once, then time inference alone.
     const prepared: PreparedImage[] = [];
     for (const info of infos) prepared.push(await embedder.prepare(await store.read(info.name)));
-    await embedder.embedPrepared(prepared.slice(0, batchSize)); // warm-up
+    await embedder.embedDecoded(prepared.slice(0, batchSize)); // warm-up
     const t0 = performance.now();
     const c0 = process.cpuUsage();
-    for (let i = 0; i < prepared.length; i += batchSize) await embedder.embedPrepared(prepared.slice(i, i + batchSize));
+    for (let i = 0; i < prepared.length; i += batchSize) await embedder.embedDecoded(prepared.slice(i, i + batchSize));
     const bare = prepared.length / ((performance.now() - t0) / 1000);
     const bareCpu = cpuMsPerImage(process.cpuUsage(c0), prepared.length);
 

@@ -64,7 +64,7 @@ async function baseFeatures(images: Uint8Array[]): Promise<Float32Array[]> {
   const t0 = performance.now();
   for (let s = 0; s < images.length; s += 64) {
     const prepared = await Promise.all(images.slice(s, s + 64).map(async (img) => embedder.prepare(await fashionMnistPng(img))));
-    out.push(...(await embedder.embedPrepared(prepared)).base);
+    out.push(...(await embedder.embedDecoded(prepared)).base);
     if (s % 1024 === 0) console.error(`embedded ${s + prepared.length}/${images.length} in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   }
   await embedder.close();

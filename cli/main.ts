@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { ConfigError, errorMessage, IssError } from '../shared/errors.js';
+import { ConfigError, errorMessage, AppError } from '../shared/errors.js';
 import { registerDatasetCommand } from './commands/dataset.js';
 import { registerIndexCommands } from './commands/index-admin.js';
 import { registerIngestCommand } from './commands/ingest.js';
@@ -33,6 +33,6 @@ try {
   await program.parseAsync(process.argv);
 } catch (err) {
   process.stderr.write(`imgsearch: ${errorMessage(err)}\n`);
-  if (err instanceof IssError && process.env.IMGSEARCH_DEBUG) process.stderr.write(`${err.stack}\n`);
+  if (err instanceof AppError && process.env.IMGSEARCH_DEBUG) process.stderr.write(`${err.stack}\n`);
   process.exitCode = err instanceof ConfigError ? 2 : 1;
 }

@@ -1,6 +1,6 @@
 import type { PubSub, v1 } from '@google-cloud/pubsub';
 import { z } from 'zod';
-import { IssError } from '../shared/errors.js';
+import { AppError } from '../shared/errors.js';
 
 /**
  * "Is anything waiting in the image-events subscription?" — asked by dispatchEmbed every minute,
@@ -63,7 +63,7 @@ export class MonitoringBacklogProbe implements BacklogProbe {
       },
     });
     const parsed = timeSeriesSchema.safeParse(response.data);
-    if (!parsed.success) throw new IssError(`Unexpected Cloud Monitoring answer for ${id}: ${parsed.error.message}`);
+    if (!parsed.success) throw new AppError(`Unexpected Cloud Monitoring answer for ${id}: ${parsed.error.message}`);
     // Points come newest first; no series at all means nothing was ever published or sampled.
     let latest: { at: string; value: number } | null = null;
     for (const series of parsed.data.timeSeries ?? []) {

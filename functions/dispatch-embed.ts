@@ -6,7 +6,7 @@ import { withTrace, type Logger } from '../shared/logger.js';
 import type { JobExecution, JobLauncher } from '../shared/ports/job-launcher.js';
 import { MonitoringBacklogProbe, PullBacklogProbe, type BacklogProbe } from './backlog.js';
 import { cloudConfig } from '../shared/wiring/cloud-config.js';
-import { cloudLogger, DepsSlot, pubSubClient } from '../shared/wiring/cloud.js';
+import { cloudLogger, LazyDeps, pubSubClient } from '../shared/wiring/cloud.js';
 
 /** The port name of the embed job; the launcher maps it to EMBED_JOB_NAME. */
 export const EMBED_JOB = 'embed';
@@ -24,7 +24,7 @@ export interface DispatchResult {
   execution: JobExecution | null;
 }
 
-const deps = new DepsSlot<DispatchEmbedDeps>(async () => {
+const deps = new LazyDeps<DispatchEmbedDeps>(async () => {
   const config = cloudConfig('dispatchEmbed');
   const logger = cloudLogger('dispatchEmbed');
   const pubsub = pubSubClient(config.GCP_PROJECT);

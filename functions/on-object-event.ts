@@ -10,7 +10,7 @@ import type { EventBus } from '../shared/ports/event-bus.js';
 import type { RejectionLog } from '../shared/ports/rejection-log.js';
 import { attributeValue, deadLetterBody, imageEventFromStorageCloudEvent, type CloudEventLike } from './cloud-events.js';
 import { cloudConfig, deadLetterTopicOf } from '../shared/wiring/cloud-config.js';
-import { cloudEventBus, cloudLogger, DepsSlot, storageClient } from '../shared/wiring/cloud.js';
+import { cloudEventBus, cloudLogger, LazyDeps, storageClient } from '../shared/wiring/cloud.js';
 
 export interface OnObjectEventDeps {
   bus: EventBus;
@@ -25,7 +25,7 @@ export interface OnObjectEventDeps {
 
 export type OnObjectEventResult = ObjectEventOutcome | { status: 'dead-lettered'; reason: string };
 
-const deps = new DepsSlot<OnObjectEventDeps>(async () => {
+const deps = new LazyDeps<OnObjectEventDeps>(async () => {
   const config = cloudConfig('onObjectEvent');
   const logger = cloudLogger('onObjectEvent');
   return {

@@ -8,7 +8,7 @@ import type { JobExecution, JobLauncher } from '../shared/ports/job-launcher.js'
 import { parseWith } from '../shared/validation.js';
 import { attributeValue, deliveryFromPubSubCloudEvent, type CloudEventLike } from './cloud-events.js';
 import { cloudConfig, deadLetterTopicOf, RETRAIN_JOB_SPEC_ENV, topicFromPubSubSource } from '../shared/wiring/cloud-config.js';
-import { cloudEventBus, cloudLogger, DepsSlot } from '../shared/wiring/cloud.js';
+import { cloudEventBus, cloudLogger, LazyDeps } from '../shared/wiring/cloud.js';
 
 /** The port name of the retraining job (Vertex AI display name `iss-retrain`). */
 export const RETRAIN_JOB = 'retrain';
@@ -44,7 +44,7 @@ export type StartRetrainingResult =
   | { status: 'started' | 'already-running'; execution: JobExecution; reason: string }
   | { status: 'dead-lettered'; reason: string };
 
-const deps = new DepsSlot<StartRetrainingDeps>(async () => {
+const deps = new LazyDeps<StartRetrainingDeps>(async () => {
   const config = cloudConfig('startRetraining');
   const logger = cloudLogger('startRetraining');
   // Loaded here, not at module load: the Vertex AI client library is large (tests never need it).

@@ -15,7 +15,7 @@ import type { RejectionLog } from '../shared/ports/rejection-log.js';
 import type { VectorIndex } from '../shared/ports/vector-index.js';
 import { attributeValue, deliveryFromPubSubCloudEvent, type CloudEventLike } from './cloud-events.js';
 import { cloudConfig, deadLetterTopicOf, topicFromPubSubSource } from '../shared/wiring/cloud-config.js';
-import { cloudEventBus, cloudIndexCatalog, cloudLogger, DepsSlot, storageClient } from '../shared/wiring/cloud.js';
+import { cloudEventBus, cloudIndexCatalog, cloudLogger, LazyDeps, storageClient } from '../shared/wiring/cloud.js';
 
 export interface UpsertVectorsDeps {
   /** The index behind the alias; null when none exists yet (the message is retried, never lost). */
@@ -34,7 +34,7 @@ export type UpsertVectorsResult =
   | { status: 'done'; outcome: UpsertHandlerOutcome['status'] }
   | { status: 'dead-lettered'; reason: string; deadLetterTopic: string };
 
-const deps = new DepsSlot<UpsertVectorsDeps>(async () => {
+const deps = new LazyDeps<UpsertVectorsDeps>(async () => {
   const config = cloudConfig('upsertVectors');
   const logger = cloudLogger('upsertVectors');
   const catalog = await cloudIndexCatalog(config, logger);

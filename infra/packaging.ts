@@ -61,9 +61,9 @@ export const DEPLOYABLES = {
       { source: 'jobs/bootstrap-model/main.ts', bundle: 'bootstrap-model', optional: true },
     ],
   },
-  // functions/search-service.ts serves `../web` relative to its own file: the bundle sits in
+  // functions/search-server.ts serves `../web` relative to its own file: the bundle sits in
   // dist/, so web/ next to dist/ keeps that path valid.
-  search: { kind: 'image', entries: [{ source: 'functions/search-service.ts', bundle: 'search' }], assets: { web: 'web' } },
+  search: { kind: 'image', entries: [{ source: 'functions/search-server.ts', bundle: 'search' }], assets: { web: 'web' } },
 } as const satisfies Record<string, DeployableSpec>;
 
 export type DeployableName = keyof typeof DEPLOYABLES;

@@ -3,7 +3,7 @@
  * safe metadata (never credentials). Handlers turn expected failures into explicit statuses and
  * throw only for faults worth a retry.
  */
-export class IssError extends Error {
+export class AppError extends Error {
   readonly code: string = 'ISS_ERROR';
   readonly meta: Record<string, unknown>;
   constructor(message: string, options: { cause?: unknown; meta?: Record<string, unknown> } = {}) {
@@ -14,17 +14,17 @@ export class IssError extends Error {
 }
 
 /** Configuration is missing or invalid; the message names each variable and the fix. */
-export class ConfigError extends IssError {
+export class ConfigError extends AppError {
   override readonly code = 'CONFIG_INVALID';
 }
 
 /** A payload (event, message, request) does not match its schema. */
-export class ParseError extends IssError {
+export class ParseError extends AppError {
   override readonly code = 'PARSE_ERROR';
 }
 
 /** An image cannot be used: the reason is one of {@link RejectReason}. Never retried. */
-export class ImageRejectedError extends IssError {
+export class ImageRejectedError extends AppError {
   override readonly code = 'IMAGE_REJECTED';
   constructor(
     readonly reason: RejectReason,
@@ -45,26 +45,26 @@ export type RejectReason =
   | 'invalid-event';
 
 /** The object changed (or vanished) since the event was emitted: a newer event will follow. */
-export class GenerationMismatchError extends IssError {
+export class GenerationMismatchError extends AppError {
   override readonly code = 'GENERATION_MISMATCH';
 }
 
-export class NotFoundError extends IssError {
+export class NotFoundError extends AppError {
   override readonly code = 'NOT_FOUND';
 }
 
 /** A vector of one model version was written into an index built for another. */
-export class ModelMismatchError extends IssError {
+export class ModelMismatchError extends AppError {
   override readonly code = 'MODEL_MISMATCH';
 }
 
 /** A transient fault of an external system (network, 429, 5xx): the caller should retry. */
-export class TransientError extends IssError {
+export class TransientError extends AppError {
   override readonly code = 'TRANSIENT';
 }
 
 /** The active model cannot answer this kind of query (e.g. text search without a text tower). */
-export class CapabilityError extends IssError {
+export class CapabilityError extends AppError {
   override readonly code = 'CAPABILITY_MISSING';
 }
 

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { ParseError, type IssError } from './errors.js';
+import { ParseError, type AppError } from './errors.js';
 
 /**
  * One way to turn a failed zod parse into a message and a typed error (Powertools' parser style):
@@ -19,7 +19,7 @@ export interface IssueFormat {
 
 export interface InvalidOptions extends IssueFormat {
   /** The error class to throw (default {@link ParseError}), e.g. ConfigError for settings. */
-  as?: new (message: string, options: { cause?: unknown }) => IssError;
+  as?: new (message: string, options: { cause?: unknown }) => AppError;
 }
 
 /** `items[2].uri`: keys joined with dots, array indices in brackets; `root` for an empty path. */
@@ -43,7 +43,7 @@ export function describeIssues(error: z.ZodError, format: IssueFormat = {}): str
  * The error for a failed parse: `${what}: a: …; b: …` (with `list`: `${what}:` then a line per
  * issue), of class `as` (ParseError by default), with the ZodError as its cause.
  */
-export function invalid(what: string, error: z.ZodError, options: InvalidOptions = {}): IssError {
+export function invalid(what: string, error: z.ZodError, options: InvalidOptions = {}): AppError {
   const issues = describeIssues(error, options);
   return new (options.as ?? ParseError)(`${what}:${options.list ? '\n' : ' '}${issues}`, { cause: error });
 }

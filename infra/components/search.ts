@@ -67,7 +67,7 @@ export class Search extends pulumi.ComponentResource {
           containers: [
             {
               image: args.image,
-              ...containerCommand('search', 'functions/search-service.ts'),
+              ...containerCommand('search', 'functions/search-server.ts'),
               ports: { containerPort: 8080 },
               envs: cloudRunEnv('search', args.env, args.opensearchSecrets.ids),
               resources: { limits: { cpu: String(s.cpu), memory: s.memory }, cpuIdle: true, startupCpuBoost: true },

@@ -155,11 +155,11 @@ export async function runGpuSmoke(options: SmokeOptions, deps: SmokeDeps): Promi
   const loadMs = now() - loadStart;
   try {
     const images = await syntheticImages(embedder, batchSize, options.seed);
-    for (let i = 0; i < options.warmup; i += 1) await embedder.embedPrepared(images);
+    for (let i = 0; i < options.warmup; i += 1) await embedder.embedDecoded(images);
     const times: number[] = [];
     for (let i = 0; i < options.batches; i += 1) {
       const start = now();
-      const { vectors } = await embedder.embedPrepared(images);
+      const { vectors } = await embedder.embedDecoded(images);
       times.push(now() - start);
       if (vectors.length !== batchSize) throw new Error(`the model returned ${vectors.length} vectors for a batch of ${batchSize}`);
     }

@@ -1,4 +1,4 @@
-import { IssError, NotFoundError, ParseError } from '../errors.js';
+import { AppError, NotFoundError, ParseError } from '../errors.js';
 import type { IndexVersionInfo, VectorIndex, VectorIndexCatalog } from '../ports/vector-index.js';
 
 /**
@@ -44,7 +44,7 @@ export abstract class BaseIndexCatalog<I extends VectorIndex = VectorIndex> impl
   async live(): Promise<I | null> {
     const targets = await this._aliasTargets();
     if (targets.length > 1) {
-      throw new IssError(`Alias ${this.alias} points at ${targets.length} indices (${targets.join(', ')}); expected one. Fix it with swapAlias.`);
+      throw new AppError(`Alias ${this.alias} points at ${targets.length} indices (${targets.join(', ')}); expected one. Fix it with swapAlias.`);
     }
     return targets[0] ? this.open(targets[0]) : null;
   }
@@ -69,7 +69,7 @@ export abstract class BaseIndexCatalog<I extends VectorIndex = VectorIndex> impl
       const created = await this._createVersion(`${this.alias}-v${n}`, modelVersion, dimension);
       if (created) return created;
     }
-    throw new IssError(`Could not create a new version of ${this.alias}: names kept being taken by concurrent creators`);
+    throw new AppError(`Could not create a new version of ${this.alias}: names kept being taken by concurrent creators`);
   }
 
   swapAlias(name: string): Promise<string | null> {
@@ -79,8 +79,8 @@ export abstract class BaseIndexCatalog<I extends VectorIndex = VectorIndex> impl
   rollback(): Promise<string> {
     return this._locked(async () => {
       const previous = await this._previous();
-      if (!previous) throw new IssError(`Cannot roll back alias ${this.alias}: there is no previous index version`);
-      if (!(await this._exists(previous))) throw new IssError(`Cannot roll back alias ${this.alias}: the previous version ${previous} was dropped`);
+      if (!previous) throw new AppError(`Cannot roll back alias ${this.alias}: there is no previous index version`);
+      if (!(await this._exists(previous))) throw new AppError(`Cannot roll back alias ${this.alias}: the previous version ${previous} was dropped`);
       await this.swap(previous);
       return previous;
     });
@@ -89,7 +89,7 @@ export abstract class BaseIndexCatalog<I extends VectorIndex = VectorIndex> impl
   async dropVersion(name: string): Promise<void> {
     this.checkVersionName(name);
     await this._locked(async () => {
-      if ((await this._aliasTargets()).includes(name)) throw new IssError(`Cannot drop ${name}: alias ${this.alias} points at it (swap the alias first)`);
+      if ((await this._aliasTargets()).includes(name)) throw new AppError(`Cannot drop ${name}: alias ${this.alias} points at it (swap the alias first)`);
       if (!(await this._drop(name))) throw new NotFoundError(`Index version ${name} does not exist`);
       await this._forgetPrevious(name);
     });

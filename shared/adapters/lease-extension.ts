@@ -1,4 +1,4 @@
-import { IssError } from '../errors.js';
+import { AppError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import type { EventBus } from '../ports/event-bus.js';
 
@@ -20,7 +20,7 @@ export async function withLeaseExtension<T>(
   options: { logger?: Logger } = {},
 ): Promise<T> {
   if (!Number.isFinite(seconds) || seconds < 2 || seconds > 600) {
-    throw new IssError(`Lease extension must be between 2 and 600 seconds, got ${seconds}`);
+    throw new AppError(`Lease extension must be between 2 and 600 seconds, got ${seconds}`);
   }
   if (ackIds.length === 0) return work();
   const logger = options.logger ?? silentLogger;

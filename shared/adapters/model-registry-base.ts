@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { z } from 'zod';
-import { IssError } from '../errors.js';
+import { AppError } from '../errors.js';
 import { modelManifestSchema, type ModelManifest } from '../model/manifest.js';
 import type { ModelMetrics, ModelRegistry, ModelVersion } from '../ports/model-registry.js';
 
@@ -50,7 +50,7 @@ export function isModelVersion(name: string): boolean {
 
 export function checkModelVersion(version: string): string {
   if (!isModelVersion(version)) {
-    throw new IssError(`Invalid model version ${JSON.stringify(version)}: use letters, digits, '.', '_' or '-' (starting with a letter or digit)`);
+    throw new AppError(`Invalid model version ${JSON.stringify(version)}: use letters, digits, '.', '_' or '-' (starting with a letter or digit)`);
   }
   return version;
 }
@@ -59,7 +59,7 @@ export function checkModelVersion(version: string): string {
 export function relativeModelPath(name: string): string {
   const rel = path.posix.normalize(name.replace(/\\/g, '/'));
   if (!name || rel.startsWith('..') || path.posix.isAbsolute(rel) || rel === '.') {
-    throw new IssError(`Invalid model file name ${JSON.stringify(name)}: must be a relative path`);
+    throw new AppError(`Invalid model file name ${JSON.stringify(name)}: must be a relative path`);
   }
   return rel;
 }
@@ -67,7 +67,7 @@ export function relativeModelPath(name: string): string {
 /** A model file to register: a relative path, and not `meta.json` (written by the registry). */
 export function modelFileName(name: string): string {
   const rel = relativeModelPath(name);
-  if (rel === REGISTRY_FILES.meta) throw new IssError(`Invalid model file name ${JSON.stringify(name)}: reserved`);
+  if (rel === REGISTRY_FILES.meta) throw new AppError(`Invalid model file name ${JSON.stringify(name)}: reserved`);
   return rel;
 }
 
@@ -85,7 +85,7 @@ export function prepareRegistration(entry: Registration, now = new Date()): Prep
   if (entry.parent !== null) checkModelVersion(entry.parent);
   const manifest = modelManifestSchema.parse(entry.manifest);
   if (manifest.version !== entry.version) {
-    throw new IssError(`Manifest version ${manifest.version} does not match the registered version ${entry.version}`);
+    throw new AppError(`Manifest version ${manifest.version} does not match the registered version ${entry.version}`);
   }
   return {
     files: Object.entries(entry.files).map(([name, data]) => [modelFileName(name), data] as const),
@@ -94,8 +94,8 @@ export function prepareRegistration(entry: Registration, now = new Date()): Prep
   };
 }
 
-export function alreadyRegistered(version: string, why = 'versions are immutable; pick a new name', cause?: unknown): IssError {
-  return new IssError(`Model version ${version} is already registered (${why})`, cause === undefined ? {} : { cause });
+export function alreadyRegistered(version: string, why = 'versions are immutable; pick a new name', cause?: unknown): AppError {
+  return new AppError(`Model version ${version} is already registered (${why})`, cause === undefined ? {} : { cause });
 }
 
 /** A version as the port returns it, from its stored meta.json and manifest.json. */
@@ -135,13 +135,13 @@ export function promoted(state: ActivePointer, version: string, now = new Date()
  * each rollback pops one, so repeated rollbacks walk back in time.
  */
 export function rolledBack(state: ActivePointer, now = new Date()): ActivePointer & { active: string } {
-  if (!state.active) throw new IssError('Cannot roll back: no model version is active');
+  if (!state.active) throw new AppError('Cannot roll back: no model version is active');
   const stack: string[] = [];
   for (const h of state.history) {
     if (h.action === 'promote') stack.push(h.version);
     else stack.pop();
   }
   const version = stack.length >= 2 ? stack[stack.length - 2] : undefined;
-  if (!version) throw new IssError(`Cannot roll back: no version was active before ${state.active}`);
+  if (!version) throw new AppError(`Cannot roll back: no version was active before ${state.active}`);
   return { active: version, history: [...state.history, { version, at: now.toISOString(), action: 'rollback' }] };
 }

@@ -80,7 +80,7 @@ export async function embedBatch(deliveries: Delivery[], deps: EmbedDeps): Promi
   const messages: EmbeddingMessage[] = [];
   let featuresWritten: Promise<void> = Promise.resolve();
   if (prepared.length > 0) {
-    const { base, vectors } = await deps.embedder.embedPrepared(prepared.map((p) => p.image));
+    const { base, vectors } = await deps.embedder.embedDecoded(prepared.map((p) => p.image));
     featuresWritten = deps.features.put(
       prepared.map((p, i) => ({
         id: p.id,

@@ -4,7 +4,7 @@ import multipart from '@fastify/multipart';
 import Fastify, { type FastifyInstance } from 'fastify';
 import sharp from 'sharp';
 import { z } from 'zod';
-import { CapabilityError, ImageRejectedError, IssError, NotFoundError, ParseError } from '../errors.js';
+import { CapabilityError, ImageRejectedError, AppError, NotFoundError, ParseError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { ModelVersion } from '../ports/model-registry.js';
 import type { VectorDocument } from '../ports/vector-index.js';
@@ -72,7 +72,7 @@ export async function buildSearchApp(deps: SearchAppDeps): Promise<FastifyInstan
     const status = httpStatusOf(err);
     if (status >= 500) deps.logger.error({ err: err instanceof Error ? err.message : String(err) }, 'request failed');
     const body: Record<string, unknown> = { error: err instanceof Error ? err.message : String(err) };
-    if (err instanceof IssError) body.code = err.code;
+    if (err instanceof AppError) body.code = err.code;
     if (err instanceof ImageRejectedError) body.reason = err.reason;
     void reply.status(status).send(body);
   });

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { ConfigError, errorMessage, IssError } from '../errors.js';
+import { ConfigError, errorMessage, AppError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import type { Embedder } from '../ports/embedder.js';
 import { invalid } from '../validation.js';
@@ -35,7 +35,7 @@ export interface LoadEmbedderOptions {
  * CUDA was required (executionProvider 'cuda') but its provider did not load: no GPU attached,
  * no CUDA libraries, or the CPU build of onnxruntime-node. The loader's error is the `cause`.
  */
-export class CudaUnavailableError extends IssError {
+export class CudaUnavailableError extends AppError {
   override readonly code = 'CUDA_UNAVAILABLE';
   constructor(model: string, cause: unknown) {
     super(

@@ -31,7 +31,7 @@ export class OnnxEmbedder implements Embedder {
     return prepareImage(image, this.manifest.image, this.limits);
   }
 
-  async embedPrepared(images: PreparedImage[]): Promise<ImageEmbeddings> {
+  async embedDecoded(images: PreparedImage[]): Promise<ImageEmbeddings> {
     if (images.length === 0) return { base: [], vectors: [] };
     const tower = this.manifest.image;
     const size = tower.width * tower.height * 3;

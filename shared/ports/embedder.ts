@@ -31,7 +31,7 @@ export interface Embedder {
   readonly hasTextTower: boolean;
   /** Decodes and resizes with sharp; throws ImageRejectedError for bad input. */
   prepare(image: Buffer): Promise<PreparedImage>;
-  embedPrepared(images: PreparedImage[]): Promise<ImageEmbeddings>;
+  embedDecoded(images: PreparedImage[]): Promise<ImageEmbeddings>;
   /** Projects stored base embeddings with this model's head (reindexing without decoding). */
   project(base: Float32Array[]): Promise<Float32Array[]>;
   /** Throws CapabilityError when the model has no text tower. */

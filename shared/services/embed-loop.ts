@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withLeaseExtension } from '../adapters/lease-extension.js';
 import { TOPICS } from '../contracts.js';
-import { errorMessage, IssError } from '../errors.js';
+import { errorMessage, AppError } from '../errors.js';
 import { embedBatch, settleEmbedOutcomes, type EmbedDeps } from '../handlers/embed-batch.js';
 import { countBy, type EmbedOutcome } from '../handlers/results.js';
 import type { Logger } from '../logger.js';
@@ -67,7 +67,7 @@ export interface EmbedLoopResult {
   elapsedMs: number;
 }
 
-export class EmbedJobFailedError extends IssError {
+export class EmbedJobFailedError extends AppError {
   override readonly code = 'EMBED_JOB_FAILED';
 }
 

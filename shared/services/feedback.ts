@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { z } from 'zod';
-import { IssError, NotFoundError } from '../errors.js';
+import { AppError, NotFoundError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import type { BlobStore } from '../ports/blob-store.js';
 import type { FeedbackPair } from '../training/lit-batches.js';
@@ -9,7 +9,7 @@ import type { FeedbackPair } from '../training/lit-batches.js';
 /**
  * Click feedback → training pairs. The page records one JSON event per click
  * ({query:{kind,value?}, resultId, action, at}): locally a line of feedback.jsonl, in the cloud one
- * object under `feedback/<day>/` of the features bucket (functions/search-service.ts
+ * object under `feedback/<day>/` of the features bucket (functions/search-server.ts
  * `gcsFeedbackWriter`). A click on a result of a 'similar' query pairs the query image with the
  * opened one, a click on a text result pairs the text with the image. Image uploads have no stored
  * id to pair, so they are skipped. Bad events are counted, never fatal: one torn write must not
@@ -134,7 +134,7 @@ export async function readFeedbackObjects(
         texts[i] = (await blobs.read(names[i]!, { maxBytes: MAX_EVENT_BYTES })).toString('utf8');
       } catch (err) {
         // Gone since listing (a lifecycle rule) or far too large for an event: not worth failing over.
-        const tooLarge = err instanceof IssError && err.meta.maxBytes === MAX_EVENT_BYTES;
+        const tooLarge = err instanceof AppError && err.meta.maxBytes === MAX_EVENT_BYTES;
         if (!(err instanceof NotFoundError) && !tooLarge) throw err;
         logger.debug({ name: names[i], err }, 'feedback object unreadable');
       }

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { ensureDefaultModel } from '../model/default-model.js';
 import type { Logger } from '../logger.js';
 import type { ModelRegistry, ModelVersion } from '../ports/model-registry.js';
-import { IssError } from '../errors.js';
+import { AppError } from '../errors.js';
 import { pullClip } from './model-pull.js';
 
 /**
@@ -51,7 +51,7 @@ export async function bootstrapModel(registry: ModelRegistry, options: Bootstrap
 export async function ensureActiveModel(registry: ModelRegistry, cacheDir: string, logger: Logger): Promise<ModelVersion> {
   await bootstrapModel(registry, { initial: 'default', cacheDir, logger });
   const active = await registry.active();
-  if (!active) throw new IssError('the model registry has no active version right after promoting one');
+  if (!active) throw new AppError('the model registry has no active version right after promoting one');
   return active;
 }
 

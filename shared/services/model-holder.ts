@@ -2,14 +2,14 @@ import { loadEmbedder } from '../model/load-embedder.js';
 import type { Logger } from '../logger.js';
 import type { Embedder } from '../ports/embedder.js';
 import type { ModelRegistry } from '../ports/model-registry.js';
-import { IssError, NotFoundError } from '../errors.js';
+import { AppError, NotFoundError } from '../errors.js';
 
 /**
  * The registry has no active model yet (a new cloud stack before its bootstrap job ran). A
  * search answers it with HTTP 503 (`statusCode`, read by the search app's error handler): the
  * service is up and will answer once a model is active, without a restart.
  */
-export class NoActiveModelError extends IssError {
+export class NoActiveModelError extends AppError {
   override readonly code = 'NO_ACTIVE_MODEL';
   readonly statusCode = 503;
   constructor(hint = 'the model registry has no active version: register and promote one') {
@@ -70,7 +70,7 @@ export class ModelHolder {
 
   /** The loaded model; call `get()` once before. */
   current(): Embedder {
-    if (!this.loaded) throw new IssError('model not loaded yet');
+    if (!this.loaded) throw new AppError('model not loaded yet');
     return this.loaded;
   }
 

@@ -138,7 +138,7 @@ export async function syncIndexToModel(deps: LifecycleDeps, version: string, onP
   try {
     const live = await deps.catalog.live();
     if (live && live.modelVersion === version) {
-      const n = await catchUp(live, deps.features, embedder);
+      const n = await bringIndexUpToDate(live, deps.features, embedder);
       return { modelVersion: version, index: live.name, how: 'unchanged', documents: n, needsReembedding: 0 };
     }
     const earlier = (await deps.catalog.versions())
@@ -146,7 +146,7 @@ export async function syncIndexToModel(deps: LifecycleDeps, version: string, onP
       .sort((a, b) => b.createdAt.localeCompare(a.createdAt))[0];
     if (earlier) {
       const index = await deps.catalog.open(earlier.name);
-      await catchUp(index, deps.features, embedder);
+      await bringIndexUpToDate(index, deps.features, embedder);
       await deps.catalog.swapAlias(index.name);
       deps.logger.info({ index: index.name, modelVersion: version }, 'alias swapped back to an earlier index of this model');
       return { modelVersion: version, index: index.name, how: 'reused', documents: await index.count(), needsReembedding: 0 };
@@ -183,7 +183,7 @@ async function dropUnfinished(deps: LifecycleDeps, version: string, existing: Se
  * Brings an index of `embedder`'s model up to date with the feature store: images embedded since
  * the index was last live are re-projected and upserted, images deleted since are removed.
  */
-async function catchUp(index: VectorIndex, features: FeatureStore, embedder: Embedder): Promise<number> {
+async function bringIndexUpToDate(index: VectorIndex, features: FeatureStore, embedder: Embedder): Promise<number> {
   const seen = new Set<string>();
   const now = new Date().toISOString();
   for await (const batch of features.scan(1024)) {

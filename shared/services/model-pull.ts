@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as ort from 'onnxruntime-node';
-import { ConfigError, errorMessage, IssError, NotFoundError } from '../errors.js';
+import { ConfigError, errorMessage, AppError, NotFoundError } from '../errors.js';
 import { modelManifestSchema, type ModelManifest } from '../model/manifest.js';
 import type { ModelRegistry } from '../ports/model-registry.js';
 import { ClipTokenizer } from '../text/clip-tokenizer.js';
@@ -55,7 +55,7 @@ export const CLIP_VIT_B32 = {
 };
 
 /** A downloaded (or cached) file whose SHA-256 is not the pinned one: it is deleted, never registered. */
-export class ChecksumMismatchError extends IssError {
+export class ChecksumMismatchError extends AppError {
   override readonly code = 'CHECKSUM_MISMATCH';
 }
 

@@ -2,7 +2,7 @@ import type { Logger } from '../logger.js';
 import type { Embedder } from '../ports/embedder.js';
 import type { FeatureRecord, FeatureStore } from '../ports/feature-store.js';
 import type { VectorDocument, VectorIndexCatalog } from '../ports/vector-index.js';
-import { IssError } from '../errors.js';
+import { AppError } from '../errors.js';
 
 export interface ReindexResult {
   index: string;
@@ -12,7 +12,7 @@ export interface ReindexResult {
   needsReembedding: FeatureRecord[];
 }
 
-export class ReindexVerificationError extends IssError {
+export class ReindexVerificationError extends AppError {
   override readonly code = 'REINDEX_VERIFICATION_FAILED';
 }
 

@@ -48,7 +48,7 @@ export class SearchService {
   async byImage(image: Buffer, req: SearchRequest): Promise<SearchResponse> {
     const { index, embedder } = await this.live();
     const prepared = await embedder.prepare(image);
-    const { vectors } = await embedder.embedPrepared([prepared]);
+    const { vectors } = await embedder.embedDecoded([prepared]);
     const results = await index.query(vectors[0]!, { k: req.k, filter: req.filter, minScore: req.minScore });
     return { modelVersion: index.modelVersion, query: { kind: 'image' }, results };
   }

@@ -5,7 +5,7 @@ import { openOpenSearchCatalog, type OpenSearchIndexCatalog } from '../adapters/
 import { PubSub } from '@google-cloud/pubsub';
 import { Storage } from '@google-cloud/storage';
 import { PubSubEventBus } from '../adapters/gcp/pubsub-event-bus.js';
-import { IssError } from '../errors.js';
+import { AppError } from '../errors.js';
 import { createGcpLoggingPinoConfig } from '@google-cloud/pino-logging-gcp-config';
 import { pino } from 'pino';
 import { defaultLogLevel, errorSerializers, type Logger } from '../logger.js';
@@ -21,7 +21,7 @@ import { deadLetterTopicOf } from './cloud-config.js';
  * Dependencies built lazily on the first invocation and kept for the instance's life. A failed
  * build is forgotten, so a transient fault (a cluster not answering yet) is retried next time.
  */
-export class DepsSlot<T> {
+export class LazyDeps<T> {
   private built: Promise<T> | null = null;
   private override: T | null = null;
 
@@ -93,7 +93,7 @@ export function cloudEventBus(options: {
     topicFor,
     subscriptionFor(topic) {
       const subscription = options.subscriptions?.[topic];
-      if (!subscription) throw new IssError(`This process does not pull from ${topic}: no subscription configured for it`);
+      if (!subscription) throw new AppError(`This process does not pull from ${topic}: no subscription configured for it`);
       return subscription;
     },
     deadLetterTopicFor: (topic) => deadLetterTopicOf(topicFor(topic)),

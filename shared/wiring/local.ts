@@ -142,7 +142,7 @@ export function localSearchService(runtime: LocalRuntime): SearchService {
 
 /** The page and API of `imgsearch up` (the same fastify app the cloud search service serves). */
 export function localSearchApp(runtime: LocalRuntime): Promise<FastifyInstance> {
-  const extras = localExtras(runtime);
+  const extras = localPageSources(runtime);
   return buildSearchApp({
     search: localSearchService(runtime),
     status: async () => pipelineStatus({ bus: runtime.bus, index: await runtime.liveIndex(), rejections: runtime.rejections, embedder: runtime.model.current() }),
@@ -158,7 +158,7 @@ export function localSearchApp(runtime: LocalRuntime): Promise<FastifyInstance> 
 }
 
 /** Local implementations of the page's extra needs: reading originals, feedback, the metrics plot. */
-export function localExtras(runtime: LocalRuntime) {
+export function localPageSources(runtime: LocalRuntime) {
   return {
     async readObject(uri: string): Promise<Buffer> {
       if (!uri.startsWith('file://')) throw new NotFoundError(`cannot read ${uri} in local mode`);

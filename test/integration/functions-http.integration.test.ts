@@ -16,7 +16,7 @@ import type { ModelManifest } from '../../shared/model/manifest.js';
 import type { EventBus } from '../../shared/ports/event-bus.js';
 import type { VectorIndex } from '../../shared/ports/vector-index.js';
 import { ModelHolder } from '../../shared/services/model-holder.js';
-import { createSearchService, gcsFeedbackWriter } from '../../functions/search-service.js';
+import { createSearchService, gcsFeedbackWriter } from '../../functions/search-server.js';
 import { FakeEmbedder, MemoryIndex, MemoryRejections, normalise } from '../unit/functions-fakes.js';
 
 /**

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LanceDbFeatureStore } from '../../shared/adapters/local/lancedb-feature-store.js';
 import { LanceDbIndexCatalog } from '../../shared/adapters/local/lancedb-index.js';
 import { Field, FixedSizeList, Float32, Schema, Utf8 } from 'apache-arrow';
-import { OrderedTable, rowsToArrowTable } from '../../shared/adapters/local/lancedb-ordered-table.js';
+import { GenerationOrderedTable, rowsToArrowTable } from '../../shared/adapters/local/lancedb-ordered-table.js';
 import { makeDoc } from '../contracts/vector-index.contract.js';
 
 /** LanceDB specifics beyond the port contract: batching, locking, persistence, ANN recall. */
@@ -63,7 +63,7 @@ describe('LanceDbIndexCatalog (embedded specifics)', () => {
     await index.upsert([makeDoc('x', '1', randomUnit(4, 1), { modelVersion: 'm1' })]);
     // A second handle with its own lock stands in for another process.
     const db = await lancedb.connect(dir);
-    const other = new OrderedTable(await db.openTable(index.name), 'another-process', 4);
+    const other = new GenerationOrderedTable(await db.openTable(index.name), 'another-process', 4);
     const row = (g: string) => ({ ...makeDoc('x', g, randomUnit(4, 2), { modelVersion: 'm1' }), labels: [], caption: null, contentType: null, width: null, height: null, eventTime: null, eventMs: null });
     await index.upsert([makeDoc('x', '8', randomUnit(4, 8), { modelVersion: 'm1' })]);
     // The other writer decided from a state read before generation 8 landed (a cross-process race):

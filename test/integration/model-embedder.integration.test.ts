@@ -69,7 +69,7 @@ describe('ensureDefaultModel', () => {
 describe('OnnxEmbedder on the default model', () => {
   it('embeds a batch of N images into N unit vectors of the manifest dimension', async () => {
     const prepared = await Promise.all(files.map((f) => embedder.prepare(f)));
-    const { base, vectors } = await embedder.embedPrepared(prepared);
+    const { base, vectors } = await embedder.embedDecoded(prepared);
     expect(base).toHaveLength(files.length);
     expect(vectors).toHaveLength(files.length);
     for (const v of vectors) {
@@ -84,8 +84,8 @@ describe('OnnxEmbedder on the default model', () => {
 
   it('is deterministic: the same image alone, twice in a batch, or in another batch gives the same vector', async () => {
     const [a, b] = await Promise.all([embedder.prepare(files[2]!), embedder.prepare(files[3]!)]);
-    const alone = (await embedder.embedPrepared([a!])).vectors[0]!;
-    const twice = (await embedder.embedPrepared([a!, b!, a!])).vectors;
+    const alone = (await embedder.embedDecoded([a!])).vectors[0]!;
+    const twice = (await embedder.embedDecoded([a!, b!, a!])).vectors;
     expect(cosine(alone, twice[0]!)).toBeCloseTo(1, 5);
     expect(Math.max(...twice[0]!.map((x, i) => Math.abs(x - twice[2]![i]!)))).toBeLessThan(1e-5);
     expect(Math.max(...alone.map((x, i) => Math.abs(x - twice[0]![i]!)))).toBeLessThan(1e-4);
@@ -93,15 +93,15 @@ describe('OnnxEmbedder on the default model', () => {
 
   it('finds a JPEG re-encoded, upscaled copy nearest to its original', async () => {
     const prepared = await Promise.all(files.map((f) => embedder.prepare(f)));
-    const { vectors } = await embedder.embedPrepared(prepared);
+    const { vectors } = await embedder.embedDecoded(prepared);
     const copy = await sharp(files[1]!).resize(56, 56).jpeg({ quality: 90 }).toBuffer();
-    const q = (await embedder.embedPrepared([await embedder.prepare(copy)])).vectors[0]!;
+    const q = (await embedder.embedDecoded([await embedder.prepare(copy)])).vectors[0]!;
     const scores = vectors.map((v) => cosine(q, v));
     expect(scores.indexOf(Math.max(...scores))).toBe(1);
   });
 
   it('project() is the identity without a head; embedTexts needs a text tower', async () => {
-    const { base } = await embedder.embedPrepared([await embedder.prepare(files[0]!)]);
+    const { base } = await embedder.embedDecoded([await embedder.prepare(files[0]!)]);
     expect(await embedder.project(base)).toEqual(base);
     await expect(embedder.embedTexts(['a red dress'])).rejects.toBeInstanceOf(CapabilityError);
     await expect(embedder.project([new Float32Array(3)])).rejects.toThrow(/dimension 3/);
@@ -124,7 +124,7 @@ describe('OnnxEmbedder on the default model', () => {
     await writeFile(join(dir, 'manifest.json'), JSON.stringify(withHead));
     const headed = await loadEmbedder(dir, { maxPixels: 1e7 });
     try {
-      const { base, vectors } = await headed.embedPrepared([await headed.prepare(files[0]!)]);
+      const { base, vectors } = await headed.embedDecoded([await headed.prepare(files[0]!)]);
       expect(base[0]).toHaveLength(inDim);
       expect(vectors[0]).toHaveLength(outDim);
       const expected = base[0]!.slice(0, 3);
@@ -145,7 +145,7 @@ describe('OnnxEmbedder on the default model', () => {
   it('falls back to CPU when CUDA is unavailable only when the caller opts in', async () => {
     const cuda = await loadEmbedder(modelDir, { maxPixels: 1e7, executionProvider: 'cuda', cudaFallback: 'cpu' });
     try {
-      const { vectors } = await cuda.embedPrepared([await cuda.prepare(files[0]!)]);
+      const { vectors } = await cuda.embedDecoded([await cuda.prepare(files[0]!)]);
       expect(norm(vectors[0]!)).toBeCloseTo(1, 5);
     } finally {
       await cuda.close();
@@ -188,7 +188,7 @@ describe('ModelHolder.forVersion (a search-only process follows the live index)'
         const [a, b] = await Promise.all([holder.forVersion('v2'), holder.forVersion('v2')]);
         expect(a).toBe(b); // one load for concurrent requests
         expect(holder.current().modelVersion).toBe('v2');
-        const { vectors } = await a.embedPrepared([await a.prepare(files[0]!)]);
+        const { vectors } = await a.embedDecoded([await a.prepare(files[0]!)]);
         expect(norm(vectors[0]!)).toBeCloseTo(1, 5);
         expect(await holder.forVersion('v2')).toBe(a);
         await expect(holder.forVersion('v9')).rejects.toThrow(/built with model v9, which is not in the registry/);

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GcsBlobStore } from '../../shared/adapters/gcp/gcs-blob-store.js';
 import { readFeedbackFile, readFeedbackObjects } from '../../shared/services/feedback.js';
-import { gcsFeedbackWriter } from '../../functions/search-service.js';
+import { gcsFeedbackWriter } from '../../functions/search-server.js';
 import { FakeGcsServer } from './gcp-fake-gcs-server.js';
 
 /**

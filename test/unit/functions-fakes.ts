@@ -167,7 +167,7 @@ export class FakeEmbedder implements Embedder {
     if (image.length < 4) throw new ImageRejectedError('corrupt-image', `only ${image.length} bytes`);
     return { pixels: Float32Array.from(image.subarray(0, 4)), width: 2, height: 2, format: 'raw' };
   }
-  async embedPrepared(images: PreparedImage[]): Promise<ImageEmbeddings> {
+  async embedDecoded(images: PreparedImage[]): Promise<ImageEmbeddings> {
     const vectors = images.map((i) => normalise(Float32Array.from(i.pixels)));
     return { base: vectors, vectors };
   }

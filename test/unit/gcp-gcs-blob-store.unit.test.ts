@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GcsBlobStore } from '../../shared/adapters/gcp/gcs-blob-store.js';
-import { GenerationMismatchError, IssError, NotFoundError, TransientError } from '../../shared/errors.js';
+import { GenerationMismatchError, AppError, NotFoundError, TransientError } from '../../shared/errors.js';
 import { FakeGcsServer } from './gcp-fake-gcs-server.js';
 
 const BUCKET = 'iss-images';
@@ -112,7 +112,7 @@ describe('GcsBlobStore (real Storage client against a fake JSON API)', () => {
 
   it('rejects bad bucket names, object names and generations with clear errors', () => {
     expect(() => new GcsBlobStore(server.storage(), 'gs://x')).toThrow(/Invalid GCS bucket name/);
-    expect(() => store.uri('')).toThrow(IssError);
+    expect(() => store.uri('')).toThrow(AppError);
     expect(store.uri('a/b.jpg')).toBe(`gs://${BUCKET}/a/b.jpg`);
     return expect(store.read('a', { generation: 'abc' })).rejects.toThrow(/int64 decimal string/);
   });

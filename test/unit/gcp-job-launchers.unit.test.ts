@@ -3,7 +3,7 @@ import { v2 as run } from '@google-cloud/run';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { CloudRunJobLauncher } from '../../shared/adapters/gcp/cloud-run-job-launcher.js';
 import { VertexJobLauncher } from '../../shared/adapters/gcp/vertex-job-launcher.js';
-import { ConfigError, IssError } from '../../shared/errors.js';
+import { ConfigError, AppError } from '../../shared/errors.js';
 
 /** Real gax clients with their RPC methods stubbed: the tests assert the exact request objects. */
 const JOB_PATH = 'projects/p1/locations/europe-west1/jobs/iss-embed';
@@ -83,7 +83,7 @@ describe('CloudRunJobLauncher', () => {
     });
     await expect(custom.run('embed', { batch: '1', tasks: '0' })).rejects.toThrow(/taskCount must be a positive integer/);
     await expect(launcher.run('embed', { 'x --evil': '1' })).rejects.toThrow(/argument name/);
-    await expect(launcher.run('Bad_Job', {})).rejects.toThrow(IssError);
+    await expect(launcher.run('Bad_Job', {})).rejects.toThrow(AppError);
   });
 });
 

@@ -2,7 +2,7 @@ import { PubSub, v1 } from '@google-cloud/pubsub';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { PubSubEventBus } from '../../shared/adapters/gcp/pubsub-event-bus.js';
 import { withLeaseExtension } from '../../shared/adapters/lease-extension.js';
-import { IssError, NotFoundError } from '../../shared/errors.js';
+import { AppError, NotFoundError } from '../../shared/errors.js';
 
 /**
  * The real PubSub and v1 clients, intercepted at their request methods: the publisher's gRPC
@@ -135,7 +135,7 @@ describe('PubSubEventBus at the SDK request boundary', () => {
     ]);
     expect(ack).toHaveBeenCalledWith({ subscription: SUB, ackIds: ['ack-1'] });
     expect(await bus.stats('image-events')).toEqual({ ready: -1, inflight: 0, deadLettered: -1 });
-    await expect(bus.extendDeadline('image-events', ['x'], 1.5)).rejects.toThrow(IssError);
+    await expect(bus.extendDeadline('image-events', ['x'], 1.5)).rejects.toThrow(AppError);
   });
 
   it('dead-letters: publishes the original bytes to the DLQ topic with a reason, then acks', async () => {

@@ -69,7 +69,7 @@ function fakeEmbedder(over: Partial<Embedder> = {}): Embedder {
       if (buf.toString() === 'bad') throw new ImageRejectedError('corrupt-image', 'cannot decode');
       return { pixels: new Float32Array(3), width: 10, height: 10, format: 'png' };
     },
-    embedPrepared: async (imgs) => ({ base: imgs.map(() => Float32Array.of(1, 0)), vectors: imgs.map(() => Float32Array.of(0, 1)) }),
+    embedDecoded: async (imgs) => ({ base: imgs.map(() => Float32Array.of(1, 0)), vectors: imgs.map(() => Float32Array.of(0, 1)) }),
     ...over,
   });
 }
@@ -204,7 +204,7 @@ describe('SearchService', () => {
       });
     let live = indexOf('m0');
     let loaded = fakeEmbedder();
-    const old = fakeEmbedder({ modelVersion: 'm0', embedPrepared: async () => ({ base: [Float32Array.of(7, 0)], vectors: [Float32Array.of(7, 0)] }) });
+    const old = fakeEmbedder({ modelVersion: 'm0', embedDecoded: async () => ({ base: [Float32Array.of(7, 0)], vectors: [Float32Array.of(7, 0)] }) });
     const switches: string[] = [];
     const svc = new SearchService(() => loaded, async () => live, async (version) => {
       switches.push(version);

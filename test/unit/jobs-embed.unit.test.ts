@@ -119,7 +119,7 @@ describe('embed job task loop', () => {
   it('releases a batch that fails as a whole and exits with an error after repeated failures', async () => {
     bucket.objects.set('photos/a.jpg', { data: Buffer.from([1, 2, 3, 4]), generation: '1' });
     await bus.publish(TOPICS.imageEvents, event('photos/a.jpg', '1'));
-    embedder.embedPrepared = async () => {
+    embedder.embedDecoded = async () => {
       throw new Error('CUDA out of memory');
     };
     await expect(runEmbedJob(jobDeps({ maxConsecutiveFailures: 2 }))).rejects.toThrow(EmbedJobFailedError);
@@ -166,7 +166,7 @@ describe('embed task (what jobs/embed/main.ts runs)', () => {
     const [error] = lines().filter((l) => l.severity === 'ERROR');
     // The Error object itself is logged: its name, stack and the cause chain.
     expect(error).toMatchObject({ code: 'CUDA_UNAVAILABLE', err: { type: 'CudaUnavailableError', cause: { message: 'libcudart.so.12: cannot open shared object file' } } });
-    expect(error.err.stack).toMatch(/CudaUnavailableError/);
+    expect((error!.err as { stack: string }).stack).toMatch(/CudaUnavailableError/);
     expect(error!.message).toMatch(/CUDA execution provider was required .* ONNXRUNTIME_NODE_INSTALL=cuda12 .*gpu: false/);
     expect(await bus.stats(TOPICS.imageEvents)).toMatchObject({ ready: 1 });
   });

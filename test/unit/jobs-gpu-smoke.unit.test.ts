@@ -20,7 +20,7 @@ class TimedFakeEmbedder implements Embedder {
     this.prepared.push(image);
     return { pixels: new Float32Array(8 * 8 * 3), width: 8, height: 8, format: 'png' };
   }
-  async embedPrepared(images: PreparedImage[]): Promise<ImageEmbeddings> {
+  async embedDecoded(images: PreparedImage[]): Promise<ImageEmbeddings> {
     this.batches += 1;
     this.clock.t += 5;
     const vectors = images.map(() => Float32Array.from([1, 0, 0]));

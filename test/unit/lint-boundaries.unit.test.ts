@@ -42,7 +42,7 @@ describe('dependency rules (eslint.config.js)', () => {
     { file: 'shared/handlers/x.ts', code: "export type P = import('@google-cloud/pubsub').PubSub;\n", rule: 'no-restricted-syntax', says: /cloud SDK \(@google-cloud\/\*\)/ },
     // shared/'s own rules still hold in the folders with stricter ones.
     { file: 'shared/handlers/x.ts', code: "import { x } from '../../jobs/embed/main.js';\nvoid x;\n", rule: 'no-restricted-imports', says: /shared\/ must not import jobs\// },
-    { file: 'infra/components/x.ts', code: "import { cloudConfig } from '../../functions/search-service.js';\nvoid cloudConfig;\n", rule: 'no-restricted-imports', says: /infra\/ must not import functions\// },
+    { file: 'infra/components/x.ts', code: "import { cloudConfig } from '../../functions/search-server.js';\nvoid cloudConfig;\n", rule: 'no-restricted-imports', says: /infra\/ must not import functions\// },
     { file: 'infra/x.ts', code: "import { openLocalRuntime } from '../cli/options.js';\nvoid openLocalRuntime;\n", rule: 'no-restricted-imports', says: /infra\/ must not import cli\// },
   ];
 

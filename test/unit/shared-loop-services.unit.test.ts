@@ -206,7 +206,7 @@ describe('runEmbedLoop as the local workers run it', () => {
     let pulls = 0;
     // Inference fails for the whole batch (not one image's outcome).
     const crashing = new FakeEmbedder('m1');
-    crashing.embedPrepared = async () => Promise.reject(new Error('inference worker crashed'));
+    crashing.embedDecoded = async () => Promise.reject(new Error('inference worker crashed'));
     const bytes = strict<BlobStore>('blobs', {
       read: async (name: string) => (name.endsWith('.png') ? Buffer.from([1, 2, 3, 4, 5, 6, 7, 8]) : Promise.reject(new NotFoundError(name))),
       stat: async () => null,

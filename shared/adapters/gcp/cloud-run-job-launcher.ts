@@ -1,6 +1,6 @@
 import { SingleFlight } from '../single-flight.js';
 import type { protos, v2 } from '@google-cloud/run';
-import { IssError } from '../../errors.js';
+import { AppError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
 import type { JobExecution, JobLauncher } from '../../ports/job-launcher.js';
 import { argsToFlags, checkJobName, envList, timestampIso } from './job-args.js';
@@ -44,7 +44,7 @@ export class CloudRunJobLauncher implements JobLauncher {
   private readonly starting = new SingleFlight<JobExecution>();
 
   constructor(options: CloudRunJobLauncherOptions) {
-    if (!options.projectId || !options.region) throw new IssError('CloudRunJobLauncher needs projectId and region');
+    if (!options.projectId || !options.region) throw new AppError('CloudRunJobLauncher needs projectId and region');
     this.options = options;
     this.logger = options.logger ?? silentLogger;
   }
@@ -68,7 +68,7 @@ export class CloudRunJobLauncher implements JobLauncher {
   private async start(job: string, args: Record<string, string>): Promise<JobExecution> {
     const overrides = this.options.overridesFor?.(job, args) ?? { args: argsToFlags(job, args) };
     if (overrides.taskCount !== undefined && !(Number.isInteger(overrides.taskCount) && overrides.taskCount >= 1)) {
-      throw new IssError(`Job ${job}: taskCount must be a positive integer, got ${overrides.taskCount}`);
+      throw new AppError(`Job ${job}: taskCount must be a positive integer, got ${overrides.taskCount}`);
     }
     const current = await this.running(job);
     if (current) {
@@ -85,7 +85,7 @@ export class CloudRunJobLauncher implements JobLauncher {
     // The operation completes when the execution does (minutes to hours): do not wait for it.
     // Its metadata is the Execution being started.
     const execution = (operation.metadata ?? {}) as Execution;
-    if (!execution.name) throw new IssError(`Cloud Run did not return the execution of job ${job} (operation ${operation.name})`);
+    if (!execution.name) throw new AppError(`Cloud Run did not return the execution of job ${job} (operation ${operation.name})`);
     this.logger.info({ job, executionId: execution.name }, 'job started');
     return toJobExecution(job, { ...execution, completionTime: null });
   }

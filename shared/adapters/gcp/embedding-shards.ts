@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { IssError, NotFoundError, ParseError } from '../../errors.js';
+import { AppError, NotFoundError, ParseError } from '../../errors.js';
 import type { BlobStore } from '../../ports/blob-store.js';
 
 /**
@@ -24,13 +24,13 @@ interface Header {
 }
 
 export function encodeEmbeddingShard(vectors: Float32Array[]): Buffer {
-  if (vectors.length === 0) throw new IssError('An embedding shard needs at least one vector');
+  if (vectors.length === 0) throw new AppError('An embedding shard needs at least one vector');
   const dimension = vectors[0]!.length;
-  if (dimension === 0) throw new IssError('Embedding vectors must not be empty');
+  if (dimension === 0) throw new AppError('Embedding vectors must not be empty');
   const body = Buffer.alloc(vectors.length * dimension * 4);
   vectors.forEach((v, row) => {
     if (v.length !== dimension) {
-      throw new IssError(`Vector ${row} has dimension ${v.length}, expected ${dimension} like the first one`);
+      throw new AppError(`Vector ${row} has dimension ${v.length}, expected ${dimension} like the first one`);
     }
     for (let i = 0; i < dimension; i += 1) body.writeFloatLE(v[i]!, (row * dimension + i) * 4);
   });
@@ -94,7 +94,7 @@ export class EmbeddingShardReader {
 
   async read(ref: EmbeddingShardRef): Promise<Float32Array> {
     if (!ref.shard || !Number.isInteger(ref.row) || ref.row < 0) {
-      throw new IssError(`Invalid vector reference ${JSON.stringify(ref)}: needs a shard name and a row ≥ 0`);
+      throw new AppError(`Invalid vector reference ${JSON.stringify(ref)}: needs a shard name and a row ≥ 0`);
     }
     const rows = await this.shard(ref.shard);
     const vector = rows[ref.row];

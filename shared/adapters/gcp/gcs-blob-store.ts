@@ -1,6 +1,6 @@
 import type { Bucket, File, FileMetadata, Storage } from '@google-cloud/storage';
 import { objectUri } from '../../contracts.js';
-import { GenerationMismatchError, IssError, NotFoundError } from '../../errors.js';
+import { GenerationMismatchError, AppError, NotFoundError } from '../../errors.js';
 import type { BlobInfo, BlobStore } from '../../ports/blob-store.js';
 import { httpStatusOf, rethrowGcsError } from './gcp-errors.js';
 
@@ -28,7 +28,7 @@ export class GcsBlobStore implements BlobStore {
 
   constructor(storage: Storage, bucket: string) {
     if (!/^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/.test(bucket)) {
-      throw new IssError(`Invalid GCS bucket name ${JSON.stringify(bucket)}: use the bare name, e.g. "my-images" (no gs:// prefix)`);
+      throw new AppError(`Invalid GCS bucket name ${JSON.stringify(bucket)}: use the bare name, e.g. "my-images" (no gs:// prefix)`);
     }
     this.bucket = bucket;
     this.handle = storage.bucket(bucket);
@@ -45,7 +45,7 @@ export class GcsBlobStore implements BlobStore {
   async read(name: string, options: { generation?: string; maxBytes?: number } = {}): Promise<Buffer> {
     const meta = { bucket: this.bucket, name, generation: options.generation };
     if (options.maxBytes !== undefined && !(Number.isInteger(options.maxBytes) && options.maxBytes > 0)) {
-      throw new IssError(`maxBytes must be a positive integer, got ${options.maxBytes}`);
+      throw new AppError(`maxBytes must be a positive integer, got ${options.maxBytes}`);
     }
     let data: Buffer;
     try {
@@ -74,7 +74,7 @@ export class GcsBlobStore implements BlobStore {
     if (options.maxBytes !== undefined && data.length > options.maxBytes) {
       // Rare path: one more request to name the actual size in the error.
       const size = (await this.stat(name))?.size;
-      throw new IssError(`gs://${this.bucket}/${name} is ${size ?? 'over'} bytes, over the ${options.maxBytes}-byte limit`, {
+      throw new AppError(`gs://${this.bucket}/${name} is ${size ?? 'over'} bytes, over the ${options.maxBytes}-byte limit`, {
         meta: { ...meta, size, maxBytes: options.maxBytes },
       });
     }
@@ -172,14 +172,14 @@ export class GcsBlobStore implements BlobStore {
 
 function checkName(name: string): string {
   if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name) > 1024 || /[\r\n]/.test(name)) {
-    throw new IssError(`Invalid GCS object name ${JSON.stringify(name)}: 1–1024 bytes of UTF-8, no newlines`);
+    throw new AppError(`Invalid GCS object name ${JSON.stringify(name)}: 1–1024 bytes of UTF-8, no newlines`);
   }
   return name;
 }
 
 function checkGeneration(generation: string): string {
   if (!/^\d{1,19}$/.test(generation)) {
-    throw new IssError(`Invalid generation ${JSON.stringify(generation)}: must be an int64 decimal string`);
+    throw new AppError(`Invalid generation ${JSON.stringify(generation)}: must be an int64 decimal string`);
   }
   return generation;
 }

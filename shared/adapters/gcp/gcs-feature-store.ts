@@ -3,7 +3,7 @@ import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
 import { z } from 'zod';
 import { compareGenerations, generationSchema } from '../../contracts.js';
-import { IssError, NotFoundError, ParseError } from '../../errors.js';
+import { AppError, NotFoundError, ParseError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
 import type { BlobStore } from '../../ports/blob-store.js';
 import type { FeatureRecord, FeatureStore } from '../../ports/feature-store.js';
@@ -88,10 +88,10 @@ export class GcsFeatureStore implements FeatureStore {
     const dimension = this.dim ?? records[0]!.vector.length;
     const rows: Row[] = [];
     for (const [i, r] of records.entries()) {
-      if (!r.id) throw new IssError(`Feature record ${i} has no id`);
+      if (!r.id) throw new AppError(`Feature record ${i} has no id`);
       const generation = checkGeneration(r.generation, r.id);
       if (!(r.vector instanceof Float32Array) || r.vector.length !== dimension || dimension === 0) {
-        throw new IssError(`Feature record ${r.id}: vector dimension ${r.vector?.length} does not match the store's dimension ${dimension}`);
+        throw new AppError(`Feature record ${r.id}: vector dimension ${r.vector?.length} does not match the store's dimension ${dimension}`);
       }
       if (this.supersedes(this.view.get(r.id), generation)) {
         rows.push({
@@ -141,7 +141,7 @@ export class GcsFeatureStore implements FeatureStore {
 
   /** Live records in pages of `batchSize`, reading one shard at a time. */
   async *scan(batchSize = 500): AsyncIterable<FeatureRecord[]> {
-    if (!Number.isInteger(batchSize) || batchSize < 1) throw new IssError(`batchSize must be a positive integer, got ${batchSize}`);
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new AppError(`batchSize must be a positive integer, got ${batchSize}`);
     await this.refresh();
     const byShard = new Map<string, number[]>();
     for (const e of this.view.values()) {
@@ -246,7 +246,7 @@ export class GcsFeatureStore implements FeatureStore {
     if (!header.success) throw new ParseError(`${name} is not an ${FORMAT} shard`, { cause: header.error });
     if (header.data.dimension !== null) {
       if (this.dim !== null && this.dim !== header.data.dimension) {
-        throw new IssError(`${name} holds vectors of dimension ${header.data.dimension}, the store has ${this.dim}`);
+        throw new AppError(`${name} holds vectors of dimension ${header.data.dimension}, the store has ${this.dim}`);
       }
       this.dim = header.data.dimension;
     }
@@ -282,7 +282,7 @@ export class GcsFeatureStore implements FeatureStore {
 
 function checkGeneration(generation: string, id: string): string {
   const parsed = generationSchema.safeParse(generation);
-  if (!parsed.success) throw new IssError(`Feature record ${id}: generation ${JSON.stringify(generation)} is not an int64 string`);
+  if (!parsed.success) throw new AppError(`Feature record ${id}: generation ${JSON.stringify(generation)} is not an int64 string`);
   return parsed.data;
 }
 

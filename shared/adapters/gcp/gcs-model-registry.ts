@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Storage } from '@google-cloud/storage';
-import { GenerationMismatchError, IssError, NotFoundError, ParseError } from '../../errors.js';
+import { GenerationMismatchError, AppError, NotFoundError, ParseError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
 import type { ModelMetrics, ModelRegistry, ModelVersion } from '../../ports/model-registry.js';
 import { REGISTRY_FILES, alreadyRegistered, byCreation, checkModelVersion, isModelVersion, parseActivePointer, prepareRegistration, promoted, relativeModelPath, rolledBack, toModelVersion, withMetrics, type ActivePointer } from '../model-registry-base.js';
@@ -38,7 +38,7 @@ export class GcsModelRegistry implements ModelRegistry {
   constructor(options: GcsModelRegistryOptions) {
     this.blobs = new GcsBlobStore(options.storage, options.bucket);
     this.prefix = (options.prefix ?? 'models').replace(/^\/+|\/+$/g, '');
-    if (!this.prefix) throw new IssError('GcsModelRegistry prefix must not be empty');
+    if (!this.prefix) throw new AppError('GcsModelRegistry prefix must not be empty');
     this.cacheDir = path.resolve(options.cacheDir);
     this.logger = options.logger ?? silentLogger;
   }

@@ -1,5 +1,5 @@
 import { compareGenerations, rejectedImageSchema, type RejectedImage } from '../../contracts.js';
-import { GenerationMismatchError, IssError, NotFoundError } from '../../errors.js';
+import { GenerationMismatchError, AppError, NotFoundError } from '../../errors.js';
 import type { BlobStore } from '../../ports/blob-store.js';
 import type { RejectionLog } from '../../ports/rejection-log.js';
 import type { GcsWriteOptions } from './gcs-blob-store.js';
@@ -65,7 +65,7 @@ export class GcsRejectionLog implements RejectionLog {
   }
 
   private object(id: string): string {
-    if (!ID.test(id)) throw new IssError(`Invalid rejection id ${JSON.stringify(id)}: expected a document id (letters, digits, '_' or '-')`);
+    if (!ID.test(id)) throw new AppError(`Invalid rejection id ${JSON.stringify(id)}: expected a document id (letters, digits, '_' or '-')`);
     return `${this.prefix}${id}.json`;
   }
 

@@ -1,4 +1,4 @@
-import { IssError } from '../../errors.js';
+import { AppError } from '../../errors.js';
 
 /**
  * Job arguments travel as `--key=value` flags (what the commander-based job entry points parse).
@@ -8,16 +8,16 @@ import { IssError } from '../../errors.js';
 export function argsToFlags(job: string, args: Record<string, string>): string[] {
   return Object.entries(args).map(([key, value]) => {
     if (!/^[a-zA-Z][a-zA-Z0-9-]*$/.test(key)) {
-      throw new IssError(`Job ${job}: argument name ${JSON.stringify(key)} must be letters, digits and dashes`);
+      throw new AppError(`Job ${job}: argument name ${JSON.stringify(key)} must be letters, digits and dashes`);
     }
-    if (typeof value !== 'string') throw new IssError(`Job ${job}: argument ${key} must be a string, got ${typeof value}`);
+    if (typeof value !== 'string') throw new AppError(`Job ${job}: argument ${key} must be a string, got ${typeof value}`);
     return `--${key}=${value}`;
   });
 }
 
 export function checkJobName(job: string): string {
   if (!/^[a-z][a-z0-9-]{0,48}[a-z0-9]$/.test(job)) {
-    throw new IssError(`Invalid job name ${JSON.stringify(job)}: lowercase letters, digits and dashes, 2–50 characters`);
+    throw new AppError(`Invalid job name ${JSON.stringify(job)}: lowercase letters, digits and dashes, 2–50 characters`);
   }
   return job;
 }

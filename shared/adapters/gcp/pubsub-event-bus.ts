@@ -1,6 +1,6 @@
 import type { protos, PubSub, Topic } from '@google-cloud/pubsub';
 import { v1 } from '@google-cloud/pubsub';
-import { IssError, NotFoundError } from '../../errors.js';
+import { AppError, NotFoundError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
 import type { DeadLetter, Delivery, EventBus, TopicStats } from '../../ports/event-bus.js';
 import { GrpcCode, httpStatusOf } from './gcp-errors.js';
@@ -73,7 +73,7 @@ export class PubSubEventBus implements EventBus {
   private ownsSubscriber = false;
 
   constructor(options: PubSubEventBusOptions) {
-    if (!options.projectId) throw new IssError('PubSubEventBus needs a projectId');
+    if (!options.projectId) throw new AppError('PubSubEventBus needs a projectId');
     this.options = options;
     this.logger = options.logger ?? silentLogger;
     if (options.v1Subscriber) this.subscriber = Promise.resolve(options.v1Subscriber);
@@ -97,7 +97,7 @@ export class PubSubEventBus implements EventBus {
   async pull<T = unknown>(topic: string, options: { maxMessages: number; ackDeadlineSeconds?: number }): Promise<Delivery<T>[]> {
     const { maxMessages, ackDeadlineSeconds } = options;
     if (!Number.isInteger(maxMessages) || maxMessages < 1 || maxMessages > MAX_PULL) {
-      throw new IssError(`maxMessages must be an integer from 1 to ${MAX_PULL}, got ${maxMessages}`);
+      throw new AppError(`maxMessages must be an integer from 1 to ${MAX_PULL}, got ${maxMessages}`);
     }
     if (ackDeadlineSeconds !== undefined) checkDeadline(ackDeadlineSeconds);
     const subscription = this.subscriptionPath(this.options.subscriptionFor(topic));
@@ -280,7 +280,7 @@ export class PubSubEventBus implements EventBus {
 
 function encodeJson(data: unknown, index: number): Buffer {
   const text = data === undefined ? undefined : JSON.stringify(data);
-  if (text === undefined) throw new IssError(`Message ${index}: data must be JSON-serialisable, got ${typeof data}`);
+  if (text === undefined) throw new AppError(`Message ${index}: data must be JSON-serialisable, got ${typeof data}`);
   return Buffer.from(text, 'utf8');
 }
 
@@ -296,16 +296,16 @@ function decodeJson(data: Buffer): unknown {
 function checkAttributes(attributes: Record<string, string>, index: number): Record<string, string> {
   for (const [key, value] of Object.entries(attributes)) {
     if (typeof value !== 'string') {
-      throw new IssError(`Message ${index}: attribute ${JSON.stringify(key)} must be a string, got ${typeof value}`);
+      throw new AppError(`Message ${index}: attribute ${JSON.stringify(key)} must be a string, got ${typeof value}`);
     }
-    if (key.startsWith('goog')) throw new IssError(`Message ${index}: attribute names starting with "goog" are reserved by Pub/Sub`);
+    if (key.startsWith('goog')) throw new AppError(`Message ${index}: attribute names starting with "goog" are reserved by Pub/Sub`);
   }
   return attributes;
 }
 
 function checkDeadline(seconds: number): void {
   if (!Number.isInteger(seconds) || seconds < 0 || seconds > 600) {
-    throw new IssError(`Pub/Sub ack deadlines are whole seconds from 0 to 600, got ${seconds}`);
+    throw new AppError(`Pub/Sub ack deadlines are whole seconds from 0 to 600, got ${seconds}`);
   }
 }
 

@@ -1,6 +1,6 @@
 import { SingleFlight } from '../single-flight.js';
 import type { protos, v1 } from '@google-cloud/aiplatform';
-import { ConfigError, IssError } from '../../errors.js';
+import { ConfigError, AppError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
 import type { JobExecution, JobLauncher } from '../../ports/job-launcher.js';
 import { argsToFlags, checkJobName, envList, timestampIso } from './job-args.js';
@@ -50,7 +50,7 @@ export class VertexJobLauncher implements JobLauncher {
   private readonly starting = new SingleFlight<JobExecution>();
 
   constructor(options: VertexJobLauncherOptions) {
-    if (!options.projectId || !options.region) throw new IssError('VertexJobLauncher needs projectId and region');
+    if (!options.projectId || !options.region) throw new AppError('VertexJobLauncher needs projectId and region');
     for (const [job, spec] of Object.entries(options.jobs)) {
       checkJobName(job);
       if (!spec.imageUri || !spec.machineType) throw new ConfigError(`Vertex job ${job}: imageUri and machineType are required`);
@@ -126,7 +126,7 @@ export class VertexJobLauncher implements JobLauncher {
 
   private displayName(job: string): string {
     const name = this.options.displayNameFor?.(job) ?? `iss-${job}`;
-    if (!/^[\w.-]{1,128}$/.test(name)) throw new IssError(`Invalid Vertex AI display name ${JSON.stringify(name)}`);
+    if (!/^[\w.-]{1,128}$/.test(name)) throw new AppError(`Invalid Vertex AI display name ${JSON.stringify(name)}`);
     return name;
   }
 }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { IssError, errorMessage } from '../../errors.js';
+import { AppError, errorMessage } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
 import type { DeadLetter, Delivery, EventBus, TopicStats } from '../../ports/event-bus.js';
 import { SAFE_NAME, isNotFound, writeJsonAtomic } from './atomic-file.js';
@@ -74,10 +74,10 @@ export class FileQueue implements EventBus {
     opts: FileQueueOptions,
   ) {
     if (!Number.isInteger(opts.maxDeliveryAttempts) || opts.maxDeliveryAttempts < 1) {
-      throw new IssError(`maxDeliveryAttempts must be a whole number ≥ 1, got ${opts.maxDeliveryAttempts}`);
+      throw new AppError(`maxDeliveryAttempts must be a whole number ≥ 1, got ${opts.maxDeliveryAttempts}`);
     }
     const deadline = opts.ackDeadlineSeconds ?? 60;
-    if (!(deadline > 0)) throw new IssError(`ackDeadlineSeconds must be > 0, got ${deadline}`);
+    if (!(deadline > 0)) throw new AppError(`ackDeadlineSeconds must be > 0, got ${deadline}`);
     this.maxDeliveryAttempts = opts.maxDeliveryAttempts;
     this.ackDeadlineSeconds = deadline;
     this.logger = opts.logger ?? silentLogger;
@@ -85,7 +85,7 @@ export class FileQueue implements EventBus {
 
   private topicDir(topic: string, sub: 'ready' | 'inflight' | 'dead' | 'tmp'): string {
     if (!SAFE_NAME.test(topic)) {
-      throw new IssError(`Invalid topic name ${JSON.stringify(topic)}: use letters, digits, '.', '_' or '-'`);
+      throw new AppError(`Invalid topic name ${JSON.stringify(topic)}: use letters, digits, '.', '_' or '-'`);
     }
     return path.join(this.dir, topic, sub);
   }
@@ -99,7 +99,7 @@ export class FileQueue implements EventBus {
     const ready = this.topicDir(topic, 'ready');
     const tmp = this.topicDir(topic, 'tmp');
     for (const item of items) {
-      if (item.data === undefined) throw new IssError(`Cannot publish undefined data to ${topic}`);
+      if (item.data === undefined) throw new AppError(`Cannot publish undefined data to ${topic}`);
     }
     await fs.mkdir(ready, { recursive: true });
     const ids: string[] = [];
@@ -132,10 +132,10 @@ export class FileQueue implements EventBus {
 
   async pull<T = unknown>(topic: string, options: { maxMessages: number; ackDeadlineSeconds?: number }): Promise<Delivery<T>[]> {
     if (!Number.isInteger(options.maxMessages) || options.maxMessages < 1) {
-      throw new IssError(`maxMessages must be a whole number ≥ 1, got ${options.maxMessages}`);
+      throw new AppError(`maxMessages must be a whole number ≥ 1, got ${options.maxMessages}`);
     }
     const deadline = options.ackDeadlineSeconds ?? this.ackDeadlineSeconds;
-    if (!(deadline > 0)) throw new IssError(`ackDeadlineSeconds must be > 0, got ${deadline}`);
+    if (!(deadline > 0)) throw new AppError(`ackDeadlineSeconds must be > 0, got ${deadline}`);
     const leaseMs = Math.round(deadline * 1000);
     await this.reclaimExpired(topic);
     const readyDir = this.topicDir(topic, 'ready');
@@ -205,7 +205,7 @@ export class FileQueue implements EventBus {
   }
 
   async extendDeadline(topic: string, ackIds: string[], seconds: number): Promise<void> {
-    if (!(seconds > 0)) throw new IssError(`extendDeadline seconds must be > 0, got ${seconds}`);
+    if (!(seconds > 0)) throw new AppError(`extendDeadline seconds must be > 0, got ${seconds}`);
     const inflightDir = this.topicDir(topic, 'inflight');
     for (const [ackId, file] of await this.leased(topic, ackIds)) {
       const count = INFLIGHT_NAME.exec(path.basename(file))?.[4];

@@ -1,7 +1,7 @@
 import { promises as fs, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { objectUri } from '../../contracts.js';
-import { GenerationMismatchError, IssError, NotFoundError } from '../../errors.js';
+import { GenerationMismatchError, AppError, NotFoundError } from '../../errors.js';
 import type { BlobInfo, BlobStore } from '../../ports/blob-store.js';
 import { isNotFound, writeFileAtomic } from './atomic-file.js';
 
@@ -57,7 +57,7 @@ export class FolderBlobStore implements BlobStore {
   resolve(name: string): string {
     const normal = path.posix.normalize(name.replace(/\\/g, '/'));
     if (!name || normal.startsWith('../') || normal === '..' || path.posix.isAbsolute(normal)) {
-      throw new IssError(`Invalid object name ${JSON.stringify(name)}: must be a relative path inside ${this.bucket}`);
+      throw new AppError(`Invalid object name ${JSON.stringify(name)}: must be a relative path inside ${this.bucket}`);
     }
     return path.join(this.bucket, ...normal.split('/'));
   }
@@ -77,7 +77,7 @@ export class FolderBlobStore implements BlobStore {
       });
     }
     if (options.maxBytes !== undefined && info.size > options.maxBytes) {
-      throw new IssError(`Object ${name} is ${info.size} bytes, over the ${options.maxBytes}-byte limit`, {
+      throw new AppError(`Object ${name} is ${info.size} bytes, over the ${options.maxBytes}-byte limit`, {
         meta: { name, size: info.size, maxBytes: options.maxBytes },
       });
     }

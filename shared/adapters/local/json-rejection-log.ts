@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { compareGenerations, rejectedImageSchema, type RejectedImage } from '../../contracts.js';
-import { IssError } from '../../errors.js';
+import { AppError } from '../../errors.js';
 import type { RejectionLog } from '../../ports/rejection-log.js';
 import { KeyedMutex, isNotFound, readJsonFile, writeJsonAtomic } from './atomic-file.js';
 
@@ -20,7 +20,7 @@ export class JsonRejectionLog implements RejectionLog {
   }
 
   private file(id: string): string {
-    if (!ID.test(id)) throw new IssError(`Invalid rejection id ${JSON.stringify(id)}: expected a document id (letters, digits, '_' or '-')`);
+    if (!ID.test(id)) throw new AppError(`Invalid rejection id ${JSON.stringify(id)}: expected a document id (letters, digits, '_' or '-')`);
     return path.join(this.dir, `${id}.json`);
   }
 

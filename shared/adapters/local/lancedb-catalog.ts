@@ -1,7 +1,7 @@
 import path from 'node:path';
 import * as lancedb from '@lancedb/lancedb';
 import { z } from 'zod';
-import { IssError, NotFoundError } from '../../errors.js';
+import { AppError, NotFoundError } from '../../errors.js';
 import type { IndexVersionInfo } from '../../ports/vector-index.js';
 import { BaseIndexCatalog } from '../index-catalog-base.js';
 import { KeyedMutex, SAFE_NAME, readJsonFile, writeJsonAtomic } from './atomic-file.js';
@@ -42,7 +42,7 @@ export class LanceDbIndexCatalog extends BaseIndexCatalog<LanceDbVectorIndex> {
 
   static async open(dir: string, options: { alias?: string } = {}): Promise<LanceDbIndexCatalog> {
     const alias = options.alias ?? 'images';
-    if (!SAFE_NAME.test(alias)) throw new IssError(`Invalid index alias ${JSON.stringify(alias)}: use letters, digits, '.', '_' or '-'`);
+    if (!SAFE_NAME.test(alias)) throw new AppError(`Invalid index alias ${JSON.stringify(alias)}: use letters, digits, '.', '_' or '-'`);
     const abs = path.resolve(dir);
     // Strong read consistency: the API, the upserter and jobs may write from other processes.
     return new LanceDbIndexCatalog(abs, alias, await lancedb.connect(abs, { readConsistencyInterval: 0 }));

@@ -1,9 +1,9 @@
 import path from 'node:path';
 import * as lancedb from '@lancedb/lancedb';
 import { Field, Schema, Utf8 } from 'apache-arrow';
-import { IssError } from '../../errors.js';
+import { AppError } from '../../errors.js';
 import type { FeatureRecord, FeatureStore } from '../../ports/feature-store.js';
-import { OrderedTable, optionalString, orderedColumns, orderedFields, orderedValues, type RowValues } from './lancedb-ordered-table.js';
+import { GenerationOrderedTable, optionalString, orderedColumns, orderedFields, orderedValues, type RowValues } from './lancedb-ordered-table.js';
 
 /**
  * Base (frozen-tower) embeddings in one LanceDB table, generation-ordered with tombstones like the
@@ -22,7 +22,7 @@ function featureSchema(dimension: number): Schema {
 }
 
 export class LanceDbFeatureStore implements FeatureStore {
-  private ordered: OrderedTable | null = null;
+  private ordered: GenerationOrderedTable | null = null;
   private dim: number | null = null;
 
   private constructor(
@@ -42,7 +42,7 @@ export class LanceDbFeatureStore implements FeatureStore {
     return this.dim;
   }
 
-  private async attach(dimension?: number): Promise<OrderedTable | null> {
+  private async attach(dimension?: number): Promise<GenerationOrderedTable | null> {
     if (this.ordered) return this.ordered;
     let table: lancedb.Table | null = null;
     if ((await this.db.tableNames()).includes(TABLE)) {
@@ -50,17 +50,17 @@ export class LanceDbFeatureStore implements FeatureStore {
       const field = (await table.schema()).fields.find((f) => f.name === 'vector');
       this.dim = (field?.type as { listSize?: number } | undefined)?.listSize ?? null;
     } else if (dimension !== undefined) {
-      if (!Number.isInteger(dimension) || dimension < 1) throw new IssError(`feature dimension must be a whole number ≥ 1, got ${dimension}`);
+      if (!Number.isInteger(dimension) || dimension < 1) throw new AppError(`feature dimension must be a whole number ≥ 1, got ${dimension}`);
       table = await this.db.createEmptyTable(TABLE, featureSchema(dimension), { mode: 'create', existOk: true });
       this.dim = dimension;
     }
-    if (table && this.dim) this.ordered = new OrderedTable(table, path.join(this.dir, TABLE), this.dim);
+    if (table && this.dim) this.ordered = new GenerationOrderedTable(table, path.join(this.dir, TABLE), this.dim);
     return this.ordered;
   }
 
   private toRow(r: FeatureRecord, dimension: number): RowValues {
     const fields = orderedValues(r, dimension, 'feature record');
-    if (!r.baseModel) throw new IssError(`feature record ${r.id}: baseModel is required`);
+    if (!r.baseModel) throw new AppError(`feature record ${r.id}: baseModel is required`);
     return {
       ...fields,
       baseModel: r.baseModel,
@@ -72,7 +72,7 @@ export class LanceDbFeatureStore implements FeatureStore {
   async put(records: FeatureRecord[]): Promise<void> {
     if (records.length === 0) return;
     const ordered = await this.attach(records[0]!.vector?.length);
-    if (!ordered || !this.dim) throw new IssError('feature store: cannot determine the vector dimension');
+    if (!ordered || !this.dim) throw new AppError('feature store: cannot determine the vector dimension');
     const rows = records.map((r) => this.toRow(r, this.dim!));
     await ordered.upsert(rows);
   }

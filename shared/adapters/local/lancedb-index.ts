@@ -1,9 +1,9 @@
 import * as lancedb from '@lancedb/lancedb';
 import { Field, Float64, Int32, Schema, Utf8 } from 'apache-arrow';
-import { IssError, ModelMismatchError } from '../../errors.js';
+import { AppError, ModelMismatchError } from '../../errors.js';
 import type { DeleteOutcome, Hit, QueryOptions, UpsertOutcome, VectorDocument, VectorIndex } from '../../ports/vector-index.js';
 import {
-  OrderedTable,
+  GenerationOrderedTable,
   checkVector,
   optionalNumber,
   optionalString,
@@ -17,7 +17,7 @@ import {
 
 /**
  * One version of the embedded vector index: a LanceDB table holding vectors of exactly one model
- * version, generation-ordered with tombstones (OrderedTable). The versions and the alias in front
+ * version, generation-ordered with tombstones (GenerationOrderedTable). The versions and the alias in front
  * of them are kept by LanceDbIndexCatalog (lancedb-catalog.ts).
  */
 const MAX_K = 10_000;
@@ -40,7 +40,7 @@ export function indexTableSchema(dimension: number): Schema {
 
 function parseTime(value: string, what: string): number {
   const ms = Date.parse(value);
-  if (Number.isNaN(ms)) throw new IssError(`${what} is not a valid date/time: ${JSON.stringify(value)}`);
+  if (Number.isNaN(ms)) throw new AppError(`${what} is not a valid date/time: ${JSON.stringify(value)}`);
   return ms;
 }
 
@@ -52,7 +52,7 @@ export interface AnnIndexOptions {
 }
 
 export class LanceDbVectorIndex implements VectorIndex {
-  private readonly ordered: OrderedTable;
+  private readonly ordered: GenerationOrderedTable;
   private hasAnn: boolean;
 
   constructor(
@@ -63,7 +63,7 @@ export class LanceDbVectorIndex implements VectorIndex {
     lockKey: string,
     hasAnn: boolean,
   ) {
-    this.ordered = new OrderedTable(table, lockKey, dimension);
+    this.ordered = new GenerationOrderedTable(table, lockKey, dimension);
     this.hasAnn = hasAnn;
   }
 
@@ -111,10 +111,10 @@ export class LanceDbVectorIndex implements VectorIndex {
   async query(vector: Float32Array, options: QueryOptions): Promise<Hit[]> {
     checkVector(vector, this.dimension, 'query');
     if (!Number.isInteger(options.k) || options.k < 1 || options.k > MAX_K) {
-      throw new IssError(`k must be a whole number from 1 to ${MAX_K}, got ${options.k}`);
+      throw new AppError(`k must be a whole number from 1 to ${MAX_K}, got ${options.k}`);
     }
     if (options.minScore !== undefined && !(options.minScore >= -1 && options.minScore <= 1)) {
-      throw new IssError(`minScore must be within [-1, 1], got ${options.minScore}`);
+      throw new AppError(`minScore must be within [-1, 1], got ${options.minScore}`);
     }
     const where = ['deleted = false'];
     const f = options.filter ?? {};
@@ -169,7 +169,7 @@ export class LanceDbVectorIndex implements VectorIndex {
     const rows = await this.table.countRows();
     const type = options.type ?? 'ivf_pq';
     if (type === 'ivf_pq' && rows < 256) {
-      throw new IssError(`An IVF_PQ index needs at least 256 rows to train, index ${this.name} has ${rows}; exact search is fast at this size`);
+      throw new AppError(`An IVF_PQ index needs at least 256 rows to train, index ${this.name} has ${rows}; exact search is fast at this size`);
     }
     const numPartitions = options.numPartitions ?? Math.max(1, Math.min(256, Math.round(Math.sqrt(rows))));
     const config =

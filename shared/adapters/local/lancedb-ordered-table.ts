@@ -2,7 +2,7 @@ import type { Table } from '@lancedb/lancedb';
 import { createRequire } from 'node:module';
 import { Bool, Field, FixedSizeList, Float32, Int64, List, Utf8, type Schema, type Table as ArrowTable } from 'apache-arrow';
 import { compareGenerations } from '../../contracts.js';
-import { IssError } from '../../errors.js';
+import { AppError } from '../../errors.js';
 import type { DeleteOutcome, UpsertOutcome } from '../../ports/vector-index.js';
 import { KeyedMutex } from './atomic-file.js';
 
@@ -30,23 +30,23 @@ export function orderedColumns(dimension: number): Field[] {
 
 export function generationToBigInt(generation: string, what: string): bigint {
   if (typeof generation !== 'string' || !/^\d{1,19}$/.test(generation)) {
-    throw new IssError(`${what}: generation must be a non-negative integer string, got ${JSON.stringify(generation)}`);
+    throw new AppError(`${what}: generation must be a non-negative integer string, got ${JSON.stringify(generation)}`);
   }
   const gen = BigInt(generation);
-  if (gen > INT64_MAX) throw new IssError(`${what}: generation ${generation} exceeds int64`);
+  if (gen > INT64_MAX) throw new AppError(`${what}: generation ${generation} exceeds int64`);
   return gen;
 }
 
 export function checkVector(vector: unknown, dimension: number, what: string): Float32Array {
   if (!(vector instanceof Float32Array)) {
-    throw new IssError(`${what}: vector must be a Float32Array, got ${Array.isArray(vector) ? 'an array' : typeof vector}`);
+    throw new AppError(`${what}: vector must be a Float32Array, got ${Array.isArray(vector) ? 'an array' : typeof vector}`);
   }
   if (vector.length !== dimension) {
-    throw new IssError(`${what}: vector has dimension ${vector.length}, expected ${dimension}`, {
+    throw new AppError(`${what}: vector has dimension ${vector.length}, expected ${dimension}`, {
       meta: { expected: dimension, actual: vector.length },
     });
   }
-  for (const v of vector) if (!Number.isFinite(v)) throw new IssError(`${what}: vector contains a non-finite value`);
+  for (const v of vector) if (!Number.isFinite(v)) throw new AppError(`${what}: vector contains a non-finite value`);
   return vector;
 }
 
@@ -77,7 +77,7 @@ export interface OrderedFields {
 
 /** The ordered columns of a document or record about to be written, checked (`kind` names it in errors). */
 export function orderedValues(doc: { id: string; uri: string; generation: string; vector: unknown; labels?: string[] }, dimension: number, kind: string): OrderedFields {
-  if (typeof doc.id !== 'string' || doc.id.length === 0) throw new IssError(`${kind} id must be a non-empty string`);
+  if (typeof doc.id !== 'string' || doc.id.length === 0) throw new AppError(`${kind} id must be a non-empty string`);
   return { id: doc.id, uri: doc.uri, generation: doc.generation, vector: checkVector(doc.vector, dimension, `${kind} ${doc.id}`), labels: doc.labels ?? [] };
 }
 
@@ -106,7 +106,7 @@ export function rowsToArrowTable(rows: Record<string, unknown>[], schema: Schema
       rows.forEach((row, i) => {
         const v = row[field.name];
         if (!(v instanceof Float32Array) || v.length !== size) {
-          throw new IssError(`column ${field.name}: row ${String(row.id)} needs a Float32Array of ${size} values`);
+          throw new AppError(`column ${field.name}: row ${String(row.id)} needs a Float32Array of ${size} values`);
         }
         flat.set(v, i * size);
       });
@@ -115,10 +115,10 @@ export function rowsToArrowTable(rows: Record<string, unknown>[], schema: Schema
     }
     const values = rows.map((row) => row[field.name]);
     if (!field.nullable && values.some((v) => v === undefined || v === null)) {
-      throw new IssError(`column ${field.name} may not be empty`);
+      throw new AppError(`column ${field.name} may not be empty`);
     }
     const column = vectorFromArray(values, field.type);
-    if (column.data.length !== 1) throw new IssError(`column ${field.name}: expected one Arrow chunk, got ${column.data.length}`);
+    if (column.data.length !== 1) throw new AppError(`column ${field.name}: expected one Arrow chunk, got ${column.data.length}`);
     return column.data[0]!;
   });
   const struct = makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children });
@@ -132,7 +132,7 @@ export function rowsToArrowTable(rows: Record<string, unknown>[], schema: Schema
  */
 const cjsArrow = createRequire(import.meta.url)('apache-arrow') as typeof import('apache-arrow');
 
-export class OrderedTable {
+export class GenerationOrderedTable {
   private mergesSinceCompaction = 0;
   private schema: Promise<Schema> | null = null;
 
@@ -269,7 +269,7 @@ export class OrderedTable {
 
   /** Live rows in pages of `batchSize`, from one consistent read. */
   async *scanRows(batchSize: number): AsyncIterable<Record<string, unknown>[]> {
-    if (!Number.isInteger(batchSize) || batchSize < 1) throw new IssError(`batchSize must be a whole number ≥ 1, got ${batchSize}`);
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new AppError(`batchSize must be a whole number ≥ 1, got ${batchSize}`);
     let page: Record<string, unknown>[] = [];
     for await (const batch of this.table.query().where('deleted = false')) {
       for (const row of batch.toArray()) {

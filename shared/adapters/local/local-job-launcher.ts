@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { IssError, errorMessage } from '../../errors.js';
+import { AppError, errorMessage } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
 import type { JobExecution, JobLauncher } from '../../ports/job-launcher.js';
 
@@ -25,7 +25,7 @@ export class LocalJobLauncher implements JobLauncher {
 
   async run(job: string, args: Record<string, string>): Promise<JobExecution> {
     const fn = this.jobs[job];
-    if (!fn) throw new IssError(`Unknown job ${JSON.stringify(job)}; known jobs: ${Object.keys(this.jobs).join(', ') || '(none)'}`);
+    if (!fn) throw new AppError(`Unknown job ${JSON.stringify(job)}; known jobs: ${Object.keys(this.jobs).join(', ') || '(none)'}`);
     const current = this.runningByJob.get(job);
     if (current) return { ...current.execution };
     const execution: LocalJobExecution = { job, executionId: `${job}-${randomUUID().slice(0, 8)}`, state: 'running', startedAt: new Date().toISOString() };
@@ -55,7 +55,7 @@ export class LocalJobLauncher implements JobLauncher {
   /** Waits for the execution to finish and returns its final record (tests, CLI `--wait`). */
   async wait(executionId: string): Promise<LocalJobExecution> {
     const record = this.history.find((e) => e.executionId === executionId);
-    if (!record) throw new IssError(`Unknown job execution ${executionId}`);
+    if (!record) throw new AppError(`Unknown job execution ${executionId}`);
     const current = this.runningByJob.get(record.job);
     if (current?.execution === record) await current.done;
     return { ...record };

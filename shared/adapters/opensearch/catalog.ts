@@ -1,6 +1,6 @@
 import type { Client } from '@opensearch-project/opensearch';
 import { z } from 'zod';
-import { IssError, NotFoundError } from '../../errors.js';
+import { AppError, NotFoundError } from '../../errors.js';
 import { createLogger, type Logger } from '../../logger.js';
 import type { IndexVersionInfo, VectorIndex } from '../../ports/vector-index.js';
 import { BaseIndexCatalog } from '../index-catalog-base.js';
@@ -67,7 +67,7 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
     if (res.statusCode === 404) throw new NotFoundError(`Index version ${name} does not exist`);
     const mapping = res.body[name] ?? Object.values(res.body)[0];
     const meta = indexMetaSchema.safeParse(mapping?.mappings?._meta);
-    if (!meta.success) throw new IssError(`Index ${name} has no model version in its mapping _meta: it was not created by this adapter`);
+    if (!meta.success) throw new AppError(`Index ${name} has no model version in its mapping _meta: it was not created by this adapter`);
     return new OpenSearchVectorIndex(this.request, name, meta.data, this.options, this.logger);
   }
 

@@ -1,14 +1,14 @@
 import { errors as osErrors } from '@opensearch-project/opensearch';
-import { IssError, TransientError, errorMessage } from '../../errors.js';
+import { AppError, TransientError, errorMessage } from '../../errors.js';
 import { redact } from './client.js';
 
 /** A request OpenSearch refused for a reason a retry will not fix (bad mapping, missing index…). */
-export class OpenSearchRequestError extends IssError {
+export class OpenSearchRequestError extends AppError {
   override readonly code = 'OPENSEARCH_REQUEST_FAILED';
 }
 
 /** Some documents of a bulk were refused for good (e.g. mapper_parsing_exception). */
-export class OpenSearchBulkItemError extends IssError {
+export class OpenSearchBulkItemError extends AppError {
   override readonly code = 'OPENSEARCH_BULK_ITEMS_FAILED';
   constructor(
     readonly failures: { id: string; status: number; type: string; reason: string }[],
@@ -56,8 +56,8 @@ export function describeFailure(err: unknown): FailureInfo {
  * Turns a driver error into one of ours. The driver's error keeps the whole request (headers
  * included) in `meta`, so it is never forwarded as `cause`: only a redacted summary is.
  */
-export function toAdapterError(err: unknown, what: string, attempts = 1): IssError {
-  if (err instanceof IssError) return err;
+export function toAdapterError(err: unknown, what: string, attempts = 1): AppError {
+  if (err instanceof AppError) return err;
   const f = describeFailure(err);
   const detail = `${f.status ? `${f.status} ` : ''}${f.type ? `${f.type}: ` : ''}${f.reason}`;
   const meta = { status: f.status, type: f.type, attempts };
