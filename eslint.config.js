@@ -47,17 +47,38 @@ function boundary(files, forbidden) {
   };
 }
 
-const entry = (name, who) => ({ ...folder(name), message: `${who} must not import ${name}/: entry shells import shared/ only (composition roots live in shared/wiring/)` });
+const entry = (name, who) => ({
+  ...folder(name),
+  message: `${who} must not import ${name}/: entry shells import shared/ only (composition roots live in shared/wiring/)`,
+});
 const sdk = (who) =>
-  cloudSdks.map(({ regex, re, name }) => ({ regex, re, message: `${who} must not import a cloud SDK (${name}): take a port as an argument; only shared/adapters/ and shared/wiring/ use SDKs` }));
-const sharedForbids = ['cli', 'jobs', 'functions', 'infra'].map((name) => ({ ...folder(name), message: `shared/ must not import ${name}/: dependencies point from entry shells and infra/ to shared/, never back` }));
+  cloudSdks.map(({ regex, re, name }) => ({
+    regex,
+    re,
+    message: `${who} must not import a cloud SDK (${name}): take a port as an argument; only shared/adapters/ and shared/wiring/ use SDKs`,
+  }));
+const sharedForbids = ['cli', 'jobs', 'functions', 'infra'].map((name) => ({
+  ...folder(name),
+  message: `shared/ must not import ${name}/: dependencies point from entry shells and infra/ to shared/, never back`,
+}));
 
 export default tseslint.config(
   { ignores: ['.prof/**', 'node_modules/**', '.imgsearch/**', 'bucket/**', 'coverage/**', '.deploy/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
-    languageOptions: { globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly', URL: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly' } },
+    languageOptions: {
+      globals: {
+        process: 'readonly',
+        console: 'readonly',
+        Buffer: 'readonly',
+        URL: 'readonly',
+        setTimeout: 'readonly',
+        clearTimeout: 'readonly',
+        setInterval: 'readonly',
+        clearInterval: 'readonly',
+      },
+    },
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       '@typescript-eslint/no-explicit-any': 'error',
@@ -70,7 +91,13 @@ export default tseslint.config(
   boundary(['shared/**/*.ts'], sharedForbids),
   // Later blocks replace a rule's options for the files they match: these repeat shared/'s list.
   boundary(['shared/handlers/**/*.ts', 'shared/services/**/*.ts'], [...sharedForbids, ...sdk('shared/handlers and shared/services')]),
-  boundary(['infra/**/*.ts'], ['cli', 'jobs', 'functions'].map((name) => ({ ...folder(name), message: `infra/ must not import ${name}/: the Pulumi program imports shared/ contracts only` }))),
+  boundary(
+    ['infra/**/*.ts'],
+    ['cli', 'jobs', 'functions'].map((name) => ({
+      ...folder(name),
+      message: `infra/ must not import ${name}/: the Pulumi program imports shared/ contracts only`,
+    })),
+  ),
   {
     // Fake servers in tests speak loosely typed JSON.
     files: ['test/**/*.ts'],

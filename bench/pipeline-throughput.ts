@@ -33,7 +33,15 @@ function cpuMsPerImage(usage: NodeJS.CpuUsage, images: number): number {
  * batch size, in the same process.
  */
 export async function measureThroughput(label: string, imageDir: string, work: string, batchSize: number): Promise<ThroughputResult> {
-  const config = configFromEnv(parseEnv({ IMGSEARCH_HOME: path.join(work, `home-${label}`), IMGSEARCH_BUCKET_DIR: imageDir, IMGSEARCH_BATCH_SIZE: String(batchSize), LOG_LEVEL: 'silent' }), work);
+  const config = configFromEnv(
+    parseEnv({
+      IMGSEARCH_HOME: path.join(work, `home-${label}`),
+      IMGSEARCH_BUCKET_DIR: imageDir,
+      IMGSEARCH_BATCH_SIZE: String(batchSize),
+      LOG_LEVEL: 'silent',
+    }),
+    work,
+  );
   await fs.rm(config.home, { recursive: true, force: true });
   const runtime = await openLocalRuntime(config, { logger: silentLogger });
   try {
@@ -59,7 +67,13 @@ export async function measureThroughput(label: string, imageDir: string, work: s
     const bareCpu = cpuMsPerImage(process.cpuUsage(c0), prepared.length);
 
     // (b) the pipeline: storage events → queue → decode → inference → feature store → index.
-    const workers = new PipelineWorkers(runtime.bus, () => runtime.embedDeps(), () => runtime.upsertDeps(), silentLogger, { batchSize, idlePollMs: 20 });
+    const workers = new PipelineWorkers(
+      runtime.bus,
+      () => runtime.embedDeps(),
+      () => runtime.upsertDeps(),
+      silentLogger,
+      { batchSize, idlePollMs: 20 },
+    );
     const deps = { bus: runtime.bus, rejections: runtime.rejections, logger: silentLogger, settings: { prefix: '', maxBytes: config.maxBytes } };
     const t1 = performance.now();
     const c1 = process.cpuUsage();
@@ -75,7 +89,17 @@ export async function measureThroughput(label: string, imageDir: string, work: s
     await workers.stop();
     const indexed = await (await runtime.liveIndex()).count();
     if (indexed !== infos.length) throw new Error(`pipeline indexed ${indexed} of ${infos.length}`);
-    return { label, images: infos.length, batchSize, bareImagesPerSecond: bare, pipelineImagesPerSecond: pipeline, ratio: pipeline / bare, bareCpuMsPerImage: bareCpu, pipelineCpuMsPerImage: pipelineCpu, pipelineCpuByThread };
+    return {
+      label,
+      images: infos.length,
+      batchSize,
+      bareImagesPerSecond: bare,
+      pipelineImagesPerSecond: pipeline,
+      ratio: pipeline / bare,
+      bareCpuMsPerImage: bareCpu,
+      pipelineCpuMsPerImage: pipelineCpu,
+      pipelineCpuByThread,
+    };
   } finally {
     await runtime.close();
   }

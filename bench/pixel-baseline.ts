@@ -42,7 +42,11 @@ const items: LabelledVector[] = [];
 await mapLimit(names, 8, async (name) => {
   const meta = await readImageMetadata(store, name);
   if (meta.labels.length === 0) return;
-  const grey = await sharp(await store.read(name)).greyscale().resize(size, size, { fit: 'fill' }).raw().toBuffer();
+  const grey = await sharp(await store.read(name))
+    .greyscale()
+    .resize(size, size, { fit: 'fill' })
+    .raw()
+    .toBuffer();
   const vector = l2Normalise(Float32Array.from(grey));
   items.push({ id: documentId(store.bucket, name), vector, labels: meta.labels });
 });

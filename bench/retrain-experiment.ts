@@ -111,11 +111,12 @@ async function main(): Promise<void> {
     learningRate: Number(args.lr),
     batchSize: Number(args.batch),
   };
-  const training = ids
-    .map((id, i) => ({ id, vector: features[i]!, labels: labels[i]! }))
-    .filter((_, i) => !heldOut[i]);
+  const training = ids.map((id, i) => ({ id, vector: features[i]!, labels: labels[i]! })).filter((_, i) => !heldOut[i]);
   const result = await trainLit(training, [], options, {
-    onEpoch: (s) => console.error(`epoch ${s.epoch} loss ${s.loss.toFixed(4)} (ii ${s.imageImageLoss.toFixed(3)} it ${s.imageTextLoss.toFixed(3)}) val R@1 ${s.validationRecallAt1?.toFixed(3)} ${s.seconds.toFixed(1)} s`),
+    onEpoch: (s) =>
+      console.error(
+        `epoch ${s.epoch} loss ${s.loss.toFixed(4)} (ii ${s.imageImageLoss.toFixed(3)} it ${s.imageTextLoss.toFixed(3)}) val R@1 ${s.validationRecallAt1?.toFixed(3)} ${s.seconds.toFixed(1)} s`,
+      ),
   });
   const projected = await reprojectBatch(result.head, features);
   const labelVectors = new Map((await embedTextsWithTower(result.text, data.classNames)).map((v, i) => [data.classNames[i]!, v]));

@@ -53,7 +53,13 @@ try {
     await fs.mkdir(photoDir);
     const photos = (await fs.readdir(PHOTO_DIR)).filter((f) => f.endsWith('.jpg'));
     for (let copy = 0; copy < 4; copy++) {
-      for (const p of photos) await fs.writeFile(path.join(photoDir, `${copy}-${p}`), await sharp(path.join(PHOTO_DIR, p)).jpeg({ quality: 92 - copy }).toBuffer());
+      for (const p of photos)
+        await fs.writeFile(
+          path.join(photoDir, `${copy}-${p}`),
+          await sharp(path.join(PHOTO_DIR, p))
+            .jpeg({ quality: 92 - copy })
+            .toBuffer(),
+        );
     }
     const photo = await measureThroughput('photos 1.3–4.9 MP', photoDir, work, Number(opts.batch));
     printThroughput(photo);
@@ -79,7 +85,9 @@ try {
     const r = await benchSearchIndex(work, Number(opts.vectors), Number(opts.dim), 100);
     line(`  bulk upsert: ${r.bulkUpsertDocsPerSecond.toFixed(0)} docs/s (${r.dimension}-d)`);
     line(`  exact search (baseline): p50 ${r.exact.p50Ms.toFixed(1)} ms, p99 ${r.exact.p99Ms.toFixed(1)} ms`);
-    line(`  IVF-PQ + exact re-rank:  p50 ${r.ann.p50Ms.toFixed(1)} ms, p99 ${r.ann.p99Ms.toFixed(1)} ms (${(r.exact.p50Ms / r.ann.p50Ms).toFixed(1)}x faster at p50), recall@10 vs exact ${r.ann.recallAt10.toFixed(3)}, build ${r.ann.buildSeconds.toFixed(1)} s`);
+    line(
+      `  IVF-PQ + exact re-rank:  p50 ${r.ann.p50Ms.toFixed(1)} ms, p99 ${r.ann.p99Ms.toFixed(1)} ms (${(r.exact.p50Ms / r.ann.p50Ms).toFixed(1)}x faster at p50), recall@10 vs exact ${r.ann.recallAt10.toFixed(3)}, build ${r.ann.buildSeconds.toFixed(1)} s`,
+    );
     report.search = r;
   }
   if (sections.has('cold-start')) {

@@ -14,7 +14,6 @@ export interface SearchBenchResult {
   ann: { p50Ms: number; p99Ms: number; recallAt10: number; buildSeconds: number };
 }
 
-
 function gaussian(r: () => number): number {
   return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
 }
@@ -63,8 +62,13 @@ export async function benchSearchIndex(work: string, n: number, dim: number, que
     const batch = 5000;
     for (let i = 0; i < n; i += batch) {
       const docs: VectorDocument[] = vectors.slice(i, i + batch).map((v, j) => ({
-        id: `doc-${i + j}`, uri: `file:///bench/doc-${i + j}.png`, generation: '1', modelVersion: 'bench-model', vector: v,
-        labels: [`c${(i + j) % 10}`], indexedAt: now,
+        id: `doc-${i + j}`,
+        uri: `file:///bench/doc-${i + j}.png`,
+        generation: '1',
+        modelVersion: 'bench-model',
+        vector: v,
+        labels: [`c${(i + j) % 10}`],
+        indexedAt: now,
       }));
       await index.upsert(docs);
     }

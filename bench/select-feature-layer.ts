@@ -29,7 +29,11 @@ import { loadNsfwjsMobilenetV2 } from '../shared/model/nsfwjs-mobilenet.js';
 import { dot, l2NormaliseInPlace, mean } from '../shared/vector-math.js';
 
 const { values: args } = parseArgs({
-  options: { large: { type: 'string', default: '5000' }, batch: { type: 'string', default: '32' }, photos: { type: 'string', default: '/usr/share/backgrounds/mate/nature' } },
+  options: {
+    large: { type: 'string', default: '5000' },
+    batch: { type: 'string', default: '32' },
+    photos: { type: 'string', default: '/usr/share/backgrounds/mate/nature' },
+  },
 });
 const LARGE = Number(args.large);
 const BATCH = Number(args.batch);
@@ -126,8 +130,14 @@ function similarities(queries: Features[], index: Features[], keys: string[]): S
       index.forEach((x, j) => (m[i * index.length + j] = dot(qv, x.get(key)!)));
     });
     sims.set(key, m);
-    queryNorms.set(key, Float32Array.from(queries, (q) => dot(q.get(key)!, q.get(key)!)));
-    entryNorms.set(key, Float32Array.from(index, (x) => dot(x.get(key)!, x.get(key)!)));
+    queryNorms.set(
+      key,
+      Float32Array.from(queries, (q) => dot(q.get(key)!, q.get(key)!)),
+    );
+    entryNorms.set(
+      key,
+      Float32Array.from(index, (x) => dot(x.get(key)!, x.get(key)!)),
+    );
   }
   return { queries: queries.length, entries: index.length, sims, queryNorms, entryNorms };
 }
@@ -204,19 +214,46 @@ const candidates: Candidate[] = [];
 for (const layer of LAYERS) candidates.push({ name: layer, parts: [{ key: layer, weight: 1 }] });
 for (const th of THUMBS) candidates.push({ name: thumbKey(th), parts: [{ key: thumbKey(th), weight: 1 }] });
 const mids = ['block_12_add', 'block_14_add', 'block_15_add'];
-for (const mid of mids) candidates.push({ name: `${mid}+out_relu`, parts: [{ key: mid, weight: 1 }, { key: 'out_relu', weight: 1 }] });
+for (const mid of mids)
+  candidates.push({
+    name: `${mid}+out_relu`,
+    parts: [
+      { key: mid, weight: 1 },
+      { key: 'out_relu', weight: 1 },
+    ],
+  });
 for (const mid of mids) {
   for (const th of THUMBS) {
     for (const w of [0.5, 1, 1.5, 2]) {
-      candidates.push({ name: `${mid}+out_relu+${thumbKey(th)}×${w}`, parts: [{ key: mid, weight: 1 }, { key: 'out_relu', weight: 1 }, { key: thumbKey(th), weight: w }] });
+      candidates.push({
+        name: `${mid}+out_relu+${thumbKey(th)}×${w}`,
+        parts: [
+          { key: mid, weight: 1 },
+          { key: 'out_relu', weight: 1 },
+          { key: thumbKey(th), weight: w },
+        ],
+      });
     }
   }
 }
 for (const th of THUMBS.slice(0, 2)) {
-  for (const w of [1, 2]) candidates.push({ name: `out_relu+${thumbKey(th)}×${w}`, parts: [{ key: 'out_relu', weight: 1 }, { key: thumbKey(th), weight: w }] });
+  for (const w of [1, 2])
+    candidates.push({
+      name: `out_relu+${thumbKey(th)}×${w}`,
+      parts: [
+        { key: 'out_relu', weight: 1 },
+        { key: thumbKey(th), weight: w },
+      ],
+    });
 }
 
-interface Score { name: string; fashionNear: number; photoNear: number; class1k: number; class5k: number }
+interface Score {
+  name: string;
+  fashionNear: number;
+  photoNear: number;
+  class1k: number;
+  class5k: number;
+}
 
 const t2 = Date.now();
 const keys = [...LAYERS, ...THUMBS.map(thumbKey)];
@@ -230,8 +267,7 @@ console.log(`similarities in ${Date.now() - t2} ms`);
 function evaluate(c: Candidate, sets = { nearSims, photoSims, class1kSims, class5kSims }, labels = fashion.labels): Omit<Score, 'name'> {
   const near = top1s(sets.nearSims, c).filter((hit, q) => hit === q).length / sets.nearSims.queries;
   const photo = top1s(sets.photoSims, c).filter((hit, q) => hit === NEAR + photoQueries[q]!.of).length / sets.photoSims.queries;
-  const classTop1 = (s: Similarities | undefined) =>
-    s ? top1s(s, c, (q) => q).filter((hit, q) => labels[hit] === labels[q]).length / s.queries : NaN;
+  const classTop1 = (s: Similarities | undefined) => (s ? top1s(s, c, (q) => q).filter((hit, q) => labels[hit] === labels[q]).length / s.queries : NaN);
   return { fashionNear: near, photoNear: photo, class1k: classTop1(sets.class1kSims), class5k: classTop1(sets.class5kSims) };
 }
 
@@ -264,7 +300,10 @@ async function realEmbed(files: Buffer[], feats: Features[]): Promise<void> {
 await realEmbed(fashionPngs, fashionF);
 await realEmbed(nearQueries, nearF);
 await realEmbed(photos, photoF);
-await realEmbed(photoQueries.map((q) => q.file), photoQF);
+await realEmbed(
+  photoQueries.map((q) => q.file),
+  photoQF,
+);
 const realF = (fs: Features[]) => fs.map((f) => new Map([['real', byFile.get(f)!]]));
 const realSets = {
   nearSims: similarities(realF(nearF), realF(nearIndex), ['real']),
@@ -274,4 +313,6 @@ const realSets = {
 };
 const realScore = evaluate({ name: 'real', parts: [{ key: 'real', weight: 1 }] }, realSets);
 console.log(`\nconfigured default (real ONNX graph, dim ${real.outputDimensions[0]}): ${describeLayers(features, DEFAULT_THUMBNAIL)}`);
-console.log(`  near-dup Fashion ${pct(realScore.fashionNear)}%, photos ${pct(realScore.photoNear)}%, class top-1 1k ${pct(realScore.class1k)}%, 5k ${pct(realScore.class5k)}%  ${ok(realScore) ? 'PASSES' : 'FAILS'}`);
+console.log(
+  `  near-dup Fashion ${pct(realScore.fashionNear)}%, photos ${pct(realScore.photoNear)}%, class top-1 1k ${pct(realScore.class1k)}%, 5k ${pct(realScore.class5k)}%  ${ok(realScore) ? 'PASSES' : 'FAILS'}`,
+);

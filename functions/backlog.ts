@@ -77,9 +77,7 @@ export class MonitoringBacklogProbe implements BacklogProbe {
 }
 
 export class PullBacklogProbe implements BacklogProbe {
-  constructor(
-    private readonly options: { subscriber: Pick<v1.SubscriberClient, 'pull' | 'modifyAckDeadline'>; subscription: string; timeoutMs?: number },
-  ) {}
+  constructor(private readonly options: { subscriber: Pick<v1.SubscriberClient, 'pull' | 'modifyAckDeadline'>; subscription: string; timeoutMs?: number }) {}
 
   async undelivered(): Promise<number> {
     const { subscriber, subscription } = this.options;

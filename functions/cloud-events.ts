@@ -118,5 +118,10 @@ export function deadLetterBody(event: CloudEventLike, reason: string) {
 /** Pub/Sub attribute values are limited to 1024 bytes. */
 export function attributeValue(text: string, maxBytes = 1024): string {
   const bytes = Buffer.from(text, 'utf8');
-  return bytes.length <= maxBytes ? text : `${bytes.subarray(0, maxBytes - 3).toString('utf8').replace(/\uFFFD$/, '')}...`;
+  return bytes.length <= maxBytes
+    ? text
+    : `${bytes
+        .subarray(0, maxBytes - 3)
+        .toString('utf8')
+        .replace(/\uFFFD$/, '')}...`;
 }

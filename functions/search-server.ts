@@ -208,4 +208,3 @@ if (isMain) {
       process.exit(1);
     });
 }
-

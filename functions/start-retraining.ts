@@ -24,7 +24,8 @@ export const retrainRequestSchema = z
       .record(z.string(), z.string().max(1000))
       .superRefine((args, ctx) => {
         for (const key of Object.keys(args)) {
-          if (!/^[a-zA-Z][a-zA-Z0-9-]*$/.test(key)) ctx.addIssue({ code: 'custom', path: [key], message: `argument name ${JSON.stringify(key)} must be letters, digits and dashes` });
+          if (!/^[a-zA-Z][a-zA-Z0-9-]*$/.test(key))
+            ctx.addIssue({ code: 'custom', path: [key], message: `argument name ${JSON.stringify(key)} must be letters, digits and dashes` });
         }
       })
       .default({}),
@@ -41,8 +42,7 @@ export interface StartRetrainingDeps {
 }
 
 export type StartRetrainingResult =
-  | { status: 'started' | 'already-running'; execution: JobExecution; reason: string }
-  | { status: 'dead-lettered'; reason: string };
+  { status: 'started' | 'already-running'; execution: JobExecution; reason: string } | { status: 'dead-lettered'; reason: string };
 
 const deps = new LazyDeps<StartRetrainingDeps>(async () => {
   const config = cloudConfig('startRetraining');

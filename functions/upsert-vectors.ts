@@ -31,8 +31,7 @@ export interface UpsertVectorsDeps {
 }
 
 export type UpsertVectorsResult =
-  | { status: 'done'; outcome: UpsertHandlerOutcome['status'] }
-  | { status: 'dead-lettered'; reason: string; deadLetterTopic: string };
+  { status: 'done'; outcome: UpsertHandlerOutcome['status'] } | { status: 'dead-lettered'; reason: string; deadLetterTopic: string };
 
 const deps = new LazyDeps<UpsertVectorsDeps>(async () => {
   const config = cloudConfig('upsertVectors');
@@ -108,7 +107,11 @@ async function deadLetter(
   }
   const deadLetterTopic = deadLetterTopicOf(sourceTopic);
   // Pub/Sub reserves `goog*` attribute names; the rest of the original attributes travel along.
-  const kept = Object.fromEntries(Object.entries(message.attributes).filter(([k]) => !k.startsWith('goog')).map(([k, v]) => [k, attributeValue(v)]));
+  const kept = Object.fromEntries(
+    Object.entries(message.attributes)
+      .filter(([k]) => !k.startsWith('goog'))
+      .map(([k, v]) => [k, attributeValue(v)]),
+  );
   await d.bus.publish(deadLetterTopic, message.data ?? null, {
     ...kept,
     reason: attributeValue(reason),

@@ -77,7 +77,22 @@ export const DERIVED_NAMES = {
     resource: 'service account id',
     min: 6,
     max: 30,
-    suffixes: ['embed', 'dispatch', 'embed-tick', 'upsert', 'push-upsert', 'object-events', 'eventarc', 'fn-build', 'opensearch', 'trainer', 'reindex', 'retrain-start', 'push-retrain', 'search'],
+    suffixes: [
+      'embed',
+      'dispatch',
+      'embed-tick',
+      'upsert',
+      'push-upsert',
+      'object-events',
+      'eventarc',
+      'fn-build',
+      'opensearch',
+      'trainer',
+      'reindex',
+      'retrain-start',
+      'push-retrain',
+      'search',
+    ],
   },
   cloudRunJob: { resource: 'Cloud Run job name', min: 1, max: 49, suffixes: ['embed', 'reindex'] },
   cloudRunService: {
@@ -93,9 +108,18 @@ export const DERIVED_NAMES = {
     min: 3,
     max: 255,
     suffixes: [
-      'image-events', 'image-events-dead-letter', 'image-events-dead-letter-inbox', 'image-events-embed',
-      'embeddings', 'embeddings-dead-letter', 'embeddings-dead-letter-inbox', 'embeddings-upsert',
-      'retrain-requests', 'retrain-requests-dead-letter', 'retrain-requests-dead-letter-inbox', 'retrain-requests-start',
+      'image-events',
+      'image-events-dead-letter',
+      'image-events-dead-letter-inbox',
+      'image-events-embed',
+      'embeddings',
+      'embeddings-dead-letter',
+      'embeddings-dead-letter-inbox',
+      'embeddings-upsert',
+      'retrain-requests',
+      'retrain-requests-dead-letter',
+      'retrain-requests-dead-letter-inbox',
+      'retrain-requests-start',
     ],
   },
   compute: {
@@ -225,7 +249,12 @@ const embedSchema = z
     /** Images per ONNX batch; decode guards (pixels, bytes) against decompression bombs. */
     batchSize: z.number().int().min(1).max(512).default(32),
     maxPixels: z.number().int().min(1).max(2_000_000_000).default(50_000_000),
-    maxBytes: z.number().int().min(1).max(5_000_000_000).default(100 * 1024 * 1024),
+    maxBytes: z
+      .number()
+      .int()
+      .min(1)
+      .max(5_000_000_000)
+      .default(100 * 1024 * 1024),
     /** Only objects under this prefix of the images bucket are indexed. */
     imagePrefix: z.string().default(''),
     /** How often Scheduler calls dispatchEmbed, which starts the job when there is a backlog. */
@@ -264,21 +293,33 @@ const opensearchSchema = z
      */
     mode: z.enum(['external', 'vm']).default('vm'),
     /** Alias the search API reads and reindexing swaps. */
-    indexAlias: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'must be lowercase letters, digits, "_" or "-"').default('images'),
+    indexAlias: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9_-]*$/, 'must be lowercase letters, digits, "_" or "-"')
+      .default('images'),
     /** vm mode: zone, machine type, data disk, container image (pulled through Artifact Registry). */
-    zone: z.string().regex(/^[a-z]+-[a-z]+\d+-[a-z]$/, 'must be a zone such as "us-central1-a"').optional(),
+    zone: z
+      .string()
+      .regex(/^[a-z]+-[a-z]+\d+-[a-z]$/, 'must be a zone such as "us-central1-a"')
+      .optional(),
     machineType: z.string().min(1).default('e2-standard-4'),
     diskSizeGb: z.number().int().min(10).max(65536).default(100),
     image: z.string().min(1).default('opensearchproject/opensearch:2.19.1'),
     /** JVM heap; half of the machine's memory is the usual rule. */
-    heap: z.string().regex(/^\d+[mg]$/, 'must be a JVM size like "8g"').default('8g'),
+    heap: z
+      .string()
+      .regex(/^\d+[mg]$/, 'must be a JVM size like "8g"')
+      .default('8g'),
     /** Range of the Serverless VPC Access connector (a /28 unused in the network). */
     connectorCidr: z
       .string()
       .regex(/^\d{1,3}(\.\d{1,3}){3}\/28$/, 'must be an unused /28 range, e.g. "10.8.0.0/28"')
       .default('10.8.0.0/28'),
     /** Range of the subnet the VM lives in. */
-    subnetCidr: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'must be a CIDR range, e.g. "10.10.0.0/24"').default('10.10.0.0/24'),
+    subnetCidr: z
+      .string()
+      .regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'must be a CIDR range, e.g. "10.10.0.0/24"')
+      .default('10.10.0.0/24'),
   })
   .strict()
   .default({
@@ -299,9 +340,7 @@ const retrainSchema = z
     /** Vertex AI custom job machine (retraining reads stored embeddings: CPU is enough). */
     machineType: z.string().min(1).default('n1-standard-8'),
     /** Flags of jobs/retrain the scheduled request carries, e.g. `{ epochs: "8", hidden: "1024" }`. */
-    args: z
-      .partialRecord(z.enum(['seed', 'epochs', 'margin', 'heldOut', 'hidden']), z.string().regex(/^[0-9.]+$/, 'a number'))
-      .default({}),
+    args: z.partialRecord(z.enum(['seed', 'epochs', 'margin', 'heldOut', 'hidden']), z.string().regex(/^[0-9.]+$/, 'a number')).default({}),
   })
   .strict()
   .default({ schedule: '0 3 * * 0', machineType: 'n1-standard-8', args: {} });
@@ -354,7 +393,10 @@ const stackSchema = z.object({
   /** Google Cloud project id (`gcp:project`). */
   project: z.string().regex(/^[a-z][a-z0-9-]{4,28}[a-z0-9]$/, 'must be a Google Cloud project id'),
   /** Region of every regional resource (`gcp:region`); it must offer Cloud Run GPUs when embed.gpu is on. */
-  region: z.string().regex(/^[a-z]+-[a-z]+\d+$/, 'must be a region such as "us-central1"').default('us-central1'),
+  region: z
+    .string()
+    .regex(/^[a-z]+-[a-z]+\d+$/, 'must be a region such as "us-central1"')
+    .default('us-central1'),
   /**
    * Prefix of every resource name: lowercase letters, digits and "-". Its length is bounded by the
    * names derived from it (DERIVED_NAMES): service account ids (30) allow up to 16 characters.
@@ -459,7 +501,9 @@ function crossSettingProblems(raw: Record<string, unknown>, secrets: StackSecret
   if (project && prefix) {
     const tooLong = derivedNameProblems({ project, prefix });
     if (tooLong.length > 0) {
-      problems.push(`- iss:prefix: "${prefix}" makes names Google refuses: ${tooLong.join('; ')} (fix: pulumi config set iss:prefix <at most ${maxPrefixLength(project)} characters>)`);
+      problems.push(
+        `- iss:prefix: "${prefix}" makes names Google refuses: ${tooLong.join('; ')} (fix: pulumi config set iss:prefix <at most ${maxPrefixLength(project)} characters>)`,
+      );
     }
   }
 

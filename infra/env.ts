@@ -7,15 +7,7 @@ import * as pulumi from '@pulumi/pulumi';
  * and name nothing that schema does not read; `test/unit/infra-policies.unit.test.ts` checks the
  * deployed env against those schemas, so the two cannot drift apart.
  */
-export type Workload =
-  | 'onObjectEvent'
-  | 'dispatchEmbed'
-  | 'embedJob'
-  | 'upsertVectors'
-  | 'startRetraining'
-  | 'reindexJob'
-  | 'bootstrapModel'
-  | 'search';
+export type Workload = 'onObjectEvent' | 'dispatchEmbed' | 'embedJob' | 'upsertVectors' | 'startRetraining' | 'reindexJob' | 'bootstrapModel' | 'search';
 
 /** Names whose values are Secret Manager references, not plain values. */
 export const SECRET_ENV = ['OPENSEARCH_URL', 'OPENSEARCH_USERNAME', 'OPENSEARCH_PASSWORD'] as const;

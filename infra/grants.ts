@@ -43,12 +43,8 @@ export const grantOnSecret = (name: string, project: string, secretId: pulumi.In
 export const grantOnServiceAccount = (name: string, serviceAccountId: pulumi.Input<string>, g: Grant, opts: Opts) =>
   new gcp.serviceaccount.IAMMember(name, { serviceAccountId, role: g.role, member: g.member }, opts);
 
-export const grantOnRepository = (
-  name: string,
-  args: { project: string; location: string; repository: pulumi.Input<string> },
-  g: Grant,
-  opts: Opts,
-) => new gcp.artifactregistry.RepositoryIamMember(name, { ...args, role: g.role, member: g.member }, opts);
+export const grantOnRepository = (name: string, args: { project: string; location: string; repository: pulumi.Input<string> }, g: Grant, opts: Opts) =>
+  new gcp.artifactregistry.RepositoryIamMember(name, { ...args, role: g.role, member: g.member }, opts);
 
 /** A role on one Cloud Run service (gen2 functions are Cloud Run services too). */
 export function cloudRunServiceMember(
@@ -69,9 +65,5 @@ export function cloudRunJobMember(
   args: { project: string; location: string; job: pulumi.Input<string> } & Grant,
   opts: Opts,
 ): gcp.cloudrunv2.JobIamMember {
-  return new gcp.cloudrunv2.JobIamMember(
-    name,
-    { project: args.project, location: args.location, name: args.job, role: args.role, member: args.member },
-    opts,
-  );
+  return new gcp.cloudrunv2.JobIamMember(name, { project: args.project, location: args.location, name: args.job, role: args.role, member: args.member }, opts);
 }

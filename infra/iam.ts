@@ -58,11 +58,7 @@ export function serviceAccount(
 ): gcp.serviceaccount.Account {
   const accountId = `${args.prefix}-${args.suffix}`;
   if (accountId.length > 30) throw new Error(`service account id "${accountId}" is longer than 30 characters; shorten iss:prefix`);
-  return new gcp.serviceaccount.Account(
-    name,
-    { project: args.project, accountId, displayName: accountId, description: args.purpose },
-    opts,
-  );
+  return new gcp.serviceaccount.Account(name, { project: args.project, accountId, displayName: accountId, description: args.purpose }, opts);
 }
 
 /** A project-level grant, refused at program time unless the role is on PROJECT_LEVEL_ROLES. */

@@ -140,7 +140,8 @@ function readLock(root: string): Lockfile {
   const cached = lockCache.get(file);
   if (cached?.mtimeMs === mtimeMs) return cached.lock;
   const lock = JSON.parse(readFileSync(file, 'utf8')) as Lockfile;
-  if (!lock.packages || lock.lockfileVersion < 2) throw new Error(`${file}: lockfileVersion ${lock.lockfileVersion} has no "packages" map (run npm install with npm 7 or later)`);
+  if (!lock.packages || lock.lockfileVersion < 2)
+    throw new Error(`${file}: lockfileVersion ${lock.lockfileVersion} has no "packages" map (run npm install with npm 7 or later)`);
   lockCache.set(file, { mtimeMs, lock });
   return lock;
 }
@@ -158,7 +159,7 @@ const nameAt = (location: string) => location.slice(location.lastIndexOf('node_m
 
 /** The lock location `name` resolves to from the package at `from` ('' = the root), as Node walks up node_modules folders. */
 function resolveLocation(lock: Lockfile, from: string, name: string): string | undefined {
-  for (let base = from; ; ) {
+  for (let base = from; ;) {
     const candidate = base ? `${base}/node_modules/${name}` : `node_modules/${name}`;
     const entry = lock.packages[candidate];
     if (entry) return entry.link && entry.resolved ? entry.resolved : candidate;
@@ -295,7 +296,11 @@ function installedVersion(lock: Lockfile, name: string): string {
 }
 
 /** package-lock.json of a deployable: the repository's entries for its closure, same layout, flags recomputed. */
-function prunedLockfile(lock: Lockfile, manifest: { name: string; version: string; dependencies: Record<string, string> }, closure: DependencyClosure): Lockfile {
+function prunedLockfile(
+  lock: Lockfile,
+  manifest: { name: string; version: string; dependencies: Record<string, string> },
+  closure: DependencyClosure,
+): Lockfile {
   const packages: Record<string, LockEntry> = { '': { name: manifest.name, version: manifest.version, dependencies: manifest.dependencies } };
   for (const [location, flags] of closure.locations) {
     const { dev: _dev, devOptional: _devOptional, optional: _optional, peer: _peer, ...entry } = lock.packages[location]!;
@@ -359,7 +364,12 @@ function filesUnder(dir: string, prefix = ''): string[] {
 /** The digest of a deployable folder: every file's path and bytes, in sorted order. */
 export function folderDigest(dir: string, files = filesUnder(dir)): string {
   const hash = createHash('sha256');
-  for (const file of [...files].sort()) hash.update(file).update('\0').update(readFileSync(path.join(dir, file))).update('\0');
+  for (const file of [...files].sort())
+    hash
+      .update(file)
+      .update('\0')
+      .update(readFileSync(path.join(dir, file)))
+      .update('\0');
   return hash.digest('hex');
 }
 
@@ -367,7 +377,8 @@ function presentEntries(name: DeployableName, root: string): EntrySpec[] {
   const spec: DeployableSpec = DEPLOYABLES[name];
   const entries = spec.entries.filter((e) => !e.optional || existsSync(path.join(root, e.source)));
   for (const e of entries) {
-    if (!existsSync(path.join(root, e.source))) throw new Error(`deployable ${name}: entry module ${e.source} does not exist (fix the table in infra/packaging.ts)`);
+    if (!existsSync(path.join(root, e.source)))
+      throw new Error(`deployable ${name}: entry module ${e.source} does not exist (fix the table in infra/packaging.ts)`);
   }
   return entries;
 }
@@ -488,13 +499,19 @@ function buildInto(name: DeployableName, staging: string, root: string, entries:
     for (const pattern of PATH_LOADED) for (const m of text.matchAll(pattern)) if (isBarePackage(m[1]!)) packages.add(packageName(m[1]!));
     for (const m of text.matchAll(WORKER_URL)) {
       const target = m[1]!;
-      if (!/^\.\/[^/]+$/.test(target)) throw new Error(`${file}: new URL(${JSON.stringify(target)}, import.meta.url) must name a file in the same folder to be bundled next to it`);
+      if (!/^\.\/[^/]+$/.test(target))
+        throw new Error(`${file}: new URL(${JSON.stringify(target)}, import.meta.url) must name a file in the same folder to be bundled next to it`);
       workers.set(path.posix.join(path.posix.dirname(file), target.slice(2)), path.basename(target));
     }
   }
   for (const [source, fileName] of workers) {
     const ext = path.extname(fileName);
-    const worker = bundle({ absWorkingDir: root, entryPoints: [{ in: source, out: fileName.slice(0, -ext.length) }], outExtension: { '.js': ext }, outdir: bundleDir });
+    const worker = bundle({
+      absWorkingDir: root,
+      entryPoints: [{ in: source, out: fileName.slice(0, -ext.length) }],
+      outExtension: { '.js': ext },
+      outdir: bundleDir,
+    });
     for (const f of ownInputs(worker, root)) inputs.add(f);
     const more = externalsOf(worker);
     more.packages.forEach((p) => packages.add(p));
@@ -503,7 +520,8 @@ function buildInto(name: DeployableName, staging: string, root: string, entries:
   if (spec.kind === 'function') packages.add(FUNCTIONS_FRAMEWORK);
 
   const forbidden = [...packages].filter((p) => FORBIDDEN.some((re) => re.test(p)));
-  if (forbidden.length > 0) throw new Error(`deployable ${name} would depend on ${forbidden.join(', ')}; these never ship (see FORBIDDEN in infra/packaging.ts)`);
+  if (forbidden.length > 0)
+    throw new Error(`deployable ${name} would depend on ${forbidden.join(', ')}; these never ship (see FORBIDDEN in infra/packaging.ts)`);
 
   for (const [from, to] of Object.entries(spec.assets ?? {})) {
     cpSync(path.join(root, from), path.join(staging, to), { recursive: true });
@@ -591,7 +609,8 @@ function imageEntry(image: ImageName, entry: string | undefined, root: string): 
   const spec: DeployableSpec = DEPLOYABLES[image];
   const found = entry === undefined ? spec.entries[0] : spec.entries.find((e) => e.bundle === entry || e.source === entry);
   if (!found) throw new Error(`image ${image} has no entry ${JSON.stringify(entry)}; entries: ${spec.entries.map((e) => e.bundle).join(', ')}`);
-  if (found.optional && !existsSync(path.join(root, found.source))) throw new Error(`image ${image}: ${found.source} does not exist, so the image has no ${found.bundle} bundle`);
+  if (found.optional && !existsSync(path.join(root, found.source)))
+    throw new Error(`image ${image}: ${found.source} does not exist, so the image has no ${found.bundle} bundle`);
   return found;
 }
 
@@ -650,7 +669,9 @@ if (isMain) {
     }
     const started = Date.now();
     const build = buildDeployable(name as DeployableName);
-    const deps = Object.entries(build.dependencies).map(([p, v]) => `${p}@${v}`).join(' ');
+    const deps = Object.entries(build.dependencies)
+      .map(([p, v]) => `${p}@${v}`)
+      .join(' ');
     process.stdout.write(
       `${name}: ${path.relative(process.cwd(), build.outDir) || '.'} ${build.reused ? 'up to date' : 'built'} in ${Date.now() - started} ms; ` +
         `${(build.bundleBytes / 1024).toFixed(0)} KiB of JavaScript (${build.bundles.join(', ')}); dependencies: ${deps}\n`,

@@ -60,93 +60,127 @@ export function createStack(cfg: StackConfig, extra: { transformations?: pulumi.
   };
   const functionsCommon = { sourcesBucket: storage.sources.name, buildServiceAccountId: builder.account.name };
 
-  const ingest = new ObjectEvents('ingest', {
-    ...at,
-    ...functionsCommon,
-    imagesBucket: storage.images.name,
-    featuresBucket: storage.features.name,
-    imageEventsTopic: messaging.imageEvents.topic.name,
-    imageEventsDeadLetterTopic: messaging.imageEvents.deadLetterTopic.name,
-    storageServiceAgent,
-    eventarcAgent: agents.eventarc,
-    env,
-  }, opts);
+  const ingest = new ObjectEvents(
+    'ingest',
+    {
+      ...at,
+      ...functionsCommon,
+      imagesBucket: storage.images.name,
+      featuresBucket: storage.features.name,
+      imageEventsTopic: messaging.imageEvents.topic.name,
+      imageEventsDeadLetterTopic: messaging.imageEvents.deadLetterTopic.name,
+      storageServiceAgent,
+      eventarcAgent: agents.eventarc,
+      env,
+    },
+    opts,
+  );
 
-  const embedding = new Embedding('embedding', {
-    ...at,
-    ...functionsCommon,
-    settings: cfg.embed,
-    deletionProtection: cfg.deletionProtection,
-    image: images.refs.embed,
-    buckets: { images: storage.images.name, models: storage.models.name, features: storage.features.name },
-    imageEventsSubscription: messaging.imageEventsSubscription.name,
-    imageEventsDeadLetterTopic: messaging.imageEvents.deadLetterTopic.name,
-    embeddingsTopic: messaging.embeddings.topic.name,
-    env,
-  }, opts);
+  const embedding = new Embedding(
+    'embedding',
+    {
+      ...at,
+      ...functionsCommon,
+      settings: cfg.embed,
+      deletionProtection: cfg.deletionProtection,
+      image: images.refs.embed,
+      buckets: { images: storage.images.name, models: storage.models.name, features: storage.features.name },
+      imageEventsSubscription: messaging.imageEventsSubscription.name,
+      imageEventsDeadLetterTopic: messaging.imageEvents.deadLetterTopic.name,
+      embeddingsTopic: messaging.embeddings.topic.name,
+      env,
+    },
+    opts,
+  );
 
-  const indexing = new Indexing('indexing', {
-    ...at,
-    ...functionsCommon,
-    opensearch: cfg.opensearch,
-    messaging: cfg.messaging,
-    opensearchUrl: cfg.opensearchUrl,
-    opensearchUsername: cfg.opensearchUsername,
-    opensearchPassword: cfg.opensearchPassword,
-    embeddings: messaging.embeddings,
-    imageEventsTopic: messaging.imageEvents.topic.name,
-    featuresBucket: storage.features.name,
-    pubsubServiceAgent,
-    env,
-  }, opts);
+  const indexing = new Indexing(
+    'indexing',
+    {
+      ...at,
+      ...functionsCommon,
+      opensearch: cfg.opensearch,
+      messaging: cfg.messaging,
+      opensearchUrl: cfg.opensearchUrl,
+      opensearchUsername: cfg.opensearchUsername,
+      opensearchPassword: cfg.opensearchPassword,
+      embeddings: messaging.embeddings,
+      imageEventsTopic: messaging.imageEvents.topic.name,
+      featuresBucket: storage.features.name,
+      pubsubServiceAgent,
+      env,
+    },
+    opts,
+  );
   const opensearchSecrets = { ids: indexing.opensearch.secretIds, secrets: indexing.opensearch.secrets };
 
-  const retraining = new Retraining('retraining', {
-    ...at,
-    ...functionsCommon,
-    settings: cfg.retrain,
-    messaging: cfg.messaging,
-    deletionProtection: cfg.deletionProtection,
-    trainerImage: images.refs.trainer,
-    retrainRequests: messaging.retrainRequests,
-    buckets: { models: storage.models.name, features: storage.features.name },
-    opensearchSecrets,
-    vpcConnector: indexing.opensearch.connectorId,
-    pubsubServiceAgent,
-    env,
-  }, opts);
+  const retraining = new Retraining(
+    'retraining',
+    {
+      ...at,
+      ...functionsCommon,
+      settings: cfg.retrain,
+      messaging: cfg.messaging,
+      deletionProtection: cfg.deletionProtection,
+      trainerImage: images.refs.trainer,
+      retrainRequests: messaging.retrainRequests,
+      buckets: { models: storage.models.name, features: storage.features.name },
+      opensearchSecrets,
+      vpcConnector: indexing.opensearch.connectorId,
+      pubsubServiceAgent,
+      env,
+    },
+    opts,
+  );
 
-  const bootstrap = new ModelBootstrap('model-bootstrap', {
-    ...at,
-    settings: cfg.model,
-    deletionProtection: cfg.deletionProtection,
-    image: images.refs.trainer,
-    command: containerCommand('trainer', 'jobs/bootstrap-model/main.ts'),
-    modelsBucket: storage.models.name,
-    env,
-  }, opts);
+  const bootstrap = new ModelBootstrap(
+    'model-bootstrap',
+    {
+      ...at,
+      settings: cfg.model,
+      deletionProtection: cfg.deletionProtection,
+      image: images.refs.trainer,
+      command: containerCommand('trainer', 'jobs/bootstrap-model/main.ts'),
+      modelsBucket: storage.models.name,
+      env,
+    },
+    opts,
+  );
 
-  const search = new Search('search', {
-    ...at,
-    settings: cfg.search,
-    deletionProtection: cfg.deletionProtection,
-    image: images.refs.search,
-    buckets: { images: storage.images.name, models: storage.models.name, features: storage.features.name },
-    opensearchSecrets,
-    vpcConnector: indexing.opensearch.connectorId,
-    env,
-  }, opts);
+  const search = new Search(
+    'search',
+    {
+      ...at,
+      settings: cfg.search,
+      deletionProtection: cfg.deletionProtection,
+      image: images.refs.search,
+      buckets: { images: storage.images.name, models: storage.models.name, features: storage.features.name },
+      opensearchSecrets,
+      vpcConnector: indexing.opensearch.connectorId,
+      env,
+    },
+    opts,
+  );
 
   const inboxes = [messaging.imageEvents, messaging.embeddings, messaging.retrainRequests].map((t) => t.deadLetterInbox.name);
-  const monitoring = new Monitoring('monitoring', {
-    ...at,
-    alertEmail: cfg.alertEmail,
-    deadLetterInboxes: inboxes,
-    jobs: [embedding.job.name, retraining.reindexJob.name],
-    functionServices: [ingest.function.serviceName, embedding.dispatch.serviceName, indexing.upsert.serviceName, retraining.start.serviceName, search.service.name],
-    indexService: indexing.upsert.serviceName,
-    subscriptions: [messaging.imageEventsSubscription.name, indexing.subscription.subscription.name],
-  }, opts);
+  const monitoring = new Monitoring(
+    'monitoring',
+    {
+      ...at,
+      alertEmail: cfg.alertEmail,
+      deadLetterInboxes: inboxes,
+      jobs: [embedding.job.name, retraining.reindexJob.name],
+      functionServices: [
+        ingest.function.serviceName,
+        embedding.dispatch.serviceName,
+        indexing.upsert.serviceName,
+        retraining.start.serviceName,
+        search.service.name,
+      ],
+      indexService: indexing.upsert.serviceName,
+      subscriptions: [messaging.imageEventsSubscription.name, indexing.subscription.subscription.name],
+    },
+    opts,
+  );
 
   return {
     components: { apis, agents, bootstrap, storage, messaging, images, builder, ingest, embedding, indexing, retraining, search, monitoring },

@@ -32,7 +32,10 @@ const envSchema = z.object({
   OPENSEARCH_USERNAME: z.string().optional(),
   OPENSEARCH_PASSWORD: z.string().optional(),
   OPENSEARCH_CA_FILE: z.string().optional(),
-  OPENSEARCH_INDEX_ALIAS: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/).default('images'),
+  OPENSEARCH_INDEX_ALIAS: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_-]*$/)
+    .default('images'),
   LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
 });
 

@@ -50,7 +50,10 @@ export const embeddingUpsertSchema = z.object({
    * Inline vector as base64 of little-endian float32 — what the embed step sends: about a third
    * of the JSON size and far cheaper to encode and parse.
    */
-  vectorBase64: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, { message: 'must be base64' }).optional(),
+  vectorBase64: z
+    .string()
+    .regex(/^[A-Za-z0-9+/]*={0,2}$/, { message: 'must be base64' })
+    .optional(),
   vectorRef: z.object({ shard: z.string(), row: z.number().int().nonnegative() }).optional(),
   metadata: imageMetadataSchema.default({ labels: [] }),
 });

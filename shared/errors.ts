@@ -35,14 +35,7 @@ export class ImageRejectedError extends AppError {
   }
 }
 
-export type RejectReason =
-  | 'empty-file'
-  | 'too-large'
-  | 'too-many-pixels'
-  | 'unsupported-format'
-  | 'corrupt-image'
-  | 'not-an-image'
-  | 'invalid-event';
+export type RejectReason = 'empty-file' | 'too-large' | 'too-many-pixels' | 'unsupported-format' | 'corrupt-image' | 'not-an-image' | 'invalid-event';
 
 /** The object changed (or vanished) since the event was emitted: a newer event will follow. */
 export class GenerationMismatchError extends AppError {

@@ -114,14 +114,16 @@ async function refreshStatus() {
       ? `model ${s.model.version} (${s.model.dimension}-d${s.model.hasTextTower ? ', text search on' : ', image search only'})`
       : (s.notice ?? 'no model yet: searches start working once the first model is registered');
     const counts = { indexed: s.indexed, pending: s.pending, rejected: s.rejected.count, 'dead-lettered': s.deadLettered.count };
-    $('#counts').replaceChildren(...Object.entries(counts).flatMap(([k, v]) => {
-      const dt = document.createElement('dt');
-      dt.textContent = k;
-      const dd = document.createElement('dd');
-      dd.id = `count-${k}`;
-      dd.textContent = String(v);
-      return [dt, dd];
-    }));
+    $('#counts').replaceChildren(
+      ...Object.entries(counts).flatMap(([k, v]) => {
+        const dt = document.createElement('dt');
+        dt.textContent = k;
+        const dd = document.createElement('dd');
+        dd.id = `count-${k}`;
+        dd.textContent = String(v);
+        return [dt, dd];
+      }),
+    );
     $('#rejected tbody').replaceChildren(...s.rejected.items.map((r) => row([r.uri.split('/').pop(), r.reason, r.detail, r.at])));
     $('#dead tbody').replaceChildren(...s.deadLettered.items.map((d) => row([d.topic, d.reason, String(d.deliveryAttempt), d.at])));
   } catch (err) {
@@ -129,10 +131,17 @@ async function refreshStatus() {
   }
   try {
     const models = await asJson(await fetch('/api/models'));
-    $('#models tbody').replaceChildren(...models.map((m) => row([
-      m.version, m.active ? 'yes' : '', m.parent ?? '',
-      m.metrics?.imageToImage?.['recall@1']?.toFixed(3), m.metrics?.textToImage?.['precision@10']?.toFixed(3),
-    ])));
+    $('#models tbody').replaceChildren(
+      ...models.map((m) =>
+        row([
+          m.version,
+          m.active ? 'yes' : '',
+          m.parent ?? '',
+          m.metrics?.imageToImage?.['recall@1']?.toFixed(3),
+          m.metrics?.textToImage?.['precision@10']?.toFixed(3),
+        ]),
+      ),
+    );
     const plot = $('#metrics-plot');
     if (models.some((m) => m.metrics)) {
       plot.src = `/api/reports/metrics.png?t=${Date.now()}`;

@@ -13,7 +13,10 @@ export function registerEvalCommand(program: Command): void {
         const report = await evaluateVersion({ ...runtime, reportsDir: runtime.config.paths.reports }, opts.model);
         const { modelVersion, imageToImage, textToImage } = report;
         if (opts.json) return printJson({ modelVersion, imageToImage, textToImage });
-        const fmt = (m: Record<string, number>) => Object.entries(m).map(([k, v]) => `${k} ${v.toFixed(4)}`).join('  ');
+        const fmt = (m: Record<string, number>) =>
+          Object.entries(m)
+            .map(([k, v]) => `${k} ${v.toFixed(4)}`)
+            .join('  ');
         process.stdout.write(
           `${modelVersion} on ${report.counts.queries} held-out images (corpus ${report.counts.corpus})\n` +
             `  image→image  ${fmt(imageToImage)}\n` +

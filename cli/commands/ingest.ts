@@ -28,13 +28,27 @@ export function registerIngestCommand(program: Command): void {
         const store = runtime.blobsFor(root);
         const tally = new PipelineTally();
         const names = new Map<string, string>();
-        const eventDeps = { bus: runtime.bus, rejections: runtime.rejections, logger: runtime.logger, settings: { prefix: '', maxBytes: runtime.config.maxBytes } };
-        const bar = new SingleBar({ format: 'embedding |{bar}| {value}/{total} images | {eta_formatted} left', hideCursor: true, noTTYOutput: false }, Presets.shades_classic);
+        const eventDeps = {
+          bus: runtime.bus,
+          rejections: runtime.rejections,
+          logger: runtime.logger,
+          settings: { prefix: '', maxBytes: runtime.config.maxBytes },
+        };
+        const bar = new SingleBar(
+          { format: 'embedding |{bar}| {value}/{total} images | {eta_formatted} left', hideCursor: true, noTTYOutput: false },
+          Presets.shades_classic,
+        );
         const showBar = !opts.json && process.stderr.isTTY;
-        const workers = new PipelineWorkers(runtime.bus, () => runtime.embedDeps(), () => runtime.upsertDeps(), runtime.logger, {
-          batchSize: runtime.config.batchSize,
-          ackDeadlineSeconds: runtime.config.ackDeadlineSeconds,
-        });
+        const workers = new PipelineWorkers(
+          runtime.bus,
+          () => runtime.embedDeps(),
+          () => runtime.upsertDeps(),
+          runtime.logger,
+          {
+            batchSize: runtime.config.batchSize,
+            ackDeadlineSeconds: runtime.config.ackDeadlineSeconds,
+          },
+        );
         workers.on('embedded', (outcomes) => {
           tally.onEmbedded(outcomes, (id) => names.get(id) ?? id);
           if (showBar) bar.update(Math.min(tally.settled, tally.published));

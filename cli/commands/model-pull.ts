@@ -15,7 +15,9 @@ export function registerModelPullCommand(model: Command): void {
   model
     .command('pull')
     .argument('<name>', 'model to fetch: clip-vit-b32')
-    .description('fetch an ONNX CLIP (image + text towers + BPE merges) and register it (not promoted: `imgsearch model promote <version>` re-embeds and switches)')
+    .description(
+      'fetch an ONNX CLIP (image + text towers + BPE merges) and register it (not promoted: `imgsearch model promote <version>` re-embeds and switches)',
+    )
     .option('--from <dirOrUrl>', 'a folder holding the files (offline), or a mirror base URL')
     .option('--json', 'print {version, registered, manifest}')
     .action(async (name: string, opts: { from?: string; json?: boolean }, command: Command) => {
@@ -25,7 +27,11 @@ export function registerModelPullCommand(model: Command): void {
         const isUrl = opts.from !== undefined && /^https?:\/\//.test(opts.from);
         const result = await pullClip(
           runtime.registry,
-          { dir: opts.from && !isUrl ? opts.from : undefined, url: isUrl ? opts.from : undefined, cacheDir: path.join(runtime.config.paths.cache, 'downloads', name) },
+          {
+            dir: opts.from && !isUrl ? opts.from : undefined,
+            url: isUrl ? opts.from : undefined,
+            cacheDir: path.join(runtime.config.paths.cache, 'downloads', name),
+          },
           (s) => process.stderr.write(`${s}\n`),
         );
         if (opts.json) return printJson(result);

@@ -15,10 +15,13 @@ export function registerModelCommands(program: Command): void {
       const runtime = await openLocalRuntime(configFrom(command));
       try {
         const versions = await runtime.registry.list();
-        if (opts.json) return printJson(versions.map((v) => ({ version: v.version, active: v.active, parent: v.parent, createdAt: v.createdAt, metrics: v.metrics })));
+        if (opts.json)
+          return printJson(versions.map((v) => ({ version: v.version, active: v.active, parent: v.parent, createdAt: v.createdAt, metrics: v.metrics })));
         for (const v of versions) {
           const r1 = v.metrics?.imageToImage?.['recall@1'];
-          process.stdout.write(`${v.active ? '*' : ' '} ${v.version}  parent ${v.parent ?? '-'}  ${v.createdAt}${r1 !== undefined ? `  recall@1 ${r1.toFixed(4)}` : ''}\n`);
+          process.stdout.write(
+            `${v.active ? '*' : ' '} ${v.version}  parent ${v.parent ?? '-'}  ${v.createdAt}${r1 !== undefined ? `  recall@1 ${r1.toFixed(4)}` : ''}\n`,
+          );
         }
       } finally {
         await runtime.close();
@@ -70,5 +73,7 @@ export function registerModelCommands(program: Command): void {
 function report(r: ActivationResult, json?: boolean): void {
   if (json) return printJson(r);
   const how = { reused: 'reused its earlier index', rebuilt: 'rebuilt the index from stored embeddings', unchanged: 'index already live' }[r.how];
-  process.stdout.write(`active model ${r.modelVersion}; ${how}: ${r.index} (${r.documents} documents)${r.needsReembedding ? `; ${r.needsReembedding} images need re-embedding (they were embedded by another image tower): a running \`imgsearch up\` re-embeds its bucket, or run \`imgsearch ingest <dir>\` again` : ''}\n`);
+  process.stdout.write(
+    `active model ${r.modelVersion}; ${how}: ${r.index} (${r.documents} documents)${r.needsReembedding ? `; ${r.needsReembedding} images need re-embedding (they were embedded by another image tower): a running \`imgsearch up\` re-embeds its bucket, or run \`imgsearch ingest <dir>\` again` : ''}\n`,
+  );
 }

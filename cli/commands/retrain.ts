@@ -13,7 +13,8 @@ export function parseNumberIn(min: number, max: number, { exclusive = false } = 
   return (value: string): number => {
     const n = Number(value);
     const inside = exclusive ? n > min && n < max : n >= min && n <= max;
-    if (value.trim() === '' || !Number.isFinite(n) || !inside) throw new InvalidArgumentError(`expected a number ${exclusive ? 'strictly ' : ''}between ${min} and ${max}`);
+    if (value.trim() === '' || !Number.isFinite(n) || !inside)
+      throw new InvalidArgumentError(`expected a number ${exclusive ? 'strictly ' : ''}between ${min} and ${max}`);
     return n;
   };
 }
@@ -28,73 +29,90 @@ export function epochLine(e: EpochStats, total: number, firstLoss: number): stri
 export function registerRetrainCommand(program: Command): void {
   program
     .command('retrain')
-    .description('train a new head + text tower on your labelled images and click feedback; promote it (and re-index) only if it beats the active model on held-out images')
+    .description(
+      'train a new head + text tower on your labelled images and click feedback; promote it (and re-index) only if it beats the active model on held-out images',
+    )
     .option('--epochs <n>', 'training epochs (early stopping may end sooner)', parseIntIn(0, 10_000), 30)
     .option('--seed <n>', 'random seed (same data + seed = same model)', parseIntIn(0, 2 ** 31 - 1), 42)
     .option('--margin <x>', 'held-out recall@1 gain required to promote', parseNumberIn(0, 1), 0.005)
     .option('--held-out <f>', 'share of labelled images held out for evaluation', parseNumberIn(0, 1, { exclusive: true }), 0.1)
-    .option('--validation <f>', 'share of training images used to pick the best epoch (0: keep the last epoch; helps below ~1,000 images)', parseNumberIn(0, 0.5))
-    .option('--hidden <n>', 'hidden units of the projection head (default 512; wider learns more from tens of thousands of images, and trains slower)', parseIntIn(1, 8192))
+    .option(
+      '--validation <f>',
+      'share of training images used to pick the best epoch (0: keep the last epoch; helps below ~1,000 images)',
+      parseNumberIn(0, 0.5),
+    )
+    .option(
+      '--hidden <n>',
+      'hidden units of the projection head (default 512; wider learns more from tens of thousands of images, and trains slower)',
+      parseIntIn(1, 8192),
+    )
     .option('--json', 'print the result as JSON (progress goes to stderr)')
-    .action(async (opts: { epochs: number; seed: number; margin: number; heldOut: number; validation?: number; hidden?: number; json?: boolean }, command: Command) => {
-      const out = opts.json ? process.stderr : process.stdout;
-      const bar = process.stderr.isTTY ? new SingleBar({ format: 'training |{bar}| epoch {value}/{total}  loss {loss}', clearOnComplete: true }, Presets.shades_classic) : null;
-      let firstLoss = 0;
-      const say = (line: string) => out.write(bar && out === process.stderr ? `\r\x1b[K${line}\n` : `${line}\n`);
-      const onProgress = (p: RetrainProgress) => {
-        if (p.stage === 'load') {
-          say(`${p.records} stored embeddings`);
-          if (opts.epochs > 0) bar?.start(opts.epochs, 0, { loss: '-' });
-        } else if (p.stage === 'train') {
-          if (p.epoch.epoch === 1) firstLoss = p.epoch.loss;
-          say(epochLine(p.epoch, opts.epochs, firstLoss));
-          bar?.update(p.epoch.epoch, { loss: p.epoch.loss.toFixed(4) });
-        } else if (p.stage === 'evaluate') {
-          bar?.stop();
-          say(`evaluating ${p.model} on held-out images`);
-        } else if (p.stage === 'activate') say(`${p.version} passed the gate: building its index`);
-        else if (p.stage === 'register') say(`registered ${p.version}${p.promoted ? ' (active)' : ''}`);
-      };
-      try {
-        await withRuntime(command, async (runtime) => {
-          const lifecycle = lifecycleDeps(runtime);
-          const feedbackFile = path.join(runtime.config.paths.feedback, 'feedback.jsonl');
-          const result = await retrain(
-            {
-              ...lifecycle,
-              activate: activateWithIndex(lifecycle),
-              feedback: async () => (await readFeedbackFile(feedbackFile, { logger: runtime.logger })).pairs,
-              reportsDir: runtime.config.paths.reports,
-            },
-            {
-              epochs: opts.epochs,
-              seed: opts.seed,
-              margin: opts.margin,
-              heldOutFraction: opts.heldOut,
-              training: {
-                ...(opts.validation !== undefined ? { validationFraction: opts.validation } : {}),
-                ...(opts.hidden !== undefined ? { hidden: opts.hidden } : {}),
+    .action(
+      async (
+        opts: { epochs: number; seed: number; margin: number; heldOut: number; validation?: number; hidden?: number; json?: boolean },
+        command: Command,
+      ) => {
+        const out = opts.json ? process.stderr : process.stdout;
+        const bar = process.stderr.isTTY
+          ? new SingleBar({ format: 'training |{bar}| epoch {value}/{total}  loss {loss}', clearOnComplete: true }, Presets.shades_classic)
+          : null;
+        let firstLoss = 0;
+        const say = (line: string) => out.write(bar && out === process.stderr ? `\r\x1b[K${line}\n` : `${line}\n`);
+        const onProgress = (p: RetrainProgress) => {
+          if (p.stage === 'load') {
+            say(`${p.records} stored embeddings`);
+            if (opts.epochs > 0) bar?.start(opts.epochs, 0, { loss: '-' });
+          } else if (p.stage === 'train') {
+            if (p.epoch.epoch === 1) firstLoss = p.epoch.loss;
+            say(epochLine(p.epoch, opts.epochs, firstLoss));
+            bar?.update(p.epoch.epoch, { loss: p.epoch.loss.toFixed(4) });
+          } else if (p.stage === 'evaluate') {
+            bar?.stop();
+            say(`evaluating ${p.model} on held-out images`);
+          } else if (p.stage === 'activate') say(`${p.version} passed the gate: building its index`);
+          else if (p.stage === 'register') say(`registered ${p.version}${p.promoted ? ' (active)' : ''}`);
+        };
+        try {
+          await withRuntime(command, async (runtime) => {
+            const lifecycle = lifecycleDeps(runtime);
+            const feedbackFile = path.join(runtime.config.paths.feedback, 'feedback.jsonl');
+            const result = await retrain(
+              {
+                ...lifecycle,
+                activate: activateWithIndex(lifecycle),
+                feedback: async () => (await readFeedbackFile(feedbackFile, { logger: runtime.logger })).pairs,
+                reportsDir: runtime.config.paths.reports,
               },
-            },
-            onProgress,
-          );
+              {
+                epochs: opts.epochs,
+                seed: opts.seed,
+                margin: opts.margin,
+                heldOutFraction: opts.heldOut,
+                training: {
+                  ...(opts.validation !== undefined ? { validationFraction: opts.validation } : {}),
+                  ...(opts.hidden !== undefined ? { hidden: opts.hidden } : {}),
+                },
+              },
+              onProgress,
+            );
+            bar?.stop();
+            const { activation: index, ...rest } = result;
+            if (opts.json) return printJson({ ...rest, index });
+            const r1 = (m: { imageToImage: { 'recall@1': number } }) => m.imageToImage['recall@1'].toFixed(4);
+            const p10 = (m: { textToImage: { 'precision@10': number } | null }) => (m.textToImage ? m.textToImage['precision@10'].toFixed(4) : 'n/a');
+            process.stdout.write(
+              `candidate ${result.candidate.version}: recall@1 ${r1(result.candidate.metrics)}, text precision@10 ${p10(result.candidate.metrics)} (${result.candidate.training.seconds.toFixed(1)} s, best epoch ${result.candidate.training.bestEpoch})\n` +
+                `active    ${result.current.version}: recall@1 ${r1(result.current.metrics)}, text precision@10 ${p10(result.current.metrics)}\n` +
+                result.decision.reasons.map((r) => `  - ${r}\n`).join('') +
+                (index
+                  ? `promoted ${result.candidate.version}; index ${index.index} (${index.documents} documents)\n`
+                  : `not promoted: ${result.current.version} stays active (the candidate is kept in \`imgsearch model list\`)\n`) +
+                (result.plot ? `metrics plot: ${result.plot}\n` : ''),
+            );
+          });
+        } finally {
           bar?.stop();
-          const { activation: index, ...rest } = result;
-          if (opts.json) return printJson({ ...rest, index });
-          const r1 = (m: { imageToImage: { 'recall@1': number } }) => m.imageToImage['recall@1'].toFixed(4);
-          const p10 = (m: { textToImage: { 'precision@10': number } | null }) => (m.textToImage ? m.textToImage['precision@10'].toFixed(4) : 'n/a');
-          process.stdout.write(
-            `candidate ${result.candidate.version}: recall@1 ${r1(result.candidate.metrics)}, text precision@10 ${p10(result.candidate.metrics)} (${result.candidate.training.seconds.toFixed(1)} s, best epoch ${result.candidate.training.bestEpoch})\n` +
-              `active    ${result.current.version}: recall@1 ${r1(result.current.metrics)}, text precision@10 ${p10(result.current.metrics)}\n` +
-              result.decision.reasons.map((r) => `  - ${r}\n`).join('') +
-              (index
-                ? `promoted ${result.candidate.version}; index ${index.index} (${index.documents} documents)\n`
-                : `not promoted: ${result.current.version} stays active (the candidate is kept in \`imgsearch model list\`)\n`) +
-              (result.plot ? `metrics plot: ${result.plot}\n` : ''),
-          );
-        });
-      } finally {
-        bar?.stop();
-      }
-    });
+        }
+      },
+    );
 }

@@ -25,36 +25,42 @@ export function registerSearchCommand(program: Command): void {
     .option('--label <label>', 'only images with this label')
     .option('--min-score <score>', 'cut off results below this cosine similarity', Number)
     .option('--json', 'print [{id, uri, score}] best first')
-    .action(async (opts: { image?: string[]; text?: string; similar?: string; k: number; label?: string; minScore?: number; json?: boolean }, command: Command) => {
-      const modes = [opts.image, opts.text, opts.similar].filter((v) => v !== undefined).length;
-      if (modes !== 1) throw new ParseError('give exactly one of --image <file>, --text <query>, --similar <id>');
-      const runtime = await openLocalRuntime(configFrom(command));
-      try {
-        await runtime.model.get();
-        // As the search service does: queries use the model the live index was built with (a
-        // promotion whose reindex has not swapped the alias yet still answers, with the old model).
-        const service = new SearchService(() => runtime.model.current(), () => runtime.catalog.live(), (version) => runtime.model.forVersion(version));
-        const req = { k: opts.k, minScore: opts.minScore, filter: opts.label ? { labels: [opts.label] } : undefined };
-        if (opts.image && opts.image.length > 1) {
-          // Batch of query images: one model load, one result list per image (JSON lines).
-          for (const file of opts.image) {
-            const res = await service.byImage(await readQueryImage(file), req);
-            const results = res.results.map((h) => ({ id: h.id, uri: h.uri, score: h.score, labels: h.labels }));
-            process.stdout.write(opts.json ? `${JSON.stringify({ query: file, results })}\n` : `${file}\n${formatHits(res.results)}`);
+    .action(
+      async (opts: { image?: string[]; text?: string; similar?: string; k: number; label?: string; minScore?: number; json?: boolean }, command: Command) => {
+        const modes = [opts.image, opts.text, opts.similar].filter((v) => v !== undefined).length;
+        if (modes !== 1) throw new ParseError('give exactly one of --image <file>, --text <query>, --similar <id>');
+        const runtime = await openLocalRuntime(configFrom(command));
+        try {
+          await runtime.model.get();
+          // As the search service does: queries use the model the live index was built with (a
+          // promotion whose reindex has not swapped the alias yet still answers, with the old model).
+          const service = new SearchService(
+            () => runtime.model.current(),
+            () => runtime.catalog.live(),
+            (version) => runtime.model.forVersion(version),
+          );
+          const req = { k: opts.k, minScore: opts.minScore, filter: opts.label ? { labels: [opts.label] } : undefined };
+          if (opts.image && opts.image.length > 1) {
+            // Batch of query images: one model load, one result list per image (JSON lines).
+            for (const file of opts.image) {
+              const res = await service.byImage(await readQueryImage(file), req);
+              const results = res.results.map((h) => ({ id: h.id, uri: h.uri, score: h.score, labels: h.labels }));
+              process.stdout.write(opts.json ? `${JSON.stringify({ query: file, results })}\n` : `${file}\n${formatHits(res.results)}`);
+            }
+            return;
           }
-          return;
+          const res = opts.image
+            ? await service.byImage(await readQueryImage(opts.image[0]!), req)
+            : opts.text
+              ? await service.byText(opts.text, req)
+              : await service.similarTo(opts.similar!, req);
+          if (opts.json) return printJson(res.results.map((h) => ({ id: h.id, uri: h.uri, score: h.score, labels: h.labels })));
+          process.stdout.write(res.results.length === 0 ? 'no results\n' : formatHits(res.results));
+        } finally {
+          await runtime.close();
         }
-        const res = opts.image
-          ? await service.byImage(await readQueryImage(opts.image[0]!), req)
-          : opts.text
-            ? await service.byText(opts.text, req)
-            : await service.similarTo(opts.similar!, req);
-        if (opts.json) return printJson(res.results.map((h) => ({ id: h.id, uri: h.uri, score: h.score, labels: h.labels })));
-        process.stdout.write(res.results.length === 0 ? 'no results\n' : formatHits(res.results));
-      } finally {
-        await runtime.close();
-      }
-    });
+      },
+    );
 }
 
 function formatHits(hits: Hit[]): string {

@@ -48,11 +48,17 @@ export interface LocalProduct {
 export async function startLocalProduct(runtime: LocalRuntime): Promise<LocalProduct> {
   const { config, logger } = runtime;
   await runtime.model.get();
-  const workers = new PipelineWorkers(runtime.bus, () => runtime.embedDeps(), () => runtime.upsertDeps(), logger, {
-    batchSize: config.batchSize,
-    ackDeadlineSeconds: config.ackDeadlineSeconds,
-    idlePollMs: 250,
-  });
+  const workers = new PipelineWorkers(
+    runtime.bus,
+    () => runtime.embedDeps(),
+    () => runtime.upsertDeps(),
+    logger,
+    {
+      batchSize: config.batchSize,
+      ackDeadlineSeconds: config.ackDeadlineSeconds,
+      idlePollMs: 250,
+    },
+  );
   const eventDeps = { bus: runtime.bus, rejections: runtime.rejections, logger, settings: { prefix: config.prefix, maxBytes: config.maxBytes } };
   const onObject = async (event: ImageEvent): Promise<void> => {
     try {

@@ -42,12 +42,16 @@ export class Embedding extends pulumi.ComponentResource {
     const s = args.settings;
     this.jobName = `${args.prefix}-embed`;
 
-    const runner = serviceAccount(`${name}-sa`, {
-      prefix: args.prefix,
-      suffix: 'embed',
-      project: args.project,
-      purpose: 'Embed job: reads images and models, writes feature shards, pulls image events, publishes embeddings',
-    }, parent);
+    const runner = serviceAccount(
+      `${name}-sa`,
+      {
+        prefix: args.prefix,
+        suffix: 'embed',
+        project: args.project,
+        purpose: 'Embed job: reads images and models, writes feature shards, pulls image events, publishes embeddings',
+      },
+      parent,
+    );
     const member = serviceAccountMember(runner.email);
     const grants = [
       grantOnBucket(`${name}-images-viewer`, args.buckets.images, { role: 'roles/storage.objectViewer', member }, parent),
@@ -56,15 +60,27 @@ export class Embedding extends pulumi.ComponentResource {
       ...(['features/', 'embeddings/shards/', 'rejected/'] as const).map((prefix) =>
         grantOnBucket(`${name}-features-user-${prefix.split('/')[0]}`, args.buckets.features, { role: 'roles/storage.objectUser', member, prefix }, parent),
       ),
-      grantOnSubscription(`${name}-image-events-subscriber`, args.project, args.imageEventsSubscription, {
-        role: 'roles/pubsub.subscriber',
-        member,
-      }, parent),
+      grantOnSubscription(
+        `${name}-image-events-subscriber`,
+        args.project,
+        args.imageEventsSubscription,
+        {
+          role: 'roles/pubsub.subscriber',
+          member,
+        },
+        parent,
+      ),
       grantOnTopic(`${name}-embeddings-publisher`, args.project, args.embeddingsTopic, { role: 'roles/pubsub.publisher', member }, parent),
-      grantOnTopic(`${name}-dead-letter-publisher`, args.project, args.imageEventsDeadLetterTopic, {
-        role: 'roles/pubsub.publisher',
-        member,
-      }, parent),
+      grantOnTopic(
+        `${name}-dead-letter-publisher`,
+        args.project,
+        args.imageEventsDeadLetterTopic,
+        {
+          role: 'roles/pubsub.publisher',
+          member,
+        },
+        parent,
+      ),
     ];
 
     const env: EnvValues = { ...args.env, ONNX_EXECUTION_PROVIDER: s.gpu ? 'cuda' : 'cpu', EMBED_JOB_NAME: this.jobName };
@@ -110,59 +126,83 @@ export class Embedding extends pulumi.ComponentResource {
       { ...parent, dependsOn: grants },
     );
 
-    const dispatcher = serviceAccount(`${name}-dispatch-sa`, {
-      prefix: args.prefix,
-      suffix: 'dispatch',
-      project: args.project,
-      purpose: 'dispatchEmbed: reads the image-events backlog and starts the embed job',
-    }, parent);
+    const dispatcher = serviceAccount(
+      `${name}-dispatch-sa`,
+      {
+        prefix: args.prefix,
+        suffix: 'dispatch',
+        project: args.project,
+        purpose: 'dispatchEmbed: reads the image-events backlog and starts the embed job',
+      },
+      parent,
+    );
     const dispatcherMember = serviceAccountMember(dispatcher.email);
-    cloudRunJobMember(`${name}-dispatch-runs-job`, {
-      project: args.project,
-      location: args.region,
-      job: this.job.name,
-      // With overrides: the dispatcher sizes taskCount to the backlog.
-      role: 'roles/run.jobsExecutorWithOverrides',
-      member: dispatcherMember,
-    }, parent);
+    cloudRunJobMember(
+      `${name}-dispatch-runs-job`,
+      {
+        project: args.project,
+        location: args.region,
+        job: this.job.name,
+        // With overrides: the dispatcher sizes taskCount to the backlog.
+        role: 'roles/run.jobsExecutorWithOverrides',
+        member: dispatcherMember,
+      },
+      parent,
+    );
     // The launcher lists the job's executions first, so that one runs at a time.
-    cloudRunJobMember(`${name}-dispatch-lists-executions`, {
-      project: args.project,
-      location: args.region,
-      job: this.job.name,
-      role: 'roles/run.viewer',
-      member: dispatcherMember,
-    }, parent);
+    cloudRunJobMember(
+      `${name}-dispatch-lists-executions`,
+      {
+        project: args.project,
+        location: args.region,
+        job: this.job.name,
+        role: 'roles/run.viewer',
+        member: dispatcherMember,
+      },
+      parent,
+    );
     // The backlog (num_undelivered_messages) is a Cloud Monitoring metric: no resource-level read
     // exists. Nothing on the subscription: BACKLOG_PROBE stays unset (the Monitoring probe).
-    grantOnProject(`${name}-dispatch-reads-metrics`, {
-      project: args.project,
-      role: 'roles/monitoring.viewer',
-      member: dispatcherMember,
-    }, parent);
+    grantOnProject(
+      `${name}-dispatch-reads-metrics`,
+      {
+        project: args.project,
+        role: 'roles/monitoring.viewer',
+        member: dispatcherMember,
+      },
+      parent,
+    );
 
-    const scheduler = serviceAccount(`${name}-tick-sa`, {
-      prefix: args.prefix,
-      suffix: 'embed-tick',
-      project: args.project,
-      purpose: 'Cloud Scheduler: calls dispatchEmbed with an OIDC token',
-    }, parent);
+    const scheduler = serviceAccount(
+      `${name}-tick-sa`,
+      {
+        prefix: args.prefix,
+        suffix: 'embed-tick',
+        project: args.project,
+        purpose: 'Cloud Scheduler: calls dispatchEmbed with an OIDC token',
+      },
+      parent,
+    );
 
-    this.dispatch = new NodeFunction(`${name}-dispatch`, {
-      project: args.project,
-      region: args.region,
-      prefix: args.prefix,
-      labels: args.labels,
-      target: 'dispatchEmbed',
-      functionName: `${args.prefix}-dispatch-embed`,
-      sourcesBucket: args.sourcesBucket,
-      serviceAccountEmail: dispatcher.email,
-      buildServiceAccountId: args.buildServiceAccountId,
-      environment: plainEnv('dispatchEmbed', env),
-      timeoutSeconds: 60,
-      maxInstances: 1,
-      invokers: [serviceAccountMember(scheduler.email)],
-    }, parent);
+    this.dispatch = new NodeFunction(
+      `${name}-dispatch`,
+      {
+        project: args.project,
+        region: args.region,
+        prefix: args.prefix,
+        labels: args.labels,
+        target: 'dispatchEmbed',
+        functionName: `${args.prefix}-dispatch-embed`,
+        sourcesBucket: args.sourcesBucket,
+        serviceAccountEmail: dispatcher.email,
+        buildServiceAccountId: args.buildServiceAccountId,
+        environment: plainEnv('dispatchEmbed', env),
+        timeoutSeconds: 60,
+        maxInstances: 1,
+        invokers: [serviceAccountMember(scheduler.email)],
+      },
+      parent,
+    );
 
     this.tick = new gcp.cloudscheduler.Job(
       `${name}-tick`,

@@ -38,23 +38,31 @@ export class Indexing extends pulumi.ComponentResource {
     super('iss:indexing:Indexing', name, {}, opts);
     const parent = { parent: this };
 
-    this.opensearch = new OpenSearch(`${name}-opensearch`, {
-      project: args.project,
-      region: args.region,
-      prefix: args.prefix,
-      labels: args.labels,
-      settings: args.opensearch,
-      url: args.opensearchUrl,
-      username: args.opensearchUsername,
-      password: args.opensearchPassword,
-    }, parent);
+    this.opensearch = new OpenSearch(
+      `${name}-opensearch`,
+      {
+        project: args.project,
+        region: args.region,
+        prefix: args.prefix,
+        labels: args.labels,
+        settings: args.opensearch,
+        url: args.opensearchUrl,
+        username: args.opensearchUsername,
+        password: args.opensearchPassword,
+      },
+      parent,
+    );
 
-    const runner = serviceAccount(`${name}-sa`, {
-      prefix: args.prefix,
-      suffix: 'upsert',
-      project: args.project,
-      purpose: 'upsertVectors: reads feature shards, writes OpenSearch and delete tombstones, re-queues stale events',
-    }, parent);
+    const runner = serviceAccount(
+      `${name}-sa`,
+      {
+        prefix: args.prefix,
+        suffix: 'upsert',
+        project: args.project,
+        purpose: 'upsertVectors: reads feature shards, writes OpenSearch and delete tombstones, re-queues stale events',
+      },
+      parent,
+    );
     const member = serviceAccountMember(runner.email);
     const grants = [
       ...this.opensearch.secrets.map((secret, i) =>
@@ -66,51 +74,69 @@ export class Indexing extends pulumi.ComponentResource {
       grantOnBucket(`${name}-rejected-user`, args.featuresBucket, { role: 'roles/storage.objectUser', member, prefix: 'rejected/' }, parent),
       grantOnBucket(`${name}-shards-viewer`, args.featuresBucket, { role: 'roles/storage.objectViewer', member, prefix: 'embeddings/shards/' }, parent),
       grantOnTopic(`${name}-image-events-publisher`, args.project, args.imageEventsTopic, { role: 'roles/pubsub.publisher', member }, parent),
-      grantOnTopic(`${name}-dead-letter-publisher`, args.project, args.embeddings.deadLetterTopic.name, {
-        role: 'roles/pubsub.publisher',
-        member,
-      }, parent),
+      grantOnTopic(
+        `${name}-dead-letter-publisher`,
+        args.project,
+        args.embeddings.deadLetterTopic.name,
+        {
+          role: 'roles/pubsub.publisher',
+          member,
+        },
+        parent,
+      ),
     ];
 
-    const pusher = pushIdentity(`${name}-push-sa`, {
-      prefix: args.prefix,
-      project: args.project,
-      suffix: 'push-upsert',
-      purpose: 'Pub/Sub push from embeddings to upsertVectors',
-      pubsubServiceAgent: args.pubsubServiceAgent,
-    }, parent);
-
-    this.upsert = new NodeFunction(`${name}-upsert`, {
-      project: args.project,
-      region: args.region,
-      prefix: args.prefix,
-      labels: args.labels,
-      target: 'upsertVectors',
-      functionName: `${args.prefix}-upsert-vectors`,
-      sourcesBucket: args.sourcesBucket,
-      serviceAccountEmail: runner.email,
-      buildServiceAccountId: args.buildServiceAccountId,
-      environment: plainEnv('upsertVectors', args.env),
-      secretEnvironment: functionSecretEnv('upsertVectors', args.project, this.opensearch.secretIds),
-      vpcConnector: this.opensearch.connectorId,
-      memory: '1Gi',
-      timeoutSeconds: args.messaging.ackDeadlineSeconds,
-      invokers: [serviceAccountMember(pusher.email)],
-    }, { ...parent, dependsOn: grants });
-
-    this.subscription = new DeadLetteredSubscription(`${name}-embeddings-upsert`, {
-      project: args.project,
-      subscriptionName: `${args.prefix}-embeddings-upsert`,
-      source: args.embeddings,
-      settings: args.messaging,
-      pubsubServiceAgent: args.pubsubServiceAgent,
-      labels: args.labels,
-      push: {
-        endpoint: pushEndpoint(this.upsert.uri, args.project, args.embeddings.topic.name),
-        serviceAccountEmail: pusher.email,
-        audience: this.upsert.uri,
+    const pusher = pushIdentity(
+      `${name}-push-sa`,
+      {
+        prefix: args.prefix,
+        project: args.project,
+        suffix: 'push-upsert',
+        purpose: 'Pub/Sub push from embeddings to upsertVectors',
+        pubsubServiceAgent: args.pubsubServiceAgent,
       },
-    }, parent);
+      parent,
+    );
+
+    this.upsert = new NodeFunction(
+      `${name}-upsert`,
+      {
+        project: args.project,
+        region: args.region,
+        prefix: args.prefix,
+        labels: args.labels,
+        target: 'upsertVectors',
+        functionName: `${args.prefix}-upsert-vectors`,
+        sourcesBucket: args.sourcesBucket,
+        serviceAccountEmail: runner.email,
+        buildServiceAccountId: args.buildServiceAccountId,
+        environment: plainEnv('upsertVectors', args.env),
+        secretEnvironment: functionSecretEnv('upsertVectors', args.project, this.opensearch.secretIds),
+        vpcConnector: this.opensearch.connectorId,
+        memory: '1Gi',
+        timeoutSeconds: args.messaging.ackDeadlineSeconds,
+        invokers: [serviceAccountMember(pusher.email)],
+      },
+      { ...parent, dependsOn: grants },
+    );
+
+    this.subscription = new DeadLetteredSubscription(
+      `${name}-embeddings-upsert`,
+      {
+        project: args.project,
+        subscriptionName: `${args.prefix}-embeddings-upsert`,
+        source: args.embeddings,
+        settings: args.messaging,
+        pubsubServiceAgent: args.pubsubServiceAgent,
+        labels: args.labels,
+        push: {
+          endpoint: pushEndpoint(this.upsert.uri, args.project, args.embeddings.topic.name),
+          serviceAccountEmail: pusher.email,
+          audience: this.upsert.uri,
+        },
+      },
+      parent,
+    );
 
     this.registerOutputs({ upsert: this.upsert.serviceName, opensearchUrl: this.opensearch.url });
   }

@@ -39,59 +39,91 @@ export class ObjectEvents extends pulumi.ComponentResource {
     super('iss:ingest:ObjectEvents', name, {}, opts);
     const parent = { parent: this };
 
-    const runtime = serviceAccount(`${name}-sa`, {
-      prefix: args.prefix,
-      suffix: 'object-events',
-      project: args.project,
-      purpose: 'onObjectEvent: validates storage events, publishes image events, records rejected uploads',
-    }, parent);
+    const runtime = serviceAccount(
+      `${name}-sa`,
+      {
+        prefix: args.prefix,
+        suffix: 'object-events',
+        project: args.project,
+        purpose: 'onObjectEvent: validates storage events, publishes image events, records rejected uploads',
+      },
+      parent,
+    );
     const runtimeMember = serviceAccountMember(runtime.email);
     // No role on the images bucket: the object's metadata arrives in the event and is never read back.
     const runtimeGrants = [
       // Rejection records are read-compare-written under rejected/ (overwrite = delete + create).
       grantOnBucket(`${name}-features-user`, args.featuresBucket, { role: 'roles/storage.objectUser', member: runtimeMember, prefix: 'rejected/' }, parent),
-      grantOnTopic(`${name}-image-events-publisher`, args.project, args.imageEventsTopic, {
-        role: 'roles/pubsub.publisher',
-        member: runtimeMember,
-      }, parent),
-      grantOnTopic(`${name}-dead-letter-publisher`, args.project, args.imageEventsDeadLetterTopic, {
-        role: 'roles/pubsub.publisher',
-        member: runtimeMember,
-      }, parent),
+      grantOnTopic(
+        `${name}-image-events-publisher`,
+        args.project,
+        args.imageEventsTopic,
+        {
+          role: 'roles/pubsub.publisher',
+          member: runtimeMember,
+        },
+        parent,
+      ),
+      grantOnTopic(
+        `${name}-dead-letter-publisher`,
+        args.project,
+        args.imageEventsDeadLetterTopic,
+        {
+          role: 'roles/pubsub.publisher',
+          member: runtimeMember,
+        },
+        parent,
+      ),
     ];
 
-    const trigger = serviceAccount(`${name}-trigger-sa`, {
-      prefix: args.prefix,
-      suffix: 'eventarc',
-      project: args.project,
-      purpose: 'Eventarc triggers: receive images-bucket events and invoke onObjectEvent',
-    }, parent);
+    const trigger = serviceAccount(
+      `${name}-trigger-sa`,
+      {
+        prefix: args.prefix,
+        suffix: 'eventarc',
+        project: args.project,
+        purpose: 'Eventarc triggers: receive images-bucket events and invoke onObjectEvent',
+      },
+      parent,
+    );
     const triggerMember = serviceAccountMember(trigger.email);
-    const canReceive = grantOnProject(`${name}-event-receiver`, {
-      project: args.project,
-      role: 'roles/eventarc.eventReceiver',
-      member: triggerMember,
-    }, parent);
+    const canReceive = grantOnProject(
+      `${name}-event-receiver`,
+      {
+        project: args.project,
+        role: 'roles/eventarc.eventReceiver',
+        member: triggerMember,
+      },
+      parent,
+    );
     // Eventarc GCS triggers publish through a topic as Cloud Storage's service agent.
-    const agentCanPublish = grantOnProject(`${name}-gcs-agent-publisher`, {
-      project: args.project,
-      role: 'roles/pubsub.publisher',
-      member: serviceAccountMember(args.storageServiceAgent),
-    }, parent);
+    const agentCanPublish = grantOnProject(
+      `${name}-gcs-agent-publisher`,
+      {
+        project: args.project,
+        role: 'roles/pubsub.publisher',
+        member: serviceAccountMember(args.storageServiceAgent),
+      },
+      parent,
+    );
 
-    this.function = new NodeFunction(`${name}-on-object-event`, {
-      project: args.project,
-      region: args.region,
-      prefix: args.prefix,
-      labels: args.labels,
-      target: 'onObjectEvent',
-      functionName: `${args.prefix}-on-object-event`,
-      sourcesBucket: args.sourcesBucket,
-      serviceAccountEmail: runtime.email,
-      buildServiceAccountId: args.buildServiceAccountId,
-      environment: plainEnv('onObjectEvent', args.env),
-      invokers: [triggerMember],
-    }, { ...parent, dependsOn: runtimeGrants });
+    this.function = new NodeFunction(
+      `${name}-on-object-event`,
+      {
+        project: args.project,
+        region: args.region,
+        prefix: args.prefix,
+        labels: args.labels,
+        target: 'onObjectEvent',
+        functionName: `${args.prefix}-on-object-event`,
+        sourcesBucket: args.sourcesBucket,
+        serviceAccountEmail: runtime.email,
+        buildServiceAccountId: args.buildServiceAccountId,
+        environment: plainEnv('onObjectEvent', args.env),
+        invokers: [triggerMember],
+      },
+      { ...parent, dependsOn: runtimeGrants },
+    );
 
     // Eventarc checks its agent, the trigger account's eventReceiver role and the storage agent's
     // publisher role when the trigger is created; each takes minutes to propagate on a fresh project.

@@ -41,11 +41,7 @@ export class Messaging extends pulumi.ComponentResource {
 
     const deadLettered = (key: string, topicName: string): DeadLetteredTopic => {
       const physical = `${args.prefix}-${topicName}`;
-      const topic = new gcp.pubsub.Topic(
-        `${name}-${key}`,
-        { project: args.project, name: physical, labels: args.labels },
-        { parent: this },
-      );
+      const topic = new gcp.pubsub.Topic(`${name}-${key}`, { project: args.project, name: physical, labels: args.labels }, { parent: this });
       const deadLetterTopic = new gcp.pubsub.Topic(
         `${name}-${key}-dead-letter`,
         // Naming rule the cloud EventBus adapter relies on: `<topic>-dead-letter`.
@@ -67,10 +63,16 @@ export class Messaging extends pulumi.ComponentResource {
         { parent: this },
       );
       // Dead-lettering is done by the Pub/Sub service agent: it must publish to the dead-letter topic.
-      grantOnTopic(`${name}-${key}-dead-letter-agent-publisher`, args.project, deadLetterTopic.name, {
-        role: 'roles/pubsub.publisher',
-        member: agent,
-      }, { parent: this });
+      grantOnTopic(
+        `${name}-${key}-dead-letter-agent-publisher`,
+        args.project,
+        deadLetterTopic.name,
+        {
+          role: 'roles/pubsub.publisher',
+          member: agent,
+        },
+        { parent: this },
+      );
       return { topic, deadLetterTopic, deadLetterInbox };
     };
 
@@ -144,10 +146,16 @@ export class DeadLetteredSubscription extends pulumi.ComponentResource {
       { parent: this },
     );
     // To forward a message to the dead-letter topic, the service agent must be able to ack it here.
-    grantOnSubscription(`${name}-agent-subscriber`, args.project, this.subscription.name, {
-      role: 'roles/pubsub.subscriber',
-      member: serviceAccountMember(args.pubsubServiceAgent),
-    }, { parent: this });
+    grantOnSubscription(
+      `${name}-agent-subscriber`,
+      args.project,
+      this.subscription.name,
+      {
+        role: 'roles/pubsub.subscriber',
+        member: serviceAccountMember(args.pubsubServiceAgent),
+      },
+      { parent: this },
+    );
     this.registerOutputs({ subscription: this.subscription.name });
   }
 }

@@ -35,12 +35,16 @@ export class ModelBootstrap extends pulumi.ComponentResource {
   constructor(name: string, args: ModelBootstrapArgs, opts?: pulumi.ComponentResourceOptions) {
     super('iss:model:Bootstrap', name, {}, opts);
     const parent = { parent: this };
-    const runner = serviceAccount(`${name}-sa`, {
-      prefix: args.prefix,
-      suffix: 'bootstrap',
-      project: args.project,
-      purpose: 'Bootstrap job: registers and activates the first model in the registry',
-    }, parent);
+    const runner = serviceAccount(
+      `${name}-sa`,
+      {
+        prefix: args.prefix,
+        suffix: 'bootstrap',
+        project: args.project,
+        purpose: 'Bootstrap job: registers and activates the first model in the registry',
+      },
+      parent,
+    );
     const member = serviceAccountMember(runner.email);
     const canWrite = grantOnBucket(`${name}-models-user`, args.modelsBucket, { role: 'roles/storage.objectUser', member, prefix: 'models/' }, parent);
     // The execution starts right after the grant: wait until Cloud Storage honours it.

@@ -135,7 +135,9 @@ export class Monitoring extends pulumi.ComponentResource {
       pulumi.output(filter).apply((f) => ({
         title,
         xyChart: {
-          dataSets: [{ timeSeriesQuery: { timeSeriesFilter: { filter: f, aggregation: { alignmentPeriod: '60s', perSeriesAligner: aligner } } }, plotType: 'LINE' }],
+          dataSets: [
+            { timeSeriesQuery: { timeSeriesFilter: { filter: f, aggregation: { alignmentPeriod: '60s', perSeriesAligner: aligner } } }, plotType: 'LINE' },
+          ],
         },
       }));
     const subs = (list: pulumi.Input<string>[]) => pulumi.all(list);

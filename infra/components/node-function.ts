@@ -91,13 +91,17 @@ export class NodeFunction extends pulumi.ComponentResource {
     this.uri = this.function.url;
 
     (args.invokers ?? []).forEach((member, i) =>
-      cloudRunServiceMember(`${name}-invoker-${i}`, {
-        project: args.project,
-        location: args.region,
-        service: this.serviceName,
-        role: 'roles/run.invoker',
-        member,
-      }, { parent: this }),
+      cloudRunServiceMember(
+        `${name}-invoker-${i}`,
+        {
+          project: args.project,
+          location: args.region,
+          service: this.serviceName,
+          role: 'roles/run.invoker',
+          member,
+        },
+        { parent: this },
+      ),
     );
 
     this.registerOutputs({ serviceName: this.serviceName, uri: this.uri });
@@ -118,12 +122,16 @@ export class FunctionBuilder extends pulumi.ComponentResource {
   constructor(name: string, args: FunctionBuilderArgs, opts?: pulumi.ComponentResourceOptions) {
     super('iss:functions:Builder', name, {}, opts);
     const parent = { parent: this };
-    this.account = serviceAccount(`${name}-sa`, {
-      prefix: args.prefix,
-      suffix: 'fn-build',
-      project: args.project,
-      purpose: 'Builds the Cloud Functions from their source archives',
-    }, parent);
+    this.account = serviceAccount(
+      `${name}-sa`,
+      {
+        prefix: args.prefix,
+        suffix: 'fn-build',
+        project: args.project,
+        purpose: 'Builds the Cloud Functions from their source archives',
+      },
+      parent,
+    );
     const member = serviceAccountMember(this.account.email);
     // Google's build service account page (cloud.google.com/functions/docs/securing/build-custom-sa):
     // the build reads the source copied to gcf-v2-sources-<number>-<region>, pushes to gcf-artifacts

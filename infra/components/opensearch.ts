@@ -45,11 +45,7 @@ export class OpenSearch extends pulumi.ComponentResource {
         { project: args.project, secretId, labels: args.labels, replication: { auto: {} } },
         { parent: this },
       );
-      const version = new gcp.secretmanager.SecretVersion(
-        `${name}-${key}-version`,
-        { secret: sec.id, secretData: pulumi.secret(data) },
-        { parent: this },
-      );
+      const version = new gcp.secretmanager.SecretVersion(`${name}-${key}-version`, { secret: sec.id, secretData: pulumi.secret(data) }, { parent: this });
       return Object.assign(sec, { latest: version });
     };
 
@@ -84,11 +80,7 @@ export class OpenSearch extends pulumi.ComponentResource {
     const parent = { parent: this };
     const zone = s.zone ?? `${args.region}-a`;
 
-    const network = new gcp.compute.Network(
-      `${name}-network`,
-      { project: args.project, name: `${args.prefix}-private`, autoCreateSubnetworks: false },
-      parent,
-    );
+    const network = new gcp.compute.Network(`${name}-network`, { project: args.project, name: `${args.prefix}-private`, autoCreateSubnetworks: false }, parent);
     const subnet = new gcp.compute.Subnetwork(
       `${name}-subnet`,
       {
@@ -146,23 +138,38 @@ export class OpenSearch extends pulumi.ComponentResource {
       parent,
     );
 
-    const account = serviceAccount(`${name}-vm-sa`, {
-      prefix: args.prefix,
-      suffix: 'opensearch',
-      project: args.project,
-      purpose: 'OpenSearch VM: reads its admin password, pulls its image, writes logs and metrics',
-    }, parent);
+    const account = serviceAccount(
+      `${name}-vm-sa`,
+      {
+        prefix: args.prefix,
+        suffix: 'opensearch',
+        project: args.project,
+        purpose: 'OpenSearch VM: reads its admin password, pulls its image, writes logs and metrics',
+      },
+      parent,
+    );
     const member = serviceAccountMember(account.email);
 
-    const canReadPassword = grantOnSecret(`${name}-vm-password-accessor`, args.project, passwordSecret.secretId, {
-      role: 'roles/secretmanager.secretAccessor',
-      member,
-    }, parent);
-    const canPull = grantOnRepository(`${name}-vm-docker-hub-reader`, {
-      project: args.project,
-      location: args.region,
-      repository: dockerHub.name,
-    }, { role: 'roles/artifactregistry.reader', member }, parent);
+    const canReadPassword = grantOnSecret(
+      `${name}-vm-password-accessor`,
+      args.project,
+      passwordSecret.secretId,
+      {
+        role: 'roles/secretmanager.secretAccessor',
+        member,
+      },
+      parent,
+    );
+    const canPull = grantOnRepository(
+      `${name}-vm-docker-hub-reader`,
+      {
+        project: args.project,
+        location: args.region,
+        repository: dockerHub.name,
+      },
+      { role: 'roles/artifactregistry.reader', member },
+      parent,
+    );
     grantOnProject(`${name}-vm-log-writer`, { project: args.project, role: 'roles/logging.logWriter', member }, parent);
     grantOnProject(`${name}-vm-metric-writer`, { project: args.project, role: 'roles/monitoring.metricWriter', member }, parent);
 
@@ -178,18 +185,16 @@ export class OpenSearch extends pulumi.ComponentResource {
     );
 
     const registryHost = `${args.region}-docker.pkg.dev`;
-    const startupScript = pulumi
-      .all([passwordSecret.secretId, dockerHub.repositoryId])
-      .apply(([passwordSecretId, repo]) =>
-        opensearchStartupScript({
-          project: args.project,
-          passwordSecretId,
-          image: `${registryHost}/${args.project}/${repo}/${s.image.includes('/') ? s.image : `library/${s.image}`}`,
-          registryHost,
-          heap: s.heap,
-          dataDeviceName: DATA_DEVICE,
-        }),
-      );
+    const startupScript = pulumi.all([passwordSecret.secretId, dockerHub.repositoryId]).apply(([passwordSecretId, repo]) =>
+      opensearchStartupScript({
+        project: args.project,
+        passwordSecretId,
+        image: `${registryHost}/${args.project}/${repo}/${s.image.includes('/') ? s.image : `library/${s.image}`}`,
+        registryHost,
+        heap: s.heap,
+        dataDeviceName: DATA_DEVICE,
+      }),
+    );
 
     const instance = new gcp.compute.Instance(
       `${name}-vm`,

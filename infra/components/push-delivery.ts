@@ -14,10 +14,15 @@ export function pushIdentity(
   opts: pulumi.CustomResourceOptions,
 ): gcp.serviceaccount.Account {
   const account = serviceAccount(name, { prefix: args.prefix, suffix: args.suffix, project: args.project, purpose: args.purpose }, opts);
-  grantOnServiceAccount(`${name}-agent-token-creator`, account.name, {
-    role: 'roles/iam.serviceAccountTokenCreator',
-    member: serviceAccountMember(args.pubsubServiceAgent),
-  }, opts);
+  grantOnServiceAccount(
+    `${name}-agent-token-creator`,
+    account.name,
+    {
+      role: 'roles/iam.serviceAccountTokenCreator',
+      member: serviceAccountMember(args.pubsubServiceAgent),
+    },
+    opts,
+  );
   return account;
 }
 

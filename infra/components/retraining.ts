@@ -49,29 +49,52 @@ export class Retraining extends pulumi.ComponentResource {
       );
 
     // The identity of the Vertex AI job: trains on stored features, writes new model versions.
-    this.trainer = serviceAccount(`${name}-trainer-sa`, {
-      prefix: args.prefix,
-      suffix: 'trainer',
-      project: args.project,
-      purpose: 'Vertex AI retraining job: reads features, writes model versions to the registry',
-    }, parent);
+    this.trainer = serviceAccount(
+      `${name}-trainer-sa`,
+      {
+        prefix: args.prefix,
+        suffix: 'trainer',
+        project: args.project,
+        purpose: 'Vertex AI retraining job: reads features, writes model versions to the registry',
+      },
+      parent,
+    );
     const trainerMember = serviceAccountMember(this.trainer.email);
     // Registers candidates (files, manifest, metrics) and moves the active pointer.
     grantOnBucket(`${name}-trainer-models-user`, args.buckets.models, { role: 'roles/storage.objectUser', member: trainerMember }, parent);
     // Reads base embeddings and click feedback; writes nothing there.
-    grantOnBucket(`${name}-trainer-features-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member: trainerMember, prefix: 'features/' }, parent);
-    grantOnBucket(`${name}-trainer-feedback-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member: trainerMember, prefix: 'feedback/' }, parent);
+    grantOnBucket(
+      `${name}-trainer-features-viewer`,
+      args.buckets.features,
+      { role: 'roles/storage.objectViewer', member: trainerMember, prefix: 'features/' },
+      parent,
+    );
+    grantOnBucket(
+      `${name}-trainer-feedback-viewer`,
+      args.buckets.features,
+      { role: 'roles/storage.objectViewer', member: trainerMember, prefix: 'feedback/' },
+      parent,
+    );
 
-    const reindexer = serviceAccount(`${name}-reindex-sa`, {
-      prefix: args.prefix,
-      suffix: 'reindex',
-      project: args.project,
-      purpose: 'Reindex job: re-projects stored features into a new index version and swaps the alias',
-    }, parent);
+    const reindexer = serviceAccount(
+      `${name}-reindex-sa`,
+      {
+        prefix: args.prefix,
+        suffix: 'reindex',
+        project: args.project,
+        purpose: 'Reindex job: re-projects stored features into a new index version and swaps the alias',
+      },
+      parent,
+    );
     const reindexMember = serviceAccountMember(reindexer.email);
     const reindexGrants = [
       grantOnBucket(`${name}-reindex-models-viewer`, args.buckets.models, { role: 'roles/storage.objectViewer', member: reindexMember }, parent),
-      grantOnBucket(`${name}-reindex-features-viewer`, args.buckets.features, { role: 'roles/storage.objectViewer', member: reindexMember, prefix: 'features/' }, parent),
+      grantOnBucket(
+        `${name}-reindex-features-viewer`,
+        args.buckets.features,
+        { role: 'roles/storage.objectViewer', member: reindexMember, prefix: 'features/' },
+        parent,
+      ),
       ...secretGrants(`${name}-reindex`, reindexMember),
     ];
     const reindexJobName = `${args.prefix}-reindex`;
@@ -106,27 +129,39 @@ export class Retraining extends pulumi.ComponentResource {
 
     // The trainer starts the reindex job (REINDEX_JOB_NAME) with the Cloud Run job launcher, which
     // lists executions (one at a time) and passes overrides: jobsExecutorWithOverrides, on this job only.
-    cloudRunJobMember(`${name}-trainer-runs-reindex`, {
-      project: args.project,
-      location: args.region,
-      job: this.reindexJob.name,
-      role: 'roles/run.jobsExecutorWithOverrides',
-      member: trainerMember,
-    }, parent);
-    cloudRunJobMember(`${name}-trainer-lists-reindex`, {
-      project: args.project,
-      location: args.region,
-      job: this.reindexJob.name,
-      role: 'roles/run.viewer',
-      member: trainerMember,
-    }, parent);
+    cloudRunJobMember(
+      `${name}-trainer-runs-reindex`,
+      {
+        project: args.project,
+        location: args.region,
+        job: this.reindexJob.name,
+        role: 'roles/run.jobsExecutorWithOverrides',
+        member: trainerMember,
+      },
+      parent,
+    );
+    cloudRunJobMember(
+      `${name}-trainer-lists-reindex`,
+      {
+        project: args.project,
+        location: args.region,
+        job: this.reindexJob.name,
+        role: 'roles/run.viewer',
+        member: trainerMember,
+      },
+      parent,
+    );
 
-    const starter = serviceAccount(`${name}-start-sa`, {
-      prefix: args.prefix,
-      suffix: 'retrain-start',
-      project: args.project,
-      purpose: 'startRetraining: creates the Vertex AI custom job that runs as the trainer account',
-    }, parent);
+    const starter = serviceAccount(
+      `${name}-start-sa`,
+      {
+        prefix: args.prefix,
+        suffix: 'retrain-start',
+        project: args.project,
+        purpose: 'startRetraining: creates the Vertex AI custom job that runs as the trainer account',
+      },
+      parent,
+    );
     const starterMember = serviceAccountMember(starter.email);
     // Vertex AI custom jobs have no resource-level IAM, and roles/aiplatform.user holds 446
     // permissions: a custom role with the three the launcher uses, bound on the project.
@@ -147,19 +182,29 @@ export class Retraining extends pulumi.ComponentResource {
       // To create a job that runs as the trainer account.
       grantOnServiceAccount(`${name}-start-acts-as-trainer`, this.trainer.name, { role: 'roles/iam.serviceAccountUser', member: starterMember }, parent),
       // Malformed requests are published to `<retrain-requests>-dead-letter` with the reason.
-      grantOnTopic(`${name}-start-dead-letter-publisher`, args.project, args.retrainRequests.deadLetterTopic.name, {
-        role: 'roles/pubsub.publisher',
-        member: starterMember,
-      }, parent),
+      grantOnTopic(
+        `${name}-start-dead-letter-publisher`,
+        args.project,
+        args.retrainRequests.deadLetterTopic.name,
+        {
+          role: 'roles/pubsub.publisher',
+          member: starterMember,
+        },
+        parent,
+      ),
     ];
 
-    const pusher = pushIdentity(`${name}-push-sa`, {
-      prefix: args.prefix,
-      project: args.project,
-      suffix: 'push-retrain',
-      purpose: 'Pub/Sub push from retrain-requests to startRetraining',
-      pubsubServiceAgent: args.pubsubServiceAgent,
-    }, parent);
+    const pusher = pushIdentity(
+      `${name}-push-sa`,
+      {
+        prefix: args.prefix,
+        project: args.project,
+        suffix: 'push-retrain',
+        purpose: 'Pub/Sub push from retrain-requests to startRetraining',
+        pubsubServiceAgent: args.pubsubServiceAgent,
+      },
+      parent,
+    );
 
     const env: EnvValues = {
       ...args.env,
@@ -170,36 +215,44 @@ export class Retraining extends pulumi.ComponentResource {
       // Vertex AI jobs are found by display name: the stack prefix keeps two stacks in one project apart.
       RETRAIN_JOB_DISPLAY_NAME: `${args.prefix}-retrain`,
     };
-    this.start = new NodeFunction(`${name}-start`, {
-      project: args.project,
-      region: args.region,
-      prefix: args.prefix,
-      labels: args.labels,
-      target: 'startRetraining',
-      functionName: `${args.prefix}-start-retraining`,
-      sourcesBucket: args.sourcesBucket,
-      serviceAccountEmail: starter.email,
-      buildServiceAccountId: args.buildServiceAccountId,
-      // No secrets and no VPC connector: it only calls the Vertex AI API.
-      environment: plainEnv('startRetraining', env),
-      timeoutSeconds: 120,
-      maxInstances: 1,
-      invokers: [serviceAccountMember(pusher.email)],
-    }, { ...parent, dependsOn: starterGrants });
-
-    new DeadLetteredSubscription(`${name}-requests-start`, {
-      project: args.project,
-      subscriptionName: `${args.prefix}-retrain-requests-start`,
-      source: args.retrainRequests,
-      settings: args.messaging,
-      pubsubServiceAgent: args.pubsubServiceAgent,
-      labels: args.labels,
-      push: {
-        endpoint: pushEndpoint(this.start.uri, args.project, args.retrainRequests.topic.name),
-        serviceAccountEmail: pusher.email,
-        audience: this.start.uri,
+    this.start = new NodeFunction(
+      `${name}-start`,
+      {
+        project: args.project,
+        region: args.region,
+        prefix: args.prefix,
+        labels: args.labels,
+        target: 'startRetraining',
+        functionName: `${args.prefix}-start-retraining`,
+        sourcesBucket: args.sourcesBucket,
+        serviceAccountEmail: starter.email,
+        buildServiceAccountId: args.buildServiceAccountId,
+        // No secrets and no VPC connector: it only calls the Vertex AI API.
+        environment: plainEnv('startRetraining', env),
+        timeoutSeconds: 120,
+        maxInstances: 1,
+        invokers: [serviceAccountMember(pusher.email)],
       },
-    }, parent);
+      { ...parent, dependsOn: starterGrants },
+    );
+
+    new DeadLetteredSubscription(
+      `${name}-requests-start`,
+      {
+        project: args.project,
+        subscriptionName: `${args.prefix}-retrain-requests-start`,
+        source: args.retrainRequests,
+        settings: args.messaging,
+        pubsubServiceAgent: args.pubsubServiceAgent,
+        labels: args.labels,
+        push: {
+          endpoint: pushEndpoint(this.start.uri, args.project, args.retrainRequests.topic.name),
+          serviceAccountEmail: pusher.email,
+          audience: this.start.uri,
+        },
+      },
+      parent,
+    );
 
     this.cron = new gcp.cloudscheduler.Job(
       `${name}-cron`,

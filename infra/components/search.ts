@@ -30,12 +30,16 @@ export class Search extends pulumi.ComponentResource {
     const parent = { parent: this };
     const s = args.settings;
 
-    const runner = serviceAccount(`${name}-sa`, {
-      prefix: args.prefix,
-      suffix: 'search',
-      project: args.project,
-      purpose: 'Search service: queries OpenSearch, loads the model, serves images, records feedback',
-    }, parent);
+    const runner = serviceAccount(
+      `${name}-sa`,
+      {
+        prefix: args.prefix,
+        suffix: 'search',
+        project: args.project,
+        purpose: 'Search service: queries OpenSearch, loads the model, serves images, records feedback',
+      },
+      parent,
+    );
     const member = serviceAccountMember(runner.email);
     const grants = [
       grantOnBucket(`${name}-images-viewer`, args.buckets.images, { role: 'roles/storage.objectViewer', member }, parent),

@@ -40,23 +40,33 @@ function resolve(model: StackModel, w: Workload, ref: ResourceRef): { target: Gr
       .find((s) => w.urls.some((u) => String(s.inputs.pushConfig?.pushEndpoint ?? '').startsWith(u)));
     if (!sub) return { missing: `no push subscription delivers to ${w.name}` };
     const topic = `${short(sub.inputs.topic)}${ref.suffix ?? ''}`;
-    return model.find('gcp:pubsub/topic:Topic', topic) ? { target: { kind: 'topic', name: topic } } : { missing: `topic ${topic} (from its push subscription) does not exist` };
+    return model.find('gcp:pubsub/topic:Topic', topic)
+      ? { target: { kind: 'topic', name: topic } }
+      : { missing: `topic ${topic} (from its push subscription) does not exist` };
   }
   const value = w.env[ref.env];
   if (value === undefined) return { missing: `${ref.env} is not in its environment` };
   switch (ref.kind) {
     case 'bucket':
-      return model.find('gcp:storage/bucket:Bucket', value) ? { target: { kind: 'bucket', name: value }, prefix: ref.prefix ?? '' } : { missing: `bucket ${value} (${ref.env}) is not in the stack` };
+      return model.find('gcp:storage/bucket:Bucket', value)
+        ? { target: { kind: 'bucket', name: value }, prefix: ref.prefix ?? '' }
+        : { missing: `bucket ${value} (${ref.env}) is not in the stack` };
     case 'topic': {
       const name = `${short(value)}${'suffix' in ref && ref.suffix ? ref.suffix : ''}`;
       return model.find('gcp:pubsub/topic:Topic', name) ? { target: { kind: 'topic', name } } : { missing: `topic ${name} (${ref.env}) is not in the stack` };
     }
     case 'subscription':
-      return model.find('gcp:pubsub/subscription:Subscription', value) ? { target: { kind: 'subscription', name: short(value) } } : { missing: `subscription ${value} (${ref.env}) is not in the stack` };
+      return model.find('gcp:pubsub/subscription:Subscription', value)
+        ? { target: { kind: 'subscription', name: short(value) } }
+        : { missing: `subscription ${value} (${ref.env}) is not in the stack` };
     case 'runJob':
-      return model.find('gcp:cloudrunv2/job:Job', value) ? { target: { kind: 'runJob', name: value } } : { missing: `Cloud Run job ${value} (${ref.env}) is not in the stack` };
+      return model.find('gcp:cloudrunv2/job:Job', value)
+        ? { target: { kind: 'runJob', name: value } }
+        : { missing: `Cloud Run job ${value} (${ref.env}) is not in the stack` };
     case 'serviceAccount':
-      return model.find('gcp:serviceaccount/account:Account', value) ? { target: { kind: 'serviceAccount', name: value } } : { missing: `service account ${value} (${ref.env}) is not in the stack` };
+      return model.find('gcp:serviceaccount/account:Account', value)
+        ? { target: { kind: 'serviceAccount', name: value } }
+        : { missing: `service account ${value} (${ref.env}) is not in the stack` };
   }
 }
 
@@ -86,7 +96,10 @@ export function checkWorkloadPermissions(model: StackModel, options: CheckOption
     // Secret-backed variables are resolved by Cloud Run as the workload's identity.
     for (const secret of w.secrets) {
       if (model.holders(sa(w.identity), 'secretmanager.versions.access', { kind: 'secret', name: secret }).length === 0) {
-        findings.push({ rule: 'permissions', message: `${name} (runs as ${w.identity}): its secret variable from ${secret} needs secretmanager.versions.access on secret ${secret}` });
+        findings.push({
+          rule: 'permissions',
+          message: `${name} (runs as ${w.identity}): its secret variable from ${secret} needs secretmanager.versions.access on secret ${secret}`,
+        });
       }
     }
   }
@@ -121,9 +134,14 @@ export function checkPlatformPermissions(model: StackModel, options: CheckOption
     const push = sub.inputs.pushConfig;
     if (push?.pushEndpoint) {
       const service = serviceAt(model, push.pushEndpoint);
-      if (!service) findings.push({ rule: 'platform-permissions', message: `push subscription ${name} delivers to ${push.pushEndpoint}, which no function or service of the stack serves` });
+      if (!service)
+        findings.push({
+          rule: 'platform-permissions',
+          message: `push subscription ${name} delivers to ${push.pushEndpoint}, which no function or service of the stack serves`,
+        });
       const pusher = push.oidcToken?.serviceAccountEmail;
-      if (!pusher) findings.push({ rule: 'platform-permissions', message: `push subscription ${name} sends no OIDC token: the internal-only function would answer 403` });
+      if (!pusher)
+        findings.push({ rule: 'platform-permissions', message: `push subscription ${name} sends no OIDC token: the internal-only function would answer 403` });
       else {
         if (service) need(sa(pusher), 'run.routes.invoke', { kind: 'runService', name: service }, `push from ${name}`);
         need(pubsubAgent, 'iam.serviceAccounts.getOpenIdToken', { kind: 'serviceAccount', name: pusher }, `push from ${name} (Pub/Sub mints the OIDC token)`);
@@ -135,7 +153,11 @@ export function checkPlatformPermissions(model: StackModel, options: CheckOption
   for (const trigger of model.ofType('gcp:eventarc/trigger:Trigger')) {
     const what = `Eventarc trigger ${trigger.inputs.name}`;
     const service = trigger.inputs.destination?.cloudRunService?.service as string | undefined;
-    if (service && model.find('gcp:cloudrunv2/service:Service', service) === undefined && !model.ofType('gcp:cloudfunctionsv2/function:Function').some((f) => f.inputs.name === service)) {
+    if (
+      service &&
+      model.find('gcp:cloudrunv2/service:Service', service) === undefined &&
+      !model.ofType('gcp:cloudfunctionsv2/function:Function').some((f) => f.inputs.name === service)
+    ) {
       findings.push({ rule: 'platform-permissions', message: `${what}: destination service "${service}" is not a Cloud Run service of the stack` });
     }
     const account = trigger.inputs.serviceAccount;
@@ -154,12 +176,20 @@ export function checkPlatformPermissions(model: StackModel, options: CheckOption
     if (http) {
       const service = serviceAt(model, http.uri);
       const caller = http.oidcToken?.serviceAccountEmail;
-      if (!service) findings.push({ rule: 'platform-permissions', message: `Scheduler job ${job.inputs.name} calls ${http.uri}, which no service of the stack serves` });
+      if (!service)
+        findings.push({ rule: 'platform-permissions', message: `Scheduler job ${job.inputs.name} calls ${http.uri}, which no service of the stack serves` });
       if (!caller) findings.push({ rule: 'platform-permissions', message: `Scheduler job ${job.inputs.name} sends no OIDC token` });
       if (service && caller) need(sa(caller), 'run.routes.invoke', { kind: 'runService', name: service }, `Scheduler job ${job.inputs.name}`);
-      if (caller) need(schedulerAgent, 'iam.serviceAccounts.getOpenIdToken', { kind: 'serviceAccount', name: caller }, `Scheduler job ${job.inputs.name} (Scheduler mints the OIDC token)`);
+      if (caller)
+        need(
+          schedulerAgent,
+          'iam.serviceAccounts.getOpenIdToken',
+          { kind: 'serviceAccount', name: caller },
+          `Scheduler job ${job.inputs.name} (Scheduler mints the OIDC token)`,
+        );
     }
-    if (job.inputs.pubsubTarget) need(schedulerAgent, 'pubsub.topics.publish', { kind: 'topic', name: short(job.inputs.pubsubTarget.topicName) }, `Scheduler job ${job.inputs.name}`);
+    if (job.inputs.pubsubTarget)
+      need(schedulerAgent, 'pubsub.topics.publish', { kind: 'topic', name: short(job.inputs.pubsubTarget.topicName) }, `Scheduler job ${job.inputs.name}`);
   }
 
   // Gen2 builds: the source is copied to Google's gcf-v2-sources bucket, built by the build
@@ -169,31 +199,58 @@ export function checkPlatformPermissions(model: StackModel, options: CheckOption
     const builder = fn.inputs.buildConfig?.serviceAccount as string | undefined;
     const what = `build of function ${fn.inputs.name}`;
     if (!builder) {
-      findings.push({ rule: 'platform-permissions', message: `${what} names no build service account: it would use the Compute default account, which new projects give no role` });
+      findings.push({
+        rule: 'platform-permissions',
+        message: `${what} names no build service account: it would use the Compute default account, which new projects give no role`,
+      });
       continue;
     }
     // Cloud Functions' agent copies the archive from the stack's bucket into gcf-v2-sources.
     const source = fn.inputs.buildConfig?.source?.storageSource;
-    if (source) need(sa(agentEmail('cloudfunctions', options.projectNumber)), 'storage.objects.get', { kind: 'bucket', name: source.bucket }, `${what} (Cloud Functions copies the source)`, source.object);
+    if (source)
+      need(
+        sa(agentEmail('cloudfunctions', options.projectNumber)),
+        'storage.objects.get',
+        { kind: 'bucket', name: source.bucket },
+        `${what} (Cloud Functions copies the source)`,
+        source.object,
+      );
     const who = sa(short(builder));
     need(who, 'storage.objects.get', { kind: 'bucket', name: sourcesBucket }, what, 'functions/');
-    need(who, 'artifactregistry.repositories.uploadArtifacts', fn.inputs.buildConfig.dockerRepository ? { kind: 'repository', name: short(fn.inputs.buildConfig.dockerRepository) } : { kind: 'project' }, what);
+    need(
+      who,
+      'artifactregistry.repositories.uploadArtifacts',
+      fn.inputs.buildConfig.dockerRepository ? { kind: 'repository', name: short(fn.inputs.buildConfig.dockerRepository) } : { kind: 'project' },
+      what,
+    );
     need(who, 'logging.logEntries.create', { kind: 'project' }, what);
   }
 
   // Vertex AI pulls the trainer image as its service agent; startRetraining needs actAs on the trainer (above).
   if (model.workloads.has('retrainJob')) {
-    need(sa(agentEmail('aiplatform', options.projectNumber)), 'artifactregistry.repositories.downloadArtifacts', { kind: 'project' }, 'Vertex AI pulling the trainer image');
+    need(
+      sa(agentEmail('aiplatform', options.projectNumber)),
+      'artifactregistry.repositories.downloadArtifacts',
+      { kind: 'project' },
+      'Vertex AI pulling the trainer image',
+    );
   }
 
   for (const vm of model.ofType('gcp:compute/instance:Instance')) {
     const email = vm.inputs.serviceAccount?.email;
     const script = String(vm.inputs.metadata?.['startup-script'] ?? '');
     for (const secret of model.ofType('gcp:secretmanager/secret:Secret')) {
-      if (script.includes(`/secrets/${secret.inputs.secretId}/`)) need(sa(email), 'secretmanager.versions.access', { kind: 'secret', name: secret.inputs.secretId }, `VM ${vm.inputs.name} start-up script`);
+      if (script.includes(`/secrets/${secret.inputs.secretId}/`))
+        need(sa(email), 'secretmanager.versions.access', { kind: 'secret', name: secret.inputs.secretId }, `VM ${vm.inputs.name} start-up script`);
     }
     for (const repo of model.ofType('gcp:artifactregistry/repository:Repository')) {
-      if (script.includes(`/${repo.inputs.repositoryId}/`)) need(sa(email), 'artifactregistry.repositories.downloadArtifacts', { kind: 'repository', name: repo.inputs.repositoryId }, `VM ${vm.inputs.name} pulling its image`);
+      if (script.includes(`/${repo.inputs.repositoryId}/`))
+        need(
+          sa(email),
+          'artifactregistry.repositories.downloadArtifacts',
+          { kind: 'repository', name: repo.inputs.repositoryId },
+          `VM ${vm.inputs.name} pulling its image`,
+        );
     }
   }
   return findings;
@@ -211,14 +268,16 @@ export function checkApis(model: StackModel, alwaysOn: readonly string[] = ['ser
     if (!r.type.startsWith('gcp:')) continue;
     const apis = RESOURCE_APIS[r.type];
     if (!apis) {
-      if (!seenTypes.has(r.type)) findings.push({ rule: 'apis', message: `resource type ${r.type} has no API in google-rules.ts RESOURCE_APIS: add the service it is created through` });
+      if (!seenTypes.has(r.type))
+        findings.push({ rule: 'apis', message: `resource type ${r.type} has no API in google-rules.ts RESOURCE_APIS: add the service it is created through` });
       seenTypes.add(r.type);
       continue;
     }
-    for (const api of apis) if (!enabled.has(api) && !seenTypes.has(`${r.type}|${api}`)) {
-      seenTypes.add(`${r.type}|${api}`);
-      findings.push({ rule: 'apis', message: `${r.type} (e.g. ${r.name}) is created through ${api}, which the stack does not enable` });
-    }
+    for (const api of apis)
+      if (!enabled.has(api) && !seenTypes.has(`${r.type}|${api}`)) {
+        seenTypes.add(`${r.type}|${api}`);
+        findings.push({ rule: 'apis', message: `${r.type} (e.g. ${r.name}) is created through ${api}, which the stack does not enable` });
+      }
     if (r.type !== 'gcp:projects/service:Service' && !gatedIds.some((id) => r.provider?.includes(id))) {
       findings.push({ rule: 'apis', message: `${r.name} (${r.type}) is not created through a provider that waits for the APIs to be enabled` });
     }
@@ -226,7 +285,8 @@ export function checkApis(model: StackModel, alwaysOn: readonly string[] = ['ser
   for (const name of CLOUD_WORKLOADS) {
     const apis = new Set(WORKLOAD_CALLS[name].map((c) => ADAPTER_APIS[c.adapter]));
     if ((model.workloads.get(name)?.secrets.length ?? 0) > 0) apis.add('secretmanager.googleapis.com');
-    for (const api of apis) if (!enabled.has(api)) findings.push({ rule: 'apis', message: `${name} calls ${api} at run time, which the stack does not enable` });
+    for (const api of apis)
+      if (!enabled.has(api)) findings.push({ rule: 'apis', message: `${name} calls ${api} at run time, which the stack does not enable` });
   }
   return findings;
 }
@@ -238,7 +298,12 @@ export function checkNames(model: StackModel): Finding[] {
     if (typeof value !== 'string' || !rule.test(value)) findings.push({ rule: 'names', message: `${what} is ${JSON.stringify(value)}: ${why}` });
   };
   for (const t of model.ofType('gcp:eventarc/trigger:Trigger')) {
-    bad(`Eventarc trigger ${t.inputs.name}: destination.cloudRunService.service`, t.inputs.destination?.cloudRunService?.service, NAME_RULES.cloudRunName, 'Eventarc wants the Cloud Run service name, not a resource path');
+    bad(
+      `Eventarc trigger ${t.inputs.name}: destination.cloudRunService.service`,
+      t.inputs.destination?.cloudRunService?.service,
+      NAME_RULES.cloudRunName,
+      'Eventarc wants the Cloud Run service name, not a resource path',
+    );
   }
   const serviceNames = new Set([
     ...model.ofType('gcp:cloudfunctionsv2/function:Function').map((f) => f.inputs.name),
@@ -247,14 +312,21 @@ export function checkNames(model: StackModel): Finding[] {
   for (const m of model.ofType('gcp:logging/metric:Metric')) {
     const match = /resource\.labels\.service_name = one_of\(([^)]*)\)/.exec(m.inputs.filter ?? '');
     for (const value of match ? [...match[1].matchAll(/"([^"]*)"/g)].map((x) => x[1]) : []) {
-      if (!serviceNames.has(value)) findings.push({ rule: 'names', message: `log metric ${m.inputs.name} filters on service_name "${value}", which is not the name of a service of the stack: the metric never counts` });
+      if (!serviceNames.has(value))
+        findings.push({
+          rule: 'names',
+          message: `log metric ${m.inputs.name} filters on service_name "${value}", which is not the name of a service of the stack: the metric never counts`,
+        });
     }
   }
-  for (const a of model.ofType('gcp:serviceaccount/account:Account')) bad(`service account id`, a.inputs.accountId, NAME_RULES.serviceAccountId, '6–30 lowercase letters, digits, hyphens');
+  for (const a of model.ofType('gcp:serviceaccount/account:Account'))
+    bad(`service account id`, a.inputs.accountId, NAME_RULES.serviceAccountId, '6–30 lowercase letters, digits, hyphens');
   for (const type of ['gcp:cloudrunv2/job:Job', 'gcp:cloudrunv2/service:Service', 'gcp:cloudfunctionsv2/function:Function']) {
-    for (const r of model.ofType(type)) bad(`${type.split(':').pop()} name`, r.inputs.name, NAME_RULES.cloudRunName, 'at most 49 lowercase letters, digits, hyphens');
+    for (const r of model.ofType(type))
+      bad(`${type.split(':').pop()} name`, r.inputs.name, NAME_RULES.cloudRunName, 'at most 49 lowercase letters, digits, hyphens');
   }
-  for (const c of model.ofType('gcp:vpcaccess/connector:Connector')) bad('VPC connector name', c.inputs.name, NAME_RULES.connectorName, 'at most 25 characters');
+  for (const c of model.ofType('gcp:vpcaccess/connector:Connector'))
+    bad('VPC connector name', c.inputs.name, NAME_RULES.connectorName, 'at most 25 characters');
   for (const b of model.ofType('gcp:storage/bucket:Bucket')) bad('bucket name', b.inputs.name, NAME_RULES.bucketName, '3–63 characters');
   for (const type of ['gcp:pubsub/topic:Topic', 'gcp:pubsub/subscription:Subscription']) {
     for (const r of model.ofType(type)) bad(`${type.split(':').pop()} id`, r.inputs.name, NAME_RULES.pubsubId, '3–255 characters, starting with a letter');
@@ -276,7 +348,10 @@ export function checkLocations(model: StackModel, options: CheckOptions): Findin
     // match the bucket's (a multi-region bucket needs a trigger in that multi-region).
     const loc = String(bucket.inputs.location).toLowerCase();
     if (loc !== String(t.inputs.location).toLowerCase()) {
-      findings.push({ rule: 'locations', message: `Eventarc trigger ${t.inputs.name} is in ${t.inputs.location} but bucket ${bucketName} is in ${bucket.inputs.location}: Eventarc refuses a trigger outside the bucket's location` });
+      findings.push({
+        rule: 'locations',
+        message: `Eventarc trigger ${t.inputs.name} is in ${t.inputs.location} but bucket ${bucketName} is in ${bucket.inputs.location}: Eventarc refuses a trigger outside the bucket's location`,
+      });
     }
   }
   for (const job of model.ofType('gcp:cloudrunv2/job:Job')) {
@@ -284,7 +359,10 @@ export function checkLocations(model: StackModel, options: CheckOptions): Findin
     const limits = task?.containers?.[0]?.resources?.limits ?? {};
     if (!limits['nvidia.com/gpu']) continue;
     if (options.gpuRegions && !options.gpuRegions.includes(job.inputs.location)) {
-      findings.push({ rule: 'locations', message: `Cloud Run job ${job.inputs.name} asks for a GPU in ${job.inputs.location}, which has no Cloud Run GPUs (${options.gpuRegions.join(', ')})` });
+      findings.push({
+        rule: 'locations',
+        message: `Cloud Run job ${job.inputs.name} asks for a GPU in ${job.inputs.location}, which has no Cloud Run GPUs (${options.gpuRegions.join(', ')})`,
+      });
     }
   }
   return findings;
@@ -307,7 +385,10 @@ export function checkOrder(model: StackModel, options: CheckOptions): Finding[] 
   const eventarcAgent = model.ofType('gcp:projects/serviceIdentity:ServiceIdentity').find((s) => s.inputs.service === 'eventarc.googleapis.com');
   for (const t of model.ofType('gcp:eventarc/trigger:Trigger')) {
     if (!eventarcAgent) {
-      findings.push({ rule: 'start-up order', message: `${t.name}: Eventarc's service agent is created lazily and its permissions lag behind API enablement; create it (gcp.projects.ServiceIdentity eventarc.googleapis.com) before the triggers` });
+      findings.push({
+        rule: 'start-up order',
+        message: `${t.name}: Eventarc's service agent is created lazily and its permissions lag behind API enablement; create it (gcp.projects.ServiceIdentity eventarc.googleapis.com) before the triggers`,
+      });
       continue;
     }
     const member = sa(t.inputs.serviceAccount);

@@ -13,15 +13,23 @@ import { ROLE_DATA } from './google-rules.js';
 
 const MODES: [string, Partial<RawStackConfig>][] = [
   ['default (GPU embed job, OpenSearch on a private VM)', {}],
-  ['external OpenSearch, CPU embedding, public search', { opensearch: { mode: 'external' }, opensearchUrl: 'https://search.example.com:9200', embed: { gpu: false, cpu: 4, memory: '8Gi' }, search: { public: true } } as Partial<RawStackConfig>],
+  [
+    'external OpenSearch, CPU embedding, public search',
+    {
+      opensearch: { mode: 'external' },
+      opensearchUrl: 'https://search.example.com:9200',
+      embed: { gpu: false, cpu: 4, memory: '8Gi' },
+      search: { public: true },
+    } as Partial<RawStackConfig>,
+  ],
   ['prefix "photos" in europe-west4', { prefix: 'photos', region: 'europe-west4' } as Partial<RawStackConfig>],
 ];
 
 const RULES: Record<RuleName, string> = {
   permissions: 'each workload holds every permission its adapters need, on the resource it is configured with',
-  'platform-permissions': 'Google\'s own machinery (push, dead-lettering, triggers, schedules, builds, image pulls) can act',
+  'platform-permissions': "Google's own machinery (push, dead-lettering, triggers, schedules, builds, image pulls) can act",
   apis: 'every resource and client goes through an enabled API, created after enablement',
-  names: 'names passed between resources are the kind Google expects, within Google\'s limits',
+  names: "names passed between resources are the kind Google expects, within Google's limits",
   locations: 'triggers sit with their buckets; GPUs only where Cloud Run has them',
   'start-up order': 'what must exist or have propagated first is waited for',
 };
@@ -36,7 +44,11 @@ async function main(): Promise<number> {
   let failed = 0;
   for (const [mode, raw] of MODES) {
     const resources = await buildStack(raw);
-    const { model, findings } = runChecks(resources, { projectNumber: TEST_PROJECT_NUMBER, region: raw.region ?? 'us-central1', gpuRegions: CLOUD_RUN_GPU_JOB_REGIONS });
+    const { model, findings } = runChecks(resources, {
+      projectNumber: TEST_PROJECT_NUMBER,
+      region: raw.region ?? 'us-central1',
+      gpuRegions: CLOUD_RUN_GPU_JOB_REGIONS,
+    });
     out.push(`## ${mode}: ${resources.length} resources, ${model.grants.length} grants, ${model.workloads.size} workloads`);
     const byRule = new Map<RuleName, Finding[]>();
     for (const f of findings) byRule.set(f.rule, [...(byRule.get(f.rule) ?? []), f]);
@@ -52,7 +64,9 @@ async function main(): Promise<number> {
   out.push('## Deployables (each ships only what it imports, as JavaScript)');
   out.push('  name              kind      bundle      installed    packages  externals');
   for (const row of deployablesReport()) {
-    out.push(`  ${row.name.padEnd(17)} ${row.kind.padEnd(9)} ${mib(row.bundleBytes).padStart(9)}  ${mib(row.installedBytes).padStart(10)}  ${String(row.modules).padStart(8)}  ${row.externals.join(', ')}`);
+    out.push(
+      `  ${row.name.padEnd(17)} ${row.kind.padEnd(9)} ${mib(row.bundleBytes).padStart(9)}  ${mib(row.installedBytes).padStart(10)}  ${String(row.modules).padStart(8)}  ${row.externals.join(', ')}`,
+    );
   }
   out.push('', failed === 0 ? 'Deploy check passed.' : `Deploy check FAILED: ${failed} finding(s).`);
   console.log(out.join('\n'));

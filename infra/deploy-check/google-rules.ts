@@ -31,13 +31,43 @@ export const ROLE_DATA: RoleData = JSON.parse(readFileSync(path.join(here, 'data
  * (`storage.getProjectServiceAccount`) and has no project role of its own.
  */
 export const SERVICE_AGENTS = {
-  pubsub: { email: 'service-{number}@gcp-sa-pubsub.iam.gserviceaccount.com', role: 'roles/pubsub.serviceAgent', createdBy: 'identity', service: 'pubsub.googleapis.com' },
-  eventarc: { email: 'service-{number}@gcp-sa-eventarc.iam.gserviceaccount.com', role: 'roles/eventarc.serviceAgent', createdBy: 'identity', service: 'eventarc.googleapis.com' },
-  aiplatform: { email: 'service-{number}@gcp-sa-aiplatform.iam.gserviceaccount.com', role: 'roles/aiplatform.serviceAgent', createdBy: 'identity', service: 'aiplatform.googleapis.com' },
+  pubsub: {
+    email: 'service-{number}@gcp-sa-pubsub.iam.gserviceaccount.com',
+    role: 'roles/pubsub.serviceAgent',
+    createdBy: 'identity',
+    service: 'pubsub.googleapis.com',
+  },
+  eventarc: {
+    email: 'service-{number}@gcp-sa-eventarc.iam.gserviceaccount.com',
+    role: 'roles/eventarc.serviceAgent',
+    createdBy: 'identity',
+    service: 'eventarc.googleapis.com',
+  },
+  aiplatform: {
+    email: 'service-{number}@gcp-sa-aiplatform.iam.gserviceaccount.com',
+    role: 'roles/aiplatform.serviceAgent',
+    createdBy: 'identity',
+    service: 'aiplatform.googleapis.com',
+  },
   storage: { email: 'service-{number}@gs-project-accounts.iam.gserviceaccount.com', role: null, createdBy: 'read', service: 'storage.googleapis.com' },
-  run: { email: 'service-{number}@serverless-robot-prod.iam.gserviceaccount.com', role: 'roles/run.serviceAgent', createdBy: 'api', service: 'run.googleapis.com' },
-  cloudfunctions: { email: 'service-{number}@gcf-admin-robot.iam.gserviceaccount.com', role: 'roles/cloudfunctions.serviceAgent', createdBy: 'api', service: 'cloudfunctions.googleapis.com' },
-  cloudscheduler: { email: 'service-{number}@gcp-sa-cloudscheduler.iam.gserviceaccount.com', role: 'roles/cloudscheduler.serviceAgent', createdBy: 'api', service: 'cloudscheduler.googleapis.com' },
+  run: {
+    email: 'service-{number}@serverless-robot-prod.iam.gserviceaccount.com',
+    role: 'roles/run.serviceAgent',
+    createdBy: 'api',
+    service: 'run.googleapis.com',
+  },
+  cloudfunctions: {
+    email: 'service-{number}@gcf-admin-robot.iam.gserviceaccount.com',
+    role: 'roles/cloudfunctions.serviceAgent',
+    createdBy: 'api',
+    service: 'cloudfunctions.googleapis.com',
+  },
+  cloudscheduler: {
+    email: 'service-{number}@gcp-sa-cloudscheduler.iam.gserviceaccount.com',
+    role: 'roles/cloudscheduler.serviceAgent',
+    createdBy: 'api',
+    service: 'cloudscheduler.googleapis.com',
+  },
 } as const;
 export type AgentName = keyof typeof SERVICE_AGENTS;
 
@@ -66,7 +96,12 @@ export const RESOURCE_APIS: Record<string, string[]> = {
   'gcp:pubsub/topicIAMMember:TopicIAMMember': ['pubsub.googleapis.com'],
   'gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember': ['pubsub.googleapis.com'],
   // Gen2 functions are built by Cloud Build into Artifact Registry and run as Cloud Run services.
-  'gcp:cloudfunctionsv2/function:Function': ['cloudfunctions.googleapis.com', 'cloudbuild.googleapis.com', 'artifactregistry.googleapis.com', 'run.googleapis.com'],
+  'gcp:cloudfunctionsv2/function:Function': [
+    'cloudfunctions.googleapis.com',
+    'cloudbuild.googleapis.com',
+    'artifactregistry.googleapis.com',
+    'run.googleapis.com',
+  ],
   'gcp:cloudrunv2/service:Service': ['run.googleapis.com'],
   'gcp:cloudrunv2/job:Job': ['run.googleapis.com'],
   'gcp:cloudrunv2/serviceIamMember:ServiceIamMember': ['run.googleapis.com'],

@@ -11,8 +11,7 @@ import { ROLE_DATA, SERVICE_AGENTS } from './google-rules.js';
 
 /** What a grant is bound on. `project` covers everything in the project. */
 export type GrantTarget =
-  | { kind: 'project' }
-  | { kind: 'bucket' | 'topic' | 'subscription' | 'runJob' | 'runService' | 'secret' | 'serviceAccount' | 'repository'; name: string };
+  { kind: 'project' } | { kind: 'bucket' | 'topic' | 'subscription' | 'runJob' | 'runService' | 'secret' | 'serviceAccount' | 'repository'; name: string };
 
 export interface Grant {
   /** Logical name of the IAM resource (for messages and ordering). */
@@ -67,7 +66,10 @@ export class StackModel {
   readonly createdAgents = new Set<string>();
   private readonly byName = new Map<string, RecordedResource>();
 
-  constructor(readonly resources: RecordedResource[], readonly projectNumber: string) {
+  constructor(
+    readonly resources: RecordedResource[],
+    readonly projectNumber: string,
+  ) {
     for (const r of resources) this.byName.set(r.name, r);
     for (const r of this.ofType('gcp:projects/service:Service')) this.enabledApis.add(r.inputs.service);
     for (const r of this.ofType('gcp:projects/serviceIdentity:ServiceIdentity')) this.createdAgents.add(r.inputs.service);
@@ -87,7 +89,9 @@ export class StackModel {
   /** A resource of a type whose Google-side name (short name, id or full path) is `name`. */
   find(type: string, name: string): RecordedResource | undefined {
     const want = short(name);
-    return this.ofType(type).find((r) => [r.inputs.name, r.inputs.accountId, r.inputs.secretId, r.inputs.repositoryId, r.outputs.email].includes(want) || r.outputs.email === name);
+    return this.ofType(type).find(
+      (r) => [r.inputs.name, r.inputs.accountId, r.inputs.secretId, r.inputs.repositoryId, r.outputs.email].includes(want) || r.outputs.email === name,
+    );
   }
 
   private readGrants(): void {
@@ -100,18 +104,26 @@ export class StackModel {
     for (const r of this.ofType('gcp:cloudrunv2/jobIamMember:JobIamMember')) add(r, { kind: 'runJob', name: short(r.inputs.name) });
     for (const r of this.ofType('gcp:cloudrunv2/serviceIamMember:ServiceIamMember')) add(r, { kind: 'runService', name: short(r.inputs.name) });
     for (const r of this.ofType('gcp:secretmanager/secretIamMember:SecretIamMember')) add(r, { kind: 'secret', name: short(r.inputs.secretId) });
-    for (const r of this.ofType('gcp:serviceaccount/iAMMember:IAMMember')) add(r, { kind: 'serviceAccount', name: emailOfAccountId(r.inputs.serviceAccountId) });
-    for (const r of this.ofType('gcp:artifactregistry/repositoryIamMember:RepositoryIamMember')) add(r, { kind: 'repository', name: short(r.inputs.repository) });
+    for (const r of this.ofType('gcp:serviceaccount/iAMMember:IAMMember'))
+      add(r, { kind: 'serviceAccount', name: emailOfAccountId(r.inputs.serviceAccountId) });
+    for (const r of this.ofType('gcp:artifactregistry/repositoryIamMember:RepositoryIamMember'))
+      add(r, { kind: 'repository', name: short(r.inputs.repository) });
     // Service agents hold their Google-granted role on the project, once they exist.
     for (const agent of ['pubsub', 'eventarc', 'aiplatform', 'run', 'cloudfunctions', 'cloudscheduler'] as const) {
       const info = AGENT_ROLES[agent];
       if (info.createdBy === 'identity' && !this.createdAgents.has(info.service)) continue;
-      this.grants.push({ resource: `(Google) ${agent} service agent`, member: `serviceAccount:${info.email.replace('{number}', this.projectNumber)}`, role: info.role, target: { kind: 'project' } });
+      this.grants.push({
+        resource: `(Google) ${agent} service agent`,
+        member: `serviceAccount:${info.email.replace('{number}', this.projectNumber)}`,
+        role: info.role,
+        target: { kind: 'project' },
+      });
     }
   }
 
   private readWorkloads(): void {
-    const label = (r: RecordedResource): CloudWorkload | undefined => r.inputs.labels?.[WORKLOAD_LABEL]?.replace(/-([a-z])/g, (_: string, c: string) => c.toUpperCase());
+    const label = (r: RecordedResource): CloudWorkload | undefined =>
+      r.inputs.labels?.[WORKLOAD_LABEL]?.replace(/-([a-z])/g, (_: string, c: string) => c.toUpperCase());
     for (const fn of this.ofType('gcp:cloudfunctionsv2/function:Function')) {
       const name = label(fn);
       if (!name) continue;

@@ -57,7 +57,12 @@ function computed(type: string, name: string, inputs: Inputs): { id?: string; ou
       const email = `${inputs.accountId}@${project}.iam.gserviceaccount.com`;
       return {
         id: `projects/${project}/serviceAccounts/${email}`,
-        outputs: { email, name: `projects/${project}/serviceAccounts/${email}`, member: `serviceAccount:${email}`, uniqueId: `1${hash(email).replace(/\D/g, '7').padEnd(20, '3')}` },
+        outputs: {
+          email,
+          name: `projects/${project}/serviceAccounts/${email}`,
+          member: `serviceAccount:${email}`,
+          uniqueId: `1${hash(email).replace(/\D/g, '7').padEnd(20, '3')}`,
+        },
       };
     }
     case 'gcp:projects/serviceIdentity:ServiceIdentity': {
@@ -69,11 +74,18 @@ function computed(type: string, name: string, inputs: Inputs): { id?: string; ou
     case 'gcp:projects/iAMCustomRole:IAMCustomRole':
       return { id: `projects/${project}/roles/${inputs.roleId}`, outputs: { name: `projects/${project}/roles/${inputs.roleId}`, deleted: false } };
     case 'gcp:storage/bucket:Bucket':
-      return { id: physical, outputs: { url: `gs://${physical}`, selfLink: `https://www.googleapis.com/storage/v1/b/${physical}`, location: String(inputs.location).toUpperCase() } };
+      return {
+        id: physical,
+        outputs: { url: `gs://${physical}`, selfLink: `https://www.googleapis.com/storage/v1/b/${physical}`, location: String(inputs.location).toUpperCase() },
+      };
     case 'gcp:storage/bucketObject:BucketObject':
       return {
         id: `${inputs.bucket}-${physical}`,
-        outputs: { generation: 1732700000000000, mediaLink: `https://storage.googleapis.com/download/storage/v1/b/${inputs.bucket}/o/${encodeURIComponent(physical)}`, md5hash: 'q1w2e3==' },
+        outputs: {
+          generation: 1732700000000000,
+          mediaLink: `https://storage.googleapis.com/download/storage/v1/b/${inputs.bucket}/o/${encodeURIComponent(physical)}`,
+          md5hash: 'q1w2e3==',
+        },
       };
     case 'gcp:pubsub/topic:Topic':
       return { id: `projects/${project}/topics/${physical}` };
@@ -98,7 +110,10 @@ function computed(type: string, name: string, inputs: Inputs): { id?: string; ou
         outputs: { uri: `https://${physical}-${hash(physical)}-${regionCode(location)}.a.run.app`, uid: hash(`uid${physical}`) },
       };
     case 'gcp:cloudrunv2/job:Job':
-      return { id: `projects/${project}/locations/${location}/jobs/${physical}`, outputs: { uid: hash(`uid${physical}`), executionCount: inputs.runExecutionToken ? 1 : 0 } };
+      return {
+        id: `projects/${project}/locations/${location}/jobs/${physical}`,
+        outputs: { uid: hash(`uid${physical}`), executionCount: inputs.runExecutionToken ? 1 : 0 },
+      };
     case 'gcp:secretmanager/secret:Secret':
       return { id: `projects/${project}/secrets/${inputs.secretId}`, outputs: { name: `projects/${TEST_PROJECT_NUMBER}/secrets/${inputs.secretId}` } };
     case 'gcp:secretmanager/secretVersion:SecretVersion': {
@@ -108,7 +123,10 @@ function computed(type: string, name: string, inputs: Inputs): { id?: string; ou
     case 'gcp:artifactregistry/repository:Repository':
       return { id: `projects/${project}/locations/${location}/repositories/${inputs.repositoryId}`, outputs: { name: inputs.repositoryId } };
     case 'gcp:compute/network:Network':
-      return { id: `projects/${project}/global/networks/${physical}`, outputs: { selfLink: `https://www.googleapis.com/compute/v1/projects/${project}/global/networks/${physical}` } };
+      return {
+        id: `projects/${project}/global/networks/${physical}`,
+        outputs: { selfLink: `https://www.googleapis.com/compute/v1/projects/${project}/global/networks/${physical}` },
+      };
     case 'gcp:compute/subnetwork:Subnetwork':
       return { id: `projects/${project}/regions/${inputs.region}/subnetworks/${physical}` };
     case 'gcp:compute/address:Address':
@@ -122,14 +140,23 @@ function computed(type: string, name: string, inputs: Inputs): { id?: string; ou
     case 'gcp:eventarc/trigger:Trigger':
       return {
         id: `projects/${project}/locations/${location}/triggers/${physical}`,
-        outputs: { uid: hash(physical), transport: { pubsubs: [{ topic: `projects/${project}/topics/eventarc-${location}-${physical}-123`, subscription: `projects/${project}/subscriptions/eventarc-${location}-${physical}-sub-123` }] } },
+        outputs: {
+          uid: hash(physical),
+          transport: {
+            pubsubs: [
+              {
+                topic: `projects/${project}/topics/eventarc-${location}-${physical}-123`,
+                subscription: `projects/${project}/subscriptions/eventarc-${location}-${physical}-sub-123`,
+              },
+            ],
+          },
+        },
       };
     case 'gcp:cloudscheduler/job:Job':
       return { id: `projects/${project}/locations/${inputs.region}/jobs/${physical}`, outputs: { state: 'ENABLED' } };
     case 'gcp:logging/metric:Metric':
       return { id: physical };
-    case 'gcp:monitoring/alertPolicy:AlertPolicy':
-    {
+    case 'gcp:monitoring/alertPolicy:AlertPolicy': {
       const id = `projects/${project}/alertPolicies/${parseInt(hash(name), 36) % 1e15}`;
       return { id, outputs: { name: id } };
     }
@@ -194,7 +221,10 @@ export function installMocks(): Promise<void> {
             return { number: TEST_PROJECT_NUMBER, projectId: args.inputs.projectId, name: `projects/${TEST_PROJECT_NUMBER}` };
           case 'gcp:storage/getProjectServiceAccount:getProjectServiceAccount':
             // Reading it also creates Cloud Storage's service agent (the API documents this).
-            return { emailAddress: `service-${TEST_PROJECT_NUMBER}@gs-project-accounts.iam.gserviceaccount.com`, member: `serviceAccount:service-${TEST_PROJECT_NUMBER}@gs-project-accounts.iam.gserviceaccount.com` };
+            return {
+              emailAddress: `service-${TEST_PROJECT_NUMBER}@gs-project-accounts.iam.gserviceaccount.com`,
+              member: `serviceAccount:service-${TEST_PROJECT_NUMBER}@gs-project-accounts.iam.gserviceaccount.com`,
+            };
           case 'gcp:organizations/getClientConfig:getClientConfig':
             return { accessToken: 'test-token', project: TEST_PROJECT };
           default:

@@ -27,10 +27,7 @@ async function main(): Promise<0 | 1> {
     );
     return 0;
   } catch (err) {
-    logger.error(
-      { err, code: (err as { code?: unknown }).code },
-      `bootstrap of the first model failed: ${errorMessage(err)}`,
-    );
+    logger.error({ err, code: (err as { code?: unknown }).code }, `bootstrap of the first model failed: ${errorMessage(err)}`);
     return 1;
   }
 }

@@ -102,9 +102,14 @@ export function parseNvidiaSmi(csv: string): GpuInfo[] {
 /** The GPUs `nvidia-smi` reports, or null when it is not on PATH (or fails). */
 export function nvidiaSmi(): Promise<GpuInfo[] | null> {
   return new Promise((resolve) => {
-    execFile('nvidia-smi', ['--query-gpu=name,memory.total,memory.used,driver_version', '--format=csv,noheader,nounits'], { timeout: 10_000 }, (err, stdout) => {
-      resolve(err ? null : parseNvidiaSmi(stdout));
-    });
+    execFile(
+      'nvidia-smi',
+      ['--query-gpu=name,memory.total,memory.used,driver_version', '--format=csv,noheader,nounits'],
+      { timeout: 10_000 },
+      (err, stdout) => {
+        resolve(err ? null : parseNvidiaSmi(stdout));
+      },
+    );
   });
 }
 
@@ -138,7 +143,9 @@ async function syntheticImages(embedder: Embedder, count: number, seed: number):
   for (let i = 0; i < count; i += 1) {
     const pixels = Buffer.alloc(width * height * 3);
     for (let p = 0; p < pixels.length; p += 1) pixels[p] = Math.floor(random() * 256);
-    const png = await sharp(pixels, { raw: { width, height, channels: 3 } }).png().toBuffer();
+    const png = await sharp(pixels, { raw: { width, height, channels: 3 } })
+      .png()
+      .toBuffer();
     prepared.push(await embedder.prepare(png));
   }
   return prepared;
@@ -173,7 +180,12 @@ export async function runGpuSmoke(options: SmokeOptions, deps: SmokeDeps): Promi
       batches: options.batches,
       warmupBatches: options.warmup,
       imagesPerSecond: round(total > 0 ? (batchSize * options.batches * 1000) / total : 0, 1),
-      msPerBatch: { mean: round(total / times.length), p50: round(sorted[Math.floor((sorted.length - 1) / 2)]!), min: round(sorted[0]!), max: round(sorted[sorted.length - 1]!) },
+      msPerBatch: {
+        mean: round(total / times.length),
+        p50: round(sorted[Math.floor((sorted.length - 1) / 2)]!),
+        min: round(sorted[0]!),
+        max: round(sorted[sorted.length - 1]!),
+      },
       loadMs: round(loadMs, 0),
       // Asked after the runs, so "used" includes the loaded model and its buffers.
       gpus: await deps.gpuInfo(),
@@ -190,7 +202,8 @@ function cloudSmokeDeps(logger: Logger): SmokeDeps {
   return {
     defaultBatchSize: config.BATCH_SIZE,
     gpuInfo: nvidiaSmi,
-    loadModel: (provider) => new ModelHolder(registry, { maxPixels: config.MAX_PIXELS, executionProvider: provider, logger, absentHint: bootstrapJobHint(config) }).get(),
+    loadModel: (provider) =>
+      new ModelHolder(registry, { maxPixels: config.MAX_PIXELS, executionProvider: provider, logger, absentHint: bootstrapJobHint(config) }).get(),
   };
 }
 
@@ -205,13 +218,13 @@ export async function gpuSmokeMain(argv: readonly string[], overrides: { deps?: 
     const options = parseSmokeArgs(argv);
     provider = options.provider;
     const report = await runGpuSmoke(options, overrides.deps ?? cloudSmokeDeps(logger));
-    logger.info(report, `gpu smoke test passed: ${report.imagesPerSecond} images/s on ${report.provider} (batch ${report.batchSize}, ${report.msPerBatch.mean} ms per batch)`);
+    logger.info(
+      report,
+      `gpu smoke test passed: ${report.imagesPerSecond} images/s on ${report.provider} (batch ${report.batchSize}, ${report.msPerBatch.mean} ms per batch)`,
+    );
     return 0;
   } catch (err) {
-    logger.error(
-      { ok: false, provider, err, code: (err as { code?: unknown }).code },
-      `gpu smoke test failed: ${errorMessage(err)}`,
-    );
+    logger.error({ ok: false, provider, err, code: (err as { code?: unknown }).code }, `gpu smoke test failed: ${errorMessage(err)}`);
     return 1;
   }
 }

@@ -22,17 +22,26 @@ import { parseWith } from '../../shared/validation.js';
 import { cloudConfig, type CloudConfig } from '../../shared/wiring/cloud-config.js';
 import { cloudLogger, cloudModelRegistry, storageClient } from '../../shared/wiring/cloud.js';
 
-const flagsSchema = z.object({
-  seed: z.coerce.number().int().min(0).max(2 ** 31 - 1),
-  epochs: z.coerce.number().int().min(0).max(10_000),
-  margin: z.coerce.number().min(0).max(1),
-  heldOut: z.coerce.number().gt(0).lt(1),
-  /** Hidden units of the projection head (wider learns more from large collections, trains slower). */
-  hidden: z.coerce.number().int().min(1).max(8192),
-}).partial();
+const flagsSchema = z
+  .object({
+    seed: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 31 - 1),
+    epochs: z.coerce.number().int().min(0).max(10_000),
+    margin: z.coerce.number().min(0).max(1),
+    heldOut: z.coerce.number().gt(0).lt(1),
+    /** Hidden units of the projection head (wider learns more from large collections, trains slower). */
+    hidden: z.coerce.number().int().min(1).max(8192),
+  })
+  .partial();
 
 /** `--epochs=20 --held-out=0.2` (or `--heldOut=0.2`) over RETRAIN_EPOCHS / RETRAIN_HELD_OUT; the service defaults the rest. */
-function retrainArgs(argv: string[], config: Pick<CloudConfig<'retrainJob'>, 'RETRAIN_SEED' | 'RETRAIN_EPOCHS' | 'RETRAIN_MARGIN' | 'RETRAIN_HELD_OUT' | 'RETRAIN_HIDDEN'>): RetrainOptions {
+function retrainArgs(
+  argv: string[],
+  config: Pick<CloudConfig<'retrainJob'>, 'RETRAIN_SEED' | 'RETRAIN_EPOCHS' | 'RETRAIN_MARGIN' | 'RETRAIN_HELD_OUT' | 'RETRAIN_HIDDEN'>,
+): RetrainOptions {
   const raw: Record<string, string> = {};
   for (const arg of argv) {
     const m = /^--([a-zA-Z-]+)=(.*)$/.exec(arg);
@@ -88,7 +97,9 @@ async function main(): Promise<void> {
     (p) => logger.info({ progress: p }, `retrain ${p.stage}`),
   );
   const { promoted, decision, candidate, current, activation } = result;
-  process.stdout.write(`${JSON.stringify({ promoted, decision, candidate: candidate.metrics, current: current.metrics, reindex: activation?.reindex ?? null })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ promoted, decision, candidate: candidate.metrics, current: current.metrics, reindex: activation?.reindex ?? null })}\n`,
+  );
 }
 
 main().catch((err: unknown) => {

@@ -114,9 +114,7 @@ export function toModelVersion(meta: unknown, manifest: unknown, active: string 
 
 /** Oldest first (ties by name): the order `list()` returns. */
 export function byCreation(versions: Array<ModelVersion | null>): ModelVersion[] {
-  return versions
-    .filter((v): v is ModelVersion => v !== null)
-    .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.version.localeCompare(b.version));
+  return versions.filter((v): v is ModelVersion => v !== null).sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.version.localeCompare(b.version));
 }
 
 /** meta.json with new metrics. */

@@ -89,10 +89,7 @@ export async function evaluateImageToImage(queries: LabelledVector[], corpus: La
 }
 
 /** Text→image: each query text is a label; relevant = corpus images carrying that label. */
-export async function evaluateTextToImage(
-  textQueries: { label: string; vector: Float32Array }[],
-  corpus: LabelledVector[],
-): Promise<TextToImageMetrics> {
+export async function evaluateTextToImage(textQueries: { label: string; vector: Float32Array }[], corpus: LabelledVector[]): Promise<TextToImageMetrics> {
   const top = await exactTopK(
     textQueries.map((q) => q.vector),
     corpus.map((c) => c.vector),

@@ -26,7 +26,10 @@ export function metricsPlotSvg(history: MetricsHistoryEntry[], options: { width?
   const plotH = height - margin.top - margin.bottom;
   const series = new Map<string, (number | null)[]>();
   history.forEach((entry, i) => {
-    for (const [group, prefix] of [['imageToImage', 'image→image'], ['textToImage', 'text→image']] as const) {
+    for (const [group, prefix] of [
+      ['imageToImage', 'image→image'],
+      ['textToImage', 'text→image'],
+    ] as const) {
       for (const [name, value] of Object.entries(entry.metrics?.[group] ?? {})) {
         if (typeof value !== 'number' || !Number.isFinite(value)) continue;
         const key = `${prefix} ${name}`;
@@ -48,9 +51,7 @@ export function metricsPlotSvg(history: MetricsHistoryEntry[], options: { width?
     parts.push(`<text x="${margin.left - 8}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(1)}</text>`);
   }
   history.forEach((entry, i) => {
-    parts.push(
-      `<text transform="translate(${x(i)},${margin.top + plotH + 14}) rotate(30)" font-size="10">${escapeXml(entry.version.slice(0, 28))}</text>`,
-    );
+    parts.push(`<text transform="translate(${x(i)},${margin.top + plotH + 14}) rotate(30)" font-size="10">${escapeXml(entry.version.slice(0, 28))}</text>`);
   });
   [...series.entries()].forEach(([name, values], s) => {
     const color = COLORS[s % COLORS.length]!;
@@ -70,5 +71,7 @@ export function metricsPlotSvg(history: MetricsHistoryEntry[], options: { width?
 }
 
 export async function renderMetricsPlot(history: MetricsHistoryEntry[], options: { width?: number; height?: number; title?: string } = {}): Promise<Buffer> {
-  return sharp(Buffer.from(metricsPlotSvg(history, options))).png().toBuffer();
+  return sharp(Buffer.from(metricsPlotSvg(history, options)))
+    .png()
+    .toBuffer();
 }

@@ -46,7 +46,10 @@ export async function embedBatch(deliveries: Delivery[], deps: EmbedDeps): Promi
 
   for (const delivery of deliveries) {
     if (delivery.deliveryAttempt > 1) {
-      deps.logger.warn({ messageId: delivery.messageId, deliveryAttempt: delivery.deliveryAttempt }, `image event redelivered (attempt ${delivery.deliveryAttempt})`);
+      deps.logger.warn(
+        { messageId: delivery.messageId, deliveryAttempt: delivery.deliveryAttempt },
+        `image event redelivered (attempt ${delivery.deliveryAttempt})`,
+      );
     }
     const parsed = imageEventSchema.safeParse(delivery.data);
     if (!parsed.success) {
@@ -125,16 +128,16 @@ export async function embedBatch(deliveries: Delivery[], deps: EmbedDeps): Promi
   await Promise.all([
     featuresWritten,
     messages.length > 0
-      ? deps.bus.publishBatch(TOPICS.embeddings, messages.map((m) => ({ data: m, attributes: { id: m.id, op: m.op, generation: m.generation } })))
+      ? deps.bus.publishBatch(
+          TOPICS.embeddings,
+          messages.map((m) => ({ data: m, attributes: { id: m.id, op: m.op, generation: m.generation } })),
+        )
       : null,
   ]);
   return outcomes;
 }
 
-async function prepareOne(
-  item: { delivery: Delivery; event: ImageEvent; id: string },
-  deps: EmbedDeps,
-): Promise<Prepared | EmbedOutcome> {
+async function prepareOne(item: { delivery: Delivery; event: ImageEvent; id: string }, deps: EmbedDeps): Promise<Prepared | EmbedOutcome> {
   const { delivery, event, id } = item;
   const ackId = delivery.ackId;
   try {

@@ -35,11 +35,12 @@ export async function handleObjectEvent(payload: unknown, deps: ObjectEventDeps)
       log.info({ reason: 'not-an-image-type' }, `ignored: ${event.name} has content type ${event.contentType}`);
       return { status: 'skipped', id, reason: 'not-an-image-type' };
     }
-    const reject = event.size === 0
-      ? { reason: 'empty-file', detail: 'the object is 0 bytes' }
-      : event.size > deps.settings.maxBytes
-        ? { reason: 'too-large', detail: `${event.size} bytes exceeds the limit of ${deps.settings.maxBytes}` }
-        : null;
+    const reject =
+      event.size === 0
+        ? { reason: 'empty-file', detail: 'the object is 0 bytes' }
+        : event.size > deps.settings.maxBytes
+          ? { reason: 'too-large', detail: `${event.size} bytes exceeds the limit of ${deps.settings.maxBytes}` }
+          : null;
     if (reject) {
       await deps.rejections.record({
         id,

@@ -1,4 +1,12 @@
-import { compareGenerations, embeddingMessageSchema, vectorFromBase64, TOPICS, type EmbeddingDelete, type EmbeddingUpsert, type ImageEvent } from '../contracts.js';
+import {
+  compareGenerations,
+  embeddingMessageSchema,
+  vectorFromBase64,
+  TOPICS,
+  type EmbeddingDelete,
+  type EmbeddingUpsert,
+  type ImageEvent,
+} from '../contracts.js';
 import { errorMessage, ParseError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Delivery, EventBus } from '../ports/event-bus.js';
@@ -48,7 +56,11 @@ export async function upsertEmbeddings(deliveries: Delivery[], deps: UpsertDeps)
     try {
       const vector = await resolveVector(msg, deps);
       if (vector.length !== deps.index.dimension) {
-        outcomes.push({ status: 'dead-lettered', ackId: delivery.ackId, detail: `vector has ${vector.length} dimensions, the index expects ${deps.index.dimension}` });
+        outcomes.push({
+          status: 'dead-lettered',
+          ackId: delivery.ackId,
+          detail: `vector has ${vector.length} dimensions, the index expects ${deps.index.dimension}`,
+        });
         continue;
       }
       upserts.push({ delivery, msg, vector });

@@ -67,11 +67,17 @@ export function addBaseEmbedding(graph: OnnxGraphBuilder, backbone: Backbone, op
   if (options.separateOutputs) {
     outputs = branches.map((b) => graph.tensor('Identity', [b.tensor.name], b.tensor.shape, {}, separateOutputName(b.name)));
   } else {
-    const weighted = branches.map((b) =>
-      b.weight === 1 ? b.tensor : graph.tensor('Mul', [b.tensor.name, graph.scalar(b.weight)], b.tensor.shape),
-    );
+    const weighted = branches.map((b) => (b.weight === 1 ? b.tensor : graph.tensor('Mul', [b.tensor.name, graph.scalar(b.weight)], b.tensor.shape)));
     const dimension = weighted.reduce((sum, t) => sum + t.shape[1]!, 0);
-    const concat = weighted.length === 1 ? weighted[0]! : graph.tensor('Concat', weighted.map((t) => t.name), [-1, dimension], { axis: 1 });
+    const concat =
+      weighted.length === 1
+        ? weighted[0]!
+        : graph.tensor(
+            'Concat',
+            weighted.map((t) => t.name),
+            [-1, dimension],
+            { axis: 1 },
+          );
     outputs = [graph.l2Normalise(concat, options.outputName ?? 'embedding')];
   }
   for (const t of outputs) graph.output(t.name, ['batch', t.shape[1]!]);

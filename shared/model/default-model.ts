@@ -81,10 +81,7 @@ const inFlight = new Map<string, Promise<{ dir: string; manifest: ModelManifest 
  * stale file. Writes go to a temporary folder renamed into place, so a crash never leaves half a
  * model and concurrent processes agree on one result.
  */
-export async function ensureDefaultModel(
-  cacheDir: string,
-  options: DefaultModelOptions = {},
-): Promise<{ dir: string; manifest: ModelManifest }> {
+export async function ensureDefaultModel(cacheDir: string, options: DefaultModelOptions = {}): Promise<{ dir: string; manifest: ModelManifest }> {
   const features = options.features ?? DEFAULT_FEATURE_LAYERS;
   const thumbnail = 'thumbnail' in options ? options.thumbnail : DEFAULT_THUMBNAIL;
   const key = JSON.stringify({

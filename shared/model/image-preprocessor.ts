@@ -28,10 +28,7 @@ export async function prepareImage(image: Buffer, tower: ImageTower, limits: Pre
   const header = await readHeader(image);
   const format = header.format ?? 'unknown';
   if (!ACCEPTED_IMAGE_FORMATS.has(format)) {
-    throw new ImageRejectedError(
-      'unsupported-format',
-      `${format} is not an accepted image format (accepted: ${[...ACCEPTED_IMAGE_FORMATS].join(', ')})`,
-    );
+    throw new ImageRejectedError('unsupported-format', `${format} is not an accepted image format (accepted: ${[...ACCEPTED_IMAGE_FORMATS].join(', ')})`);
   }
   // sharp's prebuilt libheif decodes AVIF but not HEVC-coded HEIC (patent-encumbered codec).
   if (format === 'heif' && header.compression === 'hevc') {
@@ -44,10 +41,7 @@ export async function prepareImage(image: Buffer, tower: ImageTower, limits: Pre
   if (!width || !height) throw new ImageRejectedError('corrupt-image', `the ${format} header has no image size`);
   const pixels = width * height;
   if (pixels > limits.maxPixels) {
-    throw new ImageRejectedError(
-      'too-many-pixels',
-      `${width}x${height} = ${pixels} pixels exceeds the limit of ${limits.maxPixels}`,
-    );
+    throw new ImageRejectedError('too-many-pixels', `${width}x${height} = ${pixels} pixels exceeds the limit of ${limits.maxPixels}`);
   }
 
   let raw: { data: Buffer; info: OutputInfo };
@@ -69,10 +63,7 @@ export async function prepareImage(image: Buffer, tower: ImageTower, limits: Pre
   }
   const { data, info } = raw;
   if (info.channels !== 3 || info.width !== tower.width || info.height !== tower.height) {
-    throw new ImageRejectedError(
-      'corrupt-image',
-      `decoded to ${info.width}x${info.height}x${info.channels}, expected ${tower.width}x${tower.height}x3`,
-    );
+    throw new ImageRejectedError('corrupt-image', `decoded to ${info.width}x${info.height}x${info.channels}, expected ${tower.width}x${tower.height}x3`);
   }
   return { pixels: tower.inputType === 'uint8' ? planar(data, tower) : standardiseChannels(data, tower), width, height, format };
 }

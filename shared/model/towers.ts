@@ -68,7 +68,10 @@ export async function loadTextTower(manifest: ModelManifest, dir: string, _optio
     const { ClipTokenizer } = await import('../text/clip-tokenizer.js');
     const tokenizer = await ClipTokenizer.fromFile(join(dir, spec.tokenizerFile));
     const clipSession = await ort.InferenceSession.create(join(dir, spec.file), _options.sessionOptions ?? {});
-    for (const [names, name, what] of [[clipSession.inputNames, spec.inputName, 'input'], [clipSession.outputNames, spec.outputName, 'output']] as const) {
+    for (const [names, name, what] of [
+      [clipSession.inputNames, spec.inputName, 'input'],
+      [clipSession.outputNames, spec.outputName, 'output'],
+    ] as const) {
       if (!names.includes(name)) throw new Error(`text tower ${spec.file} has no ${what} named "${name}" (it has: ${names.join(', ')})`);
     }
     return {

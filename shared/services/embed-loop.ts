@@ -100,7 +100,13 @@ export async function runEmbedLoop(deps: EmbedLoopDeps): Promise<EmbedLoopResult
   let messages = 0;
   let emptyPulls = 0;
   let failures = 0;
-  const result = (stoppedBecause: EmbedLoopResult['stoppedBecause']): EmbedLoopResult => ({ batches, messages, outcomes, stoppedBecause, elapsedMs: now() - started });
+  const result = (stoppedBecause: EmbedLoopResult['stoppedBecause']): EmbedLoopResult => ({
+    batches,
+    messages,
+    outcomes,
+    stoppedBecause,
+    elapsedMs: now() - started,
+  });
 
   while (running()) {
     if (settings.maxRuntimeMs !== undefined && now() - started >= settings.maxRuntimeMs) {
@@ -120,8 +126,8 @@ export async function runEmbedLoop(deps: EmbedLoopDeps): Promise<EmbedLoopResult
         try {
           const embed = embedDeps();
           hooks.embedding?.(1);
-          settled = await withLeaseExtension(bus, TOPICS.imageEvents, ackIds, settings.leaseSeconds, () => embedBatch(deliveries, embed), { logger }).finally(() =>
-            hooks.embedding?.(-1),
+          settled = await withLeaseExtension(bus, TOPICS.imageEvents, ackIds, settings.leaseSeconds, () => embedBatch(deliveries, embed), { logger }).finally(
+            () => hooks.embedding?.(-1),
           );
           await settleEmbedOutcomes(bus, settled);
         } catch (err) {
@@ -143,10 +149,7 @@ export async function runEmbedLoop(deps: EmbedLoopDeps): Promise<EmbedLoopResult
       }
     } catch (err) {
       failures += 1;
-      logger.error(
-        { err, size: pulled, failures },
-        pulled > 0 ? 'embed batch failed; its messages will be redelivered' : 'pulling image events failed',
-      );
+      logger.error({ err, size: pulled, failures }, pulled > 0 ? 'embed batch failed; its messages will be redelivered' : 'pulling image events failed');
       hooks.failure?.(err instanceof Error ? err : new Error(String(err)));
       if (settings.maxConsecutiveFailures !== undefined && failures >= settings.maxConsecutiveFailures) {
         throw new EmbedJobFailedError(`${failures} batches in a row failed; last error: ${errorMessage(err)}`, { cause: err });

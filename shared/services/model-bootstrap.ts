@@ -75,6 +75,12 @@ async function registerDefaultModel(registry: ModelRegistry, cacheDir: string): 
   for (const name of await fs.readdir(dir)) {
     if (name !== 'manifest.json') files[name] = await fs.readFile(path.join(dir, name));
   }
-  await registry.register({ version: manifest.version, parent: null, manifest, files, lineage: { source: 'nsfwjs MobileNetV2 (ImageNet), converted to ONNX' } });
+  await registry.register({
+    version: manifest.version,
+    parent: null,
+    manifest,
+    files,
+    lineage: { source: 'nsfwjs MobileNetV2 (ImageNet), converted to ONNX' },
+  });
   return { version: manifest.version, registered: true };
 }

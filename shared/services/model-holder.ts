@@ -127,7 +127,10 @@ export class ModelHolder {
       const slot = {
         version,
         embedder: this.loadRegistered(version).then((embedder) => {
-          this.options.logger.info({ active: current.modelVersion, live: version }, 'queries use the model the live index was built with, loaded beside the active one');
+          this.options.logger.info(
+            { active: current.modelVersion, live: version },
+            'queries use the model the live index was built with, loaded beside the active one',
+          );
           return embedder;
         }),
       };
@@ -180,7 +183,10 @@ export class ModelHolder {
   async close(): Promise<void> {
     const beside = this.beside;
     this.beside = null;
-    await beside?.embedder.then((e) => e.close(), () => undefined);
+    await beside?.embedder.then(
+      (e) => e.close(),
+      () => undefined,
+    );
     await this.loaded?.close();
     this.loaded = null;
   }

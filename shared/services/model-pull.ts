@@ -82,12 +82,20 @@ export interface PullResult {
 }
 
 const HOW_TO_GET = () =>
-  `download ${Object.entries(CLIP_VIT_B32.urls).map(([f, u]) => `${f} (${u})`).join(', ')} into one folder, then run \`imgsearch model pull clip-vit-b32 --from <folder>\` (or --from <base URL> of a mirror serving those file names)`;
+  `download ${Object.entries(CLIP_VIT_B32.urls)
+    .map(([f, u]) => `${f} (${u})`)
+    .join(', ')} into one folder, then run \`imgsearch model pull clip-vit-b32 --from <folder>\` (or --from <base URL> of a mirror serving those file names)`;
 
 async function firstExisting(dir: string, names: string[]): Promise<string> {
   for (const name of names) {
     const file = path.join(dir, name);
-    if (await fs.stat(file).then((s) => s.isFile(), () => false)) return file;
+    if (
+      await fs.stat(file).then(
+        (s) => s.isFile(),
+        () => false,
+      )
+    )
+      return file;
   }
   throw new NotFoundError(`${dir} has none of ${names.join(', ')}; ${HOW_TO_GET()}`);
 }
@@ -143,7 +151,12 @@ async function fetchFiles(
   for (const [name, url] of Object.entries(CLIP_VIT_B32.urls)) {
     const file = path.join(cacheDir, name);
     const expected = options.expected[name];
-    if (await fs.stat(file).then(() => true, () => false)) {
+    if (
+      await fs.stat(file).then(
+        () => true,
+        () => false,
+      )
+    ) {
       if (!expected || (await sha256Of(file)) === expected) continue;
       log(`cached ${name} does not match its SHA-256; downloading it again`);
       await fs.rm(file, { force: true });
@@ -178,7 +191,9 @@ export async function clipManifestFromFiles(files: { image: string; text: string
   try {
     if (image.inputNames.length !== 1) throw new ConfigError(`${files.image} must take one input (pixel values), it takes ${image.inputNames.join(', ')}`);
     if (text.inputNames.length !== 1) {
-      throw new ConfigError(`${files.text} must take token ids only, it takes ${text.inputNames.join(', ')} (use an export of CLIPTextModelWithProjection with input_ids as its only input)`);
+      throw new ConfigError(
+        `${files.text} must take token ids only, it takes ${text.inputNames.join(', ')} (use an export of CLIPTextModelWithProjection with input_ids as its only input)`,
+      );
     }
     const pick = (names: readonly string[], preferred: string) => (names.includes(preferred) ? preferred : names[0]!);
     const imageOut = pick(image.outputNames, 'image_embeds');
@@ -190,17 +205,39 @@ export async function clipManifestFromFiles(files: { image: string; text: string
     // Output widths: from the graph when static, else from one run on a blank input.
     const imageDim =
       staticDim(image.outputMetadata[image.outputNames.indexOf(imageOut)], 1) ??
-      ((await image.run({ [image.inputNames[0]!]: new ort.Tensor('float32', new Float32Array(3 * height * width), [1, 3, height, width]) }))[imageOut]!.dims[1] as number);
+      ((await image.run({ [image.inputNames[0]!]: new ort.Tensor('float32', new Float32Array(3 * height * width), [1, 3, height, width]) }))[imageOut]!
+        .dims[1] as number);
     const tokenizer = await ClipTokenizer.fromFile(files.merges);
     const ids = tokenizer.tokenize(['a photo'], contextLength);
     const textDim = (await text.run({ [text.inputNames[0]!]: new ort.Tensor('int64', ids, [1, contextLength]) }))[textOut]!.dims[1] as number;
-    if (imageDim !== textDim) throw new ConfigError(`image embeddings have ${imageDim} dimensions but text embeddings ${textDim}: not the two towers of one CLIP model`);
+    if (imageDim !== textDim)
+      throw new ConfigError(`image embeddings have ${imageDim} dimensions but text embeddings ${textDim}: not the two towers of one CLIP model`);
     return modelManifestSchema.parse({
       name: CLIP_VIT_B32.name,
       version,
       description: 'CLIP ViT-B/32 image and text towers (ONNX); promoting it re-embeds every image',
-      image: { file: path.basename(files.image), inputName: image.inputNames[0], outputName: imageOut, width, height, layout: 'NCHW', scale: 1 / 255, mean: CLIP_VIT_B32.mean, std: CLIP_VIT_B32.std, resize: 'cover', dimension: imageDim },
-      text: { kind: 'clip', file: path.basename(files.text), tokenizerFile: path.basename(files.merges), inputName: text.inputNames[0], outputName: textOut, contextLength, dimension: textDim },
+      image: {
+        file: path.basename(files.image),
+        inputName: image.inputNames[0],
+        outputName: imageOut,
+        width,
+        height,
+        layout: 'NCHW',
+        scale: 1 / 255,
+        mean: CLIP_VIT_B32.mean,
+        std: CLIP_VIT_B32.std,
+        resize: 'cover',
+        dimension: imageDim,
+      },
+      text: {
+        kind: 'clip',
+        file: path.basename(files.text),
+        tokenizerFile: path.basename(files.merges),
+        inputName: text.inputNames[0],
+        outputName: textOut,
+        contextLength,
+        dimension: textDim,
+      },
       dimension: imageDim,
       normalize: true,
     });
@@ -215,11 +252,26 @@ export async function clipManifestFromFiles(files: { image: string; text: string
  * the same files twice is a no-op (`registered: false`). Does not promote.
  */
 export async function pullClip(registry: ModelRegistry, source: ClipSource, log: (s: string) => void = () => {}): Promise<PullResult> {
-  if (source.dir && !(await fs.stat(source.dir).then((s) => s.isDirectory(), () => false))) throw new NotFoundError(`--from ${source.dir} is not a folder`);
+  if (
+    source.dir &&
+    !(await fs.stat(source.dir).then(
+      (s) => s.isDirectory(),
+      () => false,
+    ))
+  )
+    throw new NotFoundError(`--from ${source.dir} is not a folder`);
   const dir =
     source.dir ??
-    (await fetchFiles(source.cacheDir, { base: source.url, fetch: source.fetch ?? fetch, expected: source.sha256 ?? (source.url ? {} : CLIP_VIT_B32.sha256) }, log));
-  const files = { image: await firstExisting(dir, CLIP_VIT_B32.image), text: await firstExisting(dir, CLIP_VIT_B32.text), merges: await firstExisting(dir, CLIP_VIT_B32.merges) };
+    (await fetchFiles(
+      source.cacheDir,
+      { base: source.url, fetch: source.fetch ?? fetch, expected: source.sha256 ?? (source.url ? {} : CLIP_VIT_B32.sha256) },
+      log,
+    ));
+  const files = {
+    image: await firstExisting(dir, CLIP_VIT_B32.image),
+    text: await firstExisting(dir, CLIP_VIT_B32.text),
+    merges: await firstExisting(dir, CLIP_VIT_B32.merges),
+  };
   const bytes = { image: await fs.readFile(files.image), text: await fs.readFile(files.text), merges: await fs.readFile(files.merges) };
   // Version from the content: pulling the same files twice is a no-op, different files a new version.
   const hash = createHash('sha256').update(bytes.image).update(bytes.text).update(bytes.merges).digest('hex').slice(0, 10);
@@ -231,7 +283,11 @@ export async function pullClip(registry: ModelRegistry, source: ClipSource, log:
     version,
     parent: null,
     manifest,
-    files: { [manifest.image.file]: bytes.image, [manifest.text!.file]: bytes.text, [(manifest.text as { tokenizerFile: string }).tokenizerFile]: bytes.merges },
+    files: {
+      [manifest.image.file]: bytes.image,
+      [manifest.text!.file]: bytes.text,
+      [(manifest.text as { tokenizerFile: string }).tokenizerFile]: bytes.merges,
+    },
     lineage: { source: source.dir ? `folder ${path.resolve(source.dir)}` : (source.url ?? 'public CLIP ViT-B/32 ONNX export'), baseModel: CLIP_VIT_B32.name },
   });
   return { version, registered: true, manifest };

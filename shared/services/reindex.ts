@@ -20,7 +20,11 @@ export class ReindexVerificationError extends AppError {
  * Index documents of `embedder`'s model from stored base embeddings: the vectors re-projected by
  * its head in one batch (no image decoded), the rest of each record carried over.
  */
-export async function documentsFromFeatures(records: FeatureRecord[], embedder: Pick<Embedder, 'modelVersion' | 'project'>, indexedAt: string): Promise<VectorDocument[]> {
+export async function documentsFromFeatures(
+  records: FeatureRecord[],
+  embedder: Pick<Embedder, 'modelVersion' | 'project'>,
+  indexedAt: string,
+): Promise<VectorDocument[]> {
   const vectors = await embedder.project(records.map((r) => r.vector));
   return records.map((r, i) => ({
     id: r.id,

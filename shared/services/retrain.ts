@@ -78,7 +78,15 @@ export interface RetrainResult<A = unknown> {
   candidate: {
     version: string;
     metrics: EvaluationReport;
-    training: { history: EpochStats[]; bestEpoch: number; seconds: number; backend: string; trainedExamples: number; validationExamples: number; /** Hidden units of the trained head. */ hidden: number };
+    training: {
+      history: EpochStats[];
+      bestEpoch: number;
+      seconds: number;
+      backend: string;
+      trainedExamples: number;
+      validationExamples: number;
+      /** Hidden units of the trained head. */ hidden: number;
+    };
   };
   current: { version: string; metrics: EvaluationReport };
   /** What the activation answered (local: the index now live; cloud: the reindex execution); null when not promoted. */
@@ -87,7 +95,11 @@ export interface RetrainResult<A = unknown> {
   plot: string | null;
 }
 
-export async function retrain<A = unknown>(deps: RetrainDeps<A>, optionsInput: RetrainOptions = {}, onProgress: (p: RetrainProgress) => void = () => {}): Promise<RetrainResult<A>> {
+export async function retrain<A = unknown>(
+  deps: RetrainDeps<A>,
+  optionsInput: RetrainOptions = {},
+  onProgress: (p: RetrainProgress) => void = () => {},
+): Promise<RetrainResult<A>> {
   const options = parseWith(retrainOptionsSchema, optionsInput, 'Invalid retraining options', { root: 'options' });
   const logger = deps.logger ?? silentLogger;
   const current = await deps.registry.active();
@@ -98,7 +110,9 @@ export async function retrain<A = unknown>(deps: RetrainDeps<A>, optionsInput: R
   onProgress({ stage: 'load', records: records.length });
   const split = heldOutSplit(records, options.heldOutFraction);
   if (split.heldOut.length === 0 || split.labels.length === 0) {
-    throw new ParseError(`Retraining needs labelled images: ${records.length} feature records, ${split.labels.length} labels, ${split.heldOut.length} held out for evaluation`);
+    throw new ParseError(
+      `Retraining needs labelled images: ${records.length} feature records, ${split.labels.length} labels, ${split.heldOut.length} held out for evaluation`,
+    );
   }
   // Held-out images never reach training, not even through feedback.
   const heldIds = new Set(split.heldOut.map((r) => r.id));
@@ -169,7 +183,11 @@ export async function retrain<A = unknown>(deps: RetrainDeps<A>, optionsInput: R
   return {
     promoted,
     decision,
-    candidate: { version, metrics: candidateMetrics, training: { history, bestEpoch, seconds, backend, trainedExamples, validationExamples, hidden: trained.head.hidden } },
+    candidate: {
+      version,
+      metrics: candidateMetrics,
+      training: { history, bestEpoch, seconds, backend, trainedExamples, validationExamples, hidden: trained.head.hidden },
+    },
     current: { version: current.version, metrics: currentMetrics },
     activation,
     plot,
@@ -191,7 +209,8 @@ export async function evaluateVersion(
 ): Promise<EvaluationReport> {
   const logger = deps.logger ?? silentLogger;
   const version = versionId ? await deps.registry.get(versionId) : await deps.registry.active();
-  if (!version) throw new NotFoundError(versionId ? `no model version ${versionId}; see \`imgsearch model list\`` : 'no active model: run `imgsearch ingest <dir>` first');
+  if (!version)
+    throw new NotFoundError(versionId ? `no model version ${versionId}; see \`imgsearch model list\`` : 'no active model: run `imgsearch ingest <dir>` first');
   const fromLineage = version.lineage?.heldOutFraction;
   const fraction = heldOutFraction ?? (typeof fromLineage === 'number' ? fromLineage : 0.1);
   const records = await readBaseFeatures(deps.features, version, logger);
@@ -286,7 +305,12 @@ export interface EvaluationTowers {
  * The evaluation of one model on a split: held-out images queried against the rest, every label
  * as a text query among the held-out images (when the model has a text tower). Closes the towers.
  */
-export async function evaluateOnSplit(modelVersion: string, towers: EvaluationTowers, split: EvaluationSplit, logger: Logger = silentLogger): Promise<EvaluationReport> {
+export async function evaluateOnSplit(
+  modelVersion: string,
+  towers: EvaluationTowers,
+  split: EvaluationSplit,
+  logger: Logger = silentLogger,
+): Promise<EvaluationReport> {
   try {
     const labelled = async (records: FeatureRecord[]): Promise<LabelledVector[]> => {
       const vectors = await towers.project(records.map((r) => r.vector));

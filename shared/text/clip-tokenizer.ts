@@ -53,7 +53,8 @@ export class ClipTokenizer {
     vocab.push(...order.map((c) => `${c}</w>`));
     merges.forEach((m, i) => {
       const parts = m.split(' ');
-      if (parts.length !== 2 || !parts[0] || !parts[1]) throw new ParseError(`BPE merge ${i + 1} must be two symbols separated by one space, got ${JSON.stringify(m)}`);
+      if (parts.length !== 2 || !parts[0] || !parts[1])
+        throw new ParseError(`BPE merge ${i + 1} must be two symbols separated by one space, got ${JSON.stringify(m)}`);
       this.ranks.set(m, i);
       vocab.push(parts.join(''));
     });

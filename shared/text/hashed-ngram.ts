@@ -12,7 +12,12 @@ import { l2NormaliseInPlace } from '../vector-math.js';
 export const DEFAULT_BUCKETS = 1 << 14;
 
 export const hashedNgramOptionsSchema = z.object({
-  buckets: z.number().int().min(2).max(1 << 22).default(DEFAULT_BUCKETS),
+  buckets: z
+    .number()
+    .int()
+    .min(2)
+    .max(1 << 22)
+    .default(DEFAULT_BUCKETS),
   /** Character n-gram sizes taken inside each word padded with `<` `>`. */
   charNgrams: z.array(z.number().int().min(1).max(8)).default([3, 4]),
   wordBigrams: z.boolean().default(true),

@@ -16,7 +16,11 @@ export type GateOptions = z.input<typeof gateOptionsSchema>;
 
 const metricsSchema = z.object({
   imageToImage: z.object({ 'recall@1': z.number().min(0).max(1) }).loose(),
-  textToImage: z.object({ 'precision@10': z.number().min(0).max(1) }).loose().nullable().optional(),
+  textToImage: z
+    .object({ 'precision@10': z.number().min(0).max(1) })
+    .loose()
+    .nullable()
+    .optional(),
 });
 export type GateMetrics = z.input<typeof metricsSchema>;
 
@@ -43,10 +47,14 @@ export function gateDecision(candidateInput: GateMetrics, currentInput: GateMetr
   const r1 = candidate.imageToImage['recall@1'] - current.imageToImage['recall@1'];
   const fmt = (x: number) => x.toFixed(4);
   if (r1 >= options.margin) {
-    reasons.push(`image→image recall@1 ${fmt(candidate.imageToImage['recall@1'])} beats ${fmt(current.imageToImage['recall@1'])} by ${fmt(r1)} ≥ margin ${options.margin}`);
+    reasons.push(
+      `image→image recall@1 ${fmt(candidate.imageToImage['recall@1'])} beats ${fmt(current.imageToImage['recall@1'])} by ${fmt(r1)} ≥ margin ${options.margin}`,
+    );
   } else {
     promote = false;
-    reasons.push(`image→image recall@1 ${fmt(candidate.imageToImage['recall@1'])} vs ${fmt(current.imageToImage['recall@1'])}: gain ${fmt(r1)} < margin ${options.margin}`);
+    reasons.push(
+      `image→image recall@1 ${fmt(candidate.imageToImage['recall@1'])} vs ${fmt(current.imageToImage['recall@1'])}: gain ${fmt(r1)} < margin ${options.margin}`,
+    );
   }
   let p10: number | null = null;
   const ct = candidate.textToImage;

@@ -146,11 +146,12 @@ export class LitModel {
 export function featureStats(examples: TrainingExample[], d: number): { mean: Float32Array; invStd: Float32Array } {
   const mean = new Float64Array(d);
   const sq = new Float64Array(d);
-  for (const e of examples) for (let j = 0; j < d; j++) {
-    const v = e.vector[j]!;
-    mean[j]! += v;
-    sq[j]! += v * v;
-  }
+  for (const e of examples)
+    for (let j = 0; j < d; j++) {
+      const v = e.vector[j]!;
+      mean[j]! += v;
+      sq[j]! += v * v;
+    }
   const n = Math.max(1, examples.length);
   const m = new Float32Array(d);
   const inv = new Float32Array(d);
@@ -187,7 +188,11 @@ export interface BatchTensors {
  * The training loss of one batch (call inside `optimizer.minimize`): weighted image↔image SupCon
  * plus the mean of image→text and text→image multi-positive InfoNCE.
  */
-export function litLoss(model: LitModel, batch: BatchTensors, weights: { imageImageWeight: number; imageTextWeight: number }): { total: tf.Scalar; imageImage: tf.Scalar; imageText: tf.Scalar } {
+export function litLoss(
+  model: LitModel,
+  batch: BatchTensors,
+  weights: { imageImageWeight: number; imageTextWeight: number },
+): { total: tf.Scalar; imageImage: tf.Scalar; imageText: tf.Scalar } {
   const z = model.image(batch.xs);
   const invT = tf.div(1, model.temperature());
   const imageImage = multiPositiveNce(tf.mul(mm(z, tf.transpose(z) as tf.Tensor2D), invT) as tf.Tensor2D, batch.imagePositives, batch.eye);

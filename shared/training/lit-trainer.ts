@@ -1,7 +1,16 @@
 import { silentLogger, type Logger } from '../logger.js';
 import { HashedNgramFeaturizer } from '../text/hashed-ngram.js';
 import { idFraction } from '../evaluation/split.js';
-import { batchTargets, epochBatches, prepare, validateExamples, type Batch, type FeedbackPair, type PreparedData, type TrainingExample } from './lit-batches.js';
+import {
+  batchTargets,
+  epochBatches,
+  prepare,
+  validateExamples,
+  type Batch,
+  type FeedbackPair,
+  type PreparedData,
+  type TrainingExample,
+} from './lit-batches.js';
 import { denseTexts, featureStats, LitModel, litLoss, type HeadWeights, type TextTowerWeights } from './lit-model.js';
 import { parseLitOptions, type LitOptions, type LitTrainOptions } from './lit-options.js';
 import { initTf, tf } from './tf-backend.js';
@@ -61,7 +70,8 @@ export async function trainLit(
   // Examples with nothing to learn from (no label, caption or feedback) are left out.
   const feedbackIds = new Set(feedback.flatMap((f) => (f.kind === 'image' ? [f.queryId, f.openedId] : [f.openedId])));
   const usable = allExamples.filter((e) => e.labels.length > 0 || e.caption || feedbackIds.has(e.id));
-  const isVal = (e: TrainingExample) => options.validationFraction > 0 && idFraction(e.id, `validation-${options.seed}`) < options.validationFraction && e.labels.length > 0;
+  const isVal = (e: TrainingExample) =>
+    options.validationFraction > 0 && idFraction(e.id, `validation-${options.seed}`) < options.validationFraction && e.labels.length > 0;
   let train = usable.filter((e) => !isVal(e));
   let val = usable.filter(isVal);
   if (train.length < 2) {
@@ -71,7 +81,16 @@ export async function trainLit(
   const data = prepare(train, feedback);
   const d = train[0]!.vector.length;
   const featurizer = new HashedNgramFeaturizer({ buckets: options.buckets });
-  const model = new LitModel(d, options.hidden, options.outputDimension, options.buckets, options.seed, featureStats(train, d), options.temperature, options.learnableTemperature);
+  const model = new LitModel(
+    d,
+    options.hidden,
+    options.outputDimension,
+    options.buckets,
+    options.seed,
+    featureStats(train, d),
+    options.temperature,
+    options.learnableTemperature,
+  );
   const optimizer = tf.train.adam(options.learningRate);
   const random = mulberry32(options.seed);
   const labelTextDense = data.labelTextCount > 0 ? denseTexts(featurizer, data.texts.slice(0, data.labelTextCount)) : null;
@@ -173,7 +192,11 @@ async function validationRecall(model: LitModel, train: TrainingExample[], val: 
   const pick = (items: TrainingExample[], cap: number, salt: string) =>
     items.length <= cap ? items : [...items].sort((a, b) => idFraction(a.id, salt) - idFraction(b.id, salt)).slice(0, cap);
   const queries = pick(val, options.validationQueries, 'vq');
-  const corpus = pick(train.filter((e) => e.labels.length > 0), options.validationCorpus, 'vc');
+  const corpus = pick(
+    train.filter((e) => e.labels.length > 0),
+    options.validationCorpus,
+    'vc',
+  );
   const project = (items: TrainingExample[]) =>
     tf.tidy(() => {
       const x = new Float32Array(items.length * model.d);

@@ -56,14 +56,29 @@ const topic = (env: string, suffix?: string): ResourceRef => ({ kind: 'topic', e
 const DEAD_LETTER = '-dead-letter';
 
 const registryReads = (why: string): WorkloadCall[] =>
-  (['active', 'get', 'list', 'localPath'] as const).map((method) => ({ adapter: 'GcsModelRegistry', method, on: { bucket: bucket('MODELS_BUCKET', 'models/') }, why }));
+  (['active', 'get', 'list', 'localPath'] as const).map((method) => ({
+    adapter: 'GcsModelRegistry',
+    method,
+    on: { bucket: bucket('MODELS_BUCKET', 'models/') },
+    why,
+  }));
 
 export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
   onObjectEvent: [
     { adapter: 'PubSubEventBus', method: 'publish', on: { topic: topic('TOPIC_IMAGE_EVENTS') }, why: 'publishes the validated image event' },
     { adapter: 'PubSubEventBus', method: 'publish', on: { topic: topic('TOPIC_IMAGE_EVENTS', DEAD_LETTER) }, why: 'dead-letters malformed storage events' },
-    { adapter: 'GcsRejectionLog', method: 'record', on: { bucket: bucket('FEATURES_BUCKET', 'rejected/') }, why: 'records rejected uploads (too large, empty)' },
-    { adapter: 'GcsRejectionLog', method: 'clear', on: { bucket: bucket('FEATURES_BUCKET', 'rejected/') }, why: 'clears a rejection when a good version replaces it' },
+    {
+      adapter: 'GcsRejectionLog',
+      method: 'record',
+      on: { bucket: bucket('FEATURES_BUCKET', 'rejected/') },
+      why: 'records rejected uploads (too large, empty)',
+    },
+    {
+      adapter: 'GcsRejectionLog',
+      method: 'clear',
+      on: { bucket: bucket('FEATURES_BUCKET', 'rejected/') },
+      why: 'clears a rejection when a good version replaces it',
+    },
   ],
   dispatchEmbed: [
     {
@@ -80,7 +95,12 @@ export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
       why: 'peeks at one image event to see whether there is a backlog',
       when: { env: 'BACKLOG_PROBE', is: 'pull' },
     },
-    { adapter: 'CloudRunJobLauncher', method: 'run', on: { runJob: { kind: 'runJob', env: 'EMBED_JOB_NAME' } }, why: 'starts the embed job sized to the backlog' },
+    {
+      adapter: 'CloudRunJobLauncher',
+      method: 'run',
+      on: { runJob: { kind: 'runJob', env: 'EMBED_JOB_NAME' } },
+      why: 'starts the embed job sized to the backlog',
+    },
   ],
   embedJob: [
     ...registryReads('loads the active model'),
@@ -90,9 +110,12 @@ export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
     { adapter: 'EmbeddingShards', method: 'write', on: { bucket: bucket('FEATURES_BUCKET', 'embeddings/shards/') }, why: 'sends large batches by reference' },
     { adapter: 'GcsRejectionLog', method: 'record', on: { bucket: bucket('FEATURES_BUCKET', 'rejected/') }, why: 'records images that cannot be decoded' },
     { adapter: 'GcsRejectionLog', method: 'clear', on: { bucket: bucket('FEATURES_BUCKET', 'rejected/') }, why: 'clears a rejection once the image embeds' },
-    ...(['pull', 'ack', 'nack', 'extendDeadline'] as const).map(
-      (method): WorkloadCall => ({ adapter: 'PubSubEventBus', method, on: { subscription: { kind: 'subscription', env: 'SUBSCRIPTION_IMAGE_EVENTS' } }, why: 'works the image-events backlog' }),
-    ),
+    ...(['pull', 'ack', 'nack', 'extendDeadline'] as const).map((method): WorkloadCall => ({
+      adapter: 'PubSubEventBus',
+      method,
+      on: { subscription: { kind: 'subscription', env: 'SUBSCRIPTION_IMAGE_EVENTS' } },
+      why: 'works the image-events backlog',
+    })),
     { adapter: 'PubSubEventBus', method: 'publishBatch', on: { topic: topic('TOPIC_EMBEDDINGS') }, why: 'publishes embeddings' },
     {
       adapter: 'PubSubEventBus',
@@ -104,9 +127,19 @@ export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
   upsertVectors: [
     { adapter: 'EmbeddingShards', method: 'read', on: { bucket: bucket('FEATURES_BUCKET', 'embeddings/shards/') }, why: 'reads vectors sent by reference' },
     { adapter: 'GcsFeatureStore', method: 'delete', on: { bucket: bucket('FEATURES_BUCKET', 'features/') }, why: 'writes delete tombstones' },
-    { adapter: 'GcsRejectionLog', method: 'clear', on: { bucket: bucket('FEATURES_BUCKET', 'rejected/') }, why: 'clears a rejection when the image is indexed' },
+    {
+      adapter: 'GcsRejectionLog',
+      method: 'clear',
+      on: { bucket: bucket('FEATURES_BUCKET', 'rejected/') },
+      why: 'clears a rejection when the image is indexed',
+    },
     { adapter: 'PubSubEventBus', method: 'publish', on: { topic: topic('TOPIC_IMAGE_EVENTS') }, why: 're-queues images embedded with a superseded model' },
-    { adapter: 'PubSubEventBus', method: 'publish', on: { topic: { kind: 'topic', pushSource: true, suffix: DEAD_LETTER } }, why: 'dead-letters malformed embedding messages' },
+    {
+      adapter: 'PubSubEventBus',
+      method: 'publish',
+      on: { topic: { kind: 'topic', pushSource: true, suffix: DEAD_LETTER } },
+      why: 'dead-letters malformed embedding messages',
+    },
   ],
   startRetraining: [
     {
@@ -115,19 +148,37 @@ export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
       on: { serviceAccount: { kind: 'serviceAccount', env: 'TRAINER_SERVICE_ACCOUNT' } },
       why: 'creates the Vertex AI custom job that runs as the trainer account',
     },
-    { adapter: 'PubSubEventBus', method: 'publish', on: { topic: { kind: 'topic', pushSource: true, suffix: DEAD_LETTER } }, why: 'dead-letters malformed retrain requests' },
+    {
+      adapter: 'PubSubEventBus',
+      method: 'publish',
+      on: { topic: { kind: 'topic', pushSource: true, suffix: DEAD_LETTER } },
+      why: 'dead-letters malformed retrain requests',
+    },
   ],
   // The Vertex AI job: its environment is the one startRetraining puts in the job spec.
   retrainJob: [
     ...registryReads('loads the current model and compares with it'),
-    ...(['register', 'setMetrics', 'promote'] as const).map(
-      (method): WorkloadCall => ({ adapter: 'GcsModelRegistry', method, on: { bucket: bucket('MODELS_BUCKET', 'models/') }, why: 'registers and promotes the candidate' }),
-    ),
-    { adapter: 'GcsModelRegistry', method: 'rollback', on: { bucket: bucket('MODELS_BUCKET', 'models/') }, why: 'undoes the promotion when the reindex job cannot start' },
+    ...(['register', 'setMetrics', 'promote'] as const).map((method): WorkloadCall => ({
+      adapter: 'GcsModelRegistry',
+      method,
+      on: { bucket: bucket('MODELS_BUCKET', 'models/') },
+      why: 'registers and promotes the candidate',
+    })),
+    {
+      adapter: 'GcsModelRegistry',
+      method: 'rollback',
+      on: { bucket: bucket('MODELS_BUCKET', 'models/') },
+      why: 'undoes the promotion when the reindex job cannot start',
+    },
     { adapter: 'GcsFeatureStore', method: 'scan', on: { bucket: bucket('FEATURES_BUCKET', 'features/') }, why: 'trains on stored base embeddings' },
     { adapter: 'GcsBlobStore', method: 'list', on: { bucket: bucket('FEATURES_BUCKET', 'feedback/') }, why: 'finds the newest click-feedback events' },
     { adapter: 'GcsBlobStore', method: 'read', on: { bucket: bucket('FEATURES_BUCKET', 'feedback/') }, why: 'reads click feedback for training' },
-    { adapter: 'CloudRunJobLauncher', method: 'run', on: { runJob: { kind: 'runJob', env: 'REINDEX_JOB_NAME' } }, why: 'starts the reindex job after a promotion' },
+    {
+      adapter: 'CloudRunJobLauncher',
+      method: 'run',
+      on: { runJob: { kind: 'runJob', env: 'REINDEX_JOB_NAME' } },
+      why: 'starts the reindex job after a promotion',
+    },
   ],
   reindexJob: [
     ...registryReads('loads the promoted model'),
@@ -135,9 +186,12 @@ export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
   ],
   bootstrapModel: [
     ...registryReads('looks for an active model'),
-    ...(['register', 'promote'] as const).map(
-      (method): WorkloadCall => ({ adapter: 'GcsModelRegistry', method, on: { bucket: bucket('MODELS_BUCKET', 'models/') }, why: 'registers and activates the first model' }),
-    ),
+    ...(['register', 'promote'] as const).map((method): WorkloadCall => ({
+      adapter: 'GcsModelRegistry',
+      method,
+      on: { bucket: bucket('MODELS_BUCKET', 'models/') },
+      why: 'registers and activates the first model',
+    })),
   ],
   search: [
     ...registryReads('loads the model the live index was built with'),

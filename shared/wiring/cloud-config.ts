@@ -12,7 +12,10 @@ import { ConfigError } from '../errors.js';
  */
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bucket = z.string().regex(/^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/, 'must be a bare bucket name such as "my-images" (no gs://)');
-const resourceId = z.string().regex(/^[A-Za-z][\w.~+%-]{2,254}$/, 'must be a Pub/Sub id (or a full projects/… name)').or(z.string().regex(/^projects\/[^/]+\/(topics|subscriptions)\/[^/]+$/));
+const resourceId = z
+  .string()
+  .regex(/^[A-Za-z][\w.~+%-]{2,254}$/, 'must be a Pub/Sub id (or a full projects/… name)')
+  .or(z.string().regex(/^projects\/[^/]+\/(topics|subscriptions)\/[^/]+$/));
 const jobName = z.string().regex(/^[a-z][a-z0-9-]{0,48}[a-z0-9]$/, 'must be a Cloud Run job name (lowercase letters, digits, dashes)');
 
 export const cloudEnvShape = {
@@ -33,13 +36,22 @@ export const cloudEnvShape = {
   BOOTSTRAP_JOB_NAME: jobName,
   /** What the bootstrap job registers into an empty registry (shared/services/model-bootstrap.ts). */
   INITIAL_MODEL: z.enum(['default', 'clip-vit-b32']).default('default'),
-  TRAINER_IMAGE: z.string().min(3).regex(/^[^\s]+$/, 'must be a container image URI without spaces'),
+  TRAINER_IMAGE: z
+    .string()
+    .min(3)
+    .regex(/^[^\s]+$/, 'must be a container image URI without spaces'),
   TRAINER_MACHINE_TYPE: z.string().regex(/^[a-z0-9]+-[a-z0-9-]+$/, 'must be a machine type such as "n1-standard-8"'),
   TRAINER_SERVICE_ACCOUNT: z.string().email('must be a service account email'),
-  OPENSEARCH_URL: z.string().url('must be a URL such as https://10.0.0.5:9200').refine((u) => /^https?:/.test(u), 'must start with http:// or https://'),
+  OPENSEARCH_URL: z
+    .string()
+    .url('must be a URL such as https://10.0.0.5:9200')
+    .refine((u) => /^https?:/.test(u), 'must start with http:// or https://'),
   OPENSEARCH_USERNAME: z.string().min(1).optional(),
   OPENSEARCH_PASSWORD: z.string().optional(),
-  OPENSEARCH_INDEX_ALIAS: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'must be lower-case letters, digits, "-" or "_"').default('images'),
+  OPENSEARCH_INDEX_ALIAS: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_-]*$/, 'must be lower-case letters, digits, "-" or "_"')
+    .default('images'),
   ONNX_EXECUTION_PROVIDER: z.enum(['cpu', 'cuda']).default('cpu'),
   /** Decompression-bomb guard: images above this many pixels are rejected before decoding. */
   MAX_PIXELS: int(1, 2_000_000_000).default(50_000_000),
@@ -62,7 +74,7 @@ const hints: Partial<Record<Key, string>> = {
   TOPIC_EMBEDDINGS: 'set the embeddings topic id, e.g. TOPIC_EMBEDDINGS=iss-embeddings',
   EMBED_JOB_NAME: 'set the Cloud Run job id of the embed job, e.g. EMBED_JOB_NAME=iss-embed',
   BOOTSTRAP_JOB_NAME: 'set the Cloud Run job id of the bootstrap job, e.g. BOOTSTRAP_JOB_NAME=iss-bootstrap-model',
-  INITIAL_MODEL: "use INITIAL_MODEL=default (offline MobileNetV2, no download) or INITIAL_MODEL=clip-vit-b32 (downloads about 600 MB, text search)",
+  INITIAL_MODEL: 'use INITIAL_MODEL=default (offline MobileNetV2, no download) or INITIAL_MODEL=clip-vit-b32 (downloads about 600 MB, text search)',
   TRAINER_IMAGE: 'set the trainer container image, e.g. TRAINER_IMAGE=europe-docker.pkg.dev/p/r/trainer:1',
   TRAINER_MACHINE_TYPE: 'set a Vertex AI machine type, e.g. TRAINER_MACHINE_TYPE=n1-standard-8',
   TRAINER_SERVICE_ACCOUNT: 'set the trainer service account email',
@@ -91,10 +103,23 @@ export const entryPointSchemas = {
     BACKLOG_PROBE: z.enum(['monitoring', 'pull']).default('monitoring'),
   }),
   // TOPIC_EMBEDDINGS is optional: the dead-letter topic is read from the CloudEvent's source topic.
-  upsertVectors: pick('GCP_PROJECT', ...OPENSEARCH, 'FEATURES_BUCKET', 'TOPIC_IMAGE_EVENTS').extend({ TOPIC_EMBEDDINGS: cloudEnvShape.TOPIC_EMBEDDINGS.optional() }),
-  startRetraining: pick('GCP_PROJECT', 'GCP_REGION', 'TRAINER_IMAGE', 'TRAINER_MACHINE_TYPE', 'TRAINER_SERVICE_ACCOUNT', 'MODELS_BUCKET', 'FEATURES_BUCKET').extend({
+  upsertVectors: pick('GCP_PROJECT', ...OPENSEARCH, 'FEATURES_BUCKET', 'TOPIC_IMAGE_EVENTS').extend({
+    TOPIC_EMBEDDINGS: cloudEnvShape.TOPIC_EMBEDDINGS.optional(),
+  }),
+  startRetraining: pick(
+    'GCP_PROJECT',
+    'GCP_REGION',
+    'TRAINER_IMAGE',
+    'TRAINER_MACHINE_TYPE',
+    'TRAINER_SERVICE_ACCOUNT',
+    'MODELS_BUCKET',
+    'FEATURES_BUCKET',
+  ).extend({
     /** Vertex AI display name of the retraining job (`<prefix>-retrain`): keeps two stacks in one project apart. */
-    RETRAIN_JOB_DISPLAY_NAME: z.string().regex(/^[\w.-]{1,128}$/, 'must be 1-128 letters, digits, "_", "." or "-"').default('iss-retrain'),
+    RETRAIN_JOB_DISPLAY_NAME: z
+      .string()
+      .regex(/^[\w.-]{1,128}$/, 'must be 1-128 letters, digits, "_", "." or "-"')
+      .default('iss-retrain'),
     REINDEX_JOB_NAME: cloudEnvShape.REINDEX_JOB_NAME.optional(),
   }),
   // TOPIC_IMAGE_EVENTS names the dead-letter topic `<TOPIC_IMAGE_EVENTS>-dead-letter` for malformed events.
@@ -163,7 +188,9 @@ export function parseCloudConfig<E extends EntryPoint>(entryPoint: E, env: NodeJ
     const hint = hints[key as Key];
     return `- ${key}${problem}${hint ? ` (${hint})` : ''}`;
   });
-  throw new ConfigError(`Invalid configuration of ${entryPoint}:\n${lines.join('\n')}`, { meta: { entryPoint, variables: result.error.issues.map((i) => String(i.path[0])) } });
+  throw new ConfigError(`Invalid configuration of ${entryPoint}:\n${lines.join('\n')}`, {
+    meta: { entryPoint, variables: result.error.issues.map((i) => String(i.path[0])) },
+  });
 }
 
 function redactValue(key: string, value: string): string {

@@ -122,7 +122,8 @@ export function lifecycleDeps(runtime: LocalRuntime): LifecycleDeps {
     catalog: runtime.catalog,
     features: runtime.features,
     logger: runtime.logger,
-    loadEmbedder: async (version) => loadEmbedder(await runtime.registry.localPath(version), { maxPixels: runtime.config.maxPixels, threads: runtime.config.threads }),
+    loadEmbedder: async (version) =>
+      loadEmbedder(await runtime.registry.localPath(version), { maxPixels: runtime.config.maxPixels, threads: runtime.config.threads }),
   };
 }
 
@@ -145,7 +146,8 @@ export function localSearchApp(runtime: LocalRuntime): Promise<FastifyInstance> 
   const extras = localPageSources(runtime);
   return buildSearchApp({
     search: localSearchService(runtime),
-    status: async () => pipelineStatus({ bus: runtime.bus, index: await runtime.liveIndex(), rejections: runtime.rejections, embedder: runtime.model.current() }),
+    status: async () =>
+      pipelineStatus({ bus: runtime.bus, index: await runtime.liveIndex(), rejections: runtime.rejections, embedder: runtime.model.current() }),
     getDocument: async (id) => (await runtime.liveIndex()).get(id),
     readObject: (uri) => extras.readObject(uri),
     logger: runtime.logger,

@@ -59,7 +59,10 @@ export function describeEventBusContract(label: string, makeBus: () => Promise<E
     });
 
     it('pulls in batches of at most maxMessages, first in first out, without handing one message to two pullers', async () => {
-      const ids = await bus.publishBatch(topic, Array.from({ length: 5 }, (_, i) => ({ data: { i } })));
+      const ids = await bus.publishBatch(
+        topic,
+        Array.from({ length: 5 }, (_, i) => ({ data: { i } })),
+      );
       expect(ids).toHaveLength(5);
       expect(new Set(ids).size).toBe(5);
       const first = await bus.pull<{ i: number }>(topic, { maxMessages: 3 });
@@ -71,7 +74,10 @@ export function describeEventBusContract(label: string, makeBus: () => Promise<E
       }
       expect([...first, ...second].map((d) => d.data.i).sort()).toEqual([0, 1, 2, 3, 4]);
       await expectStats(bus, topic, { ready: 0, inflight: 5 });
-      await bus.ack(topic, [...first, ...second].map((d) => d.ackId));
+      await bus.ack(
+        topic,
+        [...first, ...second].map((d) => d.ackId),
+      );
       await expectStats(bus, topic, { ready: 0, inflight: 0 });
     });
 
@@ -92,7 +98,10 @@ export function describeEventBusContract(label: string, makeBus: () => Promise<E
         const batch = await bus.pull<{ poison?: boolean }>(topic, { maxMessages: 10 });
         const poison = batch.find((d) => d.data.poison);
         expect(poison?.deliveryAttempt).toBe(attempt);
-        await bus.ack(topic, batch.filter((d) => !d.data.poison).map((d) => d.ackId));
+        await bus.ack(
+          topic,
+          batch.filter((d) => !d.data.poison).map((d) => d.ackId),
+        );
         await bus.nack(topic, [poison!.ackId], `bad payload #${attempt}`);
       }
       expect(await bus.pull(topic, { maxMessages: 10 })).toEqual([]);
@@ -108,7 +117,13 @@ export function describeEventBusContract(label: string, makeBus: () => Promise<E
       await bus.deadLetter(topic, [d!.ackId], 'malformed payload');
       const dead = await bus.listDeadLetters(topic);
       expect(dead).toHaveLength(1);
-      expect(dead[0]).toMatchObject({ messageId: d!.messageId, data: 'not json we understand', attributes: { source: 'test' }, reason: 'malformed payload', deliveryAttempt: 1 });
+      expect(dead[0]).toMatchObject({
+        messageId: d!.messageId,
+        data: 'not json we understand',
+        attributes: { source: 'test' },
+        reason: 'malformed payload',
+        deliveryAttempt: 1,
+      });
       expect(Number.isNaN(Date.parse(dead[0]!.at))).toBe(false);
     });
 

@@ -62,7 +62,12 @@ export function describeFeatureStoreContract(label: string, makeStore: () => Pro
       const pages: FeatureRecord[][] = [];
       for await (const p of store.scan(2)) pages.push(p);
       expect(pages.map((p) => p.length)).toEqual([2, 2, 1]);
-      expect(pages.flat().map((r) => r.id).sort()).toEqual(['r0', 'r1', 'r2', 'r3', 'r4']);
+      expect(
+        pages
+          .flat()
+          .map((r) => r.id)
+          .sort(),
+      ).toEqual(['r0', 'r1', 'r2', 'r3', 'r4']);
     });
 
     it('refuses a vector of another dimension with a clear error', async () => {

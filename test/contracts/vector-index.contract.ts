@@ -94,7 +94,12 @@ export function describeVectorIndexContract(label: string, makeCatalog: () => Pr
       await index.upsert([makeDoc('a', '100', unitVector(0)), makeDoc('b', '100', unitVector(1))]);
       expect(await index.delete([{ id: 'a', generation: '99' }])).toEqual(['stale']);
       expect(await index.get('a')).not.toBeNull();
-      expect(await index.delete([{ id: 'a', generation: '100' }, { id: 'zz', generation: '5' }])).toEqual(['deleted', 'absent']);
+      expect(
+        await index.delete([
+          { id: 'a', generation: '100' },
+          { id: 'zz', generation: '5' },
+        ]),
+      ).toEqual(['deleted', 'absent']);
       expect(await index.get('a')).toBeNull();
       expect(await index.count()).toBe(1);
       expect(await index.delete([{ id: 'a', generation: '200' }])).toEqual(['absent']);
@@ -159,7 +164,12 @@ export function describeVectorIndexContract(label: string, makeCatalog: () => Pr
           makeDoc('cat2', '1', unitVector(0, 0.3), { labels: ['cat', 'indoor'], uri: 'gs://bucket/pets/cat2.jpg', eventTime: '2024-02-10T00:00:00Z' }),
           makeDoc('dog1', '1', unitVector(0, 0.6), { labels: ['dog'], uri: 'gs://bucket/pets/dog1.jpg', eventTime: '2024-03-10T00:00:00Z' }),
           makeDoc('car1', '1', unitVector(3), { labels: ['car'], uri: 'gs://bucket/cars/car1.jpg', eventTime: '2024-04-10T00:00:00Z' }),
-          makeDoc('opp', '1', unitVector(0).map((x) => -x), { labels: [], uri: 'gs://bucket/misc/opp.jpg' }),
+          makeDoc(
+            'opp',
+            '1',
+            unitVector(0).map((x) => -x),
+            { labels: [], uri: 'gs://bucket/misc/opp.jpg' },
+          ),
         ]);
       });
 
@@ -169,7 +179,7 @@ export function describeVectorIndexContract(label: string, makeCatalog: () => Pr
         expect(hits[0]!.score).toBeCloseTo(1 / Math.hypot(1, 0.1), 4);
         expect(hits[3]!.score).toBeCloseTo(0, 4);
         expect(hits[4]!.score).toBeCloseTo(-1, 4);
-        for (const h of hits) expect(h.score).toBeGreaterThanOrEqual(-1), expect(h.score).toBeLessThanOrEqual(1);
+        for (const h of hits) (expect(h.score).toBeGreaterThanOrEqual(-1), expect(h.score).toBeLessThanOrEqual(1));
         expect(hits[0]).toMatchObject({ uri: 'gs://bucket/pets/cat1.jpg', generation: '1', labels: ['cat'], modelVersion: MODEL });
         expect((await index.query(unitVector(0), { k: 2 })).map((h) => h.id)).toEqual(['cat1', 'cat2']);
       });
@@ -209,7 +219,12 @@ export function describeVectorIndexContract(label: string, makeCatalog: () => Pr
         const pages: VectorDocument[][] = [];
         for await (const page of index.scan(2)) pages.push(page);
         expect(pages.map((p) => p.length)).toEqual([2, 2]);
-        expect(pages.flat().map((d) => d.id).sort()).toEqual(['car1', 'cat1', 'cat2', 'dog1']);
+        expect(
+          pages
+            .flat()
+            .map((d) => d.id)
+            .sort(),
+        ).toEqual(['car1', 'cat1', 'cat2', 'dog1']);
         expect(pages.flat()[0]!.vector).toBeInstanceOf(Float32Array);
         expect(await index.count()).toBe(4);
       });

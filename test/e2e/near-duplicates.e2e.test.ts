@@ -20,7 +20,10 @@ describe('near-duplicate search through the CLI', () => {
     work = await tempDir('neardup');
     env = { IMGSEARCH_HOME: path.join(work, 'home') };
     const corpus = path.join(work, 'corpus');
-    const made = await runCli(['dataset', 'fashion-mnist', '--out', path.join(corpus, 'fashion'), '--limit', String(FASHION_COUNT), '--split', 'test'], { cwd: work, env });
+    const made = await runCli(['dataset', 'fashion-mnist', '--out', path.join(corpus, 'fashion'), '--limit', String(FASHION_COUNT), '--split', 'test'], {
+      cwd: work,
+      env,
+    });
     expect(made.code, made.stderr).toBe(0);
     photos = (await fs.readdir(PHOTO_DIR)).filter((f) => f.endsWith('.jpg')).sort();
     await fs.mkdir(path.join(corpus, 'photos'), { recursive: true });
@@ -35,7 +38,10 @@ describe('near-duplicate search through the CLI', () => {
   async function searchAll(queries: { file: string; original: string }[]) {
     const res = await runCli(['search', '--json', '-k', '5', '--image', ...queries.map((q) => q.file)], { cwd: work, env });
     expect(res.code, res.stderr).toBe(0);
-    const lines = res.stdout.trim().split('\n').map((l) => JSON.parse(l) as { query: string; results: { uri: string; score: number }[] });
+    const lines = res.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { query: string; results: { uri: string; score: number }[] });
     expect(lines).toHaveLength(queries.length);
     return queries.map((q, i) => ({ ...q, top: lines[i]!.results[0]?.uri ?? '' }));
   }

@@ -97,7 +97,12 @@ describe('imgsearch retrain / eval / model pull (CLI)', () => {
     expect(pulled.code, pulled.stderr).toBe(0);
     const { version, registered, manifest } = JSON.parse(pulled.stdout);
     expect(registered).toBe(true);
-    expect(manifest).toMatchObject({ name: 'clip-vit-b32', dimension: DIM, image: { width: SIDE, layout: 'NCHW', dimension: DIM }, text: { kind: 'clip', contextLength: CONTEXT, dimension: DIM } });
+    expect(manifest).toMatchObject({
+      name: 'clip-vit-b32',
+      dimension: DIM,
+      image: { width: SIDE, layout: 'NCHW', dimension: DIM },
+      text: { kind: 'clip', contextLength: CONTEXT, dimension: DIM },
+    });
     const again = JSON.parse((await cli('model', 'pull', 'clip-vit-b32', '--from', dir, '--json')).stdout);
     expect(again).toMatchObject({ version, registered: false });
     const list = JSON.parse((await cli('model', 'list', '--json')).stdout);
@@ -148,13 +153,23 @@ async function writeTinyClip(dir: string): Promise<void> {
       name: 'tiny_clip_text',
       node: [
         { opType: 'Gather', input: ['token_embedding', 'input_ids'], output: ['tokens'] },
-        { opType: 'ReduceSum', input: ['tokens', 'axes'], output: ['text_embeds'], attribute: [{ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 }] },
+        {
+          opType: 'ReduceSum',
+          input: ['tokens', 'axes'],
+          output: ['text_embeds'],
+          attribute: [{ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 }],
+        },
       ],
       initializer: [
         { name: 'token_embedding', dims: [vocab, DIM], dataType: float, rawData: new Uint8Array(table.buffer) },
         { name: 'axes', dims: [1], dataType: onnx.TensorProto.DataType.INT64, rawData: new Uint8Array(axes.buffer) },
       ],
-      input: [{ name: 'input_ids', type: { tensorType: { elemType: onnx.TensorProto.DataType.INT64, shape: { dim: [{ dimParam: 'batch' }, { dimValue: CONTEXT }] } } } }],
+      input: [
+        {
+          name: 'input_ids',
+          type: { tensorType: { elemType: onnx.TensorProto.DataType.INT64, shape: { dim: [{ dimParam: 'batch' }, { dimValue: CONTEXT }] } } },
+        },
+      ],
       output: [{ name: 'text_embeds', type: { tensorType: { elemType: float, shape: { dim: [{ dimParam: 'batch' }, { dimValue: DIM }] } } } }],
     }),
   );
@@ -167,7 +182,12 @@ async function writeTinyClip(dir: string): Promise<void> {
         { opType: 'MatMul', input: ['flat', 'proj'], output: ['image_embeds'] },
       ],
       initializer: [{ name: 'proj', dims: [3 * SIDE * SIDE, DIM], dataType: float, rawData: new Uint8Array(weights.buffer) }],
-      input: [{ name: 'pixel_values', type: { tensorType: { elemType: float, shape: { dim: [{ dimParam: 'batch' }, { dimValue: 3 }, { dimValue: SIDE }, { dimValue: SIDE }] } } } }],
+      input: [
+        {
+          name: 'pixel_values',
+          type: { tensorType: { elemType: float, shape: { dim: [{ dimParam: 'batch' }, { dimValue: 3 }, { dimValue: SIDE }, { dimValue: SIDE }] } } },
+        },
+      ],
       output: [{ name: 'image_embeds', type: { tensorType: { elemType: float, shape: { dim: [{ dimParam: 'batch' }, { dimValue: DIM }] } } } }],
     }),
   );

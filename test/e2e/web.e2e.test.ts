@@ -46,7 +46,16 @@ describe('web page under imgsearch up', () => {
     }, 120_000);
     browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
   });
 
@@ -68,10 +77,14 @@ describe('web page under imgsearch up', () => {
     expect(names[0]).toContain('item-7.png');
     expect(await page.locator('.result .score').first().textContent()).toMatch(/score 0\.\d{4}|score 1\.0000/);
     // Thumbnails load from the API.
-    await page.waitForFunction(() => {
-      const img = document.querySelector<HTMLImageElement>('.result img');
-      return img !== null && img.complete && img.naturalWidth > 0;
-    }, undefined, { timeout: 15_000 });
+    await page.waitForFunction(
+      () => {
+        const img = document.querySelector<HTMLImageElement>('.result img');
+        return img !== null && img.complete && img.naturalWidth > 0;
+      },
+      undefined,
+      { timeout: 15_000 },
+    );
 
     await page.locator('.result .more-like-this').nth(1).click();
     await page.waitForFunction(() => document.querySelector('#results-title')?.textContent?.startsWith('More like'));

@@ -29,7 +29,11 @@ export function runCli(args: string[], options: { cwd: string; env?: Record<stri
 }
 
 /** Starts `imgsearch up` and resolves with its URL once it prints it. */
-export async function startUp(options: { cwd: string; env?: Record<string, string>; timeoutMs?: number }): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
+export async function startUp(options: {
+  cwd: string;
+  env?: Record<string, string>;
+  timeoutMs?: number;
+}): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
   const child = spawn(process.execPath, [cliPath, 'up'], {
     cwd: options.cwd,
     env: { ...process.env, LOG_LEVEL: 'warn', IMGSEARCH_PORT: '0', ...options.env },

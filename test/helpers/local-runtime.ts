@@ -18,11 +18,17 @@ export async function openTestPipeline(work: string, env: Record<string, string>
   await runtime.liveIndex();
   const embedded: EmbedOutcome[] = [];
   const upserted: UpsertHandlerOutcome[] = [];
-  const workers = new PipelineWorkers(runtime.bus, () => runtime.embedDeps(), () => runtime.upsertDeps(), silentLogger, {
-    batchSize: config.batchSize,
-    ackDeadlineSeconds: config.ackDeadlineSeconds,
-    idlePollMs: 50,
-  });
+  const workers = new PipelineWorkers(
+    runtime.bus,
+    () => runtime.embedDeps(),
+    () => runtime.upsertDeps(),
+    silentLogger,
+    {
+      batchSize: config.batchSize,
+      ackDeadlineSeconds: config.ackDeadlineSeconds,
+      idlePollMs: 50,
+    },
+  );
   workers.on('embedded', (o) => embedded.push(...o));
   workers.on('upserted', (o) => upserted.push(...o));
   const eventDeps = { bus: runtime.bus, rejections: runtime.rejections, logger: silentLogger, settings: { prefix: config.prefix, maxBytes: config.maxBytes } };

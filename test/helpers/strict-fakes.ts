@@ -29,10 +29,11 @@ export class RecordingBus {
         this.published.push({ topic, data, attributes });
         return String(this.published.length);
       },
-      publishBatch: async (topic, items) => items.map((i) => {
-        this.published.push({ topic, data: i.data, attributes: i.attributes });
-        return String(this.published.length);
-      }),
+      publishBatch: async (topic, items) =>
+        items.map((i) => {
+          this.published.push({ topic, data: i.data, attributes: i.attributes });
+          return String(this.published.length);
+        }),
       ack: async (_t, ids) => void this.acked.push(...ids),
       nack: async (_t, ids, reason) => void this.nacked.push(...ids.map((ackId) => ({ ackId, reason }))),
       deadLetter: async (_t, ids, reason) => void this.dead.push(...ids.map((ackId) => ({ ackId, reason }))),

@@ -26,13 +26,24 @@ function tinyTextEncoder(vocab: number, table: Float32Array): Uint8Array {
         name: 'tiny_clip_text',
         node: [
           { opType: 'Gather', input: ['token_embedding', 'input_ids'], output: ['tokens'], name: 'gather' },
-          { opType: 'ReduceSum', input: ['tokens', 'axes'], output: ['text_embeds'], name: 'pool', attribute: [{ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 }] },
+          {
+            opType: 'ReduceSum',
+            input: ['tokens', 'axes'],
+            output: ['text_embeds'],
+            name: 'pool',
+            attribute: [{ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 }],
+          },
         ],
         initializer: [
           { name: 'token_embedding', dims: [vocab, DIM], dataType: float, rawData: new Uint8Array(table.buffer) },
           { name: 'axes', dims: [1], dataType: onnx.TensorProto.DataType.INT64, rawData: new Uint8Array(axes.buffer) },
         ],
-        input: [{ name: 'input_ids', type: { tensorType: { elemType: onnx.TensorProto.DataType.INT64, shape: { dim: [{ dimParam: 'batch' }, { dimValue: CONTEXT }] } } } }],
+        input: [
+          {
+            name: 'input_ids',
+            type: { tensorType: { elemType: onnx.TensorProto.DataType.INT64, shape: { dim: [{ dimParam: 'batch' }, { dimValue: CONTEXT }] } } },
+          },
+        ],
         output: [{ name: 'text_embeds', type: { tensorType: { elemType: float, shape: { dim: [{ dimParam: 'batch' }, { dimValue: DIM }] } } } }],
       },
     }),
@@ -47,8 +58,28 @@ describe("text tower kind 'clip' (offline stand-in for `model pull clip-vit-b32`
   const manifest: ModelManifest = {
     name: 'tiny-clip',
     version: 'tiny-clip-1',
-    image: { file: 'image.onnx', inputName: 'pixel_values', outputName: 'image_embeds', width: 4, height: 4, layout: 'NCHW', scale: 1 / 255, mean: [0.48, 0.46, 0.41], std: [0.27, 0.26, 0.28], resize: 'cover', dimension: DIM },
-    text: { kind: 'clip', file: 'text.onnx', tokenizerFile: 'bpe_simple_vocab.txt.gz', inputName: 'input_ids', outputName: 'text_embeds', contextLength: CONTEXT, dimension: DIM },
+    image: {
+      file: 'image.onnx',
+      inputName: 'pixel_values',
+      outputName: 'image_embeds',
+      width: 4,
+      height: 4,
+      layout: 'NCHW',
+      scale: 1 / 255,
+      mean: [0.48, 0.46, 0.41],
+      std: [0.27, 0.26, 0.28],
+      resize: 'cover',
+      dimension: DIM,
+    },
+    text: {
+      kind: 'clip',
+      file: 'text.onnx',
+      tokenizerFile: 'bpe_simple_vocab.txt.gz',
+      inputName: 'input_ids',
+      outputName: 'text_embeds',
+      contextLength: CONTEXT,
+      dimension: DIM,
+    },
     dimension: DIM,
     normalize: true,
   };

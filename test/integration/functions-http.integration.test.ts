@@ -93,7 +93,14 @@ describe('onObjectEvent over HTTP (Eventarc binary-mode CloudEvent)', () => {
     });
 
   it('publishes finalize and delete events to image-events, in the contract shape', async () => {
-    const object = { bucket: 'iss-images', name: 'a/cat.png', generation: '1740823200120456', contentType: 'image/png', size: '1234', updated: '2025-03-01T10:00:00Z' };
+    const object = {
+      bucket: 'iss-images',
+      name: 'a/cat.png',
+      generation: '1740823200120456',
+      contentType: 'image/png',
+      size: '1234',
+      updated: '2025-03-01T10:00:00Z',
+    };
     expect((await post('google.cloud.storage.object.v1.finalized', object)).status).toBe(200);
     expect((await post('google.cloud.storage.object.v1.deleted', object)).status).toBe(200);
     const deliveries = await bus.pull<ImageEvent>(TOPICS.imageEvents, { maxMessages: 10 });
@@ -101,7 +108,10 @@ describe('onObjectEvent over HTTP (Eventarc binary-mode CloudEvent)', () => {
       ['finalize', '1740823200120456', 1234, '2025-03-01T10:00:00.250Z'],
       ['delete', '1740823200120456', 1234, '2025-03-01T10:00:00.250Z'],
     ]);
-    await bus.ack(TOPICS.imageEvents, deliveries.map((d) => d.ackId));
+    await bus.ack(
+      TOPICS.imageEvents,
+      deliveries.map((d) => d.ackId),
+    );
   });
 
   it('answers 200 for a malformed event (no retry storm) and parks it on the dead-letter topic', async () => {
@@ -206,14 +216,32 @@ describe('search service (Cloud Run entry) with fakes', () => {
   beforeAll(async () => {
     const embedder = new FakeEmbedder('fake-v1');
     const now = new Date().toISOString();
-    for (const [name, bytes] of [['a/cat.png', [9, 1, 1, 1]], ['a/dog.png', [1, 9, 1, 1]], ['a/car.png', [1, 1, 1, 9]]] as const) {
-      await index.upsert([{ id: documentId('iss-images', name), uri: `gs://iss-images/${name}`, generation: '1', modelVersion: 'fake-v1', vector: normalise(Float32Array.from(bytes)), labels: [name.slice(2, 5)], indexedAt: now }]);
+    for (const [name, bytes] of [
+      ['a/cat.png', [9, 1, 1, 1]],
+      ['a/dog.png', [1, 9, 1, 1]],
+      ['a/car.png', [1, 1, 1, 9]],
+    ] as const) {
+      await index.upsert([
+        {
+          id: documentId('iss-images', name),
+          uri: `gs://iss-images/${name}`,
+          generation: '1',
+          modelVersion: 'fake-v1',
+          vector: normalise(Float32Array.from(bytes)),
+          labels: [name.slice(2, 5)],
+          indexedAt: now,
+        },
+      ]);
     }
     const rejections = new MemoryRejections();
     await rejections.record({ id: 'r1', uri: 'gs://iss-images/a/big.png', generation: '3', reason: 'too-large', detail: 'x', at: now });
     app = await createSearchService({
       catalog: { live: async () => index },
-      model: { get: async () => embedder, current: () => embedder, forVersion: async (v: string) => (v === embedder.modelVersion ? embedder : Promise.reject(new Error(`unexpected switch to ${v}`))) },
+      model: {
+        get: async () => embedder,
+        current: () => embedder,
+        forVersion: async (v: string) => (v === embedder.modelVersion ? embedder : Promise.reject(new Error(`unexpected switch to ${v}`))),
+      },
       rejections,
       readObject: async () => Buffer.alloc(0),
       recordFeedback: gcsFeedbackWriter({
@@ -274,12 +302,25 @@ describe('search service on an empty model registry (before the bootstrap job ra
   let url: string;
   let registry: LocalModelRegistry;
   let holder: ModelHolder;
-  const hint = 'the bootstrap job iss-bootstrap-model has not registered the first model; run `gcloud run jobs execute iss-bootstrap-model --region europe-west1 --wait`';
+  const hint =
+    'the bootstrap job iss-bootstrap-model has not registered the first model; run `gcloud run jobs execute iss-bootstrap-model --region europe-west1 --wait`';
   const index = new MemoryIndex('images-v1', 'fake-v1', 4);
   const manifest: ModelManifest = {
     name: 'fake-tower',
     version: 'fake-v1',
-    image: { file: 'image.onnx', inputName: 'x', outputName: 'y', width: 2, height: 2, layout: 'NCHW', scale: 1 / 255, mean: [0, 0, 0], std: [1, 1, 1], resize: 'cover', dimension: 4 },
+    image: {
+      file: 'image.onnx',
+      inputName: 'x',
+      outputName: 'y',
+      width: 2,
+      height: 2,
+      layout: 'NCHW',
+      scale: 1 / 255,
+      mean: [0, 0, 0],
+      std: [1, 1, 1],
+      resize: 'cover',
+      dimension: 4,
+    },
     dimension: 4,
     normalize: true,
   };
@@ -287,7 +328,17 @@ describe('search service on an empty model registry (before the bootstrap job ra
 
   beforeAll(async () => {
     const now = new Date().toISOString();
-    await index.upsert([{ id: documentId('iss-images', 'a/cat.png'), uri: 'gs://iss-images/a/cat.png', generation: '1', modelVersion: 'fake-v1', vector: normalise(Float32Array.from([9, 1, 1, 1])), labels: [], indexedAt: now }]);
+    await index.upsert([
+      {
+        id: documentId('iss-images', 'a/cat.png'),
+        uri: 'gs://iss-images/a/cat.png',
+        generation: '1',
+        modelVersion: 'fake-v1',
+        vector: normalise(Float32Array.from([9, 1, 1, 1])),
+        labels: [],
+        indexedAt: now,
+      },
+    ]);
     registry = new LocalModelRegistry(path.join(work, 'empty-registry'));
     // The real holder over a real (empty) registry; only the ONNX loading is faked.
     holder = new ModelHolder(registry, {
@@ -300,7 +351,14 @@ describe('search service on an empty model registry (before the bootstrap job ra
         return new FakeEmbedder(version);
       },
     });
-    app = await createSearchService({ catalog: { live: async () => index }, model: holder, rejections: new MemoryRejections(), readObject: async () => Buffer.alloc(0), logger: silentLogger, noModelHint: hint });
+    app = await createSearchService({
+      catalog: { live: async () => index },
+      model: holder,
+      rejections: new MemoryRejections(),
+      readObject: async () => Buffer.alloc(0),
+      logger: silentLogger,
+      noModelHint: hint,
+    });
     url = await app.listen({ host: '127.0.0.1', port: 0 });
   });
   afterAll(async () => {

@@ -127,8 +127,16 @@ if (missing.length > 0) {
 
     afterAll(async () => {
       await bus?.close();
-      for (const s of [`${base}-sub`, `${base}-sub-dlq`]) await pubsub.subscription(s).delete().catch(() => {});
-      for (const t of [base, `${base}-dlq`]) await pubsub.topic(t).delete().catch(() => {});
+      for (const s of [`${base}-sub`, `${base}-sub-dlq`])
+        await pubsub
+          .subscription(s)
+          .delete()
+          .catch(() => {});
+      for (const t of [base, `${base}-dlq`])
+        await pubsub
+          .topic(t)
+          .delete()
+          .catch(() => {});
       await pubsub.close();
     });
 

@@ -67,7 +67,10 @@ describe('FileQueue with several instances on one folder (another process, anoth
     try {
       const a = new FileQueue(t.dir, { maxDeliveryAttempts: 5 });
       const b = new FileQueue(t.dir, { maxDeliveryAttempts: 5 });
-      await a.publishBatch('q', [0, 1, 2].map((i) => ({ data: { i } })));
+      await a.publishBatch(
+        'q',
+        [0, 1, 2].map((i) => ({ data: { i } })),
+      );
       const first = await a.pull<{ i: number }>('q', { maxMessages: 1 });
       expect(first.map((d) => d.data.i)).toEqual([0]);
       // `a` has a listing of ready/ with 1 and 2 left; `b` publishes 3 and claims 1 behind its back.
@@ -78,7 +81,10 @@ describe('FileQueue with several instances on one folder (another process, anoth
       const rest = await a.pull<{ i: number }>('q', { maxMessages: 10 });
       expect([...next, ...rest].map((d) => d.data.i)).toEqual([2, 3]);
       // A nacked message is back in line at once, in its place, although `a` still holds a listing.
-      await a.publishBatch('q', [4, 5].map((i) => ({ data: { i } })));
+      await a.publishBatch(
+        'q',
+        [4, 5].map((i) => ({ data: { i } })),
+      );
       await a.nack('q', [first[0]!.ackId], 'try again');
       const again = await a.pull<{ i: number }>('q', { maxMessages: 1 });
       expect(again.map((d) => [d.data.i, d.deliveryAttempt])).toEqual([[0, 2]]);

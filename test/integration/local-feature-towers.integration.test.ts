@@ -8,7 +8,12 @@ describe('PerTowerFeatureStore', () => {
   it('keeps base embeddings of two image towers with different sizes, across reopening', async () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'iss-towers-'));
     const rec = (id: string, baseModel: string, dim: number, generation = '1') => ({
-      id, uri: `file:///b/${id}`, generation, baseModel, vector: new Float32Array(dim).fill(1 / Math.sqrt(dim)), labels: ['x'],
+      id,
+      uri: `file:///b/${id}`,
+      generation,
+      baseModel,
+      vector: new Float32Array(dim).fill(1 / Math.sqrt(dim)),
+      labels: ['x'],
     });
     let store = await PerTowerFeatureStore.open(dir);
     await store.put([rec('a', 'mobilenet', 8), rec('b', 'mobilenet', 8)]);

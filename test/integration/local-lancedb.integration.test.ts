@@ -64,7 +64,16 @@ describe('LanceDbIndexCatalog (embedded specifics)', () => {
     // A second handle with its own lock stands in for another process.
     const db = await lancedb.connect(dir);
     const other = new GenerationOrderedTable(await db.openTable(index.name), 'another-process', 4);
-    const row = (g: string) => ({ ...makeDoc('x', g, randomUnit(4, 2), { modelVersion: 'm1' }), labels: [], caption: null, contentType: null, width: null, height: null, eventTime: null, eventMs: null });
+    const row = (g: string) => ({
+      ...makeDoc('x', g, randomUnit(4, 2), { modelVersion: 'm1' }),
+      labels: [],
+      caption: null,
+      contentType: null,
+      width: null,
+      height: null,
+      eventTime: null,
+      eventMs: null,
+    });
     await index.upsert([makeDoc('x', '8', randomUnit(4, 8), { modelVersion: 'm1' })]);
     // The other writer decided from a state read before generation 8 landed (a cross-process race):
     // the merge's own guard must still refuse to write its older generation 4.
@@ -95,7 +104,9 @@ describe('LanceDbIndexCatalog (embedded specifics)', () => {
     await index.upsert([makeDoc('only', '1', randomUnit(16, 1), { modelVersion: 'm1' })]);
     await expect(index.createAnnIndex()).rejects.toThrow(/256 rows/);
     const n = 600;
-    await index.upsert(Array.from({ length: n }, (_, i) => makeDoc(`d${i}`, '1', randomUnit(16, i + 10), { modelVersion: 'm1', labels: [i % 2 ? 'odd' : 'even'] })));
+    await index.upsert(
+      Array.from({ length: n }, (_, i) => makeDoc(`d${i}`, '1', randomUnit(16, i + 10), { modelVersion: 'm1', labels: [i % 2 ? 'odd' : 'even'] })),
+    );
     const queries = Array.from({ length: 30 }, (_, q) => q * 17);
     const flat = await Promise.all(queries.map((i) => index.query(randomUnit(16, i + 10), { k: 10 })));
     const t0 = performance.now();
@@ -140,7 +151,9 @@ describe('LanceDbFeatureStore (embedded specifics)', () => {
       store = await LanceDbFeatureStore.open(dir);
       expect(store.dimension).toBe(3);
       expect(await store.count()).toBe(1);
-      await expect(store.put([{ id: 'b', uri: 'u', generation: '1', baseModel: 'b', vector: new Float32Array(4), labels: [] }])).rejects.toThrow(/dimension 4, expected 3/);
+      await expect(store.put([{ id: 'b', uri: 'u', generation: '1', baseModel: 'b', vector: new Float32Array(4), labels: [] }])).rejects.toThrow(
+        /dimension 4, expected 3/,
+      );
       await store.close();
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -167,7 +180,9 @@ describe('rowsToArrowTable (the write path of both LanceDB tables)', () => {
       expect(byId.get('a')!.note).toBeNull();
       expect(byId.get('b')!.note).toBe('kept');
 
-      expect(() => rowsToArrowTable([{ id: 'c', note: 'x', vector: Float32Array.from([1, 2]) }], schema)).toThrow(/column vector: row c needs a Float32Array of 3 values/);
+      expect(() => rowsToArrowTable([{ id: 'c', note: 'x', vector: Float32Array.from([1, 2]) }], schema)).toThrow(
+        /column vector: row c needs a Float32Array of 3 values/,
+      );
       expect(() => rowsToArrowTable([{ id: 'c', note: 'x', vector: [1, 2, 3] }], schema)).toThrow(/needs a Float32Array/);
       const strict = await db.createEmptyTable(
         'strict',

@@ -50,22 +50,41 @@ describe('FileQueue crash recovery (child process killed before ack)', () => {
 
   it('redelivers a killed worker’s batch with deliveryAttempt 2 and loses nothing', async () => {
     const queue = new FileQueue(dir, { maxDeliveryAttempts: 5 });
-    await queue.publishBatch(TOPIC, Array.from({ length: 6 }, (_, i) => ({ data: { i } })));
+    await queue.publishBatch(
+      TOPIC,
+      Array.from({ length: 6 }, (_, i) => ({ data: { i } })),
+    );
 
     const crashed = await pullAndCrash(dir, 4, 5);
-    expect(crashed.map((d) => [d.data.i, d.deliveryAttempt])).toEqual([[0, 1], [1, 1], [2, 1], [3, 1]]);
+    expect(crashed.map((d) => [d.data.i, d.deliveryAttempt])).toEqual([
+      [0, 1],
+      [1, 1],
+      [2, 1],
+      [3, 1],
+    ]);
     expect(await queue.stats(TOPIC)).toEqual({ ready: 2, inflight: 4, deadLettered: 0 });
 
     // Before the lease lapses only the untouched messages are available.
     const early = await queue.pull<{ i: number }>(TOPIC, { maxMessages: 10 });
     expect(early.map((d) => d.data.i)).toEqual([4, 5]);
-    await queue.ack(TOPIC, early.map((d) => d.ackId));
+    await queue.ack(
+      TOPIC,
+      early.map((d) => d.ackId),
+    );
 
     await sleep(LEASE_S * 1000 + 200);
     const redelivered = await queue.pull<{ i: number }>(TOPIC, { maxMessages: 10 });
-    expect(redelivered.map((d) => [d.data.i, d.deliveryAttempt])).toEqual([[0, 2], [1, 2], [2, 2], [3, 2]]);
+    expect(redelivered.map((d) => [d.data.i, d.deliveryAttempt])).toEqual([
+      [0, 2],
+      [1, 2],
+      [2, 2],
+      [3, 2],
+    ]);
     expect(redelivered.map((d) => d.messageId)).toEqual(crashed.map((d) => d.messageId));
-    await queue.ack(TOPIC, redelivered.map((d) => d.ackId));
+    await queue.ack(
+      TOPIC,
+      redelivered.map((d) => d.ackId),
+    );
     expect(await queue.stats(TOPIC)).toEqual({ ready: 0, inflight: 0, deadLettered: 0 });
   });
 
@@ -82,7 +101,10 @@ describe('FileQueue crash recovery (child process killed before ack)', () => {
       expect(crashed.map((d) => [d.data.i, d.deliveryAttempt])).toEqual([[0, round]]);
       const healthy = await queue.pull<{ i: number }>(TOPIC, { maxMessages: 1 });
       for (const d of healthy) processed.push(d.data.i);
-      await queue.ack(TOPIC, healthy.map((d) => d.ackId));
+      await queue.ack(
+        TOPIC,
+        healthy.map((d) => d.ackId),
+      );
       await sleep(LEASE_S * 1000 + 200);
     }
     expect(await queue.pull(TOPIC, { maxMessages: 10 })).toEqual([]);
@@ -110,7 +132,10 @@ describe('FileQueue crash recovery (child process killed before ack)', () => {
 
   it('lets several processes pull one topic without handing a message out twice', async () => {
     const queue = new FileQueue(dir, { maxDeliveryAttempts: 5 });
-    await queue.publishBatch(TOPIC, Array.from({ length: 12 }, (_, i) => ({ data: { i } })));
+    await queue.publishBatch(
+      TOPIC,
+      Array.from({ length: 12 }, (_, i) => ({ data: { i } })),
+    );
     // A long lease: the workers start at different times and no lease may lapse meanwhile.
     const batches = await Promise.all([1, 2, 3].map(() => pullAndCrash(dir, 5, 5, 60)));
     const ids = batches.flat().map((d) => d.data.i);

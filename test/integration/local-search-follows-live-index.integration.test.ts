@@ -83,7 +83,13 @@ describe('local search follows the live index across a promotion', () => {
       if ((await fs.stat(path.join(dir, name))).isFile()) files[name] = await fs.readFile(path.join(dir, name));
     }
     v2 = `${active.version}-promoted`;
-    await runtime.registry.register({ version: v2, parent: active.version, manifest: { ...active.manifest, version: v2 }, files, lineage: { test: 'follow-live' } });
+    await runtime.registry.register({
+      version: v2,
+      parent: active.version,
+      manifest: { ...active.manifest, version: v2 },
+      files,
+      lineage: { test: 'follow-live' },
+    });
     await runtime.registry.promote(v2);
     // What `up`'s model follower does on its next tick.
     await runtime.model.refresh();
@@ -95,11 +101,14 @@ describe('local search follows the live index across a promotion', () => {
     if (work) await fs.rm(work, { recursive: true, force: true });
   });
 
-  it('the pipeline embeds with the promoted model while the alias still points at the previous model\'s index', async () => {
+  it("the pipeline embeds with the promoted model while the alias still points at the previous model's index", async () => {
     expect(runtime.model.current().modelVersion).toBe(v2);
     expect((await runtime.catalog.live())!.modelVersion).toBe(v1);
     // Without following the live index, this is where searches answered 409.
-    const refusing = new SearchService(() => runtime.model.current(), () => runtime.live.get());
+    const refusing = new SearchService(
+      () => runtime.model.current(),
+      () => runtime.live.get(),
+    );
     await expect(refusing.byImage(images[0]!, { k: 3 })).rejects.toThrow(CapabilityError);
   });
 

@@ -33,7 +33,10 @@ describe('bootstrapModel: default', () => {
     const result = await bootstrapModel(registry, { initial: 'default', cacheDir: join(work, 'convert'), logger });
     expect(result).toEqual({ status: 'promoted', version: DEFAULT_MODEL_VERSION, initial: 'default', registered: true });
     expect((await registry.active())?.version).toBe(DEFAULT_MODEL_VERSION);
-    expect(await bootstrapModel(registry, { initial: 'default', cacheDir: join(work, 'convert'), logger })).toEqual({ status: 'present', version: DEFAULT_MODEL_VERSION });
+    expect(await bootstrapModel(registry, { initial: 'default', cacheDir: join(work, 'convert'), logger })).toEqual({
+      status: 'present',
+      version: DEFAULT_MODEL_VERSION,
+    });
     // The local composition root (shared/wiring/local.ts) still returns the active version.
     expect((await ensureActiveModel(registry, join(work, 'convert'), logger)).version).toBe(DEFAULT_MODEL_VERSION);
     modelDir = await registry.localPath(DEFAULT_MODEL_VERSION);

@@ -40,7 +40,10 @@ beforeAll(async () => {
   );
   const fashion = await readFashionMnist({ split: 'test', limit: 3 });
   const files = await Promise.all(fashion.images.map((img) => fashionMnistPng(img)));
-  const photoNames = (await readdir(PHOTO_DIR)).filter((n) => n.endsWith('.jpg')).sort().slice(0, 2);
+  const photoNames = (await readdir(PHOTO_DIR))
+    .filter((n) => n.endsWith('.jpg'))
+    .sort()
+    .slice(0, 2);
   for (const name of photoNames) files.push(await readFile(join(PHOTO_DIR, name)));
   const prepared = await Promise.all(files.map((f) => prepareImage(f, tower, { maxPixels: 50_000_000 })));
   count = prepared.length;

@@ -31,7 +31,10 @@ if (!url) {
     const cleanup = async () => {
       const admin = createOpenSearchClient(connection);
       try {
-        const res = await admin.transport.request({ method: 'GET', path: `/_cat/indices/${alias}-*`, querystring: { format: 'json', h: 'index' } }, { ignore: [404] });
+        const res = await admin.transport.request(
+          { method: 'GET', path: `/_cat/indices/${alias}-*`, querystring: { format: 'json', h: 'index' } },
+          { ignore: [404] },
+        );
         const names = (Array.isArray(res.body) ? (res.body as { index: string }[]) : []).map((r) => r.index).filter((n) => n.startsWith(`${alias}-`));
         for (const name of names) await admin.transport.request({ method: 'DELETE', path: `/${name}` }, { ignore: [404] });
       } finally {

@@ -46,7 +46,13 @@ describe('pipeline with bad input (real model, real LanceDB, real files)', () =>
       ['corrupt.png', Buffer.concat([png.subarray(0, 40), Buffer.alloc(200, 7)]), 'corrupt-image'],
       ['text.jpg', 'hello, I am a text file with a .jpg name\n', 'not-an-image'],
       ['vector.svg', '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>', 'unsupported-format'],
-      ['bomb.png', await sharp({ create: { width: 1200, height: 1200, channels: 3, background: '#808080' } }).png().toBuffer(), 'too-many-pixels'],
+      [
+        'bomb.png',
+        await sharp({ create: { width: 1200, height: 1200, channels: 3, background: '#808080' } })
+          .png()
+          .toBuffer(),
+        'too-many-pixels',
+      ],
       ['good-1.png', good[1]!, null],
     ];
     for (const [name, data] of cases) await t.publish(await write(name, data));

@@ -62,7 +62,7 @@ describe('retrain → gate → reindex → rollback (real model, real LanceDB)',
   it('promotes a better model and points the alias at a new index of it', async () => {
     const stages: string[] = [];
     const result = await retrain(deps(), { ...SMALL_DATA, epochs: 15, seed: 1 }, (p) => stages.push(p.stage));
-    expect(result.promoted, result.decision.reasons.join("; ")).toBe(true);
+    expect(result.promoted, result.decision.reasons.join('; ')).toBe(true);
     expect(result.candidate.metrics.imageToImage['recall@1']).toBeGreaterThan(result.current.metrics.imageToImage['recall@1']);
     expect(stages).toEqual(expect.arrayContaining(['load', 'train', 'evaluate', 'register', 'reindex', 'plot']));
     trainedVersion = result.candidate.version;
@@ -82,7 +82,10 @@ describe('retrain → gate → reindex → rollback (real model, real LanceDB)',
 
   it('answers text queries for a class name with mostly that class', async () => {
     await t.runtime.model.refresh();
-    const search = new SearchService(() => t.runtime.model.current(), () => t.runtime.catalog.live());
+    const search = new SearchService(
+      () => t.runtime.model.current(),
+      () => t.runtime.catalog.live(),
+    );
     for (const label of ['Trouser', 'Bag', 'Sneaker']) {
       const res = await search.byText(label, { k: 10 });
       expect(res.modelVersion).toBe(trainedVersion);

@@ -44,7 +44,10 @@ const rest = data.filter((e) => !isHeldOut(e.id, 0.15));
 
 async function evaluateTrained(result: LitTrainingResult) {
   const project = async (items: TrainingExample[]): Promise<LabelledVector[]> => {
-    const v = await reprojectBatch(result.head, items.map((e) => e.vector));
+    const v = await reprojectBatch(
+      result.head,
+      items.map((e) => e.vector),
+    );
     return items.map((e, i) => ({ id: e.id, vector: v[i]!, labels: e.labels }));
   };
   const textVectors = await embedTextsWithTower(result.text, CLASSES);
@@ -123,7 +126,19 @@ describe('LiT trainer on a clustered synthetic dataset', () => {
     const manifest = {
       name: 'synthetic',
       version: 'synthetic-lit-1',
-      image: { file: 'image.onnx', inputName: 'x', outputName: 'y', width: 4, height: 4, layout: 'NHWC', scale: 1, mean: [0, 0, 0], std: [1, 1, 1], resize: 'fill', dimension: 32 },
+      image: {
+        file: 'image.onnx',
+        inputName: 'x',
+        outputName: 'y',
+        width: 4,
+        height: 4,
+        layout: 'NHWC',
+        scale: 1,
+        mean: [0, 0, 0],
+        std: [1, 1, 1],
+        resize: 'fill',
+        dimension: 32,
+      },
       head: { file: 'head.onnx', inputDimension: 32, outputDimension: 16 },
       text: { kind: 'hashed-ngram', file: 'text.onnx', buckets: 1024, dimension: 16 },
       dimension: 16,
@@ -152,7 +167,13 @@ describe('LiT trainer on a clustered synthetic dataset', () => {
     expect(withFeedback.history).toHaveLength(2);
     await expect(trainLit([rest[0]!], [], SMALL)).rejects.toThrow(ParseError);
     await expect(trainLit([rest[0]!, { ...rest[1]!, vector: new Float32Array(3) }], [], SMALL)).rejects.toThrow(/dimension 3/);
-    await expect(trainLit(rest.slice(0, 5).map((e) => ({ ...e, labels: [] })), [], SMALL)).rejects.toThrow(/nothing to learn/);
+    await expect(
+      trainLit(
+        rest.slice(0, 5).map((e) => ({ ...e, labels: [] })),
+        [],
+        SMALL,
+      ),
+    ).rejects.toThrow(/nothing to learn/);
     await expect(trainLit(rest, [], { epochs: -1 })).rejects.toThrow(/training options/);
     expect(new HashedNgramFeaturizer({ buckets: 1024 }).buckets).toBe(trained.text.buckets);
   }, 60_000);

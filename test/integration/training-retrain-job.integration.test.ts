@@ -46,7 +46,14 @@ function records(n: number, seed: number): FeatureRecord[] {
     for (let j = 0; j < 6; j++) v[j] = centres[c]![j]! + gauss() * 0.6;
     for (let j = 6; j < 24; j++) v[j] = gauss() * 1.4;
     const norm = Math.hypot(...v);
-    return { id: `img-${i}`, uri: `file:///b/img-${i}.png`, generation: String(1000 + i), baseModel: BASE, vector: v.map((x) => x / norm), labels: [CLASSES[c]!] };
+    return {
+      id: `img-${i}`,
+      uri: `file:///b/img-${i}.png`,
+      generation: String(1000 + i),
+      baseModel: BASE,
+      vector: v.map((x) => x / norm),
+      labels: [CLASSES[c]!],
+    };
   });
   // One vector of another base model: must be ignored, not crash training.
   out.push({ id: 'other', uri: 'file:///b/other.png', generation: '1', baseModel: 'other-model', vector: new Float32Array(24).fill(0.2), labels: ['dress'] });
@@ -56,7 +63,19 @@ function records(n: number, seed: number): FeatureRecord[] {
 const baseManifest: ModelManifest = {
   name: 'synthetic',
   version: BASE,
-  image: { file: 'image.onnx', inputName: 'pixels', outputName: 'embedding', width: 8, height: 8, layout: 'NHWC', scale: 1 / 255, mean: [0, 0, 0], std: [1, 1, 1], resize: 'cover', dimension: 24 },
+  image: {
+    file: 'image.onnx',
+    inputName: 'pixels',
+    outputName: 'embedding',
+    width: 8,
+    height: 8,
+    layout: 'NHWC',
+    scale: 1 / 255,
+    mean: [0, 0, 0],
+    std: [1, 1, 1],
+    resize: 'cover',
+    dimension: 24,
+  },
   dimension: 24,
   normalize: true,
 };
@@ -105,7 +124,7 @@ describe('retrain (registry-side activation, as in the cloud without a reindex j
     expect(registered.metrics?.imageToImage).toEqual(result.candidate.metrics.imageToImage);
     expect((await registry.get(BASE))!.metrics?.imageToImage).toEqual(result.current.metrics.imageToImage);
     const versionDir = await registry.localPath('synthetic-lit-a');
-    expect((await readFile(join(versionDir, 'image.onnx'), 'utf8'))).toBe('fake image tower');
+    expect(await readFile(join(versionDir, 'image.onnx'), 'utf8')).toBe('fake image tower');
     const head = (await loadHead(registered.manifest, versionDir))!;
     expect((await head.apply([(await features.get('img-1'))!.vector]))[0]).toHaveLength(16);
     await head.close();

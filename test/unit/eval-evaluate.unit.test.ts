@@ -65,7 +65,11 @@ describe('evaluateModel (hand-computed)', () => {
   });
 
   it('textToImage is null without a text tower', async () => {
-    const r = await evaluateModel({ modelVersion: 'base', heldOut: [{ id: 'q', vector: v(1, 0), labels: ['x'] }], rest: [{ id: 'a', vector: v(1, 0), labels: ['x'] }] });
+    const r = await evaluateModel({
+      modelVersion: 'base',
+      heldOut: [{ id: 'q', vector: v(1, 0), labels: ['x'] }],
+      rest: [{ id: 'a', vector: v(1, 0), labels: ['x'] }],
+    });
     expect(r.textToImage).toBeNull();
     expect(r.imageToImage['recall@1']).toBe(1);
   });

@@ -38,7 +38,10 @@ describe('feedback → training pairs', () => {
 
   it('skips a similar query that opened itself and text queries without a value', () => {
     const out = feedbackPairsFromLines(
-      [line({ query: { kind: 'similar', value: 'a' }, resultId: 'a', action: 'open', at }), line({ query: { kind: 'text' }, resultId: 'b', action: 'open', at })].join('\n'),
+      [
+        line({ query: { kind: 'similar', value: 'a' }, resultId: 'a', action: 'open', at }),
+        line({ query: { kind: 'text' }, resultId: 'b', action: 'open', at }),
+      ].join('\n'),
     );
     expect(out).toEqual({ pairs: [], invalid: 0, skipped: 2 });
   });

@@ -15,7 +15,12 @@ import { FakeGcsServer } from './gcp-fake-gcs-server.js';
 const BUCKET = 'iss-features';
 const server = new FakeGcsServer();
 const store = () => new GcsBlobStore(server.storage(), BUCKET);
-const event = (at: string, query: { kind: 'image' | 'similar' | 'text'; value?: string }, resultId: string) => ({ query, resultId, action: 'open' as const, at });
+const event = (at: string, query: { kind: 'image' | 'similar' | 'text'; value?: string }, resultId: string) => ({
+  query,
+  resultId,
+  action: 'open' as const,
+  at,
+});
 const mediaReads = () => server.requests.filter((r) => r.query.alt === 'media').map((r) => decodeURIComponent(r.path.split('/o/')[1]!));
 
 beforeAll(async () => {
@@ -52,7 +57,11 @@ describe('readFeedbackObjects (features bucket, feedback/)', () => {
   it('reads only the newest maxEvents objects, whatever the size of the history', async () => {
     for (let i = 0; i < 9; i++) {
       const at = `2026-03-0${1 + Math.floor(i / 3)}T10:00:0${i}.000Z`;
-      server.put(BUCKET, `feedback/${at.slice(0, 10)}/${at.replace(/[:.]/g, '-')}-0000000${i}.json`, JSON.stringify(event(at, { kind: 'similar', value: `q-${i}` }, `r-${i}`)));
+      server.put(
+        BUCKET,
+        `feedback/${at.slice(0, 10)}/${at.replace(/[:.]/g, '-')}-0000000${i}.json`,
+        JSON.stringify(event(at, { kind: 'similar', value: `q-${i}` }, `r-${i}`)),
+      );
     }
     const read = await readFeedbackObjects(store(), { maxEvents: 2, concurrency: 1 });
     expect(read.pairs.map((p) => p.openedId)).toEqual(['r-7', 'r-8']);
@@ -77,7 +86,9 @@ describe('readFeedbackFile (local feedback.jsonl)', () => {
   it('keeps only the newest maxEvents lines of a long file', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'iss-feedback-cap-'));
     try {
-      const lines = Array.from({ length: 25 }, (_, i) => JSON.stringify(event(`2026-03-01T10:00:${String(i).padStart(2, '0')}.000Z`, { kind: 'similar', value: `q-${i}` }, `r-${i}`)));
+      const lines = Array.from({ length: 25 }, (_, i) =>
+        JSON.stringify(event(`2026-03-01T10:00:${String(i).padStart(2, '0')}.000Z`, { kind: 'similar', value: `q-${i}` }, `r-${i}`)),
+      );
       await writeFile(join(dir, 'feedback.jsonl'), `${lines.join('\n')}\n\nnot json\n`);
       const read = await readFeedbackFile(join(dir, 'feedback.jsonl'), { maxEvents: 4 });
       expect(read.pairs.map((p) => p.openedId)).toEqual(['r-22', 'r-23', 'r-24']);

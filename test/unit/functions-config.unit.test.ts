@@ -1,5 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { bootstrapJobHint, cloudConfig, deadLetterTopicOf, parseCloudConfig, resetCloudConfigForTesting, topicFromPubSubSource } from '../../shared/wiring/cloud-config.js';
+import {
+  bootstrapJobHint,
+  cloudConfig,
+  deadLetterTopicOf,
+  parseCloudConfig,
+  resetCloudConfigForTesting,
+  topicFromPubSubSource,
+} from '../../shared/wiring/cloud-config.js';
 import { ConfigError } from '../../shared/errors.js';
 
 const embedEnv = {
@@ -23,13 +30,26 @@ describe('cloud configuration', () => {
   });
 
   it('checks only what the entry point needs', () => {
-    expect(() => parseCloudConfig('dispatchEmbed', { GCP_PROJECT: 'my-project-123', GCP_REGION: 'europe-west1', SUBSCRIPTION_IMAGE_EVENTS: 's-1x', EMBED_JOB_NAME: 'iss-embed' })).not.toThrow();
+    expect(() =>
+      parseCloudConfig('dispatchEmbed', {
+        GCP_PROJECT: 'my-project-123',
+        GCP_REGION: 'europe-west1',
+        SUBSCRIPTION_IMAGE_EVENTS: 's-1x',
+        EMBED_JOB_NAME: 'iss-embed',
+      }),
+    ).not.toThrow();
   });
 
   it('lists every missing or bad variable in one error with the fix, hiding secrets', () => {
     let error: unknown;
     try {
-      parseCloudConfig('upsertVectors', { GCP_PROJECT: 'my-project-123', OPENSEARCH_URL: 'ftp://x', OPENSEARCH_PASSWORD: 'hunter2', OPENSEARCH_INDEX_ALIAS: 'Bad Alias', TOPIC_IMAGE_EVENTS: '' });
+      parseCloudConfig('upsertVectors', {
+        GCP_PROJECT: 'my-project-123',
+        OPENSEARCH_URL: 'ftp://x',
+        OPENSEARCH_PASSWORD: 'hunter2',
+        OPENSEARCH_INDEX_ALIAS: 'Bad Alias',
+        TOPIC_IMAGE_EVENTS: '',
+      });
     } catch (err) {
       error = err;
     }
@@ -47,7 +67,9 @@ describe('cloud configuration', () => {
     const bad = () => parseCloudConfig('embedJob', { ...embedEnv, BATCH_SIZE: '0', ONNX_EXECUTION_PROVIDER: 'tpu' });
     expect(bad).toThrow(/- BATCH_SIZE="0": .*\(set a whole number from 1 to 1000/);
     expect(bad).toThrow(/- ONNX_EXECUTION_PROVIDER="tpu": .*\(use ONNX_EXECUTION_PROVIDER=cpu or ONNX_EXECUTION_PROVIDER=cuda\)/);
-    expect(() => parseCloudConfig('onObjectEvent', { ...embedEnv, IMAGES_BUCKET: 'gs://iss-images' })).toThrow(/IMAGES_BUCKET="gs:\/\/iss-images": must be a bare bucket name/);
+    expect(() => parseCloudConfig('onObjectEvent', { ...embedEnv, IMAGES_BUCKET: 'gs://iss-images' })).toThrow(
+      /IMAGES_BUCKET="gs:\/\/iss-images": must be a bare bucket name/,
+    );
   });
 
   it('reads process.env once and re-reads after a reset', () => {
@@ -77,7 +99,9 @@ describe('cloud configuration', () => {
       MODELS_BUCKET: 'iss-models',
       INITIAL_MODEL: 'default',
     });
-    expect(parseCloudConfig('bootstrapModel', { GCP_PROJECT: 'my-project-123', MODELS_BUCKET: 'iss-models', INITIAL_MODEL: 'clip-vit-b32' }).INITIAL_MODEL).toBe('clip-vit-b32');
+    expect(
+      parseCloudConfig('bootstrapModel', { GCP_PROJECT: 'my-project-123', MODELS_BUCKET: 'iss-models', INITIAL_MODEL: 'clip-vit-b32' }).INITIAL_MODEL,
+    ).toBe('clip-vit-b32');
     const bad = () => parseCloudConfig('bootstrapModel', { GCP_PROJECT: 'my-project-123', INITIAL_MODEL: 'resnet' });
     expect(bad).toThrow(/- MODELS_BUCKET is missing/);
     expect(bad).toThrow(/- INITIAL_MODEL="resnet": .*\(use INITIAL_MODEL=default .* or INITIAL_MODEL=clip-vit-b32/);
@@ -85,10 +109,20 @@ describe('cloud configuration', () => {
 
   it('names the bootstrap job and the command that runs it in "no model yet" hints (optional settings of embed job and search)', () => {
     const embed = parseCloudConfig('embedJob', { ...embedEnv, BOOTSTRAP_JOB_NAME: 'iss-bootstrap-model', GCP_REGION: 'europe-west1' });
-    expect(bootstrapJobHint(embed)).toMatch(/^the bootstrap job iss-bootstrap-model has not registered the first model .*`gcloud run jobs execute iss-bootstrap-model --region europe-west1 --wait`/);
+    expect(bootstrapJobHint(embed)).toMatch(
+      /^the bootstrap job iss-bootstrap-model has not registered the first model .*`gcloud run jobs execute iss-bootstrap-model --region europe-west1 --wait`/,
+    );
     expect(bootstrapJobHint(parseCloudConfig('embedJob', embedEnv))).toMatch(/gcloud run jobs execute <prefix>-bootstrap-model --region <region> --wait/);
-    expect(() => parseCloudConfig('embedJob', { ...embedEnv, BOOTSTRAP_JOB_NAME: 'Bad_Name' })).toThrow(/BOOTSTRAP_JOB_NAME="Bad_Name": must be a Cloud Run job name/);
-    const search = parseCloudConfig('search', { OPENSEARCH_URL: 'https://10.0.0.5:9200', MODELS_BUCKET: 'm-1', FEATURES_BUCKET: 'f-1', IMAGES_BUCKET: 'i-1', BOOTSTRAP_JOB_NAME: 'iss-bootstrap-model' });
+    expect(() => parseCloudConfig('embedJob', { ...embedEnv, BOOTSTRAP_JOB_NAME: 'Bad_Name' })).toThrow(
+      /BOOTSTRAP_JOB_NAME="Bad_Name": must be a Cloud Run job name/,
+    );
+    const search = parseCloudConfig('search', {
+      OPENSEARCH_URL: 'https://10.0.0.5:9200',
+      MODELS_BUCKET: 'm-1',
+      FEATURES_BUCKET: 'f-1',
+      IMAGES_BUCKET: 'i-1',
+      BOOTSTRAP_JOB_NAME: 'iss-bootstrap-model',
+    });
     expect(search.BOOTSTRAP_JOB_NAME).toBe('iss-bootstrap-model');
   });
 });

@@ -87,7 +87,11 @@ describe('dispatchEmbed (HTTP, through the Functions Framework test server)', ()
   });
 
   it('answers 500 with the error when the backlog cannot be read (the next tick retries)', async () => {
-    setDeps({ backlog: { undelivered: async () => Promise.reject(new Error('PERMISSION_DENIED monitoring')) }, launcher: {} as JobLauncher, logger: captureLogger().logger });
+    setDeps({
+      backlog: { undelivered: async () => Promise.reject(new Error('PERMISSION_DENIED monitoring')) },
+      launcher: {} as JobLauncher,
+      logger: captureLogger().logger,
+    });
     const res = await tick();
     expect(res).toEqual({ status: 500, body: { error: 'PERMISSION_DENIED monitoring' } as never });
   });
@@ -102,7 +106,14 @@ describe('backlog probes', () => {
           requests.push(opts);
           return {
             data: {
-              timeSeries: [{ points: [{ interval: { endTime: '2025-03-01T10:01:00Z' }, value: { int64Value: '42' } }, { interval: { endTime: '2025-03-01T10:00:00Z' }, value: { int64Value: '7' } }] }],
+              timeSeries: [
+                {
+                  points: [
+                    { interval: { endTime: '2025-03-01T10:01:00Z' }, value: { int64Value: '42' } },
+                    { interval: { endTime: '2025-03-01T10:00:00Z' }, value: { int64Value: '7' } },
+                  ],
+                },
+              ],
             },
           };
         }) as never,
@@ -118,8 +129,7 @@ describe('backlog probes', () => {
   });
 
   it('counts no time series as no backlog, and refuses an unexpected answer', async () => {
-    const probe = (data: unknown) =>
-      new MonitoringBacklogProbe({ auth: { request: (async () => ({ data })) as never }, projectId: 'p1', subscriptionId: 's' });
+    const probe = (data: unknown) => new MonitoringBacklogProbe({ auth: { request: (async () => ({ data })) as never }, projectId: 'p1', subscriptionId: 's' });
     expect(await probe({}).undelivered()).toBe(0);
     await expect(probe({ timeSeries: 'nope' }).undelivered()).rejects.toThrow(/Unexpected Cloud Monitoring answer/);
   });
@@ -192,7 +202,10 @@ describe('startRetraining', () => {
     await expect(fn(event({ reason: 'x', args: { '--evil': 'y' } }))).resolves.toMatchObject({ status: 'dead-lettered' });
     await fn(event(null, 'not json'));
     const dead = bus.on('projects/p1/topics/iss-retrain-requests-dead-letter');
-    expect(dead.map((d) => d.attributes.reason)).toEqual([expect.stringMatching(/args\.--evil: argument name "--evil" must be/), expect.stringMatching(/malformed retrain request/)]);
+    expect(dead.map((d) => d.attributes.reason)).toEqual([
+      expect.stringMatching(/args\.--evil: argument name "--evil" must be/),
+      expect.stringMatching(/malformed retrain request/),
+    ]);
     expect(runs).toEqual([]);
   });
 

@@ -18,7 +18,12 @@ function pubsubEvent(payload: unknown, options: { raw?: string; attributes?: Rec
     time: '2025-03-01T10:00:05.000Z',
     datacontenttype: 'application/json',
     data: {
-      message: { data: Buffer.from(data).toString('base64'), attributes: options.attributes ?? {}, messageId: '11112222333344', publishTime: '2025-03-01T10:00:05.000Z' },
+      message: {
+        data: Buffer.from(data).toString('base64'),
+        attributes: options.attributes ?? {},
+        messageId: '11112222333344',
+        publishTime: '2025-03-01T10:00:05.000Z',
+      },
       subscription: 'projects/p1/subscriptions/iss-embeddings-upsert',
       ...(options.deliveryAttempt ? { deliveryAttempt: options.deliveryAttempt } : {}),
     },
@@ -135,8 +140,14 @@ describe('upsertVectors (registered with the Functions Framework)', () => {
 
   it('applies deletes by generation', async () => {
     await fn(pubsubEvent(upsertMessage('10')));
-    await expect(fn(pubsubEvent({ op: 'delete', id, uri: 'gs://iss-images/photos/cat.jpg', generation: '9' }))).resolves.toEqual({ status: 'done', outcome: 'stale-delete' });
-    await expect(fn(pubsubEvent({ op: 'delete', id, uri: 'gs://iss-images/photos/cat.jpg', generation: '10' }))).resolves.toEqual({ status: 'done', outcome: 'deleted' });
+    await expect(fn(pubsubEvent({ op: 'delete', id, uri: 'gs://iss-images/photos/cat.jpg', generation: '9' }))).resolves.toEqual({
+      status: 'done',
+      outcome: 'stale-delete',
+    });
+    await expect(fn(pubsubEvent({ op: 'delete', id, uri: 'gs://iss-images/photos/cat.jpg', generation: '10' }))).resolves.toEqual({
+      status: 'done',
+      outcome: 'deleted',
+    });
     expect(await index!.count()).toBe(0);
   });
 });

@@ -155,10 +155,7 @@ const GOOGLE_PERMISSIONS = {
   'aiplatform customJobs.create': {
     doc: VERTEX_DOC,
     requests: 'JobServiceClient.createCustomJob { parent, customJob.jobSpec.serviceAccount? }',
-    needs: (r: SdkRequest) => [
-      on('aiplatform.customJobs.create', r.target),
-      ...(r.serviceAccount ? [on('iam.serviceAccounts.actAs', 'serviceAccount')] : []),
-    ],
+    needs: (r: SdkRequest) => [on('aiplatform.customJobs.create', r.target), ...(r.serviceAccount ? [on('iam.serviceAccounts.actAs', 'serviceAccount')] : [])],
   },
   'aiplatform customJobs.list': {
     doc: VERTEX_DOC,
@@ -189,7 +186,12 @@ function gcsRequest(r: RecordedRequest): SdkRequest {
   const query = new URLSearchParams(r.query).toString();
   const overwrites = r.existedBefore === true && r.query.ifGenerationMatch !== '0';
   const label = `${r.method} ${decodeURIComponent(r.path)}${query ? `?${decodeURIComponent(query)}` : ''}${overwrites ? ' (over an existing object)' : ''}`;
-  const of = (operation: Operation | null): SdkRequest => ({ label, operation, target: 'bucket', ...(operation === 'storage objects.insert' ? { overwrites } : {}) });
+  const of = (operation: Operation | null): SdkRequest => ({
+    label,
+    operation,
+    target: 'bucket',
+    ...(operation === 'storage objects.insert' ? { overwrites } : {}),
+  });
   const p = r.path;
   if (/^\/upload\/storage\/v1\/b\/[^/]+\/o$/.test(p)) {
     if (r.method === 'POST' && ['multipart', 'media', 'resumable'].includes(r.query.uploadType ?? '')) return of('storage objects.insert');
@@ -445,7 +447,12 @@ function vertex(active: object[], serviceAccount?: string): VertexJobLauncher {
 
 function backlogProbe(): MonitoringBacklogProbe {
   const auth = recordingAuth(sdkCalls, () => ({ timeSeries: [{ points: [{ interval: { endTime: '2025-03-01T10:00:00Z' }, value: { int64Value: '42' } }] }] }));
-  return new MonitoringBacklogProbe({ auth: auth as never, projectId: PROJECT, subscriptionId: 'iss-image-events-sub', now: () => Date.parse('2025-03-01T10:02:00Z') });
+  return new MonitoringBacklogProbe({
+    auth: auth as never,
+    projectId: PROJECT,
+    subscriptionId: 'iss-image-events-sub',
+    now: () => Date.parse('2025-03-01T10:02:00Z'),
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -588,7 +595,12 @@ const DRIVERS: { [A in AdapterName]: Record<AdapterMethod<A>, Driver> } = {
     scan: async () => {
       await features().put([feature('a', '5', 1)]);
       await features().put([feature('b', '5', 2)]);
-      expect((await observe(() => drain(features().scan()))).flat().map((f) => f.id).sort()).toEqual(['a', 'b']);
+      expect(
+        (await observe(() => drain(features().scan())))
+          .flat()
+          .map((f) => f.id)
+          .sort(),
+      ).toEqual(['a', 'b']);
     },
     compact: async () => {
       await features().put([feature('a', '5', 1)]);
@@ -652,17 +664,34 @@ const DRIVERS: { [A in AdapterName]: Record<AdapterMethod<A>, Driver> } = {
     ack: async () => {
       const bus = eventBus();
       const deliveries = await bus.pull('image-events', { maxMessages: 10 });
-      await observe(() => bus.ack('image-events', deliveries.map((d) => d.ackId)));
+      await observe(() =>
+        bus.ack(
+          'image-events',
+          deliveries.map((d) => d.ackId),
+        ),
+      );
     },
     nack: async () => {
       const bus = eventBus();
       const deliveries = await bus.pull('image-events', { maxMessages: 10 });
-      await observe(() => bus.nack('image-events', deliveries.map((d) => d.ackId), 'transient'));
+      await observe(() =>
+        bus.nack(
+          'image-events',
+          deliveries.map((d) => d.ackId),
+          'transient',
+        ),
+      );
     },
     extendDeadline: async () => {
       const bus = eventBus();
       const deliveries = await bus.pull('image-events', { maxMessages: 10 });
-      await observe(() => bus.extendDeadline('image-events', deliveries.map((d) => d.ackId), 300));
+      await observe(() =>
+        bus.extendDeadline(
+          'image-events',
+          deliveries.map((d) => d.ackId),
+          300,
+        ),
+      );
     },
     deadLetter: async () => {
       const bus = eventBus();
@@ -704,7 +733,9 @@ const DRIVERS: { [A in AdapterName]: Record<AdapterMethod<A>, Driver> } = {
       const subscriber = recordingClient<ConstructorParameters<typeof PullBacklogProbe>[0]['subscriber']>('SubscriberClient', sdkCalls, {
         pull: () => ({ receivedMessages: [{ ackId: 'a1' }] }),
       });
-      expect(await observe(() => new PullBacklogProbe({ subscriber, subscription: `projects/${PROJECT}/subscriptions/iss-image-events-sub` }).undelivered())).toBe(1);
+      expect(
+        await observe(() => new PullBacklogProbe({ subscriber, subscription: `projects/${PROJECT}/subscriptions/iss-image-events-sub` }).undelivered()),
+      ).toBe(1);
     },
   },
 };
@@ -786,7 +817,9 @@ const SURFACES: Record<AdapterName, Surface> = {
     // Module functions plus the reader class.
     members: () =>
       Object.entries(embeddingShards).flatMap(([name, value]) =>
-        typeof value === 'function' && /^class\b/.test(Function.prototype.toString.call(value)) ? protoMembers(value as { prototype: object }, `${name}.`) : [name],
+        typeof value === 'function' && /^class\b/.test(Function.prototype.toString.call(value))
+          ? protoMembers(value as { prototype: object }, `${name}.`)
+          : [name],
       ),
     source: 'shared/adapters/gcp/embedding-shards.ts',
     aliases: {
@@ -897,14 +930,18 @@ describe('the access tables declare every permission their methods need', () => 
     expect(requests.length, `the driver of ${adapter}.${method} recorded no request`).toBeGreaterThan(0);
   });
 
-  it.each(Object.entries(SURFACES).flatMap(([adapter, s]) => Object.entries(s.requestFree).map(([member, m]) => ({ name: `${adapter}.${member}`, why: m.why, drive: m.drive }))))(
-    '$name sends no request ($why)',
-    async ({ name, drive: driver }) => {
-      const { requests, error } = await drive(driver);
-      if (error) throw error;
-      expect(requests.map((r) => r.label), `${name} is listed as request-free`).toEqual([]);
-    },
-  );
+  it.each(
+    Object.entries(SURFACES).flatMap(([adapter, s]) =>
+      Object.entries(s.requestFree).map(([member, m]) => ({ name: `${adapter}.${member}`, why: m.why, drive: m.drive })),
+    ),
+  )('$name sends no request ($why)', async ({ name, drive: driver }) => {
+    const { requests, error } = await drive(driver);
+    if (error) throw error;
+    expect(
+      requests.map((r) => r.label),
+      `${name} is listed as request-free`,
+    ).toEqual([]);
+  });
 });
 
 describe('every adapter member is in its table, a private helper, or request-free', () => {
@@ -956,7 +993,8 @@ describe('the request → permission mapping', () => {
   });
 
   it('maps the other documented requests, and leaves unknown ones unmapped', () => {
-    const gcs = (method: string, p: string, query: Record<string, string> = {}) => needs(gcsRequest({ method, path: p, query, headers: {}, body: Buffer.alloc(0) }));
+    const gcs = (method: string, p: string, query: Record<string, string> = {}) =>
+      needs(gcsRequest({ method, path: p, query, headers: {}, body: Buffer.alloc(0) }));
     const o = `/storage/v1/b/${BUCKET}/o`;
     expect(gcs('GET', `${o}/a%2Fb`, { alt: 'media' })).toEqual(['storage.objects.get@bucket']);
     expect(gcs('GET', o, { prefix: 'a/' })).toEqual(['storage.objects.list@bucket']);

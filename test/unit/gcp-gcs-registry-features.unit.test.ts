@@ -152,7 +152,10 @@ describe('GcsFeatureStore shards', () => {
     const reader = new EmbeddingShardReader(blobs);
     const before = server.requests.filter((q) => q.query.alt === 'media').length;
     const got = await Promise.all(written.refs.map((ref) => reader.read(ref)));
-    expect(got.map((v) => Array.from(v))).toEqual([[0.5, -1], [2, 3.25]]);
+    expect(got.map((v) => Array.from(v))).toEqual([
+      [0.5, -1],
+      [2, 3.25],
+    ]);
     expect(server.requests.filter((q) => q.query.alt === 'media').length).toBe(before + 1);
     await expect(reader.read({ shard: written.shard, row: 2 })).rejects.toThrow(/past the end/);
     await expect(reader.read({ shard: 'embeddings/shards/none.f32', row: 0 })).rejects.toBeInstanceOf(NotFoundError);

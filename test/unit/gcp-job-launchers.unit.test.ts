@@ -31,11 +31,14 @@ describe('CloudRunJobLauncher', () => {
   afterEach(() => vi.restoreAllMocks());
 
   it('starts an execution with container overrides when none is running', async () => {
-    const list = vi.spyOn(executions, 'listExecutionsAsync').mockReturnValue(
-      iterate([{ name: `${JOB_PATH}/executions/old`, completionTime: { seconds: 100 }, succeededCount: 1 }]) as never,
-    );
+    const list = vi
+      .spyOn(executions, 'listExecutionsAsync')
+      .mockReturnValue(iterate([{ name: `${JOB_PATH}/executions/old`, completionTime: { seconds: 100 }, succeededCount: 1 }]) as never);
     const runJob = vi.spyOn(jobs, 'runJob').mockResolvedValue([
-      { name: 'projects/p1/locations/europe-west1/operations/op1', metadata: { name: `${JOB_PATH}/executions/iss-embed-x1`, createTime: { seconds: 1_700_000_000 } } },
+      {
+        name: 'projects/p1/locations/europe-west1/operations/op1',
+        metadata: { name: `${JOB_PATH}/executions/iss-embed-x1`, createTime: { seconds: 1_700_000_000 } },
+      },
     ] as never);
     const execution = await launcher.run('embed', { maxMessages: '500', prefix: 'photos/' });
     expect(list).toHaveBeenCalledWith({ parent: JOB_PATH, pageSize: 20 });
@@ -114,9 +117,11 @@ describe('VertexJobLauncher', () => {
 
   it('creates a custom job with one worker pool when none is active', async () => {
     const list = vi.spyOn(client, 'listCustomJobsAsync').mockReturnValue(iterate([]) as never);
-    const create = vi.spyOn(client, 'createCustomJob').mockResolvedValue([
-      { name: `${PARENT}/customJobs/123`, displayName: 'iss-retrain', state: 'JOB_STATE_PENDING', createTime: { seconds: '1700000000' } },
-    ] as never);
+    const create = vi
+      .spyOn(client, 'createCustomJob')
+      .mockResolvedValue([
+        { name: `${PARENT}/customJobs/123`, displayName: 'iss-retrain', state: 'JOB_STATE_PENDING', createTime: { seconds: '1700000000' } },
+      ] as never);
     const execution = await launcher.run('retrain', { reason: 'schedule' });
     expect(list).toHaveBeenCalledWith({
       parent: PARENT,
@@ -157,9 +162,7 @@ describe('VertexJobLauncher', () => {
   });
 
   it('ignores list results that are not active (lax server filter) and reports unknown jobs clearly', async () => {
-    vi.spyOn(client, 'listCustomJobsAsync').mockReturnValue(
-      iterate([{ name: 'x', displayName: 'iss-retrain', state: 'JOB_STATE_SUCCEEDED' }]) as never,
-    );
+    vi.spyOn(client, 'listCustomJobsAsync').mockReturnValue(iterate([{ name: 'x', displayName: 'iss-retrain', state: 'JOB_STATE_SUCCEEDED' }]) as never);
     expect(await launcher.running('retrain')).toBeNull();
     await expect(launcher.run('embed', {})).rejects.toThrow(ConfigError);
     await expect(launcher.run('embed', {})).rejects.toThrow(/configured: retrain/);

@@ -97,9 +97,11 @@ describe('PubSubEventBus at the SDK request boundary', () => {
   });
 
   it('pulls synchronously with maxMessages, decodes JSON, defaults deliveryAttempt to 1, sets the ack deadline', async () => {
-    const pull = vi.spyOn(subscriber, 'pull').mockResolvedValue([
-      { receivedMessages: [received(1, { a: 1 }, { attributes: { k: 'v' } }), received(2, 'not json{', { deliveryAttempt: 3 })] },
-    ] as never);
+    const pull = vi
+      .spyOn(subscriber, 'pull')
+      .mockResolvedValue([
+        { receivedMessages: [received(1, { a: 1 }, { attributes: { k: 'v' } }), received(2, 'not json{', { deliveryAttempt: 3 })] },
+      ] as never);
     const modify = vi.spyOn(subscriber, 'modifyAckDeadline').mockResolvedValue([{}] as never);
     const deliveries = await bus.pull('image-events', { maxMessages: 50, ackDeadlineSeconds: 120 });
     expect(pull).toHaveBeenCalledWith({ subscription: SUB, maxMessages: 50 }, { timeout: 2000 });
@@ -164,7 +166,11 @@ describe('PubSubEventBus at the SDK request boundary', () => {
     const pull = vi.spyOn(subscriber, 'pull').mockResolvedValue([
       {
         receivedMessages: [
-          received(1, { x: 1 }, { attributes: { reason: 'corrupt', deliveryAttempt: '1', sourceMessageId: 'orig-1', deadLetteredAt: '2024-01-01T00:00:00.000Z' } }),
+          received(
+            1,
+            { x: 1 },
+            { attributes: { reason: 'corrupt', deliveryAttempt: '1', sourceMessageId: 'orig-1', deadLetteredAt: '2024-01-01T00:00:00.000Z' } },
+          ),
           received(2, { x: 2 }, { attributes: { CloudPubSubDeadLetterSourceDeliveryCount: '5' } }),
         ],
       },

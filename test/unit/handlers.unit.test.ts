@@ -39,7 +39,10 @@ describe('handleObjectEvent', () => {
   it('ignores objects outside the prefix and non-image types, publishing nothing', async () => {
     const { bus, deps } = setup();
     expect(await handleObjectEvent(event({ name: 'out/cat.jpg' }), deps)).toMatchObject({ status: 'skipped', reason: 'outside-prefix' });
-    expect(await handleObjectEvent(event({ name: 'in/notes.json', contentType: 'application/json' }), deps)).toMatchObject({ status: 'skipped', reason: 'not-an-image-type' });
+    expect(await handleObjectEvent(event({ name: 'in/notes.json', contentType: 'application/json' }), deps)).toMatchObject({
+      status: 'skipped',
+      reason: 'not-an-image-type',
+    });
     expect(bus.published).toHaveLength(0);
   });
 
@@ -91,7 +94,12 @@ describe('embedBatch', () => {
     });
     const features = strict<FeatureStore>('features', { put: async (r) => void put.push(...r) });
     const index = strict<VectorIndex>('index', { generations: async () => new Map([[documentId('photos', 'old.jpg'), '5']]) });
-    return { bus, rejections, put, deps: { blobs: () => blobs, embedder: fakeEmbedder(), bus: bus.asPort(), rejections, features, logger: silentLogger, index, limits: { maxBytes: 1e6 } } };
+    return {
+      bus,
+      rejections,
+      put,
+      deps: { blobs: () => blobs, embedder: fakeEmbedder(), bus: bus.asPort(), rejections, features, logger: silentLogger, index, limits: { maxBytes: 1e6 } },
+    };
   };
 
   it('embeds good images in one batch, rejects bad ones, skips unchanged, and dead-letters malformed events', async () => {
@@ -128,7 +136,16 @@ describe('embedBatch', () => {
 
 describe('upsertEmbeddings', () => {
   const msg = (over: Record<string, unknown> = {}) => ({
-    op: 'upsert', id: 'id1', uri: 'gs://photos/a.jpg', bucket: 'photos', name: 'a.jpg', generation: '10', modelVersion: 'm1', vector: [0, 1], metadata: { labels: ['cat'] }, ...over,
+    op: 'upsert',
+    id: 'id1',
+    uri: 'gs://photos/a.jpg',
+    bucket: 'photos',
+    name: 'a.jpg',
+    generation: '10',
+    modelVersion: 'm1',
+    vector: [0, 1],
+    metadata: { labels: ['cat'] },
+    ...over,
   });
   const setup = (upsert: VectorIndex['upsert'] = async (docs) => docs.map(() => 'created' as const)) => {
     const bus = new RecordingBus();
@@ -146,7 +163,10 @@ describe('upsertEmbeddings', () => {
 
   it('writes only the newest generation of an id seen twice in one batch', async () => {
     const { written, deps } = setup();
-    const out = await upsertEmbeddings([delivery(msg({ generation: '10' }), 'A'), delivery(msg({ generation: '12' }), 'B'), delivery(msg({ generation: '11' }), 'C')], deps);
+    const out = await upsertEmbeddings(
+      [delivery(msg({ generation: '10' }), 'A'), delivery(msg({ generation: '12' }), 'B'), delivery(msg({ generation: '11' }), 'C')],
+      deps,
+    );
     expect(written).toHaveLength(1);
     expect(written[0]!.map((d) => d.generation)).toEqual(['12']);
     expect(Object.fromEntries(out.map((o) => [o.ackId, o.status]))).toEqual({ A: 'stale', B: 'created', C: 'stale' });
@@ -181,13 +201,19 @@ describe('upsertEmbeddings', () => {
 describe('SearchService', () => {
   it('explains that text search needs a text tower', async () => {
     const index = strict<VectorIndex>('index', { modelVersion: 'm1' });
-    const svc = new SearchService(() => fakeEmbedder(), async () => index);
+    const svc = new SearchService(
+      () => fakeEmbedder(),
+      async () => index,
+    );
     await expect(svc.byText('red dress', { k: 5 })).rejects.toThrow(/no text tower yet.*imgsearch retrain/);
   });
 
   it('refuses to answer from an index of another model', async () => {
     const index = strict<VectorIndex>('index', { modelVersion: 'm0' });
-    const svc = new SearchService(() => fakeEmbedder(), async () => index);
+    const svc = new SearchService(
+      () => fakeEmbedder(),
+      async () => index,
+    );
     await expect(svc.byImage(Buffer.from('ok'), { k: 5 })).rejects.toThrow(/holds vectors of model m0 but the loaded model is m1/);
   });
 
@@ -206,11 +232,15 @@ describe('SearchService', () => {
     let loaded = fakeEmbedder();
     const old = fakeEmbedder({ modelVersion: 'm0', embedDecoded: async () => ({ base: [Float32Array.of(7, 0)], vectors: [Float32Array.of(7, 0)] }) });
     const switches: string[] = [];
-    const svc = new SearchService(() => loaded, async () => live, async (version) => {
-      switches.push(version);
-      loaded = version === 'm0' ? old : fakeEmbedder();
-      return loaded;
-    });
+    const svc = new SearchService(
+      () => loaded,
+      async () => live,
+      async (version) => {
+        switches.push(version);
+        loaded = version === 'm0' ? old : fakeEmbedder();
+        return loaded;
+      },
+    );
     expect((await svc.byImage(Buffer.from('ok'), { k: 5 })).modelVersion).toBe('m0');
     live = indexOf('m1'); // the reindex job swapped the alias
     expect((await svc.byImage(Buffer.from('ok'), { k: 5 })).modelVersion).toBe('m1');

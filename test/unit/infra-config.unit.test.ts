@@ -2,14 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as pulumi from '@pulumi/pulumi';
 import { describe, expect, test } from 'vitest';
-import {
-  CLOUD_RUN_GPU_JOB_REGIONS,
-  DERIVED_NAMES,
-  derivedName,
-  loadStackConfig,
-  maxPrefixLength,
-  parseStackConfig,
-} from '../../infra/config.js';
+import { CLOUD_RUN_GPU_JOB_REGIONS, DERIVED_NAMES, derivedName, loadStackConfig, maxPrefixLength, parseStackConfig } from '../../infra/config.js';
 import { checkOpenSearchAdminPassword } from '../../infra/opensearch-password.js';
 import { ConfigError } from '../../shared/errors.js';
 
@@ -54,11 +47,15 @@ describe('stack config', () => {
   });
 
   test('cross-field rules: parallelism, GPU minimums, backoff order, external URL', () => {
-    expect(() => parseStackConfig({ ...base, embed: { taskCount: 2, parallelism: 3 } })).toThrow(/iss:embed\.parallelism: parallelism must not exceed taskCount/);
+    expect(() => parseStackConfig({ ...base, embed: { taskCount: 2, parallelism: 3 } })).toThrow(
+      /iss:embed\.parallelism: parallelism must not exceed taskCount/,
+    );
     expect(() => parseStackConfig({ ...base, embed: { memory: '8Gi' } })).toThrow(/iss:embed\.memory: a GPU task needs memory >= 16Gi/);
     expect(() => parseStackConfig({ ...base, embed: { gpu: false, cpu: 2, memory: '4Gi' } })).not.toThrow();
     expect(() => parseStackConfig({ ...base, messaging: { minBackoff: '60s', maxBackoff: '30s' } })).toThrow(/iss:messaging\.minBackoff/);
-    expect(() => parseStackConfig({ ...base, opensearch: { mode: 'external' } })).toThrow(/iss:opensearchUrl: required when iss:opensearch\.mode is "external"/);
+    expect(() => parseStackConfig({ ...base, opensearch: { mode: 'external' } })).toThrow(
+      /iss:opensearchUrl: required when iss:opensearch\.mode is "external"/,
+    );
   });
 
   test('crons are checked', () => {
@@ -73,14 +70,24 @@ describe('stack config', () => {
   });
 
   test('loadStackConfig reads Pulumi config and fails early on a bad value', async () => {
-    pulumi.runtime.setAllConfig({ 'gcp:project': 'my-project-1', 'iss:embed': JSON.stringify({ taskCount: 8, parallelism: 4 }), 'iss:model': JSON.stringify({ initial: 'clip-vit-b32' }), 'iss:opensearchPassword': STRONG }, ['iss:opensearchPassword']);
+    pulumi.runtime.setAllConfig(
+      {
+        'gcp:project': 'my-project-1',
+        'iss:embed': JSON.stringify({ taskCount: 8, parallelism: 4 }),
+        'iss:model': JSON.stringify({ initial: 'clip-vit-b32' }),
+        'iss:opensearchPassword': STRONG,
+      },
+      ['iss:opensearchPassword'],
+    );
     const cfg = loadStackConfig();
     expect(cfg.embed.taskCount).toBe(8);
     expect(cfg.model.initial).toBe('clip-vit-b32');
     expect(pulumi.Output.isInstance(cfg.opensearchPassword)).toBe(true);
     expect(await pulumi.isSecret(cfg.opensearchPassword)).toBe(true);
 
-    pulumi.runtime.setAllConfig({ 'gcp:project': 'my-project-1', 'iss:search': JSON.stringify({ public: 'yes' }), 'iss:opensearchPassword': STRONG }, ['iss:opensearchPassword']);
+    pulumi.runtime.setAllConfig({ 'gcp:project': 'my-project-1', 'iss:search': JSON.stringify({ public: 'yes' }), 'iss:opensearchPassword': STRONG }, [
+      'iss:opensearchPassword',
+    ]);
     expect(() => loadStackConfig()).toThrow(/iss:search\.public/);
   });
 
@@ -102,7 +109,13 @@ describe('stack config', () => {
 
     // An external cluster keeps its own password policy: only presence is required.
     pulumi.runtime.setAllConfig(
-      { 'gcp:project': 'my-project-1', 'iss:opensearch': JSON.stringify({ mode: 'external' }), 'iss:opensearchUrl': 'https://search.example.com:9200', 'iss:opensearchUsername': 'svc', 'iss:opensearchPassword': 'pw' },
+      {
+        'gcp:project': 'my-project-1',
+        'iss:opensearch': JSON.stringify({ mode: 'external' }),
+        'iss:opensearchUrl': 'https://search.example.com:9200',
+        'iss:opensearchUsername': 'svc',
+        'iss:opensearchPassword': 'pw',
+      },
       ['iss:opensearchPassword', 'iss:opensearchUsername'],
     );
     expect(loadStackConfig().opensearch.mode).toBe('external');
@@ -162,7 +175,9 @@ describe('regions and Cloud Run limits', () => {
     expect(refusal({ ...base, storage: { location: 'US' } })).toMatch(
       /iss:storage\.location: the buckets must be in gcp:region \(us-central1\), not US: .*\(fix: pulumi config rm --path iss:storage\.location\)/,
     );
-    expect(refusal({ ...base, region: 'europe-west4', storage: { location: 'europe-west1' } })).toMatch(/must be in gcp:region \(europe-west4\), not europe-west1/);
+    expect(refusal({ ...base, region: 'europe-west4', storage: { location: 'europe-west1' } })).toMatch(
+      /must be in gcp:region \(europe-west4\), not europe-west1/,
+    );
   });
 
   test('every name derived from the prefix fits its Google limit, or the prefix is refused naming the resource and the limit', () => {
@@ -170,15 +185,23 @@ describe('regions and Cloud Run limits', () => {
     expect(maxPrefixLength('my-project-1')).toBe(16);
     expect(() => parseStackConfig({ ...base, prefix: 'imagesearch-prod' })).not.toThrow();
     const msg = refusal({ ...base, prefix: 'image-search-prod' });
-    expect(msg).toMatch(/iss:prefix: "image-search-prod" makes names Google refuses: service account id must be 6-30 characters: "image-search-prod-object-events" has 31, "image-search-prod-retrain-start" has 31/);
+    expect(msg).toMatch(
+      /iss:prefix: "image-search-prod" makes names Google refuses: service account id must be 6-30 characters: "image-search-prod-object-events" has 31, "image-search-prod-retrain-start" has 31/,
+    );
     expect(msg).toContain('fix: pulumi config set iss:prefix <at most 16 characters>');
-    expect(refusal({ ...base, prefix: 'a-very-long-stack-prefix-x' })).toMatch(/Serverless VPC Access connector name must be 1-25 characters: "a-very-long-stack-prefix-x-conn" has 31/);
+    expect(refusal({ ...base, prefix: 'a-very-long-stack-prefix-x' })).toMatch(
+      /Serverless VPC Access connector name must be 1-25 characters: "a-very-long-stack-prefix-x-conn" has 31/,
+    );
     // Buckets carry the project id: with the longest project id (30) they allow 23, still above 16.
     const project = 'p'.repeat(30);
     expect(maxPrefixLength(project)).toBe(16);
-    expect(refusal({ project, prefix: 'a-very-long-stack-prefix-x' })).toMatch(new RegExp(`bucket name must be 3-63 characters: .*"${project}-a-very-long-stack-prefix-x-features" has 66`));
+    expect(refusal({ project, prefix: 'a-very-long-stack-prefix-x' })).toMatch(
+      new RegExp(`bucket name must be 3-63 characters: .*"${project}-a-very-long-stack-prefix-x-features" has 66`),
+    );
     // Every suffix the components use is covered by the one list.
-    const names = Object.entries(DERIVED_NAMES).flatMap(([kind, r]) => r.suffixes.map((sfx) => derivedName(kind as keyof typeof DERIVED_NAMES, { project: 'p1', prefix: 'iss' }, sfx)));
+    const names = Object.entries(DERIVED_NAMES).flatMap(([kind, r]) =>
+      r.suffixes.map((sfx) => derivedName(kind as keyof typeof DERIVED_NAMES, { project: 'p1', prefix: 'iss' }, sfx)),
+    );
     expect(names).toContain('iss-retrain-start');
     expect(names).toContain('iss-conn');
     expect(names).toContain('p1-iss-features');
@@ -186,8 +209,12 @@ describe('regions and Cloud Run limits', () => {
   });
 
   test('one error lists every bad setting, the cross-setting ones included', () => {
-    const msg = refusal({ ...base, region: 'us-east1', prefix: 'image-search-prod', storage: { location: 'US' }, embed: { taskCount: 0 } }, { opensearchPassword: 'admin' });
-    for (const setting of ['iss:embed.taskCount', 'gcp:region', 'iss:prefix', 'iss:storage.location', 'iss:opensearchPassword']) expect(msg).toContain(`- ${setting}:`);
+    const msg = refusal(
+      { ...base, region: 'us-east1', prefix: 'image-search-prod', storage: { location: 'US' }, embed: { taskCount: 0 } },
+      { opensearchPassword: 'admin' },
+    );
+    for (const setting of ['iss:embed.taskCount', 'gcp:region', 'iss:prefix', 'iss:storage.location', 'iss:opensearchPassword'])
+      expect(msg).toContain(`- ${setting}:`);
   });
 });
 

@@ -23,14 +23,25 @@ async function findings(raw: Partial<RawStackConfig> = {}, inject?: pulumi.Resou
 const messages = (f: Finding[]) => f.map((x) => `[${x.rule}] ${x.message}`);
 
 /** A transformation that rewrites the props (or options) of the resources it matches. */
-function rewrite(match: (a: pulumi.ResourceTransformationArgs) => boolean, change: (a: pulumi.ResourceTransformationArgs) => pulumi.ResourceTransformationResult): pulumi.ResourceTransformation {
+function rewrite(
+  match: (a: pulumi.ResourceTransformationArgs) => boolean,
+  change: (a: pulumi.ResourceTransformationArgs) => pulumi.ResourceTransformationResult,
+): pulumi.ResourceTransformation {
   return (a) => (match(a) ? change(a) : undefined);
 }
 
 describe('the deploy check passes on the stack as it is', () => {
   test.each<[string, Partial<RawStackConfig>]>([
     ['default: GPU embed job, OpenSearch on a private VM', {}],
-    ['external OpenSearch, CPU embedding, public search', { opensearch: { mode: 'external' }, opensearchUrl: 'https://search.example.com:9200', embed: { gpu: false, cpu: 4, memory: '8Gi' }, search: { public: true } } as Partial<RawStackConfig>],
+    [
+      'external OpenSearch, CPU embedding, public search',
+      {
+        opensearch: { mode: 'external' },
+        opensearchUrl: 'https://search.example.com:9200',
+        embed: { gpu: false, cpu: 4, memory: '8Gi' },
+        search: { public: true },
+      } as Partial<RawStackConfig>,
+    ],
     ['another prefix and region', { prefix: 'photos', region: 'europe-west4', retrain: { schedule: '0 2 * * *' } } as Partial<RawStackConfig>],
   ])('%s', async (_name, raw) => {
     expect(messages(await findings(raw))).toEqual([]);
@@ -47,28 +58,70 @@ describe('regression cases: each first-deploy defect is found', () => {
     const f = messages(
       await findings({}, undefined, {
         extraCalls: {
-          search: [{ adapter: 'GcsModelRegistry', method: 'register', on: { bucket: { kind: 'bucket', env: 'MODELS_BUCKET', prefix: 'models/' } }, why: 'ensureActiveModel' }],
-          embedJob: [{ adapter: 'GcsModelRegistry', method: 'promote', on: { bucket: { kind: 'bucket', env: 'MODELS_BUCKET', prefix: 'models/' } }, why: 'ensureActiveModel' }],
+          search: [
+            {
+              adapter: 'GcsModelRegistry',
+              method: 'register',
+              on: { bucket: { kind: 'bucket', env: 'MODELS_BUCKET', prefix: 'models/' } },
+              why: 'ensureActiveModel',
+            },
+          ],
+          embedJob: [
+            {
+              adapter: 'GcsModelRegistry',
+              method: 'promote',
+              on: { bucket: { kind: 'bucket', env: 'MODELS_BUCKET', prefix: 'models/' } },
+              why: 'ensureActiveModel',
+            },
+          ],
         },
       }),
     );
-    expect(f).toContainEqual(expect.stringMatching(/^\[permissions\] search .*GcsModelRegistry\.register .*needs storage\.objects\.create on bucket iss-test-project-iss-models/));
-    expect(f).toContainEqual(expect.stringMatching(/^\[permissions\] embedJob .*GcsModelRegistry\.promote .*needs storage\.objects\.(create|delete) on bucket iss-test-project-iss-models/));
+    expect(f).toContainEqual(
+      expect.stringMatching(/^\[permissions\] search .*GcsModelRegistry\.register .*needs storage\.objects\.create on bucket iss-test-project-iss-models/),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(
+        /^\[permissions\] embedJob .*GcsModelRegistry\.promote .*needs storage\.objects\.(create|delete) on bucket iss-test-project-iss-models/,
+      ),
+    );
     // The fix: one bootstrap job holds write access, and runs during `pulumi up` after its grant.
     const job = ofType(all, 'gcp:cloudrunv2/job:Job').find((j) => j.inputs.name === 'iss-bootstrap-model')!;
     expect(job.inputs.runExecutionToken).toBe('initial-default');
   });
 
   test('2. launchers that list executions with only jobsExecutorWithOverrides', async () => {
-    const f = messages(await findings({}, rewrite((a) => a.type === 'gcp:cloudrunv2/jobIamMember:JobIamMember' && a.props.role === 'roles/run.viewer', (a) => ({ props: { ...a.props, role: 'roles/run.jobsExecutorWithOverrides' }, opts: a.opts }))));
-    expect(f).toContainEqual(expect.stringMatching(/^\[permissions\] dispatchEmbed .*CloudRunJobLauncher\.run .*needs run\.executions\.list on runJob iss-embed/));
+    const f = messages(
+      await findings(
+        {},
+        rewrite(
+          (a) => a.type === 'gcp:cloudrunv2/jobIamMember:JobIamMember' && a.props.role === 'roles/run.viewer',
+          (a) => ({ props: { ...a.props, role: 'roles/run.jobsExecutorWithOverrides' }, opts: a.opts }),
+        ),
+      ),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(/^\[permissions\] dispatchEmbed .*CloudRunJobLauncher\.run .*needs run\.executions\.list on runJob iss-embed/),
+    );
     expect(f).toContainEqual(expect.stringMatching(/^\[permissions\] retrainJob .*needs run\.executions\.list on runJob iss-reindex/));
   });
 
   test('3. function builds that cannot read gcf-v2-sources-<number>-<region>', async () => {
     // The old grants: objectViewer on the stack's own sources bucket, artifact writer, log writer.
-    const f = messages(await findings({}, rewrite((a) => a.type === 'gcp:projects/iAMMember:IAMMember' && a.props.role === 'roles/run.builder', (a) => ({ props: { ...a.props, role: 'roles/logging.logWriter' }, opts: a.opts }))));
-    expect(f).toContainEqual(expect.stringMatching(/^\[platform-permissions\] build of function iss-upsert-vectors: .*iss-fn-build@.* needs storage\.objects\.get on bucket gcf-v2-sources-123456789012-us-central1/));
+    const f = messages(
+      await findings(
+        {},
+        rewrite(
+          (a) => a.type === 'gcp:projects/iAMMember:IAMMember' && a.props.role === 'roles/run.builder',
+          (a) => ({ props: { ...a.props, role: 'roles/logging.logWriter' }, opts: a.opts }),
+        ),
+      ),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(
+        /^\[platform-permissions\] build of function iss-upsert-vectors: .*iss-fn-build@.* needs storage\.objects\.get on bucket gcf-v2-sources-123456789012-us-central1/,
+      ),
+    );
     expect(f).toContainEqual(expect.stringMatching(/artifactregistry\.repositories\.uploadArtifacts/));
   });
 
@@ -82,34 +135,92 @@ describe('regression cases: each first-deploy defect is found', () => {
           (a) =>
             a.type === 'gcp:eventarc/trigger:Trigger'
               ? { props: { ...a.props, destination: { cloudRunService: { service: full('iss-on-object-event'), region: 'us-central1' } } }, opts: a.opts }
-              : { props: { ...a.props, filter: pulumi.output(a.props.filter).apply((x: string) => x.replace(/"(iss-[a-z-]+)"/g, (_m, s: string) => `"${full(s)}"`)) }, opts: a.opts },
+              : {
+                  props: {
+                    ...a.props,
+                    filter: pulumi.output(a.props.filter).apply((x: string) => x.replace(/"(iss-[a-z-]+)"/g, (_m, s: string) => `"${full(s)}"`)),
+                  },
+                  opts: a.opts,
+                },
         ),
       ),
     );
-    expect(f).toContainEqual(expect.stringMatching(/^\[names\] Eventarc trigger iss-object-finalized: destination\.cloudRunService\.service is "projects\/.*": Eventarc wants the Cloud Run service name/));
-    expect(f).toContainEqual(expect.stringMatching(/^\[names\] log metric iss-index-errors filters on service_name "projects\/.*iss-upsert-vectors", .*never counts/));
+    expect(f).toContainEqual(
+      expect.stringMatching(
+        /^\[names\] Eventarc trigger iss-object-finalized: destination\.cloudRunService\.service is "projects\/.*": Eventarc wants the Cloud Run service name/,
+      ),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(/^\[names\] log metric iss-index-errors filters on service_name "projects\/.*iss-upsert-vectors", .*never counts/),
+    );
   });
 
-  test('5a. triggers created before Eventarc\'s agent exists and IAM has propagated', async () => {
-    const noAgent = messages(await findings({}, rewrite((a) => a.type === 'gcp:projects/serviceIdentity:ServiceIdentity' && a.props.service === 'eventarc.googleapis.com', (a) => ({ props: { ...a.props, service: 'eventarcpublishing.googleapis.com' }, opts: a.opts }))));
+  test("5a. triggers created before Eventarc's agent exists and IAM has propagated", async () => {
+    const noAgent = messages(
+      await findings(
+        {},
+        rewrite(
+          (a) => a.type === 'gcp:projects/serviceIdentity:ServiceIdentity' && a.props.service === 'eventarc.googleapis.com',
+          (a) => ({ props: { ...a.props, service: 'eventarcpublishing.googleapis.com' }, opts: a.opts }),
+        ),
+      ),
+    );
     expect(noAgent).toContainEqual(expect.stringMatching(/^\[start-up order\] ingest-finalized: Eventarc's service agent is created lazily/));
-    const noWait = messages(await findings({}, rewrite((a) => a.type === 'gcp:eventarc/trigger:Trigger', (a) => ({ props: a.props, opts: { ...a.opts, dependsOn: [] } }))));
+    const noWait = messages(
+      await findings(
+        {},
+        rewrite(
+          (a) => a.type === 'gcp:eventarc/trigger:Trigger',
+          (a) => ({ props: a.props, opts: { ...a.opts, dependsOn: [] } }),
+        ),
+      ),
+    );
     expect(noWait).toContainEqual(expect.stringMatching(/^\[start-up order\] ingest-finalized must wait for IAM propagation after service-agents-eventarc/));
   });
 
   test('5b. alert policies created in the same instant as their log-based metrics', async () => {
-    const f = messages(await findings({}, rewrite((a) => a.type === 'gcp:monitoring/alertPolicy:AlertPolicy', (a) => ({ props: a.props, opts: { ...a.opts, dependsOn: [] } }))));
-    expect(f).toContainEqual(expect.stringMatching(/^\[start-up order\] monitoring-function-errors must wait for IAM propagation after monitoring-function-errors .*404/));
+    const f = messages(
+      await findings(
+        {},
+        rewrite(
+          (a) => a.type === 'gcp:monitoring/alertPolicy:AlertPolicy',
+          (a) => ({ props: a.props, opts: { ...a.opts, dependsOn: [] } }),
+        ),
+      ),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(/^\[start-up order\] monitoring-function-errors must wait for IAM propagation after monitoring-function-errors .*404/),
+    );
   });
 
   test('5c. a project where Cloud Resource Manager is off (project IAM bindings and the project lookup)', async () => {
-    const f = messages(await findings({}, rewrite((a) => a.type === 'gcp:projects/service:Service' && a.props.service === 'cloudresourcemanager.googleapis.com', (a) => ({ props: { ...a.props, service: 'oslogin.googleapis.com' }, opts: a.opts }))));
-    expect(f).toContainEqual(expect.stringMatching(/^\[apis\] gcp:projects\/iAMMember:IAMMember .* cloudresourcemanager\.googleapis\.com, which the stack does not enable/));
+    const f = messages(
+      await findings(
+        {},
+        rewrite(
+          (a) => a.type === 'gcp:projects/service:Service' && a.props.service === 'cloudresourcemanager.googleapis.com',
+          (a) => ({ props: { ...a.props, service: 'oslogin.googleapis.com' }, opts: a.opts }),
+        ),
+      ),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(/^\[apis\] gcp:projects\/iAMMember:IAMMember .* cloudresourcemanager\.googleapis\.com, which the stack does not enable/),
+    );
   });
 
   test('10a. the Vertex AI image pull needs the Vertex AI service agent to exist', async () => {
-    const f = messages(await findings({}, rewrite((a) => a.type === 'gcp:projects/serviceIdentity:ServiceIdentity' && a.props.service === 'aiplatform.googleapis.com', (a) => ({ props: { ...a.props, service: 'notebooks.googleapis.com' }, opts: a.opts }))));
-    expect(f).toContainEqual(expect.stringMatching(/Vertex AI pulling the trainer image: .*gcp-sa-aiplatform.* needs artifactregistry\.repositories\.downloadArtifacts/));
+    const f = messages(
+      await findings(
+        {},
+        rewrite(
+          (a) => a.type === 'gcp:projects/serviceIdentity:ServiceIdentity' && a.props.service === 'aiplatform.googleapis.com',
+          (a) => ({ props: { ...a.props, service: 'notebooks.googleapis.com' }, opts: a.opts }),
+        ),
+      ),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(/Vertex AI pulling the trainer image: .*gcp-sa-aiplatform.* needs artifactregistry\.repositories\.downloadArtifacts/),
+    );
   });
 
   test('a resource created outside the provider that waits for API enablement is found', () => {
@@ -119,25 +230,69 @@ describe('regression cases: each first-deploy defect is found', () => {
   });
 
   test('a GPU job in a region without Cloud Run GPUs is found (the config refuses it too)', async () => {
-    const f = messages(await findings({}, rewrite((a) => a.type === 'gcp:cloudrunv2/job:Job' && a.name === 'embedding-job', (a) => ({ props: { ...a.props, location: 'southamerica-east1' }, opts: a.opts }))));
+    const f = messages(
+      await findings(
+        {},
+        rewrite(
+          (a) => a.type === 'gcp:cloudrunv2/job:Job' && a.name === 'embedding-job',
+          (a) => ({ props: { ...a.props, location: 'southamerica-east1' }, opts: a.opts }),
+        ),
+      ),
+    );
     expect(f).toContainEqual(expect.stringMatching(/^\[locations\] Cloud Run job iss-embed asks for a GPU in southamerica-east1/));
   });
 
-  test('a trigger outside its bucket\'s location is found', async () => {
-    const f = messages(await findings({}, rewrite((a) => a.type === 'gcp:storage/bucket:Bucket' && a.name === 'storage-images', (a) => ({ props: { ...a.props, location: 'EU' }, opts: a.opts }))));
+  test("a trigger outside its bucket's location is found", async () => {
+    const f = messages(
+      await findings(
+        {},
+        rewrite(
+          (a) => a.type === 'gcp:storage/bucket:Bucket' && a.name === 'storage-images',
+          (a) => ({ props: { ...a.props, location: 'EU' }, opts: a.opts }),
+        ),
+      ),
+    );
     expect(f).toContainEqual(expect.stringMatching(/^\[locations\] Eventarc trigger iss-object-finalized is in us-central1 but bucket .* is in EU/));
   });
 
   test('removing an invoker grant (push, scheduler, trigger) is found', async () => {
-    const f = messages(await findings({}, rewrite((a) => a.type === 'gcp:cloudrunv2/serviceIamMember:ServiceIamMember', (a) => ({ props: { ...a.props, role: 'roles/run.viewer' }, opts: a.opts }))));
-    expect(f).toContainEqual(expect.stringMatching(/^\[platform-permissions\] push from iss-embeddings-upsert: .*iss-push-upsert@.* needs run\.routes\.invoke on runService iss-upsert-vectors/));
-    expect(f).toContainEqual(expect.stringMatching(/^\[platform-permissions\] Scheduler job iss-embed-dispatch: .* needs run\.routes\.invoke on runService iss-dispatch-embed/));
-    expect(f).toContainEqual(expect.stringMatching(/^\[platform-permissions\] Eventarc trigger iss-object-deleted delivering to iss-on-object-event: .* needs run\.routes\.invoke/));
+    const f = messages(
+      await findings(
+        {},
+        rewrite(
+          (a) => a.type === 'gcp:cloudrunv2/serviceIamMember:ServiceIamMember',
+          (a) => ({ props: { ...a.props, role: 'roles/run.viewer' }, opts: a.opts }),
+        ),
+      ),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(
+        /^\[platform-permissions\] push from iss-embeddings-upsert: .*iss-push-upsert@.* needs run\.routes\.invoke on runService iss-upsert-vectors/,
+      ),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(/^\[platform-permissions\] Scheduler job iss-embed-dispatch: .* needs run\.routes\.invoke on runService iss-dispatch-embed/),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(/^\[platform-permissions\] Eventarc trigger iss-object-deleted delivering to iss-on-object-event: .* needs run\.routes\.invoke/),
+    );
   });
 
   test('removing the dead-letter grants of the Pub/Sub service agent is found', async () => {
-    const f = messages(await findings({}, rewrite((a) => a.type === 'gcp:pubsub/topicIAMMember:TopicIAMMember' && String(a.name).includes('dead-letter-agent'), (a) => ({ props: { ...a.props, role: 'roles/pubsub.subscriber' }, opts: a.opts }))));
-    expect(f).toContainEqual(expect.stringMatching(/^\[platform-permissions\] dead-lettering from iss-image-events-embed \(Pub\/Sub service agent\): .* needs pubsub\.topics\.publish on topic iss-image-events-dead-letter/));
+    const f = messages(
+      await findings(
+        {},
+        rewrite(
+          (a) => a.type === 'gcp:pubsub/topicIAMMember:TopicIAMMember' && String(a.name).includes('dead-letter-agent'),
+          (a) => ({ props: { ...a.props, role: 'roles/pubsub.subscriber' }, opts: a.opts }),
+        ),
+      ),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(
+        /^\[platform-permissions\] dead-lettering from iss-image-events-embed \(Pub\/Sub service agent\): .* needs pubsub\.topics\.publish on topic iss-image-events-dead-letter/,
+      ),
+    );
   });
 });
 
@@ -150,12 +305,20 @@ describe('a new cloud call without a grant makes the check fail', () => {
     ],
     [
       'Pub/Sub: the embed job publishing to image-events',
-      { extraCalls: { embedJob: [{ adapter: 'PubSubEventBus', method: 'publish', on: { topic: { kind: 'topic', env: 'TOPIC_IMAGE_EVENTS' } }, why: 'new call' }] } },
+      {
+        extraCalls: {
+          embedJob: [{ adapter: 'PubSubEventBus', method: 'publish', on: { topic: { kind: 'topic', env: 'TOPIC_IMAGE_EVENTS' } }, why: 'new call' }],
+        },
+      },
       /^\[permissions\] embedJob .*PubSubEventBus\.publish \(new call\) needs pubsub\.topics\.publish on topic iss-image-events/,
     ],
     [
       'Cloud Run: startRetraining starting the reindex job itself',
-      { extraCalls: { startRetraining: [{ adapter: 'CloudRunJobLauncher', method: 'run', on: { runJob: { kind: 'runJob', env: 'REINDEX_JOB_NAME' } }, why: 'new call' }] } },
+      {
+        extraCalls: {
+          startRetraining: [{ adapter: 'CloudRunJobLauncher', method: 'run', on: { runJob: { kind: 'runJob', env: 'REINDEX_JOB_NAME' } }, why: 'new call' }],
+        },
+      },
       /^\[permissions\] startRetraining .*CloudRunJobLauncher\.run \(new call\) needs run\.executions\.list on runJob iss-reindex/,
     ],
     [
@@ -165,7 +328,11 @@ describe('a new cloud call without a grant makes the check fail', () => {
     ],
     [
       'a resource the workload is not configured with',
-      { extraCalls: { search: [{ adapter: 'PubSubEventBus', method: 'publish', on: { topic: { kind: 'topic', env: 'TOPIC_IMAGE_EVENTS' } }, why: 'new call' }] } },
+      {
+        extraCalls: {
+          search: [{ adapter: 'PubSubEventBus', method: 'publish', on: { topic: { kind: 'topic', env: 'TOPIC_IMAGE_EVENTS' } }, why: 'new call' }],
+        },
+      },
       /^\[permissions\] search: PubSubEventBus\.publish needs pubsub\.topics\.publish, but TOPIC_IMAGE_EVENTS is not in its environment/,
     ],
   ])('%s', async (_name, extra, expected) => {
@@ -179,11 +346,23 @@ test('switching dispatchEmbed to the pull backlog probe without the subscriber g
       {},
       rewrite(
         (a) => a.type === 'gcp:cloudfunctionsv2/function:Function' && a.props.name === 'iss-dispatch-embed',
-        (a) => ({ props: { ...a.props, serviceConfig: pulumi.output(a.props.serviceConfig).apply((c: Record<string, any>) => ({ ...c, environmentVariables: { ...c.environmentVariables, BACKLOG_PROBE: 'pull' } })) }, opts: a.opts }),
+        (a) => ({
+          props: {
+            ...a.props,
+            serviceConfig: pulumi
+              .output(a.props.serviceConfig)
+              .apply((c: Record<string, any>) => ({ ...c, environmentVariables: { ...c.environmentVariables, BACKLOG_PROBE: 'pull' } })),
+          },
+          opts: a.opts,
+        }),
       ),
     ),
   );
-  expect(f).toEqual([expect.stringMatching(/^\[permissions\] dispatchEmbed .*PullBacklog\.backlog .*needs pubsub\.subscriptions\.consume on subscription iss-image-events-embed/)]);
+  expect(f).toEqual([
+    expect.stringMatching(
+      /^\[permissions\] dispatchEmbed .*PullBacklog\.backlog .*needs pubsub\.subscriptions\.consume on subscription iss-image-events-embed/,
+    ),
+  ]);
 });
 
 describe('least privilege and first-deploy policies', () => {
@@ -197,7 +376,9 @@ describe('least privilege and first-deploy policies', () => {
     expect(projectRoles).not.toContain('roles/aiplatform.user');
     expect(projectRoles).not.toContain('roles/artifactregistry.writer');
     const custom = ofType(all, 'gcp:projects/iAMCustomRole:IAMCustomRole');
-    expect(custom.map((r) => r.inputs.permissions.sort())).toEqual([['aiplatform.customJobs.create', 'aiplatform.customJobs.get', 'aiplatform.customJobs.list']]);
+    expect(custom.map((r) => r.inputs.permissions.sort())).toEqual([
+      ['aiplatform.customJobs.create', 'aiplatform.customJobs.get', 'aiplatform.customJobs.list'],
+    ]);
   });
 
   test('10c. every grant on the features bucket is limited to the prefixes the workload uses', () => {
@@ -207,7 +388,9 @@ describe('least privilege and first-deploy policies', () => {
   });
 
   test('10d. two stacks in one project use different Vertex AI job display names', async () => {
-    const name = (rs: RecordedResource[]) => ofType(rs, 'gcp:cloudfunctionsv2/function:Function').find((f) => f.inputs.name.endsWith('start-retraining'))!.inputs.serviceConfig.environmentVariables.RETRAIN_JOB_DISPLAY_NAME;
+    const name = (rs: RecordedResource[]) =>
+      ofType(rs, 'gcp:cloudfunctionsv2/function:Function').find((f) => f.inputs.name.endsWith('start-retraining'))!.inputs.serviceConfig.environmentVariables
+        .RETRAIN_JOB_DISPLAY_NAME;
     const other = await buildStack({ prefix: 'dev' });
     expect(name(all)).toBe('iss-retrain');
     expect(name(other)).toBe('dev-retrain');
@@ -223,7 +406,10 @@ describe('least privilege and first-deploy policies', () => {
     for (const f of ofType(all, 'gcp:cloudfunctionsv2/function:Function')) {
       expect(f.inputs.serviceConfig.environmentVariables.NODE_OPTIONS ?? '', f.name).not.toMatch(/tsx/);
     }
-    for (const j of [...ofType(all, 'gcp:cloudrunv2/job:Job').map((x) => x.inputs.template.template), ...ofType(all, 'gcp:cloudrunv2/service:Service').map((x) => x.inputs.template)]) {
+    for (const j of [
+      ...ofType(all, 'gcp:cloudrunv2/job:Job').map((x) => x.inputs.template.template),
+      ...ofType(all, 'gcp:cloudrunv2/service:Service').map((x) => x.inputs.template),
+    ]) {
       expect(j.containers[0].args.join(' ')).not.toMatch(/tsx|\.ts$/);
     }
   });

@@ -13,7 +13,10 @@ afterAll(() => roots.forEach((r) => rmSync(r, { recursive: true, force: true }))
 function fakeRepo(): string {
   const root = mkdtempSync(path.join(tmpdir(), 'iss-src-'));
   roots.push(root);
-  writeFileSync(path.join(root, 'package.json'), JSON.stringify({ name: 'x', version: '1.0.0', type: 'module', scripts: { build: 'tsc' }, dependencies: { tsx: '1' } }));
+  writeFileSync(
+    path.join(root, 'package.json'),
+    JSON.stringify({ name: 'x', version: '1.0.0', type: 'module', scripts: { build: 'tsc' }, dependencies: { tsx: '1' } }),
+  );
   writeFileSync(
     path.join(root, 'package-lock.json'),
     JSON.stringify({

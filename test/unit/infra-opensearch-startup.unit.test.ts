@@ -150,8 +150,15 @@ function boot(vm: Vm, file: string, answers: Record<string, string> = {}) {
 const count = (calls: string[], prefix: string) => calls.filter((c) => c.startsWith(prefix)).length;
 
 describe('OpenSearch VM boot script', () => {
-  test('is valid bash and keeps today\'s defaults for paths and endpoints', () => {
-    const text = opensearchStartupScript({ project: 'p', passwordSecretId: 's', image: 'img', registryHost: 'r', heap: '1g', dataDeviceName: 'opensearch-data' });
+  test("is valid bash and keeps today's defaults for paths and endpoints", () => {
+    const text = opensearchStartupScript({
+      project: 'p',
+      passwordSecretId: 's',
+      image: 'img',
+      registryHost: 'r',
+      heap: '1g',
+      dataDeviceName: 'opensearch-data',
+    });
     expect(spawnSync('bash', ['-n'], { input: text }).status).toBe(0);
     expect(text).toContain("DEV='/dev/disk/by-id/google-opensearch-data'");
     expect(text).toContain("MNT='/mnt/disks/opensearch'");

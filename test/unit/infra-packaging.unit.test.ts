@@ -26,7 +26,8 @@ import {
 const NEVER_IN_A_FUNCTION = [/^onnxruntime-node$/, /^@tensorflow\//, /^@lancedb\//, /^@pulumi\//, /^tsx$/, /^sharp$/];
 const NEVER_IN_AN_IMAGE = [/^@pulumi\//, /^@lancedb\//, /^tsx$/, /^typescript$/, /^vitest$/, /^esbuild$/];
 /** What a module resolution or link failure prints; an entry that gets past loading prints our JSON log lines instead. */
-const LOAD_FAILURE = /ERR_MODULE_NOT_FOUND|Cannot find (package|module)|does not provide an export named|ERR_REQUIRE_ESM|SyntaxError|ReferenceError|Dynamic require of/;
+const LOAD_FAILURE =
+  /ERR_MODULE_NOT_FOUND|Cannot find (package|module)|does not provide an export named|ERR_REQUIRE_ESM|SyntaxError|ReferenceError|Dynamic require of/;
 
 let work: string;
 const builds = new Map<DeployableName, DeployableBuild>();
@@ -107,7 +108,8 @@ describe('Cloud Functions', () => {
     // The lockfile of the deployable is the repository's, cut to the closure: `npm ci` installs exactly that.
     const own = JSON.parse(readFileSync(path.join(build.outDir, 'package-lock.json'), 'utf8'));
     expect(own.packages[''].dependencies).toEqual(pkg.dependencies);
-    for (const [location, entry] of Object.entries<{ version?: string }>(own.packages)) if (location) expect(entry.version).toBe(lock.packages[location].version);
+    for (const [location, entry] of Object.entries<{ version?: string }>(own.packages))
+      if (location) expect(entry.version).toBe(lock.packages[location].version);
   });
 
   test('each bundle loads in plain node with only its declared packages, registers its own target and no other, and reads configuration only when invoked', async () => {

@@ -36,7 +36,10 @@ const containerEnv = (r: RecordedResource): { name: string; value?: string; valu
 function deployedEnv(all: RecordedResource[]): Record<Workload | 'retrainJob', string[]> {
   const fns = Object.fromEntries(ofType(all, 'gcp:cloudfunctionsv2/function:Function').map((f) => [f.inputs.buildConfig.entryPoint, f]));
   const job = (name: string) => ofType(all, 'gcp:cloudrunv2/job:Job').find((j) => j.inputs.name === name)!;
-  const names = (r: RecordedResource) => containerEnv(r).map((e) => e.name).sort();
+  const names = (r: RecordedResource) =>
+    containerEnv(r)
+      .map((e) => e.name)
+      .sort();
   const fnEnv = (target: string) => envOf(fns[target]).filter((n) => !PLATFORM_ENV.includes(n));
   return {
     onObjectEvent: fnEnv('onObjectEvent'),
@@ -66,14 +69,21 @@ function rolesOf(all: RecordedResource[], email: string): string[] {
     'gcp:projects/iAMMember:IAMMember': () => 'project',
   };
   return Object.entries(on)
-    .flatMap(([type, where]) => ofType(all, type).filter((g) => g.inputs.member === member).map((g) => `${g.inputs.role.replace(/^roles\//, '')} on ${where(g.inputs)}`))
+    .flatMap(([type, where]) =>
+      ofType(all, type)
+        .filter((g) => g.inputs.member === member)
+        .map((g) => `${g.inputs.role.replace(/^roles\//, '')} on ${where(g.inputs)}`),
+    )
     .sort();
 }
 
 describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
   let all: RecordedResource[];
   beforeAll(async () => {
-    all = await buildStack({ embed: { taskCount: 6, parallelism: 3, dispatchSchedule: '*/2 * * * *' }, retrain: { schedule: '15 4 * * 1', args: { epochs: '8', hidden: '1024' } } });
+    all = await buildStack({
+      embed: { taskCount: 6, parallelism: 3, dispatchSchedule: '*/2 * * * *' },
+      retrain: { schedule: '15 4 * * 1', args: { epochs: '8', hidden: '1024' } },
+    });
   });
 
   test('the embed job has GPU limits and the L4 node selector', () => {
@@ -102,16 +112,21 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
     const deadLetterTopics = ofType(all, 'gcp:pubsub/topic:Topic').filter((t) => t.inputs.name.endsWith('-dead-letter'));
     expect(deadLetterTopics).toHaveLength(3);
     for (const t of deadLetterTopics) {
-      expect(inboxes.some((i) => i.inputs.topic.endsWith(`/${t.inputs.name}`)), t.inputs.name).toBe(true);
+      expect(
+        inboxes.some((i) => i.inputs.topic.endsWith(`/${t.inputs.name}`)),
+        t.inputs.name,
+      ).toBe(true);
     }
   });
 
   test('the Pub/Sub service agent may publish to each dead-letter topic and consume each source subscription', () => {
     const agent = 'serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com';
     const publishes = ofType(all, 'gcp:pubsub/topicIAMMember:TopicIAMMember').filter((m) => m.inputs.member === agent);
-    expect(publishes.map((m) => m.inputs.topic).sort()).toEqual(
-      ['iss-embeddings-dead-letter', 'iss-image-events-dead-letter', 'iss-retrain-requests-dead-letter'],
-    );
+    expect(publishes.map((m) => m.inputs.topic).sort()).toEqual([
+      'iss-embeddings-dead-letter',
+      'iss-image-events-dead-letter',
+      'iss-retrain-requests-dead-letter',
+    ]);
     expect(publishes.every((m) => m.inputs.role === 'roles/pubsub.publisher')).toBe(true);
     const consumes = ofType(all, 'gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember').filter((m) => m.inputs.member === agent);
     expect(consumes.map((m) => m.inputs.subscription).sort()).toEqual(['iss-embeddings-upsert', 'iss-image-events-embed', 'iss-retrain-requests-start']);
@@ -149,9 +164,7 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
 
   test('no bucket is public', () => {
     const buckets = ofType(all, 'gcp:storage/bucket:Bucket');
-    expect(buckets.map((b) => b.inputs.name).sort()).toEqual(
-      ['features', 'images', 'models', 'sources'].map((s) => `iss-test-project-iss-${s}`),
-    );
+    expect(buckets.map((b) => b.inputs.name).sort()).toEqual(['features', 'images', 'models', 'sources'].map((s) => `iss-test-project-iss-${s}`));
     for (const b of buckets) {
       expect(b.inputs.uniformBucketLevelAccess, b.inputs.name).toBe(true);
       expect(b.inputs.publicAccessPrevention, b.inputs.name).toBe('enforced');
@@ -183,8 +196,15 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
       upsertVectors: ['FEATURES_BUCKET', 'GCP_PROJECT', 'TOPIC_EMBEDDINGS', 'TOPIC_IMAGE_EVENTS', ...os],
       // No OpenSearch settings: the trainer never gets credentials; the reindex job holds them.
       startRetraining: [
-        'FEATURES_BUCKET', 'GCP_PROJECT', 'GCP_REGION', 'MODELS_BUCKET', 'REINDEX_JOB_NAME',
-        'RETRAIN_JOB_DISPLAY_NAME', 'TRAINER_IMAGE', 'TRAINER_MACHINE_TYPE', 'TRAINER_SERVICE_ACCOUNT',
+        'FEATURES_BUCKET',
+        'GCP_PROJECT',
+        'GCP_REGION',
+        'MODELS_BUCKET',
+        'REINDEX_JOB_NAME',
+        'RETRAIN_JOB_DISPLAY_NAME',
+        'TRAINER_IMAGE',
+        'TRAINER_MACHINE_TYPE',
+        'TRAINER_SERVICE_ACCOUNT',
       ],
     };
     expect(Object.keys(fns).sort()).toEqual(Object.keys(expected).sort());
@@ -195,18 +215,38 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
       expect(plain.OPENSEARCH_PASSWORD, target).toBeUndefined();
       expect(plain.OPENSEARCH_URL, target).toBeUndefined();
     }
-    expect(fns.upsertVectors.inputs.serviceConfig.secretEnvironmentVariables).toContainEqual(
-      { key: 'OPENSEARCH_PASSWORD', projectId: 'iss-test-project', secret: 'iss-opensearch-password', version: 'latest' },
-    );
+    expect(fns.upsertVectors.inputs.serviceConfig.secretEnvironmentVariables).toContainEqual({
+      key: 'OPENSEARCH_PASSWORD',
+      projectId: 'iss-test-project',
+      secret: 'iss-opensearch-password',
+      version: 'latest',
+    });
 
     const embed = ofType(all, 'gcp:cloudrunv2/job:Job').find((j) => j.inputs.name === 'iss-embed')!;
-    expect(containerEnv(embed).map((e: { name: string }) => e.name).sort()).toEqual(
-      ['BATCH_SIZE', 'BOOTSTRAP_JOB_NAME', 'FEATURES_BUCKET', 'GCP_PROJECT', 'GCP_REGION', 'IMAGES_BUCKET', 'MAX_BYTES', 'MAX_PIXELS', 'MODELS_BUCKET',
-        'ONNX_EXECUTION_PROVIDER', 'SUBSCRIPTION_IMAGE_EVENTS', 'TOPIC_EMBEDDINGS', 'TOPIC_IMAGE_EVENTS'],
-    );
+    expect(
+      containerEnv(embed)
+        .map((e: { name: string }) => e.name)
+        .sort(),
+    ).toEqual([
+      'BATCH_SIZE',
+      'BOOTSTRAP_JOB_NAME',
+      'FEATURES_BUCKET',
+      'GCP_PROJECT',
+      'GCP_REGION',
+      'IMAGES_BUCKET',
+      'MAX_BYTES',
+      'MAX_PIXELS',
+      'MODELS_BUCKET',
+      'ONNX_EXECUTION_PROVIDER',
+      'SUBSCRIPTION_IMAGE_EVENTS',
+      'TOPIC_EMBEDDINGS',
+      'TOPIC_IMAGE_EVENTS',
+    ]);
     const search = ofType(all, 'gcp:cloudrunv2/service:Service')[0];
     const searchEnv = containerEnv(search);
-    expect(searchEnv.map((e) => e.name).sort()).toEqual(['BOOTSTRAP_JOB_NAME', 'FEATURES_BUCKET', 'GCP_REGION', 'IMAGES_BUCKET', 'MAX_BYTES', 'MAX_PIXELS', 'MODELS_BUCKET', ...os].sort());
+    expect(searchEnv.map((e) => e.name).sort()).toEqual(
+      ['BOOTSTRAP_JOB_NAME', 'FEATURES_BUCKET', 'GCP_REGION', 'IMAGES_BUCKET', 'MAX_BYTES', 'MAX_PIXELS', 'MODELS_BUCKET', ...os].sort(),
+    );
     expect(searchEnv.find((e) => e.name === 'OPENSEARCH_PASSWORD')).toEqual({
       name: 'OPENSEARCH_PASSWORD',
       valueSource: { secretKeyRef: { secret: 'iss-opensearch-password', version: 'latest' } },
@@ -216,13 +256,23 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
   test("every workload's env covers each required variable of its entry point's schema and nothing the schema does not read", () => {
     const deployed = deployedEnv(all);
     expect(Object.keys(deployed).sort()).toEqual(Object.keys(entryPointSchemas).sort());
-    expect(Object.keys(WORKLOAD_ENV).sort()).toEqual(Object.keys(entryPointSchemas).filter((w) => w !== 'retrainJob').sort());
+    expect(Object.keys(WORKLOAD_ENV).sort()).toEqual(
+      Object.keys(entryPointSchemas)
+        .filter((w) => w !== 'retrainJob')
+        .sort(),
+    );
     for (const [workload, schema] of Object.entries(entryPointSchemas)) {
       const shape = schema.shape as Record<string, { isOptional(): boolean }>;
       const required = Object.keys(shape).filter((name) => !shape[name]!.isOptional());
       const given = deployed[workload as Workload | 'retrainJob'];
-      expect(required.filter((name) => !given.includes(name)), `${workload}: required by shared/wiring/cloud-config.ts but not set`).toEqual([]);
-      expect(given.filter((name) => !(name in shape)), `${workload}: set but not read by shared/wiring/cloud-config.ts`).toEqual([]);
+      expect(
+        required.filter((name) => !given.includes(name)),
+        `${workload}: required by shared/wiring/cloud-config.ts but not set`,
+      ).toEqual([]);
+      expect(
+        given.filter((name) => !(name in shape)),
+        `${workload}: set but not read by shared/wiring/cloud-config.ts`,
+      ).toEqual([]);
       // The table and the deployed resource agree (no component adds or drops a name on its own).
       if (workload !== 'retrainJob') expect(given, workload).toEqual([...WORKLOAD_ENV[workload as Workload]].sort());
     }
@@ -233,33 +283,56 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
     const secrets = ['password', 'url', 'username'].map((s) => `secretmanager.secretAccessor on secret iss-opensearch-${s}`);
     const expected: Record<string, string[]> = {
       // Metadata arrives in the event: no role on the images bucket. Rejections go to rejected/.
-      'iss-object-events': ['pubsub.publisher on topic iss-image-events', `pubsub.publisher on ${dlq('image-events')}`, 'storage.objectUser on bucket features (rejected/)'],
+      'iss-object-events': [
+        'pubsub.publisher on topic iss-image-events',
+        `pubsub.publisher on ${dlq('image-events')}`,
+        'storage.objectUser on bucket features (rejected/)',
+      ],
       'iss-embed': [
-        'pubsub.publisher on topic iss-embeddings', `pubsub.publisher on ${dlq('image-events')}`, 'pubsub.subscriber on subscription iss-image-events-embed',
-        'storage.objectUser on bucket features (embeddings/shards/)', 'storage.objectUser on bucket features (features/)', 'storage.objectUser on bucket features (rejected/)',
-        'storage.objectViewer on bucket images', 'storage.objectViewer on bucket models',
+        'pubsub.publisher on topic iss-embeddings',
+        `pubsub.publisher on ${dlq('image-events')}`,
+        'pubsub.subscriber on subscription iss-image-events-embed',
+        'storage.objectUser on bucket features (embeddings/shards/)',
+        'storage.objectUser on bucket features (features/)',
+        'storage.objectUser on bucket features (rejected/)',
+        'storage.objectViewer on bucket images',
+        'storage.objectViewer on bucket models',
       ],
       // Backlog from Cloud Monitoring (BACKLOG_PROBE unset): nothing on the subscription. run.viewer
       // lists the job's executions (one at a time); jobsExecutorWithOverrides holds no list permission.
       'iss-dispatch': ['monitoring.viewer on project', 'run.jobsExecutorWithOverrides on job iss-embed', 'run.viewer on job iss-embed'],
       // Delete tombstones in the feature store and cleared rejection records need write; no model reads.
       'iss-upsert': [
-        'pubsub.publisher on topic iss-image-events', `pubsub.publisher on ${dlq('embeddings')}`, ...secrets,
-        'storage.objectUser on bucket features (features/)', 'storage.objectUser on bucket features (rejected/)', 'storage.objectViewer on bucket features (embeddings/shards/)',
+        'pubsub.publisher on topic iss-image-events',
+        `pubsub.publisher on ${dlq('embeddings')}`,
+        ...secrets,
+        'storage.objectUser on bucket features (features/)',
+        'storage.objectUser on bucket features (rejected/)',
+        'storage.objectViewer on bucket features (embeddings/shards/)',
       ],
       // Only the Vertex AI API, through a custom role of three permissions: no secrets, no Cloud Run job.
-      'iss-retrain-start': ['iam.serviceAccountUser on account iss-trainer', 'projects/iss-test-project/roles/iss_retrain_starter on project', `pubsub.publisher on ${dlq('retrain-requests')}`],
+      'iss-retrain-start': [
+        'iam.serviceAccountUser on account iss-trainer',
+        'projects/iss-test-project/roles/iss_retrain_starter on project',
+        `pubsub.publisher on ${dlq('retrain-requests')}`,
+      ],
       'iss-trainer': [
-        'run.jobsExecutorWithOverrides on job iss-reindex', 'run.viewer on job iss-reindex', 'storage.objectUser on bucket models',
-        'storage.objectViewer on bucket features (features/)', 'storage.objectViewer on bucket features (feedback/)',
+        'run.jobsExecutorWithOverrides on job iss-reindex',
+        'run.viewer on job iss-reindex',
+        'storage.objectUser on bucket models',
+        'storage.objectViewer on bucket features (features/)',
+        'storage.objectViewer on bucket features (feedback/)',
       ],
       'iss-reindex': [...secrets, 'storage.objectViewer on bucket features (features/)', 'storage.objectViewer on bucket models'],
       // The only writer of the registry besides the trainer: it registers the first model.
       'iss-bootstrap': ['storage.objectUser on bucket models (models/)'],
       // Feedback objects are created, never overwritten: objectCreator, not objectUser.
       'iss-search': [
-        ...secrets, 'storage.objectCreator on bucket features (feedback/)', 'storage.objectViewer on bucket features (rejected/)',
-        'storage.objectViewer on bucket images', 'storage.objectViewer on bucket models',
+        ...secrets,
+        'storage.objectCreator on bucket features (feedback/)',
+        'storage.objectViewer on bucket features (rejected/)',
+        'storage.objectViewer on bucket images',
+        'storage.objectViewer on bucket models',
       ],
     };
     for (const [account, roles] of Object.entries(expected)) {
@@ -290,14 +363,18 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
       // Only functions that talk to OpenSearch get the connector (startRetraining only calls Vertex AI).
       expect(f.inputs.serviceConfig.vpcConnector, f.inputs.name).toBe(envOf(f).includes('OPENSEARCH_URL') ? connectorId : undefined);
     }
-    expect(ofType(all, 'gcp:cloudfunctionsv2/function:Function').filter((f) => f.inputs.serviceConfig.vpcConnector).map((f) => f.inputs.name)).toEqual(['iss-upsert-vectors']);
+    expect(
+      ofType(all, 'gcp:cloudfunctionsv2/function:Function')
+        .filter((f) => f.inputs.serviceConfig.vpcConnector)
+        .map((f) => f.inputs.name),
+    ).toEqual(['iss-upsert-vectors']);
     const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
     expect(search.inputs.template.vpcAccess.connector).toBe(connectorId);
     const reindex = ofType(all, 'gcp:cloudrunv2/job:Job').find((j) => j.inputs.name === 'iss-reindex')!;
     expect(reindex.inputs.template.template.vpcAccess.connector).toBe(connectorId);
   });
 
-  test('functions accept only internal traffic, pushed with OIDC to the framework\'s Pub/Sub path', () => {
+  test("functions accept only internal traffic, pushed with OIDC to the framework's Pub/Sub path", () => {
     for (const f of ofType(all, 'gcp:cloudfunctionsv2/function:Function')) {
       expect(f.inputs.serviceConfig.ingressSettings, f.inputs.name).toBe('ALLOW_INTERNAL_ONLY');
     }
@@ -309,9 +386,10 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
       oidcToken: { serviceAccountEmail: 'iss-push-upsert@iss-test-project.iam.gserviceaccount.com', audience: fn.outputs.url },
     });
     const triggers = ofType(all, 'gcp:eventarc/trigger:Trigger');
-    expect(triggers.map((t) => t.inputs.matchingCriterias[0].value).sort()).toEqual(
-      ['google.cloud.storage.object.v1.deleted', 'google.cloud.storage.object.v1.finalized'],
-    );
+    expect(triggers.map((t) => t.inputs.matchingCriterias[0].value).sort()).toEqual([
+      'google.cloud.storage.object.v1.deleted',
+      'google.cloud.storage.object.v1.finalized',
+    ]);
     for (const t of triggers) expect(t.inputs.destination.cloudRunService.service).toBe('iss-on-object-event');
   });
 

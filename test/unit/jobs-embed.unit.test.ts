@@ -91,7 +91,10 @@ afterEach(async () => {
 describe('embed job task loop', () => {
   it('works the backlog in batches, settles every message, and stops when the subscription stays empty', async () => {
     for (let i = 0; i < 6; i += 1) bucket.objects.set(`photos/${i}.jpg`, { data: Buffer.from([i + 1, 2, 3, 4, 5, 6, 7, 8]), generation: String(100 + i) });
-    await bus.publishBatch(TOPICS.imageEvents, [0, 1, 2, 3, 4, 5].map((i) => ({ data: event(`photos/${i}.jpg`, String(100 + i)) })));
+    await bus.publishBatch(
+      TOPICS.imageEvents,
+      [0, 1, 2, 3, 4, 5].map((i) => ({ data: event(`photos/${i}.jpg`, String(100 + i)) })),
+    );
     await bus.publish(TOPICS.imageEvents, event('photos/gone.jpg', '7', 'delete'));
     await bus.publish(TOPICS.imageEvents, event('photos/replaced.jpg', '1')); // not in the bucket at that generation
     await bus.publish(TOPICS.imageEvents, { not: 'an image event' });
@@ -144,7 +147,10 @@ describe('embed task (what jobs/embed/main.ts runs)', () => {
     await bus.publish(TOPICS.imageEvents, event('photos/a.jpg', '1'));
     const { logger, lines } = captureLogger();
     const hint = bootstrapJobHint({ BOOTSTRAP_JOB_NAME: 'iss-bootstrap-model', GCP_REGION: 'europe-west1' });
-    const model = new ModelHolder(readOnlyRegistry(async () => null), { maxPixels: 1e7, executionProvider: 'cuda', logger, absentHint: hint });
+    const model = new ModelHolder(
+      readOnlyRegistry(async () => null),
+      { maxPixels: 1e7, executionProvider: 'cuda', logger, absentHint: hint },
+    );
 
     expect(await embedTaskMain(() => taskDeps(model, logger), logger)).toBe(1);
     const errors = lines().filter((l) => l.severity === 'ERROR');
@@ -165,7 +171,10 @@ describe('embed task (what jobs/embed/main.ts runs)', () => {
     expect(await embedTaskMain(() => taskDeps(model, logger), logger)).toBe(1);
     const [error] = lines().filter((l) => l.severity === 'ERROR');
     // The Error object itself is logged: its name, stack and the cause chain.
-    expect(error).toMatchObject({ code: 'CUDA_UNAVAILABLE', err: { type: 'CudaUnavailableError', cause: { message: 'libcudart.so.12: cannot open shared object file' } } });
+    expect(error).toMatchObject({
+      code: 'CUDA_UNAVAILABLE',
+      err: { type: 'CudaUnavailableError', cause: { message: 'libcudart.so.12: cannot open shared object file' } },
+    });
     expect((error!.err as { stack: string }).stack).toMatch(/CudaUnavailableError/);
     expect(error!.message).toMatch(/CUDA execution provider was required .* ONNXRUNTIME_NODE_INSTALL=cuda12 .*gpu: false/);
     expect(await bus.stats(TOPICS.imageEvents)).toMatchObject({ ready: 1 });
@@ -185,7 +194,10 @@ describe('embed task (what jobs/embed/main.ts runs)', () => {
     await bus.publish(TOPICS.imageEvents, event('photos/a.jpg', '1'));
     const { logger, lines } = captureLogger();
     const active = { version: 'm1' } as Awaited<ReturnType<ModelRegistry['active']>>;
-    const model = new ModelHolder(readOnlyRegistry(async () => active), { maxPixels: 1e7, logger, load: async (_dir, version) => new FakeEmbedder(version) });
+    const model = new ModelHolder(
+      readOnlyRegistry(async () => active),
+      { maxPixels: 1e7, logger, load: async (_dir, version) => new FakeEmbedder(version) },
+    );
     expect(await embedTaskMain(() => taskDeps(model, logger), logger)).toBe(0);
     const messages = lines().map((l) => l.message);
     expect(messages[0]).toBe('model loaded');

@@ -40,7 +40,13 @@ class TimedFakeEmbedder implements Embedder {
 describe('gpu smoke test: options', () => {
   it('has defaults and reads --key=value options', () => {
     expect(parseSmokeArgs([])).toEqual({ batches: 20, warmup: 2, seed: 1, provider: 'cuda' });
-    expect(parseSmokeArgs(['--batches=5', '--batch-size=64', '--warmup=0', '--seed=7', '--provider=cpu'])).toEqual({ batches: 5, batchSize: 64, warmup: 0, seed: 7, provider: 'cpu' });
+    expect(parseSmokeArgs(['--batches=5', '--batch-size=64', '--warmup=0', '--seed=7', '--provider=cpu'])).toEqual({
+      batches: 5,
+      batchSize: 64,
+      warmup: 0,
+      seed: 7,
+      provider: 'cpu',
+    });
   });
 
   it('refuses unknown options, bad numbers and providers with the fix', () => {
@@ -53,7 +59,9 @@ describe('gpu smoke test: options', () => {
   });
 
   it('reads nvidia-smi CSV (one line per GPU)', () => {
-    expect(parseNvidiaSmi('NVIDIA L4, 23034, 1203, 535.104.05\n')).toEqual([{ name: 'NVIDIA L4', memoryTotalMiB: 23034, memoryUsedMiB: 1203, driverVersion: '535.104.05' }]);
+    expect(parseNvidiaSmi('NVIDIA L4, 23034, 1203, 535.104.05\n')).toEqual([
+      { name: 'NVIDIA L4', memoryTotalMiB: 23034, memoryUsedMiB: 1203, driverVersion: '535.104.05' },
+    ]);
     expect(parseNvidiaSmi('')).toEqual([]);
   });
 });
@@ -102,7 +110,10 @@ describe('gpu smoke test: run', () => {
     const run = async (seed: number) => {
       const clock = { t: 0 };
       const embedder = new TimedFakeEmbedder(clock);
-      await gpuSmokeMain([`--seed=${seed}`, '--batches=1', '--warmup=0', '--batch-size=2'], { deps: { defaultBatchSize: 4, now: () => clock.t, loadModel: async () => embedder, gpuInfo: async () => null }, logger: captureLogger().logger });
+      await gpuSmokeMain([`--seed=${seed}`, '--batches=1', '--warmup=0', '--batch-size=2'], {
+        deps: { defaultBatchSize: 4, now: () => clock.t, loadModel: async () => embedder, gpuInfo: async () => null },
+        logger: captureLogger().logger,
+      });
       return embedder.prepared.map((b) => b.toString('base64'));
     };
     expect(await run(3)).toEqual(await run(3));
@@ -119,7 +130,13 @@ describe('gpu smoke test: run', () => {
     expect(await gpuSmokeMain([], { deps, logger })).toBe(1);
     const out = lines();
     expect(out).toHaveLength(1);
-    expect(out[0]).toMatchObject({ severity: 'ERROR', ok: false, provider: 'cuda', code: 'CUDA_UNAVAILABLE', err: { cause: { message: 'no CUDA provider in this build' } } });
+    expect(out[0]).toMatchObject({
+      severity: 'ERROR',
+      ok: false,
+      provider: 'cuda',
+      code: 'CUDA_UNAVAILABLE',
+      err: { cause: { message: 'no CUDA provider in this build' } },
+    });
     expect(out[0]!.message).toMatch(/^gpu smoke test failed: the CUDA execution provider was required/);
   });
 

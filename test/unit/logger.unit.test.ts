@@ -13,7 +13,15 @@ function capture(): { stream: Writable; lines: () => Record<string, any>[] } {
       done();
     },
   });
-  return { stream, lines: () => chunks.join('').trim().split('\n').map((l) => JSON.parse(l)) };
+  return {
+    stream,
+    lines: () =>
+      chunks
+        .join('')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l)),
+  };
 }
 
 const failure = () => new Error('upsert failed', { cause: Object.assign(new Error('connect ECONNREFUSED 10.0.0.5:9200'), { code: 'ECONNREFUSED' }) });
@@ -46,7 +54,8 @@ describe('error logging', () => {
 
   test('the lint rule refuses logging only the message of an error', async () => {
     const eslint = new ESLint({ cwd: process.cwd() });
-    const code = "import { errorMessage } from '../errors.js';\nexport function f(logger: { error(o: object, m: string): void }, err: unknown) {\n  logger.error({ err: errorMessage(err) }, 'failed');\n}\n";
+    const code =
+      "import { errorMessage } from '../errors.js';\nexport function f(logger: { error(o: object, m: string): void }, err: unknown) {\n  logger.error({ err: errorMessage(err) }, 'failed');\n}\n";
     const [result] = await eslint.lintText(code, { filePath: 'shared/services/x.ts' });
     expect(result!.messages.map((m) => m.message)).toEqual([expect.stringMatching(/log the Error object/)]);
   });

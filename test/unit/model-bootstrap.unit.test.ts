@@ -31,11 +31,24 @@ function tinyImageTower(): Uint8Array {
       graph: {
         name: 'tiny_clip_image',
         node: [
-          { opType: 'ReduceMean', input: ['pixel_values'], output: ['pooled'], attribute: [{ name: 'axes', type: onnx.AttributeProto.AttributeType.INTS, ints: [2, 3] }, { name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 }] },
+          {
+            opType: 'ReduceMean',
+            input: ['pixel_values'],
+            output: ['pooled'],
+            attribute: [
+              { name: 'axes', type: onnx.AttributeProto.AttributeType.INTS, ints: [2, 3] },
+              { name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 },
+            ],
+          },
           { opType: 'MatMul', input: ['pooled', 'w'], output: ['image_embeds'] },
         ],
         initializer: [{ name: 'w', dims: [3, DIM], dataType: FLOAT, rawData: floats(3 * DIM, (i) => (i % 7) - 3) }],
-        input: [{ name: 'pixel_values', type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: 'batch' }, { dimValue: 3 }, { dimValue: SIDE }, { dimValue: SIDE }] } } } }],
+        input: [
+          {
+            name: 'pixel_values',
+            type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: 'batch' }, { dimValue: 3 }, { dimValue: SIDE }, { dimValue: SIDE }] } } },
+          },
+        ],
         output: [{ name: 'image_embeds', type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: 'batch' }, { dimValue: DIM }] } } } }],
       },
     }),
@@ -53,13 +66,23 @@ function tinyTextTower(vocab: number): Uint8Array {
         name: 'tiny_clip_text',
         node: [
           { opType: 'Gather', input: ['token_embedding', 'input_ids'], output: ['tokens'] },
-          { opType: 'ReduceSum', input: ['tokens', 'axes'], output: ['text_embeds'], attribute: [{ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 }] },
+          {
+            opType: 'ReduceSum',
+            input: ['tokens', 'axes'],
+            output: ['text_embeds'],
+            attribute: [{ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 }],
+          },
         ],
         initializer: [
           { name: 'token_embedding', dims: [vocab, DIM], dataType: FLOAT, rawData: floats(vocab * DIM, (i) => Math.sin(i)) },
           { name: 'axes', dims: [1], dataType: onnx.TensorProto.DataType.INT64, rawData: new Uint8Array(axes.buffer) },
         ],
-        input: [{ name: 'input_ids', type: { tensorType: { elemType: onnx.TensorProto.DataType.INT64, shape: { dim: [{ dimParam: 'batch' }, { dimValue: CONTEXT }] } } } }],
+        input: [
+          {
+            name: 'input_ids',
+            type: { tensorType: { elemType: onnx.TensorProto.DataType.INT64, shape: { dim: [{ dimParam: 'batch' }, { dimValue: CONTEXT }] } } },
+          },
+        ],
         output: [{ name: 'text_embeds', type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: 'batch' }, { dimValue: DIM }] } } } }],
       },
     }),
@@ -104,7 +127,10 @@ describe('bootstrapModel (the first model of a registry)', () => {
     const readOnly = strict<ModelRegistry>('registry', { active: async () => active });
     const { logger } = captureLogger();
     const internet = fakeInternet({});
-    expect(await bootstrapModel(readOnly, { initial: 'clip-vit-b32', cacheDir: work, logger, fetch: internet.fetch })).toEqual({ status: 'present', version: 'm7' });
+    expect(await bootstrapModel(readOnly, { initial: 'clip-vit-b32', cacheDir: work, logger, fetch: internet.fetch })).toEqual({
+      status: 'present',
+      version: 'm7',
+    });
     expect(internet.requested).toEqual([]);
   });
 
@@ -119,8 +145,19 @@ describe('bootstrapModel (the first model of a registry)', () => {
     for (const url of Object.values(CLIP_VIT_B32.urls)) expect(url).toMatch(/^https:\/\/[^/]+\/.*\/[0-9a-f]{40}\//);
 
     const active = await registry.active();
-    expect(active).toMatchObject({ version: result.version, manifest: { name: 'clip-vit-b32', dimension: DIM, image: { width: SIDE, height: SIDE, outputName: 'image_embeds' }, text: { kind: 'clip', contextLength: CONTEXT } } });
-    expect(await bootstrapModel(registry, { initial: 'clip-vit-b32', cacheDir: join(work, 'cache'), logger, fetch: internet.fetch, sha256: tinySha })).toEqual({ status: 'present', version: result.version });
+    expect(active).toMatchObject({
+      version: result.version,
+      manifest: {
+        name: 'clip-vit-b32',
+        dimension: DIM,
+        image: { width: SIDE, height: SIDE, outputName: 'image_embeds' },
+        text: { kind: 'clip', contextLength: CONTEXT },
+      },
+    });
+    expect(await bootstrapModel(registry, { initial: 'clip-vit-b32', cacheDir: join(work, 'cache'), logger, fetch: internet.fetch, sha256: tinySha })).toEqual({
+      status: 'present',
+      version: result.version,
+    });
   });
 
   it('refuses a download whose SHA-256 is not the pinned one: deleted, nothing registered or promoted', async () => {
@@ -130,7 +167,9 @@ describe('bootstrapModel (the first model of a registry)', () => {
     const cache = join(work, 'cache');
     const attempt = bootstrapModel(registry, { initial: 'clip-vit-b32', cacheDir: cache, logger, fetch: internet.fetch });
     await expect(attempt).rejects.toThrow(ChecksumMismatchError);
-    await expect(attempt).rejects.toThrow(/has SHA-256 [0-9a-f]{64}, expected (fd6e1402|3f6571f5|924691ac)[0-9a-f]+: the download is corrupt or not the pinned file/);
+    await expect(attempt).rejects.toThrow(
+      /has SHA-256 [0-9a-f]{64}, expected (fd6e1402|3f6571f5|924691ac)[0-9a-f]+: the download is corrupt or not the pinned file/,
+    );
     expect(await registry.list()).toEqual([]);
     expect(await registry.active()).toBeNull();
     // The first file failed its check and was removed (no .part left either): nothing else was fetched.
@@ -145,11 +184,23 @@ describe('bootstrapModel (the first model of a registry)', () => {
     await bootstrapModel(registry, { initial: 'clip-vit-b32', cacheDir: cache, logger, fetch: first.fetch, sha256: tinySha });
     // A second registry, same cache: nothing is downloaded again while the cache matches.
     const again = fakeInternet(tinyFiles);
-    await bootstrapModel(new LocalModelRegistry(join(work, 'registry-2')), { initial: 'clip-vit-b32', cacheDir: cache, logger, fetch: again.fetch, sha256: tinySha });
+    await bootstrapModel(new LocalModelRegistry(join(work, 'registry-2')), {
+      initial: 'clip-vit-b32',
+      cacheDir: cache,
+      logger,
+      fetch: again.fetch,
+      sha256: tinySha,
+    });
     expect(again.requested).toEqual([]);
     await writeFile(join(cache, 'clip-vit-b32', 'text_model.onnx'), 'truncated');
     const third = fakeInternet(tinyFiles);
-    await bootstrapModel(new LocalModelRegistry(join(work, 'registry-3')), { initial: 'clip-vit-b32', cacheDir: cache, logger, fetch: third.fetch, sha256: tinySha });
+    await bootstrapModel(new LocalModelRegistry(join(work, 'registry-3')), {
+      initial: 'clip-vit-b32',
+      cacheDir: cache,
+      logger,
+      fetch: third.fetch,
+      sha256: tinySha,
+    });
     expect(third.requested).toEqual([CLIP_VIT_B32.urls['text_model.onnx']]);
   });
 

@@ -17,7 +17,14 @@ describe('ModelHolder before the first model exists', () => {
       localPath: async (v: string) => `/models/${v}`,
     });
     let t = 1000;
-    const holder = new ModelHolder(registry, { maxPixels: 1e7, logger: silentLogger, absentRetryMs: 5000, absentHint: 'run the bootstrap job', now: () => t, load: async (_d, v) => new FakeEmbedder(v) });
+    const holder = new ModelHolder(registry, {
+      maxPixels: 1e7,
+      logger: silentLogger,
+      absentRetryMs: 5000,
+      absentHint: 'run the bootstrap job',
+      now: () => t,
+      load: async (_d, v) => new FakeEmbedder(v),
+    });
 
     const first = holder.get();
     await expect(first).rejects.toThrow(NoActiveModelError);

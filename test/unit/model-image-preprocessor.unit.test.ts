@@ -147,7 +147,9 @@ describe('prepareImage output', () => {
     // top and bottom with white.
     const raw = Buffer.alloc(16 * 8 * 3);
     for (let y = 0; y < 8; y++) for (let x = 8; x < 16; x++) raw.fill(255, (y * 16 + x) * 3, (y * 16 + x) * 3 + 3);
-    const png = await sharp(raw, { raw: { width: 16, height: 8, channels: 3 } }).png().toBuffer();
+    const png = await sharp(raw, { raw: { width: 16, height: 8, channels: 3 } })
+      .png()
+      .toBuffer();
     const at = (p: ArrayLike<number>, x: number, y: number) => p[(y * 8 + x) * 3]!;
     const cover = (await prepareImage(png, { ...tower, resize: 'cover' }, limits)).pixels;
     expect(at(cover, 0, 4)).toBeLessThan(0.1);

@@ -13,7 +13,12 @@ let seed = 7;
 const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1;
 
 function layer(name: string, className: string, config: Record<string, unknown>, inbound: string[]): KerasLayer {
-  return { name, class_name: className, config: { name, trainable: false, ...config }, inbound_nodes: inbound.length ? [inbound.map((n) => [n, 0, 0, {}])] : [] };
+  return {
+    name,
+    class_name: className,
+    config: { name, trainable: false, ...config },
+    inbound_nodes: inbound.length ? [inbound.map((n) => [n, 0, 0, {}])] : [],
+  };
 }
 
 function syntheticModel(): KerasModelArtifacts {
@@ -21,7 +26,18 @@ function syntheticModel(): KerasModelArtifacts {
   const bn = { axis: -1, epsilon: 0.001, center: true, scale: true, momentum: 0.99 };
   const layers: KerasLayer[] = [
     layer('in', 'InputLayer', { batch_input_shape: [null, 6, 6, 2], dtype: 'float32', sparse: false }, []),
-    layer('pad', 'ZeroPadding2D', { padding: [[0, 1], [0, 1]], data_format: 'channels_last' }, ['in']),
+    layer(
+      'pad',
+      'ZeroPadding2D',
+      {
+        padding: [
+          [0, 1],
+          [0, 1],
+        ],
+        data_format: 'channels_last',
+      },
+      ['in'],
+    ),
     layer('c1', 'Conv2D', { ...conv, filters: 3, kernel_size: [3, 3], strides: [2, 2], padding: 'valid', use_bias: true }, ['pad']),
     layer('bn1', 'BatchNormalization', bn, ['c1']),
     layer('r1', 'ReLU', { max_value: 6, negative_slope: 0, threshold: 0 }, ['bn1']),
@@ -35,12 +51,21 @@ function syntheticModel(): KerasModelArtifacts {
     layer('d', 'Dense', { units: 4, activation: 'softmax', use_bias: true }, ['drop']),
   ];
   const shapes: Array<[string, number[]]> = [
-    ['c1/kernel', [3, 3, 2, 3]], ['c1/bias', [3]],
-    ['bn1/gamma', [3]], ['bn1/beta', [3]], ['bn1/moving_mean', [3]], ['bn1/moving_variance', [3]],
+    ['c1/kernel', [3, 3, 2, 3]],
+    ['c1/bias', [3]],
+    ['bn1/gamma', [3]],
+    ['bn1/beta', [3]],
+    ['bn1/moving_mean', [3]],
+    ['bn1/moving_variance', [3]],
     ['dw/depthwise_kernel', [3, 3, 3, 2]],
-    ['c2/kernel', [1, 1, 6, 3]], ['c2/bias', [3]],
-    ['bn2/gamma', [3]], ['bn2/beta', [3]], ['bn2/moving_mean', [3]], ['bn2/moving_variance', [3]],
-    ['d/kernel', [27, 4]], ['d/bias', [4]],
+    ['c2/kernel', [1, 1, 6, 3]],
+    ['c2/bias', [3]],
+    ['bn2/gamma', [3]],
+    ['bn2/beta', [3]],
+    ['bn2/moving_mean', [3]],
+    ['bn2/moving_variance', [3]],
+    ['d/kernel', [27, 4]],
+    ['d/bias', [4]],
   ];
   const specs: KerasWeightSpec[] = [];
   const bytes: number[] = [];
@@ -71,7 +96,11 @@ beforeAll(async () => {
 
 async function reference(features: Array<{ layer: string; weight: number }>, thumb: boolean): Promise<Float32Array> {
   const model = await tf.loadLayersModel(
-    tf.io.fromMemory({ modelTopology: { ...artifacts.modelTopology, keras_version: '2.2.4', backend: 'tensorflow' } as never, weightSpecs: artifacts.weightsManifest[0]!.weights as never, weightData: artifacts.weightData }),
+    tf.io.fromMemory({
+      modelTopology: { ...artifacts.modelTopology, keras_version: '2.2.4', backend: 'tensorflow' } as never,
+      weightSpecs: artifacts.weightsManifest[0]!.weights as never,
+      weightData: artifacts.weightData,
+    }),
   );
   const sub = tf.model({ inputs: model.inputs, outputs: features.map((f) => model.getLayer(f.layer).output as tf.SymbolicTensor) });
   return tf.tidy(() => {

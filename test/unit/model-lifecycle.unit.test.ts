@@ -14,7 +14,9 @@ const record: FeatureRecord = { id: 'a', uri: 'file:///b/a.png', generation: '1'
 
 function world(options: { failUpsert?: boolean; failPromote?: boolean; failRollbackSync?: boolean } = {}) {
   const log: string[] = [];
-  const indices = new Map<string, { modelVersion: string; createdAt: string; docs: number }>([['images-v1', { modelVersion: 'm1', createdAt: '2026-01-01T00:00:00Z', docs: 1 }]]);
+  const indices = new Map<string, { modelVersion: string; createdAt: string; docs: number }>([
+    ['images-v1', { modelVersion: 'm1', createdAt: '2026-01-01T00:00:00Z', docs: 1 }],
+  ]);
   let alias = 'images-v1';
   let active = 'm1';
   const history = ['m1'];
@@ -40,7 +42,8 @@ function world(options: { failUpsert?: boolean; failPromote?: boolean; failRollb
   };
   const catalog = strict<VectorIndexCatalog>('catalog', {
     live: async () => index(alias),
-    versions: async () => [...indices].map(([name, m]) => ({ name, modelVersion: m.modelVersion, dimension: 2, createdAt: m.createdAt, count: m.docs, live: name === alias })),
+    versions: async () =>
+      [...indices].map(([name, m]) => ({ name, modelVersion: m.modelVersion, dimension: 2, createdAt: m.createdAt, count: m.docs, live: name === alias })),
     open: async (name) => index(name),
     async createVersion(modelVersion) {
       const name = `images-v${indices.size + 1}`;
@@ -157,7 +160,9 @@ describe('promotion order (cloud: the reindex job builds the index and swaps the
     const failing = launcher(async () => {
       throw new Error('PERMISSION_DENIED');
     }, w.log);
-    await expect(promoteThenStartReindexJob({ registry: w.deps.registry, launcher: failing, logger: silentLogger })('m2', () => {})).rejects.toThrow(/PERMISSION_DENIED/);
+    await expect(promoteThenStartReindexJob({ registry: w.deps.registry, launcher: failing, logger: silentLogger })('m2', () => {})).rejects.toThrow(
+      /PERMISSION_DENIED/,
+    );
     expect(w.log).toEqual(['promote m2', 'run reindex', 'rollback → m1']);
     expect(w.state()).toMatchObject({ alias: 'images-v1', active: 'm1' });
   });

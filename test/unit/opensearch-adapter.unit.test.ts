@@ -67,7 +67,9 @@ describe('options and connection', () => {
   });
 
   it('refuses a missing or non-PEM CA file and a bad URL, naming the fix', () => {
-    expect(() => createOpenSearchClient({ url: 'https://localhost:9200', caFile: '/nonexistent/ca.pem' })).toThrow(/Cannot read the OpenSearch CA file \/nonexistent\/ca\.pem.*OPENSEARCH_CA_FILE/);
+    expect(() => createOpenSearchClient({ url: 'https://localhost:9200', caFile: '/nonexistent/ca.pem' })).toThrow(
+      /Cannot read the OpenSearch CA file \/nonexistent\/ca\.pem.*OPENSEARCH_CA_FILE/,
+    );
     const dir = mkdtempSync(path.join(tmpdir(), 'os-ca-'));
     writeFileSync(path.join(dir, 'ca.pem'), 'not a certificate');
     expect(() => createOpenSearchClient({ url: 'https://localhost:9200', caFile: path.join(dir, 'ca.pem') })).toThrow(/holds no PEM certificate/);
@@ -85,7 +87,10 @@ describe('options and connection', () => {
       await good.close();
 
       const bad = await openOpenSearchCatalog({ url: secured.url.replace('http://', 'http://admin:Wr0ng-Secret-pw@'), logger: silentLogger });
-      const error = await bad.live().then(() => null, (e: unknown) => e as Error);
+      const error = await bad.live().then(
+        () => null,
+        (e: unknown) => e as Error,
+      );
       expect(error).toBeInstanceOf(Error);
       expect(error!.message).toMatch(/401/);
       const everything = `${error!.message} ${JSON.stringify(error)} ${String((error as Error & { cause?: Error }).cause?.message)} ${error!.stack}`;
@@ -100,7 +105,10 @@ describe('options and connection', () => {
         body: { error: { type: 'illegal_argument_exception', reason: 'rejected header Sup3r-Secret-pw from http://admin:Sup3r-Secret-pw@node' }, status: 400 },
       });
       const echoing = await openOpenSearchCatalog({ url: secured.url, username: 'admin', password: 'Sup3r-Secret-pw', logger: silentLogger });
-      const echoed = await echoing.live().then(() => null, (e: unknown) => e as Error & { cause?: Error });
+      const echoed = await echoing.live().then(
+        () => null,
+        (e: unknown) => e as Error & { cause?: Error },
+      );
       expect(echoed!.message).toMatch(/illegal_argument_exception: rejected header \*\*\* from http:\/\/\*\*\*@node/);
       expect(`${echoed!.message} ${echoed!.cause?.message} ${JSON.stringify(echoed)}`).not.toContain('Sup3r-Secret-pw');
       await echoing.close();
@@ -111,7 +119,10 @@ describe('options and connection', () => {
 
   it('redacts URL credentials and Authorization headers in connection errors', async () => {
     const down = await openOpenSearchCatalog({ url: 'http://user:An0ther-Secret@127.0.0.1:1', maxRetries: 0, logger: silentLogger });
-    const error = await down.live().then(() => null, (e: unknown) => e as Error);
+    const error = await down.live().then(
+      () => null,
+      (e: unknown) => e as Error,
+    );
     expect(error).toBeInstanceOf(TransientError);
     expect(`${error!.message} ${JSON.stringify(error)}`).not.toContain('An0ther-Secret');
     await down.close();
@@ -134,8 +145,14 @@ describe('index versions', () => {
       method: { name: 'hnsw', engine: 'faiss', space_type: 'cosinesimil', parameters: { m: 24, ef_construction: 200 } },
     });
     expect(properties).toMatchObject({
-      uri: { type: 'keyword' }, name: { type: 'keyword' }, generation: { type: 'long' }, labels: { type: 'keyword' },
-      caption: { type: 'text' }, modelVersion: { type: 'keyword' }, eventTime: { type: 'date' }, indexedAt: { type: 'date' },
+      uri: { type: 'keyword' },
+      name: { type: 'keyword' },
+      generation: { type: 'long' },
+      labels: { type: 'keyword' },
+      caption: { type: 'text' },
+      modelVersion: { type: 'keyword' },
+      eventTime: { type: 'date' },
+      indexedAt: { type: 'date' },
     });
     expect(_meta).toMatchObject({ modelVersion: MODEL, dimension: DIM });
     expect(Date.parse(_meta.createdAt)).not.toBeNaN();
@@ -197,7 +214,16 @@ describe('bulk upserts and deletes', () => {
     expect(JSON.parse(lines[0]!)).toEqual({ index: { _index: 'images-v1', _id: 'a', version: 100, version_type: 'external' } });
     expect(lines[2]).toContain(`"version":${big},`);
     const source = JSON.parse(lines[1]!);
-    expect(source).toMatchObject({ id: 'a', uri: 'gs://bucket/photos/a.jpg', name: 'photos/a.jpg', generation: '100', modelVersion: MODEL, labels: ['cat'], caption: 'a cat', deleted: false });
+    expect(source).toMatchObject({
+      id: 'a',
+      uri: 'gs://bucket/photos/a.jpg',
+      name: 'photos/a.jpg',
+      generation: '100',
+      modelVersion: MODEL,
+      labels: ['cat'],
+      caption: 'a cat',
+      deleted: false,
+    });
     expect(source.vector).toHaveLength(DIM);
     expect(source.vector[0]).toBeCloseTo(1, 6);
 
@@ -208,15 +234,23 @@ describe('bulk upserts and deletes', () => {
     expect((await index.get('b'))!.generation).toBe(big);
     expect((await index.get('a'))!.generation).toBe('101');
     // Same id twice in one call: applied in order.
-    expect(await index.upsert([doc('c', '2', [0, 0, 1, 0]), doc('c', '3', [0, 0, 1, 1]), doc('c', '1', [0, 0, 0, 1])])).toEqual(['created', 'updated', 'stale']);
+    expect(await index.upsert([doc('c', '2', [0, 0, 1, 0]), doc('c', '3', [0, 0, 1, 1]), doc('c', '1', [0, 0, 0, 1])])).toEqual([
+      'created',
+      'updated',
+      'stale',
+    ]);
   });
 
   it('refuses another model version or dimension before any request', async () => {
     const index = await catalog.createVersion(MODEL, DIM);
     const n = fake.requests.length;
     await expect(index.upsert([doc('a', '1', [1, 0, 0, 0]), doc('x', '1', [1, 0, 0, 0], { modelVersion: 'clip@2' })])).rejects.toThrow(ModelMismatchError);
-    await expect(index.upsert([doc('x', '1', [1, 0, 0, 0], { modelVersion: 'clip@2' })])).rejects.toThrow(/embedded by model clip@2, but index images-v1 holds model mobilenet-v2@1/);
-    await expect(index.upsert([{ ...doc('y', '1', [1, 0, 0, 0]), vector: new Float32Array(3) }])).rejects.toThrow(/vector of dimension 3; index images-v1 holds dimension 4/);
+    await expect(index.upsert([doc('x', '1', [1, 0, 0, 0], { modelVersion: 'clip@2' })])).rejects.toThrow(
+      /embedded by model clip@2, but index images-v1 holds model mobilenet-v2@1/,
+    );
+    await expect(index.upsert([{ ...doc('y', '1', [1, 0, 0, 0]), vector: new Float32Array(3) }])).rejects.toThrow(
+      /vector of dimension 3; index images-v1 holds dimension 4/,
+    );
     await expect(index.upsert([doc('z', '-1', [1, 0, 0, 0])])).rejects.toThrow(ParseError);
     await expect(index.upsert([doc('z', '99999999999999999999', [1, 0, 0, 0])])).rejects.toThrow(/int64/);
     expect(fake.requests.length).toBe(n);
@@ -225,7 +259,13 @@ describe('bulk upserts and deletes', () => {
   it('deletes with tombstones: deleted / stale / absent, and a late older upsert stays stale', async () => {
     const index = await catalog.createVersion(MODEL, DIM);
     await index.upsert([doc('a', '10', [1, 0, 0, 0]), doc('b', '10', [0, 1, 0, 0])]);
-    expect(await index.delete([{ id: 'a', generation: '10' }, { id: 'b', generation: '9' }, { id: 'n', generation: '3' }])).toEqual(['deleted', 'stale', 'absent']);
+    expect(
+      await index.delete([
+        { id: 'a', generation: '10' },
+        { id: 'b', generation: '9' },
+        { id: 'n', generation: '3' },
+      ]),
+    ).toEqual(['deleted', 'stale', 'absent']);
     const bulk = fake.requestsTo(/^\/_bulk$/).at(-1)!;
     expect(JSON.parse(bulk.body.split('\n')[0]!)).toEqual({ index: { _index: 'images-v1', _id: 'a', version: 10, version_type: 'external_gte' } });
     expect(JSON.parse(bulk.body.split('\n')[1]!)).toMatchObject({ id: 'a', generation: '10', deleted: true });
@@ -240,7 +280,13 @@ describe('bulk upserts and deletes', () => {
   it('splits bulks by bytes', async () => {
     const c = makeCatalog({ bulkMaxBytes: 2048 });
     const index = await c.createVersion(MODEL, 32);
-    const docs = Array.from({ length: 8 }, (_, i) => doc(`d${i}`, '1', Array.from({ length: 32 }, (_, j) => ((i + 1) * (j + 3)) % 7 + 0.5)));
+    const docs = Array.from({ length: 8 }, (_, i) =>
+      doc(
+        `d${i}`,
+        '1',
+        Array.from({ length: 32 }, (_, j) => (((i + 1) * (j + 3)) % 7) + 0.5),
+      ),
+    );
     expect(await index.upsert(docs)).toEqual(Array(8).fill('created'));
     const bulks = fake.requestsTo(/^\/_bulk$/);
     expect(bulks.length).toBeGreaterThan(1);
@@ -266,13 +312,34 @@ describe('faults and retries', () => {
         return undefined;
       },
     });
-    expect(await index.upsert([doc('t', '7', [1, 0, 0, 0]), doc('r', '7', [0, 1, 0, 0]), doc('ok', '7', [0, 0, 1, 0])])).toEqual(['created', 'unchanged', 'created']);
+    expect(await index.upsert([doc('t', '7', [1, 0, 0, 0]), doc('r', '7', [0, 1, 0, 0]), doc('ok', '7', [0, 0, 1, 0])])).toEqual([
+      'created',
+      'unchanged',
+      'created',
+    ]);
     const bulks = fake.requestsTo(/^\/_bulk$/);
     expect(bulks).toHaveLength(2);
-    expect(bulks[1]!.body.trimEnd().split('\n').map((l) => JSON.parse(l).index?._id).filter(Boolean)).toEqual(['t']);
+    expect(
+      bulks[1]!.body
+        .trimEnd()
+        .split('\n')
+        .map((l) => JSON.parse(l).index?._id)
+        .filter(Boolean),
+    ).toEqual(['t']);
 
-    fake.addFault({ match: (r) => r.path === '/_bulk', items: (id) => (id === 'bad' ? { status: 400, type: 'mapper_parsing_exception', reason: 'failed to parse field [vector]' } : id === 'slow' ? { status: 429, type: 'es_rejected_execution_exception' } : undefined) });
-    const error = await index.upsert([doc('bad', '1', [1, 0, 0, 0]), doc('slow', '1', [0, 1, 0, 0]), doc('fine', '1', [0, 0, 1, 0])]).then(() => null, (e: unknown) => e);
+    fake.addFault({
+      match: (r) => r.path === '/_bulk',
+      items: (id) =>
+        id === 'bad'
+          ? { status: 400, type: 'mapper_parsing_exception', reason: 'failed to parse field [vector]' }
+          : id === 'slow'
+            ? { status: 429, type: 'es_rejected_execution_exception' }
+            : undefined,
+    });
+    const error = await index.upsert([doc('bad', '1', [1, 0, 0, 0]), doc('slow', '1', [0, 1, 0, 0]), doc('fine', '1', [0, 0, 1, 0])]).then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(OpenSearchBulkItemError);
     expect((error as Error).message).toMatch(/refused 1 upsert\(s\) in images-v1: bad \(400 mapper_parsing_exception: failed to parse field \[vector\]\)/);
     expect(stored().has('slow') && stored().has('fine')).toBe(true);
@@ -280,7 +347,11 @@ describe('faults and retries', () => {
 
   it('retries a whole request answered 429, then succeeds', async () => {
     const index = await catalog.createVersion(MODEL, DIM);
-    fake.addFault({ match: (r) => r.path === '/_bulk', status: 429, body: { error: { type: 'circuit_breaking_exception', reason: 'too many requests' }, status: 429 } });
+    fake.addFault({
+      match: (r) => r.path === '/_bulk',
+      status: 429,
+      body: { error: { type: 'circuit_breaking_exception', reason: 'too many requests' }, status: 429 },
+    });
     expect(await index.upsert([doc('a', '1', [1, 0, 0, 0])])).toEqual(['created']);
     expect(fake.requestsTo(/^\/_bulk$/)).toHaveLength(2);
   });
@@ -336,7 +407,13 @@ describe('k-NN query', () => {
     const hits = await index.query(q, {
       k: 2,
       numCandidates: 50,
-      filter: { labels: ['cat', 'dog'], uriPrefix: 'photos/', eventTimeFrom: '2024-01-01T00:00:00Z', eventTimeTo: '2024-01-31T00:00:00Z', excludeIds: ['cat2'] },
+      filter: {
+        labels: ['cat', 'dog'],
+        uriPrefix: 'photos/',
+        eventTimeFrom: '2024-01-01T00:00:00Z',
+        eventTimeTo: '2024-01-31T00:00:00Z',
+        excludeIds: ['cat2'],
+      },
     });
     const search = fake.requestsTo(/^\/images-v1\/_search$/).at(-1)!.json;
     expect(search.size).toBe(2);
@@ -388,7 +465,10 @@ describe('scan', () => {
     await index.delete([{ id: 'id3', generation: '1' }]);
     const pages: string[][] = [];
     for await (const page of index.scan(3)) pages.push(page.map((d) => d.id));
-    expect(pages).toEqual([['id0', 'id1', 'id2'], ['id4', 'id5', 'id6']]);
+    expect(pages).toEqual([
+      ['id0', 'id1', 'id2'],
+      ['id4', 'id5', 'id6'],
+    ]);
     const searches = fake.requestsTo(/^\/images-v1\/_search$/);
     expect(searches[1]!.json.search_after).toEqual(['id2']);
     expect(searches[0]!.json.sort).toEqual([{ id: 'asc' }]);

@@ -94,7 +94,14 @@ export class FakeOpenSearch {
     if (this.credentials) {
       const expected = `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString('base64')}`;
       if (req.headers.authorization !== expected) {
-        return send(401, { error: { root_cause: [{ type: 'security_exception', reason: 'missing authentication credentials' }], type: 'security_exception', reason: 'missing authentication credentials' }, status: 401 });
+        return send(401, {
+          error: {
+            root_cause: [{ type: 'security_exception', reason: 'missing authentication credentials' }],
+            type: 'security_exception',
+            reason: 'missing authentication credentials',
+          },
+          status: 401,
+        });
       }
     }
     const fault = this.faults.find((f) => f.left > 0 && f.match(rec));
@@ -162,14 +169,17 @@ export class FakeOpenSearch {
     }
     if (op === '_mget') {
       const include = r.query.get('_source_includes')?.split(',');
-      return [200, {
-        docs: (r.json.ids as string[]).map((docId) => {
-          const d = index.docs.get(docId);
-          if (!d) return { _index: name, _id: docId, found: false };
-          const source = include ? Object.fromEntries(include.filter((k) => k in d.source).map((k) => [k, d.source[k]])) : d.source;
-          return { _index: name, _id: docId, _version: Number(d.version), found: true, _source: source };
-        }),
-      }];
+      return [
+        200,
+        {
+          docs: (r.json.ids as string[]).map((docId) => {
+            const d = index.docs.get(docId);
+            if (!d) return { _index: name, _id: docId, found: false };
+            const source = include ? Object.fromEntries(include.filter((k) => k in d.source).map((k) => [k, d.source[k]])) : d.source;
+            return { _index: name, _id: docId, _version: Number(d.version), found: true, _source: source };
+          }),
+        },
+      ];
     }
     if (op === '_count') return [200, { count: [...index.docs.entries()].filter(([i, d]) => matches(r.json?.query, i, d.source)).length }];
     if (op === '_search') return [200, this.search(name, index, r.json ?? {})];
@@ -183,7 +193,12 @@ export class FakeOpenSearch {
   }
 
   private match(pattern: string): string[] {
-    const re = new RegExp(`^${pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+    const re = new RegExp(
+      `^${pattern
+        .split('*')
+        .map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+        .join('.*')}$`,
+    );
     return [...this.indices.keys()].filter((n) => re.test(n));
   }
 
@@ -191,7 +206,8 @@ export class FakeOpenSearch {
     for (const a of body.actions) {
       const [kind, spec] = Object.entries(a)[0]!;
       if (!this.indices.has(spec.index)) return [404, err(404, 'index_not_found_exception', `no such index [${spec.index}]`)];
-      if (kind === 'remove' && !this.aliases.get(spec.alias)?.has(spec.index)) return [404, err(404, 'aliases_not_found_exception', `aliases [${spec.alias}] missing`)];
+      if (kind === 'remove' && !this.aliases.get(spec.alias)?.has(spec.index))
+        return [404, err(404, 'aliases_not_found_exception', `aliases [${spec.alias}] missing`)];
     }
     for (const a of body.actions) {
       const [kind, spec] = Object.entries(a)[0]!;
@@ -231,7 +247,16 @@ export class FakeOpenSearch {
       const cur = index.docs.get(action._id);
       const ok = !cur || (action.version_type === 'external_gte' ? version >= cur.version : version > cur.version);
       if (!ok) {
-        items.push({ index: { ...base, status: 409, error: { type: 'version_conflict_engine_exception', reason: `[${action._id}]: version conflict, current version [${cur!.version}] is higher or equal to the one provided [${version}]` } } });
+        items.push({
+          index: {
+            ...base,
+            status: 409,
+            error: {
+              type: 'version_conflict_engine_exception',
+              reason: `[${action._id}]: version conflict, current version [${cur!.version}] is higher or equal to the one provided [${version}]`,
+            },
+          },
+        });
         continue;
       }
       index.docs.set(action._id, { version, source });

@@ -26,10 +26,13 @@ describe('LiveIndexCache (one TTL for every path that reads the live index)', ()
     let t = 0;
     let lookups = 0;
     let live: VectorIndex = index('a');
-    const cache = new LiveIndexCache(async () => {
-      lookups += 1;
-      return live;
-    }, { now: () => t });
+    const cache = new LiveIndexCache(
+      async () => {
+        lookups += 1;
+        return live;
+      },
+      { now: () => t },
+    );
     const [x, y] = await Promise.all([cache.get(), cache.get()]);
     expect([x!.name, y!.name, lookups]).toEqual(['a', 'a', 1]);
     live = index('b');
@@ -66,19 +69,22 @@ describe('ModelHolder.forLiveIndex (a process that embeds and searches)', () => 
       localPath: async (v: string) => `/models/${v}`,
     });
 
-  it('loads the live index\'s model beside the active one, never replacing the one the pipeline embeds with', async () => {
+  it("loads the live index's model beside the active one, never replacing the one the pipeline embeds with", async () => {
     const closed: string[] = [];
     const loads: string[] = [];
-    const holder = new ModelHolder(registry(['m1', 'm2'], () => 'm2'), {
-      maxPixels: 1e7,
-      logger: silentLogger,
-      load: async (_dir, v) => {
-        loads.push(v);
-        const e = new FakeEmbedder(v);
-        e.close = async () => void closed.push(v);
-        return e;
+    const holder = new ModelHolder(
+      registry(['m1', 'm2'], () => 'm2'),
+      {
+        maxPixels: 1e7,
+        logger: silentLogger,
+        load: async (_dir, v) => {
+          loads.push(v);
+          const e = new FakeEmbedder(v);
+          e.close = async () => void closed.push(v);
+          return e;
+        },
       },
-    });
+    );
     expect((await holder.get()).modelVersion).toBe('m2');
     const [a, b] = await Promise.all([holder.forLiveIndex('m1'), holder.forLiveIndex('m1')]);
     expect([a.modelVersion, b.modelVersion]).toEqual(['m1', 'm1']);
@@ -92,7 +98,10 @@ describe('ModelHolder.forLiveIndex (a process that embeds and searches)', () => 
   });
 
   it('refuses a live index whose model is not in the registry', async () => {
-    const holder = new ModelHolder(registry(['m2'], () => 'm2'), { maxPixels: 1e7, logger: silentLogger, load: async (_d, v) => new FakeEmbedder(v) });
+    const holder = new ModelHolder(
+      registry(['m2'], () => 'm2'),
+      { maxPixels: 1e7, logger: silentLogger, load: async (_d, v) => new FakeEmbedder(v) },
+    );
     await expect(holder.forLiveIndex('gone')).rejects.toThrow(/not in the registry/);
     expect(holder.current().modelVersion).toBe('m2');
   });
@@ -117,13 +126,23 @@ describe('ModelFollower', () => {
     expect(await follower.check()).toBe(true);
     expect(await follower.check()).toBe(false);
     expect(changes).toHaveLength(1);
-    expect(lines().find((l) => l.severity === 'WARNING')).toMatchObject({ message: 'model refresh failed', err: { type: 'Error', message: 'registry unreadable' } });
+    expect(lines().find((l) => l.severity === 'WARNING')).toMatchObject({
+      message: 'model refresh failed',
+      err: { type: 'Error', message: 'registry unreadable' },
+    });
     await follower.stop();
   });
 });
 
 describe('reconcileBucket', () => {
-  const info = (name: string, generation: string): BlobInfo => ({ bucket: '/data/bucket', name, generation, size: 10, contentType: 'image/png', updated: '2025-03-01T10:00:00.000Z' });
+  const info = (name: string, generation: string): BlobInfo => ({
+    bucket: '/data/bucket',
+    name,
+    generation,
+    size: 10,
+    contentType: 'image/png',
+    updated: '2025-03-01T10:00:00.000Z',
+  });
 
   it('re-publishes every object and publishes a delete (with the indexed generation) for each document whose object vanished', async () => {
     const objects = [info('a.png', '5'), info('b.png', '6')];
@@ -135,18 +154,37 @@ describe('reconcileBucket', () => {
       },
     });
     const live = index('live');
-    const doc = (name: string, generation: string) => ({ id: name, uri: `file:///data/bucket/${name}`, generation, modelVersion: 'm1', vector: new Float32Array(4), labels: [], indexedAt: '' });
+    const doc = (name: string, generation: string) => ({
+      id: name,
+      uri: `file:///data/bucket/${name}`,
+      generation,
+      modelVersion: 'm1',
+      vector: new Float32Array(4),
+      labels: [],
+      indexedAt: '',
+    });
     await live.upsert([doc('a.png', '5'), doc('gone.png', '3'), { ...doc('other.png', '1'), uri: 'file:///elsewhere/other.png' }]);
     const seen: ImageEvent[] = [];
     const published: { topic: string; data: unknown }[] = [];
     const bus = strict<FileQueue>('bus', { publish: async (topic: string, data: unknown) => String(published.push({ topic, data })) });
     const result = await reconcileBucket({ blobs, index: live, bus, onObject: async (e) => void seen.push(e), now: () => new Date('2025-03-02T00:00:00Z') });
     expect(result).toEqual({ published: 2, deleted: 1 });
-    expect(seen.map((e) => [e.name, e.generation, e.eventType])).toEqual([['a.png', '5', 'finalize'], ['b.png', '6', 'finalize']]);
+    expect(seen.map((e) => [e.name, e.generation, e.eventType])).toEqual([
+      ['a.png', '5', 'finalize'],
+      ['b.png', '6', 'finalize'],
+    ]);
     expect(published).toEqual([
       {
         topic: TOPICS.imageEvents,
-        data: { bucket: '/data/bucket', name: 'gone.png', generation: '3', contentType: 'application/octet-stream', size: 0, eventType: 'delete', eventTime: '2025-03-02T00:00:00.000Z' },
+        data: {
+          bucket: '/data/bucket',
+          name: 'gone.png',
+          generation: '3',
+          contentType: 'application/octet-stream',
+          size: 0,
+          eventType: 'delete',
+          eventTime: '2025-03-02T00:00:00.000Z',
+        },
       },
     ]);
   });
@@ -164,7 +202,15 @@ describe('runEmbedLoop as the local workers run it', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const event = (name: string): ImageEventInput => ({ bucket: 'b', name, generation: '1', contentType: 'image/png', size: 8, eventType: 'delete', eventTime: '2025-03-01T10:00:00Z' });
+  const event = (name: string): ImageEventInput => ({
+    bucket: 'b',
+    name,
+    generation: '1',
+    contentType: 'image/png',
+    size: 8,
+    eventType: 'delete',
+    eventTime: '2025-03-01T10:00:00Z',
+  });
   const embed = (embedder: Embedder = new FakeEmbedder('m1')) => ({
     blobs: () => strict<BlobStore>('blobs', {}),
     embedder,
@@ -201,7 +247,15 @@ describe('runEmbedLoop as the local workers run it', () => {
   });
 
   it('with lease-expiry, a batch that fails as a whole stays leased (no immediate redelivery) and the loop goes on', async () => {
-    await bus.publish(TOPICS.imageEvents, { bucket: 'b', name: 'x.png', generation: '1', contentType: 'image/png', size: 8, eventType: 'finalize', eventTime: '2025-03-01T10:00:00Z' });
+    await bus.publish(TOPICS.imageEvents, {
+      bucket: 'b',
+      name: 'x.png',
+      generation: '1',
+      contentType: 'image/png',
+      size: 8,
+      eventType: 'finalize',
+      eventTime: '2025-03-01T10:00:00Z',
+    });
     const failures: string[] = [];
     let pulls = 0;
     // Inference fails for the whole batch (not one image's outcome).

@@ -62,10 +62,10 @@ export class GcsBlobStore implements BlobStore {
         // A pinned generation that is gone: replaced (mismatch) or deleted (not found)?
         const current = options.generation === undefined ? null : await this.stat(name);
         if (current) {
-          throw new GenerationMismatchError(
-            `gs://${this.bucket}/${name} is at generation ${current.generation}, not ${options.generation}`,
-            { cause: err, meta: { ...meta, actual: current.generation } },
-          );
+          throw new GenerationMismatchError(`gs://${this.bucket}/${name} is at generation ${current.generation}, not ${options.generation}`, {
+            cause: err,
+            meta: { ...meta, actual: current.generation },
+          });
         }
         throw new NotFoundError(`gs://${this.bucket}/${name} not found`, { cause: err, meta });
       }
@@ -115,16 +115,14 @@ export class GcsBlobStore implements BlobStore {
         // Without an explicit type the client derives it from the name (`.jpg` → image/jpeg).
         ...(options.contentType ? { contentType: options.contentType } : {}),
         resumable: body.length > RESUMABLE_THRESHOLD,
-        ...(options.ifGenerationMatch === undefined
-          ? {}
-          : { preconditionOpts: { ifGenerationMatch: checkGeneration(options.ifGenerationMatch) } }),
+        ...(options.ifGenerationMatch === undefined ? {} : { preconditionOpts: { ifGenerationMatch: checkGeneration(options.ifGenerationMatch) } }),
       });
     } catch (err) {
       if (httpStatusOf(err) === 412) {
-        throw new GenerationMismatchError(
-          `gs://${this.bucket}/${name} changed: it is no longer at generation ${options.ifGenerationMatch}`,
-          { cause: err, meta: { bucket: this.bucket, name, expected: options.ifGenerationMatch } },
-        );
+        throw new GenerationMismatchError(`gs://${this.bucket}/${name} changed: it is no longer at generation ${options.ifGenerationMatch}`, {
+          cause: err,
+          meta: { bucket: this.bucket, name, expected: options.ifGenerationMatch },
+        });
       }
       return rethrowGcsError(err, `Writing gs://${this.bucket}/${name}`, { name });
     }

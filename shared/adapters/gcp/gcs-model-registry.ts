@@ -5,7 +5,21 @@ import type { Storage } from '@google-cloud/storage';
 import { GenerationMismatchError, AppError, NotFoundError, ParseError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
 import type { ModelMetrics, ModelRegistry, ModelVersion } from '../../ports/model-registry.js';
-import { REGISTRY_FILES, alreadyRegistered, byCreation, checkModelVersion, isModelVersion, parseActivePointer, prepareRegistration, promoted, relativeModelPath, rolledBack, toModelVersion, withMetrics, type ActivePointer } from '../model-registry-base.js';
+import {
+  REGISTRY_FILES,
+  alreadyRegistered,
+  byCreation,
+  checkModelVersion,
+  isModelVersion,
+  parseActivePointer,
+  prepareRegistration,
+  promoted,
+  relativeModelPath,
+  rolledBack,
+  toModelVersion,
+  withMetrics,
+  type ActivePointer,
+} from '../model-registry-base.js';
 import { GcsBlobStore } from './gcs-blob-store.js';
 
 /**

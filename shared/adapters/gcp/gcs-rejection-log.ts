@@ -29,7 +29,8 @@ export class GcsRejectionLog implements RejectionLog {
     const name = this.object(parsed.id);
     await this.withRetry(name, async (existing, generation) => {
       // An older generation's rejection never replaces a newer one's.
-      if (existing && isGeneration(existing.generation) && isGeneration(parsed.generation) && compareGenerations(parsed.generation, existing.generation) < 0) return;
+      if (existing && isGeneration(existing.generation) && isGeneration(parsed.generation) && compareGenerations(parsed.generation, existing.generation) < 0)
+        return;
       const options: GcsWriteOptions = { contentType: 'application/json', ifGenerationMatch: generation ?? '0' };
       await this.blobs.write(name, JSON.stringify(parsed), options);
     });

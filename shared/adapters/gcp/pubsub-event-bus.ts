@@ -105,7 +105,11 @@ export class PubSubEventBus implements EventBus {
     this.forgetOldLeases();
     const deliveries = received.map((rm) => this.toDelivery<T>(topic, rm));
     if (ackDeadlineSeconds !== undefined && deliveries.length > 0) {
-      await this.modifyDeadline(subscription, deliveries.map((d) => d.ackId), ackDeadlineSeconds);
+      await this.modifyDeadline(
+        subscription,
+        deliveries.map((d) => d.ackId),
+        ackDeadlineSeconds,
+      );
     }
     return deliveries;
   }
@@ -176,11 +180,14 @@ export class PubSubEventBus implements EventBus {
    */
   async listDeadLetters(topic: string, limit = 100): Promise<DeadLetter[]> {
     const max = Math.min(Math.max(1, Math.floor(limit)), MAX_PULL);
-    const subscription = this.subscriptionPath(
-      this.options.deadLetterSubscriptionFor?.(topic) ?? `${this.options.subscriptionFor(topic)}-dlq`,
-    );
+    const subscription = this.subscriptionPath(this.options.deadLetterSubscriptionFor?.(topic) ?? `${this.options.subscriptionFor(topic)}-dlq`);
     const received = await this.pullFrom(subscription, max);
-    if (received.length > 0) await this.modifyDeadline(subscription, received.map((rm) => rm.ackId ?? ''), 0);
+    if (received.length > 0)
+      await this.modifyDeadline(
+        subscription,
+        received.map((rm) => rm.ackId ?? ''),
+        0,
+      );
     return received.map((rm) => {
       const attributes = { ...(rm.message?.attributes ?? {}) };
       const forwardedAttempts = attributes.CloudPubSubDeadLetterSourceDeliveryCount;
@@ -323,7 +330,12 @@ function timestampToIso(ts: Timestamp | null | undefined): string {
 
 function truncateUtf8(text: string, maxBytes: number): string {
   const bytes = Buffer.from(text, 'utf8');
-  return bytes.length <= maxBytes ? text : `${bytes.subarray(0, maxBytes - 3).toString('utf8').replace(/\uFFFD$/, '')}...`;
+  return bytes.length <= maxBytes
+    ? text
+    : `${bytes
+        .subarray(0, maxBytes - 3)
+        .toString('utf8')
+        .replace(/\uFFFD$/, '')}...`;
 }
 
 function* chunks(ids: string[]): Iterable<string[]> {

@@ -100,7 +100,10 @@ export class VertexJobLauncher implements JobLauncher {
               machineSpec: {
                 machineType: spec.machineType,
                 ...(spec.acceleratorType
-                  ? { acceleratorType: spec.acceleratorType as protos.google.cloud.aiplatform.v1.MachineSpec['acceleratorType'], acceleratorCount: spec.acceleratorCount ?? 1 }
+                  ? {
+                      acceleratorType: spec.acceleratorType as protos.google.cloud.aiplatform.v1.MachineSpec['acceleratorType'],
+                      acceleratorCount: spec.acceleratorCount ?? 1,
+                    }
                   : {}),
               },
               replicaCount: 1,

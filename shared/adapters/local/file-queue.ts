@@ -241,15 +241,21 @@ export class FileQueue implements EventBus {
       } catch (err) {
         if (isNotFound(err)) continue;
         // Mid-move or hand-edited: show it rather than hide it.
-        out.push({ messageId: name.replace(/\.json$/, ''), data: null, attributes: {}, reason: `unreadable dead letter: ${errorMessage(err)}`, deliveryAttempt: 0, at: '' });
+        out.push({
+          messageId: name.replace(/\.json$/, ''),
+          data: null,
+          attributes: {},
+          reason: `unreadable dead letter: ${errorMessage(err)}`,
+          deliveryAttempt: 0,
+          at: '',
+        });
       }
     }
     return out;
   }
 
   async stats(topic: string): Promise<TopicStats> {
-    const count = async (sub: 'ready' | 'inflight' | 'dead') =>
-      (await readdirOrEmpty(this.topicDir(topic, sub))).filter((n) => n.endsWith('.json')).length;
+    const count = async (sub: 'ready' | 'inflight' | 'dead') => (await readdirOrEmpty(this.topicDir(topic, sub))).filter((n) => n.endsWith('.json')).length;
     return { ready: await count('ready'), inflight: await count('inflight'), deadLettered: await count('dead') };
   }
 
@@ -324,9 +330,7 @@ export class FileQueue implements EventBus {
 
   /** Back to ready for another attempt, or to dead when the attempts are used up. */
   private async release(topic: string, file: string, id: string, reason: string): Promise<boolean> {
-    return this.settle(topic, file, id, (message) =>
-      message.deliveries >= this.maxDeliveryAttempts ? { dest: 'dead', reason } : { dest: 'ready', reason },
-    );
+    return this.settle(topic, file, id, (message) => (message.deliveries >= this.maxDeliveryAttempts ? { dest: 'dead', reason } : { dest: 'ready', reason }));
   }
 
   private async moveToDead(topic: string, file: string, reason: string): Promise<void> {

@@ -43,11 +43,7 @@ export async function scanFolder(store: FolderBlobStore): Promise<ImageEvent[]> 
   return events;
 }
 
-export function watchFolder(
-  store: FolderBlobStore,
-  opts: WatchOptions,
-  onEvent: (e: ImageEvent) => void | Promise<void>,
-): FolderWatcher {
+export function watchFolder(store: FolderBlobStore, opts: WatchOptions, onEvent: (e: ImageEvent) => void | Promise<void>): FolderWatcher {
   const logger = opts.logger ?? silentLogger;
   const stabilityMs = opts.stabilityMs ?? 300;
   // Last generation seen per object: a delete event carries it, as GCS does.
@@ -55,9 +51,7 @@ export function watchFolder(
   // Events are delivered one at a time and in order (a replace then a delete of the same file).
   let chain: Promise<void> = Promise.resolve();
   const emit = (event: ImageEvent): void => {
-    chain = chain
-      .then(() => onEvent(event))
-      .catch((err: unknown) => logger.error({ err, name: event.name }, 'folder event handler failed'));
+    chain = chain.then(() => onEvent(event)).catch((err: unknown) => logger.error({ err, name: event.name }, 'folder event handler failed'));
   };
 
   const watcher = watch(store.bucket, {

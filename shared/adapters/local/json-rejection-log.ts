@@ -30,7 +30,8 @@ export class JsonRejectionLog implements RejectionLog {
     await mutex.run(file, async () => {
       const existing = await readJsonFile<RejectedImage | null>(file, null);
       // An older generation's rejection never replaces a newer one's.
-      if (existing && /^\d+$/.test(existing.generation) && /^\d+$/.test(parsed.generation) && compareGenerations(parsed.generation, existing.generation) < 0) return;
+      if (existing && /^\d+$/.test(existing.generation) && /^\d+$/.test(parsed.generation) && compareGenerations(parsed.generation, existing.generation) < 0)
+        return;
       await writeJsonAtomic(file, parsed);
     });
   }

@@ -65,7 +65,14 @@ export class LanceDbIndexCatalog extends BaseIndexCatalog<LanceDbVectorIndex> {
     const out: IndexVersionInfo[] = [];
     for (const [name, meta] of Object.entries(catalog.tables)) {
       const index = await this.open(name);
-      out.push({ name, modelVersion: meta.modelVersion, dimension: meta.dimension, createdAt: meta.createdAt, count: await index.count(), live: alias.current === name });
+      out.push({
+        name,
+        modelVersion: meta.modelVersion,
+        dimension: meta.dimension,
+        createdAt: meta.createdAt,
+        count: await index.count(),
+        live: alias.current === name,
+      });
     }
     return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.name.localeCompare(b.name, undefined, { numeric: true }));
   }

@@ -175,9 +175,12 @@ export class LanceDbVectorIndex implements VectorIndex {
     const config =
       type === 'hnsw_sq'
         ? lancedb.Index.hnswSq({ distanceType: 'cosine', numPartitions })
-        : lancedb.Index.ivfPq({ distanceType: 'cosine', numPartitions, // ~8 dimensions per PQ sub-vector: coarser codes (e.g. 16 sub-vectors for 1632-d) lose the
-        // neighbours before re-ranking can recover them.
-        numSubVectors: options.numSubVectors ?? largestDivisorAtMost(this.dimension, Math.max(1, Math.floor(this.dimension / 8))) });
+        : lancedb.Index.ivfPq({
+            distanceType: 'cosine',
+            numPartitions, // ~8 dimensions per PQ sub-vector: coarser codes (e.g. 16 sub-vectors for 1632-d) lose the
+            // neighbours before re-ranking can recover them.
+            numSubVectors: options.numSubVectors ?? largestDivisorAtMost(this.dimension, Math.max(1, Math.floor(this.dimension / 8))),
+          });
     await this.ordered.withLock(() => this.table.createIndex('vector', { config, replace: true }));
     this.hasAnn = true;
   }

@@ -76,7 +76,11 @@ export interface OrderedFields {
 }
 
 /** The ordered columns of a document or record about to be written, checked (`kind` names it in errors). */
-export function orderedValues(doc: { id: string; uri: string; generation: string; vector: unknown; labels?: string[] }, dimension: number, kind: string): OrderedFields {
+export function orderedValues(
+  doc: { id: string; uri: string; generation: string; vector: unknown; labels?: string[] },
+  dimension: number,
+  kind: string,
+): OrderedFields {
   if (typeof doc.id !== 'string' || doc.id.length === 0) throw new AppError(`${kind} id must be a non-empty string`);
   return { id: doc.id, uri: doc.uri, generation: doc.generation, vector: checkVector(doc.vector, dimension, `${kind} ${doc.id}`), labels: doc.labels ?? [] };
 }
@@ -251,7 +255,11 @@ export class GenerationOrderedTable {
 
   /** The live row of `id` (not a tombstone), or null. */
   async liveRow(id: string): Promise<Record<string, unknown> | null> {
-    const rows = await this.table.query().where(`id = ${sqlString(id)} AND deleted = false`).limit(1).toArray();
+    const rows = await this.table
+      .query()
+      .where(`id = ${sqlString(id)} AND deleted = false`)
+      .limit(1)
+      .toArray();
     return (rows[0] as Record<string, unknown> | undefined) ?? null;
   }
 

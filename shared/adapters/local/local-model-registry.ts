@@ -2,7 +2,20 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { NotFoundError } from '../../errors.js';
 import type { ModelMetrics, ModelRegistry, ModelVersion } from '../../ports/model-registry.js';
-import { REGISTRY_FILES, alreadyRegistered, byCreation, checkModelVersion, isModelVersion, parseActivePointer, prepareRegistration, promoted, rolledBack, toModelVersion, withMetrics, type ActivePointer } from '../model-registry-base.js';
+import {
+  REGISTRY_FILES,
+  alreadyRegistered,
+  byCreation,
+  checkModelVersion,
+  isModelVersion,
+  parseActivePointer,
+  prepareRegistration,
+  promoted,
+  rolledBack,
+  toModelVersion,
+  withMetrics,
+  type ActivePointer,
+} from '../model-registry-base.js';
 import { KeyedMutex, isNotFound, readJsonFile, writeFileAtomic, writeJsonAtomic } from './atomic-file.js';
 
 /**

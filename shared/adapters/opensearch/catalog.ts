@@ -113,7 +113,11 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
       spaceType: this.options.spaceType,
       alias: this.alias,
     };
-    const res = await this.request<{ error?: { type?: string } }>(`create index ${name}`, { method: 'PUT', path: `/${name}`, body: indexBody(meta, this.options) }, [400]);
+    const res = await this.request<{ error?: { type?: string } }>(
+      `create index ${name}`,
+      { method: 'PUT', path: `/${name}`, body: indexBody(meta, this.options) },
+      [400],
+    );
     if (res.statusCode === 400) {
       if (res.body.error?.type === 'resource_already_exists_exception') return null;
       throw new OpenSearchRequestError(`OpenSearch refused to create index ${name}: ${JSON.stringify(res.body.error)}`);

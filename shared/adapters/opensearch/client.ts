@@ -84,9 +84,7 @@ export function createOpenSearchClient(options: OpenSearchConnectionOptions): Cl
     try {
       ca = readFileSync(opts.caFile);
     } catch (err) {
-      throw new ConfigError(
-        `Cannot read the OpenSearch CA file ${opts.caFile}: ${errorMessage(err)} (set OPENSEARCH_CA_FILE to a readable PEM file)`,
-      );
+      throw new ConfigError(`Cannot read the OpenSearch CA file ${opts.caFile}: ${errorMessage(err)} (set OPENSEARCH_CA_FILE to a readable PEM file)`);
     }
     if (!ca.toString('utf8').includes('-----BEGIN CERTIFICATE-----')) {
       throw new ConfigError(`The OpenSearch CA file ${opts.caFile} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);

@@ -42,11 +42,7 @@ export function describeFailure(err: unknown): FailureInfo {
     const reason = typeof body?.error === 'object' ? (body.error.reason ?? err.message) : err.message;
     return { retryable: status === 429 || status >= 500, status, type, reason: redact(String(reason)) };
   }
-  if (
-    err instanceof osErrors.ConnectionError ||
-    err instanceof osErrors.TimeoutError ||
-    err instanceof osErrors.NoLivingConnectionsError
-  ) {
+  if (err instanceof osErrors.ConnectionError || err instanceof osErrors.TimeoutError || err instanceof osErrors.NoLivingConnectionsError) {
     return { retryable: true, type: err.name, reason: redact(err.message) };
   }
   return { retryable: false, type: err instanceof Error ? err.name : undefined, reason: redact(errorMessage(err)) };

@@ -30,7 +30,12 @@ export const openSearchIndexOptionsSchema = z
     shards: z.number().int().min(1).max(1024).default(1),
     replicas: z.number().int().min(0).max(16).default(1),
     /** Upper bound on one `_bulk` request body. */
-    bulkMaxBytes: z.number().int().min(1024).max(100 * 1024 * 1024).default(5 * 1024 * 1024),
+    bulkMaxBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(100 * 1024 * 1024)
+      .default(5 * 1024 * 1024),
     /** Retries after the first attempt (whole request or the failed items of a bulk). */
     maxRetries: z.number().int().min(0).max(20).default(5),
     /** Exponential backoff base: attempt n waits base·2^n ms (capped) with full jitter. */

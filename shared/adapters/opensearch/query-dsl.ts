@@ -61,12 +61,7 @@ export function filterClauses(filter: QueryFilter | undefined): Record<string, u
  * post-filter. `knn.k` is the number of candidates each shard collects (for lucene it is also the
  * HNSW ef), so `numCandidates` raises it above k while `size` keeps the answer at k.
  */
-export function knnSearchBody(
-  vector: Float32Array,
-  options: QueryOptions,
-  space: SpaceType,
-  legacyNativeCosine = false,
-): Record<string, unknown> {
+export function knnSearchBody(vector: Float32Array, options: QueryOptions, space: SpaceType, legacyNativeCosine = false): Record<string, unknown> {
   const candidates = Math.min(MAX_K, Math.max(options.k, options.numCandidates ?? options.k));
   const knn: Record<string, unknown> = { vector: Array.from(vector), k: candidates };
   const filter = filterClauses(options.filter);

@@ -3,23 +3,8 @@ import type { Client } from '@opensearch-project/opensearch';
 import { compareGenerations as compareGenerationsSafe } from '../../contracts.js';
 import { ModelMismatchError, ParseError, TransientError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
-import type {
-  DeleteOutcome,
-  Hit,
-  QueryOptions,
-  UpsertOutcome,
-  VectorDocument,
-  VectorIndex,
-} from '../../ports/vector-index.js';
-import {
-  actionLine,
-  batchByBytes,
-  checkGeneration,
-  decodeDocument,
-  encodeDocument,
-  encodeTombstone,
-  type StoredSource,
-} from './documents.js';
+import type { DeleteOutcome, Hit, QueryOptions, UpsertOutcome, VectorDocument, VectorIndex } from '../../ports/vector-index.js';
+import { actionLine, batchByBytes, checkGeneration, decodeDocument, encodeDocument, encodeTombstone, type StoredSource } from './documents.js';
 import { OpenSearchBulkItemError } from './errors.js';
 import type { IndexMeta } from './index-body.js';
 import type { OpenSearchIndexOptions } from './options.js';
@@ -121,7 +106,10 @@ export class OpenSearchVectorIndex implements VectorIndex {
           toSend.push({ i, op: { id: doc.id, body, maybeApplied: false }, expected: cur && !cur.deleted ? 'updated' : 'created' });
         }
       }
-      const results = await this.runBulk(toSend.map((s) => s.op), 'upsert');
+      const results = await this.runBulk(
+        toSend.map((s) => s.op),
+        'upsert',
+      );
       const conflicts: typeof toSend = [];
       for (const s of toSend) {
         const r = results.get(s.op)!;
@@ -161,7 +149,10 @@ export class OpenSearchVectorIndex implements VectorIndex {
           toSend.push({ i, op: { id, body, maybeApplied: false }, expected: cur && !cur.deleted ? 'deleted' : 'absent' });
         }
       }
-      const results = await this.runBulk(toSend.map((s) => s.op), 'delete');
+      const results = await this.runBulk(
+        toSend.map((s) => s.op),
+        'delete',
+      );
       const conflicts: typeof toSend = [];
       for (const s of toSend) {
         const r = results.get(s.op)!;
@@ -183,7 +174,9 @@ export class OpenSearchVectorIndex implements VectorIndex {
   async query(vector: Float32Array, options: QueryOptions): Promise<Hit[]> {
     const opts = parseQueryOptions(options);
     if (vector.length !== this.dimension) {
-      throw new ModelMismatchError(`Query vector has dimension ${vector.length}; index ${this.name} holds ${this.dimension}-d vectors of model ${this.modelVersion}`);
+      throw new ModelMismatchError(
+        `Query vector has dimension ${vector.length}; index ${this.name} holds ${this.dimension}-d vectors of model ${this.modelVersion}`,
+      );
     }
     if (!vector.every(Number.isFinite)) throw new ParseError('Query vector holds NaN or Infinity');
     const body = knnSearchBody(vector, opts, this.meta.spaceType);
@@ -244,15 +237,17 @@ export class OpenSearchVectorIndex implements VectorIndex {
   /** Before any request: a vector of another model must never be mixed into this index. */
   private checkDocument(doc: VectorDocument): string {
     if (doc.modelVersion !== this.modelVersion) {
-      throw new ModelMismatchError(
-        `Document ${doc.id} was embedded by model ${doc.modelVersion}, but index ${this.name} holds model ${this.modelVersion}`,
-        { meta: { id: doc.id, index: this.name } },
-      );
-    }
-    if (doc.vector.length !== this.dimension) {
-      throw new ModelMismatchError(`Document ${doc.id} has a vector of dimension ${doc.vector.length}; index ${this.name} holds dimension ${this.dimension} (model ${this.modelVersion})`, {
+      throw new ModelMismatchError(`Document ${doc.id} was embedded by model ${doc.modelVersion}, but index ${this.name} holds model ${this.modelVersion}`, {
         meta: { id: doc.id, index: this.name },
       });
+    }
+    if (doc.vector.length !== this.dimension) {
+      throw new ModelMismatchError(
+        `Document ${doc.id} has a vector of dimension ${doc.vector.length}; index ${this.name} holds dimension ${this.dimension} (model ${this.modelVersion})`,
+        {
+          meta: { id: doc.id, index: this.name },
+        },
+      );
     }
     if (!doc.vector.every(Number.isFinite)) throw new ParseError(`Document ${doc.id}: vector holds NaN or Infinity`);
     if (!doc.id) throw new ParseError('Document without an id');
@@ -307,7 +302,10 @@ export class OpenSearchVectorIndex implements VectorIndex {
       if (retry.length === 0) break;
       if (attempt >= this.options.maxRetries) {
         throw new TransientError(
-          `OpenSearch kept refusing ${retry.length} ${action}(s) in ${this.name} (429/5xx) after ${attempt + 1} attempts: ${retry.slice(0, 10).map((o) => o.id).join(', ')}`,
+          `OpenSearch kept refusing ${retry.length} ${action}(s) in ${this.name} (429/5xx) after ${attempt + 1} attempts: ${retry
+            .slice(0, 10)
+            .map((o) => o.id)
+            .join(', ')}`,
           { meta: { index: this.name, ids: retry.map((o) => o.id) } },
         );
       }

@@ -72,7 +72,13 @@ export class KerasLayerTranslator {
         return this.activation(this.single(layer), String(cfg.activation), layer.name);
       case 'Add': {
         const inputs = this.topology.inboundNames(layer).map((n) => this.tensorOf(n));
-        return this.graph.tensor('Sum', inputs.map((t) => t.name), inputs[0]!.shape, {}, layer.name);
+        return this.graph.tensor(
+          'Sum',
+          inputs.map((t) => t.name),
+          inputs[0]!.shape,
+          {},
+          layer.name,
+        );
       }
       case 'AveragePooling2D':
         return this.averagePooling(layer);
@@ -322,9 +328,17 @@ function onnxConvWeight(
 
 function paddingOf(layer: KerasLayer): [[number, number], [number, number]] {
   const padding = layer.config.padding as number | [number, number] | [[number, number], [number, number]];
-  if (typeof padding === 'number') return [[padding, padding], [padding, padding]];
+  if (typeof padding === 'number')
+    return [
+      [padding, padding],
+      [padding, padding],
+    ];
   const [a, b] = padding;
-  if (typeof a === 'number' && typeof b === 'number') return [[a, a], [b, b]];
+  if (typeof a === 'number' && typeof b === 'number')
+    return [
+      [a, a],
+      [b, b],
+    ];
   return padding as [[number, number], [number, number]];
 }
 
