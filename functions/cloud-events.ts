@@ -3,6 +3,7 @@ import type { ImageEventInput } from '../shared/contracts.js';
 import { ParseError } from '../shared/errors.js';
 import type { Delivery } from '../shared/ports/event-bus.js';
 import { parseWith } from '../shared/validation.js';
+import { truncateUtf8 } from '../shared/text/utf8.js';
 
 /**
  * Envelopes of the CloudEvents the functions receive, unwrapped before the payload is validated
@@ -117,11 +118,5 @@ export function deadLetterBody(event: CloudEventLike, reason: string) {
 
 /** Pub/Sub attribute values are limited to 1024 bytes. */
 export function attributeValue(text: string, maxBytes = 1024): string {
-  const bytes = Buffer.from(text, 'utf8');
-  return bytes.length <= maxBytes
-    ? text
-    : `${bytes
-        .subarray(0, maxBytes - 3)
-        .toString('utf8')
-        .replace(/\uFFFD$/, '')}...`;
+  return truncateUtf8(text, maxBytes);
 }

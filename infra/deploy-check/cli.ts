@@ -4,26 +4,13 @@
  * a report: each rule with what it checked and what fails, then each deployable's size.
  * Exit code 1 when anything fails.
  */
-import { CLOUD_RUN_GPU_JOB_REGIONS, type RawStackConfig } from '../config.js';
+import { CLOUD_RUN_GPU_JOB_REGIONS } from '../config.js';
 import { deployablesReport } from '../packaging.js';
 import { buildStack, TEST_PROJECT_NUMBER } from '../testing/mocks.js';
 import { accessNeeds, CLOUD_WORKLOADS } from '../../shared/wiring/cloud-access.js';
 import { runChecks, type Finding, type RuleName } from './checks.js';
+import { DEPLOY_MODES } from './modes.js';
 import { ROLE_DATA } from './google-rules.js';
-
-const MODES: [string, Partial<RawStackConfig>][] = [
-  ['default (GPU embed job, OpenSearch on a private VM)', {}],
-  [
-    'external OpenSearch, CPU embedding, public search',
-    {
-      opensearch: { mode: 'external' },
-      opensearchUrl: 'https://search.example.com:9200',
-      embed: { gpu: false, cpu: 4, memory: '8Gi' },
-      search: { public: true },
-    } as Partial<RawStackConfig>,
-  ],
-  ['prefix "photos" in europe-west4', { prefix: 'photos', region: 'europe-west4' } as Partial<RawStackConfig>],
-];
 
 const RULES: Record<RuleName, string> = {
   permissions: 'each workload holds every permission its adapters need, on the resource it is configured with',
@@ -42,7 +29,7 @@ async function main(): Promise<number> {
   out.push(`Role data: ${Object.keys(ROLE_DATA.roles).length} predefined roles from ${ROLE_DATA.source} (retrieved ${ROLE_DATA.retrieved})`);
   out.push(`Workload needs: ${CLOUD_WORKLOADS.map((w) => `${w} ${accessNeeds(w).length}`).join(', ')} permission checks`, '');
   let failed = 0;
-  for (const [mode, raw] of MODES) {
+  for (const [mode, raw] of DEPLOY_MODES) {
     const resources = await buildStack(raw);
     const { model, findings } = runChecks(resources, {
       projectNumber: TEST_PROJECT_NUMBER,

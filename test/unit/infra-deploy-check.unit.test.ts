@@ -1,6 +1,7 @@
 import * as pulumi from '@pulumi/pulumi';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { runChecks, type Finding } from '../../infra/deploy-check/checks.js';
+import { DEPLOY_MODES } from '../../infra/deploy-check/modes.js';
 import { CLOUD_RUN_GPU_JOB_REGIONS } from '../../infra/config.js';
 import { createStack } from '../../infra/stack.js';
 import { buildStack, ofType, TEST_PROJECT_NUMBER, type Program, type RecordedResource } from '../../infra/testing/mocks.js';
@@ -31,19 +32,7 @@ function rewrite(
 }
 
 describe('the deploy check passes on the stack as it is', () => {
-  test.each<[string, Partial<RawStackConfig>]>([
-    ['default: GPU embed job, OpenSearch on a private VM', {}],
-    [
-      'external OpenSearch, CPU embedding, public search',
-      {
-        opensearch: { mode: 'external' },
-        opensearchUrl: 'https://search.example.com:9200',
-        embed: { gpu: false, cpu: 4, memory: '8Gi' },
-        search: { public: true },
-      } as Partial<RawStackConfig>,
-    ],
-    ['another prefix and region', { prefix: 'photos', region: 'europe-west4', retrain: { schedule: '0 2 * * *' } } as Partial<RawStackConfig>],
-  ])('%s', async (_name, raw) => {
+  test.each(DEPLOY_MODES)('%s', async (_name, raw) => {
     expect(messages(await findings(raw))).toEqual([]);
   });
 });

@@ -4,6 +4,7 @@ import { AppError, NotFoundError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
 import type { DeadLetter, Delivery, EventBus, TopicStats } from '../../ports/event-bus.js';
 import { GrpcCode, httpStatusOf } from './gcp-errors.js';
+import { truncateUtf8 } from '../../text/utf8.js';
 
 type ReceivedMessage = protos.google.pubsub.v1.IReceivedMessage;
 type Timestamp = protos.google.protobuf.ITimestamp;
@@ -326,16 +327,6 @@ function timestampToIso(ts: Timestamp | null | undefined): string {
   if (!ts) return new Date(0).toISOString();
   const ms = Number(ts.seconds ?? 0) * 1000 + Math.floor((ts.nanos ?? 0) / 1e6);
   return new Date(ms).toISOString();
-}
-
-function truncateUtf8(text: string, maxBytes: number): string {
-  const bytes = Buffer.from(text, 'utf8');
-  return bytes.length <= maxBytes
-    ? text
-    : `${bytes
-        .subarray(0, maxBytes - 3)
-        .toString('utf8')
-        .replace(/\uFFFD$/, '')}...`;
 }
 
 function* chunks(ids: string[]): Iterable<string[]> {
