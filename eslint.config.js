@@ -63,7 +63,7 @@ const sharedForbids = ['cli', 'jobs', 'functions', 'infra'].map((name) => ({
 }));
 
 export default tseslint.config(
-  { ignores: ['.prof/**', 'node_modules/**', '.imgsearch/**', 'bucket/**', 'coverage/**', '.deploy/**'] },
+  { ignores: ['.prof/**', 'node_modules/**', '.imgsearch/**', 'bucket/**', 'coverage/**', '.deploy/**', '.stryker-tmp/**', 'reports/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

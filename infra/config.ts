@@ -3,6 +3,8 @@ import { z } from 'zod';
 import { ConfigError } from '../shared/errors.js';
 import { issuePath } from '../shared/validation.js';
 import { checkOpenSearchAdminPassword } from './opensearch-password.js';
+import { deadLetterInboxOf, deadLetterTopicOf } from '../shared/adapters/gcp/pubsub-names.js';
+import { TOPICS } from '../shared/contracts.js';
 
 /**
  * Every stack setting, read once and validated with zod so `pulumi up` stops before creating
@@ -107,18 +109,11 @@ export const DERIVED_NAMES = {
     resource: 'Pub/Sub topic or subscription id',
     min: 3,
     max: 255,
+    // Each topic, its dead-letter topic and inbox (named by shared/adapters/gcp/pubsub-names.ts), and the subscriptions.
     suffixes: [
-      'image-events',
-      'image-events-dead-letter',
-      'image-events-dead-letter-inbox',
+      ...Object.values(TOPICS).flatMap((t) => [t, deadLetterTopicOf(t), deadLetterInboxOf(t)]),
       'image-events-embed',
-      'embeddings',
-      'embeddings-dead-letter',
-      'embeddings-dead-letter-inbox',
       'embeddings-upsert',
-      'retrain-requests',
-      'retrain-requests-dead-letter',
-      'retrain-requests-dead-letter-inbox',
       'retrain-requests-start',
     ],
   },

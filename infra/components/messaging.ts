@@ -1,5 +1,6 @@
 import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
+import { deadLetterInboxOf, deadLetterTopicOf } from '../../shared/adapters/gcp/pubsub-names.js';
 import { TOPICS } from '../../shared/contracts.js';
 import type { ParsedStackConfig } from '../config.js';
 import { grantOnSubscription, grantOnTopic } from '../grants.js';
@@ -44,15 +45,15 @@ export class Messaging extends pulumi.ComponentResource {
       const topic = new gcp.pubsub.Topic(`${name}-${key}`, { project: args.project, name: physical, labels: args.labels }, { parent: this });
       const deadLetterTopic = new gcp.pubsub.Topic(
         `${name}-${key}-dead-letter`,
-        // Naming rule the cloud EventBus adapter relies on: `<topic>-dead-letter`.
-        { project: args.project, name: `${physical}-dead-letter`, labels: args.labels },
+        // The naming rules the cloud EventBus reaches these by: shared/adapters/gcp/pubsub-names.ts.
+        { project: args.project, name: deadLetterTopicOf(physical), labels: args.labels },
         { parent: this },
       );
       const deadLetterInbox = new gcp.pubsub.Subscription(
         `${name}-${key}-dead-letter-inbox`,
         {
           project: args.project,
-          name: `${physical}-dead-letter-inbox`,
+          name: deadLetterInboxOf(physical),
           topic: deadLetterTopic.id,
           labels: { ...args.labels, role: 'dead-letter-inbox' },
           ackDeadlineSeconds: 60,

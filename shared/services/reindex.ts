@@ -67,6 +67,8 @@ export async function reindexFromFeatures(
     done += usable.length;
     onProgress?.(done);
   }
+  // count() sees every write made through this catalog, not only what a search would see yet:
+  // OpenSearch counts what its last refresh made searchable, so its adapter refreshes first.
   const count = await target.count();
   if (count !== expected) {
     throw new ReindexVerificationError(`index ${target.name} holds ${count} documents but ${expected} were written; the alias was not swapped`);

@@ -30,6 +30,19 @@ export interface GateDecision {
   deltas: { 'recall@1': number; 'precision@10': number | null };
 }
 
+/**
+ * Gains are compared with their margin on a grid of 1e-9. Metrics are shares of a held-out split
+ * (k/n), so any real difference between two models is far coarser than that; but binary floating
+ * point holds most decimal shares inexactly: 0.815 − 0.81 computes to 0.004999999999999893, so
+ * without the grid one more hit out of 200 would meet the default margin of 0.005 for some hit
+ * counts and miss it for others.
+ */
+const GAIN_RESOLUTION = 1e-9;
+
+function meetsMargin(gain: number, margin: number): boolean {
+  return Math.round(gain / GAIN_RESOLUTION) >= Math.round(margin / GAIN_RESOLUTION);
+}
+
 function parseMetrics(which: string, metrics: unknown): z.output<typeof metricsSchema> {
   return parseWith(metricsSchema, metrics, `${which} metrics are invalid`, { root: 'metrics' });
 }
@@ -46,7 +59,7 @@ export function gateDecision(candidateInput: GateMetrics, currentInput: GateMetr
   let promote = true;
   const r1 = candidate.imageToImage['recall@1'] - current.imageToImage['recall@1'];
   const fmt = (x: number) => x.toFixed(4);
-  if (r1 >= options.margin) {
+  if (meetsMargin(r1, options.margin)) {
     reasons.push(
       `image→image recall@1 ${fmt(candidate.imageToImage['recall@1'])} beats ${fmt(current.imageToImage['recall@1'])} by ${fmt(r1)} ≥ margin ${options.margin}`,
     );
@@ -61,7 +74,7 @@ export function gateDecision(candidateInput: GateMetrics, currentInput: GateMetr
   const cu = current.textToImage;
   if (ct && cu) {
     p10 = ct['precision@10'] - cu['precision@10'];
-    if (p10 >= options.textMargin) {
+    if (meetsMargin(p10, options.textMargin)) {
       reasons.push(`text→image precision@10 ${fmt(ct['precision@10'])} vs ${fmt(cu['precision@10'])}: change ${fmt(p10)} ≥ ${options.textMargin}`);
     } else {
       promote = false;

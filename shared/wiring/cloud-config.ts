@@ -8,7 +8,8 @@ import { ConfigError } from '../errors.js';
  * need; one ConfigError lists every missing or bad variable with the fix.
  *
  * Dead-letter topics are not configured: each topic `<t>` has the dead-letter topic
- * `<t>-dead-letter` (the naming rule of infra/components/messaging.ts), see {@link deadLetterTopicOf}.
+ * `<t>-dead-letter` (the naming rule of shared/adapters/gcp/pubsub-names.ts, which infra creates
+ * them by), see {@link deadLetterTopicOf}.
  */
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bucket = z.string().regex(/^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/, 'must be a bare bucket name such as "my-images" (no gs://)');
@@ -223,10 +224,8 @@ export function bootstrapJobHint(config: { BOOTSTRAP_JOB_NAME?: string; GCP_REGI
   );
 }
 
-/** Dead-letter topic of a topic (id or full name): `<topic>-dead-letter`, as infra names them. */
-export function deadLetterTopicOf(topic: string): string {
-  return `${topic}-dead-letter`;
-}
+/** Dead-letter topic of a topic (id or full name): `<topic>-dead-letter`, the rule infra names them by. */
+export { deadLetterTopicOf } from '../adapters/gcp/pubsub-names.js';
 
 /** `//pubsub.googleapis.com/projects/p/topics/t` (a Pub/Sub CloudEvent source) → `projects/p/topics/t`. */
 export function topicFromPubSubSource(source: string | undefined): string | null {

@@ -9,7 +9,7 @@ import { AppError } from '../errors.js';
 import { createGcpLoggingPinoConfig } from '@google-cloud/pino-logging-gcp-config';
 import { pino } from 'pino';
 import { defaultLogLevel, errorSerializers, type Logger } from '../logger.js';
-import { deadLetterTopicOf } from './cloud-config.js';
+import { deadLetterInboxOf, deadLetterTopicOf } from '../adapters/gcp/pubsub-names.js';
 
 /**
  * What every cloud entry point shares: a dependency slot (built once per instance, replaceable in
@@ -77,7 +77,8 @@ export function cloudLogger(name: string): Logger {
 /**
  * Pub/Sub EventBus where the port topics (`image-events`, `embeddings`, …) map to the deployed
  * topic ids; any other name (a dead-letter topic id, a full `projects/…` name) is used as is.
- * Each port topic's dead-letter topic is `<topic>-dead-letter`.
+ * Each port topic's dead-letter topic is `<topic>-dead-letter`, and its dead letters are read from
+ * the inbox `<topic>-dead-letter-inbox` (the names the stack creates, shared/adapters/gcp/pubsub-names.ts).
  */
 export function cloudEventBus(options: {
   projectId: string;
@@ -97,6 +98,7 @@ export function cloudEventBus(options: {
       return subscription;
     },
     deadLetterTopicFor: (topic) => deadLetterTopicOf(topicFor(topic)),
+    deadLetterSubscriptionFor: (topic) => deadLetterInboxOf(topicFor(topic)),
     logger: options.logger,
   });
 }

@@ -9,6 +9,13 @@ import type { VectorDocument, VectorIndex, VectorIndexCatalog } from '../../shar
 export interface CatalogFixture {
   catalog: VectorIndexCatalog;
   cleanup(): Promise<void>;
+  /**
+   * Makes every write so far visible to `query()`, for an adapter whose search is near-real-time
+   * (OpenSearch: `POST <index>/_refresh`, what its refresh interval does within a second). Left
+   * out where a query reads its own writes (LanceDB). `count()`, `get()`, `generations()` and
+   * `scan()` must see the writes without it: they are how writes are verified.
+   */
+  makeSearchable?(index: VectorIndex): Promise<void>;
 }
 
 const DIM = 8;
@@ -40,6 +47,8 @@ export function describeVectorIndexContract(label: string, makeCatalog: () => Pr
   describe(`VectorIndex contract: ${label}`, () => {
     let fx: CatalogFixture;
     let index: VectorIndex;
+    /** Before a query that must see the writes made just before it. */
+    const searchable = async (): Promise<void> => fx.makeSearchable?.(index);
 
     beforeEach(async () => {
       fx = await makeCatalog();
@@ -112,6 +121,7 @@ export function describeVectorIndexContract(label: string, makeCatalog: () => Pr
       expect(await index.upsert([makeDoc('a', '50', unitVector(0))])).toEqual(['stale']);
       expect(await index.get('a')).toBeNull();
       expect(await index.count()).toBe(0);
+      await searchable();
       expect(await index.query(unitVector(0), { k: 5 })).toEqual([]);
       expect(await index.upsert([makeDoc('a', '101', unitVector(0))])).toEqual(['created']);
       expect((await index.get('a'))!.generation).toBe('101');
@@ -171,6 +181,7 @@ export function describeVectorIndexContract(label: string, makeCatalog: () => Pr
             { labels: [], uri: 'gs://bucket/misc/opp.jpg' },
           ),
         ]);
+        await searchable();
       });
 
       it('returns cosine similarity in [-1, 1], best first, k bounded', async () => {

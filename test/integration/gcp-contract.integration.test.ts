@@ -14,6 +14,7 @@ import type { Delivery } from '../../shared/ports/event-bus.js';
 import { describeBlobStoreContract } from '../contracts/blob-store.contract.js';
 import { describeFeatureStoreContract } from '../contracts/feature-store.contract.js';
 import { describeModelRegistryContract } from '../contracts/model-registry.contract.js';
+import { deadLetterInboxOf, deadLetterTopicOf } from '../../shared/adapters/gcp/pubsub-names.js';
 
 /**
  * The port contracts against real Google Cloud Storage and Pub/Sub. Needs:
@@ -108,8 +109,9 @@ if (missing.length > 0) {
     let bus: PubSubEventBus;
 
     beforeAll(async () => {
-      const [dlq] = await pubsub.createTopic(`${base}-dlq`);
-      await dlq.createSubscription(`${base}-sub-dlq`);
+      // Named as the stack names them (shared/adapters/gcp/pubsub-names.ts): the adapter finds them by these names.
+      const [dlq] = await pubsub.createTopic(deadLetterTopicOf(base));
+      await dlq.createSubscription(deadLetterInboxOf(base));
       const [topic] = await pubsub.createTopic(base);
       await topic.createSubscription(`${base}-sub`, {
         ackDeadlineSeconds: 10,
@@ -120,19 +122,19 @@ if (missing.length > 0) {
         projectId,
         topicFor: () => base,
         subscriptionFor: () => `${base}-sub`,
-        deadLetterTopicFor: () => `${base}-dlq`,
+        deadLetterTopicFor: () => deadLetterTopicOf(base),
         pullTimeoutMs: 5000,
       });
     });
 
     afterAll(async () => {
       await bus?.close();
-      for (const s of [`${base}-sub`, `${base}-sub-dlq`])
+      for (const s of [`${base}-sub`, deadLetterInboxOf(base)])
         await pubsub
           .subscription(s)
           .delete()
           .catch(() => {});
-      for (const t of [base, `${base}-dlq`])
+      for (const t of [base, deadLetterTopicOf(base)])
         await pubsub
           .topic(t)
           .delete()

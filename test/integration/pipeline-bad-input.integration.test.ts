@@ -3,10 +3,20 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { finalizeEvent } from '../../shared/adapters/local/folder-watcher.js';
-import { documentId, type ImageEvent } from '../../shared/contracts.js';
+import { documentId, TOPICS, type ImageEvent } from '../../shared/contracts.js';
 import { fashionMnistPng, readFashionMnist } from '../../shared/datasets/fashion-mnist.js';
+import { embedBatch, settleEmbedOutcomes } from '../../shared/handlers/embed-batch.js';
 import { tempDir } from '../helpers/cli.js';
 import { openTestPipeline } from '../helpers/local-runtime.js';
+
+/** Polls `done` until it holds (the pipeline works in the background), failing after `ms`. */
+async function until(done: () => boolean, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 /**
  * Bad input never blocks good input: every file ends indexed once at its newest generation or
@@ -103,7 +113,7 @@ describe('pipeline with bad input (real model, real LanceDB, real files)', () =>
     expect(hits.filter((h) => h.id === id)).toHaveLength(1);
   });
 
-  it('deletes remove only generations they have seen; a late finalize does not resurrect', async () => {
+  it('deletes remove only generations they have seen; a late finalize of a deleted file stops at the embed stage', async () => {
     const ev = await write('gone.png', good[0]!);
     await t.publish(ev);
     await t.run();
@@ -116,6 +126,47 @@ describe('pipeline with bad input (real model, real LanceDB, real files)', () =>
     await t.publish(ev); // duplicate finalize arrives after the delete
     await t.run();
     expect(await index.get(id)).toBeNull();
+    // It stops at the embed stage (unchanged or superseded, by timing): the upsert stage sees only the first finalize and the delete.
+    expect(t.embedded.filter((o) => 'id' in o && o.id === id && o.status === 'embedded')).toHaveLength(1);
+    expect(t.upserted.filter((o) => 'id' in o && o.id === id).map((o) => o.status)).toEqual(['created', 'deleted']);
+  });
+
+  it('a delete leaves a tombstone in the index: the embedding of the deleted generation, delivered after it, never resurrects it', async () => {
+    const ev = await write('late.png', good[2]!);
+    const id = documentId(bucket, 'late.png');
+    const upsertedFor = () => t.upserted.filter((o) => 'id' in o && o.id === id).map((o) => o.status);
+    // The finalize is delivered twice (at-least-once) and the embed step embeds both copies while the file exists.
+    await t.publish(ev);
+    await t.publish(ev);
+    const events = await t.runtime.bus.pull(TOPICS.imageEvents, { maxMessages: 10, ackDeadlineSeconds: 60 });
+    expect(events.map((d) => (d.data as ImageEvent).name)).toEqual(['late.png', 'late.png']);
+    const embedded = await embedBatch(events, t.runtime.embedDeps());
+    expect(embedded.map((o) => o.status)).toEqual(['embedded', 'embedded']);
+    await settleEmbedOutcomes(t.runtime.bus, embedded);
+    // An upsert worker leases one of the two embeddings of that generation and stalls.
+    const [held] = await t.runtime.bus.pull(TOPICS.embeddings, { maxMessages: 1, ackDeadlineSeconds: 600 });
+    expect(held!.data).toMatchObject({ op: 'upsert', id, generation: ev.generation });
+
+    // Meanwhile the other copy is indexed, then the file is deleted and the delete reaches the index.
+    t.workers.start();
+    try {
+      await until(() => upsertedFor().includes('created'));
+      await fs.rm(path.join(bucket, 'late.png'));
+      await t.publish({ ...ev, eventType: 'delete', eventTime: new Date().toISOString() });
+      await until(() => upsertedFor().includes('deleted'));
+      const index = await t.runtime.liveIndex();
+      expect(await index.get(id)).toBeNull();
+
+      // The stalled worker's lease ends: the embedding of the deleted generation is delivered after the delete.
+      await t.runtime.bus.nack(TOPICS.embeddings, [held!.ackId], 'upsert worker stalled');
+      await t.workers.drain();
+      expect(upsertedFor()).toEqual(['created', 'deleted', 'stale']);
+      expect(await index.get(id)).toBeNull();
+      expect(await index.generations([id])).toEqual(new Map());
+      expect(await t.runtime.features.get(id)).toBeNull();
+    } finally {
+      await t.workers.stop();
+    }
   });
 
   it('dead-letters a malformed event with its reason and keeps going', async () => {

@@ -20,12 +20,16 @@ function unexpected(what: string): never {
 
 export class RecordingBus implements EventBus {
   readonly published: { topic: string; data: unknown; attributes: Record<string, string> }[] = [];
-  /** When set, publishing throws it (a Pub/Sub outage). */
-  failWith: Error | null = null;
+  /**
+   * Topic → the error publishing to it throws (an outage of that topic only), so a test can fail
+   * one publish while another (the dead-letter topic) still succeeds.
+   */
+  readonly failPublishTo = new Map<string, Error>();
   private next = 1;
 
   async publish(topic: string, data: unknown, attributes: Record<string, string> = {}): Promise<string> {
-    if (this.failWith) throw this.failWith;
+    const failure = this.failPublishTo.get(topic);
+    if (failure) throw failure;
     // What Pub/Sub would carry: JSON text, string attributes.
     this.published.push({ topic, data: JSON.parse(JSON.stringify(data)), attributes: { ...attributes } });
     return String(this.next++);

@@ -137,10 +137,26 @@ describe('onObjectEvent (registered with the Functions Framework)', () => {
     expect(reasons[1]).toMatch(/generation/);
   });
 
-  it('throws on a transient fault so Eventarc retries, and dead-letters nothing', async () => {
-    bus.failWith = new TransientError('Pub/Sub unavailable');
-    await expect(fn(storageEvent('finalized', objectData('photos/cat.jpg', '7')))).rejects.toThrow(/Pub\/Sub unavailable/);
-    expect(bus.published).toEqual([]);
+  describe('while the image-events topic is unavailable and the dead-letter topic still accepts messages', () => {
+    /** What @google-cloud/pubsub rejects a publish with when the service is unreachable (gRPC 14). */
+    const unavailable = () => Object.assign(new Error('14 UNAVAILABLE: Connection dropped'), { code: 14, details: 'Connection dropped' });
+
+    it.each([
+      ['the gRPC UNAVAILABLE error of the Pub/Sub client', unavailable, /14 UNAVAILABLE/],
+      ['a TransientError', () => new TransientError('Pub/Sub unavailable'), /Pub\/Sub unavailable/],
+    ])('rethrows %s so Eventarc retries, and dead-letters nothing', async (_what, failure, message) => {
+      bus.failPublishTo.set(TOPICS.imageEvents, failure());
+      await expect(fn(storageEvent('finalized', objectData('photos/cat.jpg', '7')))).rejects.toThrow(message);
+      expect(bus.on(DLQ)).toEqual([]);
+      expect(bus.published).toEqual([]);
+    });
+
+    it('still dead-letters a malformed event once and returns normally (acknowledged: retrying cannot fix it)', async () => {
+      bus.failPublishTo.set(TOPICS.imageEvents, unavailable());
+      const event = storageEvent('google.cloud.storage.object.v1.metadataUpdated', objectData('photos/cat.jpg', '9'));
+      await expect(fn(event)).resolves.toMatchObject({ status: 'dead-lettered' });
+      expect(bus.published.map((p) => [p.topic, p.attributes.sourceEventId])).toEqual([[DLQ, event.id]]);
+    });
   });
 
   it('logs with the Cloud Trace id of the CloudEvent traceparent', async () => {

@@ -361,6 +361,7 @@ describe('faults and retries', () => {
     fake.addFault({ match: (r) => r.path === '/_bulk', reset: true });
     expect(await index.upsert([doc('a', '1', [1, 0, 0, 0])])).toEqual(['created']);
     expect(fake.requestsTo(/^\/_bulk$/)).toHaveLength(2);
+    fake.refreshAll(); // what the refresh interval does within a second
     fake.addFault({ match: (r) => r.path.endsWith('/_search'), reset: true });
     expect((await index.query(unit([1, 0, 0, 0]), { k: 1 }))[0]!.id).toBe('a');
   });
@@ -396,6 +397,7 @@ describe('k-NN query', () => {
       doc('dog', '1', [0, 1, 0, 0], { labels: ['dog'], eventTime: '2024-01-15T00:00:00Z', uri: 'gs://bucket/other/dog.jpg' }),
       doc('far', '1', [-1, 0, 0, 0], { labels: ['cat'] }),
     ]);
+    fake.refreshAll(); // what the refresh interval does within a second
     const q = unit([1, 0, 0, 0]);
     const all = await index.query(q, { k: 10 });
     expect(all.map((h) => h.id)).toEqual(['cat1', 'cat2', 'dog', 'far']);
@@ -475,5 +477,157 @@ describe('scan', () => {
     const first = (await index.get('id0'))!;
     expect(first.vector).toBeInstanceOf(Float32Array);
     expect(first.vector[0]).toBeCloseTo(1 / Math.hypot(1, 1), 6);
+  });
+});
+
+describe('refresh: writes reach _search and _count only after a refresh', () => {
+  const refreshes = () => fake.requestsTo(/_refresh$/).map((r) => `${r.method} ${r.path}`);
+
+  it('count() and scan() refresh what this catalog wrote with refresh=false (the default); queries never refresh', async () => {
+    fake.autoRefresh = false;
+    const index = await catalog.createVersion(MODEL, DIM);
+    await index.upsert([doc('a', '1', [1, 0, 0, 0]), doc('b', '1', [0, 1, 0, 0])]);
+    expect(fake.requestsTo(/^\/_bulk$/)[0]!.query.has('refresh')).toBe(false);
+    expect(fake.searchableIds('images-v1')).toEqual([]);
+    expect(await index.query(unit([1, 0, 0, 0]), { k: 5 })).toEqual([]); // near-real-time, as on a cluster
+    expect(refreshes()).toEqual([]);
+
+    expect(await index.count()).toBe(2);
+    expect(refreshes()).toEqual(['POST /images-v1/_refresh']);
+    expect(await index.count()).toBe(2);
+    expect(refreshes()).toHaveLength(1); // nothing new to refresh
+
+    // Another object for the same index (open() and versions() make them) knows of the writes too.
+    await index.delete([{ id: 'a', generation: '1' }]);
+    const ids: string[] = [];
+    for await (const page of (await catalog.open('images-v1')).scan()) ids.push(...page.map((d) => d.id));
+    expect(ids).toEqual(['b']);
+    expect(refreshes()).toHaveLength(2);
+    expect((await catalog.versions()).map((v) => [v.name, v.count])).toEqual([['images-v1', 1]]);
+    expect((await index.query(unit([1, 0, 0, 0]), { k: 5 })).map((h) => h.id)).toEqual(['b']);
+
+    // A process that wrote nothing (the search service) forces no refresh: its count follows the interval.
+    await index.upsert([doc('c', '1', [0, 0, 1, 0])]);
+    const reader = makeCatalog();
+    expect(await (await reader.open('images-v1')).count()).toBe(1);
+    await reader.close();
+    expect(refreshes()).toHaveLength(2);
+    expect(await index.count()).toBe(2);
+  });
+
+  it('refresh=wait_for: each bulk answers once searchable, so count() needs no refresh', async () => {
+    fake.autoRefresh = false;
+    const c = makeCatalog({ refresh: 'wait_for' });
+    const index = await c.createVersion(MODEL, DIM);
+    await index.upsert([doc('a', '1', [1, 0, 0, 0])]);
+    expect(fake.requestsTo(/^\/_bulk$/)[0]!.query.get('refresh')).toBe('wait_for');
+    expect((await index.query(unit([1, 0, 0, 0]), { k: 1 })).map((h) => h.id)).toEqual(['a']);
+    expect(await index.count()).toBe(1);
+    expect(refreshes()).toEqual([]);
+    await c.close();
+  });
+
+  it('tries a failed refresh again at the next count()', async () => {
+    fake.autoRefresh = false;
+    const index = await catalog.createVersion(MODEL, DIM);
+    await index.upsert([doc('a', '1', [1, 0, 0, 0])]);
+    fake.addFault({
+      match: (r) => r.path.endsWith('/_refresh'),
+      status: 403,
+      body: { error: { type: 'security_exception', reason: 'no permissions for [indices:admin/refresh]' }, status: 403 },
+    });
+    await expect(index.count()).rejects.toThrow(/refresh failed: 403 security_exception/);
+    expect(await index.count()).toBe(1);
+  });
+});
+
+describe('k-NN per engine and cluster version (k-NN search with filters, Spaces)', () => {
+  const q = unit([1, 0, 0, 0]);
+  /** Cosines 1, 0.5, 0 and −1 to q. */
+  const docs = () => [
+    doc('same', '1', [1, 0, 0, 0], { labels: ['a'] }),
+    doc('half', '1', [0.5, Math.sqrt(0.75), 0, 0], { labels: ['b'] }),
+    doc('right', '1', [0, 1, 0, 0], { labels: ['b'] }),
+    doc('opposite', '1', [-1, 0, 0, 0], { labels: ['b'] }),
+  ];
+  const lastSearch = () => fake.requestsTo(/^\/images-v1\/_search$/).at(-1)!.json;
+
+  it('reads the cluster version once (GET /) and filters inside the knn clause on lucene and faiss', async () => {
+    for (const engine of ['lucene', 'faiss'] as const) {
+      const f = new FakeOpenSearch();
+      await f.start();
+      const c = new OpenSearchIndexCatalog(
+        createOpenSearchClient({ url: f.url, requestTimeoutMs: 5_000 }),
+        parseOpenSearchIndexOptions({ engine, refresh: 'wait_for', backoffBaseMs: 1 }),
+        silentLogger,
+      );
+      const index = await c.createVersion(MODEL, DIM);
+      await index.upsert(docs());
+      expect((await index.query(q, { k: 2, filter: { labels: ['b'] } })).map((h) => h.id)).toEqual(['half', 'right']);
+      expect((await index.query(q, { k: 2, filter: { labels: ['b'] } })).map((h) => h.score)).toEqual([expect.closeTo(0.5, 5), expect.closeTo(0, 5)]);
+      const body = f.requestsTo(/^\/images-v1\/_search$/).at(-1)!.json;
+      expect(body.query.knn.vector.filter).toEqual({ bool: { filter: [{ terms: { labels: ['b'] } }] } });
+      expect(f.requestsTo(/^\/$/, 'GET')).toHaveLength(1);
+      await c.close();
+      await f.stop();
+    }
+  });
+
+  it('nmslib (no efficient filtering): the filter goes beside the knn clause, a post-filter on its candidates', async () => {
+    fake.version = '2.11.1';
+    const c = makeCatalog({ engine: 'nmslib', refresh: 'wait_for' });
+    const index = await c.createVersion(MODEL, DIM);
+    await index.upsert(docs());
+    expect((await index.query(q, { k: 2, filter: { labels: ['b'] }, numCandidates: 4 })).map((h) => [h.id, h.score])).toEqual([
+      ['half', expect.closeTo(0.5, 5)],
+      ['right', expect.closeTo(0, 5)],
+    ]);
+    expect(lastSearch().query).toEqual({
+      bool: {
+        must: [{ knn: { vector: { vector: Array.from(q), k: 4 } } }],
+        filter: [{ bool: { filter: [{ terms: { labels: ['b'] } }] } }],
+      },
+    });
+    // The price of a post-filter: it keeps the matching ones among the k nearest only.
+    expect((await index.query(q, { k: 1, filter: { labels: ['b'] } })).map((h) => h.id)).toEqual([]);
+    // Unfiltered queries are plain knn queries.
+    expect((await index.query(q, { k: 1 })).map((h) => h.id)).toEqual(['same']);
+    expect(lastSearch().query).toEqual({ knn: { vector: { vector: Array.from(q), k: 1 } } });
+    await c.close();
+  });
+
+  it('converts the pre-2.19 nmslib and faiss cosine scores (1 / (1 + d)) and cuts minScore on that scale', async () => {
+    fake.version = '2.17.0';
+    for (const engine of ['nmslib', 'faiss', 'lucene'] as const) {
+      fake.indices.clear();
+      const c = makeCatalog({ engine, refresh: 'wait_for' });
+      const index = await c.createVersion(MODEL, DIM);
+      await index.upsert(docs());
+      const hits = await index.query(q, { k: 10 });
+      expect(hits.map((h) => [h.id, h.score])).toEqual([
+        ['same', expect.closeTo(1, 5)],
+        ['half', expect.closeTo(0.5, 5)],
+        ['right', expect.closeTo(0, 5)],
+        ['opposite', expect.closeTo(-1, 5)],
+      ]);
+      expect((await index.query(q, { k: 10, minScore: 0.4 })).map((h) => h.id)).toEqual(['same', 'half']);
+      // The server-side cut is on the engine's scale: 1 / (2 − 0.4) before 2.19 on nmslib and faiss, (1 + 0.4) / 2 on lucene.
+      expect(lastSearch().min_score).toBeCloseTo(engine === 'lucene' ? 0.7 : 1 / 1.6, 5);
+      await c.close();
+    }
+  });
+
+  it('takes a cluster that will not tell its version (403 on GET /) for a current one', async () => {
+    fake.addFault({
+      match: (r) => r.path === '/' && r.method === 'GET',
+      status: 403,
+      body: { error: { type: 'security_exception', reason: 'no permissions' }, status: 403 },
+    });
+    const c = makeCatalog({ engine: 'faiss', refresh: 'wait_for' });
+    const index = await c.createVersion(MODEL, DIM);
+    await index.upsert(docs());
+    expect((await index.query(q, { k: 1, filter: { labels: ['b'] } })).map((h) => [h.id, h.score])).toEqual([['half', expect.closeTo(0.5, 5)]]);
+    expect(lastSearch().query.knn.vector.filter).toBeDefined();
+    await c.close();
   });
 });

@@ -29,6 +29,40 @@ describe('promotion gate', () => {
     expect(gateDecision(m(0.9), m(0.8, 0.8), { margin: 0.01 }).promote).toBe(false);
   });
 
+  describe('at the margin (expected values are literals)', () => {
+    it('promotes a recall@1 gain exactly equal to the margin', () => {
+      // 0.75 − 0.5 = 0.25 exactly in binary floating point: no rounding is involved.
+      const d = gateDecision(m(0.75), m(0.5), { margin: 0.25 });
+      expect(d.promote).toBe(true);
+      expect(d.deltas['recall@1']).toBe(0.25);
+    });
+
+    it('refuses a recall@1 gain one step below the margin', () => {
+      const d = gateDecision(m(0.749999999), m(0.5), { margin: 0.25 });
+      expect(d.promote).toBe(false);
+      expect(d.reasons[0]).toMatch(/< margin 0.25/);
+    });
+
+    it('promotes one more hit out of 200 at the default margin of 0.005, although 0.815 − 0.81 computes to 0.004999999999999893', () => {
+      const d = gateDecision(m(0.815), m(0.81));
+      expect(d.deltas['recall@1']).toBe(0.004999999999999893);
+      expect(d.promote).toBe(true);
+      expect(gateDecision(m(0.814999999), m(0.81)).promote).toBe(false);
+    });
+
+    it('promotes the gain of 0.0055 a real retraining won against the margin of 0.005', () => {
+      expect(gateDecision(m(0.8255), m(0.82), { margin: 0.005 }).promote).toBe(true);
+    });
+
+    it('holds text precision@10 to its margin at equality, a tolerated loss included', () => {
+      expect(gateDecision(m(0.9, 0.75), m(0.8, 0.5), { margin: 0.01, textMargin: 0.25 }).promote).toBe(true);
+      expect(gateDecision(m(0.9, 0.749999999), m(0.8, 0.5), { margin: 0.01, textMargin: 0.25 }).promote).toBe(false);
+      // 0.88 − 0.9 computes to -0.020000000000000018: still exactly the tolerated loss of 0.02.
+      expect(gateDecision(m(0.9, 0.88), m(0.8, 0.9), { margin: 0.01, textMargin: -0.02 }).promote).toBe(true);
+      expect(gateDecision(m(0.9, 0.879999999), m(0.8, 0.9), { margin: 0.01, textMargin: -0.02 }).promote).toBe(false);
+    });
+  });
+
   it('promotes when there is nothing to compare with', () => {
     expect(gateDecision(m(0.5), null).promote).toBe(true);
   });

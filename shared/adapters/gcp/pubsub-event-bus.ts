@@ -4,6 +4,7 @@ import { AppError, NotFoundError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
 import type { DeadLetter, Delivery, EventBus, TopicStats } from '../../ports/event-bus.js';
 import { GrpcCode, httpStatusOf } from './gcp-errors.js';
+import { deadLetterInboxOf } from './pubsub-names.js';
 import { truncateUtf8 } from '../../text/utf8.js';
 
 type ReceivedMessage = protos.google.pubsub.v1.IReceivedMessage;
@@ -21,7 +22,10 @@ export interface PubSubEventBusOptions {
   subscriptionFor(topic: string): string;
   /** Port topic → the dead-letter topic of that subscription (its dead-letter policy's topic). */
   deadLetterTopicFor(topic: string): string;
-  /** Port topic → a subscription on the dead-letter topic, for `listDeadLetters`. Default `<subscription>-dlq`. */
+  /**
+   * Port topic → the subscription on its dead-letter topic that `listDeadLetters` reads. Default:
+   * the inbox the stack creates, `<topic>-dead-letter-inbox` of `topicFor(topic)` ({@link deadLetterInboxOf}).
+   */
   deadLetterSubscriptionFor?(topic: string): string;
   /**
    * How long a pull waits for messages before answering "none" (ms). Pull is called without
@@ -181,7 +185,8 @@ export class PubSubEventBus implements EventBus {
    */
   async listDeadLetters(topic: string, limit = 100): Promise<DeadLetter[]> {
     const max = Math.min(Math.max(1, Math.floor(limit)), MAX_PULL);
-    const subscription = this.subscriptionPath(this.options.deadLetterSubscriptionFor?.(topic) ?? `${this.options.subscriptionFor(topic)}-dlq`);
+    const inbox = this.options.deadLetterSubscriptionFor?.(topic) ?? deadLetterInboxOf(this.options.topicFor(topic));
+    const subscription = this.subscriptionPath(inbox);
     const received = await this.pullFrom(subscription, max);
     if (received.length > 0)
       await this.modifyDeadline(

@@ -5,10 +5,12 @@ import { createLogger, type Logger } from '../../logger.js';
 import type { IndexVersionInfo, VectorIndex } from '../../ports/vector-index.js';
 import { BaseIndexCatalog } from '../index-catalog-base.js';
 import { createOpenSearchClient, type OpenSearchConnectionOptions } from './client.js';
+import { parseClusterVersion, type ClusterVersion } from './cluster.js';
 import { OpenSearchRequestError } from './errors.js';
 import { catalogIndexBody, indexBody, type IndexMeta } from './index-body.js';
 import { parseOpenSearchIndexOptions, type OpenSearchIndexOptions, type OpenSearchIndexOptionsInput } from './options.js';
-import { makeRequester, OpenSearchVectorIndex, type Requester } from './vector-index.js';
+import { UnrefreshedWrites } from './refresh.js';
+import { makeRequester, OpenSearchVectorIndex, type CatalogSession, type Requester } from './vector-index.js';
 
 const indexMetaSchema = z.object({
   modelVersion: z.string().min(1),
@@ -38,6 +40,12 @@ const STATE_ID = 'state';
 export class OpenSearchIndexCatalog extends BaseIndexCatalog {
   private readonly request: Requester;
   protected readonly dimensionLimit = { max: 16_000, reason: 'the knn_vector limit' };
+  private version: Promise<ClusterVersion | null> | undefined;
+  /** Shared by every index this catalog opens, so a count sees the writes of any of them. */
+  private readonly session: CatalogSession = {
+    unrefreshed: new UnrefreshedWrites(),
+    clusterVersion: () => this.clusterVersion(),
+  };
 
   constructor(
     private readonly client: Client,
@@ -68,7 +76,7 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
     const mapping = res.body[name] ?? Object.values(res.body)[0];
     const meta = indexMetaSchema.safeParse(mapping?.mappings?._meta);
     if (!meta.success) throw new AppError(`Index ${name} has no model version in its mapping _meta: it was not created by this adapter`);
-    return new OpenSearchVectorIndex(this.request, name, meta.data, this.options, this.logger);
+    return new OpenSearchVectorIndex(this.request, name, meta.data, this.options, this.logger, this.session);
   }
 
   async versions(): Promise<IndexVersionInfo[]> {
@@ -82,7 +90,7 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
       if (!this.isVersionName(name)) continue;
       const meta = indexMetaSchema.safeParse(m.mappings?._meta);
       if (!meta.success) continue;
-      const index = new OpenSearchVectorIndex(this.request, name, meta.data, this.options, this.logger);
+      const index = new OpenSearchVectorIndex(this.request, name, meta.data, this.options, this.logger, this.session);
       out.push({
         name,
         modelVersion: meta.data.modelVersion,
@@ -123,7 +131,7 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
       throw new OpenSearchRequestError(`OpenSearch refused to create index ${name}: ${JSON.stringify(res.body.error)}`);
     }
     this.logger.info({ index: name, modelVersion, dimension, engine: meta.engine }, 'created index version');
-    return new OpenSearchVectorIndex(this.request, name, meta, this.options, this.logger);
+    return new OpenSearchVectorIndex(this.request, name, meta, this.options, this.logger, this.session);
   }
 
   protected async _aliasTargets(): Promise<string[]> {
@@ -161,6 +169,31 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
     if (res.statusCode === 404) return false;
     this.logger.info({ index: name }, 'dropped index version');
     return true;
+  }
+
+  /** Read once per catalog (a failed read is tried again next time). */
+  private clusterVersion(): Promise<ClusterVersion | null> {
+    if (!this.version) {
+      this.version = this.readClusterVersion();
+      this.version.catch(() => (this.version = undefined));
+    }
+    return this.version;
+  }
+
+  /**
+   * `GET /` ("version.number"): the k-NN plugin's filters and cosine scores depend on it (see
+   * cluster.ts). A cluster that will not say (403) is taken to be current, with a warning.
+   */
+  private async readClusterVersion(): Promise<ClusterVersion | null> {
+    const res = await this.request<{ version?: { number?: string } }>('read cluster version', { method: 'GET', path: '/' }, [403, 404]);
+    const version = res.statusCode === 200 ? parseClusterVersion(res.body.version?.number) : null;
+    if (!version) {
+      this.logger.warn(
+        { status: res.statusCode, number: res.body?.version?.number },
+        'OpenSearch did not report its version: assuming a current one (efficient k-NN filters on lucene and faiss, one cosine score formula)',
+      );
+    }
+    return version;
   }
 
   private async readState(): Promise<CatalogState | null> {

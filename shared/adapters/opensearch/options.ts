@@ -10,7 +10,9 @@ import { invalid } from '../../validation.js';
  * filters) on every OpenSearch from 2.4; its graphs live in the JVM heap and segments like any
  * other Lucene field, so a small or medium catalogue (up to a few million images) needs no
  * native-memory tuning. `faiss` is the choice past that (quantisation, memory-optimised search);
- * `nmslib` is deprecated upstream (no new indices on 3.x) and is accepted only for old clusters.
+ * `nmslib` is deprecated upstream (no new indices on 3.x) and is accepted only for old clusters:
+ * it has no efficient filtering, so filtered queries fall back to a post-filter that can return
+ * fewer than k hits (see `knnSearchBody`).
  */
 export const openSearchIndexOptionsSchema = z
   .object({
@@ -43,7 +45,9 @@ export const openSearchIndexOptionsSchema = z
     backoffMaxMs: z.number().int().min(0).max(300_000).default(10_000),
     /**
      * `wait_for` makes writes visible to the next search before the call returns (tests, CLI);
-     * `false` (default) leaves it to the refresh interval, the throughput-friendly choice.
+     * `false` (default) leaves it to the refresh interval, the throughput-friendly choice: searches
+     * see a write within `index.refresh_interval` (1 s), and count()/scan() refresh the indices
+     * this process wrote to first, so verifying a write never depends on the interval.
      */
     refresh: z.union([z.literal(false), z.literal('wait_for'), z.literal(true)]).default(false),
   })

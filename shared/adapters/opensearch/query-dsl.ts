@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { QueryFilter, QueryOptions } from '../../ports/vector-index.js';
 import { parseWith } from '../../validation.js';
+import { CURRENT_KNN, type KnnBehaviour } from './cluster.js';
 import { VECTOR_FIELD } from './index-body.js';
 import { cosineToScore, type SpaceType } from './scores.js';
 
@@ -56,22 +57,28 @@ export function filterClauses(filter: QueryFilter | undefined): Record<string, u
 }
 
 /**
- * The search body of a k-NN query. The filter goes inside the `knn` clause (efficient filtering:
- * applied during the graph walk, so k hits come back whenever k documents match) rather than as a
- * post-filter. `knn.k` is the number of candidates each shard collects (for lucene it is also the
- * HNSW ef), so `numCandidates` raises it above k while `size` keeps the answer at k.
+ * The search body of a k-NN query. Where the engine supports it the filter goes inside the `knn`
+ * clause (efficient filtering: applied during the graph walk, so k hits come back whenever k
+ * documents match). NMSLIB (and Faiss before 2.9) refuse that, so there the filter sits beside the
+ * `knn` clause in a `bool` (the boolean post-filter of "k-NN search with filters",
+ * https://docs.opensearch.org/latest/vector-search/filter-search-knn/index/): it keeps only the
+ * matching ones of the k candidates, so a selective filter can return fewer than k hits; raise
+ * `numCandidates` for those. `knn.k` is the number of candidates each shard collects (for lucene
+ * it is also the HNSW ef), so `numCandidates` raises it above k while `size` keeps the answer at k.
  */
-export function knnSearchBody(vector: Float32Array, options: QueryOptions, space: SpaceType, legacyNativeCosine = false): Record<string, unknown> {
+export function knnSearchBody(vector: Float32Array, options: QueryOptions, space: SpaceType, behaviour: KnnBehaviour = CURRENT_KNN): Record<string, unknown> {
   const candidates = Math.min(MAX_K, Math.max(options.k, options.numCandidates ?? options.k));
   const knn: Record<string, unknown> = { vector: Array.from(vector), k: candidates };
   const filter = filterClauses(options.filter);
-  if (filter) knn.filter = filter;
+  let query: Record<string, unknown> = { knn: { [VECTOR_FIELD]: knn } };
+  if (filter && behaviour.efficientFilter) knn.filter = filter;
+  else if (filter) query = { bool: { must: [query], filter: [filter] } };
   const body: Record<string, unknown> = {
     size: options.k,
     _source: { excludes: [VECTOR_FIELD] },
-    query: { knn: { [VECTOR_FIELD]: knn } },
+    query,
   };
   // The server cuts early; the adapter cuts again on the converted score (the authority).
-  if (options.minScore !== undefined) body.min_score = cosineToScore(options.minScore, space, legacyNativeCosine) - 1e-6;
+  if (options.minScore !== undefined) body.min_score = cosineToScore(options.minScore, space, behaviour.legacyNativeCosine) - 1e-6;
   return body;
 }

@@ -1,10 +1,12 @@
 /**
  * OpenSearch turns a k-NN distance into a positive `_score`; the port speaks cosine similarity.
- * Vectors are L2-normalised, so the dot product is the cosine. Per space type (k-NN "Spaces"):
+ * Vectors are L2-normalised, so the dot product is the cosine. Per space type ("Spaces",
+ * https://docs.opensearch.org/latest/mappings/supported-field-types/knn-spaces/):
  *
  * - `cosinesimil`: d = 1 − cos and score = (2 − d) / 2 = (1 + cos) / 2, so cos = 2·score − 1.
- *   This is Lucene's formula, used by every engine since OpenSearch 2.19 (before that nmslib and
- *   faiss returned 1 / (1 + d); the `legacyNativeCosine` flag converts those).
+ *   This is Lucene's formula, used by every engine since OpenSearch 2.19. Before that nmslib and
+ *   faiss returned 1 / (1 + d) = 1 / (2 − cos), so cos = 2 − 1 / score: `legacyNativeCosine`,
+ *   which the index sets from its engine and the cluster's version (`knnBehaviour`).
  * - `innerproduct`: score = dot + 1 when dot ≥ 0, else 1 / (1 − dot) (Lucene's scaled maximum
  *   inner product; faiss and nmslib give the same numbers), so dot = score − 1 when score ≥ 1,
  *   else 1 − 1 / score.

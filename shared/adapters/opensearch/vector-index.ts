@@ -8,7 +8,9 @@ import { actionLine, batchByBytes, checkGeneration, decodeDocument, encodeDocume
 import { OpenSearchBulkItemError } from './errors.js';
 import type { IndexMeta } from './index-body.js';
 import type { OpenSearchIndexOptions } from './options.js';
+import { knnBehaviour, type ClusterVersion } from './cluster.js';
 import { knnSearchBody, parseQueryOptions } from './query-dsl.js';
+import type { UnrefreshedWrites } from './refresh.js';
 import { backoffDelay, withRetry } from './retry.js';
 import { scoreToCosine } from './scores.js';
 
@@ -45,6 +47,14 @@ export function makeRequester(client: Client, options: OpenSearchIndexOptions, l
     });
 }
 
+/** What the indices of one catalog share: its view of the cluster and of its own writes. */
+export interface CatalogSession {
+  /** Indices written with refresh=false and not refreshed since (see refresh.ts). */
+  readonly unrefreshed: UnrefreshedWrites;
+  /** The cluster's version (read once, `GET /`); null when it would not say. */
+  clusterVersion(): Promise<ClusterVersion | null>;
+}
+
 interface BulkOp {
   id: string;
   body: string;
@@ -79,6 +89,7 @@ export class OpenSearchVectorIndex implements VectorIndex {
     private readonly meta: IndexMeta,
     private readonly options: OpenSearchIndexOptions,
     private readonly logger: Logger,
+    private readonly session: CatalogSession,
   ) {}
 
   get modelVersion(): string {
@@ -179,11 +190,13 @@ export class OpenSearchVectorIndex implements VectorIndex {
       );
     }
     if (!vector.every(Number.isFinite)) throw new ParseError('Query vector holds NaN or Infinity');
-    const body = knnSearchBody(vector, opts, this.meta.spaceType);
+    // Near-real-time on purpose: a query never forces a refresh (see refresh.ts).
+    const behaviour = knnBehaviour(this.meta.engine, this.meta.spaceType, await this.session.clusterVersion());
+    const body = knnSearchBody(vector, opts, this.meta.spaceType, behaviour);
     const res = await this.request<SearchResponse>('k-NN query', { method: 'POST', path: `/${encodeURIComponent(this.name)}/_search`, body });
     const hits: Hit[] = [];
     for (const h of res.body.hits?.hits ?? []) {
-      const score = scoreToCosine(h._score ?? 0, this.meta.spaceType);
+      const score = scoreToCosine(h._score ?? 0, this.meta.spaceType, behaviour.legacyNativeCosine);
       if (opts.minScore !== undefined && score < opts.minScore) continue;
       const s = h._source;
       hits.push({
@@ -209,7 +222,9 @@ export class OpenSearchVectorIndex implements VectorIndex {
     return decodeDocument(res.body._source);
   }
 
+  /** Counts every document written through this catalog: its own writes are refreshed first. */
   async count(): Promise<number> {
+    await this.refreshOwnWrites();
     const res = await this.request<{ count: number }>('count', {
       method: 'POST',
       path: `/${encodeURIComponent(this.name)}/_count`,
@@ -218,8 +233,12 @@ export class OpenSearchVectorIndex implements VectorIndex {
     return res.body.count;
   }
 
-  /** Keyset pages sorted on `id` (doc values), so each live document comes exactly once. */
+  /**
+   * Keyset pages sorted on `id` (doc values), so each live document comes exactly once; like
+   * count(), it sees every write made through this catalog.
+   */
   async *scan(batchSize = 500): AsyncIterable<VectorDocument[]> {
+    await this.refreshOwnWrites();
     const size = Math.max(1, Math.min(batchSize, 10_000));
     let after: string | undefined;
     for (;;) {
@@ -232,6 +251,16 @@ export class OpenSearchVectorIndex implements VectorIndex {
       if (page.length < size) return;
       after = page[page.length - 1]!._source.id;
     }
+  }
+
+  /**
+   * `POST <index>/_refresh` when this catalog wrote here with refresh=false since the last one:
+   * `_count` and `_search` read the index as of its last refresh ("Refresh Index API").
+   */
+  private refreshOwnWrites(): Promise<void> {
+    return this.session.unrefreshed.refreshIfWritten(this.name, async () => {
+      await this.request('refresh', { method: 'POST', path: `/${encodeURIComponent(this.name)}/_refresh` });
+    });
   }
 
   /** Before any request: a vector of another model must never be mixed into this index. */
@@ -320,15 +349,24 @@ export class OpenSearchVectorIndex implements VectorIndex {
 
   private async sendBulk(batch: BulkOp[]): Promise<ItemResult[]> {
     const querystring: Record<string, unknown> = {};
-    if (this.options.refresh !== false) querystring.refresh = this.options.refresh;
-    const res = await this.request<BulkResponse>(
-      `bulk ${this.name}`,
-      { method: 'POST', path: '/_bulk', bulkBody: batch.map((op) => op.body).join(''), querystring },
-      undefined,
-      // A request that failed (reset, timeout, 5xx) may still have been applied: a 409 on its
-      // retry then means "our own write", not "unchanged".
-      () => batch.forEach((op) => (op.maybeApplied = true)),
-    );
+    // wait_for / true: the answer comes once the writes are searchable. false: the next refresh
+    // makes them so, and count()/scan() refresh first (see refresh.ts).
+    const unrefreshed = this.options.refresh === false;
+    if (unrefreshed) this.session.unrefreshed.wrote(this.name);
+    else querystring.refresh = this.options.refresh;
+    let res: { statusCode: number; body: BulkResponse };
+    try {
+      res = await this.request<BulkResponse>(
+        `bulk ${this.name}`,
+        { method: 'POST', path: '/_bulk', bulkBody: batch.map((op) => op.body).join(''), querystring },
+        undefined,
+        // A request that failed (reset, timeout, 5xx) may still have been applied: a 409 on its
+        // retry then means "our own write", not "unchanged".
+        () => batch.forEach((op) => (op.maybeApplied = true)),
+      );
+    } finally {
+      if (unrefreshed) this.session.unrefreshed.wrote(this.name);
+    }
     if (res.body.items?.length !== batch.length) {
       throw new TransientError(`OpenSearch bulk answer for ${this.name} has ${res.body.items?.length ?? 0} items for ${batch.length} operations`);
     }
