@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
+import { envProblems } from './validation.js';
 
 /**
  * Local-mode configuration, read once from the environment (CLI flags override), validated with
@@ -78,10 +79,7 @@ const hints: Partial<Record<keyof Env, string>> = {
 export function parseEnv(env: NodeJS.ProcessEnv): Env {
   const result = envSchema.safeParse(env);
   if (!result.success) {
-    const lines = result.error.issues.map((issue) => {
-      const key = String(issue.path[0]) as keyof Env;
-      return `- ${key}=${JSON.stringify(env[key] ?? '')}: ${issue.message}${hints[key] ? ` (${hints[key]})` : ''}`;
-    });
+    const lines = envProblems(result.error, env, hints);
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`, { cause: result.error });
   }
   const parsed = result.data;

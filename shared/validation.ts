@@ -54,3 +54,22 @@ export function parseWith<T extends z.ZodType>(schema: T, value: unknown, what: 
   if (!result.success) throw invalid(what, result.error, options);
   return result.data;
 }
+
+/** Names whose values never appear in a message (credentials). */
+const SECRET_NAME = /PASSWORD|SECRET|TOKEN|CREDENTIAL/;
+
+/**
+ * Environment-variable problems, one line each: `- NAME is missing (hint)` or
+ * `- NAME="value": message (hint)`, secrets shown as `***` and long values cut. The one formatter
+ * of both configuration parsers (local `IMGSEARCH_*`, cloud entry points).
+ */
+export function envProblems(error: z.ZodError, env: NodeJS.ProcessEnv, hints: Readonly<Partial<Record<string, string>>>): string[] {
+  return error.issues.map((issue) => {
+    const key = String(issue.path[0] ?? '(environment)');
+    const value = env[key];
+    const shown = value === undefined || value === '' ? undefined : SECRET_NAME.test(key) ? '***' : value.length > 120 ? `${value.slice(0, 117)}...` : value;
+    const problem = shown === undefined ? ' is missing' : `=${JSON.stringify(shown)}: ${issue.message}`;
+    const hint = hints[key];
+    return `- ${key}${problem}${hint ? ` (${hint})` : ''}`;
+  });
+}

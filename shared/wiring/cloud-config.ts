@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
+import { envProblems } from '../validation.js';
 
 /**
  * Settings of the cloud entry points (functions, Cloud Run service and jobs), read once from the
@@ -182,20 +183,11 @@ export function parseCloudConfig<E extends EntryPoint>(entryPoint: E, env: NodeJ
   const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
   const result = schema.safeParse(cleaned);
   if (result.success) return result.data;
-  const lines = result.error.issues.map((issue) => {
-    const key = String(issue.path[0] ?? '(environment)');
-    const value = env[key];
-    const problem = value === undefined || value === '' ? ' is missing' : `=${JSON.stringify(redactValue(key, value))}: ${issue.message}`;
-    const hint = hints[key as Key];
-    return `- ${key}${problem}${hint ? ` (${hint})` : ''}`;
-  });
+  const lines = envProblems(result.error, env, hints);
   throw new ConfigError(`Invalid configuration of ${entryPoint}:\n${lines.join('\n')}`, {
+    cause: result.error,
     meta: { entryPoint, variables: result.error.issues.map((i) => String(i.path[0])) },
   });
-}
-
-function redactValue(key: string, value: string): string {
-  return /PASSWORD|SECRET|TOKEN/.test(key) ? '***' : value.length > 120 ? `${value.slice(0, 117)}...` : value;
 }
 
 const cache = new Map<EntryPoint, unknown>();
