@@ -5,8 +5,7 @@ import { configFromEnv, parseEnv } from '../shared/config.js';
 import { handleObjectEvent } from '../shared/handlers/on-object-event.js';
 import { silentLogger } from '../shared/logger.js';
 import type { PreparedImage } from '../shared/ports/embedder.js';
-import { PipelineWorkers } from '../shared/services/pipeline.js';
-import { openLocalRuntime } from '../shared/wiring/local.js';
+import { localPipelineWorkers, openLocalRuntime } from '../shared/wiring/local.js';
 import { cpuByGroup, threadTimes, type ThreadGroup } from './thread-cpu.js';
 
 export interface ThroughputResult {
@@ -67,13 +66,7 @@ export async function measureThroughput(label: string, imageDir: string, work: s
     const bareCpu = cpuMsPerImage(process.cpuUsage(c0), prepared.length);
 
     // (b) the pipeline: storage events → queue → decode → inference → feature store → index.
-    const workers = new PipelineWorkers(
-      runtime.bus,
-      () => runtime.embedDeps(),
-      () => runtime.upsertDeps(),
-      silentLogger,
-      { batchSize, idlePollMs: 20 },
-    );
+    const workers = localPipelineWorkers(runtime, { logger: silentLogger, batchSize, idlePollMs: 20 });
     const deps = { bus: runtime.bus, rejections: runtime.rejections, logger: silentLogger, settings: { prefix: '', maxBytes: config.maxBytes } };
     const t1 = performance.now();
     const c1 = process.cpuUsage();

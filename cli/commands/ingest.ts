@@ -6,10 +6,9 @@ import { finalizeEvent } from '../../shared/adapters/local/folder-watcher.js';
 import { documentId } from '../../shared/contracts.js';
 import { ParseError } from '../../shared/errors.js';
 import { handleObjectEvent } from '../../shared/handlers/on-object-event.js';
-import { PipelineWorkers } from '../../shared/services/pipeline.js';
 import { configFrom, printJson } from '../options.js';
 import { PipelineTally } from '../pipeline-tally.js';
-import { openLocalRuntime } from '../../shared/wiring/local.js';
+import { localPipelineWorkers, openLocalRuntime } from '../../shared/wiring/local.js';
 
 export function registerIngestCommand(program: Command): void {
   program
@@ -39,16 +38,7 @@ export function registerIngestCommand(program: Command): void {
           Presets.shades_classic,
         );
         const showBar = !opts.json && process.stderr.isTTY;
-        const workers = new PipelineWorkers(
-          runtime.bus,
-          () => runtime.embedDeps(),
-          () => runtime.upsertDeps(),
-          runtime.logger,
-          {
-            batchSize: runtime.config.batchSize,
-            ackDeadlineSeconds: runtime.config.ackDeadlineSeconds,
-          },
-        );
+        const workers = localPipelineWorkers(runtime);
         workers.on('embedded', (outcomes) => {
           tally.onEmbedded(outcomes, (id) => names.get(id) ?? id);
           if (showBar) bar.update(Math.min(tally.settled, tally.published));

@@ -4,9 +4,8 @@ import { watchFolder } from '../../shared/adapters/local/folder-watcher.js';
 import type { ImageEvent } from '../../shared/contracts.js';
 import { handleObjectEvent } from '../../shared/handlers/on-object-event.js';
 import { ModelFollower } from '../../shared/services/model-follower.js';
-import { PipelineWorkers } from '../../shared/services/pipeline.js';
 import { reconcileBucket, republishBucket } from '../../shared/services/reconcile.js';
-import { localSearchApp, openLocalRuntime, type LocalRuntime } from '../../shared/wiring/local.js';
+import { localSearchApp, localPipelineWorkers, openLocalRuntime, type LocalRuntime } from '../../shared/wiring/local.js';
 import { configFrom } from '../options.js';
 
 export function registerUpCommand(program: Command): void {
@@ -48,17 +47,7 @@ export interface LocalProduct {
 export async function startLocalProduct(runtime: LocalRuntime): Promise<LocalProduct> {
   const { config, logger } = runtime;
   await runtime.model.get();
-  const workers = new PipelineWorkers(
-    runtime.bus,
-    () => runtime.embedDeps(),
-    () => runtime.upsertDeps(),
-    logger,
-    {
-      batchSize: config.batchSize,
-      ackDeadlineSeconds: config.ackDeadlineSeconds,
-      idlePollMs: 250,
-    },
-  );
+  const workers = localPipelineWorkers(runtime, { logger, idlePollMs: 250 });
   const eventDeps = { bus: runtime.bus, rejections: runtime.rejections, logger, settings: { prefix: config.prefix, maxBytes: config.maxBytes } };
   const onObject = async (event: ImageEvent): Promise<void> => {
     try {

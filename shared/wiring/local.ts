@@ -24,6 +24,7 @@ import type { EmbedDeps } from '../handlers/embed-batch.js';
 import type { UpsertDeps } from '../handlers/upsert-vectors.js';
 import { loadEmbedder } from '../model/load-embedder.js';
 import type { LifecycleDeps } from '../services/model-lifecycle.js';
+import { PipelineWorkers, type PipelineOptions } from '../services/pipeline.js';
 
 /** The web page (served by local `up`; the cloud search service serves its own copy beside its bundle). */
 export const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../web');
@@ -174,4 +175,23 @@ export function localPageSources(runtime: LocalRuntime) {
       return fs.readFile(path.join(runtime.config.paths.reports, 'metrics.png')).catch(() => null);
     },
   };
+}
+
+/**
+ * The embed and upsert workers over this runtime's queue, index and model, with its batch size and
+ * lease (the same wiring for `up`, `ingest`, the benches and the tests); `options` overrides.
+ */
+export function localPipelineWorkers(runtime: LocalRuntime, options: Partial<PipelineOptions> & { logger?: Logger } = {}): PipelineWorkers {
+  const { logger = runtime.logger, ...overrides } = options;
+  return new PipelineWorkers(
+    runtime.bus,
+    () => runtime.embedDeps(),
+    () => runtime.upsertDeps(),
+    logger,
+    {
+      batchSize: runtime.config.batchSize,
+      ackDeadlineSeconds: runtime.config.ackDeadlineSeconds,
+      ...overrides,
+    },
+  );
 }

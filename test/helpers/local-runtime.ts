@@ -2,9 +2,8 @@ import path from 'node:path';
 import { configFromEnv, parseEnv } from '../../shared/config.js';
 import { handleObjectEvent } from '../../shared/handlers/on-object-event.js';
 import { silentLogger } from '../../shared/logger.js';
-import { PipelineWorkers } from '../../shared/services/pipeline.js';
 import type { ImageEvent } from '../../shared/contracts.js';
-import { openLocalRuntime, type LocalRuntime } from '../../shared/wiring/local.js';
+import { localPipelineWorkers, openLocalRuntime, type LocalRuntime } from '../../shared/wiring/local.js';
 import type { EmbedOutcome, UpsertHandlerOutcome } from '../../shared/handlers/results.js';
 
 /** A local runtime in a temp folder, with the pipeline workers and everything they decided. */
@@ -18,17 +17,7 @@ export async function openTestPipeline(work: string, env: Record<string, string>
   await runtime.liveIndex();
   const embedded: EmbedOutcome[] = [];
   const upserted: UpsertHandlerOutcome[] = [];
-  const workers = new PipelineWorkers(
-    runtime.bus,
-    () => runtime.embedDeps(),
-    () => runtime.upsertDeps(),
-    silentLogger,
-    {
-      batchSize: config.batchSize,
-      ackDeadlineSeconds: config.ackDeadlineSeconds,
-      idlePollMs: 50,
-    },
-  );
+  const workers = localPipelineWorkers(runtime, { logger: silentLogger, idlePollMs: 50 });
   workers.on('embedded', (o) => embedded.push(...o));
   workers.on('upserted', (o) => upserted.push(...o));
   const eventDeps = { bus: runtime.bus, rejections: runtime.rejections, logger: silentLogger, settings: { prefix: config.prefix, maxBytes: config.maxBytes } };

@@ -15,8 +15,7 @@ import path from 'node:path';
 import { finalizeEvent } from '../../shared/adapters/local/folder-watcher.js';
 import { loadConfig } from '../../shared/config.js';
 import { handleObjectEvent } from '../../shared/handlers/on-object-event.js';
-import { PipelineWorkers } from '../../shared/services/pipeline.js';
-import { openLocalRuntime } from '../../shared/wiring/local.js';
+import { localPipelineWorkers, openLocalRuntime } from '../../shared/wiring/local.js';
 
 const [mode, dir, ...names] = process.argv.slice(2);
 const runtime = await openLocalRuntime(loadConfig());
@@ -31,16 +30,7 @@ try {
     else for await (const info of store.list()) infos.push(info);
     for (const info of infos) await handleObjectEvent(finalizeEvent(info), deps);
   } else if (mode === 'work') {
-    const workers = new PipelineWorkers(
-      runtime.bus,
-      () => runtime.embedDeps(),
-      () => runtime.upsertDeps(),
-      runtime.logger,
-      {
-        batchSize: runtime.config.batchSize,
-        ackDeadlineSeconds: runtime.config.ackDeadlineSeconds,
-      },
-    );
+    const workers = localPipelineWorkers(runtime);
     workers.start();
     await workers.drain();
     await workers.stop();
