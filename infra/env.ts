@@ -1,11 +1,12 @@
 import * as pulumi from '@pulumi/pulumi';
+import { entryPointSchemas } from '../shared/wiring/cloud-config.js';
 
 /**
- * The environment each workload gets, in one table: a workload sees only the names it uses, and
- * the OpenSearch credentials come from Secret Manager, never as plain values. Each list must cover
- * every required variable of the workload's schema in shared/wiring/cloud-config.ts (`entryPointSchemas`)
- * and name nothing that schema does not read; `test/unit/infra-policies.unit.test.ts` checks the
- * deployed env against those schemas, so the two cannot drift apart.
+ * The environment each workload gets: every variable its entry point's schema reads
+ * (`entryPointSchemas` in shared/wiring/cloud-config.ts, the one list of names), except those the
+ * stack deliberately leaves to their defaults or to the platform (below, each with the reason).
+ * The OpenSearch credentials come from Secret Manager, never as plain values.
+ * `test/unit/infra-policies.unit.test.ts` checks the deployed env against the schemas.
  */
 export type Workload = 'onObjectEvent' | 'dispatchEmbed' | 'embedJob' | 'upsertVectors' | 'startRetraining' | 'reindexJob' | 'bootstrapModel' | 'search';
 
@@ -13,52 +14,33 @@ export type Workload = 'onObjectEvent' | 'dispatchEmbed' | 'embedJob' | 'upsertV
 export const SECRET_ENV = ['OPENSEARCH_URL', 'OPENSEARCH_USERNAME', 'OPENSEARCH_PASSWORD'] as const;
 export type SecretEnvName = (typeof SECRET_ENV)[number];
 
-const OPENSEARCH = [...SECRET_ENV, 'OPENSEARCH_INDEX_ALIAS'] as const;
+/** Variables a workload's schema reads that the stack does not set. */
+const NOT_SET_BY_THE_STACK: Partial<Record<Workload, readonly string[]>> = {
+  // The default Cloud Monitoring probe needs only monitoring.viewer; `pull` would need
+  // pubsub.subscriber and spend a delivery attempt of a waiting message.
+  dispatchEmbed: ['BACKLOG_PROBE'],
+  // Cloud Run sets the task index and count; the time budget and empty pulls keep their defaults.
+  embedJob: ['EMBED_MAX_RUNTIME_SECONDS', 'EMBED_EMPTY_PULLS', 'CLOUD_RUN_TASK_INDEX', 'CLOUD_RUN_TASK_COUNT'],
+  // Reindexing re-projects stored embeddings on CPU and decodes no image.
+  reindexJob: ['ONNX_EXECUTION_PROVIDER', 'MAX_PIXELS'],
+  // Cloud Run sets PORT.
+  search: ['PORT'],
+};
 
-export const WORKLOAD_ENV = {
-  // FEATURES_BUCKET: rejected uploads (too large, empty) are recorded under rejected/ there.
-  onObjectEvent: ['GCP_PROJECT', 'IMAGES_BUCKET', 'FEATURES_BUCKET', 'IMAGE_PREFIX', 'TOPIC_IMAGE_EVENTS', 'MAX_BYTES'],
-  // BACKLOG_PROBE is left unset: the default Cloud Monitoring probe needs only monitoring.viewer,
-  // while `pull` would need pubsub.subscriber and spend a delivery attempt of a waiting message.
-  dispatchEmbed: ['GCP_PROJECT', 'GCP_REGION', 'SUBSCRIPTION_IMAGE_EVENTS', 'EMBED_JOB_NAME'],
-  embedJob: [
-    'GCP_PROJECT',
-    'IMAGES_BUCKET',
-    'MODELS_BUCKET',
-    'FEATURES_BUCKET',
-    // Names the dead-letter topic `<TOPIC_IMAGE_EVENTS>-dead-letter` for unusable payloads.
-    'TOPIC_IMAGE_EVENTS',
-    'SUBSCRIPTION_IMAGE_EVENTS',
-    'TOPIC_EMBEDDINGS',
-    'ONNX_EXECUTION_PROVIDER',
-    'MAX_PIXELS',
-    'MAX_BYTES',
-    'BATCH_SIZE',
-    // Named in the "no model yet" error with the command that runs it.
-    'BOOTSTRAP_JOB_NAME',
-    'GCP_REGION',
-  ],
-  // TOPIC_EMBEDDINGS: where malformed messages are dead-lettered when a CloudEvent names no source topic.
-  upsertVectors: ['GCP_PROJECT', ...OPENSEARCH, 'FEATURES_BUCKET', 'TOPIC_IMAGE_EVENTS', 'TOPIC_EMBEDDINGS'],
-  // No OpenSearch settings: startRetraining only creates the Vertex AI job, whose spec carries
-  // plain settings; the trainer reindexes by starting REINDEX_JOB_NAME (on the VPC, with secrets).
-  startRetraining: [
-    'GCP_PROJECT',
-    'GCP_REGION',
-    'TRAINER_IMAGE',
-    'TRAINER_MACHINE_TYPE',
-    'TRAINER_SERVICE_ACCOUNT',
-    'MODELS_BUCKET',
-    'FEATURES_BUCKET',
-    'REINDEX_JOB_NAME',
-    'RETRAIN_JOB_DISPLAY_NAME',
-  ],
-  // INITIAL_MODEL: which first model to register (iss:model.initial).
-  bootstrapModel: ['GCP_PROJECT', 'MODELS_BUCKET', 'INITIAL_MODEL'],
-  reindexJob: ['GCP_PROJECT', 'MODELS_BUCKET', 'FEATURES_BUCKET', ...OPENSEARCH],
-  // MAX_PIXELS/MAX_BYTES: query uploads obey the same limits as the pipeline (iss:embed.*).
-  search: [...OPENSEARCH, 'MODELS_BUCKET', 'FEATURES_BUCKET', 'IMAGES_BUCKET', 'MAX_PIXELS', 'MAX_BYTES', 'BOOTSTRAP_JOB_NAME', 'GCP_REGION'],
-} as const satisfies Record<Workload, readonly string[]>;
+const WORKLOADS: readonly Workload[] = [
+  'onObjectEvent',
+  'dispatchEmbed',
+  'embedJob',
+  'upsertVectors',
+  'startRetraining',
+  'reindexJob',
+  'bootstrapModel',
+  'search',
+];
+
+export const WORKLOAD_ENV: Record<Workload, readonly string[]> = Object.fromEntries(
+  WORKLOADS.map((w) => [w, Object.keys(entryPointSchemas[w].shape).filter((name) => !(NOT_SET_BY_THE_STACK[w] ?? []).includes(name))]),
+) as unknown as Record<Workload, readonly string[]>;
 
 /** Every value any workload may receive; each workload picks its own names from it. */
 export type EnvValues = Partial<Record<string, pulumi.Input<string>>>;
