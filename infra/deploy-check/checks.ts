@@ -1,4 +1,13 @@
-import { accessNeeds, callApplies, CLOUD_WORKLOADS, WORKLOAD_CALLS, type ResourceRef } from '../../shared/wiring/cloud-access.js';
+import { deadLetterTopicOf } from '../../shared/adapters/gcp/pubsub-names.js';
+import {
+  accessNeeds,
+  callApplies,
+  CLOUD_WORKLOADS,
+  WORKLOAD_CALLS,
+  type CloudWorkload,
+  type ResourceRef,
+  type WorkloadCall,
+} from '../../shared/wiring/cloud-access.js';
 import type { RecordedResource } from '../testing/mocks.js';
 import { ADAPTER_APIS, agentEmail, NAME_RULES, RESOURCE_APIS, type AgentName } from './google-rules.js';
 import { StackModel, type GrantTarget, type Workload } from './stack-model.js';
@@ -20,8 +29,8 @@ export interface CheckOptions {
   region: string;
   /** Regions where Cloud Run jobs can have an NVIDIA L4 (infra/config.ts). */
   gpuRegions?: readonly string[];
-  /** Replace the calls of a workload (tests: "a new call without a grant fails"). */
-  extraCalls?: Partial<Record<(typeof CLOUD_WORKLOADS)[number], (typeof WORKLOAD_CALLS)[keyof typeof WORKLOAD_CALLS]>>;
+  /** Calls added to a workload's own (tests: "a new call without a grant fails"). */
+  extraCalls?: Partial<Record<CloudWorkload, WorkloadCall[]>>;
 }
 
 const sa = (email: string) => `serviceAccount:${email}`;
@@ -39,7 +48,8 @@ function resolve(model: StackModel, w: Workload, ref: ResourceRef): { target: Gr
       .ofType('gcp:pubsub/subscription:Subscription')
       .find((s) => w.urls.some((u) => String(s.inputs.pushConfig?.pushEndpoint ?? '').startsWith(u)));
     if (!sub) return { missing: `no push subscription delivers to ${w.name}` };
-    const topic = `${short(sub.inputs.topic)}${ref.suffix ?? ''}`;
+    const source = short(sub.inputs.topic);
+    const topic = ref.deadLetter ? deadLetterTopicOf(source) : source;
     return model.find('gcp:pubsub/topic:Topic', topic)
       ? { target: { kind: 'topic', name: topic } }
       : { missing: `topic ${topic} (from its push subscription) does not exist` };
@@ -52,7 +62,7 @@ function resolve(model: StackModel, w: Workload, ref: ResourceRef): { target: Gr
         ? { target: { kind: 'bucket', name: value }, prefix: ref.prefix ?? '' }
         : { missing: `bucket ${value} (${ref.env}) is not in the stack` };
     case 'topic': {
-      const name = `${short(value)}${'suffix' in ref && ref.suffix ? ref.suffix : ''}`;
+      const name = ref.deadLetter ? deadLetterTopicOf(short(value)) : short(value);
       return model.find('gcp:pubsub/topic:Topic', name) ? { target: { kind: 'topic', name } } : { missing: `topic ${name} (${ref.env}) is not in the stack` };
     }
     case 'subscription':

@@ -23,12 +23,12 @@ export const CLOUD_WORKLOADS = [
 ] as const;
 export type CloudWorkload = (typeof CLOUD_WORKLOADS)[number];
 
-/** A resource named by an environment variable of the workload (and an object prefix / name suffix). */
+/** A resource named by an environment variable of the workload (an object prefix; a topic's dead-letter topic). */
 export type ResourceRef =
   | { kind: 'bucket'; env: string; prefix?: string }
-  | { kind: 'topic'; env: string; suffix?: string }
+  | { kind: 'topic'; env: string; deadLetter?: true }
   /** The topic of the push subscription that delivers to this function (CloudEvent `source`). */
-  | { kind: 'topic'; pushSource: true; suffix?: string }
+  | { kind: 'topic'; pushSource: true; deadLetter?: true }
   | { kind: 'subscription'; env: string }
   | { kind: 'runJob'; env: string }
   | { kind: 'serviceAccount'; env: string }
@@ -52,8 +52,9 @@ export function callApplies(call: WorkloadCall, env: Readonly<Record<string, str
 }
 
 const bucket = (env: string, prefix?: string): ResourceRef => ({ kind: 'bucket', env, ...(prefix ? { prefix } : {}) });
-const topic = (env: string, suffix?: string): ResourceRef => ({ kind: 'topic', env, ...(suffix ? { suffix } : {}) });
-const DEAD_LETTER = '-dead-letter';
+const topic = (env: string): ResourceRef => ({ kind: 'topic', env });
+/** The dead-letter topic of a topic (named by shared/adapters/gcp/pubsub-names.ts). */
+const deadLetterOf = (env: string): ResourceRef => ({ kind: 'topic', env, deadLetter: true });
 
 const registryReads = (why: string): WorkloadCall[] =>
   (['active', 'get', 'list', 'localPath'] as const).map((method) => ({
@@ -66,7 +67,7 @@ const registryReads = (why: string): WorkloadCall[] =>
 export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
   onObjectEvent: [
     { adapter: 'PubSubEventBus', method: 'publish', on: { topic: topic('TOPIC_IMAGE_EVENTS') }, why: 'publishes the validated image event' },
-    { adapter: 'PubSubEventBus', method: 'publish', on: { topic: topic('TOPIC_IMAGE_EVENTS', DEAD_LETTER) }, why: 'dead-letters malformed storage events' },
+    { adapter: 'PubSubEventBus', method: 'publish', on: { topic: deadLetterOf('TOPIC_IMAGE_EVENTS') }, why: 'dead-letters malformed storage events' },
     {
       adapter: 'GcsRejectionLog',
       method: 'record',
@@ -120,7 +121,7 @@ export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
     {
       adapter: 'PubSubEventBus',
       method: 'deadLetter',
-      on: { topic: topic('TOPIC_IMAGE_EVENTS', DEAD_LETTER), subscription: { kind: 'subscription', env: 'SUBSCRIPTION_IMAGE_EVENTS' } },
+      on: { topic: deadLetterOf('TOPIC_IMAGE_EVENTS'), subscription: { kind: 'subscription', env: 'SUBSCRIPTION_IMAGE_EVENTS' } },
       why: 'dead-letters unusable image events',
     },
   ],
@@ -137,7 +138,7 @@ export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
     {
       adapter: 'PubSubEventBus',
       method: 'publish',
-      on: { topic: { kind: 'topic', pushSource: true, suffix: DEAD_LETTER } },
+      on: { topic: { kind: 'topic', pushSource: true, deadLetter: true } },
       why: 'dead-letters malformed embedding messages',
     },
   ],
@@ -151,7 +152,7 @@ export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
     {
       adapter: 'PubSubEventBus',
       method: 'publish',
-      on: { topic: { kind: 'topic', pushSource: true, suffix: DEAD_LETTER } },
+      on: { topic: { kind: 'topic', pushSource: true, deadLetter: true } },
       why: 'dead-letters malformed retrain requests',
     },
   ],
