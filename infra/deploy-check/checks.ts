@@ -9,7 +9,7 @@ import {
   type WorkloadCall,
 } from '../../shared/wiring/cloud-access.js';
 import type { RecordedResource } from '../testing/mocks.js';
-import { ADAPTER_APIS, agentEmail, NAME_RULES, RESOURCE_APIS, type AgentName } from './google-rules.js';
+import { ADAPTER_APIS, agentEmail, NAME_RULES, RESOURCE_APIS } from './google-rules.js';
 import { StackModel, type GrantTarget, type Workload } from './stack-model.js';
 
 /**
@@ -447,5 +447,3 @@ export function runChecks(resources: RecordedResource[], options: CheckOptions):
   ];
   return { model, findings };
 }
-
-export { agentEmail, type AgentName };

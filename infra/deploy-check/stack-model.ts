@@ -82,10 +82,6 @@ export class StackModel {
     return this.resources.filter((r) => r.type === type);
   }
 
-  byLogicalName(name: string): RecordedResource | undefined {
-    return this.byName.get(name);
-  }
-
   /** A resource of a type whose Google-side name (short name, id or full path) is `name`. */
   find(type: string, name: string): RecordedResource | undefined {
     const want = short(name);

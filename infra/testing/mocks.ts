@@ -25,7 +25,7 @@ export interface RecordedResource {
   outputs: Inputs;
   /** Provider reference (`urn::id`) the resource was created with, when not the default one. */
   provider?: string;
-  /** Logical names this resource waits for: `dependsOn`, resources its inputs came from, its parent's `dependsOn`. */
+  /** Logical names this resource waits for: its `dependsOn` and the resources its inputs came from (a dependency on a component is expanded by the deploy check). */
   dependsOn: string[];
   /** Logical name of the parent (component) resource. */
   parent?: string;
