@@ -4,10 +4,12 @@ import path from 'node:path';
 import { Command } from 'commander';
 import sharp from 'sharp';
 import { fashionMnistPng, readFashionMnist } from '../shared/datasets/fashion-mnist.js';
+import { formatCliStart, measureCliStart } from './cli-start.js';
 import { formatColdStart, measureColdStart } from './cold-start.js';
 import { measureFreshness } from './freshness.js';
+import { measureLoad } from './load.js';
 import { measureThroughput, type ThroughputResult } from './pipeline-throughput.js';
-import { benchSearchIndex } from './search-index.js';
+import { benchSearchIndex, formatSearchIndex } from './search-index.js';
 
 /**
  * `npm run bench`: every figure is printed beside a baseline measured in the same process.
@@ -16,15 +18,31 @@ import { benchSearchIndex } from './search-index.js';
  */
 const PHOTO_DIR = '/usr/share/backgrounds/mate/nature';
 const opts = new Command('bench')
-  .option('--only <sections>', 'comma-separated: throughput,freshness,search,cold-start', 'throughput,freshness,search')
+  .option('--only <sections>', 'comma-separated: throughput,freshness,search,cold-start,cli-start,load', 'throughput,freshness,search')
   .option('--fashion <n>', 'Fashion-MNIST images for throughput', '1000')
   .option('--batch <n>', 'batch size', '32')
   .option('--vectors <n>', 'vectors for the search section', '100000')
   .option('--dim <n>', 'vector dimension for the search section (the default model: 1632)', '1632')
   .option('--runs <n>', 'processes per variant for cold-start (median)', '5')
   .option('--out <file>', 'write the figures as JSON')
+  .option('--images <n>', 'indexed images for the load section', '10000')
+  .option('--load-seconds <n>', 'seconds per concurrency level in the load section', '20')
+  .option('--burst <n>', "images landing at each level of the load section's ingest burst", '1000')
+  .option('--load-home <dir>', "keep the load section's bucket and data directory here, to reuse its ingest next time")
   .parse(process.argv)
-  .opts<{ only: string; fashion: string; batch: string; vectors: string; dim: string; runs: string; out?: string }>();
+  .opts<{
+    only: string;
+    fashion: string;
+    batch: string;
+    vectors: string;
+    dim: string;
+    runs: string;
+    out?: string;
+    images: string;
+    loadSeconds: string;
+    burst: string;
+    loadHome?: string;
+  }>();
 const sections = new Set(opts.only.split(','));
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'iss-bench-'));
 const report: Record<string, unknown> = { date: new Date().toISOString(), cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model };
@@ -80,14 +98,10 @@ try {
     line(`  ${fresh.files} files one at a time: p50 ${fresh.p50Ms.toFixed(0)} ms, p95 ${fresh.p95Ms.toFixed(0)} ms, max ${fresh.maxMs.toFixed(0)} ms`);
     report.freshness = fresh;
   }
-  if (sections.has('search')) {
-    line(`## Embedded index (LanceDB) at ${opts.vectors} vectors`);
+  if (sections.has('search') || sections.has('search-index')) {
+    line(`## Embedded index (LanceDB) at ${opts.vectors} vectors: flat scan vs IVF-PQ vs IVF_HNSW_SQ`);
     const r = await benchSearchIndex(work, Number(opts.vectors), Number(opts.dim), 100);
-    line(`  bulk upsert: ${r.bulkUpsertDocsPerSecond.toFixed(0)} docs/s (${r.dimension}-d)`);
-    line(`  exact search (baseline): p50 ${r.exact.p50Ms.toFixed(1)} ms, p99 ${r.exact.p99Ms.toFixed(1)} ms`);
-    line(
-      `  IVF-PQ + exact re-rank:  p50 ${r.ann.p50Ms.toFixed(1)} ms, p99 ${r.ann.p99Ms.toFixed(1)} ms (${(r.exact.p50Ms / r.ann.p50Ms).toFixed(1)}x faster at p50), recall@10 vs exact ${r.ann.recallAt10.toFixed(3)}, build ${r.ann.buildSeconds.toFixed(1)} s`,
-    );
+    for (const l of formatSearchIndex(r)) line(l);
     report.search = r;
   }
   if (sections.has('cold-start')) {
@@ -95,6 +109,19 @@ try {
     const r = await measureColdStart({ runs: Number(opts.runs) });
     for (const l of formatColdStart(r)) line(l);
     report.coldStart = r;
+  }
+  if (sections.has('cli-start')) {
+    line('## CLI start: CPU and wall time of a fresh imgsearch process (baseline: node -e 0)');
+    const r = measureCliStart({ runs: Number(opts.runs) });
+    for (const l of formatCliStart(r)) line(l);
+    report.cliStart = r;
+  }
+  if (sections.has('load')) {
+    line(`## Load on \`imgsearch up\` (${opts.images} images): searches by image from 1/8/32 clients, idle and during an ingest burst`);
+    report.load = await measureLoad(
+      { images: Number(opts.images), work, seconds: Number(opts.loadSeconds), burst: Number(opts.burst), home: opts.loadHome },
+      line,
+    );
   }
   if (opts.out) await fs.writeFile(opts.out, `${JSON.stringify(report, null, 2)}\n`);
 } finally {

@@ -6,7 +6,7 @@
 # Build stage: the repository's whole dependency tree, only to compile and bundle (esbuild).
 FROM node:20-bookworm-slim AS build
 WORKDIR /src
-COPY package.json package-lock.json .npmrc ./
+COPY package.json package-lock.json ./
 # No install scripts: nothing runs the model runtimes here (their downloads belong to the runtime stage).
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json ./
@@ -26,11 +26,12 @@ WORKDIR /app
 # The deployable's package.json and its lockfile (the repository's, cut to what the bundle imports)
 # first: the install layer is reused while only our code changes.
 COPY --from=build /src/.deploy/embed/package.json /src/.deploy/embed/package-lock.json ./
-# The project .npmrc says "skip" for offline dev machines (and is not copied here); the GPU image
-# wants the CUDA build.
-ENV ONNXRUNTIME_NODE_INSTALL=cuda12
+# Install scripts are off (npm 11 blocks dependency scripts unless package.json's allowScripts
+# approves them, and the project denies onnxruntime-node's so `npm ci` stays offline-safe); the GPU
+# image runs onnxruntime-node's own installer explicitly for the CUDA 12 build, whatever the npm version.
 # onnxruntime-node ships its binaries for every OS (darwin and win32 are ~220 MB): keep Linux's.
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force \
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force \
+ && (cd node_modules/onnxruntime-node && ONNXRUNTIME_NODE_INSTALL=cuda12 node ./script/install) \
  && find node_modules/onnxruntime-node/bin -mindepth 2 -maxdepth 2 -type d ! -name linux -exec rm -rf {} +
 COPY --from=build /src/.deploy/embed/ ./
 ENV NODE_ENV=production ONNX_EXECUTION_PROVIDER=cuda

@@ -6,7 +6,7 @@
 # Build stage: the repository's whole dependency tree, only to compile and bundle (esbuild).
 FROM node:20-bookworm-slim AS build
 WORKDIR /src
-COPY package.json package-lock.json .npmrc ./
+COPY package.json package-lock.json ./
 # No install scripts: nothing runs the model runtimes here.
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json ./
@@ -20,7 +20,7 @@ FROM node:20-bookworm-slim
 WORKDIR /app
 # package.json + lockfile first: the install layer is reused while only our code changes.
 COPY --from=build /src/.deploy/trainer/package.json /src/.deploy/trainer/package-lock.json ./
-# CPU image: onnxruntime-node's bundled CPU binaries, no CUDA download (what the project .npmrc says).
+# CPU image: onnxruntime-node's bundled CPU binaries, no CUDA download (what the project's allowScripts says for development machines).
 # onnxruntime-node ships its binaries for every OS (darwin and win32 are ~220 MB): keep Linux's.
 RUN ONNXRUNTIME_NODE_INSTALL=skip npm ci --omit=dev --no-audit --no-fund && npm cache clean --force \
  && find node_modules/onnxruntime-node/bin -mindepth 2 -maxdepth 2 -type d ! -name linux -exec rm -rf {} +

@@ -1,11 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { GcsBlobStore } from '../shared/adapters/gcp/gcs-blob-store.js';
 import { GcsRejectionLog } from '../shared/adapters/gcp/gcs-rejection-log.js';
 import { CapabilityError, NotFoundError } from '../shared/errors.js';
-import { buildSearchApp, type FeedbackEvent, type StatusResponse } from '../shared/http/search-app.js';
+import { defaultHttpLimits, type HttpLimitOverrides } from '../shared/http/limits.js';
+import { buildSearchApp, type StatusResponse } from '../shared/http/search-app.js';
 import type { Logger } from '../shared/logger.js';
 import type { BlobStore } from '../shared/ports/blob-store.js';
 import type { Embedder } from '../shared/ports/embedder.js';
@@ -13,10 +13,11 @@ import type { EventBus } from '../shared/ports/event-bus.js';
 import type { ModelVersion } from '../shared/ports/model-registry.js';
 import type { RejectionLog } from '../shared/ports/rejection-log.js';
 import type { VectorIndex, VectorIndexCatalog } from '../shared/ports/vector-index.js';
+import { blobFeedbackWriter, ServedQueries, type FeedbackEvent, type ServedQuery } from '../shared/services/feedback.js';
 import { LiveIndexCache } from '../shared/services/live-index-cache.js';
 import { ModelHolder, NoActiveModelError } from '../shared/services/model-holder.js';
 import { SearchService, type SearchRequest, type SearchResponse } from '../shared/services/search-service.js';
-import { pipelineStatus } from '../shared/services/status.js';
+import { pipelineStatus, StatusSnapshots } from '../shared/services/status.js';
 import { bootstrapJobHint, cloudConfig } from '../shared/wiring/cloud-config.js';
 import { cloudIndexCatalog, cloudLogger, cloudModelRegistry, storageClient } from '../shared/wiring/cloud.js';
 
@@ -36,13 +37,18 @@ export interface SearchServiceDeps {
   rejections: RejectionLog;
   /** Reads an original image by URI (thumbnails). */
   readObject(uri: string): Promise<Buffer>;
-  recordFeedback?(event: FeedbackEvent): Promise<void>;
+  recordFeedback?(event: FeedbackEvent, served: ServedQuery): Promise<void>;
+  /** Feedback tokens: every instance must share the key (FEEDBACK_TOKEN_KEY), or a click reaching another instance is refused. */
+  served?: ServedQueries;
   listModels?(): Promise<ModelVersion[]>;
   logger: Logger;
   webDir?: string;
-  maxUploadBytes?: number;
+  /** Size, concurrency, rate and time limits of the HTTP app (defaults: shared/http/limits.ts). */
+  limits?: HttpLimitOverrides;
   /** Who registers the first model and how (shown by /api/status while there is none). */
   noModelHint?: string;
+  /** Proxies in front that append to X-Forwarded-For (TRUSTED_PROXY_HOPS): 1 (default) on Cloud Run, 2 behind the public load balancer. */
+  trustedProxyHops?: number;
 }
 
 /**
@@ -119,10 +125,20 @@ export async function createSearchService(deps: SearchServiceDeps): Promise<Fast
     () => deps.model.current(),
     liveIndex,
     (version) => deps.model.forVersion(version),
+    deps.served,
   );
+  const snapshots = new StatusSnapshots();
   const status = async (): Promise<StatusResponse> => {
     const embedder = await modelOrNull(deps.model);
-    const s = await pipelineStatus({ bus: queuesUnknown, index: await liveIndex(), rejections: deps.rejections, embedder: embedder ?? NO_MODEL_YET });
+    const s = await pipelineStatus({
+      bus: queuesUnknown,
+      index: await liveIndex(),
+      rejections: deps.rejections,
+      embedder: embedder ?? NO_MODEL_YET,
+      // Each record is a GCS read: read again at most every 15 s, and only when the listing changed (or after 2 min).
+      rejectionCache: { minIntervalMs: 15_000, maxAgeMs: 120_000 },
+      snapshots,
+    });
     const known = { ...s, pending: -1, deadLettered: { count: -1, items: [] } };
     if (embedder) return known;
     return { ...known, model: null, notice: new NoActiveModelError(deps.noModelHint).message };
@@ -136,7 +152,9 @@ export async function createSearchService(deps: SearchServiceDeps): Promise<Fast
     webDir: deps.webDir ?? webDir,
     recordFeedback: deps.recordFeedback,
     listModels: deps.listModels,
-    maxUploadBytes: deps.maxUploadBytes,
+    // Behind Cloud Run's front end (and the public load balancer): no Host check (the platform routes by host).
+    network: { mode: 'cloud', trustedProxyHops: deps.trustedProxyHops ?? 1 },
+    limits: deps.limits,
   });
 }
 
@@ -146,15 +164,6 @@ export function gcsObjectReader(images: BlobStore, maxBytes: number): (uri: stri
     const prefix = `gs://${images.bucket}/`;
     if (!uri.startsWith(prefix)) throw new NotFoundError(`${uri} is not in the images bucket ${images.bucket}`);
     return images.read(uri.slice(prefix.length), { maxBytes });
-  };
-}
-
-/** Feedback as one small JSON object per event under `feedback/<day>/` (GCS objects cannot be appended to). */
-export function gcsFeedbackWriter(blobs: BlobStore, prefix = 'feedback'): (event: FeedbackEvent) => Promise<void> {
-  return async (event) => {
-    const day = event.at.slice(0, 10);
-    const name = `${prefix}/${day}/${event.at.replace(/[:.]/g, '-')}-${randomBytes(4).toString('hex')}.json`;
-    await blobs.write(name, JSON.stringify(event), { contentType: 'application/json' });
   };
 }
 
@@ -170,16 +179,20 @@ export async function startSearchService(): Promise<{ app: FastifyInstance; clos
   const noModelHint = bootstrapJobHint(config);
   const model = new ModelHolder(registry, { maxPixels: config.MAX_PIXELS, logger, absentHint: noModelHint });
   const features = new GcsBlobStore(storage, config.FEATURES_BUCKET);
+  if (!config.FEEDBACK_TOKEN_KEY) logger.warn('FEEDBACK_TOKEN_KEY is not set: clicks reaching another instance than their search are refused');
   const app = await createSearchService({
     catalog,
     model,
     rejections: new GcsRejectionLog(features),
     readObject: gcsObjectReader(new GcsBlobStore(storage, config.IMAGES_BUCKET), config.MAX_BYTES),
-    recordFeedback: gcsFeedbackWriter(features),
+    recordFeedback: blobFeedbackWriter(features),
+    served: new ServedQueries({ key: config.FEEDBACK_TOKEN_KEY }),
     listModels: () => registry.list(),
     logger,
-    maxUploadBytes: config.MAX_BYTES,
+    // A query image is never larger than an indexed one.
+    limits: { maxQueryBytes: Math.min(config.MAX_BYTES, defaultHttpLimits.maxQueryBytes) },
     noModelHint,
+    trustedProxyHops: config.TRUSTED_PROXY_HOPS,
   });
   await app.listen({ host: '0.0.0.0', port: config.PORT });
   logger.info({ port: config.PORT, modelVersion: (await modelOrNull(model))?.modelVersion ?? null }, 'search service listening');

@@ -192,11 +192,13 @@ const storageSchema = z
     featuresRetentionDays: z.number().int().min(1).max(3650).default(180),
     /** Superseded model files (non-current object versions) kept per object. */
     modelVersionsToKeep: z.number().int().min(1).max(100).default(5),
+    /** Click-feedback objects (feedback/ of the features bucket) older than this are deleted: old clicks add little and cost a read each. */
+    feedbackRetentionDays: z.number().int().min(1).max(3650).default(90),
     /** Let `pulumi destroy` delete non-empty buckets. Off: images are the one thing not rebuildable. */
     forceDestroy: z.boolean().default(false),
   })
   .strict()
-  .default({ featuresRetentionDays: 180, modelVersionsToKeep: 5, forceDestroy: false });
+  .default({ featuresRetentionDays: 180, modelVersionsToKeep: 5, feedbackRetentionDays: 90, forceDestroy: false });
 
 const messagingSchema = z
   .object({
@@ -342,8 +344,28 @@ const retrainSchema = z
 
 const searchSchema = z
   .object({
-    /** Anyone may call the search API and open the page; otherwise callers need roles/run.invoker. */
-    public: z.boolean().default(false),
+    /**
+     * Who may reach the search page and API (README "Security model"):
+     * - `private` (default): callers need roles/run.invoker (e.g. `gcloud run services proxy`);
+     * - `iap`: browser users sign in with Google through Identity-Aware Proxy on the service
+     *   (the project must belong to an organization); `iapMembers` lists who may;
+     * - `public`: anyone, only through an external HTTPS load balancer on `domain` with a Cloud
+     *   Armor per-client rate limit (the run.app URL is closed to the internet).
+     */
+    access: z.enum(['private', 'iap', 'public']).optional(),
+    /** Deprecated: `true` is `access: public`. */
+    public: z.boolean().optional(),
+    /** `iap` only: who may open the page, e.g. ["group:team@example.com", "user:ana@example.com"]. */
+    iapMembers: z
+      .array(z.string().regex(/^(user|group|domain|serviceAccount):\S+$/, 'must be "user:…", "group:…", "domain:…" or "serviceAccount:…"'))
+      .default([]),
+    /** `public` only: the DNS name the load balancer's managed certificate is issued for (point its A record at the `searchAddress` output). */
+    domain: z
+      .string()
+      .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$/, 'must be a DNS name such as "search.example.com"')
+      .optional(),
+    /** `public` only: requests per minute one client IP may send before Cloud Armor answers 429. */
+    rateLimitPerMinute: z.number().int().min(10).max(100_000).default(300),
     minInstances: z.number().int().min(0).max(100).default(0),
     maxInstances: z.number().int().min(1).max(1000).default(5),
     /** Per-instance CPU and memory (Cloud Run's table: see CLOUD_RUN_CPU_VALUES). */
@@ -354,8 +376,20 @@ const searchSchema = z
   .refine((s) => s.minInstances <= s.maxInstances, { message: 'minInstances must not exceed maxInstances', path: ['minInstances'] })
   .superRefine((s, ctx) => {
     for (const issue of cloudRunShapeIssues(s.cpu, s.memory)) ctx.addIssue({ code: 'custom', message: issue.message, path: [issue.path] });
+    if (s.access !== undefined && s.public !== undefined && (s.access === 'public') !== s.public)
+      ctx.addIssue({ code: 'custom', message: 'set access only (public is its deprecated form)', path: ['public'] });
+    const access = s.access ?? (s.public ? 'public' : 'private');
+    if (access === 'iap' && s.iapMembers.length === 0)
+      ctx.addIssue({ code: 'custom', message: 'access "iap" needs iapMembers, e.g. ["group:team@example.com"]', path: ['iapMembers'] });
+    if (access === 'public' && !s.domain)
+      ctx.addIssue({
+        code: 'custom',
+        message: 'access "public" needs domain (the load balancer with Cloud Armor serves it), e.g. "search.example.com"',
+        path: ['domain'],
+      });
   })
-  .default({ public: false, minInstances: 0, maxInstances: 5, cpu: 2, memory: '2Gi' });
+  .transform(({ public: legacy, ...s }) => ({ ...s, access: s.access ?? (legacy ? 'public' : 'private') }))
+  .default({ access: 'private', iapMembers: [], rateLimitPerMinute: 300, minInstances: 0, maxInstances: 5, cpu: 2, memory: '2Gi' });
 
 const modelSchema = z
   .object({
@@ -415,7 +449,21 @@ const stackSchema = z.object({
   model: modelSchema,
   images: imagesSchema,
   /** external mode only: the cluster URL (stored in Secret Manager like the credentials). */
-  opensearchUrl: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL, e.g. "https://search.example.com:9200"' }).optional(),
+  opensearchUrl: z
+    .url({ protocol: /^https?$/, error: 'must be an http(s) URL, e.g. "https://search.example.com:9200"' })
+    // Plain config is stored in clear in Pulumi.<stack>.yaml and the state: credentials go to the secrets.
+    .refine(
+      (u) => {
+        const url = new URL(u);
+        return url.username === '' && url.password === '';
+      },
+      {
+        error:
+          'must not carry a user name or password (user:pass@), which plain config would keep in clear: give them as secrets ' +
+          '(pulumi config set --secret iss:opensearchUsername <user>; pulumi config set --secret iss:opensearchPassword <password>)',
+      },
+    )
+    .optional(),
 });
 
 export type ParsedStackConfig = z.infer<typeof stackSchema>;

@@ -30,6 +30,8 @@ export const ALLOWED_ROLES = [
   'roles/monitoring.viewer',
   'roles/monitoring.metricWriter',
   'roles/logging.logWriter',
+  // `search.access: iap`: who may open the page through IAP (bound on the search service's IAP resource).
+  'roles/iap.httpsResourceAccessor',
 ] as const;
 export type AllowedRole = (typeof ALLOWED_ROLES)[number];
 

@@ -31,7 +31,7 @@ export function createStack(cfg: StackConfig, extra: { transformations?: pulumi.
 
   // Pub/Sub's agent dead-letters and signs push tokens; Eventarc's checks triggers; Vertex AI's pulls
   // the trainer image. Created explicitly so they exist, with their roles, within this `up`.
-  const agents = new ServiceAgents('service-agents', { project: cfg.project }, opts);
+  const agents = new ServiceAgents('service-agents', { project: cfg.project, iap: cfg.search.access === 'iap' }, opts);
   const pubsubServiceAgent = agents.pubsub.email;
   const storageServiceAgent = gcp.storage.getProjectServiceAccountOutput({ project: cfg.project }, { provider: apis.provider }).emailAddress;
 
@@ -157,6 +157,7 @@ export function createStack(cfg: StackConfig, extra: { transformations?: pulumi.
       opensearchSecrets,
       vpcConnector: indexing.opensearch.connectorId,
       env,
+      iapAgent: agents.iap?.email,
     },
     opts,
   );
@@ -192,6 +193,9 @@ export function createStack(cfg: StackConfig, extra: { transformations?: pulumi.
       embedJob: embedding.job.name,
       reindexJob: retraining.reindexJob.name,
       searchUrl: search.url,
+      searchAccess: cfg.search.access,
+      /** `public`: the IP address to point the domain's DNS A record at. */
+      searchAddress: search.address,
       opensearchMode: cfg.opensearch.mode,
       deadLetterInboxes: pulumi.all(inboxes),
       dashboard: monitoring.dashboard.id,

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
+import { ANN_TYPES, type AnnType } from './ports/vector-index.js';
 import { envProblems } from './validation.js';
 
 /**
@@ -20,6 +21,8 @@ const envSchema = z.object({
   /** Decompression-bomb guard: images above this many pixels are rejected before decoding. */
   IMGSEARCH_MAX_PIXELS: intFrom(1, 2_000_000_000).default(50_000_000),
   IMGSEARCH_MAX_BYTES: intFrom(1, 5_000_000_000).default(100 * 1024 * 1024),
+  /** Largest query image uploaded to the web page / API (refused before it is read). */
+  IMGSEARCH_MAX_QUERY_BYTES: intFrom(1, 1_000_000_000).default(10 * 1024 * 1024),
   /** Only objects under this prefix are indexed. */
   IMGSEARCH_PREFIX: z.string().default(''),
   /** Deliveries before a message is dead-lettered. */
@@ -29,7 +32,17 @@ const envSchema = z.object({
   /** ONNX Runtime intra-op threads (0 = one per core). */
   IMGSEARCH_THREADS: intFrom(0, 256).default(0),
   IMGSEARCH_INDEX: z.enum(['lancedb', 'opensearch']).default('lancedb'),
-  OPENSEARCH_URL: z.string().url().optional(),
+  /** Embedded index: live rows from which `up` builds an ANN index (below, an exact scan is fast enough). */
+  IMGSEARCH_ANN_MIN_ROWS: intFrom(256, 2_000_000_000).default(5_000),
+  /** Embedded index: the ANN index kind (picked by measurement, see README "How search scales"). */
+  IMGSEARCH_ANN_TYPE: z.enum(ANN_TYPES).default('ivf_hnsw_sq'),
+  /** Embedded index: seconds between checks of whether the ANN index needs building, folding in or retraining. */
+  IMGSEARCH_ANN_CHECK_SECONDS: intFrom(1, 86_400).default(30),
+  OPENSEARCH_URL: z
+    .string()
+    .url('must be a URL such as https://localhost:9200')
+    .refine((u) => /^https?:\/\//i.test(u), 'must start with http:// or https://')
+    .optional(),
   OPENSEARCH_USERNAME: z.string().optional(),
   OPENSEARCH_PASSWORD: z.string().optional(),
   OPENSEARCH_CA_FILE: z.string().optional(),
@@ -50,11 +63,14 @@ export interface LocalConfig {
   batchSize: number;
   maxPixels: number;
   maxBytes: number;
+  maxQueryBytes: number;
   prefix: string;
   maxAttempts: number;
   ackDeadlineSeconds: number;
   threads: number;
   index: 'lancedb' | 'opensearch';
+  /** The embedded index's ANN maintenance (shared/services/ann-maintenance.ts). */
+  ann: { minRows: number; type: AnnType; checkSeconds: number };
   opensearch: { url?: string; username?: string; password?: string; caFile?: string; alias: string };
   logLevel: string;
   paths: {
@@ -69,12 +85,60 @@ export interface LocalConfig {
   };
 }
 
-const hints: Partial<Record<keyof Env, string>> = {
+/** How to fix each variable: every setting has one (the type makes a new setting add its own). */
+const hints: Record<keyof Env, string> = {
   IMGSEARCH_PORT: 'set a port number from 0 to 65535, e.g. IMGSEARCH_PORT=8080',
   IMGSEARCH_BATCH_SIZE: 'set a whole number from 1 to 512, e.g. IMGSEARCH_BATCH_SIZE=16',
+  IMGSEARCH_ANN_MIN_ROWS: 'set a whole number of rows of at least 256 (an ANN index needs that many to train), e.g. IMGSEARCH_ANN_MIN_ROWS=5000',
+  IMGSEARCH_ANN_TYPE: `use one of ${ANN_TYPES.join(', ')}, e.g. IMGSEARCH_ANN_TYPE=ivf_hnsw_sq`,
   IMGSEARCH_INDEX: 'use IMGSEARCH_INDEX=lancedb (embedded) or IMGSEARCH_INDEX=opensearch with OPENSEARCH_URL',
   OPENSEARCH_URL: 'set the cluster URL, e.g. OPENSEARCH_URL=https://localhost:9200',
+  IMGSEARCH_HOME: 'set a folder for the data directory, e.g. IMGSEARCH_HOME=.imgsearch',
+  IMGSEARCH_BUCKET_DIR: 'set the folder `up` watches, e.g. IMGSEARCH_BUCKET_DIR=bucket',
+  IMGSEARCH_HOST: 'set the address to listen on, e.g. IMGSEARCH_HOST=127.0.0.1 (or 0.0.0.0 for every interface)',
+  IMGSEARCH_MAX_PIXELS: 'set a whole number of pixels from 1 to 2000000000, e.g. IMGSEARCH_MAX_PIXELS=50000000',
+  IMGSEARCH_MAX_BYTES: 'set a whole number of bytes from 1 to 5000000000, e.g. IMGSEARCH_MAX_BYTES=104857600',
+  IMGSEARCH_MAX_QUERY_BYTES: 'set a whole number of bytes from 1 to 1000000000, e.g. IMGSEARCH_MAX_QUERY_BYTES=10485760',
+  IMGSEARCH_PREFIX: 'set an object-name prefix, e.g. IMGSEARCH_PREFIX=photos/, or leave it unset to index everything',
+  IMGSEARCH_MAX_ATTEMPTS: 'set a whole number of deliveries from 1 to 100, e.g. IMGSEARCH_MAX_ATTEMPTS=5',
+  IMGSEARCH_ACK_DEADLINE_SECONDS: 'set a whole number of seconds from 2 to 600, e.g. IMGSEARCH_ACK_DEADLINE_SECONDS=60',
+  IMGSEARCH_THREADS: 'set a whole number of threads from 0 (one per core) to 256, e.g. IMGSEARCH_THREADS=0',
+  IMGSEARCH_ANN_CHECK_SECONDS: 'set a whole number of seconds from 1 to 86400, e.g. IMGSEARCH_ANN_CHECK_SECONDS=30',
+  OPENSEARCH_USERNAME: 'set the user name of the cluster, e.g. OPENSEARCH_USERNAME=admin',
+  OPENSEARCH_PASSWORD: 'set the password of OPENSEARCH_USERNAME',
+  OPENSEARCH_CA_FILE: "set the path of a PEM file with the cluster's CA certificate",
+  OPENSEARCH_INDEX_ALIAS: "use lower-case letters, digits, '_' or '-', starting with a letter or digit, e.g. OPENSEARCH_INDEX_ALIAS=images",
+  LOG_LEVEL: 'use one of trace, debug, info, warn, error, fatal, silent, e.g. LOG_LEVEL=info',
 };
+
+/** `IMGSEARCH_*` variables read outside this schema (debug switches). */
+const OTHER_VARIABLES = ['IMGSEARCH_DEBUG', 'IMGSEARCH_ORT_SPIN'];
+
+/**
+ * `IMGSEARCH_*` variables set in `env` that no setting reads (a typo would otherwise be silently
+ * ignored), each with the closest known name: `IMGSEARCH_THREDS is not a setting; did you mean IMGSEARCH_THREADS?`.
+ */
+export function unknownVariableWarnings(env: NodeJS.ProcessEnv): string[] {
+  const known = [...Object.keys(envSchema.shape), ...OTHER_VARIABLES];
+  return Object.keys(env)
+    .filter((name) => name.startsWith('IMGSEARCH_') && !known.includes(name))
+    .sort()
+    .map((name) => {
+      const closest = known.filter((k) => k.startsWith('IMGSEARCH_')).reduce((best, k) => (editDistance(name, k) < editDistance(name, best) ? k : best));
+      return `${name} is not a setting and is ignored; did you mean ${closest}?`;
+    });
+}
+
+/** Levenshtein distance (insertions, deletions, substitutions). */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length]!;
+}
 
 export function parseEnv(env: NodeJS.ProcessEnv): Env {
   const result = envSchema.safeParse(env);
@@ -99,11 +163,13 @@ export function configFromEnv(env: Env, cwd = process.cwd()): LocalConfig {
     batchSize: env.IMGSEARCH_BATCH_SIZE,
     maxPixels: env.IMGSEARCH_MAX_PIXELS,
     maxBytes: env.IMGSEARCH_MAX_BYTES,
+    maxQueryBytes: env.IMGSEARCH_MAX_QUERY_BYTES,
     prefix: env.IMGSEARCH_PREFIX,
     maxAttempts: env.IMGSEARCH_MAX_ATTEMPTS,
     ackDeadlineSeconds: env.IMGSEARCH_ACK_DEADLINE_SECONDS,
     threads: env.IMGSEARCH_THREADS,
     index: env.IMGSEARCH_INDEX,
+    ann: { minRows: env.IMGSEARCH_ANN_MIN_ROWS, type: env.IMGSEARCH_ANN_TYPE, checkSeconds: env.IMGSEARCH_ANN_CHECK_SECONDS },
     opensearch: {
       url: env.OPENSEARCH_URL,
       username: env.OPENSEARCH_USERNAME,

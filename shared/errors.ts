@@ -42,6 +42,14 @@ export class GenerationMismatchError extends AppError {
   override readonly code = 'GENERATION_MISMATCH';
 }
 
+/**
+ * A state file of the data directory (index alias, catalog, model registry pointer or record) is
+ * truncated or not what it should hold: the message names the file and what to do about it.
+ */
+export class CorruptStateError extends AppError {
+  override readonly code = 'STATE_CORRUPT';
+}
+
 export class NotFoundError extends AppError {
   override readonly code = 'NOT_FOUND';
 }

@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { ParseError, type AppError } from './errors.js';
+import { redactSecrets } from './redact.js';
 
 /**
  * One way to turn a failed zod parse into a message and a typed error (Powertools' parser style):
@@ -60,14 +61,16 @@ const SECRET_NAME = /PASSWORD|SECRET|TOKEN|CREDENTIAL/;
 
 /**
  * Environment-variable problems, one line each: `- NAME is missing (hint)` or
- * `- NAME="value": message (hint)`, secrets shown as `***` and long values cut. The one formatter
+ * `- NAME="value": message (hint)`, secrets shown as `***` (credentials inside a URL too, by
+ * shared/redact.ts) and long values cut. The one formatter
  * of both configuration parsers (local `IMGSEARCH_*`, cloud entry points).
  */
 export function envProblems(error: z.ZodError, env: NodeJS.ProcessEnv, hints: Readonly<Partial<Record<string, string>>>): string[] {
   return error.issues.map((issue) => {
     const key = String(issue.path[0] ?? '(environment)');
     const value = env[key];
-    const shown = value === undefined || value === '' ? undefined : SECRET_NAME.test(key) ? '***' : value.length > 120 ? `${value.slice(0, 117)}...` : value;
+    const safe = value === undefined || value === '' ? undefined : SECRET_NAME.test(key) ? '***' : redactSecrets(value);
+    const shown = safe !== undefined && safe.length > 120 ? `${safe.slice(0, 117)}...` : safe;
     const problem = shown === undefined ? ' is missing' : `=${JSON.stringify(shown)}: ${issue.message}`;
     const hint = hints[key];
     return `- ${key}${problem}${hint ? ` (${hint})` : ''}`;

@@ -1,6 +1,6 @@
 // The local and cloud search page: plain ES modules, no build step.
 const $ = (sel) => document.querySelector(sel);
-let lastQuery = null;
+let lastToken = null;
 
 function setMessage(text) {
   $('#message').textContent = text ?? '';
@@ -13,7 +13,7 @@ async function asJson(res) {
 }
 
 function renderResults(data, title) {
-  lastQuery = data.query;
+  lastToken = data.feedbackToken ?? null;
   $('#results-title').textContent = `${title} — ${data.results.length} results (model ${data.modelVersion})`;
   const grid = $('#results');
   grid.replaceChildren();
@@ -51,11 +51,12 @@ function renderResults(data, title) {
 }
 
 function sendFeedback(resultId, action) {
-  if (!lastQuery) return;
+  if (!lastToken) return;
   fetch('/api/feedback', {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ query: lastQuery, resultId, action }),
+    // The answer's token: the service records clicks only on results it served for that query.
+    body: JSON.stringify({ token: lastToken, resultId, action }),
   }).catch(() => {});
 }
 
@@ -114,6 +115,8 @@ async function refreshStatus() {
       ? `model ${s.model.version} (${s.model.dimension}-d${s.model.hasTextTower ? ', text search on' : ', image search only'})`
       : (s.notice ?? 'no model yet: searches start working once the first model is registered');
     const counts = { indexed: s.indexed, pending: s.pending, rejected: s.rejected.count, 'dead-lettered': s.deadLettered.count };
+    // The ANN index behind searches (none: exact scan; building; ready, with rows not yet folded in).
+    if (s.ann) counts['ann index'] = s.ann.state === 'ready' ? `${s.ann.type}, ${s.ann.rowsUnindexed} rows not yet indexed` : s.ann.state;
     $('#counts').replaceChildren(
       ...Object.entries(counts).flatMap(([k, v]) => {
         const dt = document.createElement('dt');

@@ -1,9 +1,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { SingleBar, Presets } from 'cli-progress';
 import type { Command } from 'commander';
-import { fashionMnistPng, readFashionMnist } from '../../shared/datasets/fashion-mnist.js';
-import { parseIntIn } from './search.js';
+import { UsageError, parseIntIn } from '../options.js';
 
 export function registerDatasetCommand(program: Command): void {
   const dataset = program.command('dataset').description('write demo/evaluation datasets as image files');
@@ -15,7 +13,9 @@ export function registerDatasetCommand(program: Command): void {
     .option('--offset <n>', 'first image index', parseIntIn(0, 69_999), 0)
     .option('--split <split>', 'train (60k) or test (10k)', 'train')
     .action(async (opts: { out: string; limit?: number; offset: number; split: string }) => {
-      if (opts.split !== 'train' && opts.split !== 'test') throw new Error(`--split must be train or test, not ${opts.split}`);
+      if (opts.split !== 'train' && opts.split !== 'test') throw new UsageError(`--split must be train or test, not ${opts.split}`);
+      const { SingleBar, Presets } = await import('cli-progress');
+      const { fashionMnistPng, readFashionMnist } = await import('../../shared/datasets/fashion-mnist.js');
       const { images, labels, classNames } = await readFashionMnist({ split: opts.split, limit: opts.limit, offset: opts.offset });
       await fs.mkdir(opts.out, { recursive: true });
       const bar = new SingleBar({ format: 'writing |{bar}| {value}/{total}' }, Presets.shades_classic);

@@ -1,18 +1,18 @@
 import type { Command } from 'commander';
-import { evaluateVersion } from '../../shared/services/retrain.js';
-import { printJson, withRuntime } from '../options.js';
+import { printOutput, withRuntime } from '../options.js';
 
 export function registerEvalCommand(program: Command): void {
   program
     .command('eval')
     .description('held-out retrieval metrics of a model version on your labelled images (stored in the registry, plotted in reports/metrics.png)')
     .option('--model <version>', 'version to evaluate (default: the active one)')
-    .option('--json', 'print {modelVersion, imageToImage, textToImage}')
+    .option('--json', 'print {schemaVersion, modelVersion, imageToImage, textToImage, counts}')
     .action(async (opts: { model?: string; json?: boolean }, command: Command) =>
       withRuntime(command, async (runtime) => {
+        const { evaluateVersion } = await import('../../shared/services/retrain.js');
         const report = await evaluateVersion({ ...runtime, reportsDir: runtime.config.paths.reports }, opts.model);
-        const { modelVersion, imageToImage, textToImage } = report;
-        if (opts.json) return printJson({ modelVersion, imageToImage, textToImage });
+        const { modelVersion, imageToImage, textToImage, counts } = report;
+        if (opts.json) return printOutput('eval', { modelVersion, imageToImage, textToImage, counts });
         const fmt = (m: Record<string, number>) =>
           Object.entries(m)
             .map(([k, v]) => `${k} ${v.toFixed(4)}`)

@@ -1,23 +1,10 @@
 import path from 'node:path';
-import { Presets, SingleBar } from 'cli-progress';
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
 import type { EpochStats } from '../../shared/training/lit-trainer.js';
-import { readFeedbackFile } from '../../shared/services/feedback.js';
-import { activateWithIndex } from '../../shared/services/model-lifecycle.js';
-import { retrain, type RetrainProgress } from '../../shared/services/retrain.js';
-import { lifecycleDeps } from '../../shared/wiring/local.js';
-import { printJson, withRuntime } from '../options.js';
-import { parseIntIn } from './search.js';
+import type { RetrainProgress } from '../../shared/services/retrain.js';
+import { parseIntIn, parseNumberIn, printOutput, withRuntime } from '../options.js';
 
-export function parseNumberIn(min: number, max: number, { exclusive = false } = {}) {
-  return (value: string): number => {
-    const n = Number(value);
-    const inside = exclusive ? n > min && n < max : n >= min && n <= max;
-    if (value.trim() === '' || !Number.isFinite(n) || !inside)
-      throw new InvalidArgumentError(`expected a number ${exclusive ? 'strictly ' : ''}between ${min} and ${max}`);
-    return n;
-  };
-}
+export { parseNumberIn };
 
 /** One line per epoch with a bar proportional to the loss: the loss curve, readable in a terminal. */
 export function epochLine(e: EpochStats, total: number, firstLoss: number): string {
@@ -46,13 +33,19 @@ export function registerRetrainCommand(program: Command): void {
       'hidden units of the projection head (default 512; wider learns more from tens of thousands of images, and trains slower)',
       parseIntIn(1, 8192),
     )
-    .option('--json', 'print the result as JSON (progress goes to stderr)')
+    .option('--json', 'print {schemaVersion, promoted, decision, candidate, current, index, plot} (progress goes to stderr)')
     .action(
       async (
         opts: { epochs: number; seed: number; margin: number; heldOut: number; validation?: number; hidden?: number; json?: boolean },
         command: Command,
       ) => {
-        const out = opts.json ? process.stderr : process.stdout;
+        const { Presets, SingleBar } = await import('cli-progress');
+        const { readFeedbackFile } = await import('../../shared/services/feedback.js');
+        const { activateWithIndex } = await import('../../shared/services/model-lifecycle.js');
+        const { retrain } = await import('../../shared/services/retrain.js');
+        const { lifecycleDeps } = await import('../../shared/wiring/local.js');
+        // Progress always goes to stderr: stdout carries the result only (`retrain | head -1`, `--json`).
+        const out = process.stderr;
         const bar = process.stderr.isTTY
           ? new SingleBar({ format: 'training |{bar}| epoch {value}/{total}  loss {loss}', clearOnComplete: true }, Presets.shades_classic)
           : null;
@@ -73,43 +66,47 @@ export function registerRetrainCommand(program: Command): void {
           else if (p.stage === 'register') say(`registered ${p.version}${p.promoted ? ' (active)' : ''}`);
         };
         try {
-          await withRuntime(command, async (runtime) => {
-            const lifecycle = lifecycleDeps(runtime);
-            const feedbackFile = path.join(runtime.config.paths.feedback, 'feedback.jsonl');
-            const result = await retrain(
-              {
-                ...lifecycle,
-                activate: activateWithIndex(lifecycle),
-                feedback: async () => (await readFeedbackFile(feedbackFile, { logger: runtime.logger })).pairs,
-                reportsDir: runtime.config.paths.reports,
-              },
-              {
-                epochs: opts.epochs,
-                seed: opts.seed,
-                margin: opts.margin,
-                heldOutFraction: opts.heldOut,
-                training: {
-                  ...(opts.validation !== undefined ? { validationFraction: opts.validation } : {}),
-                  ...(opts.hidden !== undefined ? { hidden: opts.hidden } : {}),
+          await withRuntime(
+            command,
+            async (runtime) => {
+              const lifecycle = lifecycleDeps(runtime);
+              const feedbackFile = path.join(runtime.config.paths.feedback, 'feedback.jsonl');
+              const result = await retrain(
+                {
+                  ...lifecycle,
+                  activate: activateWithIndex(lifecycle),
+                  feedback: async () => (await readFeedbackFile(feedbackFile, { logger: runtime.logger })).pairs,
+                  reportsDir: runtime.config.paths.reports,
                 },
-              },
-              onProgress,
-            );
-            bar?.stop();
-            const { activation: index, ...rest } = result;
-            if (opts.json) return printJson({ ...rest, index });
-            const r1 = (m: { imageToImage: { 'recall@1': number } }) => m.imageToImage['recall@1'].toFixed(4);
-            const p10 = (m: { textToImage: { 'precision@10': number } | null }) => (m.textToImage ? m.textToImage['precision@10'].toFixed(4) : 'n/a');
-            process.stdout.write(
-              `candidate ${result.candidate.version}: recall@1 ${r1(result.candidate.metrics)}, text precision@10 ${p10(result.candidate.metrics)} (${result.candidate.training.seconds.toFixed(1)} s, best epoch ${result.candidate.training.bestEpoch})\n` +
-                `active    ${result.current.version}: recall@1 ${r1(result.current.metrics)}, text precision@10 ${p10(result.current.metrics)}\n` +
-                result.decision.reasons.map((r) => `  - ${r}\n`).join('') +
-                (index
-                  ? `promoted ${result.candidate.version}; index ${index.index} (${index.documents} documents)\n`
-                  : `not promoted: ${result.current.version} stays active (the candidate is kept in \`imgsearch model list\`)\n`) +
-                (result.plot ? `metrics plot: ${result.plot}\n` : ''),
-            );
-          });
+                {
+                  epochs: opts.epochs,
+                  seed: opts.seed,
+                  margin: opts.margin,
+                  heldOutFraction: opts.heldOut,
+                  training: {
+                    ...(opts.validation !== undefined ? { validationFraction: opts.validation } : {}),
+                    ...(opts.hidden !== undefined ? { hidden: opts.hidden } : {}),
+                  },
+                },
+                onProgress,
+              );
+              bar?.stop();
+              const { activation: index, ...rest } = result;
+              if (opts.json) return printOutput('retrain', { ...rest, index });
+              const r1 = (m: { imageToImage: { 'recall@1': number } }) => m.imageToImage['recall@1'].toFixed(4);
+              const p10 = (m: { textToImage: { 'precision@10': number } | null }) => (m.textToImage ? m.textToImage['precision@10'].toFixed(4) : 'n/a');
+              process.stdout.write(
+                `candidate ${result.candidate.version}: recall@1 ${r1(result.candidate.metrics)}, text precision@10 ${p10(result.candidate.metrics)} (${result.candidate.training.seconds.toFixed(1)} s, best epoch ${result.candidate.training.bestEpoch})\n` +
+                  `active    ${result.current.version}: recall@1 ${r1(result.current.metrics)}, text precision@10 ${p10(result.current.metrics)}\n` +
+                  result.decision.reasons.map((r) => `  - ${r}\n`).join('') +
+                  (index
+                    ? `promoted ${result.candidate.version}; index ${index.index} (${index.documents} documents)\n`
+                    : `not promoted: ${result.current.version} stays active (the candidate is kept in \`imgsearch model list\`)\n`) +
+                  (result.plot ? `metrics plot: ${result.plot}\n` : ''),
+              );
+            },
+            { writer: true },
+          );
         } finally {
           bar?.stop();
         }

@@ -1,35 +1,9 @@
-import { promises as fs } from 'node:fs';
-import type { Command } from 'commander';
-import { watchFolder } from '../../shared/adapters/local/folder-watcher.js';
+import { ignoredEntries, watchFolder } from '../../shared/adapters/local/folder-watcher.js';
 import type { ImageEvent } from '../../shared/contracts.js';
 import { handleObjectEvent } from '../../shared/handlers/on-object-event.js';
 import { ModelFollower } from '../../shared/services/model-follower.js';
 import { reconcileBucket, republishBucket } from '../../shared/services/reconcile.js';
-import { localSearchApp, localPipelineWorkers, openLocalRuntime, type LocalRuntime } from '../../shared/wiring/local.js';
-import { configFrom } from '../options.js';
-
-export function registerUpCommand(program: Command): void {
-  program
-    .command('up')
-    .description('watch the bucket folder, run the pipeline, and serve the web page and API')
-    .option('--bucket <dir>', 'folder watched as the bucket (IMGSEARCH_BUCKET_DIR)')
-    .option('--port <port>', 'HTTP port (IMGSEARCH_PORT)')
-    .option('--host <host>', 'HTTP host (IMGSEARCH_HOST)')
-    .action(async (opts: { bucket?: string; port?: string; host?: string }, command: Command) => {
-      const config = configFrom(command, { IMGSEARCH_BUCKET_DIR: opts.bucket, IMGSEARCH_PORT: opts.port, IMGSEARCH_HOST: opts.host });
-      await fs.mkdir(config.bucketDir, { recursive: true });
-      const runtime = await openLocalRuntime(config);
-      const product = await startLocalProduct(runtime);
-      process.stdout.write(`imgsearch is up: ${product.url}  (watching ${config.bucketDir}, model ${runtime.model.current().modelVersion})\n`);
-      const shutdown = async () => {
-        await product.stop();
-        await runtime.close();
-        process.exit(0);
-      };
-      process.once('SIGINT', shutdown);
-      process.once('SIGTERM', shutdown);
-    });
-}
+import { localSearchApp, localPipelineWorkers, type LocalRuntime } from '../../shared/wiring/local.js';
 
 export interface LocalProduct {
   /** Where the page and API listen (`http://127.0.0.1:<port>`). */
@@ -48,21 +22,32 @@ export async function startLocalProduct(runtime: LocalRuntime): Promise<LocalPro
   const { config, logger } = runtime;
   await runtime.model.get();
   const workers = localPipelineWorkers(runtime, { logger, idlePollMs: 250 });
-  const eventDeps = { bus: runtime.bus, rejections: runtime.rejections, logger, settings: { prefix: config.prefix, maxBytes: config.maxBytes } };
+  const eventDeps = {
+    bus: runtime.bus,
+    rejections: runtime.rejections,
+    ignored: runtime.ignored,
+    logger,
+    settings: { prefix: config.prefix, maxBytes: config.maxBytes },
+  };
+  // A failure (a full disk) is rethrown: the watcher and reconcile retry the event with backoff.
   const onObject = async (event: ImageEvent): Promise<void> => {
     try {
       await handleObjectEvent(event, eventDeps);
+      runtime.health.succeeded('intake');
       workers.notify();
     } catch (err) {
-      logger.error({ err, object: event.name }, 'could not handle a storage event');
+      runtime.health.failed('intake', err);
+      throw err;
     }
   };
+  const ignored = { log: runtime.ignored, entries: () => ignoredEntries(runtime.bucket) };
 
   // Files added or removed while we were down.
-  await reconcileBucket({ blobs: runtime.bucket, index: await runtime.liveIndex(), bus: runtime.bus, onObject });
-  const watcher = watchFolder(runtime.bucket, { ignoreInitial: true }, onObject);
+  await reconcileBucket({ blobs: runtime.bucket, index: await runtime.liveIndex(), bus: runtime.bus, onObject, ignored, logger });
+  const watcher = watchFolder(runtime.bucket, { ignoreInitial: true, ignored: runtime.ignored, logger }, onObject);
   await watcher.ready;
   workers.start();
+  runtime.ann?.start();
 
   const app = await localSearchApp(runtime);
   const address = await app.listen({ host: config.host, port: config.port });
@@ -80,6 +65,7 @@ export async function startLocalProduct(runtime: LocalRuntime): Promise<LocalPro
   return {
     url: address.replace('[::1]', 'localhost'),
     async stop() {
+      runtime.ann?.stop();
       await follower.stop();
       await app.close();
       await watcher.close();

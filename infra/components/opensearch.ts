@@ -1,5 +1,6 @@
 import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
+import * as tls from '@pulumi/tls';
 import type { ParsedStackConfig } from '../config.js';
 import type { SecretIds } from '../env.js';
 import { grantOnRepository, grantOnSecret } from '../grants.js';
@@ -24,7 +25,10 @@ const OPENSEARCH_TAG = 'opensearch';
  *
  * `vm` mode: a private network with Private Google Access, a Serverless VPC Access connector for
  * the functions, jobs and service, and one Container-Optimized OS VM with a persistent data disk,
- * no public IP, reachable on 9200 only from the connector's range.
+ * no public IP, reachable on 9200 only from the connector's range. Traffic to it is HTTPS: the stack
+ * generates a CA and a certificate for the VM's internal address (@pulumi/tls; the keys live in the
+ * stack's encrypted state and in Secret Manager), the VM serves with it, and every client pins that
+ * CA (OPENSEARCH_CA_CERT), so the basic-auth credentials never cross the VPC in clear text.
  */
 export class OpenSearch extends pulumi.ComponentResource {
   public readonly secretIds: SecretIds;
@@ -54,28 +58,37 @@ export class OpenSearch extends pulumi.ComponentResource {
     if (s.mode === 'external') {
       if (!args.url) throw new Error('iss:opensearchUrl is required when iss:opensearch.mode is "external"');
       url = pulumi.output(args.url);
-    } else {
-      const vm = this.privateCluster(name, args, passwordSecret);
+    }
+    let caSecret: (gcp.secretmanager.Secret & { latest: gcp.secretmanager.SecretVersion }) | undefined;
+    if (s.mode === 'vm') {
+      const vm = this.privateCluster(name, args, passwordSecret, secret);
       this.connectorId = vm.connector.id;
       this.instance = vm.instance;
       this.firewall = vm.firewall;
-      url = pulumi.interpolate`http://${vm.address.address}:9200`;
+      caSecret = vm.caSecret;
+      url = pulumi.interpolate`https://${vm.address.address}:9200`;
     }
-    this.url = url;
+    this.url = url!;
 
-    const urlSecret = secret('url', `${args.prefix}-opensearch-url`, url);
+    const urlSecret = secret('url', `${args.prefix}-opensearch-url`, this.url);
     const usernameSecret = secret('username', `${args.prefix}-opensearch-username`, args.username);
-    this.secrets = [urlSecret, usernameSecret, passwordSecret];
+    this.secrets = [urlSecret, usernameSecret, passwordSecret, ...(caSecret ? [caSecret] : [])];
     this.secretIds = {
       OPENSEARCH_URL: urlSecret.secretId,
       OPENSEARCH_USERNAME: usernameSecret.secretId,
       OPENSEARCH_PASSWORD: passwordSecret.secretId,
+      ...(caSecret ? { OPENSEARCH_CA_CERT: caSecret.secretId } : {}),
     };
 
     this.registerOutputs({ url: this.url, connectorId: this.connectorId });
   }
 
-  private privateCluster(name: string, args: OpenSearchArgs, passwordSecret: gcp.secretmanager.Secret & { latest: gcp.secretmanager.SecretVersion }) {
+  private privateCluster(
+    name: string,
+    args: OpenSearchArgs,
+    passwordSecret: gcp.secretmanager.Secret & { latest: gcp.secretmanager.SecretVersion },
+    secret: (key: string, secretId: string, data: pulumi.Input<string>) => gcp.secretmanager.Secret & { latest: gcp.secretmanager.SecretVersion },
+  ) {
     const s = args.settings;
     const parent = { parent: this };
     const zone = s.zone ?? `${args.region}-a`;
@@ -178,6 +191,46 @@ export class OpenSearch extends pulumi.ComponentResource {
       { project: args.project, region: args.region, name: `${args.prefix}-opensearch`, addressType: 'INTERNAL', subnetwork: subnet.id },
       parent,
     );
+    // TLS inside the VPC: a CA of this stack, and the node's certificate for its internal address
+    // (what the clients connect to). The VM reads its key from Secret Manager at boot; the clients
+    // get the CA certificate (OPENSEARCH_CA_CERT) and trust nothing else for this cluster.
+    const caKey = new tls.PrivateKey(`${name}-ca-key`, { algorithm: 'ECDSA', ecdsaCurve: 'P256' }, parent);
+    const caCert = new tls.SelfSignedCert(
+      `${name}-ca`,
+      {
+        privateKeyPem: caKey.privateKeyPem,
+        isCaCertificate: true,
+        validityPeriodHours: 10 * 365 * 24,
+        allowedUses: ['cert_signing', 'crl_signing'],
+        subject: { commonName: `${args.prefix} OpenSearch CA`, organization: 'image-semantic-search' },
+      },
+      parent,
+    );
+    const nodeKey = new tls.PrivateKey(`${name}-node-key`, { algorithm: 'RSA', rsaBits: 2048 }, parent);
+    const nodeRequest = new tls.CertRequest(
+      `${name}-node-csr`,
+      { privateKeyPem: nodeKey.privateKeyPem, subject: { commonName: `${args.prefix}-opensearch` }, ipAddresses: [address.address] },
+      parent,
+    );
+    const nodeCert = new tls.LocallySignedCert(
+      `${name}-node-cert`,
+      {
+        certRequestPem: nodeRequest.certRequestPem,
+        caPrivateKeyPem: caKey.privateKeyPem,
+        caCertPem: caCert.certPem,
+        validityPeriodHours: 10 * 365 * 24,
+        allowedUses: ['digital_signature', 'key_encipherment', 'server_auth'],
+      },
+      parent,
+    );
+    const caSecret = secret('ca', `${args.prefix}-opensearch-ca`, caCert.certPem);
+    // OpenSearch reads PKCS#8 keys only.
+    const keySecret = secret('tls-key', `${args.prefix}-opensearch-tls-key`, nodeKey.privateKeyPemPkcs8);
+    const certSecret = secret('tls-cert', `${args.prefix}-opensearch-tls-cert`, nodeCert.certPem);
+    const tlsReaders = [caSecret, keySecret, certSecret].map((sec, i) =>
+      grantOnSecret(`${name}-vm-tls-accessor-${i}`, args.project, sec.secretId, { role: 'roles/secretmanager.secretAccessor', member }, parent),
+    );
+
     const disk = new gcp.compute.Disk(
       `${name}-data`,
       { project: args.project, zone, name: `${args.prefix}-opensearch-data`, type: 'pd-balanced', size: s.diskSizeGb, labels: args.labels },
@@ -185,16 +238,19 @@ export class OpenSearch extends pulumi.ComponentResource {
     );
 
     const registryHost = `${args.region}-docker.pkg.dev`;
-    const startupScript = pulumi.all([passwordSecret.secretId, dockerHub.repositoryId]).apply(([passwordSecretId, repo]) =>
-      opensearchStartupScript({
-        project: args.project,
-        passwordSecretId,
-        image: `${registryHost}/${args.project}/${repo}/${s.image.includes('/') ? s.image : `library/${s.image}`}`,
-        registryHost,
-        heap: s.heap,
-        dataDeviceName: DATA_DEVICE,
-      }),
-    );
+    const startupScript = pulumi
+      .all([passwordSecret.secretId, dockerHub.repositoryId, keySecret.secretId, certSecret.secretId, caSecret.secretId])
+      .apply(([passwordSecretId, repo, keySecretId, certSecretId, caSecretId]) =>
+        opensearchStartupScript({
+          project: args.project,
+          passwordSecretId,
+          tls: { keySecretId, certSecretId, caSecretId },
+          image: `${registryHost}/${args.project}/${repo}/${s.image.includes('/') ? s.image : `library/${s.image}`}`,
+          registryHost,
+          heap: s.heap,
+          dataDeviceName: DATA_DEVICE,
+        }),
+      );
 
     const instance = new gcp.compute.Instance(
       `${name}-vm`,
@@ -214,9 +270,12 @@ export class OpenSearch extends pulumi.ComponentResource {
         shieldedInstanceConfig: { enableSecureBoot: true, enableVtpm: true, enableIntegrityMonitoring: true },
         allowStoppingForUpdate: true,
       },
-      { ...parent, dependsOn: [passwordSecret.latest, canReadPassword, canPull, firewall] },
+      {
+        ...parent,
+        dependsOn: [passwordSecret.latest, canReadPassword, canPull, firewall, ...tlsReaders, caSecret.latest, keySecret.latest, certSecret.latest],
+      },
     );
 
-    return { network, subnet, connector, firewall, address, instance };
+    return { network, subnet, connector, firewall, address, instance, caSecret };
   }
 }

@@ -1,8 +1,9 @@
 import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
+import * as random from '@pulumi/random';
 import type { ParsedStackConfig } from '../config.js';
 import { cloudRunEnv, type EnvValues, type SecretIds } from '../env.js';
-import { grantOnBucket, grantOnSecret } from '../grants.js';
+import { cloudRunServiceMember, grantOnBucket, grantOnSecret } from '../grants.js';
 import { serviceAccount, serviceAccountMember } from '../iam.js';
 import { containerCommand } from '../packaging.js';
 import { workloadLabels, type Placement } from '../placement.js';
@@ -15,15 +16,42 @@ export interface SearchArgs extends Placement {
   opensearchSecrets: { ids: SecretIds; secrets: gcp.secretmanager.Secret[] };
   vpcConnector?: pulumi.Input<string>;
   env: EnvValues;
+  /** IAP's service agent (`access: iap`): it calls the service once IAP let a user in. */
+  iapAgent?: pulumi.Input<string>;
 }
 
 /**
- * The search API and web page as a Cloud Run service. `search.public: true` turns the invoker
- * check off (anyone with the URL may search); otherwise callers need roles/run.invoker.
+ * Proxies that append to X-Forwarded-For in front of the service (TRUSTED_PROXY_HOPS): Cloud Run's
+ * front end; in public mode also the external Application Load Balancer, which sends
+ * `<client-supplied…>, <client-ip>, <lb-ip>` (cloud.google.com/load-balancing/docs/https, "X-Forwarded-For
+ * header"). With one hop the app would key every client's rate limit by the load balancer's address.
+ */
+function trustedProxyHops(access: ParsedStackConfig['search']['access']): string {
+  return access === 'public' ? '2' : '1';
+}
+
+/**
+ * The search API and web page as a Cloud Run service, reachable as `search.access` says
+ * (README "Security model"):
+ * - `private`: the invoker check stays on; callers need roles/run.invoker (nobody has it by default:
+ *   a team member runs `gcloud run services proxy`, which signs requests with their identity).
+ * - `iap`: IAP on the service itself signs browser users in with Google and lets `iapMembers` in
+ *   (roles/iap.httpsResourceAccessor); IAP's service agent then passes the invoker check.
+ * - `public`: the invoker check is off, but only the external HTTPS load balancer may reach the
+ *   service (ingress: internal and load balancing), and its backend carries a Cloud Armor policy
+ *   limiting each client IP to `rateLimitPerMinute` requests (429 beyond). Cloud Armor attaches to
+ *   load-balancer backends only, hence the serverless NEG, backend, URL map, managed certificate on
+ *   `domain`, HTTPS proxy (SSL policy MODERN, TLS 1.2+) and global address. The run.app URL is
+ *   disabled, so internal VPC traffic cannot bypass the load balancer either.
+ * The service also gets the HMAC key of its feedback tokens (generated here, kept in Secret Manager)
+ * so that every instance accepts clicks on results any instance served.
  */
 export class Search extends pulumi.ComponentResource {
   public readonly service: gcp.cloudrunv2.Service;
   public readonly url: pulumi.Output<string>;
+  /** `public`: the load balancer's IP address (the DNS A record of `domain`). */
+  public readonly address?: pulumi.Output<string>;
+  public readonly securityPolicy?: gcp.compute.SecurityPolicy;
 
   constructor(name: string, args: SearchArgs, opts?: pulumi.ComponentResourceOptions) {
     super('iss:search:Service', name, {}, opts);
@@ -54,6 +82,24 @@ export class Search extends pulumi.ComponentResource {
       ),
     ];
 
+    // Feedback tokens: one key for every instance (shared/services/feedback.ts). Generated once and
+    // kept in the stack's state, so tokens survive deployments.
+    const feedbackKey = new random.RandomPassword(`${name}-feedback-key`, { length: 48, special: false }, parent);
+    const feedbackSecret = new gcp.secretmanager.Secret(
+      `${name}-feedback-key-secret`,
+      { project: args.project, secretId: `${args.prefix}-feedback-token-key`, labels: args.labels, replication: { auto: {} } },
+      parent,
+    );
+    const feedbackVersion = new gcp.secretmanager.SecretVersion(
+      `${name}-feedback-key-version`,
+      { secret: feedbackSecret.id, secretData: feedbackKey.result },
+      parent,
+    );
+    grants.push(
+      grantOnSecret(`${name}-feedback-key-accessor`, args.project, feedbackSecret.secretId, { role: 'roles/secretmanager.secretAccessor', member }, parent),
+    );
+    const secretIds = { ...args.opensearchSecrets.ids, FEEDBACK_TOKEN_KEY: feedbackSecret.secretId };
+
     this.service = new gcp.cloudrunv2.Service(
       `${name}-service`,
       {
@@ -62,8 +108,17 @@ export class Search extends pulumi.ComponentResource {
         name: `${args.prefix}-search`,
         labels: workloadLabels(args.labels, 'search'),
         deletionProtection: args.deletionProtection,
-        ingress: 'INGRESS_TRAFFIC_ALL',
-        invokerIamDisabled: s.public,
+        // Public: only through the load balancer (and its Cloud Armor policy), never the run.app URL.
+        ingress: s.access === 'public' ? 'INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER' : 'INGRESS_TRAFFIC_ALL',
+        invokerIamDisabled: s.access === 'public',
+        // With the invoker check off, "internal" ingress would still admit VPC traffic to the run.app
+        // URL without identity (and without Cloud Armor): public mode turns that URL off altogether.
+        defaultUriDisabled: s.access === 'public',
+        // Disabling the default URL is a beta feature of Cloud Run (cloud.google.com/run/docs/configuring/
+        // services/default-url: `gcloud beta run … --no-default-url`); the Admin API v2 takes it only at
+        // launch stage BETA. Other modes use GA features only and leave the stage to its default.
+        ...(s.access === 'public' ? { launchStage: 'BETA' } : {}),
+        iapEnabled: s.access === 'iap',
         template: {
           serviceAccount: runner.email,
           scaling: { minInstanceCount: s.minInstances, maxInstanceCount: s.maxInstances },
@@ -73,7 +128,7 @@ export class Search extends pulumi.ComponentResource {
               image: args.image,
               ...containerCommand('search', 'functions/search-server.ts'),
               ports: { containerPort: 8080 },
-              envs: cloudRunEnv('search', args.env, args.opensearchSecrets.ids),
+              envs: cloudRunEnv('search', { ...args.env, TRUSTED_PROXY_HOPS: trustedProxyHops(s.access) }, secretIds),
               resources: { limits: { cpu: String(s.cpu), memory: s.memory }, cpuIdle: true, startupCpuBoost: true },
               // TCP, not HTTP: the probe must not depend on a route the service may rename.
               startupProbe: { tcpSocket: { port: 8080 }, periodSeconds: 5, failureThreshold: 24 },
@@ -81,9 +136,126 @@ export class Search extends pulumi.ComponentResource {
           ],
         },
       },
-      { ...parent, dependsOn: grants },
+      { ...parent, dependsOn: [...grants, feedbackVersion] },
     );
-    this.url = this.service.uri;
-    this.registerOutputs({ url: this.url });
+
+    if (s.access === 'iap') this.iap(name, args);
+    if (s.access === 'public') {
+      const lb = this.publicLoadBalancer(name, args);
+      this.address = lb.address;
+      this.securityPolicy = lb.policy;
+      this.url = pulumi.output(`https://${s.domain}`);
+    } else this.url = this.service.uri;
+    this.registerOutputs({ url: this.url, address: this.address });
+  }
+
+  private iap(name: string, args: SearchArgs): void {
+    const parent = { parent: this };
+    if (!args.iapAgent) throw new Error('search.access "iap" needs the IAP service agent');
+    // IAP calls the service as its agent once a user is let in: the agent needs the invoker role.
+    cloudRunServiceMember(
+      `${name}-iap-agent-invoker`,
+      {
+        project: args.project,
+        location: args.region,
+        service: this.service.name,
+        role: 'roles/run.invoker',
+        member: pulumi.interpolate`serviceAccount:${args.iapAgent}`,
+      },
+      parent,
+    );
+    args.settings.iapMembers.forEach(
+      (m, i) =>
+        new gcp.iap.WebCloudRunServiceIamMember(
+          `${name}-iap-user-${i}`,
+          { project: args.project, location: args.region, cloudRunServiceName: this.service.name, role: 'roles/iap.httpsResourceAccessor', member: m },
+          parent,
+        ),
+    );
+  }
+
+  private publicLoadBalancer(name: string, args: SearchArgs) {
+    const parent = { parent: this };
+    const s = args.settings;
+    const everyone = { versionedExpr: 'SRC_IPS_V1', config: { srcIpRanges: ['*'] } };
+    const policy = new gcp.compute.SecurityPolicy(
+      `${name}-armor`,
+      {
+        project: args.project,
+        name: `${args.prefix}-search-armor`,
+        description: 'Per-client rate limit of the public search service',
+        type: 'CLOUD_ARMOR',
+        rules: [
+          {
+            priority: 1000,
+            action: 'throttle',
+            description: `at most ${s.rateLimitPerMinute} requests per minute per client IP`,
+            match: everyone,
+            rateLimitOptions: {
+              conformAction: 'allow',
+              exceedAction: 'deny(429)',
+              enforceOnKey: 'IP',
+              rateLimitThreshold: { count: s.rateLimitPerMinute, intervalSec: 60 },
+            },
+          },
+          { priority: 2147483647, action: 'allow', description: 'default rule', match: everyone },
+        ],
+      },
+      parent,
+    );
+    const neg = new gcp.compute.RegionNetworkEndpointGroup(
+      `${name}-neg`,
+      {
+        project: args.project,
+        region: args.region,
+        name: `${args.prefix}-search-neg`,
+        networkEndpointType: 'SERVERLESS',
+        cloudRun: { service: this.service.name },
+      },
+      parent,
+    );
+    const backend = new gcp.compute.BackendService(
+      `${name}-backend`,
+      {
+        project: args.project,
+        name: `${args.prefix}-search-backend`,
+        loadBalancingScheme: 'EXTERNAL_MANAGED',
+        protocol: 'HTTPS',
+        securityPolicy: policy.selfLink,
+        backends: [{ group: neg.id }],
+      },
+      parent,
+    );
+    const urlMap = new gcp.compute.URLMap(`${name}-url-map`, { project: args.project, name: `${args.prefix}-search`, defaultService: backend.id }, parent);
+    const cert = new gcp.compute.ManagedSslCertificate(
+      `${name}-cert`,
+      { project: args.project, name: `${args.prefix}-search-cert`, managed: { domains: [s.domain!] } },
+      parent,
+    );
+    // Google's default SSL policy is COMPATIBLE (TLS 1.0 and weak ciphers): browsers need neither.
+    const sslPolicy = new gcp.compute.SSLPolicy(
+      `${name}-ssl-policy`,
+      { project: args.project, name: `${args.prefix}-search-tls`, profile: 'MODERN', minTlsVersion: 'TLS_1_2' },
+      parent,
+    );
+    const proxy = new gcp.compute.TargetHttpsProxy(
+      `${name}-https-proxy`,
+      { project: args.project, name: `${args.prefix}-search-https`, urlMap: urlMap.id, sslCertificates: [cert.id], sslPolicy: sslPolicy.selfLink },
+      parent,
+    );
+    const address = new gcp.compute.GlobalAddress(`${name}-address`, { project: args.project, name: `${args.prefix}-search` }, parent);
+    new gcp.compute.GlobalForwardingRule(
+      `${name}-https`,
+      {
+        project: args.project,
+        name: `${args.prefix}-search-https`,
+        target: proxy.id,
+        ipAddress: address.address,
+        portRange: '443',
+        loadBalancingScheme: 'EXTERNAL_MANAGED',
+      },
+      parent,
+    );
+    return { policy, address: address.address };
   }
 }

@@ -21,13 +21,16 @@ export class ServiceAgents extends pulumi.ComponentResource {
   public readonly pubsub: gcp.projects.ServiceIdentity;
   public readonly eventarc: gcp.projects.ServiceIdentity;
   public readonly aiplatform: gcp.projects.ServiceIdentity;
+  /** IAP's agent, when the search service is behind IAP: it invokes the service for signed-in users. */
+  public readonly iap?: gcp.projects.ServiceIdentity;
 
-  constructor(name: string, args: Pick<Placement, 'project'>, opts?: pulumi.ComponentResourceOptions) {
+  constructor(name: string, args: Pick<Placement, 'project'> & { iap?: boolean }, opts?: pulumi.ComponentResourceOptions) {
     super('iss:project:ServiceAgents', name, {}, opts);
     const identity = (key: string, service: string) => new gcp.projects.ServiceIdentity(`${name}-${key}`, { project: args.project, service }, { parent: this });
     this.pubsub = identity('pubsub', 'pubsub.googleapis.com');
     this.eventarc = identity('eventarc', 'eventarc.googleapis.com');
     this.aiplatform = identity('aiplatform', 'aiplatform.googleapis.com');
+    if (args.iap) this.iap = identity('iap', 'iap.googleapis.com');
     this.registerOutputs({ pubsub: this.pubsub.email, eventarc: this.eventarc.email, aiplatform: this.aiplatform.email });
   }
 }

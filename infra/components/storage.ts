@@ -52,9 +52,13 @@ export class Storage extends pulumi.ComponentResource {
       ],
     });
     this.features = bucket('features', {
-      // Only the transient embedding shards (embedding messages sent by reference) expire: base
-      // embeddings, feedback and rejection records are what retraining and reindexing read.
-      lifecycleRules: [{ action: { type: 'Delete' }, condition: { age: args.settings.featuresRetentionDays, matchesPrefixes: ['embeddings/shards/'] } }],
+      // The transient embedding shards (embedding messages sent by reference) expire, and so do
+      // click-feedback objects (anyone allowed to search can add some; retraining reads only the
+      // newest). Base embeddings and rejection records are what retraining and reindexing read.
+      lifecycleRules: [
+        { action: { type: 'Delete' }, condition: { age: args.settings.featuresRetentionDays, matchesPrefixes: ['embeddings/shards/'] } },
+        { action: { type: 'Delete' }, condition: { age: args.settings.feedbackRetentionDays, matchesPrefixes: ['feedback/'] } },
+      ],
     });
     this.sources = bucket('sources', {
       // Archives are replaced on every code change; Pulumi deletes the old object itself.

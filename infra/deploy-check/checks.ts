@@ -17,7 +17,7 @@ import { StackModel, type GrantTarget, type Workload } from './stack-model.js';
  * why; an empty list means the rule holds. They read only what the program registered (under the
  * realistic mocks of infra/testing/mocks.ts) and Google's data in google-rules.ts.
  */
-export type RuleName = 'permissions' | 'platform-permissions' | 'apis' | 'names' | 'locations' | 'start-up order';
+export type RuleName = 'permissions' | 'platform-permissions' | 'apis' | 'names' | 'locations' | 'start-up order' | 'exposure';
 
 export interface Finding {
   rule: RuleName;
@@ -435,6 +435,93 @@ export function checkOrder(model: StackModel, options: CheckOptions): Finding[] 
   return findings;
 }
 
+/**
+ * Who can reach each Cloud Run service (README "Security model"):
+ *  - a service anyone may invoke (invoker check off, or allUsers/allAuthenticatedUsers invokers)
+ *    must be reachable only through an external load balancer (ingress internal-and-LB: otherwise
+ *    its run.app URL bypasses everything) whose backend for it carries a Cloud Armor policy with a
+ *    rate-limiting rule (throttle or rate_based_ban): Cloud Armor attaches only to LB backends
+ *    (cloud.google.com/armor/docs/security-policy-overview), a serverless NEG puts Cloud Run behind one;
+ *    its run.app URL must be disabled (defaultUriDisabled: "internal" ingress still admits VPC traffic
+ *    there, without identity or Cloud Armor), and each HTTPS proxy in front of it must carry an SSL
+ *    policy with profile MODERN or RESTRICTED and TLS 1.2 or later (without one Google applies
+ *    COMPATIBLE with TLS 1.0: cloud.google.com/load-balancing/docs/ssl-policies-concepts);
+ *  - an IAP-enabled service must let IAP's service agent invoke it (run.routes.invoke), and that
+ *    agent must be created in the same `up` (cloud.google.com/run/docs/securing/identity-aware-proxy-cloud-run).
+ */
+export function checkExposure(model: StackModel, options: CheckOptions): Finding[] {
+  const findings: Finding[] = [];
+  const negs = model.ofType('gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup');
+  const backends = model.ofType('gcp:compute/backendService:BackendService');
+  const policies = model.ofType('gcp:compute/securityPolicy:SecurityPolicy');
+  const urlMaps = model.ofType('gcp:compute/uRLMap:URLMap');
+  const httpsProxies = model.ofType('gcp:compute/targetHttpsProxy:TargetHttpsProxy');
+  const sslPolicies = model.ofType('gcp:compute/sSLPolicy:SSLPolicy');
+  for (const svc of model.ofType('gcp:cloudrunv2/service:Service')) {
+    const name = svc.inputs.name as string;
+    const openGrant = model.grants.find(
+      (g) =>
+        ['allUsers', 'allAuthenticatedUsers'].includes(g.member) && g.target.kind === 'runService' && g.target.name === name && g.role === 'roles/run.invoker',
+    );
+    const open = svc.inputs.invokerIamDisabled === true || openGrant !== undefined;
+    if (open) {
+      const how = openGrant ? `${openGrant.member} holds roles/run.invoker` : 'its invoker check is off';
+      if (svc.inputs.ingress !== 'INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER')
+        findings.push({
+          rule: 'exposure',
+          message: `service ${name}: ${how} and ingress is ${svc.inputs.ingress ?? 'INGRESS_TRAFFIC_ALL'}: its run.app URL bypasses any load balancer and Cloud Armor (use INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER)`,
+        });
+      const myNegs = negs.filter((n) => short(String(n.inputs.cloudRun?.service ?? '')) === name).map((n) => n.inputs.name as string);
+      const myBackends = backends.filter((b) => (b.inputs.backends ?? []).some((x: { group?: string }) => myNegs.includes(short(String(x.group ?? '')))));
+      const limited = myBackends.some((b) => {
+        const policy = b.inputs.securityPolicy ? policies.find((p) => p.inputs.name === short(String(b.inputs.securityPolicy))) : undefined;
+        return (policy?.inputs.rules ?? []).some(
+          (r: { action?: string; rateLimitOptions?: unknown }) => ['throttle', 'rate_based_ban'].includes(r.action ?? '') && r.rateLimitOptions,
+        );
+      });
+      if (!limited)
+        findings.push({
+          rule: 'exposure',
+          message: `service ${name}: ${how}, but no load-balancer backend (serverless NEG) for it has a Cloud Armor policy with a rate-limiting rule: anyone may send it unlimited requests`,
+        });
+      if (svc.inputs.defaultUriDisabled !== true)
+        findings.push({
+          rule: 'exposure',
+          message: `service ${name}: ${how} and its run.app URL is on: internal (VPC) traffic reaches it there without identity or Cloud Armor (set defaultUriDisabled: true)`,
+        });
+      const backendNames = myBackends.map((b) => b.inputs.name as string);
+      const routesToMe = (m: RecordedResource) =>
+        [m.inputs.defaultService, ...(m.inputs.pathMatchers ?? []).map((p: { defaultService?: string }) => p.defaultService)].some((x) =>
+          backendNames.includes(short(String(x ?? ''))),
+        );
+      const myUrlMaps = urlMaps.filter(routesToMe).map((m) => m.inputs.name as string);
+      for (const proxy of httpsProxies.filter((p) => myUrlMaps.includes(short(String(p.inputs.urlMap ?? ''))))) {
+        const ssl = proxy.inputs.sslPolicy ? sslPolicies.find((p) => p.inputs.name === short(String(proxy.inputs.sslPolicy))) : undefined;
+        const strong = ['MODERN', 'RESTRICTED'].includes(ssl?.inputs.profile) && ['TLS_1_2', 'TLS_1_3'].includes(ssl?.inputs.minTlsVersion);
+        if (!strong)
+          findings.push({
+            rule: 'exposure',
+            message: `service ${name}: its HTTPS proxy ${proxy.inputs.name} has no SSL policy with profile MODERN (or RESTRICTED) and minTlsVersion TLS_1_2 (or later): Google's default COMPATIBLE policy admits TLS 1.0 and weak ciphers`,
+          });
+      }
+    }
+    if (svc.inputs.iapEnabled === true) {
+      const agent = `serviceAccount:${agentEmail('iap', options.projectNumber)}`;
+      if (!model.ofType('gcp:projects/serviceIdentity:ServiceIdentity').some((s) => s.inputs.service === 'iap.googleapis.com'))
+        findings.push({
+          rule: 'exposure',
+          message: `service ${name} is behind IAP, but IAP's service agent is not created (gcp.projects.ServiceIdentity iap.googleapis.com): its invoker grant would fail`,
+        });
+      if (model.holders(agent, 'run.routes.invoke', { kind: 'runService', name }).length === 0)
+        findings.push({
+          rule: 'exposure',
+          message: `service ${name} is behind IAP, but ${agent} (IAP's service agent) holds no run.routes.invoke on it: every signed-in user would get 403`,
+        });
+    }
+  }
+  return findings;
+}
+
 export function runChecks(resources: RecordedResource[], options: CheckOptions): { model: StackModel; findings: Finding[] } {
   const model = new StackModel(resources, options.projectNumber);
   const findings = [
@@ -444,6 +531,7 @@ export function runChecks(resources: RecordedResource[], options: CheckOptions):
     ...checkNames(model),
     ...checkLocations(model, options),
     ...checkOrder(model, options),
+    ...checkExposure(model, options),
   ];
   return { model, findings };
 }

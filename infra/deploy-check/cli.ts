@@ -19,6 +19,8 @@ const RULES: Record<RuleName, string> = {
   names: "names passed between resources are the kind Google expects, within Google's limits",
   locations: 'triggers sit with their buckets; GPUs only where Cloud Run has them',
   'start-up order': 'what must exist or have propagated first is waited for',
+  exposure:
+    'a service anyone may call sits behind a load balancer with a Cloud Armor rate limit and TLS 1.2+, its run.app URL off; an IAP service lets IAP invoke it',
 };
 
 const mib = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MiB`;

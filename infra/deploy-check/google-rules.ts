@@ -62,6 +62,10 @@ export const SERVICE_AGENTS = {
     createdBy: 'api',
     service: 'cloudfunctions.googleapis.com',
   },
+  // Identity-Aware Proxy calls an IAP-enabled Cloud Run service as this agent; Google grants it no
+  // role there (cloud.google.com/run/docs/securing/identity-aware-proxy-cloud-run: grant it
+  // roles/run.invoker on the service).
+  iap: { email: 'service-{number}@gcp-sa-iap.iam.gserviceaccount.com', role: null, createdBy: 'identity', service: 'iap.googleapis.com' },
   cloudscheduler: {
     email: 'service-{number}@gcp-sa-cloudscheduler.iam.gserviceaccount.com',
     role: 'roles/cloudscheduler.serviceAgent',
@@ -120,6 +124,17 @@ export const RESOURCE_APIS: Record<string, string[]> = {
   'gcp:compute/address:Address': ['compute.googleapis.com'],
   'gcp:compute/disk:Disk': ['compute.googleapis.com'],
   'gcp:compute/instance:Instance': ['compute.googleapis.com'],
+  // The public search service's external HTTPS load balancer with Cloud Armor (compute API).
+  'gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup': ['compute.googleapis.com'],
+  'gcp:compute/backendService:BackendService': ['compute.googleapis.com'],
+  'gcp:compute/securityPolicy:SecurityPolicy': ['compute.googleapis.com'],
+  'gcp:compute/uRLMap:URLMap': ['compute.googleapis.com'],
+  'gcp:compute/managedSslCertificate:ManagedSslCertificate': ['compute.googleapis.com'],
+  'gcp:compute/sSLPolicy:SSLPolicy': ['compute.googleapis.com'],
+  'gcp:compute/targetHttpsProxy:TargetHttpsProxy': ['compute.googleapis.com'],
+  'gcp:compute/globalAddress:GlobalAddress': ['compute.googleapis.com'],
+  'gcp:compute/globalForwardingRule:GlobalForwardingRule': ['compute.googleapis.com'],
+  'gcp:iap/webCloudRunServiceIamMember:WebCloudRunServiceIamMember': ['iap.googleapis.com'],
   'gcp:vpcaccess/connector:Connector': ['vpcaccess.googleapis.com'],
   'gcp:logging/metric:Metric': ['logging.googleapis.com'],
   'gcp:monitoring/alertPolicy:AlertPolicy': ['monitoring.googleapis.com'],

@@ -9,8 +9,9 @@ export const DEPLOY_MODES: [string, Partial<RawStackConfig>][] = [
       opensearch: { mode: 'external' },
       opensearchUrl: 'https://search.example.com:9200',
       embed: { gpu: false, cpu: 4, memory: '8Gi' },
-      search: { public: true },
+      search: { access: 'public', domain: 'search.example.com' },
     } as Partial<RawStackConfig>,
   ],
+  ['search behind IAP', { search: { access: 'iap', iapMembers: ['group:team@example.com'] } } as Partial<RawStackConfig>],
   ['prefix "photos" in europe-west4', { prefix: 'photos', region: 'europe-west4' } as Partial<RawStackConfig>],
 ];

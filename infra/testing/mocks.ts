@@ -170,6 +170,44 @@ function computed(type: string, name: string, inputs: Inputs): { id?: string; ou
       return { outputs: { ref: `${inputs.tags?.[0] ?? name}@sha256:${'0'.repeat(64)}`, digest: `sha256:${'0'.repeat(64)}` } };
     case 'time:index/sleep:Sleep':
       return { id: new Date(0).toISOString() };
+    // The public search service's load balancer (search.access: public).
+    case 'gcp:compute/regionNetworkEndpointGroup:RegionNetworkEndpointGroup': {
+      const id = `projects/${project}/regions/${inputs.region}/networkEndpointGroups/${physical}`;
+      return { id, outputs: { selfLink: `https://www.googleapis.com/compute/v1/${id}` } };
+    }
+    case 'gcp:compute/securityPolicy:SecurityPolicy': {
+      const id = `projects/${project}/global/securityPolicies/${physical}`;
+      return { id, outputs: { selfLink: `https://www.googleapis.com/compute/v1/${id}` } };
+    }
+    case 'gcp:compute/backendService:BackendService':
+      return { id: `projects/${project}/global/backendServices/${physical}` };
+    case 'gcp:compute/uRLMap:URLMap':
+      return { id: `projects/${project}/global/urlMaps/${physical}` };
+    case 'gcp:compute/managedSslCertificate:ManagedSslCertificate':
+      return { id: `projects/${project}/global/sslCertificates/${physical}` };
+    case 'gcp:compute/sSLPolicy:SSLPolicy': {
+      const id = `projects/${project}/global/sslPolicies/${physical}`;
+      return { id, outputs: { selfLink: `https://www.googleapis.com/compute/v1/${id}` } };
+    }
+    case 'gcp:compute/targetHttpsProxy:TargetHttpsProxy':
+      return { id: `projects/${project}/global/targetHttpsProxies/${physical}` };
+    case 'gcp:compute/globalAddress:GlobalAddress':
+      return { id: `projects/${project}/global/addresses/${physical}`, outputs: { address: '203.0.113.10' } };
+    // Generated secrets (computed by the providers at deploy time).
+    case 'random:index/randomPassword:RandomPassword':
+      return { id: 'none', outputs: { result: 'x'.repeat(inputs.length ?? 32) } };
+    case 'tls:index/privateKey:PrivateKey':
+      return {
+        outputs: {
+          privateKeyPem: `-----BEGIN PRIVATE KEY-----\n${hash(name)}\n-----END PRIVATE KEY-----\n`,
+          privateKeyPemPkcs8: `-----BEGIN PRIVATE KEY-----\n${hash(name)}\n-----END PRIVATE KEY-----\n`,
+        },
+      };
+    case 'tls:index/selfSignedCert:SelfSignedCert':
+    case 'tls:index/locallySignedCert:LocallySignedCert':
+      return { outputs: { certPem: `-----BEGIN CERTIFICATE-----\n${hash(name)}\n-----END CERTIFICATE-----\n` } };
+    case 'tls:index/certRequest:CertRequest':
+      return { outputs: { certRequestPem: `-----BEGIN CERTIFICATE REQUEST-----\n${hash(name)}\n-----END CERTIFICATE REQUEST-----\n` } };
     default:
       return { outputs: {} };
   }

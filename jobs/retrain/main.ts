@@ -12,15 +12,13 @@
 import { v2 } from '@google-cloud/run';
 import { z } from 'zod';
 import { CloudRunJobLauncher } from '../../shared/adapters/gcp/cloud-run-job-launcher.js';
-import { GcsBlobStore } from '../../shared/adapters/gcp/gcs-blob-store.js';
-import { GcsFeatureStore } from '../../shared/adapters/gcp/gcs-feature-store.js';
 import { ParseError } from '../../shared/errors.js';
-import { readFeedbackObjects } from '../../shared/services/feedback.js';
 import { promoteThenStartReindexJob } from '../../shared/services/model-lifecycle.js';
 import { retrain, type RetrainOptions } from '../../shared/services/retrain.js';
 import { parseWith } from '../../shared/validation.js';
 import { cloudConfig, type CloudConfig } from '../../shared/wiring/cloud-config.js';
 import { cloudLogger, cloudModelRegistry, storageClient } from '../../shared/wiring/cloud.js';
+import { cloudRetrainSources } from '../../shared/wiring/cloud-retrain.js';
 
 const flagsSchema = z
   .object({
@@ -71,7 +69,6 @@ async function main(): Promise<void> {
   const options = retrainArgs(process.argv.slice(2), config);
   const storage = storageClient();
   const registry = cloudModelRegistry(storage, config.MODELS_BUCKET, logger);
-  const featuresBucket = new GcsBlobStore(storage, config.FEATURES_BUCKET);
   const reindexJob = config.REINDEX_JOB_NAME;
   const launcher = reindexJob
     ? new CloudRunJobLauncher({
@@ -87,10 +84,9 @@ async function main(): Promise<void> {
     : null;
   const result = await retrain(
     {
-      features: new GcsFeatureStore(featuresBucket, { logger }),
+      ...cloudRetrainSources(storage, config, logger),
       registry,
       logger,
-      feedback: async () => (await readFeedbackObjects(featuresBucket, { maxEvents: config.RETRAIN_MAX_FEEDBACK, logger })).pairs,
       activate: promoteThenStartReindexJob({ registry, launcher, logger }),
     },
     options,

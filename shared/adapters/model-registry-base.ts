@@ -17,7 +17,7 @@ import type { ModelMetrics, ModelRegistry, ModelVersion } from '../ports/model-r
  */
 
 /** A version's `meta.json`. */
-const modelMetaSchema = z.object({
+export const modelMetaSchema = z.object({
   version: z.string(),
   parent: z.string().nullable(),
   createdAt: z.string(),
@@ -27,7 +27,7 @@ const modelMetaSchema = z.object({
 export type ModelMeta = z.infer<typeof modelMetaSchema>;
 
 /** `active.json`: the active version and every promotion and rollback that led there. */
-const activePointerSchema = z.object({
+export const activePointerSchema = z.object({
   active: z.string().nullable(),
   history: z.array(z.object({ version: z.string(), at: z.string(), action: z.enum(['promote', 'rollback']) })),
 });
@@ -98,8 +98,8 @@ export function alreadyRegistered(version: string, why = 'versions are immutable
   return new AppError(`Model version ${version} is already registered (${why})`, cause === undefined ? {} : { cause });
 }
 
-/** A version as the port returns it, from its stored meta.json and manifest.json. */
-export function toModelVersion(meta: unknown, manifest: unknown, active: string | null): ModelVersion {
+/** A version as the port returns it, from its stored meta.json and manifest.json and the active pointer. */
+export function toModelVersion(meta: unknown, manifest: unknown, pointer: ActivePointer): ModelVersion {
   const m = modelMetaSchema.parse(meta);
   return {
     version: m.version,
@@ -108,7 +108,8 @@ export function toModelVersion(meta: unknown, manifest: unknown, active: string 
     manifest: modelManifestSchema.parse(manifest),
     metrics: m.metrics as ModelMetrics | null,
     lineage: m.lineage,
-    active: active === m.version,
+    active: pointer.active === m.version,
+    everActive: pointer.active === m.version || pointer.history.some((h) => h.version === m.version),
   };
 }
 
@@ -142,4 +143,29 @@ export function rolledBack(state: ActivePointer, now = new Date()): ActivePointe
   const version = stack.length >= 2 ? stack[stack.length - 2] : undefined;
   if (!version) throw new AppError(`Cannot roll back: no version was active before ${state.active}`);
   return { active: version, history: [...state.history, { version, at: now.toISOString(), action: 'rollback' }] };
+}
+
+/** The version `rollback` would re-activate now, or null. */
+export function rollbackTarget(state: ActivePointer): string | null {
+  try {
+    return rolledBack(state).active;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Why `version` may not be removed, or null: the active version, and the one a rollback would
+ * re-activate, stay (remove them after promoting another version).
+ */
+export function removalRefusal(state: ActivePointer, version: string): string | null {
+  if (state.active === version) return `Cannot remove model version ${version}: it is active (promote another version first)`;
+  if (rollbackTarget(state) === version)
+    return `Cannot remove model version ${version}: \`imgsearch model rollback\` would re-activate it (promote another version first)`;
+  return null;
+}
+
+/** A rollback re-activating a version whose files were removed refuses instead of pointing at nothing. */
+export function removedRollbackTarget(version: string, current: string | null): AppError {
+  return new AppError(`Cannot roll back from ${current ?? '(none)'}: the version before it, ${version}, was removed; promote a registered version instead`);
 }

@@ -14,6 +14,8 @@ export interface ModelVersion {
   metrics: ModelMetrics | null;
   lineage: { dataSnapshot?: string; codeVersion?: string; [key: string]: unknown };
   active: boolean;
+  /** Whether the version was ever made active (promoted); a version never promoted is a candidate `model prune` may remove. */
+  everActive?: boolean;
 }
 
 /**
@@ -36,6 +38,11 @@ export interface ModelRegistry {
   promote(version: string): Promise<void>;
   /** Re-activates the version that was active before the current one; returns it. */
   rollback(): Promise<string>;
+  /**
+   * Deletes a version's files. Refuses (AppError) the active version and the version a rollback
+   * would re-activate; a later rollback that would reach a removed version refuses too.
+   */
+  remove(version: string): Promise<void>;
   /** A local directory holding the version's files (downloaded and cached for remote registries). */
   localPath(version: string): Promise<string>;
 }

@@ -79,6 +79,68 @@ export interface VectorIndex {
   count(): Promise<number>;
   /** Every live document (for reindexing and evaluation), in pages. */
   scan(batchSize?: number): AsyncIterable<VectorDocument[]>;
+  /** The state of the approximate-nearest-neighbour index behind `query` (status and page); absent on fakes. */
+  annStatus?(): Promise<AnnStatus>;
+}
+
+/** ANN index kinds the embedded index builds (LanceDB's IVF_PQ and IVF_HNSW_SQ). */
+export const ANN_TYPES = ['ivf_pq', 'ivf_hnsw_sq'] as const;
+export type AnnType = (typeof ANN_TYPES)[number];
+
+/** Build and query parameters of one ANN index, chosen from the collection's size and dimension. */
+export interface AnnParams {
+  type: AnnType;
+  /** Rows in the table when the parameters were chosen. */
+  rows: number;
+  /** IVF partitions (k-means clusters); a query visits `nprobes` of them. */
+  numPartitions: number;
+  /** IVF_PQ: product-quantisation sub-vectors. */
+  numSubVectors?: number;
+  /** IVF_HNSW_SQ: graph links per node and the candidate list while building. */
+  m?: number;
+  efConstruction?: number;
+  nprobes: number;
+  /** IVF_HNSW_SQ: candidate list while searching (at least `limit × refineFactor`). */
+  ef?: number;
+  /** Candidates re-ranked with exact distances: `k × refineFactor` (0 = none). */
+  refineFactor: number;
+}
+
+/**
+ * What `imgsearch status` and `/api/status` show about the ANN index: `none` means every query is a
+ * flat (exact) scan; `building` that a build is running (queries use the previous index, or a flat
+ * scan, meanwhile); `ready` that queries use the index, and rows written since it was built or last
+ * folded in (`rowsUnindexed`) are scanned exactly beside it until the next fold-in.
+ */
+export interface AnnStatus {
+  state: 'none' | 'building' | 'ready';
+  /** The engine's own name for the index in use (`IVF_PQ`, `IVF_HNSW_SQ`, `hnsw/lucene`…), null with none. */
+  type: string | null;
+  params: AnnParams | Record<string, number | string> | null;
+  rowsIndexed: number;
+  rowsUnindexed: number;
+  /** Index files on disk, when the engine reports it. */
+  sizeBytes: number | null;
+  lastBuildAt: string | null;
+  lastBuildSeconds: number | null;
+  /** The build running now (started when, with which parameters), if any. */
+  building: { startedAt: string; params: AnnParams } | null;
+  /** `product`: built and kept by imgsearch's background maintenance; `engine`: the search engine keeps it (OpenSearch). */
+  maintainedBy: 'product' | 'engine';
+}
+
+/** An index whose ANN structure the product builds and keeps up (the embedded LanceDB index). */
+export interface AnnMaintainable {
+  annStatus(): Promise<AnnStatus>;
+  /** Trains and writes a new ANN index, replacing any earlier one when done; upserts and queries go on meanwhile. */
+  buildAnn(params: AnnParams): Promise<void>;
+  /** Adds rows written since the last build to the index (and compacts), without retraining. */
+  foldInAnn(): Promise<void>;
+}
+
+export function isAnnMaintainable(index: VectorIndex | null): index is VectorIndex & AnnMaintainable {
+  const i = index as Partial<AnnMaintainable> | null;
+  return typeof i?.buildAnn === 'function' && typeof i.foldInAnn === 'function' && typeof i.annStatus === 'function';
 }
 
 /**

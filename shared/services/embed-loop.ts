@@ -20,15 +20,18 @@ export interface EmbedLoopSettings {
   maxConsecutiveFailures?: number;
   /** Wait after an empty pull when no `idle` is given (Pub/Sub pull already waits; the local queue answers at once). */
   emptyPullDelayMs?: number;
-  /** Wait after a failed cycle before pulling again. */
-  failureDelayMs?: number;
+  /** Wait after a failed cycle before pulling again (or a function of the failures in a row: a backoff). */
+  failureDelayMs?: number | ((consecutiveFailures: number) => number);
   /**
    * What becomes of a batch that failed as a whole (model or queue fault): `nack` hands it back at
    * once (Pub/Sub applies the subscription's retry backoff); `lease-expiry` leaves it leased until
    * the lease runs out, which is the backoff of the local queue (its nack redelivers immediately
-   * and would spend the delivery attempts of a whole batch during a short inference outage).
+   * and would spend the delivery attempts of a whole batch during a short inference outage);
+   * `hold` keeps the batch leased (extended) and works it again after `failureDelayMs` until it
+   * succeeds or the loop is stopped: an outage of any length (a full disk, an index refusing
+   * writes) spends no delivery attempt, so nothing is dead-lettered for a fault of the machine.
    */
-  onBatchFailure?: 'nack' | 'lease-expiry';
+  onBatchFailure?: 'nack' | 'lease-expiry' | 'hold';
   /** Level of the per-batch log line: `info` in the job (one line per batch is its progress), `debug` locally. */
   batchLogLevel?: 'info' | 'debug';
 }
@@ -108,6 +111,26 @@ export async function runEmbedLoop(deps: EmbedLoopDeps): Promise<EmbedLoopResult
     elapsedMs: now() - started,
   });
 
+  const failureDelay = (n: number): number => (typeof settings.failureDelayMs === 'function' ? settings.failureDelayMs(n) : (settings.failureDelayMs ?? 0));
+  /** A wait that ends early once the loop is stopped (a backoff can reach tens of seconds). */
+  const pause = async (ms: number): Promise<void> => {
+    const until = Date.now() + ms;
+    while (running() && Date.now() < until) await sleep(Math.min(200, until - Date.now()));
+  };
+  /** `hold`: the same leased batch again after each failure, until it works or the loop stops (then the lease expires). */
+  const holdUntilDone = async (attempt: () => Promise<EmbedOutcome[]>): Promise<EmbedOutcome[]> => {
+    for (let held = 1; ; held++) {
+      try {
+        return await attempt();
+      } catch (err) {
+        if (!running()) throw err;
+        logger.error({ err, failures: held }, 'embed batch failed; keeping it leased and trying again');
+        hooks.failure?.(err instanceof Error ? err : new Error(String(err)));
+        await pause(failureDelay(held));
+      }
+    }
+  };
+
   while (running()) {
     if (settings.maxRuntimeMs !== undefined && now() - started >= settings.maxRuntimeMs) {
       logger.info({ batches, messages }, 'time budget spent; stopping');
@@ -124,14 +147,25 @@ export async function runEmbedLoop(deps: EmbedLoopDeps): Promise<EmbedLoopResult
         const batchStart = now();
         let settled: EmbedOutcome[];
         try {
-          const embed = embedDeps();
-          hooks.embedding?.(1);
-          settled = await withLeaseExtension(bus, TOPICS.imageEvents, ackIds, settings.leaseSeconds, () => embedBatch(deliveries, embed), { logger }).finally(
-            () => hooks.embedding?.(-1),
-          );
-          await settleEmbedOutcomes(bus, settled);
+          const attempt = async (): Promise<EmbedOutcome[]> => {
+            const embed = embedDeps();
+            hooks.embedding?.(1);
+            const outcomes = await embedBatch(deliveries, embed).finally(() => hooks.embedding?.(-1));
+            await settleEmbedOutcomes(bus, outcomes);
+            return outcomes;
+          };
+          if (settings.onBatchFailure === 'hold') {
+            settled = await withLeaseExtension(bus, TOPICS.imageEvents, ackIds, settings.leaseSeconds, () => holdUntilDone(attempt), { logger });
+          } else {
+            const embed = embedDeps();
+            hooks.embedding?.(1);
+            settled = await withLeaseExtension(bus, TOPICS.imageEvents, ackIds, settings.leaseSeconds, () => embedBatch(deliveries, embed), { logger }).finally(
+              () => hooks.embedding?.(-1),
+            );
+            await settleEmbedOutcomes(bus, settled);
+          }
         } catch (err) {
-          if (settings.onBatchFailure !== 'lease-expiry') {
+          if (settings.onBatchFailure === 'nack' || settings.onBatchFailure === undefined) {
             await bus.nack(TOPICS.imageEvents, ackIds, errorMessage(err)).catch((nackErr: unknown) => {
               // The lease runs out on its own: the queue redelivers them anyway.
               logger.warn({ err: nackErr }, 'nack failed');
@@ -154,7 +188,8 @@ export async function runEmbedLoop(deps: EmbedLoopDeps): Promise<EmbedLoopResult
       if (settings.maxConsecutiveFailures !== undefined && failures >= settings.maxConsecutiveFailures) {
         throw new EmbedJobFailedError(`${failures} batches in a row failed; last error: ${errorMessage(err)}`, { cause: err });
       }
-      if (settings.failureDelayMs) await sleep(settings.failureDelayMs);
+      const delayMs = failureDelay(failures);
+      if (delayMs) await pause(delayMs);
       continue;
     } finally {
       hooks.cycle?.(-1);

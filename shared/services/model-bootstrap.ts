@@ -1,10 +1,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { ensureDefaultModel } from '../model/default-model.js';
 import type { Logger } from '../logger.js';
 import type { ModelRegistry, ModelVersion } from '../ports/model-registry.js';
 import { AppError } from '../errors.js';
-import { pullClip } from './model-pull.js';
 
 /**
  * The first model of a registry. In the cloud only the bootstrap job (jobs/bootstrap-model, the
@@ -60,6 +58,8 @@ async function registerInitial(registry: ModelRegistry, options: BootstrapOption
     case 'default':
       return registerDefaultModel(registry, options.cacheDir);
     case 'clip-vit-b32': {
+      // Loaded only when a registry is empty: opening a data directory stays cheap (`imgsearch status`).
+      const { pullClip } = await import('./model-pull.js');
       const pulled = await pullClip(registry, { cacheDir: path.join(options.cacheDir, 'clip-vit-b32'), fetch: options.fetch, sha256: options.sha256 }, (line) =>
         options.logger.info(line),
       );
@@ -69,6 +69,7 @@ async function registerInitial(registry: ModelRegistry, options: BootstrapOption
 }
 
 async function registerDefaultModel(registry: ModelRegistry, cacheDir: string): Promise<{ version: string; registered: boolean }> {
+  const { ensureDefaultModel } = await import('../model/default-model.js');
   const { dir, manifest } = await ensureDefaultModel(cacheDir);
   if (await registry.get(manifest.version)) return { version: manifest.version, registered: false };
   const files: Record<string, Buffer> = {};

@@ -1,4 +1,3 @@
-import { loadEmbedder } from '../model/load-embedder.js';
 import type { Logger } from '../logger.js';
 import type { Embedder } from '../ports/embedder.js';
 import type { ModelRegistry } from '../ports/model-registry.js';
@@ -167,6 +166,8 @@ export class ModelHolder {
   private async loadVersion(version: string): Promise<Embedder> {
     const dir = await this.registry.localPath(version);
     if (this.options.load) return this.options.load(dir, version);
+    // ONNX Runtime and sharp load with the first model, not with the holder (`imgsearch status` never needs them).
+    const { loadEmbedder } = await import('../model/load-embedder.js');
     return loadEmbedder(dir, {
       threads: this.options.threads,
       maxPixels: this.options.maxPixels,

@@ -5,6 +5,7 @@ import type { JobExecution, JobLauncher } from '../ports/job-launcher.js';
 import type { ModelRegistry } from '../ports/model-registry.js';
 import type { VectorIndex, VectorIndexCatalog } from '../ports/vector-index.js';
 import { compareGenerations } from '../contracts.js';
+import { AppError, errorMessage } from '../errors.js';
 import { documentsFromFeatures, reindexFromFeatures, type ReindexResult } from './reindex.js';
 
 /**
@@ -120,11 +121,46 @@ export async function rollbackModel(deps: LifecycleDeps, onProgress?: (done: num
   try {
     return await syncIndexToModel(deps, version, onProgress);
   } catch (err) {
+    // Stryker disable next-line ConditionalExpression: equivalent, because registry.rollback() refuses when no version is active (rolledBack in model-registry-base), so this catch is reached only with `from` set
     if (from !== null) {
       await deps.registry.promote(from);
       deps.logger.warn({ modelVersion: from, err }, 'rollback failed: the index could not follow, the registry was moved forward again');
     }
     throw err;
+  }
+}
+
+/**
+ * `imgsearch index rollback`: the alias back to the previous index version **and** the registry to
+ * that index's model, so the two never disagree (ingestion would embed with one model and the
+ * index refuse its vectors). In the promotion order: the index is caught up with the feature store
+ * and the alias swapped first, then the registry follows; if the registry cannot follow (e.g. that
+ * model was removed), the alias is swapped back and nothing has changed.
+ */
+export async function rollbackIndex(deps: LifecycleDeps): Promise<ActivationResult> {
+  const before = await deps.catalog.live();
+  const name = await deps.catalog.rollback();
+  try {
+    const info = (await deps.catalog.versions()).find((v) => v.name === name);
+    if (!info) throw new AppError(`index version ${name} vanished during the rollback`);
+    if (!(await deps.registry.get(info.modelVersion))) {
+      throw new AppError(`its model ${info.modelVersion} is no longer registered, so the index and the model would disagree`);
+    }
+    const embedder = await deps.loadEmbedder(info.modelVersion);
+    let documents: number;
+    try {
+      documents = await bringIndexUpToDate(await deps.catalog.open(name), deps.features, embedder);
+    } finally {
+      await embedder.close();
+    }
+    // Stryker disable next-line ConditionalExpression: equivalent, because both registries write nothing when the version promoted is already active (promoted() in model-registry-base)
+    if ((await deps.registry.active())?.version !== info.modelVersion) await deps.registry.promote(info.modelVersion);
+    return { modelVersion: info.modelVersion, index: name, how: 'reused', documents, needsReembedding: 0 };
+  } catch (err) {
+    // No alias before (removed by hand; OpenSearch keeps the previous target apart from it): there is nothing to swap back to.
+    if (before) await deps.catalog.swapAlias(before.name);
+    const where = before ? `the alias stays on ${before.name}` : `the alias now points at ${name} (it pointed at no index before)`;
+    throw new AppError(`cannot roll the index back to ${name}: ${errorMessage(err)}; ${where}`, { cause: err });
   }
 }
 

@@ -1,12 +1,13 @@
-import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as ort from 'onnxruntime-node';
+import { fsyncDir } from '../adapters/local/atomic-file.js';
 import { ConfigError, errorMessage, AppError, NotFoundError } from '../errors.js';
 import { modelManifestSchema, type ModelManifest } from '../model/manifest.js';
 import type { ModelRegistry } from '../ports/model-registry.js';
+import { redactSecrets, redactUrl, registerSecret } from '../redact.js';
 import { ClipTokenizer } from '../text/clip-tokenizer.js';
 
 /**
@@ -62,18 +63,45 @@ export class ChecksumMismatchError extends AppError {
 export interface ClipSource {
   /** A folder holding the files (offline): used as is, not checksummed (any CLIP-shaped export fits). */
   dir?: string;
-  /** Base URL of a mirror serving the canonical file names. */
+  /**
+   * Base URL of a mirror serving the canonical file names (HTTPS only). Its files are checked
+   * against the pinned SHA-256 and sizes unless {@link sha256} names others.
+   */
   url?: string;
-  /** Where downloads are kept between runs. */
+  /** Where downloads are kept between runs, keyed by content hash (`<cacheDir>/sha256/<hex>/<name>`). */
   cacheDir: string;
   /** HTTP client (tests inject one); default: the global fetch. */
   fetch?: typeof fetch;
   /**
-   * Expected SHA-256 per canonical file name. Default: {@link CLIP_VIT_B32.sha256} for the public
-   * files; none for a mirror (it may serve another export under the same names, as a folder may).
+   * Expected SHA-256 per canonical file name, over the pinned table {@link CLIP_VIT_B32.sha256}
+   * (a mirror serving another export under the same names gives each file's hash here). A file
+   * whose hash is not the pinned one has no size check beyond {@link DownloadLimits.maxBytes}.
    */
   sha256?: Record<string, string>;
+  limits?: DownloadLimits;
 }
+
+/** Bounds of one download: a slow, stalled, oversized or redirecting server fails with a clear error. */
+export interface DownloadLimits {
+  /** Wait for the response headers, per request (default 30 s). */
+  headersTimeoutMs?: number;
+  /** Longest pause between two chunks of the body (default 60 s): a stalled server fails instead of hanging. */
+  idleTimeoutMs?: number;
+  /** Size cap of a file whose size is not pinned (default 2 GiB); a pinned size is checked exactly. */
+  maxBytes?: number;
+  /** Redirects followed per file, each to the same host only (default 5). */
+  maxRedirects?: number;
+}
+
+const DEFAULT_LIMITS: Required<DownloadLimits> = { headersTimeoutMs: 30_000, idleTimeoutMs: 60_000, maxBytes: 2 * 1024 ** 3, maxRedirects: 5 };
+
+/**
+ * Hosts a pinned public URL may redirect to, beside its own: Hugging Face serves its files from
+ * its CDN hosts (`*.hf.co`, `cdn-lfs*.huggingface.co`). Every other redirect must stay on the
+ * host asked (a mirror's redirects included). The bytes are checked against the pinned SHA-256
+ * whatever host served them; this only keeps a download from wandering off.
+ */
+const PUBLIC_REDIRECT_HOSTS: Record<string, RegExp> = { 'huggingface.co': /^(?:[a-z0-9-]+\.)*(?:huggingface\.co|hf\.co)$/i };
 
 export interface PullResult {
   version: string;
@@ -81,10 +109,17 @@ export interface PullResult {
   manifest: ModelManifest;
 }
 
+/** A download failed (refused URL, redirect to another host, HTTP error, timeout, size cap). Nothing was cached or registered. */
+export class DownloadError extends AppError {
+  override readonly code = 'DOWNLOAD_FAILED';
+}
+
 const HOW_TO_GET = () =>
   `download ${Object.entries(CLIP_VIT_B32.urls)
     .map(([f, u]) => `${f} (${u})`)
-    .join(', ')} into one folder, then run \`imgsearch model pull clip-vit-b32 --from <folder>\` (or --from <base URL> of a mirror serving those file names)`;
+    .join(
+      ', ',
+    )} into one folder, then run \`imgsearch model pull clip-vit-b32 --from <folder>\` (or --from <https base URL> of a mirror serving those file names)`;
 
 async function firstExisting(dir: string, names: string[]): Promise<string> {
   for (const name of names) {
@@ -106,76 +141,210 @@ async function sha256Of(file: string): Promise<string> {
   return hash.digest('hex');
 }
 
-/** Streams `url` into `file` (through `<file>.part`), hashing on the way; returns the SHA-256. */
-async function download(fetchFn: typeof fetch, url: string, file: string): Promise<string> {
-  const controller = new AbortController();
-  // Only the wait for response headers is bounded: a 350 MB body may legitimately take minutes.
-  const timer = setTimeout(() => controller.abort(), 30_000);
-  let res: Response;
+/**
+ * A mirror base URL, checked: HTTPS only (plain HTTP would let anyone on the path swap the
+ * files before the hash check refuses them, and leaks credentials). Credentials in the URL
+ * become a Basic Authorization header sent to that host only.
+ */
+export function parseMirrorUrl(raw: string): { base: URL; headers: Record<string, string> } {
+  let url: URL;
   try {
-    res = await fetchFn(url, { signal: controller.signal, redirect: 'follow' });
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`--from ${redactUrl(raw)} is not a URL (use an https:// base URL of a mirror, or a folder)`);
+  }
+  if (url.protocol !== 'https:') {
+    throw new ConfigError(
+      `--from ${redactUrl(raw)}: only https:// mirrors are accepted (plain HTTP can be tampered with on the way); serve the files over HTTPS or download them into a folder`,
+    );
+  }
+  const headers: Record<string, string> = {};
+  if (url.username || url.password) {
+    const password = decodeURIComponent(url.password);
+    registerSecret(password);
+    headers.authorization = `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${password}`).toString('base64')}`;
+    url.username = '';
+    url.password = '';
+  }
+  return { base: url, headers };
+}
+
+interface DownloadSpec {
+  url: URL;
+  headers: Record<string, string>;
+  /** The exact size when pinned; otherwise the cap applies. */
+  expectedBytes?: number;
+  limits: Required<DownloadLimits>;
+}
+
+/**
+ * `promise`, or after `ms` a rejection with `onTimeout()`'s error, then `abort` is called (after
+ * the rejection, so the timeout's error is the one reported, not the aborted read's).
+ */
+async function within<T>(promise: Promise<T>, ms: number, onTimeout: () => Error, abort: () => void): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(onTimeout());
+      abort();
+    }, ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
   } finally {
     clearTimeout(timer);
   }
-  if (!res.ok || !res.body) throw new Error(`GET ${url}: HTTP ${res.status}`);
-  await fs.mkdir(path.dirname(file), { recursive: true });
+}
+
+/**
+ * Streams `spec.url` into `tempFile` (created new, fsynced), hashing on the way; follows
+ * redirects to the same host only (or the pinned public hosts' CDN), refuses plain HTTP, bounds
+ * the wait for headers, every pause of the body and the size. Returns the SHA-256 and size.
+ */
+async function download(fetchFn: typeof fetch, spec: DownloadSpec, tempFile: string): Promise<{ sha256: string; bytes: number }> {
+  const { limits } = spec;
+  const first = spec.url;
+  const redirectHosts = PUBLIC_REDIRECT_HOSTS[first.hostname];
+  const controller = new AbortController();
+  let current = first;
+  let res: Response;
+  for (let hop = 0; ; hop++) {
+    if (current.protocol !== 'https:') throw new DownloadError(`${redactUrl(current.href)} is not HTTPS: refused`);
+    res = await within(
+      fetchFn(current, { signal: controller.signal, redirect: 'manual', headers: current.host === first.host ? spec.headers : {} }),
+      limits.headersTimeoutMs,
+      () => new DownloadError(`no response from ${redactUrl(current.href)} within ${limits.headersTimeoutMs / 1000} s`),
+      () => controller.abort(),
+    );
+    if (res.status < 300 || res.status >= 400) break;
+    await res.body?.cancel().catch(() => undefined);
+    const location = res.headers.get('location');
+    if (!location) throw new DownloadError(`${redactUrl(current.href)} answered HTTP ${res.status} without a Location`);
+    const next = new URL(location, current);
+    if (hop + 1 > limits.maxRedirects) throw new DownloadError(`${redactUrl(first.href)} redirected more than ${limits.maxRedirects} times`);
+    if (next.protocol !== 'https:') throw new DownloadError(`${redactUrl(current.href)} redirects to ${redactUrl(next.href)}, which is not HTTPS: refused`);
+    if (next.host !== first.host && !redirectHosts?.test(next.hostname)) {
+      throw new DownloadError(`${redactUrl(current.href)} redirects to another host (${next.host}): refused, only redirects within ${first.host} are followed`);
+    }
+    current = next;
+  }
+  if (!res.ok || !res.body) throw new DownloadError(`GET ${redactUrl(current.href)}: HTTP ${res.status}`);
+  const cap = spec.expectedBytes ?? limits.maxBytes;
+  const declared = Number(res.headers.get('content-length') ?? NaN);
+  const tooLarge = (n: number) =>
+    new DownloadError(
+      spec.expectedBytes !== undefined
+        ? `${redactUrl(current.href)} sends ${n} bytes or more, but the pinned file has ${spec.expectedBytes}: refused`
+        : `${redactUrl(current.href)} sends ${n} bytes or more, over the cap of ${cap}: refused`,
+    );
+  if (Number.isFinite(declared) && declared > cap) {
+    await res.body.cancel().catch(() => undefined);
+    throw tooLarge(declared);
+  }
+  const reader = res.body.getReader();
   const hash = createHash('sha256');
-  const tap = new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      hash.update(chunk);
-      done(null, chunk);
-    },
-  });
-  await pipeline(Readable.fromWeb(res.body as never), tap, createWriteStream(`${file}.part`));
-  await fs.rename(`${file}.part`, file);
-  return hash.digest('hex');
+  let bytes = 0;
+  const out = await fs.open(tempFile, 'wx');
+  try {
+    for (;;) {
+      const { done, value } = await within(
+        reader.read(),
+        limits.idleTimeoutMs,
+        () =>
+          new DownloadError(
+            `${redactUrl(current.href)} stalled: no data for ${limits.idleTimeoutMs / 1000} s after ${bytes} bytes (the server or the network stopped sending)`,
+          ),
+        () => controller.abort(),
+      );
+      if (done) break;
+      bytes += value.byteLength;
+      if (bytes > cap) {
+        controller.abort();
+        throw tooLarge(bytes);
+      }
+      hash.update(value);
+      await out.write(value);
+    }
+    await out.sync();
+  } finally {
+    await out.close();
+    reader.releaseLock();
+  }
+  return { sha256: hash.digest('hex'), bytes };
 }
 
 function checksumError(name: string, from: string, got: string, expected: string): ChecksumMismatchError {
   return new ChecksumMismatchError(
-    `${name} from ${from} has SHA-256 ${got}, expected ${expected}: the download is corrupt or not the pinned file, so it was deleted and nothing was registered. ` +
+    `${name} from ${redactUrl(from)} has SHA-256 ${got}, expected ${expected}: the download is corrupt or not the pinned file, so it was deleted and nothing was registered. ` +
       `Run again to retry the download; if it keeps failing, ${HOW_TO_GET()}`,
     { meta: { file: name, got, expected } },
   );
 }
 
+/** The canonical files as SHA-256 → path in the cache (`<cacheDir>/sha256/<hex>/<name>`). */
+interface FetchOptions {
+  base?: { base: URL; headers: Record<string, string> };
+  fetch: typeof fetch;
+  expected: Record<string, string>;
+  limits: Required<DownloadLimits>;
+}
+
 /**
- * Downloads the canonical files from `base` (or the public URLs) into `cacheDir`, checking each
- * against `expected` (a cached file too, so a truncated or tampered cache is fetched again).
+ * Downloads each canonical file from `base` (or its public URL) unless the cache holds it, and
+ * returns where each is. The cache is keyed by the expected SHA-256: a download goes to a temp
+ * file, is checked (size, SHA-256), and only then renamed to `sha256/<hex>/<name>`, so a bad or
+ * partial download never poisons a later pull. A cached file is checked again before use.
  */
-async function fetchFiles(
-  cacheDir: string,
-  options: { base?: string; fetch: typeof fetch; expected: Record<string, string> },
-  log: (s: string) => void,
-): Promise<string> {
-  for (const [name, url] of Object.entries(CLIP_VIT_B32.urls)) {
-    const file = path.join(cacheDir, name);
+async function fetchFiles(cacheDir: string, options: FetchOptions, log: (s: string) => void): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const [name, publicUrl] of Object.entries(CLIP_VIT_B32.urls)) {
     const expected = options.expected[name];
-    if (
-      await fs.stat(file).then(
-        () => true,
-        () => false,
-      )
-    ) {
-      if (!expected || (await sha256Of(file)) === expected) continue;
+    if (!expected || !/^[0-9a-f]{64}$/.test(expected)) throw new ConfigError(`no valid SHA-256 to check ${name} against (give it as ${name}=<64 hex digits>)`);
+    const pinnedBytes = expected === CLIP_VIT_B32.sha256[name] ? CLIP_VIT_B32.bytes[name] : undefined;
+    const file = path.join(cacheDir, 'sha256', expected, name);
+    out[name] = file;
+    const cached = await fs.stat(file).then(
+      (s) => s.size,
+      () => null,
+    );
+    if (cached !== null) {
+      if ((pinnedBytes === undefined || cached === pinnedBytes) && (await sha256Of(file)) === expected) continue;
       log(`cached ${name} does not match its SHA-256; downloading it again`);
       await fs.rm(file, { force: true });
     }
-    const from = options.base ? `${options.base.replace(/\/+$/, '')}/${name}` : url;
-    log(`downloading ${from}`);
-    let got: string;
+    const url = options.base
+      ? new URL(name, options.base.base.href.endsWith('/') ? options.base.base : new URL(`${options.base.base.href}/`))
+      : new URL(publicUrl);
+    const from = url.href;
+    log(`downloading ${redactUrl(from)}`);
+    await fs.mkdir(cacheDir, { recursive: true });
+    const temp = path.join(cacheDir, `.${name}.${process.pid}.${randomBytes(6).toString('hex')}.part`);
     try {
-      got = await download(options.fetch, from, file);
-    } catch (err) {
-      await fs.rm(`${file}.part`, { force: true });
-      throw new ConfigError(`cannot download ${from}: ${errorMessage(err)}. Without internet access, ${HOW_TO_GET()}`, { cause: err });
-    }
-    if (expected && got !== expected) {
-      await fs.rm(file, { force: true });
-      throw checksumError(name, from, got, expected);
+      let got: { sha256: string; bytes: number };
+      try {
+        got = await download(options.fetch, { url, headers: options.base?.headers ?? {}, expectedBytes: pinnedBytes, limits: options.limits }, temp);
+      } catch (err) {
+        throw new DownloadError(`cannot download ${redactUrl(from)}: ${redactSecrets(errorMessage(err))}. Without internet access, ${HOW_TO_GET()}`, {
+          cause: err,
+        });
+      }
+      if (got.sha256 !== expected) throw checksumError(name, from, got.sha256, expected);
+      if (pinnedBytes !== undefined && got.bytes !== pinnedBytes) {
+        throw new ChecksumMismatchError(`${name} from ${redactUrl(from)} has ${got.bytes} bytes, expected ${pinnedBytes}: deleted, nothing was registered`);
+      }
+      await writeFileAtomicRename(temp, file);
+    } finally {
+      await fs.rm(temp, { force: true });
     }
   }
-  return cacheDir;
+  return out;
+}
+
+/** Moves a verified temp file to its place in the cache (directory synced: the entry survives a crash). */
+async function writeFileAtomicRename(temp: string, file: string): Promise<void> {
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  await fs.rename(temp, file);
+  await fsyncDir(path.dirname(file));
 }
 
 function staticDim(meta: ort.InferenceSession.ValueMetadata | undefined, axis: number): number | null {
@@ -260,18 +429,26 @@ export async function pullClip(registry: ModelRegistry, source: ClipSource, log:
     ))
   )
     throw new NotFoundError(`--from ${source.dir} is not a folder`);
-  const dir =
-    source.dir ??
-    (await fetchFiles(
+  let files: { image: string; text: string; merges: string };
+  if (source.dir) {
+    files = {
+      image: await firstExisting(source.dir, CLIP_VIT_B32.image),
+      text: await firstExisting(source.dir, CLIP_VIT_B32.text),
+      merges: await firstExisting(source.dir, CLIP_VIT_B32.merges),
+    };
+  } else {
+    const fetched = await fetchFiles(
       source.cacheDir,
-      { base: source.url, fetch: source.fetch ?? fetch, expected: source.sha256 ?? (source.url ? {} : CLIP_VIT_B32.sha256) },
+      {
+        base: source.url !== undefined ? parseMirrorUrl(source.url) : undefined,
+        fetch: source.fetch ?? fetch,
+        expected: { ...CLIP_VIT_B32.sha256, ...source.sha256 },
+        limits: { ...DEFAULT_LIMITS, ...source.limits },
+      },
       log,
-    ));
-  const files = {
-    image: await firstExisting(dir, CLIP_VIT_B32.image),
-    text: await firstExisting(dir, CLIP_VIT_B32.text),
-    merges: await firstExisting(dir, CLIP_VIT_B32.merges),
-  };
+    );
+    files = { image: fetched[CLIP_VIT_B32.image[0]!]!, text: fetched[CLIP_VIT_B32.text[0]!]!, merges: fetched[CLIP_VIT_B32.merges[0]!]! };
+  }
   const bytes = { image: await fs.readFile(files.image), text: await fs.readFile(files.text), merges: await fs.readFile(files.merges) };
   // Version from the content: pulling the same files twice is a no-op, different files a new version.
   const hash = createHash('sha256').update(bytes.image).update(bytes.text).update(bytes.merges).digest('hex').slice(0, 10);
@@ -288,7 +465,10 @@ export async function pullClip(registry: ModelRegistry, source: ClipSource, log:
       [manifest.text!.file]: bytes.text,
       [(manifest.text as { tokenizerFile: string }).tokenizerFile]: bytes.merges,
     },
-    lineage: { source: source.dir ? `folder ${path.resolve(source.dir)}` : (source.url ?? 'public CLIP ViT-B/32 ONNX export'), baseModel: CLIP_VIT_B32.name },
+    lineage: {
+      source: source.dir ? `folder ${path.resolve(source.dir)}` : source.url !== undefined ? redactUrl(source.url) : 'public CLIP ViT-B/32 ONNX export',
+      baseModel: CLIP_VIT_B32.name,
+    },
   });
   return { version, registered: true, manifest };
 }

@@ -1,6 +1,7 @@
 import { CapabilityError, NotFoundError } from '../errors.js';
 import type { Embedder } from '../ports/embedder.js';
 import type { Hit, QueryFilter, VectorIndex } from '../ports/vector-index.js';
+import { ServedQueries } from './feedback.js';
 
 export interface SearchRequest {
   k: number;
@@ -12,6 +13,8 @@ export interface SearchResponse {
   modelVersion: string;
   query: { kind: 'image' | 'similar' | 'text'; value?: string };
   results: Hit[];
+  /** Identifies this answer; its token lets the page report clicks on these results, and only these (feedback.ts). */
+  feedback?: { queryId: string; token: string };
 }
 
 /**
@@ -25,12 +28,28 @@ export class SearchService {
    *   (the index decides: while a new index is being built for a promoted model, queries keep being
    *   answered by the old index with the old model, and switch when the alias does). Without it,
    *   such a mismatch is refused.
+   * @param served What was served, for click feedback: a key shared by every instance (cloud), or a
+   *   random one (one local process).
    */
   constructor(
     private readonly embedder: () => Embedder,
     private readonly index: () => Promise<VectorIndex | null>,
     private readonly follow?: (modelVersion: string) => Promise<Embedder>,
+    readonly served: ServedQueries = new ServedQueries(),
   ) {}
+
+  /** The answer, with the token that lets clicks on exactly these results be recorded. */
+  private answer(modelVersion: string, query: SearchResponse['query'], results: Hit[]): SearchResponse {
+    return {
+      modelVersion,
+      query,
+      results,
+      feedback: this.served.issue(
+        query,
+        results.map((h) => h.id),
+      ),
+    };
+  }
 
   private async live(): Promise<{ index: VectorIndex; embedder: Embedder }> {
     const index = await this.index();
@@ -50,7 +69,7 @@ export class SearchService {
     const prepared = await embedder.prepare(image);
     const { vectors } = await embedder.embedDecoded([prepared]);
     const results = await index.query(vectors[0]!, { k: req.k, filter: req.filter, minScore: req.minScore });
-    return { modelVersion: index.modelVersion, query: { kind: 'image' }, results };
+    return this.answer(index.modelVersion, { kind: 'image' }, results);
   }
 
   async similarTo(id: string, req: SearchRequest): Promise<SearchResponse> {
@@ -59,7 +78,7 @@ export class SearchService {
     if (!doc) throw new NotFoundError(`no indexed image has id ${id}`);
     const filter: QueryFilter = { ...req.filter, excludeIds: [...(req.filter?.excludeIds ?? []), id] };
     const results = await index.query(doc.vector, { k: req.k, filter, minScore: req.minScore });
-    return { modelVersion: index.modelVersion, query: { kind: 'similar', value: id }, results };
+    return this.answer(index.modelVersion, { kind: 'similar', value: id }, results);
   }
 
   async byText(text: string, req: SearchRequest): Promise<SearchResponse> {
@@ -71,6 +90,6 @@ export class SearchService {
     }
     const [vector] = await embedder.embedTexts([text]);
     const results = await index.query(vector!, { k: req.k, filter: req.filter, minScore: req.minScore });
-    return { modelVersion: index.modelVersion, query: { kind: 'text', value: text }, results };
+    return this.answer(index.modelVersion, { kind: 'text', value: text }, results);
   }
 }

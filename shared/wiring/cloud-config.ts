@@ -50,6 +50,8 @@ export const cloudEnvShape = {
     .refine((u) => /^https?:/.test(u), 'must start with http:// or https://'),
   OPENSEARCH_USERNAME: z.string().min(1).optional(),
   OPENSEARCH_PASSWORD: z.string().optional(),
+  /** PEM of the CA that signed the cluster's certificate, pinned by the clients (the `vm` cluster's own CA). */
+  OPENSEARCH_CA_CERT: z.string().includes('-----BEGIN CERTIFICATE-----', { message: 'must be a PEM certificate (-----BEGIN CERTIFICATE-----)' }).optional(),
   OPENSEARCH_INDEX_ALIAS: z
     .string()
     .regex(/^[a-z0-9][a-z0-9_-]*$/, 'must be lower-case letters, digits, "-" or "_"')
@@ -60,6 +62,12 @@ export const cloudEnvShape = {
   MAX_BYTES: int(1, 5_000_000_000).default(100 * 1024 * 1024),
   /** Images per pull and per batched ONNX run in the embed job. */
   BATCH_SIZE: int(1, 1000).default(32),
+  /**
+   * Proxies in front of the search service that append to X-Forwarded-For (its client address and
+   * rate-limit key is that many entries from the end): 1 = Cloud Run's front end; 2 = behind the
+   * public load balancer too. Set by infra/components/search.ts from `search.access`.
+   */
+  TRUSTED_PROXY_HOPS: int(1, 10).default(1),
 } as const;
 
 type Shape = typeof cloudEnvShape;
@@ -85,13 +93,14 @@ const hints: Partial<Record<Key, string>> = {
   MAX_PIXELS: 'set a whole number of pixels, e.g. MAX_PIXELS=50000000',
   MAX_BYTES: 'set a whole number of bytes, e.g. MAX_BYTES=104857600',
   BATCH_SIZE: 'set a whole number from 1 to 1000, e.g. BATCH_SIZE=32',
+  TRUSTED_PROXY_HOPS: 'use TRUSTED_PROXY_HOPS=1 on Cloud Run alone, TRUSTED_PROXY_HOPS=2 behind the public load balancer',
 };
 
 function pick<K extends Key>(...keys: K[]) {
   return z.object(Object.fromEntries(keys.map((k) => [k, cloudEnvShape[k]])) as { [P in K]: Shape[P] });
 }
 
-const OPENSEARCH = ['OPENSEARCH_URL', 'OPENSEARCH_USERNAME', 'OPENSEARCH_PASSWORD', 'OPENSEARCH_INDEX_ALIAS'] as const;
+const OPENSEARCH = ['OPENSEARCH_URL', 'OPENSEARCH_USERNAME', 'OPENSEARCH_PASSWORD', 'OPENSEARCH_CA_CERT', 'OPENSEARCH_INDEX_ALIAS'] as const;
 
 /** Optional: lets a "no model yet" error name the bootstrap job and the exact command that runs it. */
 const BOOTSTRAP_HINT = { BOOTSTRAP_JOB_NAME: cloudEnvShape.BOOTSTRAP_JOB_NAME.optional(), GCP_REGION: cloudEnvShape.GCP_REGION.optional() };
@@ -164,8 +173,14 @@ export const entryPointSchemas = {
     RETRAIN_MAX_FEEDBACK: int(0, 10_000_000).default(100_000),
   }),
   reindexJob: pick('GCP_PROJECT', 'MODELS_BUCKET', 'FEATURES_BUCKET', ...OPENSEARCH, 'ONNX_EXECUTION_PROVIDER', 'MAX_PIXELS'),
-  search: pick(...OPENSEARCH, 'MODELS_BUCKET', 'FEATURES_BUCKET', 'IMAGES_BUCKET', 'MAX_PIXELS', 'MAX_BYTES').extend({
+  search: pick(...OPENSEARCH, 'MODELS_BUCKET', 'FEATURES_BUCKET', 'IMAGES_BUCKET', 'MAX_PIXELS', 'MAX_BYTES', 'TRUSTED_PROXY_HOPS').extend({
     PORT: int(1, 65535).default(8080),
+    /**
+     * HMAC key of feedback tokens, shared by every instance (a Secret Manager secret the stack
+     * generates). Without it each instance signs with its own random key, and a click that reaches
+     * another instance than the search is refused.
+     */
+    FEEDBACK_TOKEN_KEY: z.string().min(32, 'must be at least 32 characters (the stack generates it as a secret)').optional(),
     ...BOOTSTRAP_HINT,
   }),
   // The only cloud entry point that writes a first model (the others read the registry): run once

@@ -105,13 +105,15 @@ export function cloudEventBus(options: {
 
 /** The OpenSearch index catalog from an entry point's OPENSEARCH_* settings. */
 export function cloudIndexCatalog(
-  config: { OPENSEARCH_URL: string; OPENSEARCH_USERNAME?: string; OPENSEARCH_PASSWORD?: string; OPENSEARCH_INDEX_ALIAS: string },
+  config: { OPENSEARCH_URL: string; OPENSEARCH_USERNAME?: string; OPENSEARCH_PASSWORD?: string; OPENSEARCH_CA_CERT?: string; OPENSEARCH_INDEX_ALIAS: string },
   logger: Logger,
 ): Promise<OpenSearchIndexCatalog> {
   return openOpenSearchCatalog({
     url: config.OPENSEARCH_URL,
     username: config.OPENSEARCH_USERNAME,
     password: config.OPENSEARCH_PASSWORD,
+    // The `vm` cluster's own CA (TLS inside the VPC), pinned; absent for a cluster with a public CA.
+    caPem: config.OPENSEARCH_CA_CERT,
     alias: config.OPENSEARCH_INDEX_ALIAS,
     logger,
   });

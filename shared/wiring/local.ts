@@ -5,26 +5,28 @@ import type { FastifyInstance } from 'fastify';
 import type { LocalConfig } from '../config.js';
 import { FileQueue } from '../adapters/local/file-queue.js';
 import { FolderBlobStore } from '../adapters/local/folder-blob-store.js';
+import { acquireHomeLock, type AcquireOptions, type HomeLock } from '../adapters/local/home-lock.js';
 import { JsonRejectionLog } from '../adapters/local/json-rejection-log.js';
 import { PerTowerFeatureStore } from '../adapters/local/per-tower-feature-store.js';
 import { LanceDbIndexCatalog } from '../adapters/local/lancedb-index.js';
 import { LocalModelRegistry } from '../adapters/local/local-model-registry.js';
-import { openOpenSearchCatalog } from '../adapters/opensearch/index.js';
 import { NotFoundError } from '../errors.js';
-import { buildSearchApp, type FeedbackEvent } from '../http/search-app.js';
+import type { FeedbackEvent } from '../http/search-app.js';
 import { createLogger, type Logger } from '../logger.js';
+import { AnnMaintenance, DEFAULT_ANN_POLICY } from '../services/ann-maintenance.js';
 import { ensureActiveModel } from '../services/model-bootstrap.js';
+import { releaseOrphanedLeases } from '../services/doctor.js';
 import { LiveIndexCache } from '../services/live-index-cache.js';
 import { ModelHolder } from '../services/model-holder.js';
 import { SearchService } from '../services/search-service.js';
-import { pipelineStatus } from '../services/status.js';
+import { pipelineStatus, StatusSnapshots } from '../services/status.js';
 import type { BlobStore } from '../ports/blob-store.js';
 import type { VectorIndex, VectorIndexCatalog } from '../ports/vector-index.js';
 import type { EmbedDeps } from '../handlers/embed-batch.js';
 import type { UpsertDeps } from '../handlers/upsert-vectors.js';
-import { loadEmbedder } from '../model/load-embedder.js';
 import type { LifecycleDeps } from '../services/model-lifecycle.js';
 import { PipelineWorkers, type PipelineOptions } from '../services/pipeline.js';
+import { PipelineHealth } from '../services/pipeline-health.js';
 
 /** The web page (served by local `up`; the cloud search service serves its own copy beside its bundle). */
 export const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../web');
@@ -50,22 +52,60 @@ export interface LocalRuntime {
   liveIndex(): Promise<VectorIndex>;
   embedDeps(): EmbedDeps;
   upsertDeps(): Promise<UpsertDeps>;
+  /** The writer lock of the data directory, when opened as a writer. */
+  lock: HomeLock | null;
+  /** Files of the bucket folder that are not indexed for a reason other than a rejection (not images, hidden, links…). */
+  ignored: JsonRejectionLog;
+  /** What is failing in this process's pipeline right now (shown by /api/status). */
+  health: PipelineHealth;
+  /**
+   * The embedded index's ANN maintenance (built past `config.ann.minRows`, folded in, retrained as
+   * the collection grows), in the background; `up` starts it, close() stops it. Null with OpenSearch,
+   * which keeps its own graphs.
+   */
+  ann: AnnMaintenance | null;
   close(): Promise<void>;
 }
 
-export async function openLocalRuntime(config: LocalConfig, options: { logger?: Logger } = {}): Promise<LocalRuntime> {
+export interface LocalRuntimeOptions {
+  logger?: Logger;
+  /**
+   * Opens the data directory as its one writer (home-lock.ts): the lock is taken before anything
+   * is opened, for `command` (shown to a second writer), and released by close(). Leases left by
+   * an earlier writer that is gone are handed back at once (every writer takes this lock, so any
+   * lease found now is an orphan). Readers (search, status) leave it out.
+   */
+  writer?: { command: string } & AcquireOptions;
+}
+
+export async function openLocalRuntime(config: LocalConfig, options: LocalRuntimeOptions = {}): Promise<LocalRuntime> {
   const logger = options.logger ?? createLogger({ level: config.logLevel });
+  const lock = options.writer ? await acquireHomeLock(config.home, options.writer.command, options.writer) : null;
+  try {
+    return await openUnderLock(config, logger, lock);
+  } catch (err) {
+    await lock?.release();
+    throw err;
+  }
+}
+
+async function openUnderLock(config: LocalConfig, logger: Logger, lock: HomeLock | null): Promise<LocalRuntime> {
   const bucket = new FolderBlobStore(config.bucketDir);
   const bus = new FileQueue(config.paths.queue, { maxDeliveryAttempts: config.maxAttempts, ackDeadlineSeconds: config.ackDeadlineSeconds, logger });
   const catalog: VectorIndexCatalog =
     config.index === 'opensearch'
-      ? await openOpenSearchCatalog({ ...config.opensearch, url: config.opensearch.url! })
+      ? await (await import('../adapters/opensearch/index.js')).openOpenSearchCatalog({ ...config.opensearch, url: config.opensearch.url! })
       : await LanceDbIndexCatalog.open(config.paths.index);
   const registry = new LocalModelRegistry(config.paths.models);
-  const rejections = new JsonRejectionLog(config.paths.rejected);
+  const rejections = new JsonRejectionLog(config.paths.rejected, { logger });
+  const ignored = new JsonRejectionLog(path.join(config.home, 'ignored'), { logger });
   const features = await PerTowerFeatureStore.open(config.paths.features);
   const model = new ModelHolder(registry, { threads: config.threads, maxPixels: config.maxPixels, logger });
   await ensureActiveModel(registry, path.join(config.paths.cache, 'converted'), logger);
+  if (lock) {
+    const released = await releaseOrphanedLeases(bus, 'released: the process that held it is gone');
+    if (released > 0) logger.info({ released, previousHolder: lock.tookOver }, 'leases of an earlier writer handed back');
+  }
 
   const stores = new Map<string, BlobStore>([[bucket.bucket, bucket]]);
   const blobsFor = (name: string): BlobStore => {
@@ -83,6 +123,10 @@ export async function openLocalRuntime(config: LocalConfig, options: { logger?: 
     return catalog.ensureLive(embedder.modelVersion, embedder.dimension);
   });
   const liveIndex = async (): Promise<VectorIndex> => (await live.get())!;
+  const ann =
+    config.index === 'lancedb'
+      ? new AnnMaintenance(() => live.get(), { ...DEFAULT_ANN_POLICY, minRows: config.ann.minRows, type: config.ann.type }, logger, config.ann.checkSeconds)
+      : null;
 
   return {
     config,
@@ -108,10 +152,19 @@ export async function openLocalRuntime(config: LocalConfig, options: { logger?: 
       limits: { maxBytes: config.maxBytes },
     }),
     upsertDeps: async () => ({ index: await liveIndex(), bus, rejections, features, logger }),
+    lock,
+    ignored,
+    health: new PipelineHealth(),
+    ann,
     async close() {
-      await model.close();
-      await bus.close();
-      await catalog.close();
+      ann?.stop();
+      try {
+        await model.close();
+        await bus.close();
+        await catalog.close();
+      } finally {
+        await lock?.release();
+      }
     },
   };
 }
@@ -124,7 +177,10 @@ export function lifecycleDeps(runtime: LocalRuntime): LifecycleDeps {
     features: runtime.features,
     logger: runtime.logger,
     loadEmbedder: async (version) =>
-      loadEmbedder(await runtime.registry.localPath(version), { maxPixels: runtime.config.maxPixels, threads: runtime.config.threads }),
+      (await import('../model/load-embedder.js')).loadEmbedder(await runtime.registry.localPath(version), {
+        maxPixels: runtime.config.maxPixels,
+        threads: runtime.config.threads,
+      }),
   };
 }
 
@@ -143,12 +199,25 @@ export function localSearchService(runtime: LocalRuntime): SearchService {
 }
 
 /** The page and API of `imgsearch up` (the same fastify app the cloud search service serves). */
-export function localSearchApp(runtime: LocalRuntime): Promise<FastifyInstance> {
+export async function localSearchApp(runtime: LocalRuntime): Promise<FastifyInstance> {
   const extras = localPageSources(runtime);
+  // fastify, sharp and the page load with `up`, not with every command that opens the runtime.
+  const { buildSearchApp } = await import('../http/search-app.js');
+  // Polls are answered from the last counts while the pipeline keeps the disk busy (status.ts).
+  const snapshots = new StatusSnapshots();
   return buildSearchApp({
     search: localSearchService(runtime),
     status: async () =>
-      pipelineStatus({ bus: runtime.bus, index: await runtime.liveIndex(), rejections: runtime.rejections, embedder: runtime.model.current() }),
+      pipelineStatus({
+        bus: runtime.bus,
+        index: await runtime.liveIndex(),
+        rejections: runtime.rejections,
+        embedder: runtime.model.current(),
+        ignored: runtime.ignored,
+        faults: runtime.health.current(),
+        rejectionCache: {},
+        snapshots,
+      }),
     getDocument: async (id) => (await runtime.liveIndex()).get(id),
     readObject: (uri) => extras.readObject(uri),
     logger: runtime.logger,
@@ -156,7 +225,8 @@ export function localSearchApp(runtime: LocalRuntime): Promise<FastifyInstance> 
     recordFeedback: extras.recordFeedback,
     listModels: () => runtime.registry.list(),
     metricsPlot: extras.metricsPlot,
-    maxUploadBytes: runtime.config.maxBytes,
+    network: { mode: 'local', host: runtime.config.host },
+    limits: { maxQueryBytes: runtime.config.maxQueryBytes },
   });
 }
 
@@ -191,6 +261,7 @@ export function localPipelineWorkers(runtime: LocalRuntime, options: Partial<Pip
     {
       batchSize: runtime.config.batchSize,
       ackDeadlineSeconds: runtime.config.ackDeadlineSeconds,
+      health: runtime.health,
       ...overrides,
     },
   );

@@ -95,5 +95,32 @@ export function describeModelRegistryContract(label: string, makeRegistry: () =>
       expect(await registry.rollback()).toBe('v1');
       expect((await registry.get('v2'))!.parent).toBe('v1');
     });
+
+    it('remove deletes a version, refusing the active one and the rollback target; a rollback never reaches a removed version', async () => {
+      for (const v of ['v1', 'v2', 'v3', 'v4']) {
+        await register(v);
+        await sleep(2);
+      }
+      await registry.promote('v1');
+      await registry.promote('v2');
+      await registry.promote('v3');
+      expect((await registry.list()).map((v) => [v.version, v.everActive])).toEqual([
+        ['v1', true],
+        ['v2', true],
+        ['v3', true],
+        ['v4', false],
+      ]);
+      await expect(registry.remove('v3')).rejects.toThrow(/v3.*active/);
+      await expect(registry.remove('v2')).rejects.toThrow(/v2.*rollback/);
+      await expect(registry.remove('nope')).rejects.toThrow(/not registered/);
+      await registry.remove('v4');
+      await registry.remove('v1');
+      expect((await registry.list()).map((v) => v.version)).toEqual(['v2', 'v3']);
+      expect(await registry.get('v4')).toBeNull();
+      await expect(registry.localPath('v4')).rejects.toThrow(/not registered/);
+      expect(await registry.rollback()).toBe('v2');
+      await expect(registry.rollback()).rejects.toThrow(/v1.*removed/);
+      expect((await registry.active())!.version).toBe('v2');
+    });
   });
 }

@@ -5,6 +5,7 @@ import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { FolderBlobStore } from '../../shared/adapters/local/folder-blob-store.js';
 import { documentId } from '../../shared/contracts.js';
+import { searchOutputSchema } from '../../shared/output-schemas.js';
 import { repoRoot, runCli, tempDir, type CliResult } from '../helpers/cli.js';
 
 const workerScript = path.join(repoRoot, 'test/helpers/pipeline-worker.ts');
@@ -95,7 +96,7 @@ describe('crash recovery', () => {
     expect(documents.map(({ id, generation }) => ({ id, generation })).sort(byId)).toEqual(expected.sort(byId));
 
     const dup = await runCli(['search', '--json', '-k', '100', '--image', 'imgs/test-00000.png'], { cwd: work, env });
-    const ids = JSON.parse(dup.stdout).map((r: { id: string }) => r.id);
+    const ids = searchOutputSchema.parse(JSON.parse(dup.stdout)).results.map((r) => r.id);
     expect(new Set(ids).size).toBe(ids.length);
     expect(ids).toHaveLength(N);
   });

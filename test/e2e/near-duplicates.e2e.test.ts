@@ -3,6 +3,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { alterFashionItem, alterPhotograph } from '../helpers/alterations.js';
 import { runCli, tempDir } from '../helpers/cli.js';
+import { searchOutputSchema } from '../../shared/output-schemas.js';
 
 /**
  * Acceptance: altered copies of indexed images find their original first, through the CLI, on real
@@ -41,8 +42,9 @@ describe('near-duplicate search through the CLI', () => {
     const lines = res.stdout
       .trim()
       .split('\n')
-      .map((l) => JSON.parse(l) as { query: string; results: { uri: string; score: number }[] });
+      .map((l) => searchOutputSchema.parse(JSON.parse(l)));
     expect(lines).toHaveLength(queries.length);
+    expect(lines.map((l) => l.query)).toEqual(queries.map((q) => ({ kind: 'image', value: q.file })));
     return queries.map((q, i) => ({ ...q, top: lines[i]!.results[0]?.uri ?? '' }));
   }
 

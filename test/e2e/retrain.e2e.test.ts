@@ -6,6 +6,15 @@ import { ClipTokenizer } from '../../shared/text/clip-tokenizer.js';
 import { mulberry32 } from '../../shared/training/prng.js';
 import { gzipSync } from 'node:zlib';
 import { runCli, tempDir } from '../helpers/cli.js';
+import {
+  evalOutputSchema,
+  ingestOutputSchema,
+  modelListOutputSchema,
+  modelPullOutputSchema,
+  retrainOutputSchema,
+  searchOutputSchema,
+  statusOutputSchema,
+} from '../../shared/output-schemas.js';
 
 /**
  * What a user types: dataset → ingest → retrain → eval → model list → text search → the plot;
@@ -50,16 +59,16 @@ describe('imgsearch retrain / eval / model pull (CLI)', () => {
     const retrain = await cli('retrain', '--epochs', '4', '--hidden', '96', '--margin', '1', '--json');
     expect(retrain.code, retrain.stderr).toBe(0);
     expect(retrain.stderr).toMatch(/epoch 1\/4 {2}loss \d+\.\d{4}/);
-    const result = JSON.parse(retrain.stdout);
+    const result = retrainOutputSchema.parse(JSON.parse(retrain.stdout));
     expect(result).toMatchObject({ promoted: false, index: null, decision: { promote: false } });
     const candidate: string = result.candidate.version;
     expect(result.candidate.training.history.length).toBeGreaterThan(0);
     expect(result.candidate.training.hidden).toBe(96);
 
-    const list1 = JSON.parse((await cli('model', 'list', '--json')).stdout);
-    expect(list1.map((v: { version: string; active: boolean }) => [v.version, v.active])).toEqual([
-      [result.current.version, true],
-      [candidate, false],
+    const list1 = modelListOutputSchema.parse(JSON.parse((await cli('model', 'list', '--json')).stdout)).versions;
+    expect(list1.map((v) => [v.version, v.active, v.everActive])).toEqual([
+      [result.current.version, true, true],
+      [candidate, false, false],
     ]);
 
     const promote = await cli('model', 'promote', candidate);
@@ -68,21 +77,22 @@ describe('imgsearch retrain / eval / model pull (CLI)', () => {
 
     const evalRun = await cli('eval', '--json');
     expect(evalRun.code, evalRun.stderr).toBe(0);
-    const report = JSON.parse(evalRun.stdout);
-    expect(Object.keys(report)).toEqual(['modelVersion', 'imageToImage', 'textToImage']);
+    const report = evalOutputSchema.parse(JSON.parse(evalRun.stdout));
+    expect(Object.keys(JSON.parse(evalRun.stdout))).toEqual(['schemaVersion', 'modelVersion', 'imageToImage', 'textToImage', 'counts']);
     expect(report.modelVersion).toBe(candidate);
     expect(Object.keys(report.imageToImage)).toEqual(['recall@1', 'recall@5', 'recall@10', 'mAP@10']);
-    expect(Object.keys(report.textToImage)).toEqual(['precision@10', 'recall@10']);
+    expect(Object.keys(report.textToImage!)).toEqual(['precision@10', 'recall@10']);
 
-    const list = JSON.parse((await cli('model', 'list', '--json')).stdout);
-    expect(list.map((v: object) => Object.keys(v))).toEqual(list.map(() => ['version', 'active', 'parent', 'createdAt', 'metrics']));
-    expect(list.map((v: { createdAt: string }) => v.createdAt)).toEqual(list.map((v: { createdAt: string }) => v.createdAt).sort());
-    expect(list[1]).toMatchObject({ version: candidate, active: true, parent: list[0].version });
-    expect(list[1].metrics.imageToImage).toEqual(report.imageToImage);
+    const listed = JSON.parse((await cli('model', 'list', '--json')).stdout);
+    const list = modelListOutputSchema.parse(listed).versions;
+    expect(listed.versions.map((v: object) => Object.keys(v))).toEqual(list.map(() => ['version', 'active', 'everActive', 'parent', 'createdAt', 'metrics']));
+    expect(list.map((v) => v.createdAt)).toEqual(list.map((v) => v.createdAt).sort());
+    expect(list[1]).toMatchObject({ version: candidate, active: true, everActive: true, parent: list[0]!.version });
+    expect(list[1]!.metrics!.imageToImage).toEqual(report.imageToImage);
 
     const search = await cli('search', '--text', 'Trouser', '--json');
     expect(search.code, search.stderr).toBe(0);
-    const hits: { labels: string[] }[] = JSON.parse(search.stdout);
+    const hits = searchOutputSchema.parse(JSON.parse(search.stdout)).results;
     expect(hits).toHaveLength(10);
     expect(hits.filter((h) => h.labels.includes('Trouser')).length).toBeGreaterThanOrEqual(5);
 
@@ -95,7 +105,7 @@ describe('imgsearch retrain / eval / model pull (CLI)', () => {
     await writeTinyClip(dir);
     const pulled = await cli('model', 'pull', 'clip-vit-b32', '--from', dir, '--json');
     expect(pulled.code, pulled.stderr).toBe(0);
-    const { version, registered, manifest } = JSON.parse(pulled.stdout);
+    const { version, registered, manifest } = modelPullOutputSchema.parse(JSON.parse(pulled.stdout));
     expect(registered).toBe(true);
     expect(manifest).toMatchObject({
       name: 'clip-vit-b32',
@@ -105,10 +115,13 @@ describe('imgsearch retrain / eval / model pull (CLI)', () => {
     });
     const again = JSON.parse((await cli('model', 'pull', 'clip-vit-b32', '--from', dir, '--json')).stdout);
     expect(again).toMatchObject({ version, registered: false });
-    const list = JSON.parse((await cli('model', 'list', '--json')).stdout);
-    expect(list.find((v: { version: string }) => v.version === version)).toMatchObject({ active: false });
+    const list = modelListOutputSchema.parse(JSON.parse((await cli('model', 'list', '--json')).stdout)).versions;
+    expect(list.find((v) => v.version === version)).toMatchObject({ active: false, everActive: false });
 
-    const offline = await cli('model', 'pull', 'clip-vit-b32', '--from', 'http://127.0.0.1:9/clip');
+    const plain = await cli('model', 'pull', 'clip-vit-b32', '--from', 'http://127.0.0.1:9/clip');
+    expect(plain.code).toBe(2);
+    expect(plain.stderr).toMatch(/only https:\/\/ mirrors are accepted/);
+    const offline = await cli('model', 'pull', 'clip-vit-b32', '--from', 'https://127.0.0.1:9/clip');
     expect(offline.code).not.toBe(0);
     expect(offline.stderr).toMatch(/cannot download .*vision_model\.onnx.*--from <folder>/);
     const missing = await cli('model', 'pull', 'clip-vit-b32', '--from', path.join(work, 'imgs'));
@@ -121,8 +134,8 @@ describe('imgsearch retrain / eval / model pull (CLI)', () => {
     // Re-embedding with the new tower works: its base embeddings get a feature table of their own.
     const reingest = await cli('ingest', 'imgs', '--json');
     expect(reingest.code, reingest.stderr).toBe(0);
-    expect(JSON.parse(reingest.stdout)).toMatchObject({ indexed: IMAGES, rejected: 0 });
-    const status = JSON.parse((await cli('status', '--json')).stdout);
+    expect(ingestOutputSchema.parse(JSON.parse(reingest.stdout))).toMatchObject({ indexed: IMAGES, rejected: 0 });
+    const status = statusOutputSchema.parse(JSON.parse((await cli('status', '--json')).stdout));
     expect(status).toMatchObject({ indexed: IMAGES, model: { version } });
   }, 120_000);
 });

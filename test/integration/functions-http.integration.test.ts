@@ -16,7 +16,8 @@ import type { ModelManifest } from '../../shared/model/manifest.js';
 import type { EventBus } from '../../shared/ports/event-bus.js';
 import type { VectorIndex } from '../../shared/ports/vector-index.js';
 import { ModelHolder } from '../../shared/services/model-holder.js';
-import { createSearchService, gcsFeedbackWriter } from '../../functions/search-server.js';
+import { createSearchService } from '../../functions/search-server.js';
+import { blobFeedbackWriter } from '../../shared/services/feedback.js';
 import { FakeEmbedder, MemoryIndex, MemoryRejections, normalise } from '../unit/functions-fakes.js';
 
 /**
@@ -244,14 +245,11 @@ describe('search service (Cloud Run entry) with fakes', () => {
       },
       rejections,
       readObject: async () => Buffer.alloc(0),
-      recordFeedback: gcsFeedbackWriter({
-        bucket: 'iss-features',
-        uri: (n: string) => n,
-        write: async (name: string, data: Buffer | string) => {
-          feedback.push(`${name} ${String(data)}`);
-          return { bucket: 'iss-features', name, generation: '1', size: 1, contentType: 'application/json', updated: now };
+      recordFeedback: blobFeedbackWriter({
+        write: async (name: string, data: string) => {
+          feedback.push(`${name} ${data}`);
         },
-      } as never),
+      }),
       logger: silentLogger,
     });
     url = await app.listen({ host: '127.0.0.1', port: 0 });
@@ -287,13 +285,18 @@ describe('search service (Cloud Run entry) with fakes', () => {
     expect(res.status).toBe(400);
     expect(await res.json()).toMatchObject({ reason: 'corrupt-image' });
 
+    // Feedback names a result of an answer, with that answer's token (only served results count).
+    const answer = (await (await fetch(`${url}/api/search?similarTo=${encodeURIComponent(documentId('iss-images', 'a/cat.png'))}&k=1`)).json()) as {
+      feedbackToken: string;
+      results: { id: string }[];
+    };
     const fb = await fetch(`${url}/api/feedback`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ query: { kind: 'similar', value: 'x' }, resultId: 'abc', action: 'open' }),
+      body: JSON.stringify({ token: answer.feedbackToken, resultId: answer.results[0]!.id, action: 'open' }),
     });
     expect(fb.status).toBe(204);
-    expect(feedback[0]).toMatch(/^feedback\/\d{4}-\d{2}-\d{2}\/.+\.json \{"query"/);
+    expect(feedback[0]).toMatch(/^feedback\/\d{4}-\d{2}-\d{2}\/.+\.json \{"queryId"/);
   });
 });
 

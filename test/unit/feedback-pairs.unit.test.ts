@@ -43,12 +43,12 @@ describe('feedback → training pairs', () => {
         line({ query: { kind: 'text' }, resultId: 'b', action: 'open', at }),
       ].join('\n'),
     );
-    expect(out).toEqual({ pairs: [], invalid: 0, skipped: 2 });
+    expect(out).toEqual({ pairs: [], invalid: 0, skipped: 2, duplicates: 0 });
   });
 
   it('reads a feedback file; a missing file is no feedback', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'iss-feedback-'));
-    expect(await readFeedbackFile(join(dir, 'none.jsonl'))).toEqual({ pairs: [], invalid: 0, skipped: 0 });
+    expect(await readFeedbackFile(join(dir, 'none.jsonl'))).toEqual({ pairs: [], invalid: 0, skipped: 0, duplicates: 0 });
     await writeFile(join(dir, 'f.jsonl'), `${line({ query: { kind: 'similar', value: 'q' }, resultId: 'r', action: 'open', at })}\n`);
     expect((await readFeedbackFile(join(dir, 'f.jsonl'))).pairs).toEqual([{ kind: 'image', queryId: 'q', openedId: 'r' }]);
   });

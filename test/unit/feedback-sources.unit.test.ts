@@ -3,8 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GcsBlobStore } from '../../shared/adapters/gcp/gcs-blob-store.js';
-import { readFeedbackFile, readFeedbackObjects } from '../../shared/services/feedback.js';
-import { gcsFeedbackWriter } from '../../functions/search-server.js';
+import { blobFeedbackWriter, readFeedbackFile, readFeedbackObjects } from '../../shared/services/feedback.js';
+import { silentLogger } from '../../shared/logger.js';
+import { cloudRetrainSources } from '../../shared/wiring/cloud-retrain.js';
 import { FakeGcsServer } from './gcp-fake-gcs-server.js';
 
 /**
@@ -15,7 +16,9 @@ import { FakeGcsServer } from './gcp-fake-gcs-server.js';
 const BUCKET = 'iss-features';
 const server = new FakeGcsServer();
 const store = () => new GcsBlobStore(server.storage(), BUCKET);
+let nextQuery = 0;
 const event = (at: string, query: { kind: 'image' | 'similar' | 'text'; value?: string }, resultId: string) => ({
+  queryId: `q${nextQuery++}`,
   query,
   resultId,
   action: 'open' as const,
@@ -35,7 +38,8 @@ beforeEach(() => {
 
 describe('readFeedbackObjects (features bucket, feedback/)', () => {
   it('turns the objects the search service writes into pairs, oldest first, listing only under feedback/', async () => {
-    const write = gcsFeedbackWriter(store());
+    const writer = blobFeedbackWriter(store());
+    const write = (e: ReturnType<typeof event>) => writer(e, { queryId: e.queryId, query: e.query, issuedAt: Date.parse(e.at) });
     await write(event('2026-03-02T08:00:00.000Z', { kind: 'text', value: 'red dress' }, 'img-3'));
     await write(event('2026-03-01T09:30:00.000Z', { kind: 'similar', value: 'img-1' }, 'img-2'));
     await write(event('2026-03-02T09:00:00.000Z', { kind: 'image' }, 'img-4'));
@@ -78,12 +82,39 @@ describe('readFeedbackObjects (features bucket, feedback/)', () => {
   });
 
   it('an empty prefix is no feedback', async () => {
-    expect(await readFeedbackObjects(store())).toEqual({ pairs: [], invalid: 0, skipped: 0, objects: 0, older: 0, unreadable: 0 });
+    expect(await readFeedbackObjects(store())).toEqual({ pairs: [], invalid: 0, skipped: 0, duplicates: 0, objects: 0, older: 0, unreadable: 0 });
+  });
+});
+
+describe('the cloud retrain job reads the feedback the search service wrote (jobs/retrain → cloudRetrainSources)', () => {
+  it('gives retraining the pairs under feedback/ of FEATURES_BUCKET, newest RETRAIN_MAX_FEEDBACK, each click once', async () => {
+    const writer = blobFeedbackWriter(store());
+    const click = async (queryId: string, value: string, resultId: string, at: string) =>
+      writer(
+        { queryId, query: { kind: 'similar', value }, resultId, action: 'open', at },
+        { queryId, query: { kind: 'similar', value }, issuedAt: Date.parse(at) },
+      );
+    await click('q1', 'img-1', 'img-2', '2026-03-01T10:00:00.000Z');
+    await click('q1', 'img-1', 'img-2', '2026-03-01T10:00:00.000Z');
+    await click('q2', 'img-5', 'img-6', '2026-03-02T10:00:00.000Z');
+    await click('q3', 'img-7', 'img-8', '2026-03-03T10:00:00.000Z');
+    // Another instance's copy of q3's click under another name (e.g. written before names were per click).
+    server.put(
+      BUCKET,
+      'feedback/2026-03-03/2026-03-03T10-00-01-000Z-other.json',
+      JSON.stringify({ queryId: 'q3', query: { kind: 'similar', value: 'img-7' }, resultId: 'img-8', action: 'open', at: '2026-03-03T10:00:01.000Z' }),
+    );
+    const sources = cloudRetrainSources(server.storage(), { FEATURES_BUCKET: BUCKET, RETRAIN_MAX_FEEDBACK: 3 }, silentLogger);
+    expect(await sources.feedback!()).toEqual([
+      { kind: 'image', queryId: 'img-5', openedId: 'img-6' },
+      { kind: 'image', queryId: 'img-7', openedId: 'img-8' },
+    ]);
+    expect(mediaReads().every((name) => name.startsWith('feedback/'))).toBe(true);
   });
 });
 
 describe('readFeedbackFile (local feedback.jsonl)', () => {
-  it('keeps only the newest maxEvents lines of a long file', async () => {
+  it('keeps only the newest maxEvents events of a long file; invalid lines anywhere are counted', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'iss-feedback-cap-'));
     try {
       const lines = Array.from({ length: 25 }, (_, i) =>
@@ -91,7 +122,7 @@ describe('readFeedbackFile (local feedback.jsonl)', () => {
       );
       await writeFile(join(dir, 'feedback.jsonl'), `${lines.join('\n')}\n\nnot json\n`);
       const read = await readFeedbackFile(join(dir, 'feedback.jsonl'), { maxEvents: 4 });
-      expect(read.pairs.map((p) => p.openedId)).toEqual(['r-22', 'r-23', 'r-24']);
+      expect(read.pairs.map((p) => p.openedId)).toEqual(['r-21', 'r-22', 'r-23', 'r-24']);
       expect(read).toMatchObject({ invalid: 1, skipped: 0 });
     } finally {
       await rm(dir, { recursive: true, force: true });

@@ -573,6 +573,15 @@ const DRIVERS: { [A in AdapterName]: Record<AdapterMethod<A>, Driver> } = {
       await r.promote('v2');
       expect(await observe(() => r.rollback())).toBe('v1');
     },
+    remove: async () => {
+      const r = registry();
+      await register(r, 'v1');
+      await register(r, 'v2');
+      await r.promote('v1');
+      await observe(() => expect(r.remove('v1')).rejects.toThrow(/it is active/));
+      await observe(() => r.remove('v2'));
+      expect(await r.get('v2')).toBeNull();
+    },
   },
   GcsFeatureStore: {
     put: async () => {

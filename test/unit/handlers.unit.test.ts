@@ -39,9 +39,13 @@ describe('handleObjectEvent', () => {
   it('ignores objects outside the prefix and non-image types, publishing nothing', async () => {
     const { bus, deps } = setup();
     expect(await handleObjectEvent(event({ name: 'out/cat.jpg' }), deps)).toMatchObject({ status: 'skipped', reason: 'outside-prefix' });
-    expect(await handleObjectEvent(event({ name: 'in/notes.json', contentType: 'application/json' }), deps)).toMatchObject({
+    expect(await handleObjectEvent(event({ name: 'in/notes.pdf', contentType: 'application/pdf' }), deps)).toMatchObject({
       status: 'skipped',
       reason: 'not-an-image-type',
+    });
+    expect(await handleObjectEvent(event({ name: 'in/notes.json', contentType: 'application/json' }), deps)).toMatchObject({
+      status: 'skipped',
+      reason: 'sidecar',
     });
     expect(bus.published).toHaveLength(0);
   });

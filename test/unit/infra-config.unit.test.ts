@@ -31,8 +31,16 @@ describe('stack config', () => {
       messaging: { maxDeliveryAttempts: 5 },
       opensearch: { mode: 'vm', connectorCidr: '10.8.0.0/28' },
       retrain: { schedule: '0 3 * * 0' },
-      search: { public: false },
+      search: { access: 'private', iapMembers: [] },
+      storage: { feedbackRetentionDays: 90 },
     });
+  });
+
+  test('search access: private by default; the deprecated public flag maps to access "public"; each mode asks for what it needs', () => {
+    expect(parseStackConfig({ ...base, search: { public: true, domain: 'search.example.com' } }).search.access).toBe('public');
+    expect(() => parseStackConfig({ ...base, search: { access: 'public' } })).toThrow(/iss:search\.domain: access "public" needs domain/);
+    expect(() => parseStackConfig({ ...base, search: { access: 'iap' } })).toThrow(/iss:search\.iapMembers: access "iap" needs iapMembers/);
+    expect(() => parseStackConfig({ ...base, search: { access: 'iap', iapMembers: ['ana@example.com'] } })).toThrow(/iapMembers\[0\]: must be "user:…"/);
   });
 
   test('invalid config fails with a message naming the setting and the fix', () => {
@@ -56,6 +64,19 @@ describe('stack config', () => {
     expect(() => parseStackConfig({ ...base, opensearch: { mode: 'external' } })).toThrow(
       /iss:opensearchUrl: required when iss:opensearch\.mode is "external"/,
     );
+  });
+
+  test('opensearchUrl (plain config, kept in the state in clear) refuses credentials in it, pointing to the secrets', () => {
+    const external = { ...base, opensearch: { mode: 'external' } };
+    for (const url of ['https://admin:s3cret@search.example.com:9200', 'https://admin@search.example.com:9200', 'https://:s3cret@search.example.com']) {
+      const message = refusal({ ...external, opensearchUrl: url });
+      expect(message, url).toMatch(/iss:opensearchUrl: .*user name or password/);
+      expect(message, url).toMatch(/iss:opensearchUsername/);
+      expect(message, url).toMatch(/--secret iss:opensearchPassword/);
+      // The refusal never echoes the password it found.
+      expect(message, url).not.toContain('s3cret');
+    }
+    expect(parseStackConfig({ ...external, opensearchUrl: 'https://search.example.com:9200' }).opensearchUrl).toBe('https://search.example.com:9200');
   });
 
   test('crons are checked', () => {

@@ -285,6 +285,121 @@ describe('regression cases: each first-deploy defect is found', () => {
   });
 });
 
+describe('exposure of the search service (issue 11, point 9)', () => {
+  const isSearch = (a: pulumi.ResourceTransformationArgs) => a.type === 'gcp:cloudrunv2/service:Service' && String(a.props.name).endsWith('-search');
+
+  test('public without Cloud Armor (the old `search.public: true`: invoker check off, run.app URL open) fails', async () => {
+    const f = messages(
+      await findings(
+        {},
+        rewrite(isSearch, (a) => ({ props: { ...a.props, invokerIamDisabled: true, ingress: 'INGRESS_TRAFFIC_ALL' }, opts: a.opts })),
+      ),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(/^\[exposure\] service iss-search: its invoker check is off and ingress is INGRESS_TRAFFIC_ALL: its run\.app URL bypasses/),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(
+        /^\[exposure\] service iss-search: its invoker check is off, but no load-balancer backend .* Cloud Armor policy with a rate-limiting rule/,
+      ),
+    );
+  });
+
+  test('an allUsers invoker grant counts as public too', async () => {
+    const all = await buildStack({});
+    const grant: RecordedResource = {
+      type: 'gcp:cloudrunv2/serviceIamMember:ServiceIamMember',
+      name: 'sneaky-public',
+      inputs: { name: 'iss-search', location: 'us-central1', role: 'roles/run.invoker', member: 'allUsers' },
+      outputs: {},
+      dependsOn: [],
+    };
+    const f = messages(runChecks([...all, grant], options()).findings);
+    expect(f).toContainEqual(expect.stringMatching(/^\[exposure\] service iss-search: allUsers holds roles\/run\.invoker and ingress is INGRESS_TRAFFIC_ALL/));
+  });
+
+  test('public behind the load balancer, but its Cloud Armor policy has no rate-limiting rule, fails', async () => {
+    const f = messages(
+      await findings(
+        { search: { access: 'public', domain: 'search.example.com' } } as Partial<RawStackConfig>,
+        rewrite(
+          (a) => a.type === 'gcp:compute/securityPolicy:SecurityPolicy',
+          (a) => ({ props: { ...a.props, rules: (a.props.rules as { action: string }[]).filter((r) => r.action !== 'throttle') }, opts: a.opts }),
+        ),
+      ),
+    );
+    expect(f).toEqual([expect.stringMatching(/^\[exposure\] service iss-search: its invoker check is off, but no load-balancer backend/)]);
+  });
+
+  test("public with the HTTPS proxy on Google's default SSL policy (COMPATIBLE: TLS 1.0 and weak ciphers) fails", async () => {
+    const f = messages(
+      await findings(
+        { search: { access: 'public', domain: 'search.example.com' } } as Partial<RawStackConfig>,
+        rewrite(
+          (a) => a.type === 'gcp:compute/targetHttpsProxy:TargetHttpsProxy',
+          (a) => ({ props: { ...a.props, sslPolicy: undefined }, opts: a.opts }),
+        ),
+      ),
+    );
+    expect(f).toEqual([
+      expect.stringMatching(
+        /^\[exposure\] service iss-search: its HTTPS proxy iss-search-https has no SSL policy with profile MODERN .* and minTlsVersion TLS_1_2/,
+      ),
+    ]);
+  });
+
+  test('public with an SSL policy that still admits TLS 1.0 fails', async () => {
+    const f = messages(
+      await findings(
+        { search: { access: 'public', domain: 'search.example.com' } } as Partial<RawStackConfig>,
+        rewrite(
+          (a) => a.type === 'gcp:compute/sSLPolicy:SSLPolicy',
+          (a) => ({ props: { ...a.props, profile: 'COMPATIBLE', minTlsVersion: 'TLS_1_0' }, opts: a.opts }),
+        ),
+      ),
+    );
+    expect(f).toEqual([expect.stringMatching(/^\[exposure\] service iss-search: its HTTPS proxy iss-search-https has no SSL policy with profile MODERN/)]);
+  });
+
+  test('public with its run.app URL still on (internal VPC traffic reaches it without identity) fails', async () => {
+    const f = messages(
+      await findings(
+        { search: { access: 'public', domain: 'search.example.com' } } as Partial<RawStackConfig>,
+        rewrite(isSearch, (a) => ({ props: { ...a.props, defaultUriDisabled: undefined }, opts: a.opts })),
+      ),
+    );
+    expect(f).toEqual([expect.stringMatching(/^\[exposure\] service iss-search: its invoker check is off and its run\.app URL is on: .*defaultUriDisabled/)]);
+  });
+
+  test("IAP without the IAP agent's invoker grant fails", async () => {
+    const f = messages(
+      await findings(
+        { search: { access: 'iap', iapMembers: ['group:team@example.com'] } } as Partial<RawStackConfig>,
+        rewrite(
+          (a) => a.type === 'gcp:cloudrunv2/serviceIamMember:ServiceIamMember' && a.name.endsWith('iap-agent-invoker'),
+          (a) => ({ props: { ...a.props, role: 'roles/run.viewer' }, opts: a.opts }),
+        ),
+      ),
+    );
+    expect(f).toEqual([
+      expect.stringMatching(
+        /^\[exposure\] service iss-search is behind IAP, but serviceAccount:service-123456789012@gcp-sa-iap\.iam\.gserviceaccount\.com .* holds no run\.routes\.invoke/,
+      ),
+    ]);
+  });
+
+  test('the default search service is private: invoker check on, no allUsers, not behind IAP', async () => {
+    const all = await buildStack({});
+    const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
+    expect(search!.inputs).toMatchObject({ invokerIamDisabled: false, iapEnabled: false, ingress: 'INGRESS_TRAFFIC_ALL' });
+    const members = [
+      ...ofType(all, 'gcp:cloudrunv2/serviceIamMember:ServiceIamMember'),
+      ...ofType(all, 'gcp:iap/webCloudRunServiceIamMember:WebCloudRunServiceIamMember'),
+    ].map((g) => g.inputs.member);
+    expect(members.filter((m) => /^all(Authenticated)?Users$/.test(m))).toEqual([]);
+  });
+});
+
 describe('a new cloud call without a grant makes the check fail', () => {
   test.each<[string, Parameters<typeof findings>[2], RegExp]>([
     [

@@ -204,6 +204,24 @@ describe('OpenSearch VM boot script', () => {
     expect(count(first.calls, 'iptables -A')).toBe(1);
   });
 
+  test('with tls: reads key, certificate and CA from Secret Manager into tmpfs and serves HTTPS with them (issue 11, point 9)', () => {
+    const vm = makeVm('tls');
+    const tls = { keySecretId: 'iss-opensearch-tls-key', certSecretId: 'iss-opensearch-tls-cert', caSecretId: 'iss-opensearch-ca' };
+    const run = boot(vm, script(vm, { tls }));
+    expect(run.status, run.output).toBe(0);
+    for (const id of Object.values(tls)) expect(run.calls.some((c) => c.startsWith('curl') && c.includes(`/secrets/${id}/versions/latest:access`))).toBe(true);
+    const tlsDir = join(vm.runDir, 'opensearch-tls');
+    for (const file of ['node-key.pem', 'node.pem', 'root-ca.pem']) {
+      expect(readFileSync(join(tlsDir, file), 'utf8')).toBe(PASSWORD);
+      expect(statSync(join(tlsDir, file)).mode & 0o777).toBe(0o400);
+    }
+    const dockerRun = run.calls.find((c) => c.startsWith('docker run'))!;
+    expect(dockerRun).toContain(`-v ${tlsDir}:/usr/share/opensearch/config/iss-tls:ro`);
+    expect(dockerRun).toContain('-e plugins.security.ssl.http.enabled=true');
+    expect(dockerRun).toContain('plugins.security.ssl.http.pemkey_filepath=iss-tls/node-key.pem');
+    expect(dockerRun).not.toContain('plugins.security.ssl.http.enabled=false');
+  });
+
   test('an expired token (401) is refreshed before the next attempt', () => {
     const other = makeVm('expired-token');
     const run = boot(other, script(other), { STUB_SECRET_SCRIPT: '401' });

@@ -4,6 +4,7 @@ import { entryPointSchemas, RETRAIN_JOB_SPEC_ENV } from '../../shared/wiring/clo
 import { WORKLOAD_ENV, type Workload } from '../../infra/env.js';
 import { ALLOWED_ROLES, PROJECT_LEVEL_ROLES } from '../../infra/iam.js';
 import { buildStack, ofType, type RecordedResource } from '../../infra/testing/mocks.js';
+import type { RawStackConfig } from '../../infra/config.js';
 import { retrainRequestSchema } from '../../functions/start-retraining.js';
 
 /** Policies the deployed stack must satisfy, checked on everything the program registers. */
@@ -189,7 +190,7 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
 
   test('functions get exactly the env they need, OpenSearch credentials only from Secret Manager', () => {
     const fns = Object.fromEntries(ofType(all, 'gcp:cloudfunctionsv2/function:Function').map((f) => [f.inputs.buildConfig.entryPoint, f]));
-    const os = ['OPENSEARCH_INDEX_ALIAS', 'OPENSEARCH_PASSWORD', 'OPENSEARCH_URL', 'OPENSEARCH_USERNAME'];
+    const os = ['OPENSEARCH_CA_CERT', 'OPENSEARCH_INDEX_ALIAS', 'OPENSEARCH_PASSWORD', 'OPENSEARCH_URL', 'OPENSEARCH_USERNAME'];
     const expected: Record<string, string[]> = {
       onObjectEvent: ['FEATURES_BUCKET', 'GCP_PROJECT', 'IMAGES_BUCKET', 'IMAGE_PREFIX', 'MAX_BYTES', 'TOPIC_IMAGE_EVENTS'],
       dispatchEmbed: ['EMBED_JOB_NAME', 'GCP_PROJECT', 'GCP_REGION', 'SUBSCRIPTION_IMAGE_EVENTS'],
@@ -245,7 +246,18 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
     const search = ofType(all, 'gcp:cloudrunv2/service:Service')[0];
     const searchEnv = containerEnv(search);
     expect(searchEnv.map((e) => e.name).sort()).toEqual(
-      ['BOOTSTRAP_JOB_NAME', 'FEATURES_BUCKET', 'GCP_REGION', 'IMAGES_BUCKET', 'MAX_BYTES', 'MAX_PIXELS', 'MODELS_BUCKET', ...os].sort(),
+      [
+        'BOOTSTRAP_JOB_NAME',
+        'FEATURES_BUCKET',
+        'FEEDBACK_TOKEN_KEY',
+        'GCP_REGION',
+        'IMAGES_BUCKET',
+        'MAX_BYTES',
+        'MAX_PIXELS',
+        'MODELS_BUCKET',
+        'TRUSTED_PROXY_HOPS',
+        ...os,
+      ].sort(),
     );
     expect(searchEnv.find((e) => e.name === 'OPENSEARCH_PASSWORD')).toEqual({
       name: 'OPENSEARCH_PASSWORD',
@@ -280,7 +292,7 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
 
   test('each workload holds exactly the roles its code needs, on the resources it touches', () => {
     const dlq = (t: string) => `topic iss-${t}-dead-letter`;
-    const secrets = ['password', 'url', 'username'].map((s) => `secretmanager.secretAccessor on secret iss-opensearch-${s}`);
+    const secrets = ['ca', 'password', 'url', 'username'].map((s) => `secretmanager.secretAccessor on secret iss-opensearch-${s}`);
     const expected: Record<string, string[]> = {
       // Metadata arrives in the event: no role on the images bucket. Rejections go to rejected/.
       'iss-object-events': [
@@ -327,8 +339,10 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
       // The only writer of the registry besides the trainer: it registers the first model.
       'iss-bootstrap': ['storage.objectUser on bucket models (models/)'],
       // Feedback objects are created, never overwritten: objectCreator, not objectUser.
+      // Its feedback-token key is its own secret: no other workload can mint tokens.
       'iss-search': [
         ...secrets,
+        'secretmanager.secretAccessor on secret iss-feedback-token-key',
         'storage.objectCreator on bucket features (feedback/)',
         'storage.objectViewer on bucket features (rejected/)',
         'storage.objectViewer on bucket images',
@@ -396,6 +410,39 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
   test('the search service is IAM-protected unless configured public', () => {
     const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
     expect(search.inputs.invokerIamDisabled).toBe(false);
+    expect(search.inputs.iapEnabled).toBe(false);
+    expect(ofType(all, 'gcp:compute/securityPolicy:SecurityPolicy')).toHaveLength(0);
+  });
+
+  test('clients reach the OpenSearch VM over HTTPS and pin the stack CA (issue 11, point 9)', () => {
+    const urlVersion = ofType(all, 'gcp:secretmanager/secretVersion:SecretVersion').find((v) => v.name.includes('-url-'))!;
+    expect(JSON.stringify(urlVersion.inputs.secretData)).toContain('https://10.10.0.5:9200');
+    const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
+    expect(containerEnv(search)).toContainEqual({
+      name: 'OPENSEARCH_CA_CERT',
+      valueSource: { secretKeyRef: { secret: 'iss-opensearch-ca', version: 'latest' } },
+    });
+    const csr = ofType(all, 'tls:index/certRequest:CertRequest')[0]!;
+    expect(csr.inputs.ipAddresses).toEqual(['10.10.0.5']);
+    const [vm] = ofType(all, 'gcp:compute/instance:Instance');
+    const script = String(vm.inputs.metadata['startup-script']);
+    expect(script).toContain('plugins.security.ssl.http.enabled=true');
+    expect(script).not.toContain('plugins.security.ssl.http.enabled=false');
+    for (const id of ['iss-opensearch-tls-key', 'iss-opensearch-tls-cert', 'iss-opensearch-ca'])
+      expect(script).toContain(`/secrets/${id}/versions/latest:access`);
+  });
+
+  test('feedback objects expire (lifecycle on feedback/ of the features bucket)', () => {
+    const features = ofType(all, 'gcp:storage/bucket:Bucket').find((b) => b.inputs.name.endsWith('-features'))!;
+    expect(features.inputs.lifecycleRules).toContainEqual({ action: { type: 'Delete' }, condition: { age: 90, matchesPrefixes: ['feedback/'] } });
+  });
+
+  test('the search service gets one feedback-token key for all its instances, from Secret Manager', () => {
+    const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
+    expect(containerEnv(search)).toContainEqual({
+      name: 'FEEDBACK_TOKEN_KEY',
+      valueSource: { secretKeyRef: { secret: 'iss-feedback-token-key', version: 'latest' } },
+    });
   });
 });
 
@@ -410,13 +457,73 @@ describe('variants', () => {
   });
 
   test('external OpenSearch: no VM, no connector, no firewall; URL kept in Secret Manager', async () => {
-    const all = await buildStack({ opensearch: { mode: 'external' }, opensearchUrl: 'https://search.example.com:9200', search: { public: true } });
+    const all = await buildStack({
+      opensearch: { mode: 'external' },
+      opensearchUrl: 'https://search.example.com:9200',
+      search: { access: 'public', domain: 'search.example.com' },
+    } as Partial<RawStackConfig>);
     expect(ofType(all, 'gcp:compute/instance:Instance')).toHaveLength(0);
     expect(ofType(all, 'gcp:vpcaccess/connector:Connector')).toHaveLength(0);
     expect(ofType(all, 'gcp:compute/firewall:Firewall')).toHaveLength(0);
     const urlVersion = ofType(all, 'gcp:secretmanager/secretVersion:SecretVersion').find((v) => v.name.includes('-url-'))!;
     expect(JSON.stringify(urlVersion.inputs.secretData)).toContain('https://search.example.com:9200');
-    expect(ofType(all, 'gcp:cloudrunv2/service:Service')[0].inputs.invokerIamDisabled).toBe(true);
+    const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
+    expect(search.inputs.invokerIamDisabled).toBe(true);
+    // No CA secret for an external cluster (a public CA): the clients get no OPENSEARCH_CA_CERT.
+    expect(containerEnv(search).map((e: { name: string }) => e.name)).not.toContain('OPENSEARCH_CA_CERT');
+  });
+
+  test('public search: only through the HTTPS load balancer, whose backend carries a Cloud Armor per-IP rate limit', async () => {
+    const all = await buildStack({ search: { access: 'public', domain: 'search.example.com', rateLimitPerMinute: 120 } } as Partial<RawStackConfig>);
+    const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
+    expect(search.inputs).toMatchObject({ invokerIamDisabled: true, ingress: 'INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER' });
+    const [policy] = ofType(all, 'gcp:compute/securityPolicy:SecurityPolicy');
+    expect(policy!.inputs.rules[0]).toMatchObject({
+      action: 'throttle',
+      rateLimitOptions: { exceedAction: 'deny(429)', enforceOnKey: 'IP', rateLimitThreshold: { count: 120, intervalSec: 60 } },
+    });
+    const [backend] = ofType(all, 'gcp:compute/backendService:BackendService');
+    expect(backend!.inputs.securityPolicy).toContain('/securityPolicies/iss-search-armor');
+    expect(ofType(all, 'gcp:compute/managedSslCertificate:ManagedSslCertificate')[0]!.inputs.managed.domains).toEqual(['search.example.com']);
+  });
+
+  test('public search (security review): client IP two hops back, TLS 1.2+ only, run.app URL off', async () => {
+    const all = await buildStack({ search: { access: 'public', domain: 'search.example.com' } } as Partial<RawStackConfig>);
+    const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
+    // The LB's X-Forwarded-For is `<client-supplied…>, <client-ip>, <lb-ip>`: trust Cloud Run's hop and the LB's.
+    expect(containerEnv(search)).toContainEqual({ name: 'TRUSTED_PROXY_HOPS', value: '2' });
+    // Internal VPC traffic to the run.app URL would pass ingress INTERNAL_LOAD_BALANCER with no identity.
+    expect(search.inputs.defaultUriDisabled).toBe(true);
+    expect(search.inputs.launchStage).toBe('BETA');
+    const [ssl] = ofType(all, 'gcp:compute/sSLPolicy:SSLPolicy');
+    expect(ssl?.inputs).toMatchObject({ profile: 'MODERN', minTlsVersion: 'TLS_1_2' });
+    const [proxy] = ofType(all, 'gcp:compute/targetHttpsProxy:TargetHttpsProxy');
+    expect(String(proxy!.inputs.sslPolicy)).toContain(`/sslPolicies/${ssl!.inputs.name}`);
+  });
+
+  test.each([
+    ['private', {}],
+    ['iap', { search: { access: 'iap', iapMembers: ['group:team@example.com'] } }],
+  ])('%s search: one trusted proxy hop (Cloud Run front end), run.app URL kept', async (_mode, raw) => {
+    const all = await buildStack(raw as Partial<RawStackConfig>);
+    const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
+    expect(containerEnv(search)).toContainEqual({ name: 'TRUSTED_PROXY_HOPS', value: '1' });
+    expect(search.inputs.defaultUriDisabled ?? false).toBe(false);
+    expect(search.inputs.launchStage).toBeUndefined();
+    expect(ofType(all, 'gcp:compute/sSLPolicy:SSLPolicy')).toHaveLength(0);
+  });
+
+  test('IAP search: IAP on the service, its agent may invoke it, the listed members may pass IAP', async () => {
+    const all = await buildStack({ search: { access: 'iap', iapMembers: ['group:team@example.com'] } } as Partial<RawStackConfig>);
+    const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
+    expect(search.inputs).toMatchObject({ iapEnabled: true, invokerIamDisabled: false });
+    expect(ofType(all, 'gcp:cloudrunv2/serviceIamMember:ServiceIamMember').map((m) => [m.inputs.role, m.inputs.member])).toContainEqual([
+      'roles/run.invoker',
+      'serviceAccount:service-123456789012@gcp-sa-iap.iam.gserviceaccount.com',
+    ]);
+    expect(ofType(all, 'gcp:iap/webCloudRunServiceIamMember:WebCloudRunServiceIamMember').map((m) => [m.inputs.role, m.inputs.member])).toEqual([
+      ['roles/iap.httpsResourceAccessor', 'group:team@example.com'],
+    ]);
   });
 
   test('prebuilt images skip the build', async () => {

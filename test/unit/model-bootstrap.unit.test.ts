@@ -1,93 +1,14 @@
-import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
-import onnxProto from 'onnx-proto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LocalModelRegistry } from '../../shared/adapters/local/local-model-registry.js';
 import type { ModelRegistry, ModelVersion } from '../../shared/ports/model-registry.js';
 import { bootstrapModel } from '../../shared/services/model-bootstrap.js';
 import { ChecksumMismatchError, CLIP_VIT_B32 } from '../../shared/services/model-pull.js';
-import { ClipTokenizer } from '../../shared/text/clip-tokenizer.js';
 import { strict } from '../helpers/strict-fakes.js';
+import { CONTEXT, DIM, SIDE, tinyClipFiles, tinyClipSha } from '../helpers/tiny-clip.js';
 import { captureLogger } from './functions-fakes.js';
-
-const { onnx } = onnxProto;
-const FLOAT = onnx.TensorProto.DataType.FLOAT;
-const DIM = 6;
-const SIDE = 4;
-const CONTEXT = 8;
-const merges = ['d o', 'do g</w>', 'c a', 'ca t</w>', 'p h', 'ph o', 'pho t', 'phot o</w>'];
-
-const floats = (n: number, f: (i: number) => number) => new Uint8Array(Float32Array.from({ length: n }, (_, i) => f(i)).buffer);
-
-/** A tiny CLIP-shaped image tower: pixel_values [N,3,4,4] → mean over H,W → MatMul [3,6] → image_embeds [N,6]. */
-function tinyImageTower(): Uint8Array {
-  return onnx.ModelProto.encode(
-    onnx.ModelProto.create({
-      irVersion: 8,
-      opsetImport: [{ domain: '', version: 17 }],
-      graph: {
-        name: 'tiny_clip_image',
-        node: [
-          {
-            opType: 'ReduceMean',
-            input: ['pixel_values'],
-            output: ['pooled'],
-            attribute: [
-              { name: 'axes', type: onnx.AttributeProto.AttributeType.INTS, ints: [2, 3] },
-              { name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 },
-            ],
-          },
-          { opType: 'MatMul', input: ['pooled', 'w'], output: ['image_embeds'] },
-        ],
-        initializer: [{ name: 'w', dims: [3, DIM], dataType: FLOAT, rawData: floats(3 * DIM, (i) => (i % 7) - 3) }],
-        input: [
-          {
-            name: 'pixel_values',
-            type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: 'batch' }, { dimValue: 3 }, { dimValue: SIDE }, { dimValue: SIDE }] } } },
-          },
-        ],
-        output: [{ name: 'image_embeds', type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: 'batch' }, { dimValue: DIM }] } } } }],
-      },
-    }),
-  ).finish();
-}
-
-/** A tiny CLIP-shaped text tower: input_ids [N,8] (int64) → Gather → ReduceSum → text_embeds [N,6]. */
-function tinyTextTower(vocab: number): Uint8Array {
-  const axes = BigInt64Array.from([1n]);
-  return onnx.ModelProto.encode(
-    onnx.ModelProto.create({
-      irVersion: 8,
-      opsetImport: [{ domain: '', version: 17 }],
-      graph: {
-        name: 'tiny_clip_text',
-        node: [
-          { opType: 'Gather', input: ['token_embedding', 'input_ids'], output: ['tokens'] },
-          {
-            opType: 'ReduceSum',
-            input: ['tokens', 'axes'],
-            output: ['text_embeds'],
-            attribute: [{ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 }],
-          },
-        ],
-        initializer: [
-          { name: 'token_embedding', dims: [vocab, DIM], dataType: FLOAT, rawData: floats(vocab * DIM, (i) => Math.sin(i)) },
-          { name: 'axes', dims: [1], dataType: onnx.TensorProto.DataType.INT64, rawData: new Uint8Array(axes.buffer) },
-        ],
-        input: [
-          {
-            name: 'input_ids',
-            type: { tensorType: { elemType: onnx.TensorProto.DataType.INT64, shape: { dim: [{ dimParam: 'batch' }, { dimValue: CONTEXT }] } } },
-          },
-        ],
-        output: [{ name: 'text_embeds', type: { tensorType: { elemType: FLOAT, shape: { dim: [{ dimParam: 'batch' }, { dimValue: DIM }] } } } }],
-      },
-    }),
-  ).finish();
-}
 
 /** The canonical file names served by an in-memory "internet"; records every URL asked for. */
 function fakeInternet(files: Record<string, Buffer>) {
@@ -102,16 +23,10 @@ function fakeInternet(files: Record<string, Buffer>) {
   return { fetch: fetchFn, requested };
 }
 
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
 let work: string;
 let registry: LocalModelRegistry;
-const tinyFiles = {
-  'vision_model.onnx': Buffer.from(tinyImageTower()),
-  'text_model.onnx': Buffer.from(tinyTextTower(new ClipTokenizer(merges).vocabSize)),
-  'bpe_simple_vocab_16e6.txt.gz': gzipSync(`#version: 0.2\n${merges.join('\n')}\n`),
-};
-const tinySha = Object.fromEntries(Object.entries(tinyFiles).map(([name, bytes]) => [name, sha256(bytes)]));
+const tinyFiles = tinyClipFiles;
+const tinySha = tinyClipSha;
 
 beforeEach(async () => {
   work = await mkdtemp(join(tmpdir(), 'iss-bootstrap-'));
@@ -192,7 +107,7 @@ describe('bootstrapModel (the first model of a registry)', () => {
       sha256: tinySha,
     });
     expect(again.requested).toEqual([]);
-    await writeFile(join(cache, 'clip-vit-b32', 'text_model.onnx'), 'truncated');
+    await writeFile(join(cache, 'clip-vit-b32', 'sha256', tinySha['text_model.onnx']!, 'text_model.onnx'), 'truncated');
     const third = fakeInternet(tinyFiles);
     await bootstrapModel(new LocalModelRegistry(join(work, 'registry-3')), {
       initial: 'clip-vit-b32',

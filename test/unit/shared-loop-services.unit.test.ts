@@ -168,7 +168,7 @@ describe('reconcileBucket', () => {
     const published: { topic: string; data: unknown }[] = [];
     const bus = strict<FileQueue>('bus', { publish: async (topic: string, data: unknown) => String(published.push({ topic, data })) });
     const result = await reconcileBucket({ blobs, index: live, bus, onObject: async (e) => void seen.push(e), now: () => new Date('2025-03-02T00:00:00Z') });
-    expect(result).toEqual({ published: 2, deleted: 1 });
+    expect(result).toEqual({ published: 2, deleted: 1, ignored: 0 });
     expect(seen.map((e) => [e.name, e.generation, e.eventType])).toEqual([
       ['a.png', '5', 'finalize'],
       ['b.png', '6', 'finalize'],

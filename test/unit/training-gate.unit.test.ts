@@ -71,4 +71,45 @@ describe('promotion gate', () => {
     expect(() => gateDecision({ imageToImage: {} } as never, m(0.8))).toThrow(ParseError);
     expect(() => gateDecision(m(0.9), m(0.8), { margin: 2 })).toThrow(/gate options/);
   });
+  describe('the reasons a person reads (literal texts)', () => {
+    it('states each comparison with its figures', () => {
+      expect(gateDecision(m(0.86, 0.7), m(0.82, 0.5), { margin: 0.01, textMargin: 0.1 }).reasons).toEqual([
+        'image→image recall@1 0.8600 beats 0.8200 by 0.0400 ≥ margin 0.01',
+        'text→image precision@10 0.7000 vs 0.5000: change 0.2000 ≥ 0.1',
+      ]);
+      const refused = gateDecision(m(0.825, 0.45), m(0.82, 0.5), { margin: 0.01 });
+      expect(refused.reasons).toEqual([
+        'image→image recall@1 0.8250 vs 0.8200: gain 0.0050 < margin 0.01',
+        'text→image precision@10 0.4500 vs 0.5000: change -0.0500 < 0.01',
+      ]);
+      expect(refused.deltas['precision@10']).toBeCloseTo(-0.05, 12);
+    });
+
+    it('says when the candidate adds or loses text search', () => {
+      const adds = gateDecision(m(0.9, 0.8), m(0.8), { margin: 0.01 });
+      expect(adds.reasons).toEqual([
+        'image→image recall@1 0.9000 beats 0.8000 by 0.1000 ≥ margin 0.01',
+        'the candidate adds text search (precision@10 0.8000)',
+      ]);
+      expect(adds.deltas['precision@10']).toBeNull();
+      const loses = gateDecision(m(0.9), m(0.8, 0.8), { margin: 0.01 });
+      expect(loses.reasons[1]).toBe('the candidate has no text tower but the current model answers text queries');
+      expect(loses.deltas['precision@10']).toBeNull();
+      expect(gateDecision(m(0.9), m(0.8), { margin: 0.01 }).reasons).toHaveLength(1);
+    });
+
+    it('with nothing to compare, says so and reports the candidate recall@1 as the gain', () => {
+      expect(gateDecision(m(0.5, 0.4), null)).toEqual({
+        promote: true,
+        reasons: ['no active model to compare with'],
+        deltas: { 'recall@1': 0.5, 'precision@10': null },
+      });
+    });
+
+    it('names which metrics or options are invalid, and where', () => {
+      expect(() => gateDecision(null as never, null)).toThrow('candidate metrics are invalid: metrics: Invalid input: expected object, received null');
+      expect(() => gateDecision(m(0.5), { imageToImage: { 'recall@1': 2 } })).toThrow('current metrics are invalid: imageToImage.recall@1:');
+      expect(() => gateDecision(m(0.5), m(0.4), 'x' as never)).toThrow('Invalid gate options: options: Invalid input: expected object, received string');
+    });
+  });
 });

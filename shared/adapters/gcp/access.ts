@@ -70,6 +70,8 @@ export const GCS_MODEL_REGISTRY_ACCESS = {
   setMetrics: accessUnion(blob.readVersioned, blob.write),
   promote: accessUnion(blob.stat, blob.readVersioned, blob.write),
   rollback: accessUnion(blob.stat, blob.readVersioned, blob.write),
+  // Used by `imgsearch model rm/prune` (local registries); no cloud workload removes versions.
+  remove: accessUnion(blob.stat, blob.readVersioned, blob.list, blob.delete),
 } as const satisfies AccessTable;
 
 /** {@link GcsFeatureStore}: shards under `features/`, each a new object; compaction deletes old ones. */

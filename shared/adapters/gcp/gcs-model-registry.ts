@@ -15,6 +15,8 @@ import {
   prepareRegistration,
   promoted,
   relativeModelPath,
+  removalRefusal,
+  removedRollbackTarget,
   rolledBack,
   toModelVersion,
   withMetrics,
@@ -64,18 +66,18 @@ export class GcsModelRegistry implements ModelRegistry {
       const match = metaName.exec(blob.name.slice(this.prefix.length + 1));
       if (match && isModelVersion(match[1]!)) versions.add(match[1]!);
     }
-    const { active } = await this.readActive();
-    return byCreation(await Promise.all([...versions].map((v) => this.load(v, active))));
+    const pointer = await this.readActive();
+    return byCreation(await Promise.all([...versions].map((v) => this.load(v, pointer))));
   }
 
   async get(version: string): Promise<ModelVersion | null> {
     checkModelVersion(version);
-    return this.load(version, (await this.readActive()).active);
+    return this.load(version, await this.readActive());
   }
 
   async active(): Promise<ModelVersion | null> {
-    const { active } = await this.readActive();
-    return active ? this.load(active, active) : null;
+    const pointer = await this.readActive();
+    return pointer.active ? this.load(pointer.active, pointer) : null;
   }
 
   async register(entry: Parameters<ModelRegistry['register']>[0]): Promise<ModelVersion> {
@@ -113,9 +115,25 @@ export class GcsModelRegistry implements ModelRegistry {
   }
 
   async rollback(): Promise<string> {
-    const { active } = await this.updateActive(rolledBack);
+    const { active } = await this.updateActive(async (state) => {
+      const next = rolledBack(state);
+      if (!(await this.blobs.stat(this.object(next.active, REGISTRY_FILES.meta)))) throw removedRollbackTarget(next.active, state.active);
+      return next;
+    });
     this.logger.info({ version: active }, 'model version rolled back');
     return active!;
+  }
+
+  /** Deletes the version's objects, meta.json first (so a removal cut short leaves an unregistered, invisible folder). */
+  async remove(version: string): Promise<void> {
+    const metaName = this.object(version, REGISTRY_FILES.meta);
+    if (!(await this.blobs.stat(metaName))) throw new NotFoundError(`Model version ${version} is not registered`);
+    const refusal = removalRefusal(await this.readActive(), version);
+    if (refusal) throw new AppError(refusal);
+    await this.blobs.delete(metaName);
+    for await (const blob of this.blobs.list(`${this.prefix}/${version}/`)) await this.blobs.delete(blob.name);
+    this.downloads.delete(version);
+    this.logger.info({ version }, 'model version removed');
   }
 
   /** Downloads the version's files into `<cacheDir>/<version>` once; later calls reuse the folder. */
@@ -165,7 +183,7 @@ export class GcsModelRegistry implements ModelRegistry {
     }
   }
 
-  private async load(version: string, active: string | null): Promise<ModelVersion | null> {
+  private async load(version: string, pointer: ActivePointer): Promise<ModelVersion | null> {
     const metaName = this.object(version, REGISTRY_FILES.meta);
     let metaBytes: Buffer;
     try {
@@ -175,7 +193,7 @@ export class GcsModelRegistry implements ModelRegistry {
       throw err;
     }
     const manifestName = this.object(version, REGISTRY_FILES.manifest);
-    return toModelVersion(parseJson(metaBytes, metaName), parseJson(await this.blobs.read(manifestName), manifestName), active);
+    return toModelVersion(parseJson(metaBytes, metaName), parseJson(await this.blobs.read(manifestName), manifestName), pointer);
   }
 
   private async readActive(): Promise<ActivePointer & { generation: string }> {
@@ -185,11 +203,11 @@ export class GcsModelRegistry implements ModelRegistry {
   }
 
   /** Read-modify-write of active.json; `change` returns null for "nothing to do". Returns the state after. */
-  private async updateActive(change: (state: ActivePointer) => ActivePointer | null): Promise<ActivePointer> {
+  private async updateActive(change: (state: ActivePointer) => ActivePointer | null | Promise<ActivePointer | null>): Promise<ActivePointer> {
     let after = parseActivePointer(null);
     await this.withRetry(REGISTRY_FILES.active, async () => {
       const { generation, ...state } = await this.readActive();
-      const next = change(state);
+      const next = await change(state);
       if (next) await this.writeJson(`${this.prefix}/${REGISTRY_FILES.active}`, next, generation);
       after = next ?? state;
     });

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { AppError, errorMessage } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
 import type { DeadLetter, Delivery, EventBus, TopicStats } from '../../ports/event-bus.js';
-import { SAFE_NAME, isNotFound, writeJsonAtomic } from './atomic-file.js';
+import { SAFE_NAME, fsyncDir, isNotFound, writeJsonAtomic } from './atomic-file.js';
 
 /**
  * A durable at-least-once queue on disk, one JSON file per message, safe with several processes:
@@ -68,6 +68,8 @@ export class FileQueue implements EventBus {
   private readonly listings = new Map<string, ReadyListing>();
   /** Per topic: when inflight/ was last scanned for expired leases, and the earliest lease known since. */
   private readonly reclaimScans = new Map<string, { at: number; earliestExpiry: number }>();
+  /** Per topic: the clean-up of staging files left by dead processes, run once (sweepStaging). */
+  private readonly sweeps = new Map<string, Promise<void>>();
 
   constructor(
     readonly dir: string,
@@ -98,6 +100,7 @@ export class FileQueue implements EventBus {
   async publishBatch(topic: string, items: { data: unknown; attributes?: Record<string, string> }[]): Promise<string[]> {
     const ready = this.topicDir(topic, 'ready');
     const tmp = this.topicDir(topic, 'tmp');
+    await this.sweepOnce(topic);
     for (const item of items) {
       if (item.data === undefined) throw new AppError(`Cannot publish undefined data to ${topic}`);
     }
@@ -119,13 +122,26 @@ export class FileQueue implements EventBus {
         };
         return { id, message, staged: path.join(tmp, `${id}.json`) };
       });
-      await Promise.all(chunk.map((c) => writeJsonAtomic(c.staged, c.message, { fsync: true })));
-      for (const c of chunk) {
-        await fs.rename(c.staged, path.join(ready, `${c.id}.json`));
-        ids.push(c.id);
-        // Ids only grow within this process, so the listing stays sorted.
-        this.listings.get(topic)?.names.push(`${c.id}.json`);
+      let renamed = 0;
+      try {
+        // allSettled: every write has ended before a failure cleans up, so none lands after the cleanup.
+        const written = await Promise.allSettled(chunk.map((c) => writeJsonAtomic(c.staged, c.message, { durability: 'file' })));
+        const failed = written.find((w): w is PromiseRejectedResult => w.status === 'rejected');
+        if (failed) throw failed.reason;
+        for (const c of chunk) {
+          await fs.rename(c.staged, path.join(ready, `${c.id}.json`));
+          renamed += 1;
+          ids.push(c.id);
+          // Ids only grow within this process, so the listing stays sorted.
+          this.listings.get(topic)?.names.push(`${c.id}.json`);
+        }
+      } catch (err) {
+        // A failed publish (a full disk) leaves nothing staged behind: the caller retries the whole batch.
+        await Promise.all(chunk.slice(renamed).map((c) => fs.rm(c.staged, { force: true }).catch(() => undefined)));
+        throw err;
       }
+      // The renames are durable once ready/ is synced: a published message survives a power cut.
+      await fsyncDir(ready);
     }
     return ids;
   }
@@ -137,6 +153,7 @@ export class FileQueue implements EventBus {
     const deadline = options.ackDeadlineSeconds ?? this.ackDeadlineSeconds;
     if (!(deadline > 0)) throw new AppError(`ackDeadlineSeconds must be > 0, got ${deadline}`);
     const leaseMs = Math.round(deadline * 1000);
+    await this.sweepOnce(topic);
     await this.reclaimExpired(topic);
     const readyDir = this.topicDir(topic, 'ready');
     const inflightDir = this.topicDir(topic, 'inflight');
@@ -254,6 +271,21 @@ export class FileQueue implements EventBus {
     return out;
   }
 
+  /**
+   * Hands every lease of `topic` back (to ready, or dead when out of attempts), whatever its
+   * expiry: for the one writer of a data directory (home-lock.ts), which knows that no other
+   * puller holds a lease. Returns how many were handed back.
+   */
+  async releaseAllLeases(topic: string, reason: string): Promise<number> {
+    const inflightDir = this.topicDir(topic, 'inflight');
+    let released = 0;
+    for (const name of await readdirOrEmpty(inflightDir)) {
+      const m = INFLIGHT_NAME.exec(name);
+      if (m && (await this.release(topic, path.join(inflightDir, name), m[1]!, reason))) released++;
+    }
+    return released;
+  }
+
   async stats(topic: string): Promise<TopicStats> {
     const count = async (sub: 'ready' | 'inflight' | 'dead') => (await readdirOrEmpty(this.topicDir(topic, sub))).filter((n) => n.endsWith('.json')).length;
     return { ready: await count('ready'), inflight: await count('inflight'), deadLettered: await count('dead') };
@@ -261,6 +293,45 @@ export class FileQueue implements EventBus {
 
   async close(): Promise<void> {
     // Nothing held open: every operation is a self-contained file operation.
+  }
+
+  /** Once per topic and process, before its first publish or pull: {@link sweepStaging}. */
+  private sweepOnce(topic: string): Promise<void> {
+    const existing = this.sweeps.get(topic);
+    if (existing) return existing;
+    const sweep = this.sweepStaging(topic).then(
+      () => undefined,
+      (err: unknown) => {
+        this.sweeps.delete(topic); // tried again next time (e.g. the disk was unreadable)
+        this.logger.warn({ err, topic }, 'could not clean up staging files left by a failed write');
+      },
+    );
+    this.sweeps.set(topic, sweep);
+    return sweep;
+  }
+
+  /**
+   * Removes what failed or interrupted writes left behind: staged messages in tmp/ and the `*.tmp`
+   * siblings of atomic writes in tmp/, inflight/ and dead/. Only files of processes that no longer
+   * run are removed (the pid is in every such name), so a publish in flight in another process
+   * sharing the queue is never touched. A staged message was never renamed into ready/, so its
+   * publish failed and was reported to its caller: removing it loses nothing.
+   */
+  async sweepStaging(topic: string): Promise<number> {
+    let removed = 0;
+    for (const sub of ['tmp', 'inflight', 'dead'] as const) {
+      const dir = this.topicDir(topic, sub);
+      for (const name of await readdirOrEmpty(dir)) {
+        const pid = STAGED_NAME.exec(name)?.[1] ?? ATOMIC_TMP_NAME.exec(name)?.[1];
+        if (sub !== 'tmp' && !name.endsWith('.tmp')) continue;
+        // A name without a pid (hand-made) in tmp/ is removed too: nothing else writes there.
+        if (pid !== undefined && processAlive(Number(pid))) continue;
+        await fs.rm(path.join(dir, name), { force: true });
+        removed += 1;
+      }
+    }
+    if (removed > 0) this.logger.warn({ topic, removed }, 'removed staging files left by failed or interrupted writes');
+    return removed;
   }
 
   /** The reusable listing of ready/, read again when used up, older than LISTING_TTL_MS or invalidated. */
@@ -411,6 +482,22 @@ export class FileQueue implements EventBus {
       at: new Date().toISOString(),
     });
     await fs.rm(raw, { force: true });
+  }
+}
+
+/** A staged message `<id>.json` (id: time-sequence-pid-random) and an atomic write's `<target>.<pid>.<hex>.tmp`. */
+const STAGED_NAME = /^\d{15}-\d{8}-(\d{8})-[0-9a-f]{8}\.json$/;
+const ATOMIC_TMP_NAME = /\.(\d+)\.[0-9a-f]{12}\.tmp$/;
+
+/** Whether a process with this id runs (ids in staged names are taken modulo 1e8, like pids here). */
+function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid % 1e8) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

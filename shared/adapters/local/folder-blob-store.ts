@@ -7,7 +7,7 @@ import { isNotFound, writeFileAtomic } from './atomic-file.js';
 
 /**
  * A folder standing in for a GCS bucket. Object names are POSIX paths relative to the root; the
- * generation is the file's mtime in microseconds, so replacing a file yields a newer generation
+ * generation is the later of the file's mtime and ctime in microseconds, so replacing a file yields a newer generation
  * exactly as GCS does.
  */
 const CONTENT_TYPES: Record<string, string> = {
@@ -37,7 +37,10 @@ export function isIgnoredName(name: string): boolean {
 }
 
 export function generationOf(stats: BigIntStats): string {
-  return (stats.mtimeNs / 1000n).toString();
+  // The later of mtime and ctime: a file replaced with an older mtime (`cp -p`, an archive, a
+  // camera's clock) still gets a newer generation, since the kernel sets ctime to now on every change.
+  const ns = stats.ctimeNs > stats.mtimeNs ? stats.ctimeNs : stats.mtimeNs;
+  return (ns / 1000n).toString();
 }
 
 export class FolderBlobStore implements BlobStore {

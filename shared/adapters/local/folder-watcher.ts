@@ -1,10 +1,77 @@
-import { promises as fs } from 'node:fs';
+import { promises as fs, type BigIntStats, type Dirent } from 'node:fs';
+import path from 'node:path';
 import { watch } from 'chokidar';
-import type { ImageEvent } from '../../contracts.js';
+import { isMachineFault, retryWithBackoff } from '../../backoff.js';
+import { documentId, objectUri, type ImageEvent } from '../../contracts.js';
 import { silentLogger, type Logger } from '../../logger.js';
 import type { BlobInfo } from '../../ports/blob-store.js';
+import type { RejectionLog } from '../../ports/rejection-log.js';
 import { isNotFound } from './atomic-file.js';
-import { isIgnoredName, type FolderBlobStore } from './folder-blob-store.js';
+import { generationOf, isIgnoredName, type FolderBlobStore } from './folder-blob-store.js';
+
+/** A file in the bucket folder that is not an object of the bucket, and why (listed by `status`). */
+export interface IgnoredEntry {
+  name: string;
+  reason: 'hidden' | 'partial-write' | 'symlink' | 'not-a-regular-file';
+  detail: string;
+}
+
+const IGNORED_DETAIL: Record<IgnoredEntry['reason'], string> = {
+  hidden: "hidden (its name or a folder above it starts with '.'), so not an object of the bucket",
+  'partial-write': 'named like a file still being written (.tmp, .part or a trailing ~)',
+  symlink: 'a symbolic link: links are not followed, since their target may lie outside the bucket folder',
+  'not-a-regular-file': 'not a regular file (a pipe, socket or device)',
+};
+
+/**
+ * Why a path of the bucket folder is not an object, or null when it is one: the same rules as
+ * FolderBlobStore.list(), which lists regular files only and skips `isIgnoredName` names.
+ */
+export function ignoredReason(name: string, kind: Pick<Dirent | BigIntStats, 'isFile' | 'isSymbolicLink'>): IgnoredEntry | null {
+  const reason: IgnoredEntry['reason'] | null = name.split('/').some((part) => part.startsWith('.'))
+    ? 'hidden'
+    : isIgnoredName(name)
+      ? 'partial-write'
+      : kind.isSymbolicLink()
+        ? 'symlink'
+        : !kind.isFile()
+          ? 'not-a-regular-file'
+          : null;
+  return reason ? { name, reason, detail: IGNORED_DETAIL[reason] } : null;
+}
+
+/** Every entry of the folder (hidden folders included) that is not an object, with its reason. */
+export async function* ignoredEntries(store: FolderBlobStore, dir: string = store.bucket): AsyncIterable<IgnoredEntry> {
+  let entries: Dirent[];
+  try {
+    entries = await fs.readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if (isNotFound(err)) return;
+    throw err;
+  }
+  entries.sort((a, b) => a.name.localeCompare(b.name));
+  for (const entry of entries) {
+    const abs = path.join(dir, entry.name);
+    if (entry.isDirectory()) {
+      yield* ignoredEntries(store, abs);
+      continue;
+    }
+    const ignored = ignoredReason(store.nameOf(abs), entry);
+    if (ignored) yield ignored;
+  }
+}
+
+/** Records an ignored entry (or forgets it) in `log`, keyed like a document of the bucket. */
+export async function recordIgnored(log: RejectionLog, bucket: string, entry: IgnoredEntry, generation = '0'): Promise<void> {
+  await log.record({
+    id: documentId(bucket, entry.name),
+    uri: objectUri(bucket, entry.name),
+    generation,
+    reason: entry.reason,
+    detail: entry.detail,
+    at: new Date().toISOString(),
+  });
+}
 
 /**
  * Turns file-system changes in a folder into the same events GCS emits (object finalized /
@@ -22,6 +89,11 @@ export interface WatchOptions {
   /** How long a file's size must stay unchanged before it counts as written (ms). */
   stabilityMs?: number;
   logger?: Logger;
+  /** Where files that are not objects (hidden, partial, symlinks…) are listed with their reason. */
+  ignored?: RejectionLog;
+  /** A failed event handler, before it is tried again (after a backoff), and its next success. */
+  onFailure?(err: unknown): void;
+  onSuccess?(): void;
 }
 
 export function finalizeEvent(info: BlobInfo): ImageEvent {
@@ -48,10 +120,41 @@ export function watchFolder(store: FolderBlobStore, opts: WatchOptions, onEvent:
   const stabilityMs = opts.stabilityMs ?? 300;
   // Last generation seen per object: a delete event carries it, as GCS does.
   const seen = new Map<string, BlobInfo>();
+  let closed = false;
   // Events are delivered one at a time and in order (a replace then a delete of the same file).
+  // A handler failing for a fault of the machine (a full disk) is retried with backoff, in order,
+  // until it succeeds: a storage event is never dropped for it (GCS/Eventarc retry the same way).
   let chain: Promise<void> = Promise.resolve();
   const emit = (event: ImageEvent): void => {
-    chain = chain.then(() => onEvent(event)).catch((err: unknown) => logger.error({ err, name: event.name }, 'folder event handler failed'));
+    chain = chain
+      .then(() =>
+        retryWithBackoff(() => Promise.resolve(onEvent(event)), {
+          stopped: () => closed,
+          retryable: isMachineFault,
+          onFailure: (err, attempt, delayMs) => {
+            logger.error({ err, name: event.name, attempt, delayMs }, 'folder event handler failed; trying again');
+            opts.onFailure?.(err);
+          },
+        }),
+      )
+      .then(
+        () => opts.onSuccess?.(),
+        (err: unknown) => logger.error({ err, name: event.name }, 'folder event handler failed'),
+      );
+  };
+  const noteIgnored = (entry: IgnoredEntry, generation?: string): void => {
+    if (!opts.ignored) return;
+    const log = opts.ignored;
+    chain = chain
+      .then(() => recordIgnored(log, store.bucket, entry, generation))
+      .catch((err: unknown) => logger.error({ err, name: entry.name }, 'could not record an ignored file'));
+  };
+  const forgetIgnored = (name: string): void => {
+    if (!opts.ignored) return;
+    const log = opts.ignored;
+    chain = chain
+      .then(() => log.clear(documentId(store.bucket, name)))
+      .catch((err: unknown) => logger.error({ err, name }, 'could not forget an ignored file'));
   };
 
   const watcher = watch(store.bucket, {
@@ -59,7 +162,9 @@ export function watchFolder(store: FolderBlobStore, opts: WatchOptions, onEvent:
     // would arrive after 'ready' when awaitWriteFinish delays them.
     ignoreInitial: true,
     persistent: true,
-    ignored: (p: string) => p !== store.bucket && isIgnoredName(store.nameOf(p)),
+    // Links are reported as links (and ignored with that reason), never followed out of the folder.
+    followSymlinks: false,
+    // Hidden, partial and linked files are watched too: each is listed as ignored with its reason.
     awaitWriteFinish: { stabilityThreshold: stabilityMs, pollInterval: Math.max(20, Math.floor(stabilityMs / 4)) },
   });
 
@@ -74,14 +179,24 @@ export function watchFolder(store: FolderBlobStore, opts: WatchOptions, onEvent:
   const onFile = async (abs: string): Promise<void> => {
     const name = store.nameOf(abs);
     try {
-      const stats = await fs.stat(abs, { bigint: true });
-      if (!stats.isFile()) return;
+      const stats = await fs.lstat(abs, { bigint: true });
+      if (stats.isDirectory()) return;
+      const ignored = ignoredReason(name, stats);
+      if (ignored) {
+        seen.delete(name);
+        ignoredNames.add(name);
+        noteIgnored(ignored, generationOf(stats));
+        return;
+      }
+      ignoredNames.delete(name);
       record(store.infoOf(name, stats), false);
     } catch (err) {
       if (!isNotFound(err)) logger.warn({ err, name }, 'cannot stat changed file');
     }
   };
 
+  // Names listed as ignored: their removal forgets the record instead of emitting a delete.
+  const ignoredNames = new Set<string>();
   const pending = new Set<Promise<void>>();
   const track = (p: Promise<void>): void => {
     pending.add(p);
@@ -92,6 +207,10 @@ export function watchFolder(store: FolderBlobStore, opts: WatchOptions, onEvent:
   watcher.on('change', (abs) => track(onFile(abs)));
   watcher.on('unlink', (abs) => {
     const name = store.nameOf(abs);
+    if (ignoredNames.delete(name)) {
+      forgetIgnored(name);
+      return;
+    }
     const last = seen.get(name);
     seen.delete(name);
     // A file deleted before we ever saw it: "now" is an upper bound of any generation it had.
@@ -106,12 +225,37 @@ export function watchFolder(store: FolderBlobStore, opts: WatchOptions, onEvent:
       eventTime: new Date().toISOString(),
     });
   });
+  // chokidar reports regular files, links and folders only: a pipe, socket or device that appears
+  // is found from the raw directory event and listed as ignored.
+  watcher.on('raw', (rawEvent, evPath, details) => {
+    const watchedPath = (details as { watchedPath?: string } | undefined)?.watchedPath;
+    if (rawEvent !== 'rename' || !evPath || !watchedPath) return;
+    const abs = path.resolve(watchedPath, evPath);
+    const name = store.nameOf(abs);
+    if (name.startsWith('..') || ignoredNames.has(name) || seen.has(name)) return;
+    track(
+      fs.lstat(abs, { bigint: true }).then(
+        (stats) => {
+          if (stats.isFile() || stats.isDirectory() || stats.isSymbolicLink()) return;
+          const ignored = ignoredReason(name, stats);
+          if (!ignored) return;
+          ignoredNames.add(name);
+          noteIgnored(ignored);
+        },
+        () => undefined,
+      ),
+    );
+  });
   watcher.on('error', (err) => logger.error({ err }, 'folder watcher error'));
 
   const ready = new Promise<void>((resolve) => {
     watcher.once('ready', () => resolve());
   }).then(async () => {
     for await (const info of store.list()) record(info, opts.ignoreInitial === true);
+    for await (const entry of ignoredEntries(store)) {
+      ignoredNames.add(entry.name);
+      if (opts.ignoreInitial !== true) noteIgnored(entry);
+    }
     await Promise.all([...pending]);
     await chain;
   });
@@ -119,6 +263,7 @@ export function watchFolder(store: FolderBlobStore, opts: WatchOptions, onEvent:
   return {
     ready,
     async close() {
+      closed = true;
       await watcher.close();
       await Promise.all([...pending]);
       await chain;

@@ -1,7 +1,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { compareGenerations, rejectedImageSchema, type RejectedImage } from '../../contracts.js';
-import { AppError } from '../../errors.js';
+import { AppError, CorruptStateError } from '../../errors.js';
+import { silentLogger, type Logger } from '../../logger.js';
 import type { RejectionLog } from '../../ports/rejection-log.js';
 import { KeyedMutex, isNotFound, readJsonFile, writeJsonAtomic } from './atomic-file.js';
 
@@ -14,9 +15,26 @@ const mutex = new KeyedMutex();
 
 export class JsonRejectionLog implements RejectionLog {
   readonly dir: string;
+  private readonly logger: Logger;
 
-  constructor(dir: string) {
+  constructor(dir: string, options: { logger?: Logger } = {}) {
     this.dir = path.resolve(dir);
+    this.logger = options.logger ?? silentLogger;
+  }
+
+  /**
+   * A record, or null when there is none — or when it is unreadable (cut short by a crash): a
+   * record only explains why an image was refused, so a bad one is skipped with a warning (and
+   * replaced by the next rejection of that image) rather than failing the listing or the write.
+   */
+  private async read(file: string): Promise<RejectedImage | null> {
+    try {
+      return await readJsonFile(file, null, { schema: rejectedImageSchema, fix: 'skipped; it is replaced when the image is rejected again' });
+    } catch (err) {
+      if (!(err instanceof CorruptStateError)) throw err;
+      this.logger.warn({ err, file }, 'unreadable rejection record skipped');
+      return null;
+    }
   }
 
   private file(id: string): string {
@@ -28,7 +46,7 @@ export class JsonRejectionLog implements RejectionLog {
     const parsed = rejectedImageSchema.parse(rejection);
     const file = this.file(parsed.id);
     await mutex.run(file, async () => {
-      const existing = await readJsonFile<RejectedImage | null>(file, null);
+      const existing = await this.read(file);
       // An older generation's rejection never replaces a newer one's.
       if (existing && /^\d+$/.test(existing.generation) && /^\d+$/.test(parsed.generation) && compareGenerations(parsed.generation, existing.generation) < 0)
         return;
@@ -40,7 +58,7 @@ export class JsonRejectionLog implements RejectionLog {
     const file = this.file(id);
     await mutex.run(file, async () => {
       if (generation !== undefined) {
-        const existing = await readJsonFile<RejectedImage | null>(file, null).catch(() => null);
+        const existing = await this.read(file);
         // A newer generation was rejected after the one being cleared: keep that record.
         if (existing && /^\d+$/.test(existing.generation) && compareGenerations(existing.generation, generation) > 0) return;
       }
@@ -51,11 +69,8 @@ export class JsonRejectionLog implements RejectionLog {
   async list(limit = 100): Promise<RejectedImage[]> {
     const out: RejectedImage[] = [];
     for (const name of await this.names()) {
-      try {
-        out.push(rejectedImageSchema.parse(JSON.parse(await fs.readFile(path.join(this.dir, name), 'utf8'))));
-      } catch (err) {
-        if (!isNotFound(err)) out.push({ id: name.replace(/\.json$/, ''), uri: '', generation: '0', reason: 'unreadable-record', detail: String(err), at: '' });
-      }
+      const record = await this.read(path.join(this.dir, name));
+      if (record) out.push(record);
     }
     // Newest first: what the user just uploaded is what they look for.
     return out.sort((a, b) => b.at.localeCompare(a.at)).slice(0, limit);

@@ -5,6 +5,7 @@ import { AppError, NotFoundError } from '../../errors.js';
 import type { IndexVersionInfo } from '../../ports/vector-index.js';
 import { BaseIndexCatalog } from '../index-catalog-base.js';
 import { KeyedMutex, SAFE_NAME, readJsonFile, writeJsonAtomic } from './atomic-file.js';
+import { translatingLanceDbErrors } from './lancedb-errors.js';
 import { LanceDbVectorIndex, indexTableSchema } from './lancedb-index.js';
 
 /**
@@ -45,7 +46,11 @@ export class LanceDbIndexCatalog extends BaseIndexCatalog<LanceDbVectorIndex> {
     if (!SAFE_NAME.test(alias)) throw new AppError(`Invalid index alias ${JSON.stringify(alias)}: use letters, digits, '.', '_' or '-'`);
     const abs = path.resolve(dir);
     // Strong read consistency: the API, the upserter and jobs may write from other processes.
-    return new LanceDbIndexCatalog(abs, alias, await lancedb.connect(abs, { readConsistencyInterval: 0 }));
+    return new LanceDbIndexCatalog(
+      abs,
+      alias,
+      await translatingLanceDbErrors('open the index', abs, () => lancedb.connect(abs, { readConsistencyInterval: 0 })),
+    );
   }
 
   async open(name: string): Promise<LanceDbVectorIndex> {
@@ -147,7 +152,15 @@ export class LanceDbIndexCatalog extends BaseIndexCatalog<LanceDbVectorIndex> {
   }
 
   private async readAlias(): Promise<AliasFile> {
-    return aliasFileSchema.parse(await readJsonFile(this.aliasFile, { current: null, previous: null, history: [] }));
+    const fix =
+      `restore it from a backup, or replace it with {"current":"${this.alias}-v<N>","previous":null,"history":[]} naming the index version to serve ` +
+      `(one of the ${this.alias}-v<N>.lance folders beside it, built with the active model); ${this.rebuildHint()}`;
+    return readJsonFile(this.aliasFile, { current: null, previous: null, history: [] }, { schema: aliasFileSchema, fix });
+  }
+
+  /** The last resort for a lost alias or catalog file: a new index, every image embedded again. */
+  private rebuildHint(): string {
+    return `or move the folder ${this.dir} aside: the next \`imgsearch up\` or \`imgsearch ingest\` builds a new index and embeds every image of the bucket folder again`;
   }
 
   private async writeAlias(alias: AliasFile): Promise<void> {
@@ -155,6 +168,7 @@ export class LanceDbIndexCatalog extends BaseIndexCatalog<LanceDbVectorIndex> {
   }
 
   private async readCatalog(): Promise<CatalogFile> {
-    return catalogFileSchema.parse(await readJsonFile(this.catalogFile, { tables: {} }));
+    const fix = `restore it from a backup, ${this.rebuildHint()}`;
+    return readJsonFile(this.catalogFile, { tables: {} }, { schema: catalogFileSchema, fix });
   }
 }

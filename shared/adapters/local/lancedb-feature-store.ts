@@ -2,6 +2,7 @@ import path from 'node:path';
 import * as lancedb from '@lancedb/lancedb';
 import { Field, Schema, Utf8 } from 'apache-arrow';
 import { AppError } from '../../errors.js';
+import { translatingLanceDbErrors } from './lancedb-errors.js';
 import type { FeatureRecord, FeatureStore } from '../../ports/feature-store.js';
 import { GenerationOrderedTable, optionalString, orderedColumns, orderedFields, orderedValues, type RowValues } from './lancedb-ordered-table.js';
 
@@ -32,9 +33,11 @@ export class LanceDbFeatureStore implements FeatureStore {
 
   static async open(dir: string, options: { dimension?: number } = {}): Promise<LanceDbFeatureStore> {
     const abs = path.resolve(dir);
-    const store = new LanceDbFeatureStore(abs, await lancedb.connect(abs, { readConsistencyInterval: 0 }));
-    await store.attach(options.dimension);
-    return store;
+    return translatingLanceDbErrors('open the feature store', abs, async () => {
+      const store = new LanceDbFeatureStore(abs, await lancedb.connect(abs, { readConsistencyInterval: 0 }));
+      await store.attach(options.dimension);
+      return store;
+    });
   }
 
   /** Dimension of stored vectors, or null before the first write. */
@@ -74,7 +77,7 @@ export class LanceDbFeatureStore implements FeatureStore {
     const ordered = await this.attach(records[0]!.vector?.length);
     if (!ordered || !this.dim) throw new AppError('feature store: cannot determine the vector dimension');
     const rows = records.map((r) => this.toRow(r, this.dim!));
-    await ordered.upsert(rows);
+    await translatingLanceDbErrors('write to the feature store', this.dir, () => ordered.upsert(rows));
   }
 
   async delete(items: { id: string; generation: string }[]): Promise<void> {
@@ -83,7 +86,7 @@ export class LanceDbFeatureStore implements FeatureStore {
     // without a table there is nowhere to keep a tombstone either.
     const ordered = await this.attach();
     if (!ordered) return;
-    await ordered.delete(items, { baseModel: '', caption: null, eventTime: null });
+    await translatingLanceDbErrors('write to the feature store', this.dir, () => ordered.delete(items, { baseModel: '', caption: null, eventTime: null }));
   }
 
   async get(id: string): Promise<FeatureRecord | null> {
@@ -104,10 +107,52 @@ export class LanceDbFeatureStore implements FeatureStore {
     for await (const page of ordered.scanRows(batchSize)) yield page.map(rowToRecord);
   }
 
+  /**
+   * Rows beyond one per id (left by two writers merging at once, before the data directory had a
+   * writer lock), tombstones included; with `remove` they are deleted, keeping the newest
+   * generation (a tombstone wins a tie, as it does against an upsert), in deletes by row id: the
+   * store is never without the kept row.
+   */
+  async duplicates(options: { remove: boolean }): Promise<DuplicateRows> {
+    const ordered = await this.attach();
+    if (!ordered) return { ids: 0, extraRows: 0, examples: [], removed: 0 };
+    return ordered.withLock(async () => {
+      const best = new Map<string, { gen: bigint; deleted: boolean; rowId: bigint }>();
+      const extra: bigint[] = [];
+      const dupIds = new Set<string>();
+      for await (const batch of ordered.table.query().select(['id', 'gen', 'deleted']).withRowId()) {
+        for (const r of batch.toArray() as unknown as { id: string; gen: bigint; deleted: boolean; _rowid: bigint }[]) {
+          const row = { gen: BigInt(r.gen), deleted: Boolean(r.deleted), rowId: BigInt(r._rowid) };
+          const had = best.get(r.id);
+          if (!had) {
+            best.set(r.id, row);
+            continue;
+          }
+          dupIds.add(r.id);
+          const newer = row.gen > had.gen || (row.gen === had.gen && row.deleted && !had.deleted);
+          extra.push(newer ? had.rowId : row.rowId);
+          if (newer) best.set(r.id, row);
+        }
+      }
+      if (options.remove) for (let i = 0; i < extra.length; i += 1000) await ordered.table.delete(`_rowid IN (${extra.slice(i, i + 1000).join(',')})`);
+      return { ids: dupIds.size, extraRows: extra.length, examples: [...dupIds].slice(0, 3), removed: options.remove ? extra.length : 0 };
+    });
+  }
+
   async close(): Promise<void> {
     this.ordered?.table.close();
     this.db.close();
   }
+}
+
+/** What `duplicates()` found (and removed). */
+export interface DuplicateRows {
+  /** Ids with more than one row. */
+  ids: number;
+  /** Rows beyond one per id. */
+  extraRows: number;
+  examples: string[];
+  removed: number;
 }
 
 function rowToRecord(r: Record<string, unknown>): FeatureRecord {

@@ -1,7 +1,23 @@
+import os from 'node:os';
 import * as lancedb from '@lancedb/lancedb';
 import { Field, Float64, Int32, Schema, Utf8 } from 'apache-arrow';
+import { z } from 'zod';
 import { AppError, ModelMismatchError } from '../../errors.js';
-import type { DeleteOutcome, Hit, QueryOptions, UpsertOutcome, VectorDocument, VectorIndex } from '../../ports/vector-index.js';
+import {
+  ANN_TYPES,
+  type AnnMaintainable,
+  type AnnParams,
+  type AnnStatus,
+  type DeleteOutcome,
+  type Hit,
+  type QueryOptions,
+  type UpsertOutcome,
+  type VectorDocument,
+  type VectorIndex,
+} from '../../ports/vector-index.js';
+import { chooseAnnParams, MIN_TRAINING_ROWS } from '../../services/ann-maintenance.js';
+import { readJsonFile, writeJsonAtomic } from './atomic-file.js';
+import { isAlive } from './home-lock.js';
 import {
   GenerationOrderedTable,
   checkVector,
@@ -44,27 +60,60 @@ function parseTime(value: string, what: string): number {
   return ms;
 }
 
-export interface AnnIndexOptions {
-  /** `ivf_pq` (default) or `hnsw_sq`. */
-  type?: 'ivf_pq' | 'hnsw_sq';
-  numPartitions?: number;
-  numSubVectors?: number;
-}
+const annParamsSchema = z.object({
+  type: z.enum(ANN_TYPES),
+  rows: z.number().int().min(0),
+  numPartitions: z.number().int().min(1),
+  numSubVectors: z.number().int().min(1).optional(),
+  m: z.number().int().min(2).optional(),
+  efConstruction: z.number().int().min(1).optional(),
+  nprobes: z.number().int().min(1),
+  ef: z.number().int().min(1).optional(),
+  refineFactor: z.number().int().min(0),
+});
 
-export class LanceDbVectorIndex implements VectorIndex {
+/**
+ * `<table>.ann.json` beside the table: the parameters of the ANN index in use (LanceDB records the
+ * index type and codes, not the partition count or the query-side settings), the last build, and
+ * the build running now (with its process, so a build cut short by an exit is not reported forever).
+ */
+const annFileSchema = z.object({
+  params: annParamsSchema.nullable(),
+  lastBuildAt: z.string().nullable(),
+  lastBuildSeconds: z.number().nullable(),
+  building: z.object({ pid: z.number().int(), host: z.string(), startedAt: z.string(), params: annParamsSchema }).nullable(),
+});
+type AnnFile = z.infer<typeof annFileSchema>;
+const NO_ANN_FILE: AnnFile = { params: null, lastBuildAt: null, lastBuildSeconds: null, building: null };
+
+export class LanceDbVectorIndex implements VectorIndex, AnnMaintainable {
   private readonly ordered: GenerationOrderedTable;
   private hasAnn: boolean;
+  /** Query-side settings of the index in use, read from the ANN file once. */
+  private annParams: Promise<AnnParams | null> | null = null;
+  private building: Promise<void> | null = null;
 
   constructor(
     readonly name: string,
     readonly modelVersion: string,
     readonly dimension: number,
     private readonly table: lancedb.Table,
-    lockKey: string,
+    private readonly lockKey: string,
     hasAnn: boolean,
   ) {
     this.ordered = new GenerationOrderedTable(table, lockKey, dimension);
     this.hasAnn = hasAnn;
+  }
+
+  private get annFile(): string {
+    return `${this.lockKey}.ann.json`;
+  }
+
+  private readAnnFile(): Promise<AnnFile> {
+    return readJsonFile(this.annFile, NO_ANN_FILE, {
+      schema: annFileSchema,
+      fix: `delete it: the next \`imgsearch up\` builds the ANN index of ${this.name} again`,
+    });
   }
 
   private toRow(doc: VectorDocument): RowValues {
@@ -125,12 +174,8 @@ export class LanceDbVectorIndex implements VectorIndex {
     if (f.excludeIds && f.excludeIds.length > 0) where.push(`id NOT IN (${f.excludeIds.map(sqlString).join(',')})`);
 
     let q = this.table.vectorSearch(vector).distanceType('cosine').where(where.join(' AND ')).limit(options.k);
-    if (this.hasAnn) {
-      // Re-rank ANN candidates with exact distances so recall stays close to the flat search.
-      q = q.nprobes(Math.max(32, Math.ceil((options.numCandidates ?? 0) / 10))).refineFactor(20);
-    } else {
-      q = q.bypassVectorIndex();
-    }
+    if (this.hasAnn) q = annQuery(q, options, await this.queryParams());
+    else q = q.bypassVectorIndex();
     const rows = await q.select(['id', 'uri', 'generation', 'labels', 'caption', 'modelVersion', '_distance']).toArray();
     const hits: Hit[] = rows.map((r) => ({
       id: String(r.id),
@@ -164,25 +209,104 @@ export class LanceDbVectorIndex implements VectorIndex {
     for await (const page of this.ordered.scanRows(batchSize)) yield page.map(rowToDocument);
   }
 
-  /** Builds an ANN index for large tables; queries then re-rank candidates exactly (refine). */
-  async createAnnIndex(options: AnnIndexOptions = {}): Promise<void> {
+  private queryParams(): Promise<AnnParams | null> {
+    this.annParams ??= this.readAnnFile().then(
+      (f) => f.params,
+      () => null,
+    );
+    return this.annParams;
+  }
+
+  /**
+   * Trains an ANN index with `params` and swaps it in when done (LanceDB commits it as a new table
+   * version; queries use the previous index, or a flat scan, until then). It does not take the
+   * table's write lock: upserts go on, and rows they add land as un-indexed rows, searched exactly
+   * beside the index until the next fold-in. One build at a time per handle.
+   */
+  buildAnn(params: AnnParams): Promise<void> {
+    this.building ??= this.build(params).finally(() => {
+      this.building = null;
+    });
+    return this.building;
+  }
+
+  private async build(params: AnnParams): Promise<void> {
     const rows = await this.table.countRows();
-    const type = options.type ?? 'ivf_pq';
-    if (type === 'ivf_pq' && rows < 256) {
-      throw new AppError(`An IVF_PQ index needs at least 256 rows to train, index ${this.name} has ${rows}; exact search is fast at this size`);
+    if (rows < MIN_TRAINING_ROWS) {
+      throw new AppError(`An ANN index needs at least ${MIN_TRAINING_ROWS} rows to train, index ${this.name} has ${rows}; exact search is fast at this size`);
     }
-    const numPartitions = options.numPartitions ?? Math.max(1, Math.min(256, Math.round(Math.sqrt(rows))));
-    const config =
-      type === 'hnsw_sq'
-        ? lancedb.Index.hnswSq({ distanceType: 'cosine', numPartitions })
-        : lancedb.Index.ivfPq({
-            distanceType: 'cosine',
-            numPartitions, // ~8 dimensions per PQ sub-vector: coarser codes (e.g. 16 sub-vectors for 1632-d) lose the
-            // neighbours before re-ranking can recover them.
-            numSubVectors: options.numSubVectors ?? largestDivisorAtMost(this.dimension, Math.max(1, Math.floor(this.dimension / 8))),
-          });
-    await this.ordered.withLock(() => this.table.createIndex('vector', { config, replace: true }));
+    const before = await this.readAnnFile();
+    const startedAt = new Date();
+    await writeJsonAtomic(this.annFile, { ...before, building: { pid: process.pid, host: os.hostname(), startedAt: startedAt.toISOString(), params } });
+    try {
+      await this.table.createIndex('vector', { config: annConfig(params), replace: true });
+    } catch (err) {
+      await writeJsonAtomic(this.annFile, { ...before, building: null });
+      throw err;
+    }
+    const done: AnnFile = {
+      params,
+      lastBuildAt: new Date().toISOString(),
+      lastBuildSeconds: Number(((Date.now() - startedAt.getTime()) / 1000).toFixed(1)),
+      building: null,
+    };
+    await writeJsonAtomic(this.annFile, done);
+    this.annParams = Promise.resolve(params);
     this.hasAnn = true;
+  }
+
+  /** Folds rows written since the build into the index and compacts fragments (LanceDB's optimize), under the write lock. */
+  async foldInAnn(): Promise<void> {
+    await this.ordered.compact();
+  }
+
+  async annStatus(): Promise<AnnStatus> {
+    const file = await this.readAnnFile();
+    const b = file.building;
+    // A build of this process is known exactly; another process's only while it runs.
+    const running =
+      b && (b.pid === process.pid && b.host === os.hostname() ? this.building !== null : isAlive({ ...b, command: '', token: '', procStart: null }));
+    const building = running && b ? { startedAt: b.startedAt, params: b.params } : null;
+    const vectorIndex = (await this.table.listIndices()).find((i) => i.columns.includes('vector'));
+    const common = { lastBuildAt: file.lastBuildAt, lastBuildSeconds: file.lastBuildSeconds, building, maintainedBy: 'product' as const };
+    if (!vectorIndex) {
+      return {
+        state: building ? 'building' : 'none',
+        type: null,
+        params: null,
+        rowsIndexed: 0,
+        rowsUnindexed: await this.table.countRows(),
+        sizeBytes: null,
+        ...common,
+      };
+    }
+    const stats = await this.table.indexStats(vectorIndex.name);
+    return {
+      state: building ? 'building' : 'ready',
+      type: stats?.indexType ?? vectorIndex.indexType,
+      params: file.params,
+      rowsIndexed: stats?.numIndexedRows ?? vectorIndex.numIndexedRows ?? 0,
+      rowsUnindexed: stats?.numUnindexedRows ?? vectorIndex.numUnindexedRows ?? 0,
+      sizeBytes: vectorIndex.sizeBytes ?? null,
+      ...common,
+      lastBuildAt: file.lastBuildAt ?? vectorIndex.createdAt?.toISOString() ?? null,
+    };
+  }
+
+  /** Overrides the query-side settings of the index in use, in this handle only (benches measuring recall against latency). */
+  async tuneQuery(overrides: Partial<Pick<AnnParams, 'nprobes' | 'ef' | 'refineFactor'>>): Promise<void> {
+    const current = await this.queryParams();
+    if (!current) throw new AppError(`index ${this.name} has no ANN index to tune`);
+    this.annParams = Promise.resolve({ ...current, ...overrides });
+  }
+
+  /** Builds an ANN index now with parameters chosen from the table's size (benches; the product uses AnnMaintenance). */
+  async createAnnIndex(options: { type?: AnnParams['type'] } & Partial<AnnParams> = {}): Promise<AnnParams> {
+    const chosen = chooseAnnParams(await this.count(), this.dimension, options.type ?? 'ivf_pq');
+    const merged = { ...chosen, ...options } as AnnParams;
+    const params = { ...merged, nprobes: Math.min(merged.nprobes, merged.numPartitions) };
+    await this.buildAnn(params);
+    return params;
   }
 
   /** Compacts the table's fragments (also done automatically every few hundred writes). */
@@ -199,9 +323,26 @@ export class LanceDbVectorIndex implements VectorIndex {
   }
 }
 
-function largestDivisorAtMost(n: number, max: number): number {
-  for (let d = Math.min(n, max); d > 1; d--) if (n % d === 0) return d;
-  return 1;
+function annConfig(p: AnnParams): lancedb.Index {
+  if (p.type === 'ivf_hnsw_sq') {
+    return lancedb.Index.hnswSq({ distanceType: 'cosine', numPartitions: p.numPartitions, m: p.m, efConstruction: p.efConstruction });
+  }
+  return lancedb.Index.ivfPq({ distanceType: 'cosine', numPartitions: p.numPartitions, numSubVectors: p.numSubVectors });
+}
+
+/**
+ * The query-side settings of the index in use: partitions probed, the HNSW candidate list, and exact
+ * re-ranking of `k × refineFactor` candidates (recall close to the flat scan's). `numCandidates`
+ * raises both the probes and the candidate list. Without recorded parameters (an index built by an
+ * older version) the settings that version used.
+ */
+export function annQuery(q: lancedb.VectorQuery, options: QueryOptions, params: AnnParams | null): lancedb.VectorQuery {
+  const refine = params?.refineFactor ?? 20;
+  const extra = options.numCandidates ?? 0;
+  let out = q.nprobes(Math.max(params?.nprobes ?? 32, Math.ceil(extra / 10)));
+  // LanceDB refuses an ef below the candidates it must return (k × refineFactor).
+  if (params?.type === 'ivf_hnsw_sq') out = out.ef(Math.max(params.ef ?? 100, 10 * options.k, options.k * Math.max(1, refine), extra));
+  return refine > 0 ? out.refineFactor(refine) : out;
 }
 
 function rowToDocument(r: Record<string, unknown>): VectorDocument {

@@ -151,6 +151,8 @@ export class GenerationOrderedTable {
     /** Process-wide key (the table's path) so two handles on one table share the lock. */
     private readonly lockKey: string,
     private readonly dimension: number,
+    /** Merges between automatic compactions (tests lower it). */
+    private readonly compactEvery = COMPACT_EVERY,
   ) {}
 
   async withLock<T>(work: () => Promise<T>): Promise<T> {
@@ -237,7 +239,7 @@ export class GenerationOrderedTable {
   }
 
   private async afterMerge(): Promise<void> {
-    if (++this.mergesSinceCompaction < COMPACT_EVERY) return;
+    if (++this.mergesSinceCompaction < this.compactEvery) return;
     await this.compactUnlocked();
   }
 

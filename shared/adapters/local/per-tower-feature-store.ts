@@ -3,7 +3,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { compareGenerations } from '../../contracts.js';
 import type { FeatureRecord, FeatureStore } from '../../ports/feature-store.js';
-import { LanceDbFeatureStore } from './lancedb-feature-store.js';
+import { translatingLanceDbErrors } from './lancedb-errors.js';
+import { LanceDbFeatureStore, type DuplicateRows } from './lancedb-feature-store.js';
 
 /**
  * Base embeddings of several image towers side by side: one LanceDB feature table per base model
@@ -17,8 +18,11 @@ export class PerTowerFeatureStore implements FeatureStore {
 
   static async open(dir: string): Promise<PerTowerFeatureStore> {
     const store = new PerTowerFeatureStore(path.resolve(dir));
-    await fs.mkdir(store.dir, { recursive: true });
-    for (const entry of await fs.readdir(store.dir, { withFileTypes: true })) {
+    const entries = await translatingLanceDbErrors('open the feature store', store.dir, async () => {
+      await fs.mkdir(store.dir, { recursive: true });
+      return fs.readdir(store.dir, { withFileTypes: true });
+    });
+    for (const entry of entries) {
       if (entry.isDirectory() && entry.name.startsWith('tower-')) {
         store.stores.set(entry.name, await LanceDbFeatureStore.open(path.join(store.dir, entry.name)));
       }
@@ -72,6 +76,19 @@ export class PerTowerFeatureStore implements FeatureStore {
 
   async *scan(batchSize = 1000): AsyncIterable<FeatureRecord[]> {
     for (const store of this.stores.values()) yield* store.scan(batchSize);
+  }
+
+  /** Extra rows of an id within a tower (one record per tower is the rule), optionally removed: see LanceDbFeatureStore.duplicates. */
+  async duplicates(options: { remove: boolean }): Promise<DuplicateRows> {
+    const total: DuplicateRows = { ids: 0, extraRows: 0, examples: [], removed: 0 };
+    for (const store of this.stores.values()) {
+      const r = await store.duplicates(options);
+      total.ids += r.ids;
+      total.extraRows += r.extraRows;
+      total.removed += r.removed;
+      total.examples.push(...r.examples.slice(0, 3 - total.examples.length));
+    }
+    return total;
   }
 
   async close(): Promise<void> {

@@ -19,6 +19,7 @@ const indexMetaSchema = z.object({
   engine: z.enum(['lucene', 'faiss', 'nmslib']).default('lucene'),
   spaceType: z.enum(['cosinesimil', 'innerproduct']).default('cosinesimil'),
   alias: z.string().default(''),
+  expectedDocs: z.number().int().min(0).optional(),
 });
 
 const catalogStateSchema = z.object({
@@ -50,6 +51,7 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
   constructor(
     private readonly client: Client,
     readonly options: OpenSearchIndexOptions,
+    // Stryker disable next-line ObjectLiteral,StringLiteral: the default logger's name is a log field only
     private readonly logger: Logger = createLogger({ name: 'opensearch' }),
     private readonly ownsClient = true,
   ) {
@@ -69,7 +71,11 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
     this.checkVersionName(name);
     const res = await this.request<Record<string, { mappings?: { _meta?: unknown } }>>(
       `read mapping of ${name}`,
-      { method: 'GET', path: `/${name}/_mapping` },
+      {
+        // Stryker disable next-line StringLiteral: equivalent, the HTTP client sends GET for an empty method
+        method: 'GET',
+        path: `/${name}/_mapping`,
+      },
       [404],
     );
     if (res.statusCode === 404) throw new NotFoundError(`Index version ${name} does not exist`);
@@ -81,6 +87,7 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
 
   async versions(): Promise<IndexVersionInfo[]> {
     const res = await this.request<Record<string, { mappings?: { _meta?: unknown } }>>('list index versions', {
+      // Stryker disable next-line StringLiteral: equivalent, the HTTP client sends GET for an empty method
       method: 'GET',
       path: `/${this.alias}-v*/_mapping`,
     });
@@ -108,7 +115,11 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
   }
 
   protected async _versionNames(): Promise<string[]> {
-    const res = await this.request<Record<string, unknown>>('list index versions', { method: 'GET', path: `/${this.alias}-v*/_mapping` });
+    const res = await this.request<Record<string, unknown>>('list index versions', {
+      // Stryker disable next-line StringLiteral: equivalent, the HTTP client sends GET for an empty method
+      method: 'GET',
+      path: `/${this.alias}-v*/_mapping`,
+    });
     return Object.keys(res.body);
   }
 
@@ -120,6 +131,11 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
       engine: this.options.engine,
       spaceType: this.options.spaceType,
       alias: this.alias,
+      // A new version (a reindex) will hold about as many documents as the live one: its HNSW graph is sized for them.
+      expectedDocs: await this.live().then(
+        (live) => live?.count() ?? 0,
+        () => 0,
+      ),
     };
     const res = await this.request<{ error?: { type?: string } }>(
       `create index ${name}`,
@@ -130,13 +146,26 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
       if (res.body.error?.type === 'resource_already_exists_exception') return null;
       throw new OpenSearchRequestError(`OpenSearch refused to create index ${name}: ${JSON.stringify(res.body.error)}`);
     }
+    // Stryker disable next-line ObjectLiteral,StringLiteral: log fields and wording only
     this.logger.info({ index: name, modelVersion, dimension, engine: meta.engine }, 'created index version');
     return new OpenSearchVectorIndex(this.request, name, meta, this.options, this.logger, this.session);
   }
 
   protected async _aliasTargets(): Promise<string[]> {
-    const res = await this.request<Record<string, unknown>>('resolve alias', { method: 'GET', path: `/_alias/${this.alias}` }, [404]);
+    const res = await this.request<Record<string, unknown>>(
+      'resolve alias',
+      {
+        // Stryker disable next-line StringLiteral: equivalent, the HTTP client sends GET for an empty method
+        method: 'GET',
+        path: `/_alias/${this.alias}`,
+      },
+      [404],
+    );
+    // Each of the next two lines covers for the other: the 404 answer ("alias [x] missing") has only
+    // the keys error and status, and no other answer has them.
+    // Stryker disable next-line ConditionalExpression: equivalent, the filter below makes [] of the 404 answer too
     if (res.statusCode === 404) return [];
+    // Stryker disable next-line MethodExpression,ConditionalExpression,LogicalOperator,StringLiteral: equivalent, only the 404 answer handled above has these keys
     return Object.keys(res.body).filter((k) => k !== 'error' && k !== 'status');
   }
 
@@ -147,6 +176,7 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
     ];
     await this.request('swap alias', { method: 'POST', path: '/_aliases', body: { actions } });
     await this.writeState({ alias: this.alias, live: name, previous, updatedAt: new Date().toISOString() });
+    // Stryker disable next-line ObjectLiteral,StringLiteral: log fields and wording only
     this.logger.info({ alias: this.alias, live: name, previous }, 'alias swapped');
   }
 
@@ -160,6 +190,7 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
   }
 
   protected async _exists(name: string): Promise<boolean> {
+    // Stryker disable next-line ArrayDeclaration: equivalent, the driver never throws on a 404 answer to HEAD (Transport.js: ignoreStatusCode)
     const res = await this.request('index exists', { method: 'HEAD', path: `/${name}` }, [404]);
     return res.statusCode === 200;
   }
@@ -167,6 +198,7 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
   protected async _drop(name: string): Promise<boolean> {
     const res = await this.request('drop index', { method: 'DELETE', path: `/${name}` }, [404]);
     if (res.statusCode === 404) return false;
+    // Stryker disable next-line ObjectLiteral,StringLiteral: log fields and wording only
     this.logger.info({ index: name }, 'dropped index version');
     return true;
   }
@@ -185,10 +217,17 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
    * cluster.ts). A cluster that will not say (403) is taken to be current, with a warning.
    */
   private async readClusterVersion(): Promise<ClusterVersion | null> {
-    const res = await this.request<{ version?: { number?: string } }>('read cluster version', { method: 'GET', path: '/' }, [403, 404]);
+    const res = await this.request<{ version?: { number?: string } }>(
+      'read cluster version',
+      // Stryker disable next-line ObjectLiteral,StringLiteral: equivalent, the HTTP client sends GET / for an empty method and path
+      { method: 'GET', path: '/' },
+      [403, 404],
+    );
+    // Stryker disable next-line ConditionalExpression: equivalent, a 403 or 404 answer has no version number (parseClusterVersion gives null)
     const version = res.statusCode === 200 ? parseClusterVersion(res.body.version?.number) : null;
     if (!version) {
       this.logger.warn(
+        // Stryker disable next-line OptionalChaining: equivalent, the driver always gives a body (an object, or '' when empty)
         { status: res.statusCode, number: res.body?.version?.number },
         'OpenSearch did not report its version: assuming a current one (efficient k-NN filters on lucene and faiss, one cosine score formula)',
       );
@@ -199,9 +238,14 @@ export class OpenSearchIndexCatalog extends BaseIndexCatalog {
   private async readState(): Promise<CatalogState | null> {
     const res = await this.request<{ found?: boolean; _source?: unknown }>(
       'read alias catalog',
-      { method: 'GET', path: `/${this.catalogIndex}/_doc/${STATE_ID}` },
+      {
+        // Stryker disable next-line StringLiteral: equivalent, the HTTP client sends GET for an empty method
+        method: 'GET',
+        path: `/${this.catalogIndex}/_doc/${STATE_ID}`,
+      },
       [404],
     );
+    // Stryker disable next-line ConditionalExpression,LogicalOperator: equivalent, a 404 or found:false answer has no _source, which the parse below makes null too
     if (res.statusCode === 404 || !res.body.found) return null;
     const parsed = catalogStateSchema.safeParse(res.body._source);
     return parsed.success ? parsed.data : null;
@@ -229,8 +273,8 @@ export type OpenOpenSearchCatalogConfig = OpenSearchConnectionOptions & OpenSear
 
 /** The catalog the CLI and the cloud functions use: `LocalConfig['opensearch']` plus tuning. */
 export async function openOpenSearchCatalog(config: OpenOpenSearchCatalogConfig): Promise<OpenSearchIndexCatalog> {
-  const { url, username, password, caFile, requestTimeoutMs, logger, ...tuning } = config;
+  const { url, username, password, caFile, caPem, requestTimeoutMs, logger, ...tuning } = config;
   const options = parseOpenSearchIndexOptions(tuning);
-  const client = createOpenSearchClient({ url, username, password, caFile, requestTimeoutMs });
+  const client = createOpenSearchClient({ url, username, password, caFile, caPem, requestTimeoutMs });
   return new OpenSearchIndexCatalog(client, options, logger);
 }

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Client } from '@opensearch-project/opensearch';
 import { z } from 'zod';
 import { ConfigError, errorMessage } from '../../errors.js';
+import { redactSecrets, registerSecret } from '../../redact.js';
 import { describeIssues } from '../../validation.js';
 
 export interface OpenSearchConnectionOptions {
@@ -10,6 +11,8 @@ export interface OpenSearchConnectionOptions {
   password?: string;
   /** PEM file of the CA that signed the cluster's certificate. */
   caFile?: string;
+  /** The same CA as PEM text (the cloud's OPENSEARCH_CA_CERT secret: the `vm` cluster's own CA, pinned). */
+  caPem?: string;
   requestTimeoutMs?: number;
 }
 
@@ -21,42 +24,16 @@ const connectionSchema = z.object({
   username: z.string().min(1).optional(),
   password: z.string().optional(),
   caFile: z.string().min(1).optional(),
+  caPem: z.string().includes('-----BEGIN CERTIFICATE-----', { message: 'OpenSearch CA must be a PEM certificate (-----BEGIN CERTIFICATE-----)' }).optional(),
   requestTimeoutMs: z.number().int().min(100).max(600_000).default(30_000),
 });
 
 /**
- * Words that must never reach a log line or an error message. Registered by every client this
- * module creates, so that {@link redact} can scrub messages that came from the driver or the
- * network stack without knowing where they were built.
+ * Messages from the driver or the network stack are scrubbed by the one formatter of
+ * shared/redact.ts; the password of every client created here is registered with it, so it is
+ * scrubbed even where the server echoes it. Re-exported under the names this module always had.
  */
-const secrets = new Set<string>();
-
-function rememberSecret(value: string | undefined): void {
-  if (value && value.length >= 3) secrets.add(value);
-}
-
-/** Removes credentials from a message: known secrets, `user:pass@` in URLs, Authorization values. */
-export function redact(text: string): string {
-  let out = text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s:@]+(?::[^/\s@]*)?@/gi, '$1***@');
-  out = out.replace(/(authorization["']?\s*[:=]\s*["']?)(basic|bearer)\s+[A-Za-z0-9+/=._-]+/gi, '$1$2 ***');
-  for (const secret of secrets) {
-    out = out.split(secret).join('***');
-    out = out.split(encodeURIComponent(secret)).join('***');
-  }
-  return out;
-}
-
-/** The URL with any `user:pass@` removed, for messages. */
-export function safeUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    u.username = '';
-    u.password = '';
-    return u.toString().replace(/\/$/, '');
-  } catch {
-    return redact(url);
-  }
-}
+export { redactSecrets as redact, redactUrl as safeUrl } from '../../redact.js';
 
 /**
  * A client for one cluster: basic auth from options (or from `user:pass@` in the URL), TLS
@@ -66,20 +43,20 @@ export function safeUrl(url: string): string {
 export function createOpenSearchClient(options: OpenSearchConnectionOptions): Client {
   const parsed = connectionSchema.safeParse(options);
   if (!parsed.success) {
-    throw new ConfigError(redact(`Invalid OpenSearch connection settings:\n${describeIssues(parsed.error, { list: true })}`), { cause: parsed.error });
+    throw new ConfigError(redactSecrets(`Invalid OpenSearch connection settings:\n${describeIssues(parsed.error, { list: true })}`), { cause: parsed.error });
   }
   const opts = parsed.data;
   const url = new URL(opts.url);
   const username = opts.username ?? (url.username ? decodeURIComponent(url.username) : undefined);
   const password = opts.password ?? (url.password ? decodeURIComponent(url.password) : undefined);
-  rememberSecret(password);
+  registerSecret(password);
   url.username = '';
   url.password = '';
   if (password !== undefined && username === undefined) {
     throw new ConfigError('OpenSearch password is set without a username: set OPENSEARCH_USERNAME too');
   }
 
-  let ca: Buffer | undefined;
+  let ca: Buffer | undefined = opts.caPem ? Buffer.from(opts.caPem) : undefined;
   if (opts.caFile) {
     try {
       ca = readFileSync(opts.caFile);

@@ -1,6 +1,6 @@
 import { errors as osErrors } from '@opensearch-project/opensearch';
 import { AppError, TransientError, errorMessage } from '../../errors.js';
-import { redact } from './client.js';
+import { redactSecrets as redact } from '../../redact.js';
 
 /** A request OpenSearch refused for a reason a retry will not fix (bad mapping, missing index…). */
 export class OpenSearchRequestError extends AppError {

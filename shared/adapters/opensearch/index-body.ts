@@ -10,6 +10,47 @@ export interface IndexMeta {
   engine: OpenSearchIndexOptions['engine'];
   spaceType: OpenSearchIndexOptions['spaceType'];
   alias: string;
+  /** Documents the index was sized for (the live index's count when a new version is created; 0 on the first). */
+  expectedDocs?: number;
+}
+
+/** The `method` of the vector field: HNSW with its graph sized for `expectedDocs`. */
+export interface KnnMethod {
+  name: 'hnsw';
+  engine: OpenSearchIndexOptions['engine'];
+  space_type: OpenSearchIndexOptions['spaceType'];
+  parameters: { m: number; ef_construction: number };
+}
+
+/**
+ * The k-NN method, mirroring what the embedded index chooses by size (shared/services/ann-maintenance.ts).
+ * Sources: OpenSearch documentation, "k-NN vector > Methods and engines"
+ * (docs.opensearch.org/latest/mappings/supported-field-types/knn-methods-engines/) and "Approximate
+ * k-NN search"; checked for OpenSearch 2.x–3.x.
+ * - Method: HNSW on every engine. Faiss IVF (and PQ) need a model trained with the Train API before
+ *   the index can be created, a step this product does not run; HNSW needs no training, and OpenSearch
+ *   builds its graphs per segment as documents are refreshed, so nothing has to be kept up by hand and
+ *   new documents are searchable after the refresh interval.
+ * - Engine: the configured one (`lucene` by default: efficient filtering, no native memory to size).
+ * - Parameters: the configured m / ef_construction (16 / 128 by default) are good to about a million
+ *   vectors; larger graphs need more links and a wider build candidate list to keep recall, at the
+ *   cost of memory — native HNSW needs about 1.1 × (4 × dimension + 8 × m) bytes per vector (the
+ *   docs' memory estimate): m 24 / ef_construction 256 from 1M expected documents, m 32 / 512 from 10M.
+ *   A configured value above these wins.
+ */
+export function knnMethod(options: OpenSearchIndexOptions, expectedDocs = 0): KnnMethod {
+  const sized = expectedDocs >= 10_000_000 ? { m: 32, ef: 512 } : expectedDocs >= 1_000_000 ? { m: 24, ef: 256 } : { m: 0, ef: 0 };
+  return {
+    name: 'hnsw',
+    engine: options.engine,
+    space_type: options.spaceType,
+    parameters: { m: Math.max(options.m, sized.m), ef_construction: Math.max(options.efConstruction, sized.ef) },
+  };
+}
+
+/** Native memory of the HNSW graphs for `docs` vectors, by the docs' estimate (lucene keeps them in the JVM heap instead). */
+export function hnswMemoryBytes(docs: number, dimension: number, m: number): number {
+  return Math.round(1.1 * (4 * dimension + 8 * m) * docs);
 }
 
 /**
@@ -35,12 +76,7 @@ export function indexBody(meta: IndexMeta, options: OpenSearchIndexOptions): Rec
         [VECTOR_FIELD]: {
           type: 'knn_vector',
           dimension: meta.dimension,
-          method: {
-            name: 'hnsw',
-            engine: options.engine,
-            space_type: options.spaceType,
-            parameters: { m: options.m, ef_construction: options.efConstruction },
-          },
+          method: knnMethod(options, meta.expectedDocs),
         },
         id: { type: 'keyword' },
         uri: { type: 'keyword' },
