@@ -72,6 +72,7 @@ export async function handleObjectEvent(payload: unknown, deps: ObjectEventDeps)
     await deps.ignored?.clear(id);
   }
   await deps.bus.publish(TOPICS.imageEvents, event, { id, eventType: event.eventType, generation: event.generation });
+  // Stryker disable next-line StringLiteral: debug log wording only, no caller reads it
   log.debug('published image event');
   return { status: 'published', id, eventType: event.eventType };
 }

@@ -55,6 +55,13 @@ describe('FileQueue with damaged files', () => {
     expect(await q.stats('t')).toEqual({ ready: 0, inflight: 1, deadLettered: 1 });
   });
 
+  it('keeps the first 10,000 characters of a large corrupt file', async () => {
+    const q = new FileQueue(dir, { maxDeliveryAttempts: 3 });
+    await plant('ready', `${ID}.json`, 'x'.repeat(25_000));
+    await q.pull('t', { maxMessages: 1 });
+    expect(await q.listDeadLetters('t')).toMatchObject([{ data: 'x'.repeat(10_000) }]);
+  });
+
   it('also quarantines a message file that is JSON but not a message', async () => {
     const q = new FileQueue(dir, { maxDeliveryAttempts: 3 });
     await plant('ready', `${ID}.json`, '{"data": 1}');
@@ -69,7 +76,8 @@ describe('FileQueue with damaged files', () => {
     await plant('inflight', 'stray.json', '{}');
     const ownTmp = `x.json.${process.pid}.0123456789ab.tmp`; // a write of this process in progress
     await plant('inflight', ownTmp, '');
-    expect((await q.pull('t', { maxMessages: 5 })).map((d) => d.data)).toEqual([{ n: 1 }]);
+    const got = await q.pull('t', { maxMessages: 5 });
+    expect(got.map((d) => d.data)).toEqual([{ n: 1 }]);
     const dead = await q.listDeadLetters('t');
     expect(dead.map((d) => [d.reason, d.data, d.attributes.originalFile]).sort()).toEqual([
       ['unexpected file name notes.txt in the queue', 'hello', 'notes.txt'],
@@ -77,6 +85,12 @@ describe('FileQueue with damaged files', () => {
     ]);
     expect(await fs.readdir(sub('inflight'))).toContain(ownTmp);
     expect(await fs.readdir(sub('inflight'))).toHaveLength(2); // and the lease just taken
+    // Acking works beside the stray write.
+    await q.ack(
+      't',
+      got.map((d) => d.ackId),
+    );
+    expect(await fs.readdir(sub('inflight'))).toEqual([ownTmp]);
   });
 
   it('quarantines a leased message whose file was damaged when it is nacked, and when its lease lapses', async () => {
@@ -89,6 +103,12 @@ describe('FileQueue with damaged files', () => {
     vi.setSystemTime(T0 + 5_000);
     expect(await q.pull('t', { maxMessages: 5 })).toEqual([]);
     expect(await q.stats('t')).toEqual({ ready: 0, inflight: 0, deadLettered: 2 });
+    // A damaged lease is not counted as handed back.
+    await q.publish('t', { n: 3 });
+    await q.pull('t', { maxMessages: 1 });
+    for (const name of await fs.readdir(sub('inflight'))) await fs.writeFile(sub('inflight', name), 'garbage');
+    expect(await q.releaseAllLeases('t', 'restart')).toBe(0);
+    expect(await q.stats('t')).toEqual({ ready: 0, inflight: 0, deadLettered: 3 });
     await q.ack('t', [b!.ackId]); // gone already: nothing to do, no error
   });
 
@@ -97,13 +117,13 @@ describe('FileQueue with damaged files', () => {
     await q.publish('t', { n: 1 });
     const [d] = await q.pull('t', { maxMessages: 1 });
     await q.deadLetter('t', [d!.ackId], 'bad');
-    await plant('dead', 'zz-hand-edited.json', '{ not json');
+    await plant('dead', 'zz.jsonl-copy.json', '{ not json');
     await plant('dead', 'readme.md', 'not a dead letter');
     const dead = await q.listDeadLetters('t');
     expect(dead).toHaveLength(2);
     expect(dead[0]).toMatchObject({ messageId: d!.messageId, reason: 'bad' });
     expect(dead[1]).toEqual({
-      messageId: 'zz-hand-edited',
+      messageId: 'zz.jsonl-copy',
       data: null,
       attributes: {},
       reason: expect.stringMatching(/^unreadable dead letter: /),
@@ -133,7 +153,9 @@ describe('FileQueue staging clean-up at start', () => {
     expect(await fs.readdir(sub('tmp'))).toEqual([staged(own)]);
     expect(await fs.readdir(sub('inflight'))).toEqual([`${ID}@0123456789ab@1.json.${process.pid}.0123456789ab.tmp`]);
     expect(await fs.readdir(sub('dead'))).toEqual([`${ID}.json`]);
-    expect(lines).toContainEqual(expect.objectContaining({ severity: 'WARNING', topic: 't', removed: 5 }));
+    expect(lines).toContainEqual(
+      expect.objectContaining({ severity: 'WARNING', topic: 't', removed: 5, message: 'removed staging files left by failed or interrupted writes' }),
+    );
     expect(await q.sweepStaging('t')).toBe(0);
     expect(lines.filter((l) => 'removed' in l)).toHaveLength(1); // nothing to report the second time
   });
@@ -177,6 +199,7 @@ describe('FileQueue logs', () => {
     expect(lines).toContainEqual(
       expect.objectContaining({ severity: 'WARNING', topic: 't', messageId: id, reason: 'still failing', deliveries: 2, message: 'message dead-lettered' }),
     );
+    expect(lines.filter((l) => l.message === 'message dead-lettered')).toHaveLength(1); // not for the lapse handed back to ready/
     await plant('ready', 'junk', 'x');
     await q.pull('t', { maxMessages: 1 });
     expect(lines).toContainEqual(

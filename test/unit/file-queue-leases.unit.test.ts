@@ -77,7 +77,7 @@ describe('FileQueue leases and redelivery', () => {
     advance(200);
     // a scanned inflight/ 200 ms ago and knows of no lease due before 60 s: b's lapse waits for the next scan.
     expect(await a.pull('t', { maxMessages: 5 })).toEqual([]);
-    advance(1_000);
+    advance(800); // a's last scan was exactly 1 s ago: it looks again
     expect(numbers(await a.pull('t', { maxMessages: 5 }))).toEqual([3]);
   });
 
@@ -227,6 +227,7 @@ describe('FileQueue dead-lettering', () => {
     const back = await q.pull('t', { maxMessages: 5 });
     expect(back.map((d) => [(d.data as { n: number }).n, d.deliveryAttempt])).toEqual([[1, 2]]);
     expect(await q.releaseAllLeases('empty', 'restarted')).toBe(0);
+    expect(await q.sweepStaging('empty')).toBe(0);
   });
 });
 
@@ -314,6 +315,18 @@ describe('FileQueue order', () => {
     expect(numbers(await q.pull('t', { maxMessages: 5 }))).toEqual([0]);
   });
 
+  it('never returns more than maxMessages, also when another instance took some of the messages it listed', async () => {
+    const a = new FileQueue(dir, { maxDeliveryAttempts: 5 });
+    const b = new FileQueue(dir, { maxDeliveryAttempts: 5 });
+    await a.publishBatch(
+      't',
+      [0, 1, 2, 3, 4].map((n) => ({ data: { n } })),
+    );
+    expect(numbers(await a.pull('t', { maxMessages: 1 }))).toEqual([0]); // a now holds a listing of 1..4
+    expect(numbers(await b.pull('t', { maxMessages: 1 }))).toEqual([1]);
+    expect(numbers(await a.pull('t', { maxMessages: 2 }))).toEqual([2, 3]);
+  });
+
   it('keeps topics apart', async () => {
     const q = new FileQueue(dir, { maxDeliveryAttempts: 5 });
     await q.publish('a', { n: 1 });
@@ -337,6 +350,7 @@ describe('FileQueue input checks', () => {
     await expect(q.pull('t', { maxMessages: 0 })).rejects.toThrow('maxMessages must be a whole number ≥ 1, got 0');
     await expect(q.pull('t', { maxMessages: 2.5 })).rejects.toThrow('maxMessages must be a whole number ≥ 1, got 2.5');
     await expect(q.pull('t', { maxMessages: 1, ackDeadlineSeconds: -1 })).rejects.toThrow('ackDeadlineSeconds must be > 0, got -1');
+    await expect(q.pull('t', { maxMessages: 1, ackDeadlineSeconds: 0 })).rejects.toThrow('ackDeadlineSeconds must be > 0, got 0');
     await expect(q.publish('../escape', { n: 1 })).rejects.toThrow('Invalid topic name "../escape": use letters, digits');
     await expect(q.stats('a/b')).rejects.toThrow('Invalid topic name "a/b"');
     expect(await fs.readdir(dir)).toEqual([]);

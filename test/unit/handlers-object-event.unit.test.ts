@@ -176,5 +176,13 @@ describe('handleObjectEvent', () => {
     expect(await handleObjectEvent(event({ name: 'a.pdf', contentType: 'application/pdf' }), deps)).toMatchObject({ status: 'skipped' });
     expect(await handleObjectEvent(event({ name: 'a.pdf', contentType: 'application/pdf', eventType: 'delete' }), deps)).toMatchObject({ status: 'published' });
     expect(await handleObjectEvent(event({ name: 'a.jpg', size: 5 }), deps)).toMatchObject({ status: 'published' });
+    const prefixed = { ...deps, settings: { prefix: 'in/', maxBytes: 10 } };
+    expect(await handleObjectEvent(event({ name: 'out/a.jpg', eventType: 'delete' }), prefixed)).toMatchObject({ status: 'skipped' });
+  });
+
+  it('refuses a malformed payload with a ParseError that says so and names the field', async () => {
+    const { bus, deps } = setup();
+    await expect(handleObjectEvent({ ...event(), generation: 'abc' }, deps)).rejects.toThrow(/^malformed image event: .*generation/);
+    expect(bus.published).toEqual([]);
   });
 });

@@ -109,6 +109,12 @@ describe('upsertEmbeddings', () => {
     expect(cleared).toEqual([['id1', '10']]);
   });
 
+  it('asks the index to delete nothing when a batch holds no delete', async () => {
+    const { deleted, deps } = setup();
+    await upsertEmbeddings([delivery(msg(), 'A')], deps);
+    expect(deleted).toEqual([]);
+  });
+
   it('reports the index’s answer per document, and forgets rejections only for documents it wrote', async () => {
     const answers: UpsertOutcome[] = ['updated', 'unchanged', 'stale', 'created'];
     const { cleared, deps } = setup({ upsert: async () => answers });
