@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { backoffMs } from '../../backoff.js';
 import type { Logger } from '../../logger.js';
 import { describeFailure, toAdapterError } from './errors.js';
 
@@ -8,10 +9,9 @@ export interface RetryPolicy {
   backoffMaxMs: number;
 }
 
-/** Equal jitter: half the exponential step is certain, half random, so retries spread out. */
+/** The project's one backoff (equal jitter), counted from retry 0: `backoffBaseMs · 2^attempt`, capped. */
 export function backoffDelay(attempt: number, policy: RetryPolicy, random: () => number = Math.random): number {
-  const cap = Math.min(policy.backoffMaxMs, policy.backoffBaseMs * 2 ** attempt);
-  return Math.round(cap / 2 + random() * (cap / 2));
+  return backoffMs(attempt + 1, policy.backoffBaseMs, policy.backoffMaxMs, random);
 }
 
 /**
