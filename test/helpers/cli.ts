@@ -28,6 +28,26 @@ export function runCli(args: string[], options: { cwd: string; env?: Record<stri
   });
 }
 
+/** The URL `imgsearch up` prints once it listens; rejects (with its stderr) if it exits first or takes longer than `timeoutMs`. */
+export function upUrl(child: ChildProcess, stderr: () => string, timeoutMs: number): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`imgsearch up did not start in time\n${stderr()}`)), timeoutMs);
+    child.stdout!.on('data', (d) => {
+      out += String(d);
+      const m = /imgsearch is up: (http:\/\/\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`imgsearch up exited with ${code}\n${stderr()}`));
+    });
+  });
+}
+
 /** Starts `imgsearch up` and resolves with its URL once it prints it. */
 export async function startUp(options: {
   cwd: string;
@@ -41,22 +61,7 @@ export async function startUp(options: {
   });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += String(d)));
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`imgsearch up did not start in time\n${stderr}`)), options.timeoutMs ?? 120_000);
-    child.stdout!.on('data', (d) => {
-      out += String(d);
-      const m = /imgsearch is up: (http:\/\/\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`imgsearch up exited with ${code}\n${stderr}`));
-    });
-  });
+  const url = await upUrl(child, () => stderr, options.timeoutMs ?? 120_000);
   return {
     url,
     child,

@@ -4,7 +4,8 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { FolderBlobStore } from '../../../shared/adapters/local/folder-blob-store.js';
 import { documentId, objectUri } from '../../../shared/contracts.js';
-import { cliPath, repoRoot, tempDir, type CliResult } from '../../helpers/cli.js';
+import { mulberry32 } from '../../../shared/training/prng.js';
+import { cliPath, repoRoot, tempDir, upUrl, type CliResult } from '../../helpers/cli.js';
 
 /**
  * The fault suite's harness: real `imgsearch` processes (bin/imgsearch.mjs, optionally with the
@@ -90,22 +91,7 @@ export async function startUp(fe: FaultEnv, timeoutMs = 180_000): Promise<UpProc
   });
   let err = '';
   child.stderr!.on('data', (d) => (err = (err + String(d)).slice(-200_000)));
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`imgsearch up did not start in time\n${err}`)), timeoutMs);
-    child.stdout!.on('data', (d) => {
-      out += String(d);
-      const m = /imgsearch is up: (http:\/\/\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`imgsearch up exited with ${code}\n${err}`));
-    });
-  });
+  const url = await upUrl(child, () => err, timeoutMs);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return {
     child,
@@ -139,17 +125,8 @@ export async function writeTinyPngs(dir: string, names: string[], rng: () => num
   await Promise.all(Array.from({ length: 8 }, writeOne));
 }
 
-/** mulberry32: a small seeded RNG, so a failing iteration can be replayed. */
-export function seededRng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 (the project's seeded PRNG), so a failing iteration can be replayed. */
+export const seededRng = mulberry32;
 
 export async function getJson<T>(url: string): Promise<T> {
   const res = await fetch(url);
