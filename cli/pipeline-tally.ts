@@ -13,6 +13,8 @@ const RANK: Record<Fate, number> = { indexed: 5, rejected: 4, 'dead-lettered': 3
 export class PipelineTally {
   /** Files listed (the total the progress bar shows from the start). */
   listed = 0;
+  /** Listed files whose object event has been handled (published, skipped or rejected). */
+  seen = 0;
   published = 0;
   ignored = 0;
   deleted = 0;
@@ -29,6 +31,7 @@ export class PipelineTally {
   private readonly skippedText: string[] = [];
 
   onObjectEvent(name: string, o: ObjectEventOutcome): void {
+    this.seen++;
     if (o.status === 'published') {
       this.published++;
       this.publishedIds.add(o.id);
@@ -47,9 +50,13 @@ export class PipelineTally {
     return this.settledIds.size;
   }
 
-  /** Files fully accounted for: the bar's value against `listed`. */
+  /**
+   * Files fully accounted for, the bar's value against `listed`: files looked at that needed no
+   * embedding, plus images whose embed step settled. It never decreases (publishing a file adds
+   * to `seen` and `published` alike).
+   */
   get processed(): number {
-    return this.listed - this.published + this.settled;
+    return this.seen - this.published + this.settled;
   }
 
   /** Caption/label sidecars (`<image stem>.json|.txt`) are read with their image, not ignored. */

@@ -3,6 +3,7 @@ import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { PerTowerFeatureStore } from '../../shared/adapters/local/per-tower-feature-store.js';
+import { injector } from '../faults/support/harness.js';
 import { cliPath, runCli, tempDir, type CliResult } from '../helpers/cli.js';
 
 /**
@@ -76,10 +77,16 @@ describe('Ctrl-C during `ingest`', () => {
     // The default lease (60 s): a re-run that had to wait for the interrupted run's leases would take over a minute.
     const env = { IMGSEARCH_HOME: home, IMGSEARCH_BATCH_SIZE: '8' };
     expect((await runCli(['status'], { cwd: work, env })).code).toBe(0);
+    // The run is held mid-way: index writes wait while this control file exists (the fault
+    // injector, preloaded), so Ctrl-C lands with batches leased however fast the machine is.
+    const control = path.join(work, 'control-int');
+    await fs.mkdir(control, { recursive: true });
+    await fs.writeFile(path.join(control, 'lancedb-stall'), '');
     // A pseudo-terminal (util-linux `script`), so the progress bar hides the cursor as it does for a person.
-    const tty = spawn('script', ['-q', '-e', '-c', `${JSON.stringify(process.execPath)} ${JSON.stringify(cliPath)} ingest imgs`, '/dev/null'], {
+    const command = [process.execPath, '--import', injector, cliPath, 'ingest', 'imgs'].map((a) => JSON.stringify(a)).join(' ');
+    const tty = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], {
       cwd: work,
-      env: { ...process.env, ...env, LOG_LEVEL: 'warn', COLUMNS: '100', LINES: '30' },
+      env: { ...process.env, ...env, ISS_FAULT_CONTROL: control, LOG_LEVEL: 'warn', COLUMNS: '100', LINES: '30' },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     let screen = '';
@@ -103,6 +110,7 @@ describe('Ctrl-C during `ingest`', () => {
     expect(existsSync(lockFile)).toBe(false);
     expect(await fs.readdir(inflight).catch(() => [])).toEqual([]);
 
+    await fs.rm(path.join(control, 'lancedb-stall'));
     const started = Date.now();
     const again = await runCli(['ingest', 'imgs', '--json'], { cwd: work, env });
     const seconds = (Date.now() - started) / 1000;

@@ -19,3 +19,23 @@ describe('PipelineTally (the ingest summary)', () => {
     expect(summary.rejected).toBe(1);
   });
 });
+
+describe('PipelineTally progress (the bar)', () => {
+  it('never goes backwards while files are published faster than they are embedded, and ends at the total', () => {
+    const tally = new PipelineTally();
+    tally.listed = 6;
+    const seen: number[] = [tally.processed];
+    const published = (id: string) => ({ status: 'published' as const, id, eventType: 'finalize' as const });
+    for (const [i, name] of ['a.png', 'a.json', 'b.png', 'b.json', 'c.png', 'notes.txt'].entries()) {
+      tally.onObjectEvent(name, name.endsWith('.png') ? published(`id${i}`) : { status: 'skipped', id: `s${i}`, reason: 'not-an-image-type' });
+      seen.push(tally.processed);
+    }
+    for (const id of ['id0', 'id2', 'id4']) {
+      tally.onEmbedded([{ status: 'unchanged', id } as never], (x) => x);
+      seen.push(tally.processed);
+    }
+    for (let i = 1; i < seen.length; i++) expect(seen[i]!, `step ${i}: ${seen.join(',')}`).toBeGreaterThanOrEqual(seen[i - 1]!);
+    expect(seen[0]).toBe(0);
+    expect(seen.at(-1)).toBe(6);
+  });
+});

@@ -9,6 +9,10 @@
  *   <control>/lancedb  every LanceDB write (merge-insert, add, delete, update) throws, as a store whose
  *                      directory refuses writes does. We run as root, so chmod would not stop the
  *                      native writer; this fails it at the library's JS entry instead.
+ *   <control>/lancedb-stall
+ *                      every LanceDB write waits until this file is removed, as writes to a hung
+ *                      disk do: the run is held mid-way, with batches leased, for as long as a test
+ *                      needs (no race with a fast machine finishing first).
  *
  * Plain JavaScript (no tsx needed to load it); only Node's own modules and the installed LanceDB package.
  */
@@ -126,17 +130,22 @@ if (control) {
       err.code = 'EACCES';
       return err;
     };
+    const stalled = async () => {
+      while (on('lancedb-stall')) await new Promise((resolve) => setTimeout(resolve, 25));
+    };
     const { MergeInsertBuilder } = require(path.join(lanceDir, 'merge.js'));
     const execute = MergeInsertBuilder.prototype.execute;
-    MergeInsertBuilder.prototype.execute = function (...args) {
-      if (on('lancedb')) return Promise.reject(refuse());
+    MergeInsertBuilder.prototype.execute = async function (...args) {
+      await stalled();
+      if (on('lancedb')) throw refuse();
       return execute.apply(this, args);
     };
     const { LocalTable } = require(path.join(lanceDir, 'table.js'));
     for (const method of ['add', 'delete', 'update']) {
       const original = LocalTable.prototype[method];
-      LocalTable.prototype[method] = function (...args) {
-        if (on('lancedb')) return Promise.reject(refuse());
+      LocalTable.prototype[method] = async function (...args) {
+        await stalled();
+        if (on('lancedb')) throw refuse();
         return original.apply(this, args);
       };
     }
