@@ -105,6 +105,14 @@ export default tseslint.config(
   },
   {
     files: ['web/**/*.js'],
-    languageOptions: { globals: { document: 'readonly', window: 'readonly', fetch: 'readonly', FormData: 'readonly' } },
+    // The browser APIs the page's modules use.
+    languageOptions: {
+      globals: Object.fromEntries(
+        [
+          ...['document', 'window', 'fetch', 'FormData', 'Node', 'performance', 'requestAnimationFrame', 'URLSearchParams'],
+          ...['createImageBitmap', 'XMLHttpRequest', 'EventSource', 'history', 'location'],
+        ].map((name) => [name, 'readonly']),
+      ),
+    },
   },
 );

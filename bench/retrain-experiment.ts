@@ -6,7 +6,12 @@
  *
  *   node --import tsx bench/retrain-experiment.ts --n 6000 [--features base|pixels] [--epochs 30]
  *
- * Base embeddings are computed once with the default ONNX model and cached under /tmp.
+ * Base embeddings (and the fp16 block activations ingest stores) are computed once with the
+ * default ONNX model and cached under /tmp. `--unlock N` fine-tunes the image tower's top N units
+ * with the head from those activations (`imgsearch retrain --unlock-blocks N`), then recomputes
+ * every base vector with the tuned blocks before evaluating; `--store-size` writes the records to a
+ * LanceDB feature store with and without activations and reports the bytes on disk.
+ * Figures: BENCHMARKS.md, "Fine-tuning the top blocks".
  *
  * Measured (2 shared cores, load average ≈ 10–15 from other jobs, tfjs wasm backend, seed 7,
  * 10% held out by id hash, queries = held-out images vs the rest; Recall@1 same label):
@@ -43,35 +48,91 @@ const { values: args } = parseArgs({
     temperature: { type: 'string', default: '0.1' },
     lr: { type: 'string', default: '0.001' },
     batch: { type: 'string', default: '256' },
+    /** Partial fine-tuning: train the top N units of the image tower with the head (needs --features base). */
+    unlock: { type: 'string', default: '0' },
+    'tower-lr': { type: 'string', default: '0.0001' },
+    /** Also write the records to a LanceDB feature store with and without activations and report its size. */
+    'store-size': { type: 'boolean', default: false },
   },
 });
 const n = Number(args.n);
 const cacheDir = args.cache!;
 
-async function baseFeatures(images: Uint8Array[]): Promise<Float32Array[]> {
+/** Base embeddings and the fp16 block activations (what ingest stores), computed once and cached. */
+async function baseFeatures(images: Uint8Array[]): Promise<{ base: Float32Array[]; activations: Uint16Array[] }> {
   const { ensureDefaultModel } = await import('../shared/model/default-model.js');
   const { loadEmbedder } = await import('../shared/model/load-embedder.js');
   const { dir, manifest } = await ensureDefaultModel(join(cacheDir, 'models'));
   const file = join(cacheDir, `base-${manifest.version}-${dir.split('-').pop()}-${images.length}.f32`);
+  const actFile = join(cacheDir, `activation-${manifest.version}-${dir.split('-').pop()}-${images.length}.f16`);
   const dim = manifest.image.dimension;
-  if (existsSync(file)) {
+  const [h, w, c] = manifest.image.activation?.shape ?? [0, 0, 0];
+  const size = h * w * c;
+  if (existsSync(file) && existsSync(actFile)) {
     const buf = await readFile(file);
     const all = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
-    return images.map((_, i) => all.slice(i * dim, (i + 1) * dim));
+    const abuf = await readFile(actFile);
+    const acts = new Uint16Array(abuf.buffer, abuf.byteOffset, abuf.byteLength / 2);
+    return { base: images.map((_, i) => all.slice(i * dim, (i + 1) * dim)), activations: images.map((_, i) => acts.slice(i * size, (i + 1) * size)) };
   }
   const embedder = await loadEmbedder(dir, { maxPixels: 1e8, threads: 2 });
   const out: Float32Array[] = [];
+  const activations: Uint16Array[] = [];
   const t0 = performance.now();
   for (let s = 0; s < images.length; s += 64) {
     const prepared = await Promise.all(images.slice(s, s + 64).map(async (img) => embedder.prepare(await fashionMnistPng(img))));
-    out.push(...(await embedder.embedDecoded(prepared)).base);
+    const embedded = await embedder.embedDecoded(prepared);
+    out.push(...embedded.base);
+    activations.push(...(embedded.activations ?? []));
     if (s % 1024 === 0) console.error(`embedded ${s + prepared.length}/${images.length} in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   }
   await embedder.close();
   const all = new Float32Array(images.length * dim);
   out.forEach((v, i) => all.set(v, i * dim));
   await writeFile(file, Buffer.from(all.buffer));
-  return out;
+  const acts = new Uint16Array(images.length * size);
+  activations.forEach((v, i) => acts.set(v, i * size));
+  await writeFile(actFile, Buffer.from(acts.buffer));
+  return { base: out, activations };
+}
+
+/** On-disk bytes of a folder (recursive). */
+async function folderBytes(dir: string): Promise<number> {
+  const { readdir, stat } = await import('node:fs/promises');
+  let total = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) total += (await stat(join(entry.parentPath, entry.name))).size;
+  }
+  return total;
+}
+
+/** Feature-store size of these records in a LanceDB feature store, with and without the activations. */
+async function storeSizes(ids: string[], base: Float32Array[], activations: Uint16Array[]): Promise<{ withActivation: number; baseOnly: number }> {
+  const { LanceDbFeatureStore } = await import('../shared/adapters/local/lancedb-feature-store.js');
+  const { rm } = await import('node:fs/promises');
+  const sizes: number[] = [];
+  for (const withActivation of [true, false]) {
+    const dir = join(cacheDir, `store-${withActivation ? 'act' : 'base'}`);
+    await rm(dir, { recursive: true, force: true });
+    const store = await LanceDbFeatureStore.open(dir);
+    for (let s = 0; s < ids.length; s += 1000) {
+      await store.put(
+        ids.slice(s, s + 1000).map((id, j) => ({
+          id,
+          uri: `file:///train/${id}.png`,
+          generation: '1',
+          baseModel: 'bench',
+          vector: base[s + j]!,
+          labels: [],
+          ...(withActivation ? { activation: activations[s + j]! } : {}),
+        })),
+      );
+    }
+    await store.close();
+    sizes.push(await folderBytes(dir));
+    await rm(dir, { recursive: true, force: true });
+  }
+  return { withActivation: sizes[0]!, baseOnly: sizes[1]! };
 }
 
 async function main(): Promise<void> {
@@ -91,9 +152,11 @@ async function main(): Promise<void> {
   console.error('pixels', pixelEval.imageToImage);
 
   let features = pixels;
+  let activations: Uint16Array[] = [];
   if (args.features === 'base') {
     const t0 = performance.now();
-    features = await baseFeatures(data.images);
+    ({ base: features, activations } = await baseFeatures(data.images));
+    if (args['store-size']) report.featureStoreBytes = await storeSizes(ids, features, activations);
     report.baseEmbedSeconds = (performance.now() - t0) / 1000;
     report.baseDimension = features[0]!.length;
     const baseEval = await evaluateModel({ modelVersion: 'base', ...split(features) });
@@ -110,20 +173,57 @@ async function main(): Promise<void> {
     temperature: Number(args.temperature),
     learningRate: Number(args.lr),
     batchSize: Number(args.batch),
+    unlockBlocks: Number(args.unlock),
+    towerLearningRate: Number(args['tower-lr']),
   };
-  const training = ids.map((id, i) => ({ id, vector: features[i]!, labels: labels[i]! })).filter((_, i) => !heldOut[i]);
+  const unlock = Number(args.unlock);
+  if (unlock > 0 && args.features !== 'base') throw new Error('--unlock needs --features base (the blocks read the stored activations)');
+  const { DEFAULT_ACTIVATION, DEFAULT_FEATURE_LAYERS } = await import('../shared/model/default-model.js');
+  const { loadNsfwjsMobilenetV2 } = await import('../shared/model/nsfwjs-mobilenet.js');
+  const { TowerBlocks, towerEmbeddings } = await import('../shared/training/tower-blocks.js');
+  const { fromFloat16Bits } = await import('../shared/model/float16.js');
+  const { initTf } = await import('../shared/training/tf-backend.js');
+  await initTf();
+  const tower =
+    unlock > 0
+      ? new TowerBlocks(loadNsfwjsMobilenetV2(), {
+          activation: { layer: DEFAULT_ACTIVATION.layer, shape: [7, 7, 160] },
+          features: DEFAULT_FEATURE_LAYERS,
+          unlock,
+        })
+      : undefined;
+  const training = ids
+    .map((id, i) => ({ id, vector: features[i]!, labels: labels[i]!, ...(tower ? { activation: activations[i]! } : {}) }))
+    .filter((_, i) => !heldOut[i]);
   const result = await trainLit(training, [], options, {
+    tower,
     onEpoch: (s) =>
       console.error(
         `epoch ${s.epoch} loss ${s.loss.toFixed(4)} (ii ${s.imageImageLoss.toFixed(3)} it ${s.imageTextLoss.toFixed(3)}) val R@1 ${s.validationRecallAt1?.toFixed(3)} ${s.seconds.toFixed(1)} s`,
       ),
   });
-  const projected = await reprojectBatch(result.head, features);
+  // A tuned tower changes the base vectors: recompute them from the activations (as retrain does).
+  const t1 = performance.now();
+  const tunedBase = tower
+    ? await towerEmbeddings(
+        tower,
+        activations.map((a, i) => ({ activation: (out: Float32Array, offset: number) => fromFloat16Bits(a, out, offset), base: features[i]! })),
+      )
+    : features;
+  if (tower) report.tunedBaseSeconds = (performance.now() - t1) / 1000;
+  const projected = await reprojectBatch(result.head, tunedBase);
   const labelVectors = new Map((await embedTextsWithTower(result.text, data.classNames)).map((v, i) => [data.classNames[i]!, v]));
   const headEval = await evaluateModel({ modelVersion: 'lit-head', ...split(projected), labelVectors });
   report.head = headEval.imageToImage;
   report.textToImage = headEval.textToImage;
-  report.training = { seconds: result.seconds, bestEpoch: result.bestEpoch, epochsRun: result.history.length, backend: result.backend, options };
+  report.training = {
+    seconds: result.seconds,
+    bestEpoch: result.bestEpoch,
+    epochsRun: result.history.length,
+    backend: result.backend,
+    options,
+    ...(result.tower ? { tower: result.tower } : {}),
+  };
   console.log(JSON.stringify(report, null, 2));
 }
 

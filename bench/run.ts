@@ -5,9 +5,13 @@ import { Command } from 'commander';
 import sharp from 'sharp';
 import { fashionMnistPng, readFashionMnist } from '../shared/datasets/fashion-mnist.js';
 import { formatCliStart, measureCliStart } from './cli-start.js';
+import { measureCloudIndexing } from './cloud-indexing.js';
 import { formatColdStart, measureColdStart } from './cold-start.js';
 import { measureFreshness } from './freshness.js';
 import { measureLoad } from './load.js';
+import { formatMonitoringOverhead, measureMonitoringOverhead } from './monitoring-overhead.js';
+import { formatPageMap, measurePageMap } from './page-map.js';
+import { measureRestart } from './restart.js';
 import { measureThroughput, type ThroughputResult } from './pipeline-throughput.js';
 import { benchSearchIndex, formatSearchIndex } from './search-index.js';
 
@@ -18,7 +22,11 @@ import { benchSearchIndex, formatSearchIndex } from './search-index.js';
  */
 const PHOTO_DIR = '/usr/share/backgrounds/mate/nature';
 const opts = new Command('bench')
-  .option('--only <sections>', 'comma-separated: throughput,freshness,search,cold-start,cli-start,load', 'throughput,freshness,search')
+  .option(
+    '--only <sections>',
+    'comma-separated: throughput,freshness,search,cold-start,cli-start,load,restart,cloud-indexing,page-map,map,monitoring,int8,compact',
+    'throughput,freshness,search',
+  )
   .option('--fashion <n>', 'Fashion-MNIST images for throughput', '1000')
   .option('--batch <n>', 'batch size', '32')
   .option('--vectors <n>', 'vectors for the search section', '100000')
@@ -29,6 +37,15 @@ const opts = new Command('bench')
   .option('--load-seconds <n>', 'seconds per concurrency level in the load section', '20')
   .option('--burst <n>', "images landing at each level of the load section's ingest burst", '1000')
   .option('--load-home <dir>', "keep the load section's bucket and data directory here, to reuse its ingest next time")
+  .option('--restart-files <n>', 'files in the folder `up` is restarted over (restart section)', '60000')
+  .option('--restart-queries <n>', '"more like this" requests after the restart', '300')
+  .option('--restart-no-ann', 'restart section: do not build the ANN index before restarting')
+  .option('--ci-documents <n>', 'cloud-indexing section: documents in the backfill', '10000')
+  .option('--ci-latency <ms>', 'cloud-indexing section: service time of each OpenSearch request', '20')
+  .option('--ci-dim <n>', 'cloud-indexing section: vector dimension (the compact vectors of issue 15 item 2: 128–256)', '256')
+  .option('--map-sizes <list>', 'map section: comma-separated sample sizes', '10000,60000')
+  .option('--map-umap-max <n>', 'map section: largest size UMAP is timed at (the API samples at most 20000)', '20000')
+  .option('--parity-images <n>', 'int8 and compact sections: Fashion-MNIST test images, each queried against the others', '3000')
   .parse(process.argv)
   .opts<{
     only: string;
@@ -42,6 +59,15 @@ const opts = new Command('bench')
     loadSeconds: string;
     burst: string;
     loadHome?: string;
+    restartFiles: string;
+    restartQueries: string;
+    restartNoAnn?: boolean;
+    ciDocuments: string;
+    ciLatency: string;
+    ciDim: string;
+    mapSizes: string;
+    mapUmapMax: string;
+    parityImages: string;
   }>();
 const sections = new Set(opts.only.split(','));
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'iss-bench-'));
@@ -110,6 +136,19 @@ try {
     for (const l of formatColdStart(r)) line(l);
     report.coldStart = r;
   }
+  if (sections.has('map')) {
+    line(`## Collection map computation (${opts.dim}-dimensional clustered unit vectors; baseline: one exact scan of the same vectors, same run)`);
+    const { benchMap, formatMapLoad } = await import('./map.js');
+    const r = await benchMap({ sizes: opts.mapSizes.split(',').map(Number), dim: Number(opts.dim), umapMax: Number(opts.mapUmapMax), log: line });
+    line(formatMapLoad(r));
+    report.map = r;
+  }
+  if (sections.has('page-map')) {
+    line('## The collection map in the browser: 10,000 points drawn by the page (baseline: 1,000 points, same run)');
+    const r = await measurePageMap({ points: 10_000, baselinePoints: 1_000, runs: 3 });
+    for (const l of formatPageMap(r)) line(l);
+    report.pageMap = r;
+  }
   if (sections.has('cli-start')) {
     line('## CLI start: CPU and wall time of a fresh imgsearch process (baseline: node -e 0)');
     const r = measureCliStart({ runs: Number(opts.runs) });
@@ -122,6 +161,40 @@ try {
       { images: Number(opts.images), work, seconds: Number(opts.loadSeconds), burst: Number(opts.burst), home: opts.loadHome },
       line,
     );
+  }
+  if (sections.has('restart')) {
+    line(`## Restarting \`imgsearch up\` over an indexed folder of ${opts.restartFiles} files (this release vs the previous release's reconcile)`);
+    report.restart = await measureRestart(
+      { files: Number(opts.restartFiles), work, buildAnn: opts.restartNoAnn !== true, queries: Number(opts.restartQueries) },
+      line,
+    );
+  }
+  if (sections.has('cloud-indexing')) {
+    line(`## Cloud indexing: a backfill of ${opts.ciDocuments} embedding messages pushed to upsertVectors (OpenSearch fake, ${opts.ciLatency} ms per request)`);
+    report.cloudIndexing = await measureCloudIndexing(
+      { documents: Number(opts.ciDocuments), dimension: Number(opts.ciDim), latencyMs: Number(opts.ciLatency), inFlight: 100, processors: 4 },
+      line,
+    );
+  }
+  if (sections.has('monitoring')) {
+    line('## Prediction monitoring: text searches with the local event log vs without (same index, same run)');
+    const r = await measureMonitoringOverhead(work);
+    for (const l of formatMonitoringOverhead(r)) line(l);
+    report.monitoring = r;
+  }
+  if (sections.has('int8')) {
+    line('## int8 vs float32 image tower (same process, batch, threads and session options)');
+    const { benchInt8, formatInt8 } = await import('./int8.js');
+    const r = await benchInt8(work, { fashion: Number(opts.parityImages), batch: Number(opts.batch), threads: 2 });
+    for (const l of formatInt8(r)) line(l);
+    report.int8 = r;
+  }
+  if (sections.has('compact')) {
+    line('## Compact vectors (PCA of the collection) vs the full base embedding');
+    const { benchCompact, formatCompact } = await import('./compact.js');
+    const r = await benchCompact(work, { fashion: Number(opts.parityImages), threads: 2 });
+    for (const l of formatCompact(r)) line(l);
+    report.compact = r;
   }
   if (opts.out) await fs.writeFile(opts.out, `${JSON.stringify(report, null, 2)}\n`);
 } finally {

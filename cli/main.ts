@@ -10,10 +10,15 @@ import { registerStatusCommand } from './commands/status.js';
 import { registerUpCommand } from './commands/up-command.js';
 import { registerModelCommands } from './commands/model.js';
 import { registerRetrainCommand } from './commands/retrain.js';
+import { registerTuneCommand } from './commands/tune.js';
+import { registerRunsCommands } from './commands/runs.js';
 import { registerEvalCommand } from './commands/eval.js';
 import { registerLabelsCommand } from './commands/labels.js';
+import { registerMapCommand } from './commands/map.js';
 import { registerCompletionCommand } from './commands/completion.js';
 import { registerRmCommand } from './commands/rm.js';
+import { registerMonitorCommand } from './commands/monitor.js';
+import { registerDriftCommand } from './commands/drift.js';
 import { EXIT, installPipeGuard } from './process.js';
 
 /**
@@ -45,13 +50,18 @@ export function buildProgram(): Command {
   registerSearchCommand(program);
   registerStatusCommand(program);
   registerLabelsCommand(program);
+  registerMapCommand(program);
   registerRmCommand(program);
   registerDatasetCommand(program);
   registerIndexCommands(program);
   registerModelCommands(program);
   registerRetrainCommand(program);
+  registerTuneCommand(program);
+  registerRunsCommands(program);
   registerEvalCommand(program);
   registerDoctorCommand(program);
+  registerMonitorCommand(program);
+  registerDriftCommand(program);
   registerCompletionCommand(program);
 
   // Usage errors: one line, then where the help is; never the whole help.

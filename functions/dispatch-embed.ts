@@ -1,12 +1,11 @@
 import * as functions from '@google-cloud/functions-framework';
 import { v1 as pubsubV1 } from '@google-cloud/pubsub';
-import { CloudRunJobLauncher } from '../shared/adapters/gcp/cloud-run-job-launcher.js';
 import { errorMessage } from '../shared/errors.js';
 import { withTrace, type Logger } from '../shared/logger.js';
 import type { JobExecution, JobLauncher } from '../shared/ports/job-launcher.js';
 import { MonitoringBacklogProbe, PullBacklogProbe, type BacklogProbe } from './backlog.js';
 import { cloudConfig } from '../shared/wiring/cloud-config.js';
-import { cloudLogger, LazyDeps, pubSubClient } from '../shared/wiring/cloud.js';
+import { cloudLogger, cloudRunJobLauncher, LazyDeps, pubSubClient } from '../shared/wiring/cloud.js';
 
 /** The port name of the embed job; the launcher maps it to EMBED_JOB_NAME. */
 export const EMBED_JOB = 'embed';
@@ -35,15 +34,13 @@ const deps = new LazyDeps<DispatchEmbedDeps>(async () => {
     config.BACKLOG_PROBE === 'pull'
       ? new PullBacklogProbe({ subscriber: new pubsubV1.SubscriberClient(), subscription })
       : new MonitoringBacklogProbe({ auth: pubsub.auth, projectId: config.GCP_PROJECT, subscriptionId: subscription });
-  const { v2: runV2 } = await import('@google-cloud/run');
-  const launcher = new CloudRunJobLauncher({
-    jobs: new runV2.JobsClient(),
-    executions: new runV2.ExecutionsClient(),
+  // Container args would replace the job's own (`--import tsx jobs/embed/main.ts`): env only.
+  const launcher = await cloudRunJobLauncher({
     projectId: config.GCP_PROJECT,
     region: config.GCP_REGION,
-    jobNameFor: (job) => (job === EMBED_JOB ? config.EMBED_JOB_NAME : job),
-    // Container args would replace the job's own (`--import tsx jobs/embed/main.ts`): pass env only.
-    overridesFor: (_job, args) => ({ env: args }),
+    port: EMBED_JOB,
+    jobName: config.EMBED_JOB_NAME,
+    args: 'env',
     logger,
   });
   return { backlog, launcher, logger, projectId: config.GCP_PROJECT };

@@ -3,6 +3,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { GcsBlobStore } from '../shared/adapters/gcp/gcs-blob-store.js';
 import { GcsRejectionLog } from '../shared/adapters/gcp/gcs-rejection-log.js';
+import { GcsSignedUploads, type SigningStorage } from '../shared/adapters/gcp/gcs-signed-uploads.js';
 import { CapabilityError, NotFoundError } from '../shared/errors.js';
 import { defaultHttpLimits, type HttpLimitOverrides } from '../shared/http/limits.js';
 import { buildSearchApp, type StatusResponse } from '../shared/http/search-app.js';
@@ -10,16 +11,19 @@ import type { Logger } from '../shared/logger.js';
 import type { BlobStore } from '../shared/ports/blob-store.js';
 import type { Embedder } from '../shared/ports/embedder.js';
 import type { EventBus } from '../shared/ports/event-bus.js';
+import type { SignedImageUploads } from '../shared/ports/image-uploads.js';
 import type { ModelVersion } from '../shared/ports/model-registry.js';
 import type { RejectionLog } from '../shared/ports/rejection-log.js';
+import type { SearchEventSink } from '../shared/ports/search-events.js';
 import type { VectorIndex, VectorIndexCatalog } from '../shared/ports/vector-index.js';
-import { blobFeedbackWriter, ServedQueries, type FeedbackEvent, type ServedQuery } from '../shared/services/feedback.js';
+import { CollectionMap, QueryVectorCapture } from '../shared/services/collection-map.js';
+import { blobFeedbackWriter, monitoredFeedback, ServedQueries, type FeedbackEvent, type ServedQuery } from '../shared/services/feedback.js';
 import { LiveIndexCache } from '../shared/services/live-index-cache.js';
 import { ModelHolder, NoActiveModelError } from '../shared/services/model-holder.js';
 import { SearchService, type SearchRequest, type SearchResponse } from '../shared/services/search-service.js';
 import { pipelineStatus, StatusSnapshots } from '../shared/services/status.js';
-import { bootstrapJobHint, cloudConfig } from '../shared/wiring/cloud-config.js';
-import { cloudIndexCatalog, cloudLogger, cloudModelRegistry, storageClient } from '../shared/wiring/cloud.js';
+import { bootstrapJobHint, cloudConfig, type CloudConfig } from '../shared/wiring/cloud-config.js';
+import { cloudIndexCatalog, cloudLogger, cloudModelRegistry, cloudSearchEvents, storageClient } from '../shared/wiring/cloud.js';
 
 export const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../web');
 
@@ -36,7 +40,7 @@ export interface SearchServiceDeps {
   model: Pick<ModelHolder, 'get' | 'current' | 'forVersion'>;
   rejections: RejectionLog;
   /** Reads an original image by URI (thumbnails). */
-  readObject(uri: string): Promise<Buffer>;
+  readObject(uri: string, options?: { maxBytes?: number }): Promise<Buffer>;
   recordFeedback?(event: FeedbackEvent, served: ServedQuery): Promise<void>;
   /** Feedback tokens: every instance must share the key (FEEDBACK_TOKEN_KEY), or a click reaching another instance is refused. */
   served?: ServedQueries;
@@ -49,6 +53,10 @@ export interface SearchServiceDeps {
   noModelHint?: string;
   /** Proxies in front that append to X-Forwarded-For (TRUSTED_PROXY_HOPS): 1 (default) on Cloud Run, 2 behind the public load balancer. */
   trustedProxyHops?: number;
+  /** Prediction monitoring: one event per search and per recorded click (Cloud Logging entries in the cloud). */
+  events?: SearchEventSink;
+  /** Uploads from the page: signed URLs for new objects in the images bucket (README, "The web page"); absent: none. */
+  uploads?: SignedImageUploads;
 }
 
 /**
@@ -120,12 +128,16 @@ export async function createSearchService(deps: SearchServiceDeps): Promise<Fast
   }
   const live = new LiveIndexCache(() => deps.catalog.live());
   const liveIndex = (): Promise<VectorIndex | null> => live.get();
+  // The collection map places a search's query by its vector, remembered (per instance) under the
+  // answer's queryId; a locate reaching another instance gets the results' places only.
+  const capture = new QueryVectorCapture();
   const search = new SearchWhenModelReady(
     () => deps.model.get(),
     () => deps.model.current(),
-    liveIndex,
+    async () => capture.watch(await liveIndex()),
     (version) => deps.model.forVersion(version),
     deps.served,
+    deps.events,
   );
   const snapshots = new StatusSnapshots();
   const status = async (): Promise<StatusResponse> => {
@@ -144,27 +156,43 @@ export async function createSearchService(deps: SearchServiceDeps): Promise<Fast
     return { ...known, model: null, notice: new NoActiveModelError(deps.noModelHint).message };
   };
   return buildSearchApp({
-    search,
+    search: capture.search(search),
+    map: new CollectionMap({ index: liveIndex, queries: capture.recent, logger: deps.logger }),
     status,
     getDocument: async (id) => (await liveIndex())?.get(id) ?? null,
-    readObject: (uri) => deps.readObject(uri),
+    readObject: (uri, options) => deps.readObject(uri, options),
     logger: deps.logger,
     webDir: deps.webDir ?? webDir,
-    recordFeedback: deps.recordFeedback,
+    recordFeedback: deps.recordFeedback && deps.events ? monitoredFeedback(deps.recordFeedback, deps.events) : deps.recordFeedback,
     listModels: deps.listModels,
     // Behind Cloud Run's front end (and the public load balancer): no Host check (the platform routes by host).
     network: { mode: 'cloud', trustedProxyHops: deps.trustedProxyHops ?? 1 },
     limits: deps.limits,
+    uploads: deps.uploads,
   });
 }
 
 /** `gs://<images bucket>/<name>` → bytes; other buckets are refused (the URI comes from the index). */
-export function gcsObjectReader(images: BlobStore, maxBytes: number): (uri: string) => Promise<Buffer> {
-  return async (uri) => {
+export function gcsObjectReader(images: BlobStore, maxBytes: number): (uri: string, options?: { maxBytes?: number }) => Promise<Buffer> {
+  return async (uri, options) => {
     const prefix = `gs://${images.bucket}/`;
     if (!uri.startsWith(prefix)) throw new NotFoundError(`${uri} is not in the images bucket ${images.bucket}`);
-    return images.read(uri.slice(prefix.length), { maxBytes });
+    // The route's own limit when it is smaller (originals: 32 MiB), so nothing larger is downloaded.
+    return images.read(uri.slice(prefix.length), { maxBytes: Math.min(maxBytes, options?.maxBytes ?? maxBytes) });
   };
+}
+
+/**
+ * Uploads from the page, as UPLOADS says (the stack sets it from `search.access`): `signed-url`, the
+ * browser PUTs each file to the images bucket under the watched prefix and the bucket's finalize
+ * event runs the normal pipeline (signing: the service's own account, via signBlob); `off` (public
+ * access: anyone could add images), none — the page says uploads are unavailable.
+ */
+export function pageUploads(
+  config: Pick<CloudConfig<'search'>, 'UPLOADS' | 'IMAGES_BUCKET' | 'IMAGE_PREFIX' | 'MAX_BYTES'>,
+  storage: SigningStorage,
+): SignedImageUploads | undefined {
+  return config.UPLOADS === 'signed-url' ? new GcsSignedUploads(storage, config.IMAGES_BUCKET, config.IMAGE_PREFIX, config.MAX_BYTES) : undefined;
 }
 
 /** Builds the real dependencies from the environment and serves on $PORT. */
@@ -193,6 +221,8 @@ export async function startSearchService(): Promise<{ app: FastifyInstance; clos
     limits: { maxQueryBytes: Math.min(config.MAX_BYTES, defaultHttpLimits.maxQueryBytes) },
     noModelHint,
     trustedProxyHops: config.TRUSTED_PROXY_HOPS,
+    events: cloudSearchEvents('search'),
+    uploads: pageUploads(config, storage),
   });
   await app.listen({ host: '0.0.0.0', port: config.PORT });
   logger.info({ port: config.PORT, modelVersion: (await modelOrNull(model))?.modelVersion ?? null }, 'search service listening');

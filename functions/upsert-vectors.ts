@@ -9,13 +9,14 @@ import type { UpsertHandlerOutcome } from '../shared/handlers/results.js';
 import { upsertEmbeddings, type UpsertDeps } from '../shared/handlers/upsert-vectors.js';
 import { withTrace, type Logger } from '../shared/logger.js';
 import { LiveIndexCache } from '../shared/services/live-index-cache.js';
+import { UpsertBatcher } from '../shared/services/upsert-batcher.js';
 import type { Delivery, EventBus } from '../shared/ports/event-bus.js';
 import type { FeatureStore } from '../shared/ports/feature-store.js';
 import type { RejectionLog } from '../shared/ports/rejection-log.js';
 import type { VectorIndex } from '../shared/ports/vector-index.js';
 import { attributeValue, deliveryFromPubSubCloudEvent, type CloudEventLike } from './cloud-events.js';
 import { cloudConfig, deadLetterTopicOf, topicFromPubSubSource } from '../shared/wiring/cloud-config.js';
-import { cloudEventBus, cloudIndexCatalog, cloudLogger, LazyDeps, storageClient } from '../shared/wiring/cloud.js';
+import { cloudEventBus, cloudIndexCatalog, cloudLogger, cloudSearchEvents, LazyDeps, storageClient } from '../shared/wiring/cloud.js';
 
 export interface UpsertVectorsDeps {
   /** The index behind the alias; null when none exists yet (the message is retried, never lost). */
@@ -25,6 +26,8 @@ export interface UpsertVectorsDeps {
   features?: FeatureStore;
   logger: Logger;
   readShardRow?: UpsertDeps['readShardRow'];
+  /** Freshness events (upload → searchable) for the log-based metrics. */
+  events?: UpsertDeps['events'];
   /** The embeddings topic, used when the CloudEvent's source names no topic. */
   embeddingsTopic?: string;
   projectId?: string;
@@ -48,6 +51,7 @@ const deps = new LazyDeps<UpsertVectorsDeps>(async () => {
     features: new GcsFeatureStore(features, { logger }),
     logger,
     readShardRow: (shard, row) => shards.read({ shard, row }),
+    events: cloudSearchEvents('upsertVectors'),
     embeddingsTopic: config.TOPIC_EMBEDDINGS,
     projectId: config.GCP_PROJECT,
   };
@@ -57,11 +61,45 @@ export function setDepsForTesting(value: UpsertVectorsDeps | null): void {
   deps.setForTesting(value);
 }
 
+/** The outcome of one message of a batch, and the index it was written to. */
+interface Written {
+  outcome: UpsertHandlerOutcome;
+  index: string;
+}
+
+/**
+ * One batch of the messages in flight on this instance (shared/services/upsert-batcher.ts): one
+ * index write for all of them (one `_bulk`), one outcome per message. A message delivered twice at
+ * once (Pub/Sub is at-least-once) carries the same ack id twice, so positions stand in for ack ids.
+ */
+async function writeBatch(d: UpsertVectorsDeps, deliveries: Delivery[]): Promise<Written[]> {
+  const index = await d.liveIndex().catch((err: unknown) => {
+    throw new TransientError(`OpenSearch is unreachable: ${errorMessage(err)}`, { cause: err });
+  });
+  if (!index) throw new TransientError('OpenSearch has no live index yet (the alias points nowhere); the message will be retried');
+  const tagged = deliveries.map((delivery, i) => ({ ...delivery, ackId: String(i) }));
+  const outcomes = await upsertEmbeddings(tagged, { ...d, index, logger: d.logger.child({ batch: deliveries.length }) });
+  const written: (Written | undefined)[] = deliveries.map(() => undefined);
+  for (const outcome of outcomes)
+    written[Number(outcome.ackId)] = { outcome: { ...outcome, ackId: deliveries[Number(outcome.ackId)]!.ackId }, index: index.name };
+  if (written.some((w) => w === undefined)) throw new TransientError('the upsert handler returned no outcome for a message');
+  return written as Written[];
+}
+
+/** One batcher per instance and set of dependencies. */
+let batcher: { deps: UpsertVectorsDeps; batcher: UpsertBatcher<Delivery, Written> } | null = null;
+function batcherFor(d: UpsertVectorsDeps): UpsertBatcher<Delivery, Written> {
+  if (batcher?.deps !== d) batcher = { deps: d, batcher: new UpsertBatcher((deliveries) => writeBatch(d, deliveries)) };
+  return batcher.batcher;
+}
+
 /**
  * Pub/Sub `embeddings` message (push) → the live OpenSearch index, idempotent and ordered by
  * generation. The HTTP status settles the message: returning acks it, throwing makes Pub/Sub
  * redeliver (with backoff, until the subscription's dead-letter policy moves it). A malformed
  * message is published to the dead-letter topic with the reason and acked: retrying cannot fix it.
+ * Messages in flight on the instance at once are written together (one `_bulk` per batch); each
+ * request still answers for its own message, so a refused document fails only its own request.
  */
 export async function upsertVectors(event: CloudEventLike): Promise<UpsertVectorsResult> {
   const d = await deps.get();
@@ -75,13 +113,7 @@ export async function upsertVectors(event: CloudEventLike): Promise<UpsertVector
     return deadLetter(d, logger, sourceTopic, { data: event.data, attributes: {}, messageId: event.id ?? '' }, err.message);
   }
   const log = logger.child({ messageId: delivery.messageId, deliveryAttempt: delivery.deliveryAttempt });
-  const index = await d.liveIndex().catch((err: unknown) => {
-    throw new TransientError(`OpenSearch is unreachable: ${errorMessage(err)}`, { cause: err });
-  });
-  if (!index) throw new TransientError('OpenSearch has no live index yet (the alias points nowhere); the message will be retried');
-
-  const [outcome] = await upsertEmbeddings([delivery], { ...d, index, logger: log });
-  if (!outcome) throw new TransientError('the upsert handler returned no outcome');
+  const { outcome, index } = await batcherFor(d).submit(delivery);
   switch (outcome.status) {
     case 'retry':
       log.warn({ detail: outcome.detail }, 'upsert failed; Pub/Sub will redeliver');
@@ -89,7 +121,7 @@ export async function upsertVectors(event: CloudEventLike): Promise<UpsertVector
     case 'dead-lettered':
       return deadLetter(d, log, sourceTopic, delivery, outcome.detail);
     default:
-      log.info({ id: outcome.id, outcome: outcome.status, index: index.name }, `embedding ${outcome.status}`);
+      log.info({ id: outcome.id, outcome: outcome.status, index }, `embedding ${outcome.status}`);
       return { status: 'done', outcome: outcome.status };
   }
 }

@@ -338,6 +338,24 @@ const retrainSchema = z
     machineType: z.string().min(1).default('n1-standard-8'),
     /** Flags of jobs/retrain the scheduled request carries, e.g. `{ epochs: "8", hidden: "1024" }`. */
     args: z.partialRecord(z.enum(['seed', 'epochs', 'margin', 'heldOut', 'hidden']), z.string().regex(/^[0-9.]+$/, 'a number')).default({}),
+    /**
+     * Hyperparameter search instead of one retraining (README "Hyperparameter search"): the
+     * scheduled run starts a Vertex AI hyperparameter tuning job of `trials` trials, `parallel` at
+     * once, on the trainer image, and promotes the best only through the gate. `space`: the search
+     * space (as `imgsearch tune --space`; default the built-in one); `args` seed/margin/heldOut apply.
+     */
+    tune: z
+      .object({
+        trials: z.number().int().min(1).max(100).default(8),
+        parallel: z.number().int().min(1).max(20).default(2),
+        algorithm: z.enum(['ALGORITHM_UNSPECIFIED', 'RANDOM_SEARCH']).default('ALGORITHM_UNSPECIFIED'),
+        space: z.record(z.string(), z.record(z.string(), z.unknown())).optional(),
+      })
+      .strict()
+      .refine((t) => t.parallel <= t.trials, { message: 'parallel must not exceed trials', path: ['parallel'] })
+      // It travels as one argument of the retrain request, at most 1,000 characters.
+      .refine((t) => !t.space || JSON.stringify(t.space).length <= 1000, { message: 'the space must fit in 1,000 characters of JSON', path: ['space'] })
+      .optional(),
   })
   .strict()
   .default({ schedule: '0 3 * * 0', machineType: 'n1-standard-8', args: {} });
@@ -406,6 +424,18 @@ const modelSchema = z
   .strict()
   .default({ initial: 'default' });
 
+const monitoringSchema = z
+  .object({
+    /** Alert when the 95th percentile of search latency (ms, end to end in the search service, per query kind over 5 minutes) stays above this for 5 minutes. */
+    latencyP95Ms: z.number().positive().max(600_000).default(2000),
+    /** Alert when more than this share of searches return no result (over 15 minutes). */
+    zeroResultRate: z.number().gt(0).max(1).default(0.2),
+    /** Alert when the 95th percentile of freshness lag (upload → searchable, seconds, over 10 minutes) stays above this for 10 minutes. */
+    freshnessLagP95Seconds: z.number().positive().max(604_800).default(900),
+  })
+  .strict()
+  .default({ latencyP95Ms: 2000, zeroResultRate: 0.2, freshnessLagP95Seconds: 900 });
+
 const imagesSchema = z
   .object({
     /** Build and push the container images with `pulumi up` (needs Docker + buildx locally). */
@@ -448,6 +478,8 @@ const stackSchema = z.object({
   search: searchSchema,
   model: modelSchema,
   images: imagesSchema,
+  /** Prediction-monitoring alert thresholds (`iss:monitoring.*`, infra/components/monitoring.ts). */
+  monitoring: monitoringSchema,
   /** external mode only: the cluster URL (stored in Secret Manager like the credentials). */
   opensearchUrl: z
     .url({ protocol: /^https?$/, error: 'must be an http(s) URL, e.g. "https://search.example.com:9200"' })
@@ -612,6 +644,7 @@ export function loadStackConfig(): StackConfig {
     search: iss.getObject('search'),
     model: iss.getObject('model'),
     images: iss.getObject('images'),
+    monitoring: iss.getObject('monitoring'),
     opensearchUrl: iss.get('opensearchUrl'),
   };
   for (const key of Object.keys(raw)) if (raw[key] === undefined) delete raw[key];

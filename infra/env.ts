@@ -8,7 +8,17 @@ import { entryPointSchemas } from '../shared/wiring/cloud-config.js';
  * The OpenSearch credentials come from Secret Manager, never as plain values.
  * `test/unit/infra-policies.unit.test.ts` checks the deployed env against the schemas.
  */
-export type Workload = 'onObjectEvent' | 'dispatchEmbed' | 'embedJob' | 'upsertVectors' | 'startRetraining' | 'reindexJob' | 'bootstrapModel' | 'search';
+export type Workload =
+  | 'onObjectEvent'
+  | 'dispatchEmbed'
+  | 'embedJob'
+  | 'upsertVectors'
+  | 'startRetraining'
+  | 'reindexJob'
+  | 'bootstrapModel'
+  | 'search'
+  | 'startDriftCheck'
+  | 'driftJob';
 
 /**
  * Names whose values are Secret Manager references, not plain values: the OpenSearch connection
@@ -31,6 +41,8 @@ const NOT_SET_BY_THE_STACK: Partial<Record<Workload, readonly string[]>> = {
   reindexJob: ['ONNX_EXECUTION_PROVIDER', 'MAX_PIXELS'],
   // Cloud Run sets PORT.
   search: ['PORT'],
+  // The drift thresholds keep their documented defaults (README "Drift"); set DRIFT_* on the function to change one.
+  driftJob: ['DRIFT_RECENT', 'DRIFT_MIN_SAMPLE', 'DRIFT_PSI', 'DRIFT_KS', 'DRIFT_MIN_NEW_LABELLED', 'DRIFT_RECALL_DROP', 'DRIFT_COOLDOWN_HOURS'],
 };
 
 const WORKLOADS: readonly Workload[] = [
@@ -42,6 +54,8 @@ const WORKLOADS: readonly Workload[] = [
   'reindexJob',
   'bootstrapModel',
   'search',
+  'startDriftCheck',
+  'driftJob',
 ];
 
 export const WORKLOAD_ENV: Record<Workload, readonly string[]> = Object.fromEntries(

@@ -16,6 +16,8 @@ export const ALLOWED_ROLES = [
   'roles/pubsub.subscriber',
   'roles/run.invoker',
   'roles/run.jobsExecutorWithOverrides',
+  // run.jobs.run without overrides (and run.executions.cancel): the drift starter, which passes none.
+  'roles/run.jobsExecutor',
   // Lists a job's executions (the launchers start one run at a time): jobsExecutorWithOverrides
   // holds only run.jobs.run, run.jobs.runWithOverrides and run.executions.cancel.
   'roles/run.viewer',

@@ -46,6 +46,7 @@ export const DEPLOYABLES = {
   dispatchEmbed: { kind: 'function', entries: [{ source: 'functions/dispatch-embed.ts', bundle: 'index' }] },
   upsertVectors: { kind: 'function', entries: [{ source: 'functions/upsert-vectors.ts', bundle: 'index' }] },
   startRetraining: { kind: 'function', entries: [{ source: 'functions/start-retraining.ts', bundle: 'index' }] },
+  startDriftCheck: { kind: 'function', entries: [{ source: 'functions/drift-check.ts', bundle: 'index' }] },
   embed: {
     kind: 'image',
     entries: [
@@ -59,6 +60,7 @@ export const DEPLOYABLES = {
       { source: 'jobs/retrain/main.ts', bundle: 'retrain' },
       { source: 'jobs/reindex/main.ts', bundle: 'reindex' },
       { source: 'jobs/bootstrap-model/main.ts', bundle: 'bootstrap-model', optional: true },
+      { source: 'jobs/drift-check/main.ts', bundle: 'drift-check', optional: true },
     ],
   },
   // functions/search-server.ts serves `../web` relative to its own file: the bundle sits in

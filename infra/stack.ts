@@ -12,7 +12,8 @@ import { ServiceAgents } from './components/service-agents.js';
 import { bootstrapJobName, ModelBootstrap } from './components/model-bootstrap.js';
 import { containerCommand } from './packaging.js';
 import { Retraining } from './components/retraining.js';
-import { Search } from './components/search.js';
+import { Drift } from './components/drift.js';
+import { pageUploadsMode, Search, searchPageOrigins } from './components/search.js';
 import { Storage } from './components/storage.js';
 import type { StackConfig } from './config.js';
 import type { EnvValues } from './env.js';
@@ -35,7 +36,12 @@ export function createStack(cfg: StackConfig, extra: { transformations?: pulumi.
   const pubsubServiceAgent = agents.pubsub.email;
   const storageServiceAgent = gcp.storage.getProjectServiceAccountOutput({ project: cfg.project }, { provider: apis.provider }).emailAddress;
 
-  const storage = new Storage('storage', { ...at, settings: cfg.storage }, opts);
+  // The search page's origin, for the images bucket's CORS (the page PUTs uploads with signed URLs;
+  // with public access it takes no uploads, so the bucket shares nothing).
+  const projectNumber = gcp.organizations.getProjectOutput({ projectId: cfg.project }, { provider: apis.provider }).number;
+  const uploadOrigins = searchPageOrigins({ settings: cfg.search, prefix: cfg.prefix, region: cfg.region, projectNumber });
+  const corsOrigins = pageUploadsMode(cfg.search) === 'signed-url' ? { uploadOrigins } : {};
+  const storage = new Storage('storage', { ...at, settings: cfg.storage, ...corsOrigins }, opts);
   const messaging = new Messaging('messaging', { ...at, settings: cfg.messaging, pubsubServiceAgent }, opts);
   const images = new Images('images', { ...at, settings: cfg.images }, opts);
   const builder = new FunctionBuilder('function-builder', { ...at, sourcesBucket: storage.sources.name }, opts);
@@ -132,6 +138,21 @@ export function createStack(cfg: StackConfig, extra: { transformations?: pulumi.
     opts,
   );
 
+  // Scheduled drift check: requests a retraining on retrain-requests when drift calls for one.
+  const drift = new Drift(
+    'drift',
+    {
+      ...at,
+      ...functionsCommon,
+      deletionProtection: cfg.deletionProtection,
+      trainerImage: images.refs.trainer,
+      retrainRequests: messaging.retrainRequests,
+      buckets: { models: storage.models.name, features: storage.features.name },
+      env,
+    },
+    opts,
+  );
+
   const bootstrap = new ModelBootstrap(
     'model-bootstrap',
     {
@@ -158,6 +179,9 @@ export function createStack(cfg: StackConfig, extra: { transformations?: pulumi.
       vpcConnector: indexing.opensearch.connectorId,
       env,
       iapAgent: agents.iap?.email,
+      // The URL whose origin the images bucket's CORS admits (uploads from the page).
+      pageUrl: uploadOrigins.apply((o) => o[0]!),
+      imagePrefix: cfg.embed.imagePrefix,
     },
     opts,
   );
@@ -169,22 +193,25 @@ export function createStack(cfg: StackConfig, extra: { transformations?: pulumi.
       ...at,
       alertEmail: cfg.alertEmail,
       deadLetterInboxes: inboxes,
-      jobs: [embedding.job.name, retraining.reindexJob.name],
+      jobs: [embedding.job.name, retraining.reindexJob.name, drift.job.name],
       functionServices: [
         ingest.function.serviceName,
         embedding.dispatch.serviceName,
         indexing.upsert.serviceName,
         retraining.start.serviceName,
+        drift.start.serviceName,
         search.service.name,
       ],
       indexService: indexing.upsert.serviceName,
+      searchService: search.service.name,
       subscriptions: [messaging.imageEventsSubscription.name, indexing.subscription.subscription.name],
+      thresholds: cfg.monitoring,
     },
     opts,
   );
 
   return {
-    components: { apis, agents, bootstrap, storage, messaging, images, builder, ingest, embedding, indexing, retraining, search, monitoring },
+    components: { apis, agents, bootstrap, storage, messaging, images, builder, ingest, embedding, indexing, retraining, drift, search, monitoring },
     outputs: {
       imagesBucket: storage.images.name,
       modelsBucket: storage.models.name,

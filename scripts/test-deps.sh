@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Debian packages the tests need, and the path each provides that the tests read:
 #   dataset-fashion-mnist  Fashion-MNIST (model, pipeline and retraining tests)
-#   mate-backgrounds       photographs for the near-duplicate and model-parity tests
+#   mate-backgrounds       photographs for the near-duplicate, model-parity and int8 tests (abstract/: int8 calibration)
 #   chromium               the browser of the page tests (test/e2e/web.e2e.test.ts; CHROMIUM_PATH overrides it)
 # Run by `npm test` (pretest) and so by `.ci/run`: installs what is missing when it can (root and
 # apt-get), checks that the paths exist afterwards, and otherwise exits non-zero saying exactly
@@ -16,6 +16,7 @@ deps=(
   "dataset-fashion-mnist /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
   "dataset-fashion-mnist /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
   "mate-backgrounds /usr/share/backgrounds/mate/nature"
+  "mate-backgrounds /usr/share/backgrounds/mate/abstract"
   "chromium /usr/bin/chromium"
 )
 

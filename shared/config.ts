@@ -38,6 +38,24 @@ const envSchema = z.object({
   IMGSEARCH_ANN_TYPE: z.enum(ANN_TYPES).default('ivf_hnsw_sq'),
   /** Embedded index: seconds between checks of whether the ANN index needs building, folding in or retraining. */
   IMGSEARCH_ANN_CHECK_SECONDS: intFrom(1, 86_400).default(30),
+  /** Drift (shared/services/drift.ts): minutes between `up`'s drift checks (0: off). */
+  IMGSEARCH_DRIFT_CHECK_MINUTES: intFrom(0, 10_080).default(60),
+  /** Drift: the most recent uploads compared with the model's reference profile. */
+  IMGSEARCH_DRIFT_RECENT: intFrom(10, 1_000_000).default(1000),
+  /** Drift: query vectors kept (the most recent) for the query signal. */
+  IMGSEARCH_DRIFT_QUERY_SAMPLE: intFrom(0, 100_000).default(1000),
+  /** Drift: fewer vectors than this in a signal are not judged. */
+  IMGSEARCH_DRIFT_MIN_SAMPLE: intFrom(10, 1_000_000).default(100),
+  /** Drift: PSI threshold per principal component and for the label mix (0.25 = the "major shift" band). */
+  IMGSEARCH_DRIFT_PSI: z.coerce.number().positive().max(100).default(0.25),
+  /** Drift: Kolmogorov–Smirnov D threshold on distances to the reference centroid. */
+  IMGSEARCH_DRIFT_KS: z.coerce.number().gt(0).lt(1).default(0.2),
+  /** Drift: new labelled images needed before drift alone asks for a retraining. */
+  IMGSEARCH_DRIFT_MIN_NEW_LABELLED: intFrom(0, 100_000_000).default(200),
+  /** Drift: Recall@1 drop on new labelled images (below the active model's recorded figure) that asks for a retraining. */
+  IMGSEARCH_DRIFT_RECALL_DROP: z.coerce.number().gt(0).lt(1).default(0.05),
+  /** Drift: hours after a retraining request during which no other is made. */
+  IMGSEARCH_DRIFT_COOLDOWN_HOURS: z.coerce.number().min(0).max(8760).default(24),
   OPENSEARCH_URL: z
     .string()
     .url('must be a URL such as https://localhost:9200')
@@ -71,6 +89,20 @@ export interface LocalConfig {
   index: 'lancedb' | 'opensearch';
   /** The embedded index's ANN maintenance (shared/services/ann-maintenance.ts). */
   ann: { minRows: number; type: AnnType; checkSeconds: number };
+  /** Drift checks (shared/services/drift.ts): `up`'s period, the query sample's size, the thresholds. */
+  drift: {
+    checkMinutes: number;
+    querySample: number;
+    settings: {
+      recentUploads: number;
+      minSample: number;
+      psiThreshold: number;
+      ksThreshold: number;
+      minNewLabelled: number;
+      recallDrop: number;
+      cooldownHours: number;
+    };
+  };
   opensearch: { url?: string; username?: string; password?: string; caFile?: string; alias: string };
   logLevel: string;
   paths: {
@@ -80,8 +112,11 @@ export interface LocalConfig {
     rejected: string;
     features: string;
     feedback: string;
+    /** Prediction-monitoring events (JSON lines, rotated; shared/adapters/local/search-event-log.ts). */
+    monitoring: string;
     cache: string;
     reports: string;
+    drift: string;
   };
 }
 
@@ -104,6 +139,15 @@ const hints: Record<keyof Env, string> = {
   IMGSEARCH_ACK_DEADLINE_SECONDS: 'set a whole number of seconds from 2 to 600, e.g. IMGSEARCH_ACK_DEADLINE_SECONDS=60',
   IMGSEARCH_THREADS: 'set a whole number of threads from 0 (one per core) to 256, e.g. IMGSEARCH_THREADS=0',
   IMGSEARCH_ANN_CHECK_SECONDS: 'set a whole number of seconds from 1 to 86400, e.g. IMGSEARCH_ANN_CHECK_SECONDS=30',
+  IMGSEARCH_DRIFT_CHECK_MINUTES: 'set a whole number of minutes from 0 (no drift checks in `up`) to 10080, e.g. IMGSEARCH_DRIFT_CHECK_MINUTES=60',
+  IMGSEARCH_DRIFT_RECENT: 'set a whole number of uploads of at least 10, e.g. IMGSEARCH_DRIFT_RECENT=1000',
+  IMGSEARCH_DRIFT_QUERY_SAMPLE: 'set a whole number of queries from 0 (keep none) to 100000, e.g. IMGSEARCH_DRIFT_QUERY_SAMPLE=1000',
+  IMGSEARCH_DRIFT_MIN_SAMPLE: 'set a whole number of at least 10, e.g. IMGSEARCH_DRIFT_MIN_SAMPLE=100',
+  IMGSEARCH_DRIFT_PSI: 'set a positive number, e.g. IMGSEARCH_DRIFT_PSI=0.25 (the usual "major shift" band; 0.1 flags moderate shifts)',
+  IMGSEARCH_DRIFT_KS: 'set a number between 0 and 1 (exclusive), e.g. IMGSEARCH_DRIFT_KS=0.2',
+  IMGSEARCH_DRIFT_MIN_NEW_LABELLED: 'set a whole number of images of at least 0, e.g. IMGSEARCH_DRIFT_MIN_NEW_LABELLED=200',
+  IMGSEARCH_DRIFT_RECALL_DROP: 'set a number between 0 and 1 (exclusive), e.g. IMGSEARCH_DRIFT_RECALL_DROP=0.05',
+  IMGSEARCH_DRIFT_COOLDOWN_HOURS: 'set a number of hours from 0 to 8760, e.g. IMGSEARCH_DRIFT_COOLDOWN_HOURS=24',
   OPENSEARCH_USERNAME: 'set the user name of the cluster, e.g. OPENSEARCH_USERNAME=admin',
   OPENSEARCH_PASSWORD: 'set the password of OPENSEARCH_USERNAME',
   OPENSEARCH_CA_FILE: "set the path of a PEM file with the cluster's CA certificate",
@@ -170,6 +214,19 @@ export function configFromEnv(env: Env, cwd = process.cwd()): LocalConfig {
     threads: env.IMGSEARCH_THREADS,
     index: env.IMGSEARCH_INDEX,
     ann: { minRows: env.IMGSEARCH_ANN_MIN_ROWS, type: env.IMGSEARCH_ANN_TYPE, checkSeconds: env.IMGSEARCH_ANN_CHECK_SECONDS },
+    drift: {
+      checkMinutes: env.IMGSEARCH_DRIFT_CHECK_MINUTES,
+      querySample: env.IMGSEARCH_DRIFT_QUERY_SAMPLE,
+      settings: {
+        recentUploads: env.IMGSEARCH_DRIFT_RECENT,
+        minSample: env.IMGSEARCH_DRIFT_MIN_SAMPLE,
+        psiThreshold: env.IMGSEARCH_DRIFT_PSI,
+        ksThreshold: env.IMGSEARCH_DRIFT_KS,
+        minNewLabelled: env.IMGSEARCH_DRIFT_MIN_NEW_LABELLED,
+        recallDrop: env.IMGSEARCH_DRIFT_RECALL_DROP,
+        cooldownHours: env.IMGSEARCH_DRIFT_COOLDOWN_HOURS,
+      },
+    },
     opensearch: {
       url: env.OPENSEARCH_URL,
       username: env.OPENSEARCH_USERNAME,
@@ -185,8 +242,10 @@ export function configFromEnv(env: Env, cwd = process.cwd()): LocalConfig {
       rejected: path.join(home, 'rejected'),
       features: path.join(home, 'features'),
       feedback: path.join(home, 'feedback'),
+      monitoring: path.join(home, 'monitoring'),
       cache: path.join(home, 'cache'),
       reports: path.join(home, 'reports'),
+      drift: path.join(home, 'drift'),
     },
   };
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { rejectedImageSchema } from './contracts.js';
 import { modelManifestSchema } from './model/manifest.js';
+import { epochSchema, evaluationSchema, experimentRunSchema } from './services/experiment-runs.js';
 
 /**
  * The JSON each `imgsearch … --json` command prints and the HTTP API's search and status answers:
@@ -13,7 +14,6 @@ import { modelManifestSchema } from './model/manifest.js';
 export const OUTPUT_SCHEMA_VERSION = 1 as const;
 
 const schemaVersion = z.literal(OUTPUT_SCHEMA_VERSION);
-const numbers = z.record(z.string(), z.number());
 
 /** One hit of a search, best first. */
 export const searchHitSchema = z.object({
@@ -47,6 +47,18 @@ export type SearchHitOutput = z.infer<typeof searchHitSchema>;
 
 const listWithReasons = z.object({ count: z.number().int(), byReason: z.record(z.string(), z.number().int()), items: z.array(rejectedImageSchema) });
 
+/** A drift check's decision (shared/services/drift.ts): retrain with its reasons, or why it holds back. */
+const driftDecisionSchema = z.object({ retrain: z.boolean(), reasons: z.array(z.string()), heldBack: z.string().optional() });
+const driftLastCheckSchema = z.object({ checkedAt: z.string(), decision: driftDecisionSchema }).nullable();
+/** A retraining a drift check requested, with its reasons. */
+const driftRequestSchema = z.object({
+  at: z.string(),
+  modelVersion: z.string(),
+  reasons: z.array(z.string()),
+  outcome: z.enum(['requested', 'failed']),
+  error: z.string().optional(),
+});
+
 /** `imgsearch status --json` and `GET /api/status`. */
 export const statusOutputSchema = z.object({
   schemaVersion,
@@ -79,6 +91,8 @@ export const statusOutputSchema = z.object({
   /** When the counts were read (ISO 8601): `/api/status` may serve the last counts read, up to 10 s old (services/status.ts). */
   asOf: z.string().optional(),
   notice: z.string().optional(),
+  /** `imgsearch status` only: the last drift check's decision and the last retraining a check requested (README "Drift"). */
+  drift: z.object({ lastCheck: driftLastCheckSchema, lastRequest: driftRequestSchema.nullable() }).optional(),
 });
 export type StatusOutput = z.infer<typeof statusOutputSchema>;
 
@@ -129,13 +143,6 @@ export const modelRemovalOutputSchema = z.object({
   dryRun: z.boolean(),
 });
 
-const evaluationSchema = z.object({
-  modelVersion: z.string(),
-  imageToImage: numbers,
-  textToImage: numbers.nullable(),
-  counts: z.object({ queries: z.number().int(), answerableQueries: z.number().int(), corpus: z.number().int(), textQueries: z.number().int() }),
-});
-
 /** `imgsearch eval --json`. */
 export const evalOutputSchema = evaluationSchema.extend({ schemaVersion });
 
@@ -148,29 +155,37 @@ export const retrainOutputSchema = z.object({
     version: z.string(),
     metrics: evaluationSchema,
     training: z.object({
-      history: z.array(
-        z.object({
-          epoch: z.number().int(),
-          loss: z.number(),
-          imageImageLoss: z.number(),
-          imageTextLoss: z.number(),
-          validationRecallAt1: z.number().nullable(),
-          temperature: z.number(),
-          seconds: z.number(),
-        }),
-      ),
+      history: z.array(epochSchema),
       bestEpoch: z.number().int(),
       seconds: z.number(),
       backend: z.string(),
       trainedExamples: z.number().int(),
       validationExamples: z.number().int(),
       hidden: z.number().int(),
+      /** Image-tower units fine-tuned with the head (`--unlock-blocks`); absent when the tower stayed locked. */
+      unlockedBlocks: z.array(z.string()).optional(),
     }),
   }),
   current: z.object({ version: z.string(), metrics: evaluationSchema }),
   /** The index now live when promoted, else null. */
   index: activationOutputSchema.omit({ schemaVersion: true }).nullable(),
   plot: z.string().nullable(),
+});
+
+/** `imgsearch map --json`: the collection map `GET /api/map` answers (points only with --points), with each cluster's size and top label. */
+export const mapOutputSchema = z.object({
+  schemaVersion,
+  method: z.enum(['pca', 'umap']),
+  total: z.number().int(),
+  sample: z.number().int(),
+  k: z.number().int(),
+  silhouette: z.array(z.object({ k: z.number().int(), score: z.number() })),
+  computedAt: z.string(),
+  clusters: z.array(z.object({ cluster: z.number().int(), images: z.number().int(), topLabel: z.string().nullable(), topLabelShare: z.number() })),
+  purity: z.number().nullable(),
+  points: z
+    .array(z.object({ id: z.string(), name: z.string(), x: z.number(), y: z.number(), label: z.string().nullable(), cluster: z.number().int() }))
+    .optional(),
 });
 
 /** `imgsearch labels --json`, most used first. */
@@ -223,7 +238,138 @@ export const rmOutputSchema = z.object({
 /** `imgsearch model pull --json`. */
 export const modelPullOutputSchema = z.object({ schemaVersion, version: z.string(), registered: z.boolean(), manifest: modelManifestSchema });
 
+const spread = z.object({ p50: z.number(), p95: z.number(), max: z.number() }).nullable();
+const rateOrNull = z.number().min(0).nullable();
+/** One hour or day of prediction-monitoring figures (or the whole window): shared/services/monitoring.ts. */
+export const monitorBucketSchema = z.object({
+  start: z.string(),
+  end: z.string(),
+  searches: z.number().int(),
+  byKind: z.object({ image: z.number().int(), text: z.number().int(), similar: z.number().int() }),
+  zeroResults: z.number().int(),
+  zeroResultRate: rateOrNull,
+  lowScore: z.number().int(),
+  lowScoreRate: rateOrNull,
+  latencyMs: z.object({ total: spread, embed: spread, index: spread }),
+  topScore: z.object({ p50: z.number(), mean: z.number(), min: z.number() }).nullable(),
+  clicks: z.number().int(),
+  clickedSearches: z.number().int(),
+  clickThroughRate: rateOrNull,
+  freshness: z.object({ count: z.number().int(), lagMs: spread }),
+  modelVersions: z.record(z.string(), z.number().int()),
+});
+
+/** `imgsearch monitor --json` and `GET /api/monitor`. */
+export const monitorOutputSchema = z.object({
+  schemaVersion,
+  since: z.string(),
+  until: z.string(),
+  by: z.enum(['hour', 'day']),
+  lowScoreThreshold: z.number(),
+  totals: monitorBucketSchema,
+  unmatchedClicks: z.number().int(),
+  buckets: z.array(monitorBucketSchema),
+});
+export type MonitorOutput = z.infer<typeof monitorOutputSchema>;
+export type MonitorBucketOutput = z.infer<typeof monitorBucketSchema>;
+
+/** `imgsearch tune --json`: every trial as an experiment run, the winner (best validation recall@1) and the gate's word on it. */
+export const tuneOutputSchema = z.object({
+  schemaVersion,
+  study: z.string(),
+  sampler: z.enum(['tpe', 'random']),
+  parallel: z.number().int(),
+  space: z.record(z.string(), z.object({ type: z.enum(['int', 'float', 'categorical']) }).loose()),
+  runs: z.array(experimentRunSchema),
+  /** Id of the winning run; null when no trial finished. */
+  best: z.string().nullable(),
+  decision: z.object({ promote: z.boolean(), reasons: z.array(z.string()), deltas: z.record(z.string(), z.number().nullable()) }).nullable(),
+  promoted: z.boolean(),
+  current: z.object({ version: z.string(), metrics: evaluationSchema }).nullable(),
+  /** The index now live when promoted, else null. */
+  index: activationOutputSchema.omit({ schemaVersion: true }).nullable(),
+  seconds: z.number(),
+});
+
+/** `imgsearch runs list --json`: experiment runs, oldest first. */
+export const runsListOutputSchema = z.object({ schemaVersion, runs: z.array(experimentRunSchema) });
+
+/** `imgsearch runs show <id> --json`. */
+export const runShowOutputSchema = experimentRunSchema.extend({ schemaVersion });
+
+/** `imgsearch model quantize --json`: the int8 variant registered, its calibration and parity with float32. */
+export const modelQuantizeOutputSchema = z.object({
+  schemaVersion,
+  version: z.string(),
+  parent: z.string(),
+  calibration: z.object({
+    from: z.string(),
+    images: z.number().int(),
+    skipped: z.number().int(),
+    method: z.enum(['percentile', 'minmax']),
+    percentile: z.number().nullable(),
+  }),
+  parity: z.object({ images: z.number().int(), meanCosine: z.number().nullable(), minCosine: z.number().nullable() }),
+  quantized: z.object({ convs: z.number().int(), qdqTensors: z.number().int() }),
+  bytes: z.object({ fp32: z.number().int(), int8: z.number().int() }),
+});
+
+/** `imgsearch model compact --json`: the compact variant registered and its Recall@1 against the full vectors. */
+export const modelCompactOutputSchema = z.object({
+  schemaVersion,
+  version: z.string(),
+  parent: z.string(),
+  dims: z.number().int(),
+  whiten: z.boolean(),
+  fittedOn: z.number().int(),
+  explainedVariance: z.number(),
+  recallAt1: z.object({ full: z.number(), compact: z.number(), queries: z.number().int() }).nullable(),
+});
+
 /** Every output, by the command that prints it (the README's table and the tests walk this). */
+const driftSignalSchema = z.object({
+  /** Vectors compared. */
+  sample: z.number().int(),
+  status: z.enum(['no-shift', 'drift', 'insufficient']),
+  /** PSI per principal component over the reference deciles; `max` is the signal's PSI, `band` its usual reading (< 0.1 none, < 0.25 moderate, else major). */
+  psi: z.object({ max: z.number(), band: z.enum(['none', 'moderate', 'major']), components: z.array(z.number()) }).nullable(),
+  /** Two-sample Kolmogorov–Smirnov on the cosine distance to the reference centroid. */
+  centroidKs: z.object({ d: z.number(), pValue: z.number() }).nullable(),
+  /** Uploads: PSI of the label mix. */
+  labelPsi: z.number().nullable(),
+  findings: z.array(z.string()),
+});
+
+/** `imgsearch drift --json`: the active model's drift report now, and the retraining requests drift checks made (newest last). */
+export const driftOutputSchema = z.object({
+  schemaVersion,
+  modelVersion: z.string(),
+  checkedAt: z.string(),
+  /** The model's reference profile; null when it has none (see `note`). */
+  reference: z.object({ createdAt: z.string(), count: z.number().int(), components: z.number().int() }).nullable(),
+  settings: z.object({
+    recentUploads: z.number().int(),
+    minSample: z.number().int(),
+    psiThreshold: z.number(),
+    ksThreshold: z.number(),
+    minNewLabelled: z.number().int(),
+    recallDrop: z.number(),
+    cooldownHours: z.number(),
+  }),
+  signals: z.object({ uploads: driftSignalSchema, queries: driftSignalSchema }).nullable(),
+  /** Recall@1 of the active model on labelled images not in its training snapshot, against its recorded figure. */
+  recall: z
+    .object({ newLabelled: z.number().int(), recallAt1: z.number().nullable(), recorded: z.number().nullable(), drop: z.number().nullable() })
+    .nullable(),
+  /** What a drift check would do now: `retrain` with its reasons, or why it holds back. */
+  decision: driftDecisionSchema,
+  note: z.string().optional(),
+  /** The last check `up` (or the cloud's scheduled check) ran, when any. */
+  lastCheck: driftLastCheckSchema,
+  requests: z.array(driftRequestSchema),
+});
+export type DriftOutput = z.infer<typeof driftOutputSchema>;
+
 export const OUTPUT_SCHEMAS = {
   search: searchOutputSchema,
   status: statusOutputSchema,
@@ -232,12 +378,20 @@ export const OUTPUT_SCHEMAS = {
   'index versions': indexVersionsOutputSchema,
   'model rm / model prune': modelRemovalOutputSchema,
   'model pull': modelPullOutputSchema,
+  'model quantize': modelQuantizeOutputSchema,
+  'model compact': modelCompactOutputSchema,
   retrain: retrainOutputSchema,
+  tune: tuneOutputSchema,
+  'runs list': runsListOutputSchema,
+  'runs show': runShowOutputSchema,
   eval: evalOutputSchema,
   labels: labelsOutputSchema,
+  map: mapOutputSchema,
   doctor: doctorOutputSchema,
   ingest: ingestOutputSchema,
   rm: rmOutputSchema,
+  monitor: monitorOutputSchema,
+  drift: driftOutputSchema,
 } as const;
 
 /** `{ schemaVersion, ...value }`, typed by the schema it must satisfy. */

@@ -3,6 +3,8 @@
  * L2-normalised everywhere in the pipeline, so cosine similarity is their dot product.
  * (The TensorFlow.js versions for training live in shared/training/tf-math.ts; the ONNX graph
  * builds its own L2 normalisation in shared/model/keras-to-onnx.ts and shared/training/onnx-export.ts.)
+ * The collection map's matrix numerics (PCA, k-means, silhouette, reservoir sampling) sit beside
+ * it in shared/map-math.ts.
  */
 
 /** Σ a[i]·b[i]; the two must have the same dimension. */

@@ -1,159 +1,75 @@
-// The local and cloud search page: plain ES modules, no build step.
-const $ = (sel) => document.querySelector(sel);
-let lastToken = null;
+// The local and cloud search page: plain ES modules, no build step. This module wires the views
+// (tabs), the live status stream (server-sent events) and the model line; each view is its own module.
+import { $, $$, emit, fmtNumber, getJson, on } from './dom.js';
+import { initSearch } from './search.js';
+import { initUpload } from './upload.js';
+import { initPipeline } from './pipeline.js';
+import { initModels } from './models.js';
+import { initMap } from './map.js';
+import { initMonitor } from './monitor.js';
 
-function setMessage(text) {
-  $('#message').textContent = text ?? '';
+const tabs = $$('[role="tab"]');
+
+function select(tab, focus = false) {
+  for (const t of tabs) {
+    const on = t === tab;
+    t.setAttribute('aria-selected', String(on));
+    t.tabIndex = on ? 0 : -1;
+    $(`#${t.getAttribute('aria-controls')}`).hidden = !on;
+  }
+  if (focus) tab.focus();
+  const view = tab.id.replace('tab-', '');
+  if (location.hash !== `#${view}`) history.replaceState(null, '', `#${view}`);
+  emit('view', view);
 }
 
-async function asJson(res) {
-  const body = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(body.error ?? `HTTP ${res.status}`);
-  return body;
+for (const [i, tab] of tabs.entries()) {
+  tab.addEventListener('click', () => select(tab));
+  // Arrow keys move between tabs (WAI-ARIA tabs pattern), Home/End to the first/last.
+  tab.addEventListener('keydown', (ev) => {
+    const next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[ev.key];
+    if (next === undefined) return;
+    ev.preventDefault();
+    select(tabs[(next + tabs.length) % tabs.length], true);
+  });
+}
+on('show-view', (view) => select($(`#tab-${view}`)));
+
+function showModel(s) {
+  $('#model-line').textContent = s.model
+    ? `model ${s.model.version} (${s.model.dimension}-d${s.model.hasTextTower ? ', text search on' : ', image search only'}) · ${fmtNumber(s.indexed)} images indexed`
+    : (s.notice ?? 'no model yet: searches start working once the first model is registered');
 }
 
-function renderResults(data, title) {
-  lastToken = data.feedbackToken ?? null;
-  $('#results-title').textContent = `${title} — ${data.results.length} results (model ${data.modelVersion})`;
-  const grid = $('#results');
-  grid.replaceChildren();
-  for (const hit of data.results) {
-    const card = document.createElement('figure');
-    card.className = 'card result';
-    card.dataset.id = hit.id;
-    const img = document.createElement('img');
-    img.src = hit.thumbnailUrl;
-    img.alt = hit.name;
-    img.loading = 'lazy';
-    img.addEventListener('click', () => {
-      sendFeedback(hit.id, 'open');
-      window.open(hit.thumbnailUrl, '_blank');
-    });
-    const caption = document.createElement('figcaption');
-    const name = document.createElement('div');
-    name.className = 'name';
-    name.textContent = hit.name + (hit.labels?.length ? ` [${hit.labels.join(', ')}]` : '');
-    const score = document.createElement('div');
-    score.className = 'score';
-    score.textContent = `score ${hit.score.toFixed(4)}`;
-    const more = document.createElement('button');
-    more.type = 'button';
-    more.className = 'more-like-this';
-    more.textContent = 'More like this';
-    more.addEventListener('click', () => {
-      sendFeedback(hit.id, 'more-like-this');
-      searchSimilar(hit.id, hit.name);
-    });
-    caption.append(name, score, more);
-    card.append(img, caption);
-    grid.append(card);
-  }
+/**
+ * Live status: one EventSource; the browser reconnects by itself (the server says retry: 2000).
+ * Until the first event (or if the stream is refused) one GET /api/status fills the page.
+ */
+function connect() {
+  const live = $('#live-line');
+  const source = new EventSource('/api/events');
+  source.addEventListener('open', () => (live.textContent = 'live status: connected'));
+  source.addEventListener('error', () => (live.textContent = 'live status: reconnecting…'));
+  source.addEventListener('status', (ev) => {
+    const data = JSON.parse(ev.data);
+    showModel(data.status);
+    emit('status', data);
+  });
+  source.addEventListener('upload', (ev) => emit('upload-state', JSON.parse(ev.data)));
+  getJson('/api/status')
+    .then((status) => {
+      showModel(status);
+      emit('status', { status, ingestRate: null, estimatedLagSeconds: null });
+    })
+    .catch((err) => ($('#model-line').textContent = `status unavailable: ${err.message}`));
 }
 
-function sendFeedback(resultId, action) {
-  if (!lastToken) return;
-  fetch('/api/feedback', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    // The answer's token: the service records clicks only on results it served for that query.
-    body: JSON.stringify({ token: lastToken, resultId, action }),
-  }).catch(() => {});
-}
-
-async function searchSimilar(id, name) {
-  setMessage('');
-  try {
-    renderResults(await asJson(await fetch(`/api/search?similarTo=${encodeURIComponent(id)}&k=12`)), `More like ${name}`);
-  } catch (err) {
-    setMessage(err.message);
-  }
-}
-
-$('#image-form').addEventListener('submit', async (ev) => {
-  ev.preventDefault();
-  const file = $('#image-input').files[0];
-  if (!file) return setMessage('Choose an image first.');
-  setMessage('Searching…');
-  const form = new FormData();
-  form.append('image', file);
-  try {
-    renderResults(await asJson(await fetch('/api/search?k=12', { method: 'POST', body: form })), `Similar to ${file.name}`);
-    setMessage('');
-  } catch (err) {
-    setMessage(err.message);
-  }
-});
-
-$('#text-form').addEventListener('submit', async (ev) => {
-  ev.preventDefault();
-  const q = $('#text-input').value.trim();
-  if (!q) return;
-  setMessage('Searching…');
-  try {
-    renderResults(await asJson(await fetch(`/api/search?q=${encodeURIComponent(q)}&k=12`)), `“${q}”`);
-    setMessage('');
-  } catch (err) {
-    setMessage(err.message);
-  }
-});
-
-function row(cells) {
-  const tr = document.createElement('tr');
-  for (const c of cells) {
-    const td = document.createElement('td');
-    td.textContent = c ?? '';
-    tr.append(td);
-  }
-  return tr;
-}
-
-async function refreshStatus() {
-  try {
-    const s = await asJson(await fetch('/api/status'));
-    // No model yet (a new cloud stack before its bootstrap job ran): the notice says what to do.
-    $('#model-line').textContent = s.model
-      ? `model ${s.model.version} (${s.model.dimension}-d${s.model.hasTextTower ? ', text search on' : ', image search only'})`
-      : (s.notice ?? 'no model yet: searches start working once the first model is registered');
-    const counts = { indexed: s.indexed, pending: s.pending, rejected: s.rejected.count, 'dead-lettered': s.deadLettered.count };
-    // The ANN index behind searches (none: exact scan; building; ready, with rows not yet folded in).
-    if (s.ann) counts['ann index'] = s.ann.state === 'ready' ? `${s.ann.type}, ${s.ann.rowsUnindexed} rows not yet indexed` : s.ann.state;
-    $('#counts').replaceChildren(
-      ...Object.entries(counts).flatMap(([k, v]) => {
-        const dt = document.createElement('dt');
-        dt.textContent = k;
-        const dd = document.createElement('dd');
-        dd.id = `count-${k}`;
-        dd.textContent = String(v);
-        return [dt, dd];
-      }),
-    );
-    $('#rejected tbody').replaceChildren(...s.rejected.items.map((r) => row([r.uri.split('/').pop(), r.reason, r.detail, r.at])));
-    $('#dead tbody').replaceChildren(...s.deadLettered.items.map((d) => row([d.topic, d.reason, String(d.deliveryAttempt), d.at])));
-  } catch (err) {
-    $('#model-line').textContent = `status unavailable: ${err.message}`;
-  }
-  try {
-    const models = await asJson(await fetch('/api/models'));
-    $('#models tbody').replaceChildren(
-      ...models.map((m) =>
-        row([
-          m.version,
-          m.active ? 'yes' : '',
-          m.parent ?? '',
-          m.metrics?.imageToImage?.['recall@1']?.toFixed(3),
-          m.metrics?.textToImage?.['precision@10']?.toFixed(3),
-        ]),
-      ),
-    );
-    const plot = $('#metrics-plot');
-    if (models.some((m) => m.metrics)) {
-      plot.src = `/api/reports/metrics.png?t=${Date.now()}`;
-      plot.hidden = false;
-    }
-  } catch {
-    /* models are optional */
-  }
-}
-
-refreshStatus();
-setInterval(refreshStatus, 3000);
+initSearch();
+initUpload();
+initPipeline();
+initModels();
+initMap();
+initMonitor();
+connect();
+const start = tabs.find((t) => t.id === `tab-${location.hash.slice(1)}`);
+if (start) select(start);

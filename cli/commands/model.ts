@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import type { ActivationResult } from '../../shared/services/model-lifecycle.js';
 import { openRuntime, printJson, printOutput, withRuntime } from '../options.js';
 import { registerModelPullCommand } from './model-pull.js';
+import { registerModelVariantCommands } from './model-variants.js';
 
 async function notFound(message: string): Promise<Error> {
   const { NotFoundError } = await import('../../shared/errors.js');
@@ -130,6 +131,7 @@ export function registerModelCommands(program: Command): void {
       );
     });
   registerModelPullCommand(model);
+  registerModelVariantCommands(model);
 }
 
 async function report(r: ActivationResult, json?: boolean): Promise<void> {

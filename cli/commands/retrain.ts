@@ -33,10 +33,26 @@ export function registerRetrainCommand(program: Command): void {
       'hidden units of the projection head (default 512; wider learns more from tens of thousands of images, and trains slower)',
       parseIntIn(1, 8192),
     )
+    .option(
+      '--unlock-blocks <n>',
+      'also fine-tune the top N units of the image tower (1: last conv; 2–4: + block_16, block_15, block_14) from activations stored at ingest; 0: head only (default)',
+      parseIntIn(0, 4),
+    )
+    .option('--tower-lr <x>', 'learning rate of the unlocked tower weights (default 0.0001)', parseNumberIn(0, 1, { exclusive: true }))
     .option('--json', 'print {schemaVersion, promoted, decision, candidate, current, index, plot} (progress goes to stderr)')
     .action(
       async (
-        opts: { epochs: number; seed: number; margin: number; heldOut: number; validation?: number; hidden?: number; json?: boolean },
+        opts: {
+          epochs: number;
+          seed: number;
+          margin: number;
+          heldOut: number;
+          validation?: number;
+          hidden?: number;
+          unlockBlocks?: number;
+          towerLr?: number;
+          json?: boolean;
+        },
         command: Command,
       ) => {
         const { Presets, SingleBar } = await import('cli-progress');
@@ -86,6 +102,8 @@ export function registerRetrainCommand(program: Command): void {
                   training: {
                     ...(opts.validation !== undefined ? { validationFraction: opts.validation } : {}),
                     ...(opts.hidden !== undefined ? { hidden: opts.hidden } : {}),
+                    ...(opts.unlockBlocks !== undefined ? { unlockBlocks: opts.unlockBlocks } : {}),
+                    ...(opts.towerLr !== undefined ? { towerLearningRate: opts.towerLr } : {}),
                   },
                 },
                 onProgress,

@@ -26,7 +26,10 @@ export function registerStatusCommand(program: Command): void {
           },
           ignored: runtime.ignored,
         });
-        if (opts.json) return printOutput('status', status);
+        const { driftStatus } = await import('../../shared/services/drift.js');
+        const { localDriftDeps } = await import('../../shared/wiring/local.js');
+        const drift = driftStatus(await localDriftDeps(runtime).state.read());
+        if (opts.json) return printOutput('status', { ...status, drift });
         const writer = await readHomeLock(runtime.config.home);
         const lines = [
           ...(writer?.alive ? [`writer     \`${writer.holder.command}\` (pid ${writer.holder.pid}, since ${writer.holder.startedAt})`] : []),
@@ -43,6 +46,10 @@ export function registerStatusCommand(program: Command): void {
           ...status.ignored.items.slice(0, 20).map((r) => `  - ${r.uri}: ${r.reason} (${r.detail})`),
           `dead-lettered ${status.deadLettered.count}`,
           ...status.deadLettered.items.slice(0, 20).map((d) => `  - [${d.topic}] ${d.reason} (attempts ${d.deliveryAttempt})`),
+          `drift      ${drift.lastCheck ? `last check ${drift.lastCheck.checkedAt}: ${drift.lastCheck.decision.retrain ? 'retraining requested' : drift.lastCheck.decision.heldBack ? 'held back' : 'no retraining needed'}` : 'not checked yet'}`,
+          ...(drift.lastRequest
+            ? [`  last retraining request ${drift.lastRequest.at} (${drift.lastRequest.outcome}): ${drift.lastRequest.reasons.join('; ')}`]
+            : []),
         ];
         process.stdout.write(`${lines.join('\n')}\n`);
       });

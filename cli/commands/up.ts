@@ -2,21 +2,29 @@ import { ignoredEntries, watchFolder } from '../../shared/adapters/local/folder-
 import type { ImageEvent } from '../../shared/contracts.js';
 import { handleObjectEvent } from '../../shared/handlers/on-object-event.js';
 import { ModelFollower } from '../../shared/services/model-follower.js';
-import { reconcileBucket, republishBucket } from '../../shared/services/reconcile.js';
-import { localSearchApp, localPipelineWorkers, type LocalRuntime } from '../../shared/wiring/local.js';
+import { reconcileBucket, republishBucket, type ReconcileResult } from '../../shared/services/reconcile.js';
+import { localDriftChecks, localSearchApp, localPipelineWorkers, type LocalRuntime } from '../../shared/wiring/local.js';
 
 export interface LocalProduct {
   /** Where the page and API listen (`http://127.0.0.1:<port>`). */
   url: string;
+  /**
+   * Settles once the folder has been compared with the index (files added, changed or removed while
+   * `up` was not running handed to the pipeline); null if that failed (logged, and shown as an
+   * intake fault by `status`). Searches answer meanwhile.
+   */
+  caughtUp: Promise<ReconcileResult | null>;
   /** Stops watching, serving and working (the runtime stays open). */
   stop(): Promise<void>;
 }
 
 /**
- * Everything `imgsearch up` runs in one process, wired from shared services: the folder reconciled
- * with the index (reconcile.ts), then watched; the embed/upsert workers (pipeline.ts); the page
+ * Everything `imgsearch up` runs in one process, wired from shared services: the folder watched and,
+ * beside the searches, caught up with the index (reconcile.ts: only what changed while `up` was not
+ * running goes through the pipeline); the embed/upsert workers (pipeline.ts); the page
  * and API (shared/wiring/local.ts, queries following the live index); the registry's active model
- * followed for embedding (model-follower.ts), re-publishing the folder when it changed.
+ * followed for embedding (model-follower.ts), re-publishing the folder when it changed; drift
+ * checks every IMGSEARCH_DRIFT_CHECK_MINUTES (drift.ts), retraining here when one calls for it.
  */
 export async function startLocalProduct(runtime: LocalRuntime): Promise<LocalProduct> {
   const { config, logger } = runtime;
@@ -42,15 +50,44 @@ export async function startLocalProduct(runtime: LocalRuntime): Promise<LocalPro
   };
   const ignored = { log: runtime.ignored, entries: () => ignoredEntries(runtime.bucket) };
 
-  // Files added or removed while we were down.
-  await reconcileBucket({ blobs: runtime.bucket, index: await runtime.liveIndex(), bus: runtime.bus, onObject, ignored, logger });
-  const watcher = watchFolder(runtime.bucket, { ignoreInitial: true, ignored: runtime.ignored, logger }, onObject);
-  await watcher.ready;
-  workers.start();
-  runtime.ann?.start();
-
+  // The live index exists (created on a first start) before anything is served.
+  const index = await runtime.liveIndex();
   const app = await localSearchApp(runtime);
   const address = await app.listen({ host: config.host, port: config.port });
+  // Watching starts before the catch-up below lists the folder (files already there are not
+  // re-emitted), so nothing written meanwhile is missed; a file written in between may be reported
+  // twice, which the index ignores. It starts after listening: its walk of a large folder would
+  // otherwise delay the first search.
+  const watcher = watchFolder(runtime.bucket, { ignoreInitial: true, ignored: runtime.ignored, logger }, onObject);
+  workers.start();
+  runtime.ann?.start();
+  // Catching up runs beside the searches: one pass over the folder's listing against the index's ids
+  // and generations, and only what was added, changed or removed while we were down goes through
+  // the pipeline (reconcile.ts).
+  let stopping = false;
+  const caughtUp = (async (): Promise<ReconcileResult | null> => {
+    try {
+      await watcher.ready;
+      const result = await reconcileBucket({
+        blobs: runtime.bucket,
+        index,
+        bus: runtime.bus,
+        rejections: runtime.rejections,
+        onObject,
+        ignored,
+        logger,
+        stopped: () => stopping,
+      });
+      logger.info(result, 'bucket folder reconciled with the index');
+      return result;
+    } catch (err) {
+      // Stopping cut it short: the next start catches up.
+      if (stopping) return null;
+      runtime.health.failed('intake', err);
+      logger.error({ err }, 'could not compare the bucket folder with the index; files changed while imgsearch was not running are not queued');
+      return null;
+    }
+  })();
 
   // Another process (imgsearch retrain / model promote / rollback) may change the active model.
   const follower = new ModelFollower(runtime.model, {
@@ -61,10 +98,17 @@ export async function startLocalProduct(runtime: LocalRuntime): Promise<LocalPro
     },
   });
   follower.start();
+  // Drift of uploads and queries from the active model's profile; a retraining when it says so (drift.ts).
+  const drift = localDriftChecks(runtime);
+  drift?.start();
 
   return {
     url: address.replace('[::1]', 'localhost'),
+    caughtUp,
     async stop() {
+      stopping = true;
+      await caughtUp;
+      drift?.stop();
       runtime.ann?.stop();
       await follower.stop();
       await app.close();

@@ -6,6 +6,7 @@ import { serviceAccount, serviceAccountMember } from '../iam.js';
 import type { Placement } from '../placement.js';
 import { DeadLetteredSubscription, type DeadLetteredTopic } from './messaging.js';
 import { NodeFunction } from './node-function.js';
+import { PUSH_BATCH_MAX } from '../../shared/services/upsert-batcher.js';
 import { OpenSearch } from './opensearch.js';
 import { pushEndpoint, pushIdentity } from './push-delivery.js';
 
@@ -114,6 +115,11 @@ export class Indexing extends pulumi.ComponentResource {
         secretEnvironment: functionSecretEnv('upsertVectors', args.project, this.opensearch.secretIds),
         vpcConnector: this.opensearch.connectorId,
         memory: '1Gi',
+        // Pub/Sub push sends one message per request; the requests one instance serves at once are
+        // written with one _bulk per batch (shared/services/upsert-batcher.ts), so an instance takes
+        // up to a batch of them. Cloud Run serves more than one request at a time only with ≥ 1 vCPU.
+        cpu: '1',
+        concurrency: PUSH_BATCH_MAX,
         timeoutSeconds: args.messaging.ackDeadlineSeconds,
         invokers: [serviceAccountMember(pusher.email)],
       },

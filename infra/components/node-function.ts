@@ -23,6 +23,10 @@ export interface NodeFunctionArgs extends Placement {
   /** Serverless VPC Access connector for private endpoints (OpenSearch VM). */
   vpcConnector?: pulumi.Input<string>;
   memory?: string;
+  /** vCPUs per instance (default: derived from memory); serving several requests at once needs at least 1. */
+  cpu?: string;
+  /** Requests one instance serves at once (default 1). */
+  concurrency?: number;
   timeoutSeconds?: number;
   maxInstances?: number;
   /** Accounts allowed to invoke (Scheduler, Eventarc, Pub/Sub push): run.invoker on the service. */
@@ -70,6 +74,8 @@ export class NodeFunction extends pulumi.ComponentResource {
         serviceConfig: {
           serviceAccountEmail: args.serviceAccountEmail,
           availableMemory: args.memory ?? '512Mi',
+          availableCpu: args.cpu,
+          maxInstanceRequestConcurrency: args.concurrency,
           timeoutSeconds: args.timeoutSeconds ?? 300,
           maxInstanceCount: args.maxInstances ?? 10,
           ingressSettings: 'ALLOW_INTERNAL_ONLY',

@@ -13,6 +13,8 @@ export const REQUIRED_APIS = [
   'compute.googleapis.com',
   'eventarc.googleapis.com',
   'iam.googleapis.com',
+  // IAM Credentials (signBlob): the search service signs upload URLs as itself, without a key.
+  'iamcredentials.googleapis.com',
   // Identity-Aware Proxy (search.access: iap); enabling it costs nothing when unused.
   'iap.googleapis.com',
   'logging.googleapis.com',

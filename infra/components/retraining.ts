@@ -152,6 +152,27 @@ export class Retraining extends pulumi.ComponentResource {
       parent,
     );
 
+    if (args.settings.tune) {
+      // Hyperparameter search (`iss:retrain.tune`): the trainer, run with `--tune=true`, creates a
+      // Vertex AI hyperparameter tuning job whose trials run this same image as the trainer account
+      // and report their metric the cloudml-hypertune way (shared/services/tuning.ts). Tuning jobs
+      // have no resource-level IAM either: a custom role with the two permissions it uses.
+      const tunerRole = new gcp.projects.IAMCustomRole(
+        `${name}-tune-role`,
+        {
+          project: args.project,
+          roleId: `${args.prefix.replace(/-/g, '_')}_retrain_tuner`,
+          title: `${args.prefix} hyperparameter tuning`,
+          description: 'Creates and watches the Vertex AI hyperparameter tuning jobs of scheduled retraining',
+          permissions: ['aiplatform.hyperparameterTuningJobs.create', 'aiplatform.hyperparameterTuningJobs.get'],
+        },
+        parent,
+      );
+      grantCustomRoleOnProject(`${name}-trainer-tuning-jobs`, { project: args.project, role: tunerRole, member: trainerMember }, parent);
+      // The trials run as the trainer account itself: creating them needs actAs on it.
+      grantOnServiceAccount(`${name}-trainer-acts-as-itself`, this.trainer.name, { role: 'roles/iam.serviceAccountUser', member: trainerMember }, parent);
+    }
+
     const starter = serviceAccount(
       `${name}-start-sa`,
       {
@@ -265,7 +286,7 @@ export class Retraining extends pulumi.ComponentResource {
         timeZone: 'Etc/UTC',
         pubsubTarget: {
           topicName: args.retrainRequests.topic.id,
-          data: Buffer.from(JSON.stringify({ reason: 'scheduled', args: args.settings.args })).toString('base64'),
+          data: Buffer.from(JSON.stringify({ reason: 'scheduled', args: scheduledArgs(args.settings) })).toString('base64'),
           attributes: { source: 'cloud-scheduler' },
         },
       },
@@ -274,4 +295,22 @@ export class Retraining extends pulumi.ComponentResource {
 
     this.registerOutputs({ cron: this.cron.name, start: this.start.serviceName, reindexJob: this.reindexJob.name });
   }
+}
+
+/**
+ * The job flags a scheduled request carries: `args` for one retraining; with `tune`, the flags of a
+ * tuning run (jobs/retrain `--tune=true`), keeping only the `args` a study takes (seed, margin, heldOut).
+ */
+export function scheduledArgs(settings: ParsedStackConfig['retrain']): Record<string, string> {
+  const { tune, args } = settings;
+  if (!tune) return { ...args };
+  const shared = Object.fromEntries(Object.entries(args).filter(([k]) => k === 'seed' || k === 'margin' || k === 'heldOut'));
+  return {
+    ...shared,
+    tune: 'true',
+    trials: String(tune.trials),
+    parallel: String(tune.parallel),
+    algorithm: tune.algorithm,
+    ...(tune.space ? { space: JSON.stringify(tune.space) } : {}),
+  };
 }

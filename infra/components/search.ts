@@ -3,7 +3,7 @@ import * as pulumi from '@pulumi/pulumi';
 import * as random from '@pulumi/random';
 import type { ParsedStackConfig } from '../config.js';
 import { cloudRunEnv, type EnvValues, type SecretIds } from '../env.js';
-import { cloudRunServiceMember, grantOnBucket, grantOnSecret } from '../grants.js';
+import { cloudRunServiceMember, grantOnBucket, grantOnSecret, grantOnServiceAccount } from '../grants.js';
 import { serviceAccount, serviceAccountMember } from '../iam.js';
 import { containerCommand } from '../packaging.js';
 import { workloadLabels, type Placement } from '../placement.js';
@@ -18,6 +18,10 @@ export interface SearchArgs extends Placement {
   env: EnvValues;
   /** IAP's service agent (`access: iap`): it calls the service once IAP let a user in. */
   iapAgent?: pulumi.Input<string>;
+  /** The URL people open the page at ({@link searchPageOrigins}, the images bucket's CORS origin); default the service's `uri`. */
+  pageUrl?: pulumi.Input<string>;
+  /** The watched prefix of the images bucket (embed.imagePrefix): page uploads may create objects there only. */
+  imagePrefix: string;
 }
 
 /**
@@ -28,6 +32,34 @@ export interface SearchArgs extends Placement {
  */
 function trustedProxyHops(access: ParsedStackConfig['search']['access']): string {
   return access === 'public' ? '2' : '1';
+}
+
+/**
+ * Whether the page takes uploads (UPLOADS, functions/search-server.ts): never with `public` access,
+ * where anyone could add images to the bucket (security review, finding 1); otherwise through signed URLs.
+ * Images then go in with `gcloud storage cp` (README "Add images").
+ */
+export function pageUploadsMode(settings: Pick<ParsedStackConfig['search'], 'access'>): 'off' | 'signed-url' {
+  return settings.access === 'public' ? 'off' : 'signed-url';
+}
+
+/** The Cloud Run service's name. */
+export const searchServiceName = (prefix: string): string => `${prefix}-search`;
+
+/**
+ * Where browsers open the search page, for the images bucket's CORS (its uploads): `public`, the
+ * domain (the run.app URL is off); otherwise the service's deterministic URL
+ * `https://SERVICE-PROJECT_NUMBER.REGION.run.app` (cloud.google.com/run/docs/triggering/https-request).
+ * Known before the service exists, so the bucket (which the service's grants need first) can carry it.
+ */
+export function searchPageOrigins(args: {
+  settings: ParsedStackConfig['search'];
+  prefix: string;
+  region: string;
+  projectNumber: pulumi.Input<string>;
+}): pulumi.Output<string[]> {
+  if (args.settings.access === 'public') return pulumi.output([`https://${args.settings.domain}`]);
+  return pulumi.interpolate`https://${searchServiceName(args.prefix)}-${args.projectNumber}.${args.region}.run.app`.apply((u) => [u]);
 }
 
 /**
@@ -69,6 +101,7 @@ export class Search extends pulumi.ComponentResource {
       parent,
     );
     const member = serviceAccountMember(runner.email);
+    const uploads = pageUploadsMode(s);
     const grants = [
       grantOnBucket(`${name}-images-viewer`, args.buckets.images, { role: 'roles/storage.objectViewer', member }, parent),
       grantOnBucket(`${name}-models-viewer`, args.buckets.models, { role: 'roles/storage.objectViewer', member }, parent),
@@ -77,6 +110,18 @@ export class Search extends pulumi.ComponentResource {
       // Writes click feedback as new, uniquely named objects under feedback/: create is enough,
       // so the service can never overwrite or delete a feature shard or a rejection record.
       grantOnBucket(`${name}-features-creator`, args.buckets.features, { role: 'roles/storage.objectCreator', member, prefix: 'feedback/' }, parent),
+      // Uploads from the page (not with public access): the service signs URLs as itself (no key file),
+      // through IAM Credentials signBlob, which needs iam.serviceAccounts.signBlob on its own account —
+      // tokenCreator on itself, not on the project (cloud.google.com/storage/docs/authentication/creating-signatures).
+      // A signed URL allows only what its signer may do: create objects under the watched prefix of the
+      // images bucket (objectCreator, conditioned on the prefix when there is one: no overwrite, no delete,
+      // nothing elsewhere in the bucket; the URL also carries x-goog-if-generation-match: 0).
+      ...(uploads === 'signed-url'
+        ? [
+            grantOnServiceAccount(`${name}-signs-as-itself`, runner.name, { role: 'roles/iam.serviceAccountTokenCreator', member }, parent),
+            grantOnBucket(`${name}-images-creator`, args.buckets.images, { role: 'roles/storage.objectCreator', member, prefix: args.imagePrefix }, parent),
+          ]
+        : []),
       ...args.opensearchSecrets.secrets.map((secret, i) =>
         grantOnSecret(`${name}-secret-accessor-${i}`, args.project, secret.secretId, { role: 'roles/secretmanager.secretAccessor', member }, parent),
       ),
@@ -105,7 +150,7 @@ export class Search extends pulumi.ComponentResource {
       {
         project: args.project,
         location: args.region,
-        name: `${args.prefix}-search`,
+        name: searchServiceName(args.prefix),
         labels: workloadLabels(args.labels, 'search'),
         deletionProtection: args.deletionProtection,
         // Public: only through the load balancer (and its Cloud Armor policy), never the run.app URL.
@@ -128,7 +173,7 @@ export class Search extends pulumi.ComponentResource {
               image: args.image,
               ...containerCommand('search', 'functions/search-server.ts'),
               ports: { containerPort: 8080 },
-              envs: cloudRunEnv('search', { ...args.env, TRUSTED_PROXY_HOPS: trustedProxyHops(s.access) }, secretIds),
+              envs: cloudRunEnv('search', { ...args.env, TRUSTED_PROXY_HOPS: trustedProxyHops(s.access), UPLOADS: uploads }, secretIds),
               resources: { limits: { cpu: String(s.cpu), memory: s.memory }, cpuIdle: true, startupCpuBoost: true },
               // TCP, not HTTP: the probe must not depend on a route the service may rename.
               startupProbe: { tcpSocket: { port: 8080 }, periodSeconds: 5, failureThreshold: 24 },
@@ -145,7 +190,7 @@ export class Search extends pulumi.ComponentResource {
       this.address = lb.address;
       this.securityPolicy = lb.policy;
       this.url = pulumi.output(`https://${s.domain}`);
-    } else this.url = this.service.uri;
+    } else this.url = args.pageUrl ? pulumi.output(args.pageUrl) : this.service.uri;
     this.registerOutputs({ url: this.url, address: this.address });
   }
 

@@ -5,6 +5,8 @@ import type { Placement } from '../placement.js';
 
 export interface StorageArgs extends Placement {
   settings: ParsedStackConfig['storage'];
+  /** Origins of the search page, whose browsers PUT uploads to the images bucket through signed URLs (Search.uploadOrigins). */
+  uploadOrigins?: pulumi.Input<pulumi.Input<string>[]>;
 }
 
 /**
@@ -40,7 +42,24 @@ export class Storage extends pulumi.ComponentResource {
         { parent: this },
       );
 
-    this.images = bucket('images');
+    // The page's uploads: the browser PUTs each file with a signed URL (shared/adapters/gcp/gcs-signed-uploads.ts).
+    // CORS lets exactly the search page's origin do that, and send the signed headers
+    // (cloud.google.com/storage/docs/cross-origin, cloud.google.com/storage/docs/using-cors); nothing else is shared.
+    this.images = bucket(
+      'images',
+      args.uploadOrigins
+        ? {
+            cors: [
+              {
+                origins: args.uploadOrigins,
+                methods: ['PUT'],
+                responseHeaders: ['Content-Type', 'x-goog-content-length-range', 'x-goog-if-generation-match'],
+                maxAgeSeconds: 3600,
+              },
+            ],
+          }
+        : {},
+    );
     this.models = bucket('models', {
       versioning: { enabled: true },
       lifecycleRules: [

@@ -54,12 +54,17 @@ function resolve(model: StackModel, w: Workload, ref: ResourceRef): { target: Gr
       ? { target: { kind: 'topic', name: topic } }
       : { missing: `topic ${topic} (from its push subscription) does not exist` };
   }
+  if ('self' in ref) {
+    return model.find('gcp:serviceaccount/account:Account', w.identity)
+      ? { target: { kind: 'serviceAccount', name: w.identity } }
+      : { missing: `its own service account ${w.identity} is not in the stack` };
+  }
   const value = w.env[ref.env];
   if (value === undefined) return { missing: `${ref.env} is not in its environment` };
   switch (ref.kind) {
     case 'bucket':
       return model.find('gcp:storage/bucket:Bucket', value)
-        ? { target: { kind: 'bucket', name: value }, prefix: ref.prefix ?? '' }
+        ? { target: { kind: 'bucket', name: value }, prefix: ref.prefix ?? (ref.prefixEnv ? (w.env[ref.prefixEnv] ?? '') : '') }
         : { missing: `bucket ${value} (${ref.env}) is not in the stack` };
     case 'topic': {
       const name = ref.deadLetter ? deadLetterTopicOf(short(value)) : short(value);
@@ -244,6 +249,18 @@ export function checkPlatformPermissions(model: StackModel, options: CheckOption
       { kind: 'project' },
       'Vertex AI pulling the trainer image',
     );
+    // A scheduled tuning run (`iss:retrain.tune`, jobs/retrain --tune=true): the trainer creates and
+    // watches a hyperparameter tuning job whose trials run as the trainer account itself.
+    const trainer = model.workloads.get('retrainJob')!.identity;
+    const tuning = model
+      .ofType('gcp:cloudscheduler/job:Job')
+      .some((j) => /"tune":"true"/.test(Buffer.from(String(j.inputs.pubsubTarget?.data ?? ''), 'base64').toString('utf8')));
+    if (tuning && trainer) {
+      const what = 'the scheduled hyperparameter tuning run';
+      for (const permission of ['aiplatform.hyperparameterTuningJobs.create', 'aiplatform.hyperparameterTuningJobs.get'])
+        need(sa(trainer), permission, { kind: 'project' }, what);
+      need(sa(trainer), 'iam.serviceAccounts.actAs', { kind: 'serviceAccount', name: trainer }, `${what} (its trials run as the trainer)`);
+    }
   }
 
   for (const vm of model.ofType('gcp:compute/instance:Instance')) {

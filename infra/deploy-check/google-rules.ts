@@ -154,6 +154,9 @@ export const ADAPTER_APIS: Record<AdapterName, string> = {
   VertexJobLauncher: 'aiplatform.googleapis.com',
   MonitoringBacklog: 'monitoring.googleapis.com',
   PullBacklog: 'pubsub.googleapis.com',
+  // Signing without a key calls IAM Credentials signBlob (its existence check is a storage.googleapis.com
+  // call, which the same workload's GcsBlobStore needs enabled anyway).
+  GcsSignedUploads: 'iamcredentials.googleapis.com',
 };
 
 /**

@@ -83,7 +83,7 @@ export async function embedBatch(deliveries: Delivery[], deps: EmbedDeps): Promi
   const messages: EmbeddingMessage[] = [];
   let featuresWritten: Promise<void> = Promise.resolve();
   if (prepared.length > 0) {
-    const { base, vectors } = await deps.embedder.embedDecoded(prepared.map((p) => p.image));
+    const { base, vectors, activations } = await deps.embedder.embedDecoded(prepared.map((p) => p.image));
     featuresWritten = deps.features.put(
       prepared.map((p, i) => ({
         id: p.id,
@@ -94,6 +94,7 @@ export async function embedBatch(deliveries: Delivery[], deps: EmbedDeps): Promi
         labels: p.meta.labels,
         caption: p.meta.caption,
         eventTime: p.event.eventTime,
+        ...(activations?.[i] ? { activation: activations[i] } : {}),
       })),
     );
     prepared.forEach((p, i) => {

@@ -10,15 +10,22 @@ import { z } from 'zod';
 import { CapabilityError, ImageRejectedError, AppError, NotFoundError, ParseError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { ModelVersion } from '../ports/model-registry.js';
-import { OUTPUT_SCHEMA_VERSION, presentSearch, type SearchOutput, type StatusOutput } from '../output-schemas.js';
+import { OUTPUT_SCHEMA_VERSION, presentSearch, type DriftOutput, type SearchOutput, type StatusOutput } from '../output-schemas.js';
 import type { VectorDocument } from '../ports/vector-index.js';
 import { feedbackRequestSchema, MAX_FEEDBACK_BODY_BYTES, type FeedbackEvent, type ServedQuery } from '../services/feedback.js';
 import type { SearchResponse, SearchService } from '../services/search-service.js';
 import type { PipelineStatus } from '../services/status.js';
-import { describeIssues } from '../validation.js';
 import { ConcurrencyGate, OverloadedError, resolveHttpLimits, type HttpLimitOverrides } from './limits.js';
 import { checkHost, checkSameOrigin, exposureWarning, helmetOptions, type NetworkMode } from './security.js';
+import { registerMapRoutes } from './map-routes.js';
+import { registerMonitorRoutes, type MonitorRouteDeps } from './monitor-routes.js';
 import { ThumbnailCache } from './thumbnails.js';
+import { parseRequest, PayloadTooLargeError } from './request.js';
+import { StatusEventStream, type EventStreamOptions } from './events.js';
+import { isSignedUploads, registerUploadRoutes, uploadState, UPLOAD_CONTENT_TYPES, type PageUploads } from './upload.js';
+import type { MapRouteDeps } from './map-routes.js';
+
+export { PayloadTooLargeError } from './request.js';
 
 export type { FeedbackEvent } from '../services/feedback.js';
 
@@ -33,7 +40,11 @@ export interface SearchAppDeps {
   search: Pick<SearchService, 'byImage' | 'similarTo' | 'byText'> & Partial<Pick<SearchService, 'served'>>;
   status: () => Promise<StatusResponse>;
   getDocument: (id: string) => Promise<VectorDocument | null>;
-  readObject: (uri: string) => Promise<Buffer>;
+  /**
+   * The bytes of an indexed object. With `maxBytes`, an object larger than that is refused before
+   * it is buffered, with an AppError whose `meta.maxBytes` is that limit (as BlobStore.read does).
+   */
+  readObject: (uri: string, options?: { maxBytes?: number }) => Promise<Buffer>;
   logger: Logger;
   webDir: string;
   recordFeedback?: (event: FeedbackEvent, served: ServedQuery) => Promise<void>;
@@ -43,6 +54,23 @@ export interface SearchAppDeps {
   network?: NetworkMode;
   /** Size, concurrency, rate and time limits over {@link defaultHttpLimits}. */
   limits?: HttpLimitOverrides;
+  /**
+   * Adding images from the page: written into the watched folder by the server (local `imgsearch up`),
+   * or sent by the browser to the images bucket through signed URLs (cloud); absent: no uploads (the page says so).
+   */
+  uploads?: PageUploads;
+  /** Re-activates the previously active model and its index (local `imgsearch up` only: `POST /api/models/rollback`). */
+  rollbackModel?: () => Promise<unknown>;
+  /** The server-sent status stream's intervals and bounds (events.ts). */
+  events?: EventStreamOptions;
+  /** The largest original image `GET /api/images/:id/original` sends (default 32 MiB). */
+  maxOriginalBytes?: number;
+  /** The collection map (`GET /api/map`, `/api/map/locate`: map-routes.ts); absent: the page says there is none. */
+  map?: MapRouteDeps['map'];
+  /** Prediction monitoring (`GET /api/monitor`: monitor-routes.ts) from this process's search event log; absent (cloud: Cloud Monitoring's dashboard): 404. */
+  monitor?: MonitorRouteDeps;
+  /** The drift report `imgsearch drift --json` prints (`GET /api/drift`: shared/services/drift.ts driftOutput); absent: 404. */
+  drift?: () => Promise<Omit<DriftOutput, 'schemaVersion'>>;
 }
 
 const querySchema = z.object({
@@ -54,17 +82,20 @@ const querySchema = z.object({
 });
 
 /** The page's files (web/), each with its content type: nothing else from that folder is served. */
-const staticFiles: Record<string, { file: string; type: string }> = {
+const JS = 'text/javascript; charset=utf-8';
+export const staticFiles: Record<string, { file: string; type: string }> = {
   '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
-  '/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
+  '/app.js': { file: 'app.js', type: JS },
+  '/search.js': { file: 'search.js', type: JS },
+  '/upload.js': { file: 'upload.js', type: JS },
+  '/pipeline.js': { file: 'pipeline.js', type: JS },
+  '/models.js': { file: 'models.js', type: JS },
+  '/map.js': { file: 'map.js', type: JS },
+  '/charts.js': { file: 'charts.js', type: JS },
+  '/monitor.js': { file: 'monitor.js', type: JS },
+  '/dom.js': { file: 'dom.js', type: JS },
   '/style.css': { file: 'style.css', type: 'text/css; charset=utf-8' },
 };
-
-/** The body is larger than this route accepts: 413, before (or while) it is read. */
-export class PayloadTooLargeError extends AppError {
-  override readonly code = 'PAYLOAD_TOO_LARGE';
-  readonly statusCode = 413;
-}
 
 /** A client went past its requests per minute: 429 with Retry-After (set by @fastify/rate-limit). */
 class RateLimitedError extends AppError {
@@ -104,7 +135,10 @@ export async function buildSearchApp(deps: SearchAppDeps): Promise<FastifyInstan
   app.setErrorHandler((err, req, reply) => sendError(err, req, reply, deps.logger));
   app.setNotFoundHandler((req, reply) => sendError(new NotFoundError(`no route ${req.method} ${req.url.split('?')[0]}`), req, reply, deps.logger));
 
-  await app.register(helmet, helmetOptions(network));
+  await app.register(
+    helmet,
+    helmetOptions(network, { signedUploads: deps.uploads !== undefined && isSignedUploads(deps.uploads) ? { bucket: deps.uploads.bucket } : false }),
+  );
   app.addHook('onRequest', async (req) => {
     checkHost(req, network);
     checkSameOrigin(req);
@@ -133,15 +167,20 @@ export async function buildSearchApp(deps: SearchAppDeps): Promise<FastifyInstan
     app.get(route, async (_req, reply) => reply.type(type).send(await fs.readFile(path.join(deps.webDir, file))));
   }
 
-  // Every poll of every open page asks for the status: concurrent calls share one computation.
+  // Every poll of every open page, and the event stream, ask for the status: concurrent calls share one computation.
   let statusInFlight: Promise<StatusResponse> | null = null;
-  app.get('/api/status', async (): Promise<StatusOutput> => {
-    statusInFlight ??= deps.status().finally(() => (statusInFlight = null));
-    return { schemaVersion: OUTPUT_SCHEMA_VERSION, ...(await statusInFlight) };
-  });
+  const status = (): Promise<StatusResponse> => (statusInFlight ??= deps.status().finally(() => (statusInFlight = null)));
+  app.get('/api/status', async (): Promise<StatusOutput> => ({ schemaVersion: OUTPUT_SCHEMA_VERSION, ...(await status()) }));
+
+  const uploads = deps.uploads;
+  const stateOf = uploads ? (name: string) => uploadState(name, uploads.bucket, { getDocument: deps.getDocument, status }) : null;
+  const events = new StatusEventStream(status, deps.logger, stateOf, deps.events);
+  events.register(app);
+  registerUploadRoutes(app, { uploads, getDocument: deps.getDocument, status, onUpload: (o) => events.track(o.name) });
+  if (deps.map) registerMapRoutes(app, { map: deps.map, perClientPerMinute: limits.rateLimit.searchesPerMinute });
 
   app.get('/api/search', { config: searchRate }, async (req) => {
-    const q = parse(querySchema, req.query);
+    const q = parseRequest(querySchema, req.query);
     const opts = { k: q.k, minScore: q.minScore, filter: q.label ? { labels: [q.label] } : undefined };
     if (q.similarTo) return present(await deps.search.similarTo(q.similarTo, opts));
     if (q.q) return present(await deps.search.byText(q.q, opts));
@@ -150,18 +189,18 @@ export async function buildSearchApp(deps: SearchAppDeps): Promise<FastifyInstan
 
   // Uploads being read or waiting count against one bound (memory: at most that many bodies of
   // maxQueryBytes); decodes against a smaller one (CPU).
-  const uploads = new ConcurrencyGate('query images', limits.queryDecodes.concurrent + limits.queryDecodes.queued, 0);
+  const queryUploads = new ConcurrencyGate('query images', limits.queryDecodes.concurrent + limits.queryDecodes.queued, 0);
   // Stryker disable next-line StringLiteral: equivalent, this gate never refuses (uploads admits at most concurrent + queued, what it holds); uploads' refusal says "query images"
   const decodes = new ConcurrencyGate('query images', limits.queryDecodes.concurrent, limits.queryDecodes.queued);
   app.post('/api/search', { config: searchRate }, async (req, reply) => {
-    const q = parse(querySchema, req.query);
+    const q = parseRequest(querySchema, req.query);
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > limits.maxQueryBytes + 64 * 1024) {
       void reply.header('connection', 'close');
       throw new PayloadTooLargeError(`the query image exceeds ${limits.maxQueryBytes} bytes (Content-Length ${declared})`);
     }
     try {
-      return await uploads.run(async () => {
+      return await queryUploads.run(async () => {
         const data = await readQueryImage(req, limits.maxQueryBytes);
         const found = await decodes.run(() => deps.search.byImage(data, { k: q.k, minScore: q.minScore, filter: q.label ? { labels: [q.label] } : undefined }));
         return present(found);
@@ -185,10 +224,49 @@ export async function buildSearchApp(deps: SearchAppDeps): Promise<FastifyInstan
     return reply.type('image/jpeg').header('cache-control', 'private, max-age=300').send(thumb);
   });
 
+  // The detail view: the document's metadata (never its vector) and where to get the image.
+  app.get('/api/images/:id', async (req) => {
+    const { id } = req.params as { id: string };
+    const doc = await deps.getDocument(id);
+    if (!doc) throw new NotFoundError(`no indexed image has id ${id}`);
+    const { vector: _vector, ...meta } = doc;
+    return {
+      ...meta,
+      name: doc.uri.split('/').pop() ?? doc.uri,
+      thumbnailUrl: `/api/images/${doc.id}/thumbnail`,
+      originalUrl: `/api/images/${doc.id}/original`,
+    };
+  });
+
+  // The original object, as an image type only (never SVG or anything a browser would run), up to maxOriginalBytes.
+  const maxOriginal = deps.maxOriginalBytes ?? 32 * 1024 * 1024;
+  const originals = new ConcurrencyGate('original images', 4, 16);
+  app.get('/api/images/:id/original', async (req, reply) => {
+    const { id } = req.params as { id: string };
+    const doc = await deps.getDocument(id);
+    if (!doc) throw new NotFoundError(`no indexed image has id ${id}`);
+    const name = doc.uri.split('/').pop() ?? doc.uri;
+    const type = rasterTypeOf(doc.contentType, name);
+    if (!type) throw new NotFoundError(`${name} is not served as an image (content type ${doc.contentType ?? 'unknown'})`);
+    // The reader refuses an object over the limit before buffering it (security review finding 3); the length check stays for a reader that does not.
+    const tooLarge = () => new PayloadTooLargeError(`${name} is over the ${maxOriginal}-byte limit for originals`);
+    const bytes = await originals.run(() =>
+      deps.readObject(doc.uri, { maxBytes: maxOriginal }).catch((err: unknown) => {
+        throw err instanceof AppError && err.meta.maxBytes === maxOriginal ? tooLarge() : err;
+      }),
+    );
+    if (bytes.length > maxOriginal) throw tooLarge();
+    return reply
+      .type(type)
+      .header('cache-control', 'private, max-age=300')
+      .header('content-disposition', `inline; filename*=UTF-8''${encodeURIComponent(name)}`)
+      .send(bytes);
+  });
+
   // A click counts only for a result served for that query (the answer's signed token), once per
   // query and result; fields and body are capped (services/feedback.ts).
   app.post('/api/feedback', { bodyLimit: MAX_FEEDBACK_BODY_BYTES }, async (req, reply) => {
-    const body = parse(feedbackRequestSchema, req.body);
+    const body = parseRequest(feedbackRequestSchema, req.body);
     const tokens = deps.search.served;
     if (!deps.recordFeedback || !tokens) throw new CapabilityError('feedback is not recorded by this deployment');
     const served = tokens.accept(body.token, body.resultId);
@@ -207,6 +285,32 @@ export async function buildSearchApp(deps: SearchAppDeps): Promise<FastifyInstan
   });
 
   app.get('/api/models', async () => (deps.listModels ? deps.listModels() : []));
+  // Rollback from the page: a state change, so the same-origin check above applies; local only (the cloud's is a job).
+  // One at a time: a second click (another tab) while one runs is refused, not queued.
+  let rollingBack = false;
+  app.post('/api/models/rollback', { bodyLimit: 1024 }, async () => {
+    if (!deps.rollbackModel) throw new CapabilityError('rollback is not available here: run `imgsearch model rollback` (local) or follow the README (cloud)');
+    if (rollingBack) throw new CapabilityError('a rollback is already running; wait for it to finish');
+    rollingBack = true;
+    try {
+      return { schemaVersion: OUTPUT_SCHEMA_VERSION, ...((await deps.rollbackModel()) as object) };
+    } finally {
+      rollingBack = false;
+    }
+  });
+  // Both local only: the cloud search service keeps no event log or drift state of its own (README, "Prediction monitoring", "Drift").
+  if (deps.monitor) registerMonitorRoutes(app, deps.monitor);
+  else
+    app.get('/api/monitor', async () => {
+      throw new NotFoundError('prediction monitoring is not served here: its figures are on the Cloud Monitoring dashboard (README, "Prediction monitoring")');
+    });
+  app.get('/api/drift', async (): Promise<DriftOutput> => {
+    if (!deps.drift)
+      throw new NotFoundError(
+        'drift is not reported here: the scheduled drift-check job logs its decisions and keeps its state in the models bucket (drift/drift-state.json; README, "Drift")',
+      );
+    return { schemaVersion: OUTPUT_SCHEMA_VERSION, ...(await deps.drift()) };
+  });
   app.get('/api/reports/metrics.png', async (_req, reply) => {
     const png = deps.metricsPlot ? await deps.metricsPlot() : null;
     if (!png) throw new NotFoundError('no model has been evaluated yet: run `imgsearch eval` or `imgsearch retrain`');
@@ -260,12 +364,11 @@ function present(res: SearchResponse): SearchOutput {
   return presentSearch(res, { thumbnails: true });
 }
 
-function parse<T extends z.ZodTypeAny>(schema: T, value: unknown): z.infer<T> {
-  const r = schema.safeParse(value);
-  if (r.success) return r.data;
-  const message = describeIssues(r.error, { root: 'request' });
-  // Stryker disable next-line ObjectLiteral: the cause is kept by convention (errors.ts); a 400 is neither logged nor answered with it, so nothing reads it
-  throw new ParseError(message, { cause: r.error });
+/** The content type to serve an original as: a raster image type only (upload.ts UPLOAD_CONTENT_TYPES), else null. */
+function rasterTypeOf(contentType: string | undefined, name: string): string | null {
+  const types = new Set(Object.values(UPLOAD_CONTENT_TYPES));
+  if (contentType && types.has(contentType)) return contentType;
+  return UPLOAD_CONTENT_TYPES[path.posix.extname(name).slice(1).toLowerCase()] ?? null;
 }
 
 function httpStatusOf(err: unknown): number {

@@ -27,17 +27,48 @@ export class CrossSiteRequestError extends AppError {
   readonly statusCode = 403;
 }
 
+/** Where the page sends files in the cloud: Cloud Storage's XML API, path-style signed URLs (adapters/gcp/gcs-signed-uploads.ts). */
+export const SIGNED_UPLOAD_ORIGIN = 'https://storage.googleapis.com';
+
+/**
+ * Where the page PUTs signed uploads: `{ bucket }`, that bucket's path only; `true` (a caller that
+ * does not pass its bucket), all of Cloud Storage — any bucket, so callers should pass the bucket.
+ */
+export type SignedUploadsCsp = boolean | { bucket: string };
+
+/** Cloud Storage bucket naming (cloud.google.com/storage/docs/buckets#naming): 3–222 of a-z, 0-9, -, _, . */
+const BUCKET_NAME = /^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/;
+
+/**
+ * The connect-src source for signed uploads, or null: path-style signed URLs are
+ * `https://storage.googleapis.com/<bucket>/<object>`, and a CSP source whose path ends in "/" matches
+ * every path under it and nothing else (https://www.w3.org/TR/CSP3/#match-paths), so another bucket's
+ * URL is refused.
+ */
+function signedUploadSource(signedUploads: SignedUploadsCsp | undefined): string | null {
+  if (!signedUploads) return null;
+  if (signedUploads === true) return SIGNED_UPLOAD_ORIGIN;
+  if (!BUCKET_NAME.test(signedUploads.bucket)) {
+    throw new Error(
+      `invalid bucket name ${JSON.stringify(signedUploads.bucket)} for the page's CSP: Cloud Storage bucket names are 3-222 of a-z, 0-9, -, _, .`,
+    );
+  }
+  return `${SIGNED_UPLOAD_ORIGIN}/${signedUploads.bucket}/`;
+}
+
 /**
  * The CSP the page works under (web/: one module script, one stylesheet, thumbnails and fetches
- * on its own origin, no inline code): nothing from elsewhere, never framed.
+ * on its own origin, no inline code): nothing from elsewhere, never framed. With signed uploads
+ * (the cloud service) the page may also connect to the images bucket on Cloud Storage, where it PUTs each file.
  */
-export function contentSecurityPolicy(): Record<string, string[]> {
+export function contentSecurityPolicy(options: { signedUploads?: SignedUploadsCsp } = {}): Record<string, string[]> {
+  const upload = signedUploadSource(options.signedUploads);
   return {
     'default-src': ["'self'"],
     'script-src': ["'self'"],
     'style-src': ["'self'"],
     'img-src': ["'self'"],
-    'connect-src': ["'self'"],
+    'connect-src': upload ? ["'self'", upload] : ["'self'"],
     'font-src': ["'self'"],
     'object-src': ["'none'"],
     'base-uri': ["'self'"],
@@ -46,11 +77,17 @@ export function contentSecurityPolicy(): Record<string, string[]> {
   };
 }
 
-/** @fastify/helmet options: the CSP above (no upgrade-insecure-requests: the local page is plain HTTP), DENY framing, no referrer. */
-export function helmetOptions(network: NetworkMode) {
+/**
+ * @fastify/helmet options: the CSP above (no upgrade-insecure-requests: the local page is plain
+ * HTTP), DENY framing, no referrer. The images bucket joins connect-src only in cloud mode with signed uploads.
+ */
+export function helmetOptions(network: NetworkMode, options: { signedUploads?: SignedUploadsCsp } = {}) {
   return {
     global: true,
-    contentSecurityPolicy: { useDefaults: false, directives: contentSecurityPolicy() },
+    contentSecurityPolicy: {
+      useDefaults: false,
+      directives: contentSecurityPolicy({ signedUploads: network.mode === 'cloud' ? options.signedUploads : false }),
+    },
     frameguard: { action: 'deny' as const },
     referrerPolicy: { policy: 'no-referrer' as const },
     // HSTS only where the service is reached over HTTPS (Cloud Run); meaningless on local HTTP.

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { KERAS_TO_ONNX_CONVERTER_VERSION, kerasToOnnx, type FeatureLayer, type ThumbnailBranch } from './keras-to-onnx.js';
+import { KERAS_TO_ONNX_CONVERTER_VERSION, kerasToOnnx, type FeatureLayer, type KerasModelArtifacts, type ThumbnailBranch } from './keras-to-onnx.js';
 import { modelManifestSchema, type ImageTower, type ModelManifest } from './manifest.js';
 import { loadNsfwjsMobilenetV2, nsfwjsPackageVersion } from './nsfwjs-mobilenet.js';
 
@@ -48,6 +48,15 @@ export const DEFAULT_FEATURE_LAYERS: readonly FeatureLayer[] = [
 ];
 export const DEFAULT_THUMBNAIL: ThumbnailBranch | undefined = { size: 8, colour: 'rgb', centre: true, weight: 1.5 };
 
+/**
+ * The tower's second output, stored fp16 in the feature store at ingest: the output of block 13
+ * (7×7×160 = 7,840 values, 15.7 kB per image). Every layer above it — blocks 14–16 and the last
+ * 1×1 conv — can then be fine-tuned (`imgsearch retrain --unlock-blocks N`) and the index rebuilt
+ * from stored values, never decoding an image again. Block 13 is the last stride-2 block: what is
+ * above it runs on 7×7 maps, cheap enough to train on two cores.
+ */
+export const DEFAULT_ACTIVATION = { layer: 'block_13_project_BN', name: 'activation' } as const;
+
 const INPUT_SIZE = 224;
 
 /** Input side of the default model: 224×224 RGB bytes, NHWC, centre-cropped; the graph scales them to [0,1]. */
@@ -70,6 +79,8 @@ export interface DefaultModelOptions {
   features?: readonly FeatureLayer[];
   /** `thumbnail: undefined` (present) converts without the thumbnail branch. */
   thumbnail?: ThumbnailBranch | undefined;
+  /** `activation: undefined` (present) converts without the activation output. */
+  activation?: { layer: string; name: string } | undefined;
 }
 
 const inFlight = new Map<string, Promise<{ dir: string; manifest: ModelManifest }>>();
@@ -84,6 +95,7 @@ const inFlight = new Map<string, Promise<{ dir: string; manifest: ModelManifest 
 export async function ensureDefaultModel(cacheDir: string, options: DefaultModelOptions = {}): Promise<{ dir: string; manifest: ModelManifest }> {
   const features = options.features ?? DEFAULT_FEATURE_LAYERS;
   const thumbnail = 'thumbnail' in options ? options.thumbnail : DEFAULT_THUMBNAIL;
+  const activation = 'activation' in options ? options.activation : DEFAULT_ACTIVATION;
   const key = JSON.stringify({
     converter: KERAS_TO_ONNX_CONVERTER_VERSION,
     nsfwjs: nsfwjsPackageVersion(),
@@ -91,12 +103,13 @@ export async function ensureDefaultModel(cacheDir: string, options: DefaultModel
     features,
     thumbnail: thumbnail ?? null,
     tower: DEFAULT_IMAGE_TOWER,
+    ...(activation ? { activation } : {}),
   });
   const hash = createHash('sha256').update(key).digest('hex').slice(0, 12);
   const dir = join(cacheDir, `${DEFAULT_MODEL_VERSION}-${hash}`);
   let pending = inFlight.get(dir);
   if (!pending) {
-    pending = (async () => (await readCached(dir)) ?? convertInto(cacheDir, dir, features, thumbnail))();
+    pending = (async () => (await readCached(dir)) ?? convertInto(cacheDir, dir, features, thumbnail, activation))();
     // Shared only while in flight: later calls re-check the folder (a manifest read and a stat).
     inFlight.set(dir, pending);
     const forget = () => inFlight.delete(dir);
@@ -120,24 +133,23 @@ async function convertInto(
   dir: string,
   features: readonly FeatureLayer[],
   thumbnail: ThumbnailBranch | undefined,
+  activation: { layer: string; name: string } | undefined,
 ): Promise<{ dir: string; manifest: ModelManifest }> {
-  const converted = kerasToOnnx(loadNsfwjsMobilenetV2(), {
-    features: [...features],
+  const { bytes, image } = convertImageTower(loadNsfwjsMobilenetV2(), {
+    features,
     thumbnail,
-    inputName: DEFAULT_IMAGE_TOWER.inputName,
-    outputName: DEFAULT_IMAGE_TOWER.outputName,
-    uint8Input: { scale: DEFAULT_IMAGE_TOWER.scale },
+    activation,
     docString: `${DEFAULT_MODEL_VERSION}: ${describeLayers(features, thumbnail)}`,
   });
-  const dimension = converted.outputDimensions[0]!;
   const manifest: ModelManifest = modelManifestSchema.parse({
     name: DEFAULT_MODEL_NAME,
     version: DEFAULT_MODEL_VERSION,
     description: `MobileNetV2 (ImageNet backbone from nsfwjs ${nsfwjsPackageVersion()}), converted offline; base embedding = ${describeLayers(features, thumbnail)}`,
-    image: { ...DEFAULT_IMAGE_TOWER, dimension },
-    dimension,
+    image,
+    dimension: image.dimension,
     normalize: true,
   });
+  const converted = { bytes };
   await mkdir(cacheDir, { recursive: true });
   const tmp = `${dir}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   await mkdir(tmp);
@@ -155,6 +167,42 @@ async function convertInto(
     throw err;
   }
   return { dir, manifest };
+}
+
+/**
+ * Keras weights (nsfwjs' MobileNetV2, or the same model with fine-tuned top blocks: see
+ * shared/training/tower-blocks.ts) → the ONNX image tower of the default layout and its manifest entry.
+ */
+export function convertImageTower(
+  artifacts: KerasModelArtifacts,
+  options: {
+    features?: readonly FeatureLayer[];
+    thumbnail?: ThumbnailBranch | undefined;
+    activation?: { layer: string; name: string } | undefined;
+    docString?: string;
+  } = {},
+): { bytes: Uint8Array; image: ImageTower } {
+  const features = options.features ?? DEFAULT_FEATURE_LAYERS;
+  const thumbnail = 'thumbnail' in options ? options.thumbnail : DEFAULT_THUMBNAIL;
+  const activation = 'activation' in options ? options.activation : DEFAULT_ACTIVATION;
+  const converted = kerasToOnnx(artifacts, {
+    features: [...features],
+    thumbnail,
+    inputName: DEFAULT_IMAGE_TOWER.inputName,
+    outputName: DEFAULT_IMAGE_TOWER.outputName,
+    uint8Input: { scale: DEFAULT_IMAGE_TOWER.scale },
+    docString: options.docString ?? `${DEFAULT_MODEL_NAME}: ${describeLayers(features, thumbnail)}`,
+    ...(activation ? { activationOutput: activation } : {}),
+  });
+  const dimension = converted.outputDimensions[0]!;
+  const image: ImageTower = {
+    ...DEFAULT_IMAGE_TOWER,
+    dimension,
+    ...(activation && converted.activationShape
+      ? { activation: { outputName: activation.name, layer: activation.layer, shape: converted.activationShape } }
+      : {}),
+  };
+  return { bytes: converted.bytes, image };
 }
 
 export function describeLayers(features: readonly FeatureLayer[], thumbnail: ThumbnailBranch | undefined): string {

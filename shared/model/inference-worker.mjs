@@ -21,10 +21,21 @@ parentPort.on('message', async (msg) => {
   }
   if (msg.type !== 'run') return;
   try {
-    const out = await session.run({ [msg.inputName]: new ort.Tensor(msg.dataType ?? 'float32', msg.data, msg.dims) }, [msg.outputName]);
+    const extraOutputs = msg.extraOutputs ?? [];
+    const out = await session.run({ [msg.inputName]: new ort.Tensor(msg.dataType ?? 'float32', msg.data, msg.dims) }, [msg.outputName, ...extraOutputs]);
     const tensor = out[msg.outputName];
     const data = new Float32Array(tensor.data); // own buffer, transferable
-    parentPort.postMessage({ type: 'result', id: msg.id, data, dims: tensor.dims }, [data.buffer]);
+    const transfer = [data.buffer];
+    let extra;
+    if (extraOutputs.length > 0) {
+      extra = {};
+      for (const name of extraOutputs) {
+        const values = new Float32Array(out[name].data);
+        extra[name] = { data: values, dims: out[name].dims };
+        transfer.push(values.buffer);
+      }
+    }
+    parentPort.postMessage({ type: 'result', id: msg.id, data, dims: tensor.dims, extra }, transfer);
   } catch (err) {
     parentPort.postMessage({ type: 'error', id: msg.id, message: err instanceof Error ? err.message : String(err) });
   }

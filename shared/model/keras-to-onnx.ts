@@ -31,6 +31,8 @@ export interface KerasToOnnxOptions extends BaseEmbeddingOptions {
   uint8Input?: { scale: number };
   /** Recorded in the model's doc string. */
   docString?: string;
+  /** A second output: this layer's activation, channels-last and flattened to [N, H·W·C]. */
+  activationOutput?: { layer: string; name: string };
 }
 
 export interface ConvertedModel {
@@ -42,6 +44,8 @@ export interface ConvertedModel {
   outputDimensions: number[];
   /** [height, width, channels] of one input image. */
   inputShape: [number, number, number];
+  /** [height, width, channels] of the activation output, when one was asked for. */
+  activationShape?: [number, number, number];
 }
 
 export function kerasToOnnx(artifacts: KerasModelArtifacts, options: KerasToOnnxOptions): ConvertedModel {
@@ -56,6 +60,13 @@ export function kerasToOnnx(artifacts: KerasModelArtifacts, options: KerasToOnnx
     }
     topology.addReader(feature.layer, '<output>');
   }
+  const activationLayer = options.activationOutput?.layer;
+  if (activationLayer !== undefined) {
+    if (!topology.find(activationLayer)) {
+      throw new ConfigError(`activation layer "${activationLayer}" is not in the model`, { meta: { layer: activationLayer } });
+    }
+    topology.addReader(activationLayer, '<output>');
+  }
   const weights = new KerasWeights(artifacts);
   const inputName = options.inputName ?? 'pixels';
   const graph = new OnnxGraphBuilder();
@@ -63,6 +74,17 @@ export function kerasToOnnx(artifacts: KerasModelArtifacts, options: KerasToOnnx
   const outputs = addBaseEmbedding(graph, backbone, options);
   const inputShape = backbone.inputShape;
   if (!inputShape) throw new ParseError('the model has no InputLayer on the path to the outputs');
+  let activationShape: [number, number, number] | undefined;
+  if (options.activationOutput) {
+    const tensor = backbone.tensorOf(options.activationOutput.layer);
+    if (tensor.shape.length !== 4) throw new ConfigError(`activation layer "${options.activationOutput.layer}" is not a feature map`);
+    const [, c, h, w] = tensor.shape as [number, number, number, number];
+    // NCHW → NHWC, flattened: the layout TensorFlow.js (and Keras) use, read by shared/training/tower-blocks.ts.
+    const nhwc = graph.node('Transpose', [tensor.name], { perm: [0, 2, 3, 1] });
+    graph.node('Flatten', [nhwc], { axis: 1 }, options.activationOutput.name);
+    graph.output(options.activationOutput.name, ['batch', h * w * c]);
+    activationShape = [h, w, c];
+  }
   return {
     bytes: graph.encode({
       graphName: 'embedding',
@@ -74,5 +96,6 @@ export function kerasToOnnx(artifacts: KerasModelArtifacts, options: KerasToOnnx
     outputNames: outputs.map((t) => t.name),
     outputDimensions: outputs.map((t) => t.shape[1]!),
     inputShape,
+    ...(activationShape ? { activationShape } : {}),
   };
 }

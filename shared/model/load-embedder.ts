@@ -9,6 +9,7 @@ import { modelManifestSchema, type ModelManifest } from './manifest.js';
 import { OnnxEmbedder } from './onnx-embedder.js';
 import { InThreadRunner, WorkerRunner, type TensorRunner } from './tensor-runner.js';
 import { loadHead, loadTextTower } from './towers.js';
+import { loadProjection } from './projection.js';
 
 export interface LoadEmbedderOptions {
   /** Threads for one inference (intra-op); default: onnxruntime's choice. */
@@ -60,9 +61,11 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions): P
   };
   check(imageSession.inputNames, manifest.image.inputName, 'input');
   check(imageSession.outputNames, manifest.image.outputName, 'output');
+  if (manifest.image.activation) check(imageSession.outputNames, manifest.image.activation.outputName, 'output');
   const head = await loadHead(manifest, dir, { sessionOptions });
   const text = await loadTextTower(manifest, dir, { sessionOptions });
-  return new OnnxEmbedder(manifest, imageSession, { maxPixels: options.maxPixels }, head, text);
+  const projection = await loadProjection(manifest, dir, sessionOptions);
+  return new OnnxEmbedder(manifest, imageSession, { maxPixels: options.maxPixels }, head, text, projection);
 }
 
 export async function readManifest(dir: string): Promise<ModelManifest> {
@@ -76,9 +79,17 @@ export async function readManifest(dir: string): Promise<ModelManifest> {
   const parsed = modelManifestSchema.safeParse(json);
   if (!parsed.success) throw invalid(`invalid model manifest ${path}`, parsed.error, { as: ConfigError });
   const m = parsed.data;
-  const expected = m.head ? m.head.outputDimension : m.image.dimension;
+  const beforeProjection = m.head ? m.head.outputDimension : m.image.dimension;
+  const expected = m.projection ? m.projection.outputDimension : beforeProjection;
   if (m.dimension !== expected) {
-    throw new ConfigError(`invalid model manifest ${path}: dimension ${m.dimension} should be ${expected} (${m.head ? 'head output' : 'image tower'})`);
+    throw new ConfigError(
+      `invalid model manifest ${path}: dimension ${m.dimension} should be ${expected} (${m.projection ? 'projection output' : m.head ? 'head output' : 'image tower'})`,
+    );
+  }
+  if (m.projection && m.projection.inputDimension !== beforeProjection) {
+    throw new ConfigError(
+      `invalid model manifest ${path}: projection input ${m.projection.inputDimension} ≠ ${m.head ? 'head output' : 'image dimension'} ${beforeProjection}`,
+    );
   }
   if (m.head && m.head.inputDimension !== m.image.dimension) {
     throw new ConfigError(`invalid model manifest ${path}: head input ${m.head.inputDimension} ≠ image dimension ${m.image.dimension}`);

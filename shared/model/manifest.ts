@@ -26,6 +26,25 @@ export const imageTowerSchema = z.object({
   resize: z.enum(['cover', 'contain', 'fill']),
   /** Dimension of the tower's output (the base embedding stored in the feature store). */
   dimension: z.number().int().positive(),
+  /**
+   * A second output: an intermediate layer's activation (channels-last, flattened [N, H·W·C]),
+   * stored fp16 beside the base embedding so the blocks above it can be fine-tuned and the index
+   * rebuilt without decoding an image (shared/training/tower-blocks.ts).
+   */
+  activation: z
+    .object({
+      outputName: z.string(),
+      /** Keras layer whose output this is, e.g. `block_13_project_BN`. */
+      layer: z.string(),
+      /** [height, width, channels]. */
+      shape: z.tuple([z.number().int().positive(), z.number().int().positive(), z.number().int().positive()]),
+    })
+    .optional(),
+  /**
+   * Numeric variant of the file: `fp32`, or `int8` (static QDQ quantisation of an fp32 tower,
+   * shared/model/quantize.ts). Absent means `fp32`.
+   */
+  precision: z.enum(['fp32', 'int8']).optional(),
 });
 
 export const textTowerSchema = z.discriminatedUnion('kind', [
@@ -55,6 +74,20 @@ export const headSchema = z.object({
   outputDimension: z.number().int().positive(),
 });
 
+export const projectionSchema = z.object({
+  /**
+   * Compact vectors (shared/model/compact-projection.ts): an ONNX step applied to the model's
+   * vectors (base, or head output) on every path, before they reach the index.
+   */
+  file: z.string(),
+  kind: z.literal('pca'),
+  inputDimension: z.number().int().positive(),
+  outputDimension: z.number().int().positive(),
+  whiten: z.boolean(),
+  /** Share of the variance the kept components hold, on the vectors it was fitted on. */
+  explainedVariance: z.number().min(0).max(1).optional(),
+});
+
 export const modelManifestSchema = z.object({
   /** Model family name, e.g. `mobilenet_v2-nsfwjs` or `clip-vit-b32`. */
   name: z.string(),
@@ -64,7 +97,8 @@ export const modelManifestSchema = z.object({
   image: imageTowerSchema,
   text: textTowerSchema.optional(),
   head: headSchema.optional(),
-  /** Dimension of the vectors written to the index (head output if a head is present). */
+  projection: projectionSchema.optional(),
+  /** Dimension of the vectors written to the index (projection output, else head output, else the tower's). */
   dimension: z.number().int().positive(),
   /** Vectors are L2-normalised, so cosine similarity = inner product. */
   normalize: z.literal(true),

@@ -1,10 +1,12 @@
 import { CapabilityError } from '../errors.js';
 import type { Embedder, ImageEmbeddings, PreparedImage } from '../ports/embedder.js';
 import { l2Normalise, l2NormaliseInPlace } from '../vector-math.js';
+import { toFloat16Bits } from './float16.js';
 import { prepareImage, type PrepareLimits } from './image-preprocessor.js';
 import type { ModelManifest } from './manifest.js';
 import type { TensorRunner } from './tensor-runner.js';
 import type { Head, TextTower } from './towers.js';
+import type { Projection } from './projection.js';
 
 /**
  * The Embedder port on onnxruntime: one session for the image tower, an optional head and text
@@ -21,6 +23,8 @@ export class OnnxEmbedder implements Embedder {
     private readonly limits: PrepareLimits,
     private readonly head?: Head,
     private readonly textTower?: TextTower,
+    /** Compact vectors: applied after the head (or to the base) on every path (compact-projection.ts). */
+    private readonly projection?: Projection,
   ) {
     this.modelVersion = manifest.version;
     this.dimension = manifest.dimension;
@@ -47,14 +51,22 @@ export class OnnxEmbedder implements Embedder {
       input.set(image.pixels, i * size);
     });
     const dims = tower.layout === 'NHWC' ? [images.length, tower.height, tower.width, 3] : [images.length, 3, tower.height, tower.width];
-    const output = await this.imageSession.run(tower.inputName, input, dims, tower.outputName);
+    const activation = tower.activation;
+    const output = await this.imageSession.run(tower.inputName, input, dims, tower.outputName, activation ? [activation.outputName] : []);
     const dim = output.dims[output.dims.length - 1] as number;
     if (dim !== tower.dimension || output.dims[0] !== images.length) {
       throw new Error(`the image model returned [${output.dims.join(',')}], the manifest says [${images.length},${tower.dimension}]`);
     }
     const values = output.data as Float32Array;
     const base = images.map((_, i) => l2NormaliseInPlace(values.slice(i * dim, (i + 1) * dim)));
-    return { base, vectors: await this.project(base) };
+    if (!activation) return { base, vectors: await this.project(base) };
+    const actSize = activation.shape[0] * activation.shape[1] * activation.shape[2];
+    const act = output.extra?.[activation.outputName];
+    if (!act || act.dims[0] !== images.length || act.dims[act.dims.length - 1] !== actSize) {
+      throw new Error(`the image model's ${activation.outputName} output is [${act?.dims.join(',') ?? ''}], the manifest says [${images.length},${actSize}]`);
+    }
+    const activations = images.map((_, i) => toFloat16Bits(act.data.subarray(i * actSize, (i + 1) * actSize)));
+    return { base, vectors: await this.project(base), activations };
   }
 
   async project(base: Float32Array[]): Promise<Float32Array[]> {
@@ -63,8 +75,8 @@ export class OnnxEmbedder implements Embedder {
         throw new Error(`base embedding ${i} has dimension ${v.length}, the model's base dimension is ${this.manifest.image.dimension}`);
       }
     }
-    if (!this.head) return base;
-    return (await this.head.apply(base)).map(l2Normalise);
+    const vectors = this.head ? (await this.head.apply(base)).map(l2Normalise) : base;
+    return this.projection ? (await this.projection.apply(vectors)).map(l2Normalise) : vectors;
   }
 
   async embedTexts(texts: string[]): Promise<Float32Array[]> {
@@ -74,10 +86,11 @@ export class OnnxEmbedder implements Embedder {
       });
     }
     if (texts.length === 0) return [];
-    return (await this.textTower.embed(texts)).map(l2Normalise);
+    const vectors = (await this.textTower.embed(texts)).map(l2Normalise);
+    return this.projection ? (await this.projection.apply(vectors)).map(l2Normalise) : vectors;
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.imageSession.release(), this.head?.close(), this.textTower?.close()]);
+    await Promise.all([this.imageSession.release(), this.head?.close(), this.textTower?.close(), this.projection?.close()]);
   }
 }

@@ -9,11 +9,20 @@ export function tensorTypeOf(data: InputData): 'float32' | 'uint8' {
   return data instanceof Uint8Array ? 'uint8' : 'float32';
 }
 
-/** Runs one float32 (or uint8) input → one float32 output of an ONNX model. */
+/** One float32 output of a run. */
+export interface RunOutput {
+  data: Float32Array;
+  dims: readonly number[];
+}
+
+/** A run's main output, plus the extra outputs asked for (by name). */
+export type RunResult = RunOutput & { extra?: Record<string, RunOutput> };
+
+/** Runs one float32 (or uint8) input → one float32 output (and optionally more) of an ONNX model. */
 export interface TensorRunner {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
-  run(inputName: string, data: InputData, dims: number[], outputName: string): Promise<{ data: Float32Array; dims: readonly number[] }>;
+  run(inputName: string, data: InputData, dims: number[], outputName: string, extraOutputs?: readonly string[]): Promise<RunResult>;
   release(): Promise<void>;
 }
 
@@ -32,11 +41,13 @@ export class InThreadRunner implements TensorRunner {
     return this.session.outputNames;
   }
 
-  async run(inputName: string, data: InputData, dims: number[], outputName: string) {
+  async run(inputName: string, data: InputData, dims: number[], outputName: string, extraOutputs: readonly string[] = []): Promise<RunResult> {
     const tensor = data instanceof Uint8Array ? new ort.Tensor('uint8', data, dims) : new ort.Tensor('float32', data, dims);
-    const out = await this.session.run({ [inputName]: tensor }, [outputName]);
+    const out = await this.session.run({ [inputName]: tensor }, [outputName, ...extraOutputs]);
     const t = out[outputName]!;
-    return { data: t.data as Float32Array, dims: t.dims };
+    const result: RunResult = { data: t.data as Float32Array, dims: t.dims };
+    if (extraOutputs.length > 0) result.extra = Object.fromEntries(extraOutputs.map((n) => [n, { data: out[n]!.data as Float32Array, dims: out[n]!.dims }]));
+    return result;
   }
 
   release(): Promise<void> {
@@ -44,7 +55,7 @@ export class InThreadRunner implements TensorRunner {
   }
 }
 
-type Pending = { resolve: (r: { data: Float32Array; dims: readonly number[] }) => void; reject: (e: Error) => void };
+type Pending = { resolve: (r: RunResult) => void; reject: (e: Error) => void };
 
 /**
  * In a worker thread: the input buffer is transferred (not copied) and the main thread keeps
@@ -60,11 +71,11 @@ export class WorkerRunner implements TensorRunner {
     readonly inputNames: readonly string[],
     readonly outputNames: readonly string[],
   ) {
-    worker.on('message', (msg: { type: string; id: number; data?: Float32Array; dims?: number[]; message?: string }) => {
+    worker.on('message', (msg: { type: string; id: number; data?: Float32Array; dims?: number[]; extra?: Record<string, RunOutput>; message?: string }) => {
       const p = this.pending.get(msg.id);
       if (!p) return;
       this.pending.delete(msg.id);
-      if (msg.type === 'result') p.resolve({ data: msg.data!, dims: msg.dims! });
+      if (msg.type === 'result') p.resolve({ data: msg.data!, dims: msg.dims!, ...(msg.extra ? { extra: msg.extra } : {}) });
       else p.reject(new Error(`inference failed: ${msg.message}`));
     });
     const fail = (err: Error) => {
@@ -91,14 +102,16 @@ export class WorkerRunner implements TensorRunner {
     return new WorkerRunner(worker, ready.inputNames, ready.outputNames);
   }
 
-  run(inputName: string, data: InputData, dims: number[], outputName: string) {
+  run(inputName: string, data: InputData, dims: number[], outputName: string, extraOutputs: readonly string[] = []): Promise<RunResult> {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
-    return new Promise<{ data: Float32Array; dims: readonly number[] }>((resolve, reject) => {
+    return new Promise<RunResult>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       // Transfer when the array owns its buffer; a view into a larger buffer is copied.
       const owned = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data.slice();
-      this.worker.postMessage({ type: 'run', id, inputName, data: owned, dataType: tensorTypeOf(owned), dims, outputName }, [owned.buffer as ArrayBuffer]);
+      this.worker.postMessage({ type: 'run', id, inputName, data: owned, dataType: tensorTypeOf(owned), dims, outputName, extraOutputs: [...extraOutputs] }, [
+        owned.buffer as ArrayBuffer,
+      ]);
     });
   }
 

@@ -18,6 +18,12 @@ export interface ImageEmbeddings {
   base: Float32Array[];
   /** What the index stores: the head's projection of `base` (or `base` itself without head). */
   vectors: Float32Array[];
+  /**
+   * The tower's intermediate activation per image as IEEE half-precision bits (channels-last),
+   * when its manifest declares one (`image.activation`): kept in the feature store for tuning the
+   * blocks above it.
+   */
+  activations?: Uint16Array[];
 }
 
 /**

@@ -9,6 +9,11 @@ export interface FeatureRecord {
   labels: string[];
   caption?: string;
   eventTime?: string;
+  /**
+   * The tower's intermediate activation (manifest `image.activation`, channels-last) as IEEE
+   * half-precision bits: what fine-tuning the blocks above it reads instead of the image.
+   */
+  activation?: Uint16Array;
 }
 
 /** Base embeddings for retraining and reindexing without re-decoding images. */

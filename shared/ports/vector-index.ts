@@ -17,6 +17,13 @@ export interface VectorDocument {
   indexedAt: string;
 }
 
+/** Where a live document stands, without its vector. */
+export interface DocumentGeneration {
+  id: string;
+  uri: string;
+  generation: string;
+}
+
 export type UpsertOutcome = 'created' | 'updated' | 'unchanged' | 'stale';
 export type DeleteOutcome = 'deleted' | 'stale' | 'absent';
 
@@ -69,7 +76,12 @@ export interface VectorIndex {
   readonly name: string;
   readonly modelVersion: string;
   readonly dimension: number;
-  /** Throws ModelMismatchError if a document's modelVersion is not this index's. */
+  /**
+   * Throws ModelMismatchError if a document's modelVersion is not this index's. A write refused for
+   * some documents (OpenSearch `_bulk` item errors) throws an AppError whose `meta.ids` names those;
+   * the rest may have been applied, and writing them again tells which (an applied one comes back
+   * `unchanged`): handlers/upsert-vectors.ts retries only the named ones. Same for delete.
+   */
   upsert(docs: VectorDocument[]): Promise<UpsertOutcome[]>;
   delete(items: { id: string; generation: string }[]): Promise<DeleteOutcome[]>;
   query(vector: Float32Array, options: QueryOptions): Promise<Hit[]>;
@@ -79,6 +91,11 @@ export interface VectorIndex {
   count(): Promise<number>;
   /** Every live document (for reindexing and evaluation), in pages. */
   scan(batchSize?: number): AsyncIterable<VectorDocument[]>;
+  /**
+   * Id, uri and generation of every live document, in pages, without vectors: what a restart
+   * compares the bucket's listing with (services/reconcile.ts). Absent: `scan` is used instead.
+   */
+  scanGenerations?(batchSize?: number): AsyncIterable<DocumentGeneration[]>;
   /** The state of the approximate-nearest-neighbour index behind `query` (status and page); absent on fakes. */
   annStatus?(): Promise<AnnStatus>;
 }

@@ -4,7 +4,9 @@ import { z } from 'zod';
 import { AppError, GenerationMismatchError, NotFoundError, ParseError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import type { BlobStore } from '../ports/blob-store.js';
+import type { SearchEventSink } from '../ports/search-events.js';
 import type { FeedbackPair } from '../training/lit-batches.js';
+import { MONITOR_EVENT_VERSION } from './monitoring.js';
 
 /**
  * Click feedback, from the click to the training pair.
@@ -174,6 +176,25 @@ export class ServedQueries {
   private sign(body: string): string {
     return createHmac('sha256', this.key).update(body).digest('base64url');
   }
+}
+
+/**
+ * `record` that also queues a monitoring event for each click it recorded (prediction monitoring:
+ * the event carries the query id of the search clicked in, which joins the two for click-through;
+ * services/monitoring.ts). A click `record` refused is not counted.
+ */
+export function monitoredFeedback(
+  record: (event: FeedbackEvent, served: ServedQuery) => Promise<void>,
+  events: SearchEventSink,
+): (event: FeedbackEvent, served: ServedQuery) => Promise<void> {
+  return async (event, served) => {
+    await record(event, served);
+    try {
+      events.append({ monitor: 'feedback', v: MONITOR_EVENT_VERSION, at: event.at, queryId: event.queryId, kind: event.query.kind, action: event.action });
+    } catch {
+      // Monitoring never fails a click that was recorded.
+    }
+  };
 }
 
 /** Cloud object name of one click: per (query id, result id), under the day the answer was served, sorting by time. */

@@ -19,6 +19,11 @@ export interface ReconcileDeps extends RepublishDeps {
   index: VectorIndex | null;
   /** Where delete events for vanished objects are published (`image-events`). */
   bus: EventBus;
+  /**
+   * Images rejected for their content (corrupt, not an image…): one still at the generation that
+   * was rejected is not sent again. Those rejected for a setting ({@link SETTING_REJECTIONS}) are.
+   */
+  rejections?: RejectionLog;
   now?: () => Date;
   /**
    * The folder's entries that are not objects (hidden, partial writes, links…) and the log that
@@ -27,16 +32,23 @@ export interface ReconcileDeps extends RepublishDeps {
   ignored?: { log: RejectionLog; entries(): AsyncIterable<IgnoredEntry> };
   /** A storage event that could not be handled for a fault of the machine (a full disk) is retried with backoff; each failure is logged here. */
   logger?: Logger;
+  /** Once true (the process is stopping), the pass ends early and a failing event is no longer retried: the next start catches up. */
+  stopped?: () => boolean;
 }
 
 export interface ReconcileResult {
-  /** Objects re-published as finalize events. */
+  /** Objects new or changed since the index saw them, published as finalize events. */
   published: number;
   /** Indexed documents whose object is gone, published as delete events. */
   deleted: number;
   /** Entries of the folder that are not objects, listed as ignored with their reason. */
   ignored: number;
+  /** Objects already indexed (or rejected for their content) at their generation: nothing sent. */
+  unchanged: number;
 }
+
+/** Rejection reasons that depend on a setting (IMGSEARCH_MAX_BYTES, the pixel limit): re-examined after a restart. */
+export const SETTING_REJECTIONS: ReadonlySet<string> = new Set(['too-large', 'too-many-pixels']);
 
 /**
  * A finalize event for every object of the bucket, through the same path as a new upload: after
@@ -52,61 +64,82 @@ export async function republishBucket(deps: RepublishDeps): Promise<number> {
   return published;
 }
 
+/** uri → generation of the index's live documents: ids and generations only when the index can, else a full scan. */
+async function indexedGenerations(index: VectorIndex, bucketUri: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const pages: AsyncIterable<{ uri: string; generation: string }[]> = index.scanGenerations ? index.scanGenerations() : index.scan(1000);
+  for await (const page of pages) for (const doc of page) if (doc.uri.startsWith(bucketUri)) out.set(doc.uri, doc.generation);
+  return out;
+}
+
 /**
- * Catches the index up with the bucket after time away (objects added or removed while nothing
- * watched it): every object is re-published ({@link republishBucket}) and every document of this
- * bucket whose object vanished gets a delete event carrying the generation the index holds, so
- * the delete removes only what it has seen.
+ * Catches the index up with the bucket after time away, in one pass over a cheap listing (name,
+ * size, generation) against what the index holds (uri → generation, read without vectors): only
+ * objects that are new or whose generation differs go through the pipeline; every document of
+ * this bucket whose object vanished gets a delete event carrying the generation the index holds,
+ * so the delete removes only what it has seen. A restart over an unchanged, indexed folder sends
+ * nothing.
  */
 export async function reconcileBucket(deps: ReconcileDeps): Promise<ReconcileResult> {
+  const bucketUri = deps.blobs.uri('x').slice(0, -1);
+  const indexed = deps.index ? await indexedGenerations(deps.index, bucketUri) : new Map<string, string>();
+  const rejected = new Map<string, string>();
+  if (deps.rejections) {
+    for (const record of await deps.rejections.list(Number.MAX_SAFE_INTEGER)) {
+      if (record.uri.startsWith(bucketUri) && !SETTING_REJECTIONS.has(record.reason)) rejected.set(record.uri, record.generation);
+    }
+  }
   const present = new Set<string>();
+  const stopped = deps.stopped ?? (() => false);
   // A full disk while catching up: each event is retried (with backoff) until it is queued, never skipped.
   const handle = (event: ImageEvent): Promise<void> =>
     retryWithBackoff(() => deps.onObject(event), {
+      stopped,
       retryable: isMachineFault,
       onFailure: (err, attempt, delayMs) => deps.logger?.error({ err, object: event.name, attempt, delayMs }, 'could not queue a storage event; trying again'),
     });
-  const published = await republishBucket({
-    blobs: deps.blobs,
-    onObject: (event) => {
-      present.add(deps.blobs.uri(event.name));
-      return handle(event);
-    },
-  });
+  let published = 0;
+  let unchanged = 0;
+  for await (const info of deps.blobs.list()) {
+    if (stopped()) return { published, deleted: 0, ignored: 0, unchanged };
+    const uri = deps.blobs.uri(info.name);
+    present.add(uri);
+    if (indexed.get(uri) === info.generation || rejected.get(uri) === info.generation) {
+      unchanged += 1;
+      continue;
+    }
+    await handle(finalizeEvent(info));
+    published += 1;
+  }
   let ignored = 0;
   const listedIgnored = new Set<string>();
   if (deps.ignored) {
     const { log, entries } = deps.ignored;
     for await (const entry of entries()) {
       listedIgnored.add(deps.blobs.uri(entry.name));
-      await retryWithBackoff(() => recordIgnored(log, deps.blobs.bucket, entry), { retryable: isMachineFault });
+      await retryWithBackoff(() => recordIgnored(log, deps.blobs.bucket, entry), { stopped, retryable: isMachineFault });
       ignored += 1;
     }
-  }
-  const bucketUri = deps.blobs.uri('x').slice(0, -1);
-  if (deps.ignored) {
     // Records of files that are gone (removed while nothing watched) are forgotten.
-    for (const record of await deps.ignored.log.list(Number.MAX_SAFE_INTEGER)) {
-      if (record.uri.startsWith(bucketUri) && !present.has(record.uri) && !listedIgnored.has(record.uri)) await deps.ignored.log.clear(record.id);
+    for (const record of await log.list(Number.MAX_SAFE_INTEGER)) {
+      if (record.uri.startsWith(bucketUri) && !present.has(record.uri) && !listedIgnored.has(record.uri)) await log.clear(record.id);
     }
   }
   let deleted = 0;
-  if (!deps.index) return { published, deleted, ignored };
   const now = deps.now ?? (() => new Date());
-  for await (const docs of deps.index.scan(1000)) {
-    for (const doc of docs) {
-      if (!doc.uri.startsWith(bucketUri) || present.has(doc.uri)) continue;
-      await deps.bus.publish(TOPICS.imageEvents, {
-        bucket: deps.blobs.bucket,
-        name: doc.uri.slice(bucketUri.length),
-        generation: doc.generation,
-        contentType: doc.contentType ?? 'application/octet-stream',
-        size: 0,
-        eventType: 'delete',
-        eventTime: now().toISOString(),
-      } satisfies ImageEvent);
-      deleted += 1;
-    }
+  for (const [uri, generation] of indexed) {
+    if (present.has(uri)) continue;
+    await deps.bus.publish(TOPICS.imageEvents, {
+      bucket: deps.blobs.bucket,
+      name: uri.slice(bucketUri.length),
+      generation,
+      // The handlers do not read it for a delete; the index forgets the document by id and generation.
+      contentType: 'application/octet-stream',
+      size: 0,
+      eventType: 'delete',
+      eventTime: now().toISOString(),
+    } satisfies ImageEvent);
+    deleted += 1;
   }
-  return { published, deleted, ignored };
+  return { published, deleted, ignored, unchanged };
 }

@@ -6,6 +6,7 @@ import { NotFoundError, ParseError } from '../errors.js';
 import { evaluateModel, renderMetricsPlot, type EvaluationReport, type LabelledVector } from '../evaluation/evaluate.js';
 import { isHeldOut } from '../evaluation/split.js';
 import { silentLogger, type Logger } from '../logger.js';
+import { loadProjection } from '../model/projection.js';
 import { modelManifestSchema, type ModelManifest } from '../model/manifest.js';
 import { loadHead, loadTextTower } from '../model/towers.js';
 import type { FeatureRecord, FeatureStore } from '../ports/feature-store.js';
@@ -14,8 +15,12 @@ import { gateDecision, type GateDecision } from '../training/gate.js';
 import { embedTextsWithTower, reprojectBatch } from '../training/lit-inference.js';
 import { trainLit, type EpochStats, type FeedbackPair, type LitTrainingResult, type LitTrainOptions } from '../training/lit-trainer.js';
 import { headToOnnx, textTowerToOnnx } from '../training/onnx-export.js';
+import { parseLitOptions } from '../training/lit-options.js';
+import { attachActivations, openTowerBlocks, tunedBaseVectors, tunedImageTower } from '../training/tower-version.js';
+import { DEFAULT_MODEL_NAME } from '../model/default-model.js';
 import { parseWith } from '../validation.js';
 import { l2Normalise } from '../vector-math.js';
+import { buildDriftProfile, DRIFT_PROFILE_FILE, type ProfiledRecord } from './drift.js';
 import type { Activation } from './model-lifecycle.js';
 
 /**
@@ -86,6 +91,8 @@ export interface RetrainResult<A = unknown> {
       trainedExamples: number;
       validationExamples: number;
       /** Hidden units of the trained head. */ hidden: number;
+      /** Tower units fine-tuned with the head (absent: locked image tower). */
+      unlockedBlocks?: string[];
     };
   };
   current: { version: string; metrics: EvaluationReport };
@@ -121,77 +128,121 @@ export async function retrain<A = unknown>(
   logger.info({ records: records.length, heldOut: split.heldOut.length, labels: split.labels.length, feedback: feedback.length, snapshot }, 'retraining');
 
   const trainOptions: LitTrainOptions = { ...(options.training ?? {}), seed: options.seed, epochs: options.epochs };
-  const trained = await trainLit(
-    split.rest.map((r) => ({ id: r.id, vector: r.vector, labels: r.labels, caption: r.caption })),
-    feedback,
-    trainOptions,
-    { logger, onEpoch: (epoch) => onProgress({ stage: 'train', epoch }) },
-  );
+  // Partial fine-tuning (shared/training/tower-version.ts): the top blocks train on stored activations.
+  const unlockBlocks = parseLitOptions(trainOptions).unlockBlocks;
+  const tower = unlockBlocks > 0 ? await openTowerBlocks(current, unlockBlocks) : undefined;
+  try {
+    if (tower) await attachActivations(deps.features, records, tower);
+    const trained = await trainLit(
+      split.rest.map((r) => ({ id: r.id, vector: r.vector, labels: r.labels, caption: r.caption, ...(r.activation ? { activation: r.activation } : {}) })),
+      feedback,
+      trainOptions,
+      { logger, onEpoch: (epoch) => onProgress({ stage: 'train', epoch }), tower },
+    );
 
-  const version = options.version ?? defaultVersion(current.manifest.name, snapshot);
-  onProgress({ stage: 'evaluate', model: version });
-  const candidateMetrics = await evaluateOnSplit(version, trainedTowers(trained), split, logger);
-  onProgress({ stage: 'evaluate', model: current.version });
-  const currentMetrics = await evaluateOnSplit(current.version, await registeredTowers(deps.registry, current, logger), split, logger);
-  const decision = gateDecision(candidateMetrics, currentMetrics, { margin: options.margin, textMargin: options.textMargin });
+    const version = options.version ?? defaultVersion(current.manifest.name, snapshot);
+    onProgress({ stage: 'evaluate', model: version });
+    // A tuned tower changes every base vector: recompute them from the stored activations.
+    const tunedVectors = tower ? await tunedBaseVectors(tower, records) : null;
+    // The activation is not copied: it stays with the first tower's records (attachActivations finds it).
+    const tunedRecords = tunedVectors ? records.map(({ activation: _activation, ...r }, i) => ({ ...r, vector: tunedVectors[i]!, baseModel: version })) : null;
+    const candidateSplit = tunedRecords ? heldOutSplit(tunedRecords, options.heldOutFraction) : split;
+    const candidateMetrics = await evaluateOnSplit(version, trainedTowers(trained), candidateSplit, logger);
+    onProgress({ stage: 'evaluate', model: current.version });
+    const currentMetrics = await evaluateOnSplit(current.version, await registeredTowers(deps.registry, current, logger), split, logger);
+    const decision = gateDecision(candidateMetrics, currentMetrics, { margin: options.margin, textMargin: options.textMargin });
 
-  const manifest: ModelManifest = modelManifestSchema.parse({
-    name: current.manifest.name,
-    version,
-    description: `LiT head + hashed n-gram text tower on ${base.id} (parent ${current.version})`,
-    image: current.manifest.image,
-    head: { file: 'head.onnx', inputDimension: trained.head.inputDimension, outputDimension: trained.head.outputDimension },
-    text: { kind: 'hashed-ngram', file: 'text.onnx', buckets: trained.text.buckets, dimension: trained.text.outputDimension },
-    dimension: trained.head.outputDimension,
-    normalize: true,
-  });
-  const imageBytes = await readFile(path.join(await deps.registry.localPath(current.version), current.manifest.image.file));
-  await deps.registry.register({
-    version,
-    parent: current.version,
-    manifest,
-    files: { [manifest.image.file]: imageBytes, 'head.onnx': headToOnnx(trained.head), 'text.onnx': textTowerToOnnx(trained.text) },
-    metrics: { ...candidateMetrics, gate: decision },
-    lineage: {
-      parent: current.version,
-      baseModel: base.id,
-      dataSnapshot: snapshot,
-      codeVersion: options.codeVersion,
-      heldOutFraction: options.heldOutFraction,
-      seed: options.seed,
-      bestEpoch: trained.bestEpoch,
-      epochsRun: trained.history.length,
-      hidden: trained.head.hidden,
-      trainingSeconds: trained.seconds,
-      feedbackPairs: feedback.length,
-    },
-  });
-  if (current.metrics === null) await deps.registry.setMetrics(current.version, { ...currentMetrics });
-
-  let activation: A | null = null;
-  let promoted = false;
-  if (decision.promote && deps.activate) {
-    onProgress({ stage: 'activate', version });
-    activation = await deps.activate(version, (done) => onProgress({ stage: 'reindex', done }));
-    promoted = true;
-  }
-  onProgress({ stage: 'register', version, promoted });
-  logger.info({ version, promoted, reasons: decision.reasons }, 'retraining finished');
-  const plot = deps.reportsDir ? await writeMetricsPlot(deps.registry, deps.reportsDir) : null;
-  if (plot) onProgress({ stage: 'plot', file: plot });
-  const { history, bestEpoch, seconds, backend, trainedExamples, validationExamples } = trained;
-  return {
-    promoted,
-    decision,
-    candidate: {
+    const tunedTower = tower
+      ? await tunedImageTower(tower, current.manifest.image, `${version}: ${DEFAULT_MODEL_NAME} with ${tower.unlocked.join(', ')} fine-tuned`)
+      : null;
+    const manifest: ModelManifest = modelManifestSchema.parse({
+      // A tuned tower is a new vector space: its own name keys its feature records (baseModelKeys).
+      name: tower ? version : current.manifest.name,
       version,
-      metrics: candidateMetrics,
-      training: { history, bestEpoch, seconds, backend, trainedExamples, validationExamples, hidden: trained.head.hidden },
-    },
-    current: { version: current.version, metrics: currentMetrics },
-    activation,
-    plot,
-  };
+      description: tower
+        ? `LiT head + hashed n-gram text tower + image tower with ${tower.unlocked.join(', ')} fine-tuned, from ${base.id} (parent ${current.version})`
+        : `LiT head + hashed n-gram text tower on ${base.id} (parent ${current.version})`,
+      image: tunedTower ? tunedTower.image : current.manifest.image,
+      head: { file: 'head.onnx', inputDimension: trained.head.inputDimension, outputDimension: trained.head.outputDimension },
+      text: { kind: 'hashed-ngram', file: 'text.onnx', buckets: trained.text.buckets, dimension: trained.text.outputDimension },
+      dimension: trained.head.outputDimension,
+      normalize: true,
+    });
+    const imageBytes = await readFile(path.join(await deps.registry.localPath(current.version), current.manifest.image.file));
+    // The drift reference: the candidate's embeddings of its training images, and what it saw (drift.ts).
+    const driftProfile = buildDriftProfile(version, await trainedProfileRecords(trained, candidateSplit.rest), records, options.seed);
+    // The tuned tower's base vectors (from stored activations) become its feature records, whether
+    // it wins or not (it may be activated later): reindexing reads them, no image is decoded.
+    if (tunedRecords) for (let i = 0; i < tunedRecords.length; i += 1000) await deps.features.put(tunedRecords.slice(i, i + 1000));
+    await deps.registry.register({
+      version,
+      parent: current.version,
+      manifest,
+      files: {
+        [manifest.image.file]: tunedTower ? Buffer.from(tunedTower.bytes) : imageBytes,
+        'head.onnx': headToOnnx(trained.head),
+        'text.onnx': textTowerToOnnx(trained.text),
+        [DRIFT_PROFILE_FILE]: Buffer.from(JSON.stringify(driftProfile)),
+      },
+      // The training curve (per epoch) is kept with the metrics: the page draws it for each version.
+      metrics: { ...candidateMetrics, gate: decision, training: { history: trained.history, bestEpoch: trained.bestEpoch } },
+      lineage: {
+        parent: current.version,
+        baseModel: tower ? version : base.id,
+        ...(tower
+          ? { towerFamily: DEFAULT_MODEL_NAME, tunedFrom: base.id, unlockBlocks: tower.unlocked, tunedParameters: trained.tower?.parameters }
+          : typeof current.lineage?.towerFamily === 'string'
+            ? { towerFamily: current.lineage.towerFamily } // a head retrained on a tuned tower keeps its family
+            : {}),
+        dataSnapshot: snapshot,
+        codeVersion: options.codeVersion,
+        heldOutFraction: options.heldOutFraction,
+        seed: options.seed,
+        bestEpoch: trained.bestEpoch,
+        epochsRun: trained.history.length,
+        hidden: trained.head.hidden,
+        trainingSeconds: trained.seconds,
+        feedbackPairs: feedback.length,
+      },
+    });
+    if (current.metrics === null) await deps.registry.setMetrics(current.version, { ...currentMetrics });
+
+    let activation: A | null = null;
+    let promoted = false;
+    if (decision.promote && deps.activate) {
+      onProgress({ stage: 'activate', version });
+      activation = await deps.activate(version, (done) => onProgress({ stage: 'reindex', done }));
+      promoted = true;
+    }
+    onProgress({ stage: 'register', version, promoted });
+    logger.info({ version, promoted, reasons: decision.reasons }, 'retraining finished');
+    const plot = deps.reportsDir ? await writeMetricsPlot(deps.registry, deps.reportsDir) : null;
+    if (plot) onProgress({ stage: 'plot', file: plot });
+    const { history, bestEpoch, seconds, backend, trainedExamples, validationExamples } = trained;
+    return {
+      promoted,
+      decision,
+      candidate: {
+        version,
+        metrics: candidateMetrics,
+        training: {
+          history,
+          bestEpoch,
+          seconds,
+          backend,
+          trainedExamples,
+          validationExamples,
+          hidden: trained.head.hidden,
+          ...(trained.tower ? { unlockedBlocks: trained.tower.unlocked } : {}),
+        },
+      },
+      current: { version: current.version, metrics: currentMetrics },
+      activation,
+      plot,
+    };
+  } finally {
+    tower?.dispose();
+  }
 }
 
 /** Fewer labelled images than this make Recall@k mostly noise. */
@@ -334,8 +385,10 @@ export async function evaluateOnSplit(
 /** A registered version's towers, from its ONNX files (what search will run). */
 export async function registeredTowers(registry: ModelRegistry, version: ModelVersion, logger: Logger = silentLogger): Promise<EvaluationTowers> {
   const manifest = version.manifest;
-  const dir = manifest.head || manifest.text ? await registry.localPath(version.version) : '';
+  const dir = manifest.head || manifest.text || manifest.projection ? await registry.localPath(version.version) : '';
   const head = await loadHead(manifest, dir);
+  // A compact version is evaluated in its compact space, as search runs it.
+  const projection = await loadProjection(manifest, dir);
   let text: Awaited<ReturnType<typeof loadTextTower>> = undefined;
   try {
     text = await loadTextTower(manifest, dir);
@@ -343,11 +396,15 @@ export async function registeredTowers(registry: ModelRegistry, version: ModelVe
     logger.warn({ err, version: version.version }, 'text tower cannot be loaded: text metrics left out');
   }
   return {
-    project: async (base) => (head ? (await head.apply(base)).map(l2Normalise) : base),
+    project: async (base) => {
+      const vectors = head ? (await head.apply(base)).map(l2Normalise) : base;
+      return projection ? (await projection.apply(vectors)).map(l2Normalise) : vectors;
+    },
     embedTexts: text ? async (texts) => (await text.embed(texts)).map(l2Normalise) : null,
     async close() {
       await head?.close();
       await text?.close();
+      await projection?.close();
     },
   };
 }
@@ -366,6 +423,15 @@ export function dataSnapshot(records: Pick<FeatureRecord, 'id' | 'generation'>[]
   const hash = createHash('sha256');
   for (const key of records.map((r) => `${r.id}@${r.generation}`).sort()) hash.update(key).update('\n');
   return `${records.length}:${hash.digest('hex').slice(0, 16)}`;
+}
+
+/** Training records in the freshly trained model's search space, for its drift profile. */
+async function trainedProfileRecords(trained: Pick<LitTrainingResult, 'head'>, training: FeatureRecord[]): Promise<ProfiledRecord[]> {
+  const vectors = await reprojectBatch(
+    trained.head,
+    training.map((r) => r.vector),
+  );
+  return training.map((r, i) => ({ id: r.id, generation: r.generation, labels: r.labels, vector: vectors[i]! }));
 }
 
 function defaultVersion(baseName: string, snapshot: string): string {

@@ -12,6 +12,8 @@ export interface TrainingExample {
   vector: Float32Array;
   labels: string[];
   caption?: string;
+  /** The stored block activation (IEEE half bits), for tuning the tower's top blocks (tower-blocks.ts). */
+  activation?: Uint16Array;
 }
 
 export type FeedbackPair = { kind: 'image'; queryId: string; openedId: string } | { kind: 'text'; query: string; openedId: string };

@@ -32,7 +32,7 @@ export interface TextTowerWeights {
  * matMul whose gradient uses explicit transposes: the wasm backend's transposed BatchMatMul (what
  * tfjs' own matMul gradient calls) is about 10× slower than transpose + plain matMul (measured).
  */
-const mm = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+export const mm = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
   save([a, b]);
   return {
     value: tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D),

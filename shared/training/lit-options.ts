@@ -26,6 +26,15 @@ export const litTrainOptionsSchema = z.object({
   validationCorpus: z.number().int().positive().default(10_000),
   /** Feedback pairs mixed into each batch. */
   feedbackPerBatch: z.number().int().min(0).default(32),
+  /**
+   * Partial fine-tuning of the image tower: how many of its top units (block_14, block_15,
+   * block_16, Conv_1 — counted from the top, see shared/training/tower-blocks.ts) train with the
+   * head, from the block activations stored at ingest. 0 = locked image tower (head only). A
+   * search-space option for `imgsearch tune`, and `imgsearch retrain --unlock-blocks N`.
+   */
+  unlockBlocks: z.number().int().min(0).max(4).default(0),
+  /** Adam learning rate of the unlocked tower weights (pretrained: smaller than the head's). */
+  towerLearningRate: z.number().positive().default(1e-4),
 });
 export type LitTrainOptions = z.input<typeof litTrainOptionsSchema>;
 /** Options with every default filled in. */

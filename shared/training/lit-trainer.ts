@@ -15,6 +15,9 @@ import { denseTexts, featureStats, LitModel, litLoss, type HeadWeights, type Tex
 import { parseLitOptions, type LitOptions, type LitTrainOptions } from './lit-options.js';
 import { initTf, tf } from './tf-backend.js';
 import { mulberry32 } from './prng.js';
+import { ConfigError, ParseError } from '../errors.js';
+import { fromFloat16Bits } from '../model/float16.js';
+import { packBatch, towerEmbeddings, type TowerBlocks } from './tower-blocks.js';
 
 // The training API in one import (what the retrain service, the bench and the ONNX export use).
 export { litTrainOptionsSchema, type LitTrainOptions } from './lit-options.js';
@@ -53,17 +56,42 @@ export interface LitTrainingResult {
   trainedExamples: number;
   validationExamples: number;
   seconds: number;
+  /** With a tower (`unlockBlocks` > 0): the units trained and their parameter count; the tuned weights stay in the caller's TowerBlocks. */
+  tower?: { unlocked: string[]; parameters: number };
 }
 
 export async function trainLit(
   allExamples: TrainingExample[],
   feedback: FeedbackPair[] = [],
   optionsInput: LitTrainOptions = {},
-  hooks: { onEpoch?: (stats: EpochStats) => void; logger?: Logger } = {},
+  hooks: {
+    onEpoch?: (stats: EpochStats) => void;
+    logger?: Logger;
+    /**
+     * The tower's top blocks (tower-blocks.ts), needed when `unlockBlocks` > 0: its unlocked
+     * units train with the head on the examples' stored activations. The caller owns it (and
+     * exports the tuned weights from it afterwards: the best epoch's are restored into it).
+     */
+    tower?: TowerBlocks;
+  } = {},
 ): Promise<LitTrainingResult> {
   const options = parseLitOptions(optionsInput);
   const logger = hooks.logger ?? silentLogger;
   validateExamples(allExamples);
+  const tower = options.unlockBlocks > 0 ? hooks.tower : undefined;
+  if (options.unlockBlocks > 0) {
+    if (!tower) throw new ConfigError(`unlockBlocks ${options.unlockBlocks} needs the image tower's top blocks (TowerBlocks) to train`);
+    if (tower.unlocked.length !== options.unlockBlocks) {
+      throw new ConfigError(`unlockBlocks is ${options.unlockBlocks} but the tower given unlocks ${tower.unlocked.length} (${tower.unlocked.join(', ')})`);
+    }
+    const missing = allExamples.filter((e) => !e.activation).length;
+    if (missing > 0) {
+      throw new ParseError(
+        `unlocking tower blocks needs the block activations stored at ingest, and ${missing} of ${allExamples.length} images have none: ` +
+          're-ingest them with a model whose image tower has an activation output (the default model has one)',
+      );
+    }
+  }
   const backend = await initTf(logger);
   const started = performance.now();
 
@@ -92,6 +120,8 @@ export async function trainLit(
     options.learnableTemperature,
   );
   const optimizer = tf.train.adam(options.learningRate);
+  const towerOptimizer = tower ? tf.train.adam(options.towerLearningRate) : null;
+  const towerStep = tower ? { tower, optimizer: towerOptimizer! } : null;
   const random = mulberry32(options.seed);
   const labelTextDense = data.labelTextCount > 0 ? denseTexts(featurizer, data.texts.slice(0, data.labelTextCount)) : null;
   const history: EpochStats[] = [];
@@ -104,11 +134,11 @@ export async function trainLit(
       let sums = [0, 0, 0];
       let steps = 0;
       for (const batch of epochBatches(data, random, options)) {
-        const losses = stepOnBatch(model, optimizer, data, batch, featurizer, labelTextDense, options);
+        const losses = stepOnBatch(model, optimizer, data, batch, featurizer, labelTextDense, options, towerStep);
         sums = sums.map((s, i) => s + losses[i]!);
         steps++;
       }
-      const recall = val.length > 0 ? await validationRecall(model, train, val, options) : null;
+      const recall = val.length > 0 ? await validationRecall(model, train, val, options, tower) : null;
       const stats: EpochStats = {
         epoch,
         loss: sums[0]! / Math.max(1, steps),
@@ -124,14 +154,18 @@ export async function trainLit(
       const score = recall ?? -stats.loss;
       if (!best || score > best.recall) {
         for (const t of best?.weights ?? []) t.dispose();
-        best = { recall: score, epoch, weights: model.snapshot() };
+        best = { recall: score, epoch, weights: [...model.snapshot(), ...(tower?.snapshot() ?? [])] };
         sinceBest = 0;
       } else if (++sinceBest >= options.patience) {
         logger.info({ epoch, bestEpoch: best.epoch }, 'early stopping');
         break;
       }
     }
-    if (best) model.restore(best.weights);
+    if (best) {
+      const headCount = best.weights.length - (tower?.trainable().length ?? 0);
+      model.restore(best.weights.slice(0, headCount));
+      tower?.restore(best.weights.slice(headCount));
+    }
     const weights = await model.export();
     return {
       ...weights,
@@ -141,11 +175,13 @@ export async function trainLit(
       trainedExamples: train.length,
       validationExamples: val.length,
       seconds: (performance.now() - started) / 1000,
+      ...(tower ? { tower: { unlocked: [...tower.unlocked], parameters: tower.tunedParameterCount() } } : {}),
     };
   } finally {
     for (const t of best?.weights ?? []) t.dispose();
     labelTextDense?.dispose();
     optimizer.dispose();
+    towerOptimizer?.dispose();
     model.dispose();
   }
 }
@@ -159,10 +195,18 @@ function stepOnBatch(
   featurizer: HashedNgramFeaturizer,
   labelTextDense: tf.Tensor2D | null,
   options: LitOptions,
+  towerStep: { tower: TowerBlocks; optimizer: tf.Optimizer } | null = null,
 ): [number, number, number] {
   const n = batch.rows.length;
   const targets = batchTargets(data, batch, model.d);
   const xs = tf.tensor2d(targets.x, [n, model.d]);
+  if (towerStep) {
+    try {
+      return towerStepOnBatch(model, optimizer, data, batch, targets, featurizer, labelTextDense, options, towerStep);
+    } finally {
+      xs.dispose();
+    }
+  }
   const imagePositives = tf.tensor2d(targets.imagePositives, [n, n]);
   const eye = tf.eye(n) as tf.Tensor2D;
   const textPositives = targets.textCount > 0 ? tf.tensor2d(targets.textPositives, [n, targets.textCount]) : null;
@@ -186,8 +230,64 @@ function stepOnBatch(
   return parts;
 }
 
+/**
+ * One step with unlocked tower blocks: the batch's stored activations go through the blocks, then
+ * the head; one gradient computation, applied by the head's optimiser to the head's variables and
+ * by the tower's (smaller learning rate) to the tower's.
+ */
+function towerStepOnBatch(
+  model: LitModel,
+  optimizer: tf.Optimizer,
+  data: PreparedData,
+  batch: Batch,
+  targets: ReturnType<typeof batchTargets>,
+  featurizer: HashedNgramFeaturizer,
+  labelTextDense: tf.Tensor2D | null,
+  options: LitOptions,
+  { tower, optimizer: towerOptimizer }: { tower: TowerBlocks; optimizer: tf.Optimizer },
+): [number, number, number] {
+  const n = batch.rows.length;
+  const [h, w, c] = tower.spec.activation.shape;
+  const { act, thumbs, thumbDim } = packBatch(
+    tower,
+    batch.rows.map((ei) => towerItem(data.examples[ei]!)),
+    h * w * c,
+  );
+  const actT = tf.tensor4d(act, [n, h, w, c]);
+  const thumbT = thumbDim > 0 ? tf.tensor2d(thumbs, [n, thumbDim]) : null;
+  const imagePositives = tf.tensor2d(targets.imagePositives, [n, n]);
+  const eye = tf.eye(n) as tf.Tensor2D;
+  const textPositives = targets.textCount > 0 ? tf.tensor2d(targets.textPositives, [n, targets.textCount]) : null;
+  const extraTextDense = targets.extraTexts.length > 0 ? denseTexts(featurizer, targets.extraTexts) : null;
+  const headVars = model.trainable();
+  const towerVars = tower.trainable();
+  let parts: [number, number, number] = [0, 0, 0];
+  try {
+    const { value, grads } = tf.variableGrads(() => {
+      const xs = tower.forward(actT, thumbT);
+      const { total, imageImage, imageText } = litLoss(model, { xs, imagePositives, eye, textPositives, labelTextDense, extraTextDense }, options);
+      parts = [0, imageImage.dataSync()[0]!, imageText.dataSync()[0]!];
+      return total;
+    }, [...headVars, ...towerVars]);
+    const pick = (vars: tf.Variable[]) => Object.fromEntries(vars.map((v) => [v.name, grads[v.name]!]));
+    optimizer.applyGradients(pick(headVars));
+    towerOptimizer.applyGradients(pick(towerVars));
+    parts[0] = value.dataSync()[0]!;
+    value.dispose();
+    for (const g of Object.values(grads)) g.dispose();
+  } finally {
+    for (const t of [actT, thumbT, imagePositives, eye, textPositives, extraTextDense]) t?.dispose();
+  }
+  return parts;
+}
+
+/** An example as the tower reads it: the activation decoded from fp16 straight into the batch buffer. */
+function towerItem(e: TrainingExample): { activation: (out: Float32Array, offset: number) => void; base: Float32Array } {
+  return { activation: (out, offset) => fromFloat16Bits(e.activation!, out, offset), base: e.vector };
+}
+
 /** Image→image Recall@1 of the validation images against the labelled training images. */
-async function validationRecall(model: LitModel, train: TrainingExample[], val: TrainingExample[], options: LitOptions): Promise<number> {
+async function validationRecall(model: LitModel, train: TrainingExample[], val: TrainingExample[], options: LitOptions, tower?: TowerBlocks): Promise<number> {
   // Deterministic subsamples: the first ids by hash, so every epoch checks the same images.
   const pick = (items: TrainingExample[], cap: number, salt: string) =>
     items.length <= cap ? items : [...items].sort((a, b) => idFraction(a.id, salt) - idFraction(b.id, salt)).slice(0, cap);
@@ -197,15 +297,18 @@ async function validationRecall(model: LitModel, train: TrainingExample[], val: 
     options.validationCorpus,
     'vc',
   );
-  const project = (items: TrainingExample[]) =>
+  // With a tower, base vectors come from the blocks as they are now (batched: the maps are large).
+  const bases = async (items: TrainingExample[]) => (tower ? await towerEmbeddings(tower, items.map(towerItem)) : items.map((e) => e.vector));
+  const [queryBases, corpusBases] = [await bases(queries), await bases(corpus)];
+  const project = (vectors: Float32Array[]) =>
     tf.tidy(() => {
-      const x = new Float32Array(items.length * model.d);
-      items.forEach((e, i) => x.set(e.vector, i * model.d));
-      return model.image(tf.tensor2d(x, [items.length, model.d]));
+      const x = new Float32Array(vectors.length * model.d);
+      vectors.forEach((v, i) => x.set(v, i * model.d));
+      return model.image(tf.tensor2d(x, [vectors.length, model.d]));
     });
   const top = tf.tidy(() => {
-    const q = project(queries);
-    const c = project(corpus);
+    const q = project(queryBases);
+    const c = project(corpusBases);
     return tf.topk(tf.matMul(q, tf.transpose(c)), 1).indices;
   });
   const idx = (await top.data()) as Int32Array;

@@ -20,18 +20,23 @@ export const CLOUD_WORKLOADS = [
   'reindexJob',
   'bootstrapModel',
   'search',
+  'startDriftCheck',
+  'driftJob',
 ] as const;
 export type CloudWorkload = (typeof CLOUD_WORKLOADS)[number];
 
 /** A resource named by an environment variable of the workload (an object prefix; a topic's dead-letter topic). */
 export type ResourceRef =
-  | { kind: 'bucket'; env: string; prefix?: string }
+  /** `prefixEnv`: objects under the prefix this variable of the workload holds (IMAGE_PREFIX), when it is not empty. */
+  | { kind: 'bucket'; env: string; prefix?: string; prefixEnv?: string }
   | { kind: 'topic'; env: string; deadLetter?: true }
   /** The topic of the push subscription that delivers to this function (CloudEvent `source`). */
   | { kind: 'topic'; pushSource: true; deadLetter?: true }
   | { kind: 'subscription'; env: string }
   | { kind: 'runJob'; env: string }
   | { kind: 'serviceAccount'; env: string }
+  /** The workload's own service account (it signs as itself: signed upload URLs). */
+  | { kind: 'serviceAccount'; self: true }
   | { kind: 'project' };
 
 export interface WorkloadCall {
@@ -65,6 +70,26 @@ const registryReads = (why: string): WorkloadCall[] =>
   }));
 
 export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
+  startDriftCheck: [
+    {
+      adapter: 'CloudRunJobLauncher',
+      // functions/drift-check.ts passes no arguments: the request carries no overrides.
+      method: 'runWithoutOverrides',
+      on: { runJob: { kind: 'runJob', env: 'DRIFT_JOB_NAME' } },
+      why: 'starts the drift check job unless it is running',
+    },
+  ],
+  driftJob: [
+    ...registryReads('reads the active model, its head and its drift profile'),
+    { adapter: 'GcsFeatureStore', method: 'scan', on: { bucket: bucket('FEATURES_BUCKET', 'features/') }, why: 'compares recent uploads with the profile' },
+    ...(['stat', 'read', 'write'] as const).map((method): WorkloadCall => ({
+      adapter: 'GcsBlobStore',
+      method,
+      on: { bucket: bucket('MODELS_BUCKET', 'drift/') },
+      why: 'keeps the last report and the retraining requests (cooldown)',
+    })),
+    { adapter: 'PubSubEventBus', method: 'publish', on: { topic: topic('TOPIC_RETRAIN_REQUESTS') }, why: 'requests a retraining, with its reason' },
+  ],
   onObjectEvent: [
     { adapter: 'PubSubEventBus', method: 'publish', on: { topic: topic('TOPIC_IMAGE_EVENTS') }, why: 'publishes the validated image event' },
     { adapter: 'PubSubEventBus', method: 'publish', on: { topic: deadLetterOf('TOPIC_IMAGE_EVENTS') }, why: 'dead-letters malformed storage events' },
@@ -200,6 +225,15 @@ export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
     { adapter: 'GcsRejectionLog', method: 'list', on: { bucket: bucket('FEATURES_BUCKET', 'rejected/') }, why: 'shows rejected uploads in the status' },
     { adapter: 'GcsRejectionLog', method: 'count', on: { bucket: bucket('FEATURES_BUCKET', 'rejected/') }, why: 'counts rejected uploads in the status' },
     { adapter: 'GcsBlobStore', method: 'writeNew', on: { bucket: bucket('FEATURES_BUCKET', 'feedback/') }, why: 'records click feedback as new objects' },
+    {
+      adapter: 'GcsSignedUploads',
+      method: 'sign',
+      // Names are always under IMAGE_PREFIX (shared/http/upload.ts uploadObjectName): the grant is conditioned on it.
+      on: { bucket: { kind: 'bucket', env: 'IMAGES_BUCKET', prefixEnv: 'IMAGE_PREFIX' }, serviceAccount: { kind: 'serviceAccount', self: true } },
+      why: 'signs upload URLs for the page (as itself), which create new images under IMAGE_PREFIX in the bucket',
+      // Never with public access: the stack sets UPLOADS=off there (security review, finding 1).
+      when: { env: 'UPLOADS', is: 'signed-url' },
+    },
   ],
 };
 

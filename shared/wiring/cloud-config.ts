@@ -34,6 +34,8 @@ export const cloudEnvShape = {
   TOPIC_RETRAIN_REQUESTS: resourceId,
   EMBED_JOB_NAME: jobName,
   REINDEX_JOB_NAME: jobName,
+  /** The Cloud Run job of the scheduled drift check (`<prefix>-drift-check`). */
+  DRIFT_JOB_NAME: jobName,
   /** The job that registers the first model (`<prefix>-bootstrap-model`); named in "no model yet" errors. */
   BOOTSTRAP_JOB_NAME: jobName,
   /** What the bootstrap job registers into an empty registry (shared/services/model-bootstrap.ts). */
@@ -68,6 +70,11 @@ export const cloudEnvShape = {
    * public load balancer too. Set by infra/components/search.ts from `search.access`.
    */
   TRUSTED_PROXY_HOPS: int(1, 10).default(1),
+  /**
+   * Whether the search page takes uploads: `signed-url` (the browser PUTs to the images bucket with a
+   * URL the service signs) or `off`. Set by infra/components/search.ts: `off` with `search.access: public`.
+   */
+  UPLOADS: z.enum(['off', 'signed-url']).default('off'),
 } as const;
 
 type Shape = typeof cloudEnvShape;
@@ -83,6 +90,7 @@ const hints: Partial<Record<Key, string>> = {
   SUBSCRIPTION_IMAGE_EVENTS: 'set the embed job subscription id, e.g. SUBSCRIPTION_IMAGE_EVENTS=iss-image-events-embed',
   TOPIC_EMBEDDINGS: 'set the embeddings topic id, e.g. TOPIC_EMBEDDINGS=iss-embeddings',
   EMBED_JOB_NAME: 'set the Cloud Run job id of the embed job, e.g. EMBED_JOB_NAME=iss-embed',
+  DRIFT_JOB_NAME: 'set the Cloud Run job id of the drift check, e.g. DRIFT_JOB_NAME=iss-drift-check',
   BOOTSTRAP_JOB_NAME: 'set the Cloud Run job id of the bootstrap job, e.g. BOOTSTRAP_JOB_NAME=iss-bootstrap-model',
   INITIAL_MODEL: 'use INITIAL_MODEL=default (offline MobileNetV2, no download) or INITIAL_MODEL=clip-vit-b32 (downloads about 600 MB, text search)',
   TRAINER_IMAGE: 'set the trainer container image, e.g. TRAINER_IMAGE=europe-docker.pkg.dev/p/r/trainer:1',
@@ -94,6 +102,7 @@ const hints: Partial<Record<Key, string>> = {
   MAX_BYTES: 'set a whole number of bytes, e.g. MAX_BYTES=104857600',
   BATCH_SIZE: 'set a whole number from 1 to 1000, e.g. BATCH_SIZE=32',
   TRUSTED_PROXY_HOPS: 'use TRUSTED_PROXY_HOPS=1 on Cloud Run alone, TRUSTED_PROXY_HOPS=2 behind the public load balancer',
+  UPLOADS: 'use UPLOADS=off (no uploads from the page) or UPLOADS=signed-url (the page PUTs to the images bucket with signed URLs)',
 };
 
 function pick<K extends Key>(...keys: K[]) {
@@ -171,9 +180,23 @@ export const entryPointSchemas = {
     RETRAIN_HIDDEN: int(1, 8192).optional(),
     /** Newest click events (objects under feedback/) read for one run. */
     RETRAIN_MAX_FEEDBACK: int(0, 10_000_000).default(100_000),
+    /** A tuning run (`--tune=true`, stack config `iss:retrain.tune`) runs its trials on these. */
+    TRAINER_IMAGE: cloudEnvShape.TRAINER_IMAGE.optional(),
+    TRAINER_MACHINE_TYPE: cloudEnvShape.TRAINER_MACHINE_TYPE.optional(),
+    TRAINER_SERVICE_ACCOUNT: cloudEnvShape.TRAINER_SERVICE_ACCOUNT.optional(),
   }),
   reindexJob: pick('GCP_PROJECT', 'MODELS_BUCKET', 'FEATURES_BUCKET', ...OPENSEARCH, 'ONNX_EXECUTION_PROVIDER', 'MAX_PIXELS'),
-  search: pick(...OPENSEARCH, 'MODELS_BUCKET', 'FEATURES_BUCKET', 'IMAGES_BUCKET', 'MAX_PIXELS', 'MAX_BYTES', 'TRUSTED_PROXY_HOPS').extend({
+  search: pick(
+    ...OPENSEARCH,
+    'MODELS_BUCKET',
+    'FEATURES_BUCKET',
+    'IMAGES_BUCKET',
+    'IMAGE_PREFIX',
+    'MAX_PIXELS',
+    'MAX_BYTES',
+    'TRUSTED_PROXY_HOPS',
+    'UPLOADS',
+  ).extend({
     PORT: int(1, 65535).default(8080),
     /**
      * HMAC key of feedback tokens, shared by every instance (a Secret Manager secret the stack
@@ -186,7 +209,24 @@ export const entryPointSchemas = {
   // The only cloud entry point that writes a first model (the others read the registry): run once
   // during `pulumi up`, idempotent (exit 0 when a model is already active).
   bootstrapModel: pick('GCP_PROJECT', 'MODELS_BUCKET', 'INITIAL_MODEL'),
+  // Scheduler tick → startDriftCheck (functions/drift-check.ts) → the drift job (jobs/drift-check,
+  // in the trainer image: it runs the model's head). The job reads the registry and the features,
+  // keeps its state under drift/ in the models bucket, publishes retrain requests. DRIFT_* are the
+  // thresholds of shared/services/drift.ts (README "Drift"), the same defaults as IMGSEARCH_DRIFT_* locally.
+  startDriftCheck: pick('GCP_PROJECT', 'GCP_REGION', 'DRIFT_JOB_NAME'),
+  driftJob: pick('GCP_PROJECT', 'MODELS_BUCKET', 'FEATURES_BUCKET', 'TOPIC_RETRAIN_REQUESTS').extend({
+    DRIFT_RECENT: int(10, 1_000_000).default(1000),
+    DRIFT_MIN_SAMPLE: int(10, 1_000_000).default(100),
+    DRIFT_PSI: z.coerce.number().positive().max(100).default(0.25),
+    DRIFT_KS: z.coerce.number().gt(0).lt(1).default(0.2),
+    DRIFT_MIN_NEW_LABELLED: int(0, 100_000_000).default(200),
+    DRIFT_RECALL_DROP: z.coerce.number().gt(0).lt(1).default(0.05),
+    DRIFT_COOLDOWN_HOURS: z.coerce.number().min(0).max(8760).default(24),
+  }),
 } as const;
+
+/** Where the cloud drift check keeps its state in the models bucket (beside `models/`). */
+export const DRIFT_STATE_OBJECT = 'drift/drift-state.json';
 
 export type EntryPoint = keyof typeof entryPointSchemas;
 export type CloudConfig<E extends EntryPoint> = z.infer<(typeof entryPointSchemas)[E]>;
@@ -245,4 +285,14 @@ export function topicFromPubSubSource(source: string | undefined): string | null
  * point): plain settings only, never OpenSearch credentials. The deploy check resolves the
  * trainer's resources from these names.
  */
-export const RETRAIN_JOB_SPEC_ENV = ['GCP_PROJECT', 'GCP_REGION', 'MODELS_BUCKET', 'FEATURES_BUCKET', 'REINDEX_JOB_NAME'] as const;
+export const RETRAIN_JOB_SPEC_ENV = [
+  'GCP_PROJECT',
+  'GCP_REGION',
+  'MODELS_BUCKET',
+  'FEATURES_BUCKET',
+  'REINDEX_JOB_NAME',
+  // A tuning run (`--tune=true`) starts its trials on the same image, machine and identity.
+  'TRAINER_IMAGE',
+  'TRAINER_MACHINE_TYPE',
+  'TRAINER_SERVICE_ACCOUNT',
+] as const;

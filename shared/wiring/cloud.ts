@@ -1,5 +1,6 @@
 import os from 'node:os';
 import path from 'node:path';
+import { CloudLoggingSearchEvents } from '../adapters/gcp/cloud-logging-search-events.js';
 import { GcsModelRegistry } from '../adapters/gcp/gcs-model-registry.js';
 import { openOpenSearchCatalog, type OpenSearchIndexCatalog } from '../adapters/opensearch/index.js';
 import { PubSub } from '@google-cloud/pubsub';
@@ -10,6 +11,7 @@ import { createGcpLoggingPinoConfig } from '@google-cloud/pino-logging-gcp-confi
 import { pino } from 'pino';
 import { defaultLogLevel, errorSerializers, type Logger } from '../logger.js';
 import { deadLetterInboxOf, deadLetterTopicOf } from '../adapters/gcp/pubsub-names.js';
+import { CloudRunJobLauncher } from '../adapters/gcp/cloud-run-job-launcher.js';
 
 /**
  * What every cloud entry point shares: a dependency slot (built once per instance, replaceable in
@@ -59,8 +61,11 @@ export function pubSubClient(projectId: string): PubSub {
   return pubsub;
 }
 
-/** One JSON object per line on stdout, with `severity` and `message` as Cloud Logging reads them. */
-export function cloudLogger(name: string): Logger {
+/**
+ * One JSON object per line on stdout, with `severity` and `message` as Cloud Logging reads them.
+ * `level` overrides LOG_LEVEL (the monitoring events' logger is always at info); `destination` is for tests.
+ */
+export function cloudLogger(name: string, options: { level?: string; destination?: NodeJS.WritableStream } = {}): Logger {
   // Google's pino config: severity, message, insertId order, trace/span keys, and `stack_trace`
   // from an `err` Error so Error Reporting groups it. The service context and project are given
   // so it never asks the metadata server (no network at start-up, none in tests).
@@ -68,10 +73,18 @@ export function cloudLogger(name: string): Logger {
   return pino(
     createGcpLoggingPinoConfig(
       { serviceContext: { service: name }, traceGoogleCloudProjectId: project, inihibitDiagnosticMessage: true },
-      { level: defaultLogLevel(), name, base: undefined, serializers: errorSerializers },
+      { level: options.level ?? defaultLogLevel(), name, base: undefined, serializers: errorSerializers },
     ),
-    process.stdout,
+    options.destination ?? process.stdout,
   );
+}
+
+/**
+ * Prediction-monitoring events of a cloud workload as Cloud Logging entries (the log-based metrics
+ * of infra/components/monitoring.ts count them), at level info whatever LOG_LEVEL says.
+ */
+export function cloudSearchEvents(name: string, destination?: NodeJS.WritableStream): CloudLoggingSearchEvents {
+  return new CloudLoggingSearchEvents(cloudLogger(name, { level: 'info', destination }));
 }
 
 /**
@@ -122,4 +135,30 @@ export function cloudIndexCatalog(
 /** The GCS model registry, its files cached under the OS temp folder. */
 export function cloudModelRegistry(storage: Storage, bucket: string, logger: Logger): GcsModelRegistry {
   return new GcsModelRegistry({ storage, bucket, cacheDir: path.join(os.tmpdir(), 'iss-models'), logger });
+}
+
+/**
+ * The launcher of one of the stack's Cloud Run jobs: the port's job name (`port`) maps to the
+ * deployed job (`jobName`). Container args would replace the job's own command, so a run's
+ * arguments travel as environment variables (`env`), or not at all (`none`: the job takes none,
+ * and a run without overrides needs only `run.jobs.run`, not `run.jobs.runWithOverrides`).
+ */
+export async function cloudRunJobLauncher(options: {
+  projectId: string;
+  region: string;
+  port: string;
+  jobName: string;
+  args: 'env' | 'none';
+  logger: Logger;
+}): Promise<CloudRunJobLauncher> {
+  const { v2: runV2 } = await import('@google-cloud/run');
+  return new CloudRunJobLauncher({
+    jobs: new runV2.JobsClient(),
+    executions: new runV2.ExecutionsClient(),
+    projectId: options.projectId,
+    region: options.region,
+    jobNameFor: (job) => (job === options.port ? options.jobName : job),
+    overridesFor: options.args === 'env' ? (_job, args) => ({ env: args }) : () => ({}),
+    logger: options.logger,
+  });
 }

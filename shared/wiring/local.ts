@@ -5,26 +5,33 @@ import type { FastifyInstance } from 'fastify';
 import type { LocalConfig } from '../config.js';
 import { FileQueue } from '../adapters/local/file-queue.js';
 import { FolderBlobStore } from '../adapters/local/folder-blob-store.js';
+import { FolderUploads } from '../adapters/local/folder-uploads.js';
 import { acquireHomeLock, type AcquireOptions, type HomeLock } from '../adapters/local/home-lock.js';
 import { JsonRejectionLog } from '../adapters/local/json-rejection-log.js';
 import { PerTowerFeatureStore } from '../adapters/local/per-tower-feature-store.js';
 import { LanceDbIndexCatalog } from '../adapters/local/lancedb-index.js';
 import { LocalModelRegistry } from '../adapters/local/local-model-registry.js';
-import { NotFoundError } from '../errors.js';
+import { FileQueryVectorSample } from '../adapters/local/query-sample-file.js';
+import { JsonlSearchEventLog } from '../adapters/local/search-event-log.js';
+import { AppError, NotFoundError } from '../errors.js';
 import type { FeedbackEvent } from '../http/search-app.js';
 import { createLogger, type Logger } from '../logger.js';
 import { AnnMaintenance, DEFAULT_ANN_POLICY } from '../services/ann-maintenance.js';
+import { BlobDriftStateStore, driftOutput, PeriodicDriftCheck, runDriftCheck, type DriftCheckDeps } from '../services/drift.js';
 import { ensureActiveModel } from '../services/model-bootstrap.js';
+import { monitoredFeedback } from '../services/feedback.js';
 import { releaseOrphanedLeases } from '../services/doctor.js';
 import { LiveIndexCache } from '../services/live-index-cache.js';
 import { ModelHolder } from '../services/model-holder.js';
 import { SearchService } from '../services/search-service.js';
+import type { QueryVectorCapture } from '../services/collection-map.js';
 import { pipelineStatus, StatusSnapshots } from '../services/status.js';
 import type { BlobStore } from '../ports/blob-store.js';
 import type { VectorIndex, VectorIndexCatalog } from '../ports/vector-index.js';
 import type { EmbedDeps } from '../handlers/embed-batch.js';
 import type { UpsertDeps } from '../handlers/upsert-vectors.js';
-import type { LifecycleDeps } from '../services/model-lifecycle.js';
+import type { activateWithIndex, LifecycleDeps } from '../services/model-lifecycle.js';
+import type { RetrainDeps } from '../services/retrain.js';
 import { PipelineWorkers, type PipelineOptions } from '../services/pipeline.js';
 import { PipelineHealth } from '../services/pipeline-health.js';
 
@@ -64,6 +71,10 @@ export interface LocalRuntime {
    * which keeps its own graphs.
    */
   ann: AnnMaintenance | null;
+  /** Prediction-monitoring events of this process (searches, clicks, freshness), flushed by close(). */
+  events: JsonlSearchEventLog;
+  /** The bounded sample of recent image-query vectors the drift report compares (`<home>/drift`); null when IMGSEARCH_DRIFT_QUERY_SAMPLE=0. */
+  driftQueries: FileQueryVectorSample | null;
   close(): Promise<void>;
 }
 
@@ -100,6 +111,11 @@ async function openUnderLock(config: LocalConfig, logger: Logger, lock: HomeLock
   const rejections = new JsonRejectionLog(config.paths.rejected, { logger });
   const ignored = new JsonRejectionLog(path.join(config.home, 'ignored'), { logger });
   const features = await PerTowerFeatureStore.open(config.paths.features);
+  const events = localEventLog(config, logger);
+  const driftQueries =
+    config.drift.querySample > 0
+      ? new FileQueryVectorSample(path.join(config.paths.drift, 'queries.json'), { capacity: config.drift.querySample, logger })
+      : null;
   const model = new ModelHolder(registry, { threads: config.threads, maxPixels: config.maxPixels, logger });
   await ensureActiveModel(registry, path.join(config.paths.cache, 'converted'), logger);
   if (lock) {
@@ -151,14 +167,18 @@ async function openUnderLock(config: LocalConfig, logger: Logger, lock: HomeLock
       index: live.peek(),
       limits: { maxBytes: config.maxBytes },
     }),
-    upsertDeps: async () => ({ index: await liveIndex(), bus, rejections, features, logger }),
+    upsertDeps: async () => ({ index: await liveIndex(), bus, rejections, features, logger, events }),
     lock,
     ignored,
     health: new PipelineHealth(),
     ann,
+    events,
+    driftQueries,
     async close() {
       ann?.stop();
       try {
+        await events.close();
+        await driftQueries?.flush();
         await model.close();
         await bus.close();
         await catalog.close();
@@ -166,6 +186,64 @@ async function openUnderLock(config: LocalConfig, logger: Logger, lock: HomeLock
         await lock?.release();
       }
     },
+  };
+}
+
+/** The prediction-monitoring event log under the data directory (`<home>/monitoring`), for writing and for `imgsearch monitor`. */
+export function localEventLog(config: LocalConfig, logger: Logger): JsonlSearchEventLog {
+  return new JsonlSearchEventLog(config.paths.monitoring, { logger });
+}
+
+/** What a drift check reads and where it keeps its state (`<home>/drift`); the caller adds how a retraining is requested. */
+export function localDriftDeps(runtime: LocalRuntime): DriftCheckDeps {
+  return {
+    registry: runtime.registry,
+    features: runtime.features,
+    state: new BlobDriftStateStore(new FolderBlobStore(runtime.config.paths.drift)),
+    queries: runtime.driftQueries ?? undefined,
+    logger: runtime.logger,
+  };
+}
+
+/**
+ * `up`'s drift checks, every IMGSEARCH_DRIFT_CHECK_MINUTES (null when 0): when one says so, the
+ * retraining runs here, as `imgsearch retrain` runs it ({@link localRetrainDeps}), and the check
+ * records the request with its reasons (`imgsearch drift` shows them).
+ */
+export function localDriftChecks(runtime: LocalRuntime): PeriodicDriftCheck | null {
+  const { config, logger } = runtime;
+  if (config.drift.checkMinutes === 0) return null;
+  const requestRetrain = async (reason: string): Promise<void> => {
+    logger.warn({ reason }, 'drift check: retraining');
+    const { retrain } = await import('../services/retrain.js');
+    const result = await retrain(await localRetrainDeps(runtime));
+    logger.info(
+      { trigger: reason, version: result.candidate.version, promoted: result.promoted, gate: result.decision.reasons },
+      'retraining asked by drift finished',
+    );
+  };
+  return new PeriodicDriftCheck(
+    () => runDriftCheck({ ...localDriftDeps(runtime), requestRetrain }, config.drift.settings),
+    config.drift.checkMinutes * 60_000,
+    logger,
+  );
+}
+
+/**
+ * A retraining the way `imgsearch retrain` runs it (the candidate goes live only through the gate
+ * and the local promotion order, with the click feedback and the metrics plot); `up` uses it for
+ * the retrainings its drift checks request.
+ */
+export async function localRetrainDeps(runtime: LocalRuntime): Promise<RetrainDeps<Awaited<ReturnType<ReturnType<typeof activateWithIndex>>>>> {
+  const { activateWithIndex } = await import('../services/model-lifecycle.js');
+  const { readFeedbackFile } = await import('../services/feedback.js');
+  const lifecycle = lifecycleDeps(runtime);
+  const feedbackFile = path.join(runtime.config.paths.feedback, 'feedback.jsonl');
+  return {
+    ...lifecycle,
+    activate: activateWithIndex(lifecycle),
+    feedback: async () => (await readFeedbackFile(feedbackFile, { logger: runtime.logger })).pairs,
+    reportsDir: runtime.config.paths.reports,
   };
 }
 
@@ -190,12 +268,16 @@ export function lifecycleDeps(runtime: LocalRuntime): LifecycleDeps {
  * with) is already the new one while the alias still points at the previous model's index: that
  * model is loaded beside it for queries, instead of refusing them (409) until the alias moves.
  */
-export function localSearchService(runtime: LocalRuntime): SearchService {
-  return new SearchService(
+export function localSearchService(runtime: LocalRuntime, capture?: QueryVectorCapture): SearchService {
+  const service = new SearchService(
     () => runtime.model.current(),
-    () => runtime.live.get(),
+    capture ? async () => capture.watch(await runtime.live.get()) : () => runtime.live.get(),
     (version) => runtime.model.forLiveIndex(version),
+    undefined,
+    runtime.events,
   );
+  service.queryVectors = runtime.driftQueries;
+  return service;
 }
 
 /** The page and API of `imgsearch up` (the same fastify app the cloud search service serves). */
@@ -205,8 +287,12 @@ export async function localSearchApp(runtime: LocalRuntime): Promise<FastifyInst
   const { buildSearchApp } = await import('../http/search-app.js');
   // Polls are answered from the last counts while the pipeline keeps the disk busy (status.ts).
   const snapshots = new StatusSnapshots();
+  // The collection map places a search's query by its vector, remembered under the answer's queryId (collection-map.ts).
+  const { CollectionMap, QueryVectorCapture } = await import('../services/collection-map.js');
+  const capture = new QueryVectorCapture();
   return buildSearchApp({
-    search: localSearchService(runtime),
+    search: capture.search(localSearchService(runtime, capture)),
+    map: new CollectionMap({ index: () => runtime.live.get(), queries: capture.recent, logger: runtime.logger }),
     status: async () =>
       pipelineStatus({
         bus: runtime.bus,
@@ -219,23 +305,40 @@ export async function localSearchApp(runtime: LocalRuntime): Promise<FastifyInst
         snapshots,
       }),
     getDocument: async (id) => (await runtime.liveIndex()).get(id),
-    readObject: (uri) => extras.readObject(uri),
+    readObject: (uri, options) => extras.readObject(uri, options),
     logger: runtime.logger,
     webDir,
-    recordFeedback: extras.recordFeedback,
+    recordFeedback: monitoredFeedback(extras.recordFeedback, runtime.events),
     listModels: () => runtime.registry.list(),
     metricsPlot: extras.metricsPlot,
     network: { mode: 'local', host: runtime.config.host },
     limits: { maxQueryBytes: runtime.config.maxQueryBytes },
+    // The page adds images straight into the watched folder (never replacing one) and rolls the model back like `imgsearch model rollback`.
+    uploads: new FolderUploads(runtime.bucket, runtime.config.prefix, runtime.config.maxBytes),
+    rollbackModel: async () => (await import('../services/model-lifecycle.js')).rollbackModel(lifecycleDeps(runtime)),
+    maxOriginalBytes: runtime.config.maxBytes,
+    // The page's Monitoring tab: `imgsearch monitor --json` and `imgsearch drift --json`, the same figures.
+    monitor: { events: runtime.events },
+    drift: () => driftOutput(localDriftDeps(runtime), runtime.config.drift.settings),
   });
 }
 
 /** Local implementations of the page's extra needs: reading originals, feedback, the metrics plot. */
 export function localPageSources(runtime: LocalRuntime) {
   return {
-    async readObject(uri: string): Promise<Buffer> {
+    /** With `maxBytes`, a larger file is refused (AppError with meta.maxBytes) before it is read. */
+    async readObject(uri: string, options: { maxBytes?: number } = {}): Promise<Buffer> {
       if (!uri.startsWith('file://')) throw new NotFoundError(`cannot read ${uri} in local mode`);
-      return fs.readFile(uri.slice('file://'.length));
+      const file = await fs.open(uri.slice('file://'.length), 'r');
+      try {
+        const { size } = await file.stat();
+        if (options.maxBytes !== undefined && size > options.maxBytes) {
+          throw new AppError(`${uri} is ${size} bytes, over the ${options.maxBytes}-byte limit`, { meta: { size, maxBytes: options.maxBytes } });
+        }
+        return await file.readFile();
+      } finally {
+        await file.close();
+      }
     },
     async recordFeedback(event: FeedbackEvent): Promise<void> {
       await fs.mkdir(runtime.config.paths.feedback, { recursive: true });

@@ -278,6 +278,31 @@ describe('search service (Cloud Run entry) with fakes', () => {
     expect(body.results.map((r) => r.name)).toEqual(['cat.png', 'dog.png']);
   });
 
+  it('serves the collection map like `imgsearch up` (issue 12, point 5): every indexed image placed, and a search located on it', async () => {
+    const map = await fetch(`${url}/api/map`);
+    expect(map.status).toBe(200);
+    const body = (await map.json()) as { points: { id: string; name: string; x: number; y: number; label: string | null }[]; method: string; total: number };
+    expect(body.method).toBe('pca');
+    expect(body.total).toBe(3);
+    expect(body.points.map((p) => p.name).sort()).toEqual(['car.png', 'cat.png', 'dog.png']);
+    for (const p of body.points) expect(Number.isFinite(p.x) && Number.isFinite(p.y)).toBe(true);
+    // A search on this instance is placed by its query vector: "more like this" of cat lands on cat.
+    const cat = body.points.find((p) => p.name === 'cat.png')!;
+    const answer = (await (await fetch(`${url}/api/search?similarTo=${encodeURIComponent(cat.id)}&k=1`)).json()) as {
+      queryId: string;
+      results: { id: string }[];
+    };
+    const queryId = answer.queryId;
+    expect(queryId).toMatch(/\S/);
+    const located = (await (await fetch(`${url}/api/map/locate?queryId=${queryId}&ids=${encodeURIComponent(answer.results[0]!.id)}`)).json()) as {
+      query: { x: number; y: number } | null;
+      results: { id: string; x: number; y: number }[];
+    };
+    expect(located.query).not.toBeNull();
+    expect(Math.hypot(located.query!.x - cat.x, located.query!.y - cat.y)).toBeLessThan(1e-3);
+    expect(located.results).toHaveLength(1);
+  });
+
   it('refuses an unusable upload with a clear reason, and records feedback as an object', async () => {
     const form = new FormData();
     form.append('image', new Blob([Uint8Array.from([1])]), 'tiny.png');

@@ -78,8 +78,9 @@ describe('dispatchEmbed (HTTP, through the Functions Framework test server)', ()
     const second = await tick();
     expect(second.body).toMatchObject({ backlog: 250, started: false, execution: { executionId: first.body.execution!.executionId } });
     expect(run.runRequests).toHaveLength(1);
-    // Container args are never overridden (they hold the job's entry point).
-    expect(run.runRequests[0]).toMatchObject({ overrides: { containerOverrides: [{ args: [] }] } });
+    // Nothing to override: the request carries no overrides at all, so the container keeps its
+    // args (the job's entry point) and the run needs only run.jobs.run.
+    expect(run.runRequests[0]).toEqual({ name: 'projects/p1/locations/europe-west1/jobs/iss-embed' });
 
     run.finishAll();
     const third = await tick();

@@ -1,8 +1,10 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { v1 as aiplatformV1 } from '@google-cloud/aiplatform';
 import { PubSub, type v1 as pubsubV1 } from '@google-cloud/pubsub';
+import { Storage } from '@google-cloud/storage';
 import type { v2 as runV2 } from '@google-cloud/run';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { MonitoringBacklogProbe, PullBacklogProbe } from '../../functions/backlog.js';
@@ -14,6 +16,7 @@ import { GcsBlobStore } from '../../shared/adapters/gcp/gcs-blob-store.js';
 import { GcsFeatureStore } from '../../shared/adapters/gcp/gcs-feature-store.js';
 import { GcsModelRegistry } from '../../shared/adapters/gcp/gcs-model-registry.js';
 import { GcsRejectionLog } from '../../shared/adapters/gcp/gcs-rejection-log.js';
+import { GcsSignedUploads } from '../../shared/adapters/gcp/gcs-signed-uploads.js';
 import { PubSubEventBus } from '../../shared/adapters/gcp/pubsub-event-bus.js';
 import { VertexJobLauncher } from '../../shared/adapters/gcp/vertex-job-launcher.js';
 import { GenerationMismatchError } from '../../shared/errors.js';
@@ -445,6 +448,24 @@ function vertex(active: object[], serviceAccount?: string): VertexJobLauncher {
   });
 }
 
+/**
+ * Signed uploads through the real client against the fake server. With a key in the credentials
+ * the client signs locally (on Cloud Run it calls signBlob, which the table declares); the URL's
+ * own PUT is the browser's, not the adapter's.
+ */
+const signingKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+const signedUploads = () =>
+  new GcsSignedUploads(
+    new Storage({
+      apiEndpoint: server.endpoint,
+      projectId: 'test-project',
+      credentials: { client_email: 'search@p1.iam.gserviceaccount.com', private_key: signingKey },
+    }),
+    BUCKET,
+    'incoming/',
+    1000,
+  );
+
 function backlogProbe(): MonitoringBacklogProbe {
   const auth = recordingAuth(sdkCalls, () => ({ timeSeries: [{ points: [{ interval: { endTime: '2025-03-01T10:00:00Z' }, value: { int64Value: '42' } }] }] }));
   return new MonitoringBacklogProbe({
@@ -463,6 +484,14 @@ type Driver = () => Promise<void>;
 
 /** One driver per table entry (the type makes a missing one a compile error; the test below a failure). */
 const DRIVERS: { [A in AdapterName]: Record<AdapterMethod<A>, Driver> } = {
+  GcsSignedUploads: {
+    sign: async () => {
+      server.put(BUCKET, 'incoming/taken.jpg', 'x');
+      const signed = await observe(() => signedUploads().sign('incoming/new.jpg', 'image/jpeg'));
+      expect(new URL(signed.url).searchParams.get('X-Goog-SignedHeaders')).toBe('content-type;host;x-goog-content-length-range;x-goog-if-generation-match');
+      await observe(() => expect(signedUploads().sign('incoming/taken.jpg', 'image/jpeg')).rejects.toMatchObject({ code: 'NAME_TAKEN' }));
+    },
+  },
   GcsBlobStore: {
     read: async () => {
       const store = blobs();
@@ -720,6 +749,10 @@ const DRIVERS: { [A in AdapterName]: Record<AdapterMethod<A>, Driver> } = {
       expect(await observe(() => cloudRun([finished]).run('embed', { maxMessages: '500' }))).toMatchObject({ executionId: `${JOB}/executions/new` });
       expect(await observe(() => cloudRun([live]).run('embed', {}))).toMatchObject({ executionId: live.name });
     },
+    // startDriftCheck's run: no arguments, so no overrides (the drift starter holds run.jobsExecutor only).
+    runWithoutOverrides: async () => {
+      expect(await observe(() => cloudRun([finished]).run('embed', {}))).toMatchObject({ executionId: `${JOB}/executions/new` });
+    },
   },
   VertexJobLauncher: {
     running: async () => {
@@ -774,6 +807,12 @@ const protoMembers = (cls: { prototype: object }, qualify = '') =>
     .map((n) => `${qualify}${n}`);
 
 const SURFACES: Record<AdapterName, Surface> = {
+  GcsSignedUploads: {
+    members: () => protoMembers(GcsSignedUploads),
+    source: 'shared/adapters/gcp/gcs-signed-uploads.ts',
+    privateHelpers: {},
+    requestFree: {},
+  },
   GcsBlobStore: {
     members: () => protoMembers(GcsBlobStore),
     source: 'shared/adapters/gcp/gcs-blob-store.ts',
@@ -879,6 +918,7 @@ const SURFACES: Record<AdapterName, Surface> = {
   CloudRunJobLauncher: {
     members: () => protoMembers(CloudRunJobLauncher),
     source: 'shared/adapters/gcp/cloud-run-job-launcher.ts',
+    uses: { runWithoutOverrides: '`run` of a job whose run carries no args, env or task count: the request has no overrides' },
     privateHelpers: { start: 'body of run', jobPath: 'name formatting' },
     requestFree: {},
   },

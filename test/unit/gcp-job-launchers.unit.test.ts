@@ -49,6 +49,24 @@ describe('CloudRunJobLauncher', () => {
     expect(execution).toEqual({ job: 'embed', executionId: `${JOB_PATH}/executions/iss-embed-x1`, state: 'running', startedAt: '2023-11-14T22:13:20.000Z' });
   });
 
+  it('sends no overrides when a run has none, so roles/run.jobsExecutor (run.jobs.run) is enough (security review, finding 10)', async () => {
+    // Cloud Run IAM permissions (cloud.google.com/run/docs/reference/iam/permissions): jobs.run needs
+    // run.jobs.run; a request carrying `overrides` needs run.jobs.runWithOverrides.
+    vi.spyOn(executions, 'listExecutionsAsync').mockReturnValue(iterate([]) as never);
+    const runJob = vi.spyOn(jobs, 'runJob').mockResolvedValue([{ name: 'operations/op1', metadata: { name: `${JOB_PATH}/executions/x` } }] as never);
+    await launcher.run('embed', {});
+    const plain = new CloudRunJobLauncher({
+      jobs,
+      executions,
+      projectId: 'p1',
+      region: 'europe-west1',
+      jobNameFor: (j) => `iss-${j}`,
+      overridesFor: (_j, a) => ({ env: a }),
+    });
+    await plain.run('embed', {});
+    expect(runJob.mock.calls).toEqual([[{ name: JOB_PATH }], [{ name: JOB_PATH }]]);
+  });
+
   it('returns the running execution instead of starting another', async () => {
     vi.spyOn(executions, 'listExecutionsAsync').mockImplementation(
       () => iterate([{ name: `${JOB_PATH}/executions/live`, startTime: { seconds: 1_700_000_100 }, runningCount: 3 }]) as never,

@@ -267,6 +267,39 @@ describe('regression cases: each first-deploy defect is found', () => {
     );
   });
 
+  test('signed upload URLs without the signer’s grants (signBlob on itself, create on the images bucket) or the IAM Credentials API are found', async () => {
+    const f = messages(
+      await findings(
+        {},
+        rewrite(
+          (a) => a.name === 'search-signs-as-itself' || a.name === 'search-images-creator',
+          (a) => ({
+            props: { ...a.props, role: a.type.includes('serviceaccount') ? 'roles/iam.serviceAccountUser' : 'roles/storage.objectViewer' },
+            opts: a.opts,
+          }),
+        ),
+      ),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(
+        /^\[permissions\] search \(runs as iss-search@.*\): GcsSignedUploads\.sign .* needs iam\.serviceAccounts\.signBlob on serviceAccount iss-search@/,
+      ),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(/^\[permissions\] search .*GcsSignedUploads\.sign .* needs storage\.objects\.create on bucket iss-test-project-iss-images;/),
+    );
+    const apiOff = messages(
+      await findings(
+        {},
+        rewrite(
+          (a) => a.type === 'gcp:projects/service:Service' && a.props.service === 'iamcredentials.googleapis.com',
+          (a) => ({ props: { ...a.props, service: 'iap.googleapis.com' }, opts: a.opts }),
+        ),
+      ),
+    );
+    expect(apiOff).toContainEqual('[apis] search calls iamcredentials.googleapis.com at run time, which the stack does not enable');
+  });
+
   test('removing the dead-letter grants of the Pub/Sub service agent is found', async () => {
     const f = messages(
       await findings(
@@ -473,6 +506,47 @@ describe('least privilege and first-deploy policies', () => {
   let all: RecordedResource[];
   beforeAll(async () => {
     all = await buildStack({});
+  });
+
+  test('security review 4: with embed.imagePrefix, the search service’s create grant (conditioned on the prefix) covers what its signed URLs create', async () => {
+    expect(messages(await findings({ embed: { imagePrefix: 'incoming/' } } as Partial<RawStackConfig>))).toEqual([]);
+    // The need is checked under the prefix: a grant on another prefix does not cover it.
+    const other = rewrite(
+      (a) => a.type === 'gcp:storage/bucketIAMMember:BucketIAMMember' && a.name === 'search-images-creator',
+      (a) => ({
+        props: {
+          ...a.props,
+          condition: {
+            ...a.props.condition,
+            expression: pulumi.output(a.props.condition.expression).apply((e: string) => e.replaceAll('incoming/', 'elsewhere/')),
+          },
+        },
+        opts: a.opts,
+      }),
+    );
+    expect(messages(await findings({ embed: { imagePrefix: 'incoming/' } } as Partial<RawStackConfig>, other))).toContainEqual(
+      expect.stringMatching(
+        /^\[permissions\] search .*GcsSignedUploads\.sign .*needs storage\.objects\.create on bucket iss-test-project-iss-images \(objects under incoming\/\)/,
+      ),
+    );
+  });
+
+  test('security review 10: the drift starter runs its job without overrides, so roles/run.jobsExecutor suffices', async () => {
+    const starter = ofType(all, 'gcp:cloudrunv2/jobIamMember:JobIamMember').filter(
+      (g) => g.inputs.member === 'serviceAccount:iss-drift-start@iss-test-project.iam.gserviceaccount.com',
+    );
+    expect(starter.map((g) => g.inputs.role).sort()).toEqual(['roles/run.jobsExecutor', 'roles/run.viewer']);
+    // Were it to pass overrides again, jobsExecutor would not do: the check names the missing permission.
+    const f = messages(
+      await findings({}, undefined, {
+        extraCalls: {
+          startDriftCheck: [
+            { adapter: 'CloudRunJobLauncher', method: 'run', on: { runJob: { kind: 'runJob', env: 'DRIFT_JOB_NAME' } }, why: 'with overrides' },
+          ],
+        },
+      }),
+    );
+    expect(f).toContainEqual(expect.stringMatching(/^\[permissions\] startDriftCheck .*needs run\.jobs\.runWithOverrides on runJob iss-drift-check/));
   });
 
   test('10b. no identity holds a broad predefined role on the project where a narrow one exists', () => {

@@ -51,6 +51,8 @@ function deployedEnv(all: RecordedResource[]): Record<Workload | 'retrainJob', s
     reindexJob: names(job('iss-reindex')),
     bootstrapModel: names(job('iss-bootstrap-model')),
     search: names(ofType(all, 'gcp:cloudrunv2/service:Service')[0]),
+    startDriftCheck: fnEnv('startDriftCheck'),
+    driftJob: names(job('iss-drift-check')),
     // The Vertex AI job's env is not a Pulumi resource: startRetraining puts these names in its spec.
     retrainJob: [...RETRAIN_JOB_SPEC_ENV].sort(),
   };
@@ -159,8 +161,8 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
       ...ofType(all, 'gcp:cloudrunv2/job:Job').map((j) => j.inputs.template.template.serviceAccount),
       ...ofType(all, 'gcp:cloudrunv2/service:Service').map((s) => s.inputs.template.serviceAccount),
     ];
-    expect(runAs).toHaveLength(8);
-    expect(new Set(runAs).size).toBe(8);
+    expect(runAs).toHaveLength(10);
+    expect(new Set(runAs).size).toBe(10);
   });
 
   test('no bucket is public', () => {
@@ -175,6 +177,21 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
     }
     const models = buckets.find((b) => b.inputs.name.endsWith('-models'))!;
     expect(models.inputs.versioning).toEqual({ enabled: true });
+  });
+
+  test('the images bucket admits the page’s signed PUTs from the search service’s own origin only (CORS)', () => {
+    const buckets = ofType(all, 'gcp:storage/bucket:Bucket');
+    const images = buckets.find((b) => b.inputs.name.endsWith('-images'))!;
+    // The deterministic Cloud Run URL, https://SERVICE-PROJECT_NUMBER.REGION.run.app (project number from the mocks).
+    expect(images.inputs.cors).toEqual([
+      {
+        origins: ['https://iss-search-123456789012.us-central1.run.app'],
+        methods: ['PUT'],
+        responseHeaders: ['Content-Type', 'x-goog-content-length-range', 'x-goog-if-generation-match'],
+        maxAgeSeconds: 3600,
+      },
+    ]);
+    for (const b of buckets.filter((x) => x !== images)) expect(b.inputs.cors, b.inputs.name).toBeUndefined();
   });
 
   test('scheduler crons come from config', () => {
@@ -207,6 +224,8 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
         'TRAINER_MACHINE_TYPE',
         'TRAINER_SERVICE_ACCOUNT',
       ],
+      // Starts the drift job only; the job reads the registry and features itself.
+      startDriftCheck: ['DRIFT_JOB_NAME', 'GCP_PROJECT', 'GCP_REGION'],
     };
     expect(Object.keys(fns).sort()).toEqual(Object.keys(expected).sort());
     for (const [target, names] of Object.entries(expected)) {
@@ -252,13 +271,17 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
         'FEEDBACK_TOKEN_KEY',
         'GCP_REGION',
         'IMAGES_BUCKET',
+        'IMAGE_PREFIX',
         'MAX_BYTES',
         'MAX_PIXELS',
         'MODELS_BUCKET',
         'TRUSTED_PROXY_HOPS',
+        'UPLOADS',
         ...os,
       ].sort(),
     );
+    // Not public: the page's uploads go through signed URLs.
+    expect(searchEnv).toContainEqual({ name: 'UPLOADS', value: 'signed-url' });
     expect(searchEnv.find((e) => e.name === 'OPENSEARCH_PASSWORD')).toEqual({
       name: 'OPENSEARCH_PASSWORD',
       valueSource: { secretKeyRef: { secret: 'iss-opensearch-password', version: 'latest' } },
@@ -336,14 +359,28 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
         'storage.objectViewer on bucket features (feedback/)',
       ],
       'iss-reindex': [...secrets, 'storage.objectViewer on bucket features (features/)', 'storage.objectViewer on bucket models'],
+      // Drift: the job reads models/ and features/, replaces only its state under drift/, publishes
+      // retrain requests; its starter only runs (and lists) the drift job.
+      'iss-drift': [
+        'pubsub.publisher on topic iss-retrain-requests',
+        'storage.objectUser on bucket models (drift/)',
+        'storage.objectViewer on bucket features (features/)',
+        'storage.objectViewer on bucket models (models/)',
+      ],
+      // It passes no overrides (security review, finding 10): run.jobs.run alone, not runWithOverrides.
+      'iss-drift-start': ['run.jobsExecutor on job iss-drift-check', 'run.viewer on job iss-drift-check'],
       // The only writer of the registry besides the trainer: it registers the first model.
       'iss-bootstrap': ['storage.objectUser on bucket models (models/)'],
       // Feedback objects are created, never overwritten: objectCreator, not objectUser.
       // Its feedback-token key is its own secret: no other workload can mint tokens.
+      // Page uploads: it signs URLs as itself (signBlob: tokenCreator on its own account only) that
+      // create new images (objectCreator on the images bucket, never the project; no overwrite, no delete).
       'iss-search': [
         ...secrets,
+        'iam.serviceAccountTokenCreator on account iss-search',
         'secretmanager.secretAccessor on secret iss-feedback-token-key',
         'storage.objectCreator on bucket features (feedback/)',
+        'storage.objectCreator on bucket images',
         'storage.objectViewer on bucket features (rejected/)',
         'storage.objectViewer on bucket images',
         'storage.objectViewer on bucket models',
@@ -499,6 +536,36 @@ describe('variants', () => {
     expect(ssl?.inputs).toMatchObject({ profile: 'MODERN', minTlsVersion: 'TLS_1_2' });
     const [proxy] = ofType(all, 'gcp:compute/targetHttpsProxy:TargetHttpsProxy');
     expect(String(proxy!.inputs.sslPolicy)).toContain(`/sslPolicies/${ssl!.inputs.name}`);
+  });
+
+  test('public search (security review, finding 1): no uploads from the page — nothing signed, no create grant, no bucket CORS', async () => {
+    const all = await buildStack({ search: { access: 'public', domain: 'search.example.com' } } as Partial<RawStackConfig>);
+    const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
+    // The service builds no GcsSignedUploads (functions/search-server.ts pageUploads): the page says uploads are unavailable.
+    expect(containerEnv(search)).toContainEqual({ name: 'UPLOADS', value: 'off' });
+    // Images are added with `gcloud storage cp` by whoever holds a role on the bucket; the service only reads them.
+    expect(rolesOf(all, 'iss-search@iss-test-project.iam.gserviceaccount.com')).toEqual(
+      [
+        ...['ca', 'password', 'url', 'username'].map((s) => `secretmanager.secretAccessor on secret iss-opensearch-${s}`),
+        'secretmanager.secretAccessor on secret iss-feedback-token-key',
+        'storage.objectCreator on bucket features (feedback/)',
+        'storage.objectViewer on bucket features (rejected/)',
+        'storage.objectViewer on bucket images',
+        'storage.objectViewer on bucket models',
+      ].sort(),
+    );
+    for (const b of ofType(all, 'gcp:storage/bucket:Bucket')) expect(b.inputs.cors, b.inputs.name).toBeUndefined();
+  });
+
+  test('with embed.imagePrefix the search service may create images under that prefix only (security review, finding 4)', async () => {
+    const all = await buildStack({ embed: { imagePrefix: 'incoming/' } } as Partial<RawStackConfig>);
+    const roles = rolesOf(all, 'iss-search@iss-test-project.iam.gserviceaccount.com');
+    expect(roles).toContain('storage.objectCreator on bucket images (incoming/)');
+    expect(roles).not.toContain('storage.objectCreator on bucket images');
+    const [grant] = ofType(all, 'gcp:storage/bucketIAMMember:BucketIAMMember').filter(
+      (g) => g.inputs.role === 'roles/storage.objectCreator' && g.inputs.bucket === 'iss-test-project-iss-images',
+    );
+    expect(grant!.inputs.condition.expression).toContain('resource.name.startsWith("projects/_/buckets/iss-test-project-iss-images/objects/incoming/")');
   });
 
   test.each([

@@ -3,10 +3,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FileQueue } from '../../shared/adapters/local/file-queue.js';
-import { TOPICS, type ImageEvent, type ImageEventInput } from '../../shared/contracts.js';
+import { TOPICS, type ImageEventInput } from '../../shared/contracts.js';
 import { NotFoundError } from '../../shared/errors.js';
 import { silentLogger } from '../../shared/logger.js';
-import type { BlobInfo, BlobStore } from '../../shared/ports/blob-store.js';
+import type { BlobStore } from '../../shared/ports/blob-store.js';
 import type { Embedder } from '../../shared/ports/embedder.js';
 import type { FeatureStore } from '../../shared/ports/feature-store.js';
 import type { ModelRegistry, ModelVersion } from '../../shared/ports/model-registry.js';
@@ -15,7 +15,6 @@ import { runEmbedLoop } from '../../shared/services/embed-loop.js';
 import { LIVE_INDEX_TTL_MS, LiveIndexCache } from '../../shared/services/live-index-cache.js';
 import { ModelFollower } from '../../shared/services/model-follower.js';
 import { ModelHolder } from '../../shared/services/model-holder.js';
-import { reconcileBucket } from '../../shared/services/reconcile.js';
 import { strict } from '../helpers/strict-fakes.js';
 import { captureLogger, FakeEmbedder, MemoryIndex, MemoryRejections } from './functions-fakes.js';
 
@@ -134,61 +133,7 @@ describe('ModelFollower', () => {
   });
 });
 
-describe('reconcileBucket', () => {
-  const info = (name: string, generation: string): BlobInfo => ({
-    bucket: '/data/bucket',
-    name,
-    generation,
-    size: 10,
-    contentType: 'image/png',
-    updated: '2025-03-01T10:00:00.000Z',
-  });
-
-  it('re-publishes every object and publishes a delete (with the indexed generation) for each document whose object vanished', async () => {
-    const objects = [info('a.png', '5'), info('b.png', '6')];
-    const blobs = strict<BlobStore>('blobs', {
-      bucket: '/data/bucket',
-      uri: (name: string) => `file:///data/bucket/${name}`,
-      list: async function* () {
-        yield* objects;
-      },
-    });
-    const live = index('live');
-    const doc = (name: string, generation: string) => ({
-      id: name,
-      uri: `file:///data/bucket/${name}`,
-      generation,
-      modelVersion: 'm1',
-      vector: new Float32Array(4),
-      labels: [],
-      indexedAt: '',
-    });
-    await live.upsert([doc('a.png', '5'), doc('gone.png', '3'), { ...doc('other.png', '1'), uri: 'file:///elsewhere/other.png' }]);
-    const seen: ImageEvent[] = [];
-    const published: { topic: string; data: unknown }[] = [];
-    const bus = strict<FileQueue>('bus', { publish: async (topic: string, data: unknown) => String(published.push({ topic, data })) });
-    const result = await reconcileBucket({ blobs, index: live, bus, onObject: async (e) => void seen.push(e), now: () => new Date('2025-03-02T00:00:00Z') });
-    expect(result).toEqual({ published: 2, deleted: 1, ignored: 0 });
-    expect(seen.map((e) => [e.name, e.generation, e.eventType])).toEqual([
-      ['a.png', '5', 'finalize'],
-      ['b.png', '6', 'finalize'],
-    ]);
-    expect(published).toEqual([
-      {
-        topic: TOPICS.imageEvents,
-        data: {
-          bucket: '/data/bucket',
-          name: 'gone.png',
-          generation: '3',
-          contentType: 'application/octet-stream',
-          size: 0,
-          eventType: 'delete',
-          eventTime: '2025-03-02T00:00:00.000Z',
-        },
-      },
-    ]);
-  });
-});
+// reconcileBucket: test/unit/reconcile.unit.test.ts
 
 describe('runEmbedLoop as the local workers run it', () => {
   let dir: string;

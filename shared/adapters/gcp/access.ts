@@ -17,6 +17,10 @@
  *    `aiplatform.customJobs.create` / `.list` on the project; a job that runs as another service
  *    account needs `iam.serviceAccounts.actAs` on that account.
  *  - Cloud Monitoring: `monitoring.timeSeries.list` on the project.
+ *  - Signed URLs (https://cloud.google.com/storage/docs/access-control/signed-urls): the URL acts as
+ *    its signer, who must hold the permission of the request it allows; signing without a key calls
+ *    IAM Credentials signBlob, which needs `iam.serviceAccounts.signBlob` on the signing account
+ *    (https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/signBlob).
  *
  * A table maps each method of an adapter to the accesses it makes. A test
  * (test/unit/gcp-adapter-access.unit.test.ts) runs every method against recording SDK doubles
@@ -117,12 +121,20 @@ export const PUBSUB_EVENT_BUS_ACCESS = {
   listDeadLetters: [{ permission: 'pubsub.subscriptions.consume', on: 'subscription' }],
 } as const satisfies AccessTable;
 
-/** {@link CloudRunJobLauncher}: `run` lists executions first (one at a time), then runs with overrides. */
+/**
+ * {@link CloudRunJobLauncher}: `run` lists executions first (one at a time), then runs with overrides;
+ * `runWithoutOverrides` is `run` of a run with no args, env or task count, whose request carries no
+ * overrides and so needs run.jobs.run only (roles/run.jobsExecutor, not …WithOverrides).
+ */
 export const CLOUD_RUN_JOB_LAUNCHER_ACCESS = {
   running: [{ permission: 'run.executions.list', on: 'runJob' }],
   run: [
     { permission: 'run.executions.list', on: 'runJob' },
     { permission: 'run.jobs.runWithOverrides', on: 'runJob' },
+  ],
+  runWithoutOverrides: [
+    { permission: 'run.executions.list', on: 'runJob' },
+    { permission: 'run.jobs.run', on: 'runJob' },
   ],
 } as const satisfies AccessTable;
 
@@ -146,6 +158,15 @@ export const PULL_BACKLOG_ACCESS = {
   backlog: [{ permission: 'pubsub.subscriptions.consume', on: 'subscription' }],
 } as const satisfies AccessTable;
 
+/**
+ * {@link GcsSignedUploads}: `sign` checks that no object has the name (objects.get), signs through
+ * signBlob as the service's own account, and the browser's PUT with that URL is an objects.create
+ * by the signer (never a replace: `x-goog-if-generation-match: 0` is signed into it).
+ */
+export const GCS_SIGNED_UPLOADS_ACCESS = {
+  sign: [...gcs('get', 'create'), { permission: 'iam.serviceAccounts.signBlob', on: 'serviceAccount' }],
+} as const satisfies AccessTable;
+
 /** Every adapter's table by name, for the deploy check and the recording test. */
 export const ADAPTER_ACCESS = {
   GcsBlobStore: GCS_BLOB_STORE_ACCESS,
@@ -158,6 +179,7 @@ export const ADAPTER_ACCESS = {
   VertexJobLauncher: VERTEX_JOB_LAUNCHER_ACCESS,
   MonitoringBacklog: MONITORING_BACKLOG_ACCESS,
   PullBacklog: PULL_BACKLOG_ACCESS,
+  GcsSignedUploads: GCS_SIGNED_UPLOADS_ACCESS,
 } as const;
 export type AdapterName = keyof typeof ADAPTER_ACCESS;
 export type AdapterMethod<A extends AdapterName> = keyof (typeof ADAPTER_ACCESS)[A] & string;

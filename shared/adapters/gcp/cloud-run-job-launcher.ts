@@ -75,12 +75,21 @@ export class CloudRunJobLauncher implements JobLauncher {
       this.logger.info({ job, executionId: current.executionId }, 'job already running, not starting another');
       return current;
     }
+    // A run with nothing to override sends no `overrides`: jobs.run then needs run.jobs.run only, not
+    // run.jobs.runWithOverrides (cloud.google.com/run/docs/reference/iam/permissions), so its caller can
+    // hold roles/run.jobsExecutor (access.ts runWithoutOverrides). Empty args/env would change nothing anyway.
+    const env = envList(overrides.env);
+    const none = (overrides.args ?? []).length === 0 && env.length === 0 && overrides.taskCount === undefined;
     const [operation] = await this.options.jobs.runJob({
       name: this.jobPath(job),
-      overrides: {
-        containerOverrides: [{ args: overrides.args ?? [], env: envList(overrides.env) }],
-        ...(overrides.taskCount === undefined ? {} : { taskCount: overrides.taskCount }),
-      },
+      ...(none
+        ? {}
+        : {
+            overrides: {
+              containerOverrides: [{ args: overrides.args ?? [], env }],
+              ...(overrides.taskCount === undefined ? {} : { taskCount: overrides.taskCount }),
+            },
+          }),
     });
     // The operation completes when the execution does (minutes to hours): do not wait for it.
     // Its metadata is the Execution being started.

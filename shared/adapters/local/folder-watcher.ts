@@ -168,11 +168,16 @@ export function watchFolder(store: FolderBlobStore, opts: WatchOptions, onEvent:
     awaitWriteFinish: { stabilityThreshold: stabilityMs, pollInterval: Math.max(20, Math.floor(stabilityMs / 4)) },
   });
 
-  const record = (info: BlobInfo, silent: boolean): void => {
+  // Files present at start when their events are not emitted (ignoreInitial): listed in the
+  // background, only so that a later delete carries the generation it had. Never used to drop an
+  // event (a file changed while the listing runs must still be reported).
+  const known = new Map<string, BlobInfo>();
+  const record = (info: BlobInfo): void => {
     const previous = seen.get(info.name);
     seen.set(info.name, info);
+    known.delete(info.name);
     // A file may be reported twice (scan + add, add + change) for one write: one event per generation.
-    if (silent || previous?.generation === info.generation) return;
+    if (previous?.generation === info.generation) return;
     emit(finalizeEvent(info));
   };
 
@@ -189,7 +194,7 @@ export function watchFolder(store: FolderBlobStore, opts: WatchOptions, onEvent:
         return;
       }
       ignoredNames.delete(name);
-      record(store.infoOf(name, stats), false);
+      record(store.infoOf(name, stats));
     } catch (err) {
       if (!isNotFound(err)) logger.warn({ err, name }, 'cannot stat changed file');
     }
@@ -211,8 +216,9 @@ export function watchFolder(store: FolderBlobStore, opts: WatchOptions, onEvent:
       forgetIgnored(name);
       return;
     }
-    const last = seen.get(name);
+    const last = seen.get(name) ?? known.get(name);
     seen.delete(name);
+    known.delete(name);
     // A file deleted before we ever saw it: "now" is an upper bound of any generation it had.
     const generation = last?.generation ?? (BigInt(Date.now()) * 1000n).toString();
     emit({
@@ -248,13 +254,30 @@ export function watchFolder(store: FolderBlobStore, opts: WatchOptions, onEvent:
   });
   watcher.on('error', (err) => logger.error({ err }, 'folder watcher error'));
 
+  // With ignoreInitial, what was there at start is the caller's business (`up` reconciles it with
+  // the index): `ready` does not wait for a listing of the whole folder.
+  let background: Promise<void> = Promise.resolve();
+  const learnInitial = async (): Promise<void> => {
+    for await (const info of store.list()) {
+      if (closed) return;
+      if (!seen.has(info.name)) known.set(info.name, info);
+    }
+    for await (const entry of ignoredEntries(store)) {
+      if (closed) return;
+      if (!seen.has(entry.name)) ignoredNames.add(entry.name);
+    }
+  };
   const ready = new Promise<void>((resolve) => {
     watcher.once('ready', () => resolve());
   }).then(async () => {
-    for await (const info of store.list()) record(info, opts.ignoreInitial === true);
+    if (opts.ignoreInitial === true) {
+      background = learnInitial().catch((err: unknown) => logger.warn({ err }, 'could not list the folder at start'));
+      return;
+    }
+    for await (const info of store.list()) record(info);
     for await (const entry of ignoredEntries(store)) {
       ignoredNames.add(entry.name);
-      if (opts.ignoreInitial !== true) noteIgnored(entry);
+      noteIgnored(entry);
     }
     await Promise.all([...pending]);
     await chain;
@@ -265,6 +288,7 @@ export function watchFolder(store: FolderBlobStore, opts: WatchOptions, onEvent:
     async close() {
       closed = true;
       await watcher.close();
+      await background;
       await Promise.all([...pending]);
       await chain;
     },

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import * as lancedb from '@lancedb/lancedb';
-import { Field, Schema, Utf8 } from 'apache-arrow';
+import { Binary, Field, Schema, Utf8 } from 'apache-arrow';
 import { AppError } from '../../errors.js';
 import { translatingLanceDbErrors } from './lancedb-errors.js';
 import type { FeatureRecord, FeatureStore } from '../../ports/feature-store.js';
@@ -19,7 +19,30 @@ function featureSchema(dimension: number): Schema {
     new Field('baseModel', new Utf8(), false),
     new Field('caption', new Utf8(), true),
     new Field('eventTime', new Utf8(), true),
+    new Field(ACTIVATION, new Binary(), true),
   ]);
+}
+
+/**
+ * The block activation (FeatureRecord.activation): IEEE half-precision values as little-endian
+ * bytes, null when the tower has none. Tables written before the column existed get it on open.
+ */
+const ACTIVATION = 'activation';
+
+function activationBytes(bits: Uint16Array | undefined): Uint8Array | null {
+  if (!bits) return null;
+  const le = new Uint8Array(bits.length * 2);
+  const view = new DataView(le.buffer);
+  for (let i = 0; i < bits.length; i++) view.setUint16(2 * i, bits[i]!, true);
+  return le;
+}
+
+function activationBits(bytes: unknown): Uint16Array | undefined {
+  if (!(bytes instanceof Uint8Array) || bytes.length === 0) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const bits = new Uint16Array(bytes.length >> 1);
+  for (let i = 0; i < bits.length; i++) bits[i] = view.getUint16(2 * i, true);
+  return bits;
 }
 
 export class LanceDbFeatureStore implements FeatureStore {
@@ -50,6 +73,9 @@ export class LanceDbFeatureStore implements FeatureStore {
     let table: lancedb.Table | null = null;
     if ((await this.db.tableNames()).includes(TABLE)) {
       table = await this.db.openTable(TABLE);
+      if (!(await table.schema()).fields.some((f) => f.name === ACTIVATION)) {
+        await table.addColumns([{ name: ACTIVATION, valueSql: 'CAST(NULL AS BINARY)' }]);
+      }
       const field = (await table.schema()).fields.find((f) => f.name === 'vector');
       this.dim = (field?.type as { listSize?: number } | undefined)?.listSize ?? null;
     } else if (dimension !== undefined) {
@@ -69,6 +95,7 @@ export class LanceDbFeatureStore implements FeatureStore {
       baseModel: r.baseModel,
       caption: r.caption ?? null,
       eventTime: r.eventTime ?? null,
+      [ACTIVATION]: activationBytes(r.activation),
     };
   }
 
@@ -86,7 +113,9 @@ export class LanceDbFeatureStore implements FeatureStore {
     // without a table there is nowhere to keep a tombstone either.
     const ordered = await this.attach();
     if (!ordered) return;
-    await translatingLanceDbErrors('write to the feature store', this.dir, () => ordered.delete(items, { baseModel: '', caption: null, eventTime: null }));
+    await translatingLanceDbErrors('write to the feature store', this.dir, () =>
+      ordered.delete(items, { baseModel: '', caption: null, eventTime: null, [ACTIVATION]: null }),
+    );
   }
 
   async get(id: string): Promise<FeatureRecord | null> {
@@ -156,10 +185,12 @@ export interface DuplicateRows {
 }
 
 function rowToRecord(r: Record<string, unknown>): FeatureRecord {
+  const activation = activationBits(r[ACTIVATION]);
   return {
     ...orderedFields(r),
     baseModel: String(r.baseModel),
     caption: optionalString(r.caption),
     eventTime: optionalString(r.eventTime),
+    ...(activation ? { activation } : {}),
   };
 }

@@ -9,6 +9,7 @@ import {
   type AnnParams,
   type AnnStatus,
   type DeleteOutcome,
+  type DocumentGeneration,
   type Hit,
   type QueryOptions,
   type UpsertOutcome,
@@ -207,6 +208,10 @@ export class LanceDbVectorIndex implements VectorIndex, AnnMaintainable {
 
   async *scan(batchSize = 500): AsyncIterable<VectorDocument[]> {
     for await (const page of this.ordered.scanRows(batchSize)) yield page.map(rowToDocument);
+  }
+
+  scanGenerations(batchSize = 5000): AsyncIterable<DocumentGeneration[]> {
+    return this.ordered.scanStates(batchSize);
   }
 
   private queryParams(): Promise<AnnParams | null> {

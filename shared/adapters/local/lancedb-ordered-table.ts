@@ -279,6 +279,22 @@ export class GenerationOrderedTable {
     return v;
   }
 
+  /** Id, uri and generation of the live rows in pages of `batchSize` (no vectors read), from one consistent read. */
+  async *scanStates(batchSize: number): AsyncIterable<{ id: string; uri: string; generation: string }[]> {
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw new AppError(`batchSize must be a whole number ≥ 1, got ${batchSize}`);
+    let page: { id: string; uri: string; generation: string }[] = [];
+    for await (const batch of this.table.query().where('deleted = false').select(['id', 'uri', 'generation'])) {
+      for (const row of batch.toArray() as Record<string, unknown>[]) {
+        page.push({ id: String(row.id), uri: String(row.uri), generation: String(row.generation) });
+        if (page.length >= batchSize) {
+          yield page;
+          page = [];
+        }
+      }
+    }
+    if (page.length > 0) yield page;
+  }
+
   /** Live rows in pages of `batchSize`, from one consistent read. */
   async *scanRows(batchSize: number): AsyncIterable<Record<string, unknown>[]> {
     if (!Number.isInteger(batchSize) || batchSize < 1) throw new AppError(`batchSize must be a whole number ≥ 1, got ${batchSize}`);

@@ -3,7 +3,7 @@ import type { Client } from '@opensearch-project/opensearch';
 import { compareGenerations as compareGenerationsSafe } from '../../contracts.js';
 import { ModelMismatchError, ParseError, TransientError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
-import type { AnnStatus, DeleteOutcome, Hit, QueryOptions, UpsertOutcome, VectorDocument, VectorIndex } from '../../ports/vector-index.js';
+import type { AnnStatus, DeleteOutcome, DocumentGeneration, Hit, QueryOptions, UpsertOutcome, VectorDocument, VectorIndex } from '../../ports/vector-index.js';
 import { actionLine, batchByBytes, checkGeneration, decodeDocument, encodeDocument, encodeTombstone, type StoredSource } from './documents.js';
 import { OpenSearchBulkItemError } from './errors.js';
 import { knnMethod, type IndexMeta } from './index-body.js';
@@ -269,16 +269,29 @@ export class OpenSearchVectorIndex implements VectorIndex {
    * count(), it sees every write made through this catalog.
    */
   async *scan(batchSize = 500): AsyncIterable<VectorDocument[]> {
+    for await (const page of this.sourcePages(batchSize)) yield page.map((s) => decodeDocument(s));
+  }
+
+  /** Id, uri and generation of every live document: the same pages without the vectors (source filtering). */
+  async *scanGenerations(batchSize = 5000): AsyncIterable<DocumentGeneration[]> {
+    for await (const page of this.sourcePages(batchSize, ['vector'])) {
+      yield page.map((s) => ({ id: s.id, uri: s.uri ?? '', generation: String(s.generation) }));
+    }
+  }
+
+  /** Keyset pages of live documents' sources sorted on `id`, fields in `excludes` left out. */
+  private async *sourcePages(batchSize: number, excludes: string[] = []): AsyncIterable<StoredSource[]> {
     await this.refreshOwnWrites();
     const size = Math.max(1, Math.min(batchSize, 10_000));
     let after: string | undefined;
     for (;;) {
       const body: Record<string, unknown> = { size, query: NOT_DELETED, sort: [{ id: 'asc' }] };
+      if (excludes.length > 0) body._source = { excludes };
       if (after !== undefined) body.search_after = [after];
       const res = await this.request<SearchResponse>('scan', { method: 'POST', path: `/${encodeURIComponent(this.name)}/_search`, body });
       const page = res.body.hits?.hits ?? [];
       if (page.length === 0) return;
-      yield page.map((h) => decodeDocument(h._source));
+      yield page.map((h) => h._source);
       if (page.length < size) return;
       after = page[page.length - 1]!._source.id;
     }

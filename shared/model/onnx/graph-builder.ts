@@ -43,9 +43,12 @@ export class OnnxGraphBuilder {
   /** Numbers unnamed nodes and initializers, in the order they are added. */
   private counter = 0;
 
+  /** `namePrefix` starts every generated name: a rewrite uses one the source model's names do not start with. */
+  constructor(private readonly namePrefix = '') {}
+
   /** Adds a node with one output, named `name` or `<op>_<n>`; returns the output's name. */
   node(opType: string, inputs: string[], attributes: Record<string, AttributeValue> = {}, name?: string): string {
-    const output = name ?? `${opType.toLowerCase()}_${this.counter++}`;
+    const output = name ?? `${this.namePrefix}${opType.toLowerCase()}_${this.counter++}`;
     this.nodes.push({
       opType,
       name: output,
@@ -63,7 +66,7 @@ export class OnnxGraphBuilder {
 
   /** A float32 initializer (a copy of `values`), named `name` or `const_<n>`; returns its name. */
   floats(values: ArrayLike<number>, dims: number[], name?: string): string {
-    const initializer = name ?? `const_${this.counter++}`;
+    const initializer = name ?? `${this.namePrefix}const_${this.counter++}`;
     // Copy so the tensor's bytes are exactly these values (not a view of a larger buffer).
     const data = Float32Array.from(values);
     this.initializers.push({ name: initializer, dims, dataType: OnnxDataType.FLOAT, rawData: new Uint8Array(data.buffer) });
@@ -77,7 +80,7 @@ export class OnnxGraphBuilder {
 
   /** A 1-D int64 initializer (pads, axes, shapes); returns its name. */
   int64s(values: number[]): string {
-    const name = `const_${this.counter++}`;
+    const name = `${this.namePrefix}const_${this.counter++}`;
     const data = BigInt64Array.from(values.map((v) => BigInt(v)));
     this.initializers.push({ name, dims: [values.length], dataType: OnnxDataType.INT64, rawData: new Uint8Array(data.buffer) });
     return name;
@@ -109,6 +112,41 @@ export class OnnxGraphBuilder {
   /** Declares a float32 graph output. */
   output(name: string, dims: Dim[]): void {
     this.outputs.push(valueInfo(name, dims, OnnxDataType.FLOAT));
+  }
+
+  /** An int8, uint8 or int32 initializer (quantised weights, zero points, biases); returns its name. */
+  integers(values: ArrayLike<number>, dims: number[], dataType: 'int8' | 'uint8' | 'int32', name?: string): string {
+    const initializer = name ?? `${this.namePrefix}const_${this.counter++}`;
+    const data = dataType === 'int8' ? Int8Array.from(values) : dataType === 'uint8' ? Uint8Array.from(values) : Int32Array.from(values);
+    const type = { int8: OnnxDataType.INT8, uint8: OnnxDataType.UINT8, int32: OnnxDataType.INT32 }[dataType];
+    this.initializers.push({ name: initializer, dims, dataType: type, rawData: new Uint8Array(data.buffer) });
+    return initializer;
+  }
+
+  /**
+   * Rewriting an existing model (quantisation, calibration outputs): its nodes, initializers and
+   * value infos are copied as they are, attributes of any type included.
+   */
+  copyNode(node: onnxProto.onnx.INodeProto): void {
+    this.nodes.push(node);
+  }
+  copyInitializer(tensor: onnxProto.onnx.ITensorProto): void {
+    this.initializers.push(tensor);
+  }
+  copyInput(info: onnxProto.onnx.IValueInfoProto): void {
+    this.inputs.push(info);
+  }
+  copyOutput(info: onnxProto.onnx.IValueInfoProto): void {
+    this.outputs.push(info);
+  }
+  /** A float32 graph output of unknown shape (an intermediate tensor read for calibration). */
+  outputOfAnyShape(name: string): void {
+    this.outputs.push({ name, type: { tensorType: { elemType: OnnxDataType.FLOAT } } });
+  }
+
+  /** Decodes a ModelProto written by {@link encode} (or any ONNX file) for rewriting. */
+  static decode(bytes: Uint8Array): onnxProto.onnx.ModelProto {
+    return onnx.ModelProto.decode(bytes);
   }
 
   /** The ModelProto's bytes (IR 8, {@link ONNX_OPSET}). */

@@ -1,0 +1,223 @@
+import * as ort from 'onnxruntime-node';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { fashionMnistPng, readFashionMnist } from '../../shared/datasets/fashion-mnist.js';
+import { ConfigError, ParseError } from '../../shared/errors.js';
+import { convertImageTower, DEFAULT_FEATURE_LAYERS, DEFAULT_IMAGE_TOWER } from '../../shared/model/default-model.js';
+import { fromFloat16Bits, toFloat16Bits } from '../../shared/model/float16.js';
+import { prepareImage } from '../../shared/model/image-preprocessor.js';
+import type { KerasModelArtifacts } from '../../shared/model/keras-to-onnx.js';
+import { loadNsfwjsMobilenetV2 } from '../../shared/model/nsfwjs-mobilenet.js';
+import { mulberry32 } from '../../shared/training/prng.js';
+import { trainLit } from '../../shared/training/lit-trainer.js';
+import { initTf, tf } from '../../shared/training/tf-backend.js';
+import { blockOf, depthwiseConvSame, TowerBlocks, towerEmbeddings } from '../../shared/training/tower-blocks.js';
+import { l2NormaliseInPlace } from '../../shared/vector-math.js';
+
+/**
+ * The top blocks of the image tower rebuilt in TensorFlow.js (shared/training/tower-blocks.ts)
+ * against the ONNX tower the converter writes (shared/model/keras-to-onnx.ts, the reference whose
+ * own parity with Keras is test/integration/model-parity.integration.test.ts): same Keras weights
+ * in, same embeddings out; tuned weights exported back into ONNX compute what the tfjs blocks
+ * computed; and training moves the unlocked weights and lowers the loss.
+ */
+const N = 48;
+const D = 1632;
+const SHAPE = [7, 7, 160] as const;
+const S = SHAPE[0] * SHAPE[1] * SHAPE[2];
+let artifacts: KerasModelArtifacts;
+let pixels: Uint8Array;
+let labels: string[];
+let original: { base: Float32Array[]; activation: Float32Array[] };
+
+async function runTower(bytes: Uint8Array): Promise<{ base: Float32Array[]; activation: Float32Array[] }> {
+  const session = await ort.InferenceSession.create(Buffer.from(bytes));
+  try {
+    const out = await session.run({ pixels: new ort.Tensor('uint8', pixels, [N, 224, 224, 3]) });
+    const base = out.embedding!.data as Float32Array;
+    const act = out.activation!.data as Float32Array;
+    return {
+      base: Array.from({ length: N }, (_, i) => l2NormaliseInPlace(base.slice(i * D, (i + 1) * D))),
+      activation: Array.from({ length: N }, (_, i) => act.slice(i * S, (i + 1) * S)),
+    };
+  } finally {
+    await session.release();
+  }
+}
+
+function maxAbsDiff(a: Float32Array[], b: Float32Array[]): number {
+  let max = 0;
+  a.forEach((v, i) => v.forEach((x, j) => (max = Math.max(max, Math.abs(x - b[i]![j]!)))));
+  return max;
+}
+
+const spec = (unlock: number) => ({ activation: { layer: 'block_13_project_BN', shape: SHAPE }, features: DEFAULT_FEATURE_LAYERS, unlock });
+
+beforeAll(async () => {
+  await initTf();
+  artifacts = loadNsfwjsMobilenetV2();
+  const fm = await readFashionMnist({ split: 'test', limit: N });
+  labels = fm.labels.map((l) => fm.classNames[l]!);
+  const prepared = await Promise.all(
+    fm.images.map(async (im) => prepareImage(await fashionMnistPng(im), { ...DEFAULT_IMAGE_TOWER, dimension: 1 }, { maxPixels: 1e8 })),
+  );
+  pixels = new Uint8Array(N * 224 * 224 * 3);
+  prepared.forEach((p, i) => pixels.set(p.pixels, i * p.pixels.length));
+  original = await runTower(convertImageTower(artifacts).bytes);
+}, 60_000);
+
+describe('tower blocks in tfjs', () => {
+  it('recompute the ONNX tower base embedding from its activation output (unchanged weights)', async () => {
+    const tower = new TowerBlocks(artifacts, spec(4));
+    try {
+      const mine = await towerEmbeddings(
+        tower,
+        original.activation.map((activation, i) => ({ activation, base: original.base[i]! })),
+      );
+      expect(maxAbsDiff(mine, original.base)).toBeLessThan(1e-4);
+      // …and from the fp16 copy the feature store keeps (what training reads).
+      const fromHalf = await towerEmbeddings(
+        tower,
+        original.activation.map((a, i) => ({ activation: fromFloat16Bits(toFloat16Bits(a)), base: original.base[i]! })),
+      );
+      expect(maxAbsDiff(fromHalf, original.base)).toBeLessThan(2e-3);
+    } finally {
+      tower.dispose();
+    }
+  });
+
+  it('exported with unchanged weights, give back the same ONNX tower (same embeddings and activations)', async () => {
+    const tower = new TowerBlocks(artifacts, spec(4));
+    try {
+      const again = await runTower(convertImageTower(await tower.exportArtifacts(artifacts.modelTopology)).bytes);
+      expect(maxAbsDiff(again.base, original.base)).toBeLessThan(1e-5);
+      expect(maxAbsDiff(again.activation, original.activation)).toBeLessThan(1e-5);
+    } finally {
+      tower.dispose();
+    }
+  });
+
+  it('exported with changed weights, give an ONNX tower computing what tfjs computes (parity), not the original', async () => {
+    const tower = new TowerBlocks(artifacts, spec(3));
+    const random = mulberry32(7);
+    try {
+      // Seeded changes of every unlocked weight (±10 % of its spread), as a tuning would make.
+      for (const v of tower.trainable()) {
+        const values = (await v.data()) as Float32Array;
+        let spread = 0;
+        for (const x of values) spread = Math.max(spread, Math.abs(x));
+        v.assign(
+          tf.tensor(
+            values.map((x) => x + (random() - 0.5) * 0.2 * spread),
+            v.shape,
+          ),
+        );
+      }
+      const tfjs = await towerEmbeddings(
+        tower,
+        original.activation.map((activation, i) => ({ activation, base: original.base[i]! })),
+      );
+      const onnx = await runTower(convertImageTower(await tower.exportArtifacts(artifacts.modelTopology)).bytes);
+      expect(maxAbsDiff(onnx.base, tfjs)).toBeLessThan(1e-4);
+      expect(maxAbsDiff(onnx.activation, original.activation)).toBeLessThan(1e-5); // below the blocks: untouched
+      expect(maxAbsDiff(onnx.base, original.base)).toBeGreaterThan(0.01);
+    } finally {
+      tower.dispose();
+    }
+  });
+
+  it('differentiate the depthwise convolution as autodiff of its definition does (the wasm backend has no backprop kernel)', () => {
+    const random = mulberry32(11);
+    const x = tf.tensor4d(
+      Float32Array.from({ length: 2 * 5 * 5 * 3 }, () => random() - 0.5),
+      [2, 5, 5, 3],
+    );
+    const k = tf.tensor4d(
+      Float32Array.from({ length: 3 * 3 * 3 }, () => random() - 0.5),
+      [3, 3, 3, 1],
+    );
+    const upstream = tf.tensor4d(
+      Float32Array.from({ length: 2 * 5 * 5 * 3 }, () => random() - 0.5),
+      [2, 5, 5, 3],
+    );
+    // The definition: zero-pad, then Σ over taps of the shifted maps × the tap's per-channel weight.
+    const reference = (xi: tf.Tensor4D, ki: tf.Tensor4D) => {
+      const padded = tf.pad(xi, [
+        [0, 0],
+        [1, 1],
+        [1, 1],
+        [0, 0],
+      ]);
+      const terms: tf.Tensor4D[] = [];
+      for (let i = 0; i < 3; i++)
+        for (let j = 0; j < 3; j++)
+          terms.push(tf.mul(tf.slice(padded, [0, i, j, 0], [-1, 5, 5, 3]), tf.reshape(tf.slice(ki, [i, j, 0, 0], [1, 1, 3, 1]), [3])));
+      return tf.addN(terms);
+    };
+    const loss = (f: (a: tf.Tensor4D, b: tf.Tensor4D) => tf.Tensor4D) => (a: tf.Tensor, b: tf.Tensor) =>
+      tf.sum(tf.mul(f(a as tf.Tensor4D, b as tf.Tensor4D), upstream));
+    const [dxMine, dkMine] = tf.grads(loss(depthwiseConvSame))([x, k]);
+    const [dxRef, dkRef] = tf.grads(loss(reference))([x, k]);
+    const diff = (a: tf.Tensor, b: tf.Tensor) => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]!;
+    expect(diff(depthwiseConvSame(x, k), reference(x, k))).toBeLessThan(1e-5);
+    expect(diff(dxMine!, dxRef!)).toBeLessThan(1e-5);
+    expect(diff(dkMine!, dkRef!)).toBeLessThan(1e-5);
+    expect(tf.max(tf.abs(dkRef!)).dataSync()[0]!).toBeGreaterThan(0.1);
+  });
+
+  it('unlock the top units only, and refuse what they cannot rebuild', () => {
+    expect(['block_14_expand_BN', 'block_16_project', 'Conv_1_bn', 'out_relu'].map(blockOf)).toEqual(['block_14', 'block_16', 'Conv_1', 'Conv_1']);
+    const two = new TowerBlocks(artifacts, spec(2));
+    const none = new TowerBlocks(artifacts, spec(0));
+    try {
+      expect(two.unlocked).toEqual(['block_16', 'Conv_1']);
+      expect(two.trainable().every((v) => /block_16_|Conv_1/.test(v.name))).toBe(true);
+      expect(two.trainable().some((v) => v.name.includes('moving_'))).toBe(false);
+      expect(none.trainable()).toEqual([]);
+    } finally {
+      two.dispose();
+      none.dispose();
+    }
+    expect(() => new TowerBlocks(artifacts, spec(5))).toThrow(ConfigError);
+    expect(() => new TowerBlocks(artifacts, spec(-1))).toThrow(ConfigError);
+    expect(() => new TowerBlocks(artifacts, { ...spec(1), features: [{ layer: 'block_12_add' }] })).toThrow(/above the activation layer/);
+  });
+});
+
+describe('training with unlocked blocks', () => {
+  const examples = () =>
+    original.base.map((vector, i) => ({ id: `fm-${i}`, vector, labels: [labels[i]!], activation: toFloat16Bits(original.activation[i]!) }));
+
+  it('moves the unlocked weights and lowers the training loss', async () => {
+    const tower = new TowerBlocks(artifacts, spec(1));
+    try {
+      const before = await Promise.all(tower.trainable().map((v) => v.data() as Promise<Float32Array>));
+      const result = await trainLit(
+        examples(),
+        [],
+        { epochs: 3, batchSize: 24, validationFraction: 0, unlockBlocks: 1, towerLearningRate: 1e-3, seed: 5 },
+        { tower },
+      );
+      expect(result.tower).toEqual({ unlocked: ['Conv_1'], parameters: tower.tunedParameterCount() });
+      expect(result.history[2]!.loss).toBeLessThan(result.history[0]!.loss);
+      const after = await Promise.all(tower.trainable().map((v) => v.data() as Promise<Float32Array>));
+      let moved = 0;
+      after.forEach((a, i) => a.forEach((x, j) => (moved = Math.max(moved, Math.abs(x - before[i]![j]!)))));
+      expect(moved).toBeGreaterThan(1e-4);
+    } finally {
+      tower.dispose();
+    }
+  }, 60_000);
+
+  it('refuses unlocked blocks without the tower or without stored activations', async () => {
+    await expect(trainLit(examples(), [], { epochs: 1, unlockBlocks: 2 })).rejects.toThrow(ConfigError);
+    const tower = new TowerBlocks(artifacts, spec(2));
+    try {
+      await expect(trainLit(examples(), [], { epochs: 1, unlockBlocks: 1 }, { tower })).rejects.toThrow(/unlocks 2/);
+      const bare = examples().map(({ activation: _a, ...e }) => e);
+      await expect(trainLit(bare, [], { epochs: 1, unlockBlocks: 2 }, { tower })).rejects.toThrow(ParseError);
+      await expect(trainLit(bare, [], { epochs: 1, unlockBlocks: 5 }, { tower })).rejects.toThrow(/unlockBlocks/);
+    } finally {
+      tower.dispose();
+    }
+  });
+});
