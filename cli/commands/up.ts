@@ -52,13 +52,15 @@ export async function startLocalProduct(runtime: LocalRuntime): Promise<LocalPro
 
   // The live index exists (created on a first start) before anything is served.
   const index = await runtime.liveIndex();
+  // Watching is set up, its first walk done, before the page is served and before the catch-up
+  // below lists the folder (files already there are not re-emitted): a file written once the URL is
+  // out is seen by the watcher, one written before is in the listing; one written in between may be
+  // reported twice, which the index ignores. (Serving first lost files written into a new folder
+  // while the watcher's first walk ran: test/integration/bucket-accounting under CI load.)
+  const watcher = watchFolder(runtime.bucket, { ignoreInitial: true, ignored: runtime.ignored, logger }, onObject);
+  await watcher.ready;
   const app = await localSearchApp(runtime);
   const address = await app.listen({ host: config.host, port: config.port });
-  // Watching starts before the catch-up below lists the folder (files already there are not
-  // re-emitted), so nothing written meanwhile is missed; a file written in between may be reported
-  // twice, which the index ignores. It starts after listening: its walk of a large folder would
-  // otherwise delay the first search.
-  const watcher = watchFolder(runtime.bucket, { ignoreInitial: true, ignored: runtime.ignored, logger }, onObject);
   workers.start();
   runtime.ann?.start();
   // Catching up runs beside the searches: one pass over the folder's listing against the index's ids
