@@ -83,7 +83,9 @@ describe('Ctrl-C during `ingest`', () => {
     await fs.mkdir(control, { recursive: true });
     await fs.writeFile(path.join(control, 'lancedb-stall'), '');
     // A pseudo-terminal (util-linux `script`), so the progress bar hides the cursor as it does for a person.
-    const command = [process.execPath, '--import', injector, cliPath, 'ingest', 'imgs'].map((a) => JSON.stringify(a)).join(' ');
+    // `exec`: the shell `script` starts ($SHELL, or dash as /bin/sh when SHELL is unset, as in CI)
+    // becomes imgsearch, which is then the terminal's foreground process as it is for a person.
+    const command = `exec ${[process.execPath, '--import', injector, cliPath, 'ingest', 'imgs'].map((a) => JSON.stringify(a)).join(' ')}`;
     const tty = spawn('script', ['-q', '-e', '-c', command, '/dev/null'], {
       cwd: work,
       env: { ...process.env, ...env, ISS_FAULT_CONTROL: control, LOG_LEVEL: 'warn', COLUMNS: '100', LINES: '30' },
@@ -96,11 +98,18 @@ describe('Ctrl-C during `ingest`', () => {
     const inflight = path.join(home, 'queue/image-events/inflight');
     // Mid-run: the bar is drawn and batches are leased.
     await waitFor('a leased batch', async () => (await fs.readdir(inflight).catch(() => [])).length > 0 && screen.includes('embedding'));
-    // The imgsearch process is the child of `script` (as the shell's foreground job would be).
-    const ingestPid = Number((await fs.readFile(`/proc/${tty.pid}/task/${tty.pid}/children`, 'utf8')).trim().split(/\s+/)[0]);
-    expect(ingestPid).toBeGreaterThan(0);
-    process.kill(ingestPid, 'SIGINT');
-    const code = await ttyExit;
+    // Ctrl-C typed into the terminal: the line discipline sends SIGINT to its foreground process group.
+    tty.stdin!.write('\u0003');
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([
+      ttyExit,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          tty.kill('SIGKILL');
+          reject(new Error(`imgsearch still running 30 s after Ctrl-C; the terminal showed:\n${screen.slice(-2000)}`));
+        }, 30_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
     expect(code).toBe(130);
     // The terminal: the last cursor change shows it, line wrap is on.
     expect(screen.lastIndexOf('\u001b[?25h')).toBeGreaterThan(screen.lastIndexOf('\u001b[?25l'));
