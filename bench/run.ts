@@ -14,6 +14,7 @@ import { formatPageMap, measurePageMap } from './page-map.js';
 import { measureRestart } from './restart.js';
 import { measureThroughput, type ThroughputResult } from './pipeline-throughput.js';
 import { benchSearchIndex, formatSearchIndex } from './search-index.js';
+import { ANN_TYPES } from '../shared/ports/vector-index.js';
 
 /**
  * `npm run bench`: every figure is printed beside a baseline measured in the same process.
@@ -31,6 +32,7 @@ const opts = new Command('bench')
   .option('--batch <n>', 'batch size', '32')
   .option('--vectors <n>', 'vectors for the search section', '100000')
   .option('--dim <n>', 'vector dimension for the search section (the default model: 1632)', '1632')
+  .option('--ann-types <list>', 'search section: ANN types compared (ivf_hnsw_sq, ivf_pq; IVF-PQ builds for about an hour at 100k)', 'ivf_pq,ivf_hnsw_sq')
   .option('--runs <n>', 'processes per variant for cold-start (median)', '5')
   .option('--out <file>', 'write the figures as JSON')
   .option('--images <n>', 'indexed images for the load section', '10000')
@@ -68,6 +70,7 @@ const opts = new Command('bench')
     mapSizes: string;
     mapUmapMax: string;
     parityImages: string;
+    annTypes: string;
   }>();
 const sections = new Set(opts.only.split(','));
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'iss-bench-'));
@@ -80,8 +83,16 @@ function printThroughput(r: ThroughputResult) {
   line(`    (b) full pipeline, files → indexed vectors: ${r.pipelineImagesPerSecond.toFixed(1)} images/s`);
   line(`    ratio (b)/(a): ${(r.ratio * 100).toFixed(1)}%`);
   line(`    CPU per image (all threads): (a) ${r.bareCpuMsPerImage.toFixed(1)} ms, (b) ${r.pipelineCpuMsPerImage.toFixed(1)} ms`);
-  const groups = Object.entries(r.pipelineCpuByThread);
-  if (groups.length > 0) line(`    (b) by thread, ms per image: ${groups.map(([g, ms]) => `${g} ${ms.toFixed(1)}`).join(', ')}`);
+  const groups = (by: Partial<Record<string, number>>) =>
+    Object.entries(by)
+      .map(([g, ms]) => `${g} ${(ms ?? 0).toFixed(1)}`)
+      .join(', ');
+  line(`    (c) unavoidable work (read + decode/resize + inference, tight loop): ${r.unavoidableImagesPerSecond.toFixed(1)} images/s, CPU ${r.unavoidableCpuMsPerImage.toFixed(1)} ms per image`);
+  line(`    pipeline CPU per image ÷ unavoidable: ${r.overhead.toFixed(2)}× (target ≤ 1.25×)`);
+  if (Object.keys(r.pipelineCpuByThread).length > 0) {
+    line(`    (b) by thread, ms per image: ${groups(r.pipelineCpuByThread)}`);
+    line(`    (c) by thread, ms per image: ${groups(r.unavoidableCpuByThread)}`);
+  }
 }
 
 try {
@@ -126,7 +137,12 @@ try {
   }
   if (sections.has('search') || sections.has('search-index')) {
     line(`## Embedded index (LanceDB) at ${opts.vectors} vectors: flat scan vs IVF-PQ vs IVF_HNSW_SQ`);
-    const r = await benchSearchIndex(work, Number(opts.vectors), Number(opts.dim), 100);
+    const types = opts.annTypes.split(',').map((t) => {
+      const type = ANN_TYPES.find((a) => a === t.trim());
+      if (!type) throw new Error(`--ann-types: ${t} is not one of ${ANN_TYPES.join(', ')}`);
+      return type;
+    });
+    const r = await benchSearchIndex(work, Number(opts.vectors), Number(opts.dim), 100, types);
     for (const l of formatSearchIndex(r)) line(l);
     report.search = r;
   }

@@ -1,3 +1,4 @@
+import { imageSize } from 'image-size';
 import sharp, { type Metadata, type OutputInfo } from 'sharp';
 import { ImageRejectedError } from '../errors.js';
 import type { PreparedImage } from '../ports/embedder.js';
@@ -25,20 +26,9 @@ export async function prepareImage(image: Buffer, tower: ImageTower, limits: Pre
   if (image.subarray(0, 5).toString('latin1') === '%PDF-') {
     throw new ImageRejectedError('unsupported-format', 'pdf documents are not accepted, only raster images');
   }
-  const header = await readHeader(image);
-  const format = header.format ?? 'unknown';
-  if (!ACCEPTED_IMAGE_FORMATS.has(format)) {
-    throw new ImageRejectedError('unsupported-format', `${format} is not an accepted image format (accepted: ${[...ACCEPTED_IMAGE_FORMATS].join(', ')})`);
-  }
-  // sharp's prebuilt libheif decodes AVIF but not HEVC-coded HEIC (patent-encumbered codec).
-  if (format === 'heif' && header.compression === 'hevc') {
-    throw new ImageRejectedError('unsupported-format', 'HEIC images (HEVC-coded) cannot be decoded here; convert to JPEG or AVIF');
-  }
-  // Oriented size: a portrait photo stored landscape with an EXIF rotation is portrait for users.
-  const width = header.autoOrient?.width ?? header.width;
-  // Multi-page images (animated GIF/WebP) are embedded from their first page only.
-  const height = header.autoOrient?.height ?? header.pageHeight ?? header.height;
-  if (!width || !height) throw new ImageRejectedError('corrupt-image', `the ${format} header has no image size`);
+  // One decode call per image: the common formats' size is read from their header here, on this
+  // thread, so sharp is entered once (its metadata() call is a second trip through libuv's pool).
+  const { format, width, height } = quickHeader(image) ?? (await sharpHeader(image));
   const pixels = width * height;
   if (pixels > limits.maxPixels) {
     throw new ImageRejectedError('too-many-pixels', `${width}x${height} = ${pixels} pixels exceeds the limit of ${limits.maxPixels}`);
@@ -59,6 +49,10 @@ export async function prepareImage(image: Buffer, tower: ImageTower, limits: Pre
       .raw()
       .toBuffer({ resolveWithObject: true });
   } catch (err) {
+    // The decoder enforces the limit too: a header that understated the size is caught here.
+    if (/pixel limit/i.test(messageOf(err))) {
+      throw new ImageRejectedError('too-many-pixels', `the ${format} image exceeds the limit of ${limits.maxPixels} pixels`, { cause: err });
+    }
     throw new ImageRejectedError('corrupt-image', `the ${format} data cannot be decoded: ${messageOf(err)}`, { cause: err });
   }
   const { data, info } = raw;
@@ -80,6 +74,58 @@ export function planar(rgb: Buffer, tower: ImageTower): Uint8Array {
     out[2 * area + p] = bytes[i + 2]!;
   }
   return out;
+}
+
+interface Header {
+  format: string;
+  /** Oriented size (a portrait photo stored landscape with an EXIF rotation is portrait), first page only. */
+  width: number;
+  height: number;
+}
+
+/** image-size's type names → sharp's format names, for the formats read without sharp. */
+const QUICK_FORMATS: ReadonlyMap<string, string> = new Map([
+  ['png', 'png'],
+  ['jpg', 'jpeg'],
+  ['gif', 'gif'],
+  ['webp', 'webp'],
+]);
+
+/**
+ * The size of a PNG, JPEG, GIF or WebP from its header (image-size: synchronous, no decoding);
+ * undefined for anything else or a header it cannot read, which then goes through sharp's
+ * metadata() and gets its precise rejection there.
+ */
+function quickHeader(image: Buffer): Header | undefined {
+  let size: ReturnType<typeof imageSize>;
+  try {
+    size = imageSize(image);
+  } catch {
+    return undefined;
+  }
+  const format = size.type === undefined ? undefined : QUICK_FORMATS.get(size.type);
+  if (format === undefined || !(size.width > 0) || !(size.height > 0)) return undefined;
+  // EXIF orientations 5–8 turn the picture a quarter.
+  const turned = size.orientation !== undefined && size.orientation >= 5 && size.orientation <= 8;
+  return { format, width: turned ? size.height : size.width, height: turned ? size.width : size.height };
+}
+
+/** Every other file: sharp reads the header (nothing decoded) and the format is checked. */
+async function sharpHeader(image: Buffer): Promise<Header> {
+  const header = await readHeader(image);
+  const format = header.format ?? 'unknown';
+  if (!ACCEPTED_IMAGE_FORMATS.has(format)) {
+    throw new ImageRejectedError('unsupported-format', `${format} is not an accepted image format (accepted: ${[...ACCEPTED_IMAGE_FORMATS].join(', ')})`);
+  }
+  // sharp's prebuilt libheif decodes AVIF but not HEVC-coded HEIC (patent-encumbered codec).
+  if (format === 'heif' && header.compression === 'hevc') {
+    throw new ImageRejectedError('unsupported-format', 'HEIC images (HEVC-coded) cannot be decoded here; convert to JPEG or AVIF');
+  }
+  const width = header.autoOrient?.width ?? header.width;
+  // Multi-page images (animated GIF/WebP) are embedded from their first page only.
+  const height = header.autoOrient?.height ?? header.pageHeight ?? header.height;
+  if (!width || !height) throw new ImageRejectedError('corrupt-image', `the ${format} header has no image size`);
+  return { format, width, height };
 }
 
 async function readHeader(image: Buffer): Promise<Metadata> {

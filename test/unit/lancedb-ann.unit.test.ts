@@ -185,3 +185,62 @@ describe('tuneQuery', () => {
     expect((await index.annStatus()).params).toEqual(params);
   });
 });
+
+describe('queries over an ANN index skip tombstones and excluded ids, however they are filtered', () => {
+  const hnsw: AnnParams = { type: 'ivf_hnsw_sq', rows: 300, numPartitions: 1, m: 16, efConstruction: 150, nprobes: 1, ef: 100, refineFactor: 2 };
+  /** Ids of the live rows nearest to q, exactly. */
+  const exact = (vs: Float32Array[], live: (i: number) => boolean, q: Float32Array, k: number) =>
+    vs
+      .map((v, i) => ({ i, s: v.reduce((a, x, j) => a + x * q[j]!, 0) }))
+      .filter(({ i }) => live(i))
+      .sort((a, b) => b.s - a.s)
+      .slice(0, k)
+      .map(({ i }) => `d${i}`);
+  const overlap = (a: string[], b: string[]) => a.filter((id) => b.includes(id)).length;
+  // Tombstones hold the placeholder vector e₀: a query of e₀ is where an unfiltered search would return them first.
+  const e0 = Float32Array.from({ length: 8 }, (_, j) => (j === 0 ? 1 : 0));
+
+  it('a few tombstones (filtered after the search): k live results, the nearest ones', async () => {
+    const vs = await fill(300);
+    await index.buildAnn(hnsw);
+    const gone = exact(vs, () => true, e0, 5);
+    await index.delete(gone.map((id) => ({ id, generation: '2' })));
+    const hits = (await index.query(e0, { k: 10 })).map((h) => h.id);
+    expect(hits).toHaveLength(10);
+    expect(hits.filter((id) => gone.includes(id))).toEqual([]);
+    const deleted = new Set(gone.map((id) => Number(id.slice(1))));
+    expect(overlap(hits, exact(vs, (i) => !deleted.has(i), e0, 10))).toBeGreaterThanOrEqual(9);
+  });
+
+  it('an excluded id ("more like this") is not returned, and k results still come back', async () => {
+    const vs = await fill(300);
+    await index.buildAnn(hnsw);
+    const hits = (await index.query(vs[3]!, { k: 10, filter: { excludeIds: ['d3'] } })).map((h) => h.id);
+    expect(hits).toHaveLength(10);
+    expect(hits).not.toContain('d3');
+    expect(overlap(hits, exact(vs, (i) => i !== 3, vs[3]!, 10))).toBeGreaterThanOrEqual(9);
+  });
+
+  it('many tombstones (filtered before the search): k live results', async () => {
+    const vs = await fill(300);
+    await index.buildAnn(hnsw);
+    const gone = exact(vs, () => true, e0, 100);
+    await index.delete(gone.map((id) => ({ id, generation: '2' })));
+    const hits = (await index.query(e0, { k: 10 })).map((h) => h.id);
+    expect(hits).toHaveLength(10);
+    expect(hits.filter((id) => gone.includes(id))).toEqual([]);
+  });
+
+  it('tombstones written by another handle (another process) after this one last counted are skipped too', async () => {
+    const vs = await fill(300);
+    await index.buildAnn(hnsw);
+    expect(await index.query(e0, { k: 10 })).toHaveLength(10); // counted: no tombstones
+    const other = await LanceDbIndexCatalog.open(dir, { alias: 'a' });
+    const gone = exact(vs, () => true, e0, 20);
+    await (await other.open('a-v1')).delete(gone.map((id) => ({ id, generation: '2' })));
+    await other.close();
+    const hits = (await index.query(e0, { k: 10 })).map((h) => h.id);
+    expect(hits).toHaveLength(10);
+    expect(hits.filter((id) => gone.includes(id))).toEqual([]);
+  });
+});

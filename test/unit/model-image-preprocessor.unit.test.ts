@@ -1,5 +1,5 @@
 import sharp from 'sharp';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ImageRejectedError, type RejectReason } from '../../shared/errors.js';
 import { prepareImage } from '../../shared/model/image-preprocessor.js';
 import type { ImageTower } from '../../shared/model/manifest.js';
@@ -86,6 +86,31 @@ describe('prepareImage rejects bad input with a reason', () => {
     await expectReason(await pngClaiming(20000, 20000), 'too-many-pixels', /^20000x20000 = 400000000 pixels exceeds the limit of 50000000$/, 50_000_000);
     const real = await solid(200, 100, { r: 1, g: 2, b: 3 }).png().toBuffer();
     await expectReason(real, 'too-many-pixels', /200x100 = 20000 pixels exceeds the limit of 19999/, 19_999);
+  });
+
+  it('too-many-pixels from the decoder when a header understates the size (a GIF whose screen is 2×2 around a 300×300 frame)', async () => {
+    const gif = Buffer.from(await solid(300, 300, { r: 1, g: 2, b: 3 }).gif().toBuffer());
+    gif.writeUInt16LE(2, 6); // logical screen width
+    gif.writeUInt16LE(2, 8); // logical screen height
+    await expectReason(gif, 'too-many-pixels', /^the gif image exceeds the limit of 1000 pixels$/, 1_000);
+  });
+});
+
+describe('prepareImage decodes once', () => {
+  it("PNG, JPEG, GIF and WebP are sized from their header without sharp's metadata(); TIFF and AVIF still go through it", async () => {
+    const img = solid(20, 10, { r: 200, g: 100, b: 50 });
+    const metadata = vi.spyOn(sharp.prototype, 'metadata');
+    try {
+      for (const buf of [await img.clone().png().toBuffer(), await img.clone().jpeg().toBuffer(), await img.clone().gif().toBuffer(), await img.clone().webp().toBuffer()]) {
+        await prepareImage(buf, tower, limits);
+      }
+      expect(metadata).not.toHaveBeenCalled();
+      await prepareImage(await img.clone().tiff().toBuffer(), tower, limits);
+      await prepareImage(await img.clone().avif({ effort: 0 }).toBuffer(), tower, limits);
+      expect(metadata).toHaveBeenCalledTimes(2);
+    } finally {
+      metadata.mockRestore();
+    }
   });
 });
 

@@ -1,4 +1,4 @@
-import { promises as fs, type BigIntStats } from 'node:fs';
+import { promises as fs, readFileSync, statSync, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { objectUri } from '../../contracts.js';
 import { GenerationMismatchError, AppError, NotFoundError } from '../../errors.js';
@@ -46,6 +46,15 @@ export function generationOf(stats: BigIntStats): string {
 /** Files stat'ed at once while listing. */
 const STAT_WINDOW = 64;
 
+/**
+ * Files up to this size are read, and single files stat'ed, on the calling thread: from the page
+ * cache that takes microseconds, while each asynchronous call is a round trip through libuv's
+ * thread pool (a kernel wake-up each way) that cost more CPU than the read itself for a
+ * Fashion-MNIST PNG (BENCHMARKS.md, pipeline throughput). Larger files, and the stats of a whole
+ * listing, stay asynchronous so the event loop (searches) never waits on them.
+ */
+const SMALL_FILE_BYTES = 256 * 1024;
+
 export class FolderBlobStore implements BlobStore {
   readonly bucket: string;
 
@@ -88,7 +97,7 @@ export class FolderBlobStore implements BlobStore {
       });
     }
     try {
-      const data = await fs.readFile(file);
+      const data = info.size <= SMALL_FILE_BYTES ? readFileSync(file) : await fs.readFile(file);
       // The file may have been replaced between stat and read: re-check so a generation-pinned
       // read never returns bytes of another generation.
       if (options.generation !== undefined) {
@@ -105,10 +114,21 @@ export class FolderBlobStore implements BlobStore {
   }
 
   async stat(name: string): Promise<BlobInfo | null> {
+    const file = this.resolve(name);
+    try {
+      const stats = statSync(file, { bigint: true, throwIfNoEntry: false });
+      return stats?.isFile() ? this.infoOf(name, stats) : null;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
+      throw err;
+    }
+  }
+
+  /** stat() off the event loop, for listings (thousands of files one after another). */
+  private async statAsync(name: string): Promise<BlobInfo | null> {
     try {
       const stats = await fs.stat(this.resolve(name), { bigint: true });
-      if (!stats.isFile()) return null;
-      return this.infoOf(name, stats);
+      return stats.isFile() ? this.infoOf(name, stats) : null;
     } catch (err) {
       if (isNotFound(err) || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
       throw err;
@@ -137,7 +157,7 @@ export class FolderBlobStore implements BlobStore {
     // Stats run a window at a time (the listing `up` compares with the index at start is one stat
     // per file: 60k of them one after another would leave libuv's thread pool mostly idle).
     for (let i = 0; i < matching.length; i += STAT_WINDOW) {
-      const infos = await Promise.all(matching.slice(i, i + STAT_WINDOW).map((name) => this.stat(name)));
+      const infos = await Promise.all(matching.slice(i, i + STAT_WINDOW).map((name) => this.statAsync(name)));
       for (const info of infos) if (info) yield info;
     }
   }

@@ -38,6 +38,8 @@ import {
  * of them are kept by LanceDbIndexCatalog (lancedb-catalog.ts).
  */
 const MAX_K = 10_000;
+/** At most this many rows to skip (tombstones + excluded ids) are filtered after an ANN search rather than before. */
+const POSTFILTER_MAX_SKIPPED = 64;
 
 /** The table schema of an index version. */
 export function indexTableSchema(dimension: number): Schema {
@@ -93,6 +95,7 @@ export class LanceDbVectorIndex implements VectorIndex, AnnMaintainable {
   /** Query-side settings of the index in use, read from the ANN file once. */
   private annParams: Promise<AnnParams | null> | null = null;
   private building: Promise<void> | null = null;
+  private tombstoneCount: { version: number; rows: number } | undefined;
 
   constructor(
     readonly name: string,
@@ -172,12 +175,29 @@ export class LanceDbVectorIndex implements VectorIndex, AnnMaintainable {
     if (f.uriPrefix) where.push(`starts_with(uri, ${sqlString(f.uriPrefix)})`);
     if (f.eventTimeFrom) where.push(`eventMs >= ${parseTime(f.eventTimeFrom, 'eventTimeFrom')}`);
     if (f.eventTimeTo) where.push(`eventMs <= ${parseTime(f.eventTimeTo, 'eventTimeTo')}`);
-    if (f.excludeIds && f.excludeIds.length > 0) where.push(`id NOT IN (${f.excludeIds.map(sqlString).join(',')})`);
+    const excluded = f.excludeIds ?? [];
+    if (excluded.length > 0) where.push(`id NOT IN (${excluded.map(sqlString).join(',')})`);
 
-    let q = this.table.vectorSearch(vector).distanceType('cosine').where(where.join(' AND ')).limit(options.k);
-    if (this.hasAnn) q = annQuery(q, options, await this.queryParams());
+    let q = this.table.vectorSearch(vector).distanceType('cosine');
+    let limit = options.k;
+    // Filtering before the search (LanceDB's default) evaluates the filter over every row: at
+    // 100k rows that doubled an ANN query (BENCHMARKS.md). With no filter of the user's and few
+    // rows to skip (tombstones, the ids excluded), the search runs unfiltered for k + those rows
+    // and they are dropped after: the k best live rows are always among them.
+    const userFilter = where.length - (excluded.length > 0 ? 1 : 0) > 1;
+    const skippable = userFilter ? Infinity : (await this.tombstones()) + excluded.length;
+    if (skippable === 0) {
+      // Nothing to filter out.
+    } else if (this.hasAnn && skippable <= POSTFILTER_MAX_SKIPPED) {
+      q = q.where(where.join(' AND ')).postfilter();
+      limit = options.k + skippable;
+    } else {
+      q = q.where(where.join(' AND '));
+    }
+    q = q.limit(limit);
+    if (this.hasAnn) q = annQuery(q, options, await this.queryParams(), limit);
     else q = q.bypassVectorIndex();
-    const rows = await q.select(['id', 'uri', 'generation', 'labels', 'caption', 'modelVersion', '_distance']).toArray();
+    const rows = (await q.select(['id', 'uri', 'generation', 'labels', 'caption', 'modelVersion', '_distance']).toArray()).slice(0, options.k);
     const hits: Hit[] = rows.map((r) => ({
       id: String(r.id),
       uri: String(r.uri),
@@ -212,6 +232,15 @@ export class LanceDbVectorIndex implements VectorIndex, AnnMaintainable {
 
   scanGenerations(batchSize = 5000): AsyncIterable<DocumentGeneration[]> {
     return this.ordered.scanStates(batchSize);
+  }
+
+  /** Tombstone rows, counted once per table version (LanceDB versions every write, ours or another process's). */
+  private async tombstones(): Promise<number> {
+    const version = await this.table.version();
+    if (this.tombstoneCount?.version !== version) {
+      this.tombstoneCount = { version, rows: await this.table.countRows('deleted = true') };
+    }
+    return this.tombstoneCount.rows;
   }
 
   private queryParams(): Promise<AnnParams | null> {
@@ -341,12 +370,12 @@ function annConfig(p: AnnParams): lancedb.Index {
  * raises both the probes and the candidate list. Without recorded parameters (an index built by an
  * older version) the settings that version used.
  */
-export function annQuery(q: lancedb.VectorQuery, options: QueryOptions, params: AnnParams | null): lancedb.VectorQuery {
+export function annQuery(q: lancedb.VectorQuery, options: QueryOptions, params: AnnParams | null, limit = options.k): lancedb.VectorQuery {
   const refine = params?.refineFactor ?? 20;
   const extra = options.numCandidates ?? 0;
   let out = q.nprobes(Math.max(params?.nprobes ?? 32, Math.ceil(extra / 10)));
-  // LanceDB refuses an ef below the candidates it must return (k × refineFactor).
-  if (params?.type === 'ivf_hnsw_sq') out = out.ef(Math.max(params.ef ?? 100, 10 * options.k, options.k * Math.max(1, refine), extra));
+  // LanceDB refuses an ef below the candidates it must return (limit × refineFactor).
+  if (params?.type === 'ivf_hnsw_sq') out = out.ef(Math.max(params.ef ?? 100, 10 * options.k, limit * Math.max(1, refine), extra));
   return refine > 0 ? out.refineFactor(refine) : out;
 }
 
