@@ -100,7 +100,8 @@ export class PipelineWorkers extends EventEmitter<PipelineEvents> {
     const stallMs = this.options.stallTimeoutMs ?? 120_000;
     for (;;) {
       const [a, b] = await Promise.all([this.bus.stats(TOPICS.imageEvents), this.bus.stats(TOPICS.embeddings)]);
-      if (a.ready + a.inflight + b.ready + b.inflight === 0 && this.busy === 0) return;
+      const pending = a.ready + a.inflight + b.ready + b.inflight;
+      if (pending === 0 && this.busy === 0) return;
       if (this.health.stalledForMs() >= stallMs) {
         const faults = this.health.current();
         await this.stop();
@@ -109,7 +110,10 @@ export class PipelineWorkers extends EventEmitter<PipelineEvents> {
             `Nothing was lost: ${a.ready + a.inflight + b.ready + b.inflight} messages stay queued and are worked on by the next run.`,
         );
       }
-      await sleep(pollMs);
+      // Each check lists both topics (the local queue: a folder read per state): with thousands of
+      // messages queued, checking every pollMs cost more than the work waited for. About 1 ms per
+      // message still queued, at most a second.
+      await sleep(Math.min(1_000, Math.max(pollMs, pending)));
     }
   }
 

@@ -1,9 +1,10 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FileQueue } from '../../shared/adapters/local/file-queue.js';
-import { FolderBlobStore } from '../../shared/adapters/local/folder-blob-store.js';
+import { FolderBlobStore, readSmallFile } from '../../shared/adapters/local/folder-blob-store.js';
 import { LanceDbFeatureStore } from '../../shared/adapters/local/lancedb-feature-store.js';
 import { PerTowerFeatureStore } from '../../shared/adapters/local/per-tower-feature-store.js';
 import { LanceDbIndexCatalog } from '../../shared/adapters/local/lancedb-index.js';
@@ -89,6 +90,28 @@ describe('FileQueue with several instances on one folder (another process, anoth
       const again = await a.pull<{ i: number }>('q', { maxMessages: 1 });
       expect(again.map((d) => [d.data.i, d.deliveryAttempt])).toEqual([[0, 2]]);
       expect(await a.stats('q')).toEqual({ ready: 2, inflight: 4, deadLettered: 0 });
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
+
+describe('FolderBlobStore and special files', () => {
+  it('a FIFO named like an image is neither listed nor read, and nothing waits for a writer', async () => {
+    const t = await tempDir('fifo');
+    try {
+      const store = new FolderBlobStore(t.dir);
+      await store.write('a.png', Buffer.from('not really a png'));
+      execFileSync('mkfifo', [path.join(t.dir, 'b.png')]);
+      const names: string[] = [];
+      for await (const info of store.list()) names.push(info.name);
+      expect(names).toEqual(['a.png']);
+      expect(await store.stat('b.png')).toBeNull();
+      await expect(store.read('b.png')).rejects.toThrow(/not found/);
+      expect((await store.read('a.png')).toString()).toBe('not really a png');
+      // A small file swapped for a FIFO between its stat and its read: the read returns at once
+      // (nothing), the event loop is not left waiting for a writer.
+      expect(readSmallFile(path.join(t.dir, 'b.png'))).toHaveLength(0);
     } finally {
       await t.cleanup();
     }

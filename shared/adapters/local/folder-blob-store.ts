@@ -1,4 +1,4 @@
-import { promises as fs, readFileSync, statSync, type BigIntStats } from 'node:fs';
+import { closeSync, constants, openSync, promises as fs, readFileSync, statSync, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { objectUri } from '../../contracts.js';
 import { GenerationMismatchError, AppError, NotFoundError } from '../../errors.js';
@@ -55,6 +55,20 @@ const STAT_WINDOW = 64;
  */
 const SMALL_FILE_BYTES = 256 * 1024;
 
+/**
+ * A small file read on the calling thread. O_NONBLOCK: had the file been swapped for a FIFO since
+ * its stat, opening it would wait for a writer, with the event loop; this way it reads nothing,
+ * and a generation-pinned read then refuses it (the re-check after reading).
+ */
+export function readSmallFile(file: string): Buffer {
+  const fd = openSync(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+  try {
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export class FolderBlobStore implements BlobStore {
   readonly bucket: string;
 
@@ -97,7 +111,7 @@ export class FolderBlobStore implements BlobStore {
       });
     }
     try {
-      const data = info.size <= SMALL_FILE_BYTES ? readFileSync(file) : await fs.readFile(file);
+      const data = info.size <= SMALL_FILE_BYTES ? readSmallFile(file) : await fs.readFile(file);
       // The file may have been replaced between stat and read: re-check so a generation-pinned
       // read never returns bytes of another generation.
       if (options.generation !== undefined) {
