@@ -1,10 +1,11 @@
 import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
-import { cloudRunEnv, plainEnv, type EnvValues } from '../env.js';
+import { plainEnv, type EnvValues } from '../env.js';
 import { cloudRunJobMember, grantOnBucket, grantOnTopic } from '../grants.js';
 import { serviceAccount, serviceAccountMember } from '../iam.js';
-import { workloadLabels, type Placement } from '../placement.js';
+import type { Placement } from '../placement.js';
 import { containerCommand } from '../packaging.js';
+import { cpuJob } from './cpu-job.js';
 import { NodeFunction } from './node-function.js';
 import type { DeadLetteredTopic } from './messaging.js';
 
@@ -75,31 +76,22 @@ export class Drift extends pulumi.ComponentResource {
 
     const jobName = `${args.prefix}-drift-check`;
     const env: EnvValues = { ...args.env, DRIFT_JOB_NAME: jobName };
-    this.job = new gcp.cloudrunv2.Job(
+    this.job = cpuJob(
       `${name}-job`,
       {
         project: args.project,
-        location: args.region,
-        name: jobName,
-        labels: workloadLabels(args.labels, 'driftJob'),
+        region: args.region,
+        labels: args.labels,
+        jobName,
+        workload: 'driftJob',
         deletionProtection: args.deletionProtection,
-        template: {
-          taskCount: 1,
-          template: {
-            serviceAccount: this.checker.email,
-            timeout: '1800s',
-            // The next tick checks again: a failed check is not retried in place.
-            maxRetries: 0,
-            containers: [
-              {
-                image: args.trainerImage,
-                ...containerCommand('trainer', 'jobs/drift-check/main.ts'),
-                envs: cloudRunEnv('driftJob', env, {}),
-                resources: { limits: { cpu: '2', memory: '4Gi' } },
-              },
-            ],
-          },
-        },
+        serviceAccount: this.checker.email,
+        image: args.trainerImage,
+        command: containerCommand('trainer', 'jobs/drift-check/main.ts'),
+        env,
+        timeout: '1800s',
+        // The next tick checks again: a failed check is not retried in place.
+        maxRetries: 0,
       },
       { ...parent, dependsOn: grants },
     );

@@ -1,10 +1,11 @@
 import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
 import type { ParsedStackConfig } from '../config.js';
-import { cloudRunEnv, type EnvValues } from '../env.js';
+import type { EnvValues } from '../env.js';
 import { grantOnBucket } from '../grants.js';
 import { serviceAccount, serviceAccountMember } from '../iam.js';
-import { workloadLabels, type Placement } from '../placement.js';
+import type { Placement } from '../placement.js';
+import { cpuJob } from './cpu-job.js';
 import { propagationWait } from './service-agents.js';
 
 /** The bootstrap job's name; embed and search name it in their "no model yet" errors. */
@@ -50,31 +51,22 @@ export class ModelBootstrap extends pulumi.ComponentResource {
     // The execution starts right after the grant: wait until Cloud Storage honours it.
     const settled = propagationWait(`${name}-iam-settled`, [canWrite], parent);
 
-    this.job = new gcp.cloudrunv2.Job(
+    this.job = cpuJob(
       `${name}-job`,
       {
         project: args.project,
-        location: args.region,
-        name: bootstrapJobName(args.prefix),
-        labels: workloadLabels(args.labels, 'bootstrapModel'),
+        region: args.region,
+        labels: args.labels,
+        jobName: bootstrapJobName(args.prefix),
+        workload: 'bootstrapModel',
         deletionProtection: args.deletionProtection,
         runExecutionToken: `initial-${args.settings.initial}`,
-        template: {
-          taskCount: 1,
-          template: {
-            serviceAccount: runner.email,
-            timeout: '1800s',
-            maxRetries: 2,
-            containers: [
-              {
-                image: args.image,
-                ...args.command,
-                envs: cloudRunEnv('bootstrapModel', { ...args.env, INITIAL_MODEL: args.settings.initial }),
-                resources: { limits: { cpu: '2', memory: '4Gi' } },
-              },
-            ],
-          },
-        },
+        serviceAccount: runner.email,
+        image: args.image,
+        command: args.command,
+        env: { ...args.env, INITIAL_MODEL: args.settings.initial },
+        timeout: '1800s',
+        maxRetries: 2,
       },
       { ...parent, dependsOn: [canWrite, settled] },
     );

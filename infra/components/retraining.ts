@@ -1,12 +1,13 @@
 import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
 import type { ParsedStackConfig } from '../config.js';
-import { cloudRunEnv, plainEnv, type EnvValues, type SecretIds } from '../env.js';
+import { plainEnv, type EnvValues, type SecretIds } from '../env.js';
 import { cloudRunJobMember, grantOnBucket, grantOnSecret, grantOnServiceAccount, grantOnTopic } from '../grants.js';
 import { grantCustomRoleOnProject, serviceAccount, serviceAccountMember } from '../iam.js';
-import { workloadLabels, type Placement } from '../placement.js';
+import type { Placement } from '../placement.js';
 import { DeadLetteredSubscription, type DeadLetteredTopic } from './messaging.js';
 import { containerCommand } from '../packaging.js';
+import { cpuJob } from './cpu-job.js';
 import { NodeFunction } from './node-function.js';
 import { pushEndpoint, pushIdentity } from './push-delivery.js';
 
@@ -98,31 +99,23 @@ export class Retraining extends pulumi.ComponentResource {
       ...secretGrants(`${name}-reindex`, reindexMember),
     ];
     const reindexJobName = `${args.prefix}-reindex`;
-    this.reindexJob = new gcp.cloudrunv2.Job(
+    this.reindexJob = cpuJob(
       `${name}-reindex-job`,
       {
         project: args.project,
-        location: args.region,
-        name: reindexJobName,
-        labels: workloadLabels(args.labels, 'reindexJob'),
+        region: args.region,
+        labels: args.labels,
+        jobName: reindexJobName,
+        workload: 'reindexJob',
         deletionProtection: args.deletionProtection,
-        template: {
-          taskCount: 1,
-          template: {
-            serviceAccount: reindexer.email,
-            timeout: '7200s',
-            maxRetries: 1,
-            vpcAccess: args.vpcConnector ? { connector: args.vpcConnector, egress: 'PRIVATE_RANGES_ONLY' } : undefined,
-            containers: [
-              {
-                image: args.trainerImage,
-                ...containerCommand('trainer', 'jobs/reindex/main.ts'),
-                envs: cloudRunEnv('reindexJob', args.env, args.opensearchSecrets.ids),
-                resources: { limits: { cpu: '2', memory: '4Gi' } },
-              },
-            ],
-          },
-        },
+        serviceAccount: reindexer.email,
+        image: args.trainerImage,
+        command: containerCommand('trainer', 'jobs/reindex/main.ts'),
+        env: args.env,
+        secrets: args.opensearchSecrets.ids,
+        timeout: '7200s',
+        maxRetries: 1,
+        vpcConnector: args.vpcConnector,
       },
       { ...parent, dependsOn: reindexGrants },
     );
