@@ -2,6 +2,21 @@ import * as gcp from '@pulumi/gcp';
 import * as pulumi from '@pulumi/pulumi';
 import { cloudRunEnv, type EnvValues, type SecretIds, type Workload } from '../env.js';
 import { workloadLabels, type Placement } from '../placement.js';
+import type { DeadLetteredTopic } from './messaging.js';
+
+/** What the components around the trainer image (retraining, drift check) are given alike. */
+export interface TrainerWorkloadArgs extends Placement {
+  deletionProtection: boolean;
+  /** The trainer image: the model runtime, the retrainer and the jobs that use them. */
+  trainerImage: pulumi.Input<string>;
+  /** Where retraining is requested (by the Scheduler cron and by the drift check). */
+  retrainRequests: DeadLetteredTopic;
+  buckets: { models: pulumi.Input<string>; features: pulumi.Input<string> };
+  /** Where function sources are uploaded, and the account Cloud Build runs as. */
+  sourcesBucket: pulumi.Input<string>;
+  buildServiceAccountId: pulumi.Input<string>;
+  env: EnvValues;
+}
 
 export interface CpuJobArgs extends Pick<Placement, 'project' | 'region' | 'labels'> {
   /** The Cloud Run job's name (the launchers find it by this name). */

@@ -3,24 +3,13 @@ import * as pulumi from '@pulumi/pulumi';
 import { plainEnv, type EnvValues } from '../env.js';
 import { cloudRunJobMember, grantOnBucket, grantOnTopic } from '../grants.js';
 import { serviceAccount, serviceAccountMember } from '../iam.js';
-import type { Placement } from '../placement.js';
 import { containerCommand } from '../packaging.js';
-import { cpuJob } from './cpu-job.js';
+import { cpuJob, type TrainerWorkloadArgs } from './cpu-job.js';
 import { NodeFunction } from './node-function.js';
-import type { DeadLetteredTopic } from './messaging.js';
 
-export interface DriftArgs extends Placement {
-  deletionProtection: boolean;
-  /** Trainer image: it holds the model runtime the check needs (the head projects stored features). */
-  trainerImage: pulumi.Input<string>;
-  /** The topic scheduled retraining publishes to; the check publishes its requests there too. */
-  retrainRequests: DeadLetteredTopic;
-  buckets: { models: pulumi.Input<string>; features: pulumi.Input<string> };
+export interface DriftArgs extends TrainerWorkloadArgs {
   /** Cron of the check (default every 6 hours, UTC). */
   schedule?: string;
-  sourcesBucket: pulumi.Input<string>;
-  buildServiceAccountId: pulumi.Input<string>;
-  env: EnvValues;
 }
 
 /**

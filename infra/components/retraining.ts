@@ -4,27 +4,18 @@ import type { ParsedStackConfig } from '../config.js';
 import { plainEnv, type EnvValues, type SecretIds } from '../env.js';
 import { cloudRunJobMember, grantOnBucket, grantOnSecret, grantOnServiceAccount, grantOnTopic } from '../grants.js';
 import { grantCustomRoleOnProject, serviceAccount, serviceAccountMember } from '../iam.js';
-import type { Placement } from '../placement.js';
-import { DeadLetteredSubscription, type DeadLetteredTopic } from './messaging.js';
+import { DeadLetteredSubscription } from './messaging.js';
 import { containerCommand } from '../packaging.js';
-import { cpuJob } from './cpu-job.js';
+import { cpuJob, type TrainerWorkloadArgs } from './cpu-job.js';
 import { NodeFunction } from './node-function.js';
 import { pushEndpoint, pushIdentity } from './push-delivery.js';
 
-export interface RetrainingArgs extends Placement {
+export interface RetrainingArgs extends TrainerWorkloadArgs {
   settings: ParsedStackConfig['retrain'];
   messaging: ParsedStackConfig['messaging'];
-  deletionProtection: boolean;
-  /** Trainer image: runs jobs/retrain (Vertex AI) and jobs/reindex (Cloud Run job). */
-  trainerImage: pulumi.Input<string>;
-  retrainRequests: DeadLetteredTopic;
-  buckets: { models: pulumi.Input<string>; features: pulumi.Input<string> };
   opensearchSecrets: { ids: SecretIds; secrets: gcp.secretmanager.Secret[] };
   vpcConnector?: pulumi.Input<string>;
-  sourcesBucket: pulumi.Input<string>;
-  buildServiceAccountId: pulumi.Input<string>;
   pubsubServiceAgent: pulumi.Input<string>;
-  env: EnvValues;
 }
 
 /**
