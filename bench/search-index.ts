@@ -102,11 +102,15 @@ function variantsOf(p: AnnParams): Pick<AnnParams, 'nprobes' | 'ef' | 'refineFac
       { nprobes: Math.min(p.numPartitions, p.nprobes * 2), refineFactor: p.refineFactor },
     ];
   }
+  // The product's setting, then a sweep of the search breadth (ef) with and without exact re-ranking:
+  // what recall each costs at this size.
   return [
     { nprobes: p.nprobes, ef: p.ef, refineFactor: p.refineFactor },
-    { nprobes: p.nprobes, ef: 40, refineFactor: 0 },
     { nprobes: p.nprobes, ef: 100, refineFactor: 0 },
+    { nprobes: p.nprobes, ef: 100, refineFactor: 2 },
     { nprobes: p.nprobes, ef: 200, refineFactor: 5 },
+    { nprobes: p.nprobes, ef: 400, refineFactor: 5 },
+    { nprobes: p.nprobes, ef: 800, refineFactor: 10 },
   ];
 }
 

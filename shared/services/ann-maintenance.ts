@@ -33,6 +33,8 @@ export const MIN_TRAINING_ROWS = 256;
 const PQ_REFINE = 20;
 /** Rows per HNSW graph (one IVF partition each): larger graphs cost memory to build; queries visit every graph. */
 const HNSW_ROWS_PER_PARTITION = 1_000_000;
+/** Graphs above this many rows are searched wider (see chooseAnnParams). */
+const LARGE_GRAPH_ROWS = 250_000;
 
 /**
  * Build and query parameters from the collection's size and dimension (the unit tests pin each case):
@@ -41,7 +43,9 @@ const HNSW_ROWS_PER_PARTITION = 1_000_000;
  *   re-ranking can recover them), and 20 × k candidates re-ranked exactly.
  * - IVF_HNSW_SQ: one graph per million rows, all of them visited; m = 16 links, ef_construction 150;
  *   a candidate list of 100 (at least 10 × k at query time), re-ranked exactly (2 × k) to undo the
- *   8-bit scalar quantisation's ordering errors.
+ *   8-bit scalar quantisation's ordering errors. Graphs of more than 250k rows search wider (ef 400)
+ *   and re-rank 5 × k: at 1M rows ef 100 / 2 × k kept recall@10 at 0.865 (1,632-d) and 0.927
+ *   (256-d); ef 400 / 5 × k reached 0.996 (256-d) at p99 12.9 ms (BENCHMARKS.md, search at 1M).
  */
 export function chooseAnnParams(rows: number, dimension: number, type: AnnType): AnnParams {
   if (!Number.isInteger(rows) || rows < 0) throw new RangeError(`rows must be a whole number ≥ 0, got ${rows}`);
@@ -58,7 +62,8 @@ export function chooseAnnParams(rows: number, dimension: number, type: AnnType):
     };
   }
   const numPartitions = Math.max(1, Math.ceil(rows / HNSW_ROWS_PER_PARTITION));
-  return { type, rows, numPartitions, m: 16, efConstruction: 150, nprobes: numPartitions, ef: 100, refineFactor: 2 };
+  const large = rows / numPartitions > LARGE_GRAPH_ROWS;
+  return { type, rows, numPartitions, m: 16, efConstruction: 150, nprobes: numPartitions, ef: large ? 400 : 100, refineFactor: large ? 5 : 2 };
 }
 
 /** About 8 dimensions per sub-vector: the largest divisor of `dimension` not above dimension / 8 (SIMD wants whole sub-vectors). */
