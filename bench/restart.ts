@@ -58,7 +58,9 @@ const seconds = (from: bigint) => Number(process.hrtime.bigint() - from) / 1e9;
 /** `imgsearch up` as a user starts it; resolves once it prints its URL, and again once it logs the catch-up. */
 async function startUp(cwd: string, env: Record<string, string>) {
   const started = process.hrtime.bigint();
-  const child: ChildProcess = spawn(process.execPath, [cliPath, 'up'], {
+  // BENCH_UP_NODE_OPTIONS: extra node flags for the `up` processes (e.g. `--cpu-prof --cpu-prof-dir=…`, refused in NODE_OPTIONS).
+  const nodeFlags = (process.env.BENCH_UP_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
+  const child: ChildProcess = spawn(process.execPath, [...nodeFlags, cliPath, 'up'], {
     cwd,
     env: { ...process.env, IMGSEARCH_PORT: '0', ...env, LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],

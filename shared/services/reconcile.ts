@@ -67,8 +67,12 @@ export async function republishBucket(deps: RepublishDeps): Promise<number> {
 /** uri → generation of the index's live documents: ids and generations only when the index can, else a full scan. */
 async function indexedGenerations(index: VectorIndex, bucketUri: string): Promise<Map<string, string>> {
   const out = new Map<string, string>();
-  const pages: AsyncIterable<{ uri: string; generation: string }[]> = index.scanGenerations ? index.scanGenerations() : index.scan(1000);
-  for await (const page of pages) for (const doc of page) if (doc.uri.startsWith(bucketUri)) out.set(doc.uri, doc.generation);
+  const pages: AsyncIterable<{ uri: string; generation: string }[]> = index.scanGenerations ? index.scanGenerations(1000) : index.scan(1000);
+  for await (const page of pages) {
+    for (const doc of page) if (doc.uri.startsWith(bucketUri)) out.set(doc.uri, doc.generation);
+    // Searches are answered on this thread meanwhile: let them in between pages.
+    await new Promise((resolve) => setImmediate(resolve));
+  }
   return out;
 }
 

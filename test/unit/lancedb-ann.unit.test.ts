@@ -93,6 +93,26 @@ describe('ANN build', () => {
     expect((await index.annStatus()).rowsUnindexed).toBe(0);
   });
 
+  it('builds a B-tree over the ids beside it; documents written or replaced after the build are still found by id', async () => {
+    const vs = await fill(300);
+    await index.buildAnn(params);
+    const table = (index as unknown as { table: { listIndices(): Promise<{ columns: string[]; indexType: string }[]> } }).table;
+    expect((await table.listIndices()).map((i) => [i.columns.join(','), i.indexType]).sort()).toEqual([
+      ['id', 'BTree'],
+      ['vector', 'IvfPq'],
+    ]);
+    await index.upsert([doc('late', vs[1]!), { ...doc('d2', vs[3]!), generation: '2' }]);
+    expect((await index.get('late'))?.id).toBe('late');
+    expect((await index.get('d2'))?.generation).toBe('2');
+    expect(await index.generations(['d0', 'd2', 'late', 'nope'])).toEqual(
+      new Map([
+        ['d0', '1'],
+        ['d2', '2'],
+        ['late', '1'],
+      ]),
+    );
+  });
+
   it('a second handle (another process) sees the index and its recorded parameters', async () => {
     await fill(300);
     await index.buildAnn(params);

@@ -274,6 +274,10 @@ export class LanceDbVectorIndex implements VectorIndex, AnnMaintainable {
     await writeJsonAtomic(this.annFile, { ...before, building: { pid: process.pid, host: os.hostname(), startedAt: startedAt.toISOString(), params } });
     try {
       await this.table.createIndex('vector', { config: annConfig(params), replace: true });
+      // A B-tree over the ids, for what looks documents up by id at this size: "more like this"
+      // (the vector of an id), the generation check of each ingested batch, and upserts' merge on id.
+      // Rows added later are looked up beside it until the next fold-in (optimize) takes them in.
+      await this.table.createIndex('id', { config: lancedb.Index.btree(), replace: true });
     } catch (err) {
       await writeJsonAtomic(this.annFile, { ...before, building: null });
       throw err;

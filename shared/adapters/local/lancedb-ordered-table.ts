@@ -284,8 +284,11 @@ export class GenerationOrderedTable {
     if (!Number.isInteger(batchSize) || batchSize < 1) throw new AppError(`batchSize must be a whole number ≥ 1, got ${batchSize}`);
     let page: { id: string; uri: string; generation: string }[] = [];
     for await (const batch of this.table.query().where('deleted = false').select(['id', 'uri', 'generation'])) {
-      for (const row of batch.toArray() as Record<string, unknown>[]) {
-        page.push({ id: String(row.id), uri: String(row.uri), generation: String(row.generation) });
+      // Column by column: Arrow's row objects cost several times more per row, and `up`'s catch-up
+      // reads every id of a large index while it answers searches.
+      const [ids, uris, generations] = (['id', 'uri', 'generation'] as const).map((c) => batch.getChild(c)!);
+      for (let i = 0; i < batch.numRows; i++) {
+        page.push({ id: String(ids!.get(i)), uri: String(uris!.get(i)), generation: String(generations!.get(i)) });
         if (page.length >= batchSize) {
           yield page;
           page = [];
