@@ -48,6 +48,8 @@ export async function measureThroughput(label: string, imageDir: string, work: s
       IMGSEARCH_HOME: path.join(work, `home-${label}`),
       IMGSEARCH_BUCKET_DIR: imageDir,
       IMGSEARCH_BATCH_SIZE: String(batchSize),
+      // Inference threads as the user sets them (0: one per core).
+      ...(process.env.IMGSEARCH_THREADS ? { IMGSEARCH_THREADS: process.env.IMGSEARCH_THREADS } : {}),
       LOG_LEVEL: 'silent',
     }),
     work,
