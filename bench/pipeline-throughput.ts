@@ -90,9 +90,13 @@ export async function measureThroughput(label: string, imageDir: string, work: s
     for (let i = 0; i < files.length; i += batchSize) {
       const batch = files.slice(i, i + batchSize);
       const images: PreparedImage[] = new Array(batch.length);
-      await mapLimit(batch.map((file, j) => ({ file, j })), decodeConcurrency, async ({ file, j }) => {
-        images[j] = await embedder.prepare(await fs.readFile(file));
-      });
+      await mapLimit(
+        batch.map((file, j) => ({ file, j })),
+        decodeConcurrency,
+        async ({ file, j }) => {
+          images[j] = await embedder.prepare(await fs.readFile(file));
+        },
+      );
       await embedder.embedDecoded(images);
     }
     const unavoidable = files.length / ((performance.now() - t2) / 1000);

@@ -87,7 +87,9 @@ function printThroughput(r: ThroughputResult) {
     Object.entries(by)
       .map(([g, ms]) => `${g} ${(ms ?? 0).toFixed(1)}`)
       .join(', ');
-  line(`    (c) unavoidable work (read + decode/resize + inference, tight loop): ${r.unavoidableImagesPerSecond.toFixed(1)} images/s, CPU ${r.unavoidableCpuMsPerImage.toFixed(1)} ms per image`);
+  line(
+    `    (c) unavoidable work (read + decode/resize + inference, tight loop): ${r.unavoidableImagesPerSecond.toFixed(1)} images/s, CPU ${r.unavoidableCpuMsPerImage.toFixed(1)} ms per image`,
+  );
   line(`    pipeline CPU per image ÷ unavoidable: ${r.overhead.toFixed(2)}× (target ≤ 1.25×)`);
   if (Object.keys(r.pipelineCpuByThread).length > 0) {
     line(`    (b) by thread, ms per image: ${groups(r.pipelineCpuByThread)}`);

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -97,7 +97,7 @@ describe('FileQueue with several instances on one folder (another process, anoth
 });
 
 describe('FolderBlobStore and special files', () => {
-  it('a FIFO named like an image is neither listed nor read, and nothing waits for a writer', async () => {
+  it('a FIFO or a device named like an image is neither listed nor read, and nothing waits or reads without end', async () => {
     const t = await tempDir('fifo');
     try {
       const store = new FolderBlobStore(t.dir);
@@ -109,9 +109,16 @@ describe('FolderBlobStore and special files', () => {
       expect(await store.stat('b.png')).toBeNull();
       await expect(store.read('b.png')).rejects.toThrow(/not found/);
       expect((await store.read('a.png')).toString()).toBe('not really a png');
-      // A small file swapped for a FIFO between its stat and its read: the read returns at once
-      // (nothing), the event loop is not left waiting for a writer.
-      expect(readSmallFile(path.join(t.dir, 'b.png'))).toHaveLength(0);
+      // A small file swapped, between its stat and its read, for a FIFO or a link to a device: the
+      // read on the calling thread returns at once without reading (no wait for a writer, no
+      // endless /dev/zero), and so does a file that has grown past the limit meanwhile.
+      expect(readSmallFile(path.join(t.dir, 'b.png'))).toBeNull();
+      await symlink('/dev/zero', path.join(t.dir, 'z.png'));
+      expect(readSmallFile(path.join(t.dir, 'z.png'))).toBeNull();
+      await expect(store.read('z.png')).rejects.toThrow(/not found/);
+      await writeFile(path.join(t.dir, 'big.png'), Buffer.alloc(256 * 1024 + 1));
+      expect(readSmallFile(path.join(t.dir, 'big.png'))).toBeNull();
+      expect(readSmallFile(path.join(t.dir, 'a.png'))?.toString()).toBe('not really a png');
     } finally {
       await t.cleanup();
     }

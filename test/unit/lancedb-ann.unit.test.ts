@@ -229,7 +229,12 @@ describe('queries over an ANN index skip tombstones and excluded ids, however th
     expect(hits).toHaveLength(10);
     expect(hits.filter((id) => gone.includes(id))).toEqual([]);
     const deleted = new Set(gone.map((id) => Number(id.slice(1))));
-    expect(overlap(hits, exact(vs, (i) => !deleted.has(i), e0, 10))).toBeGreaterThanOrEqual(9);
+    expect(
+      overlap(
+        hits,
+        exact(vs, (i) => !deleted.has(i), e0, 10),
+      ),
+    ).toBeGreaterThanOrEqual(9);
   });
 
   it('an excluded id ("more like this") is not returned, and k results still come back', async () => {
@@ -238,7 +243,12 @@ describe('queries over an ANN index skip tombstones and excluded ids, however th
     const hits = (await index.query(vs[3]!, { k: 10, filter: { excludeIds: ['d3'] } })).map((h) => h.id);
     expect(hits).toHaveLength(10);
     expect(hits).not.toContain('d3');
-    expect(overlap(hits, exact(vs, (i) => i !== 3, vs[3]!, 10))).toBeGreaterThanOrEqual(9);
+    expect(
+      overlap(
+        hits,
+        exact(vs, (i) => i !== 3, vs[3]!, 10),
+      ),
+    ).toBeGreaterThanOrEqual(9);
   });
 
   it('many tombstones (filtered before the search): k live results', async () => {

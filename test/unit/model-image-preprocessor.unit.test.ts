@@ -101,7 +101,12 @@ describe('prepareImage decodes once', () => {
     const img = solid(20, 10, { r: 200, g: 100, b: 50 });
     const metadata = vi.spyOn(sharp.prototype, 'metadata');
     try {
-      for (const buf of [await img.clone().png().toBuffer(), await img.clone().jpeg().toBuffer(), await img.clone().gif().toBuffer(), await img.clone().webp().toBuffer()]) {
+      for (const buf of [
+        await img.clone().png().toBuffer(),
+        await img.clone().jpeg().toBuffer(),
+        await img.clone().gif().toBuffer(),
+        await img.clone().webp().toBuffer(),
+      ]) {
         await prepareImage(buf, tower, limits);
       }
       expect(metadata).not.toHaveBeenCalled();

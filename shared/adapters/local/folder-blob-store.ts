@@ -1,4 +1,4 @@
-import { closeSync, constants, openSync, promises as fs, readFileSync, statSync, type BigIntStats } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, promises as fs, readSync, statSync, type BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { objectUri } from '../../contracts.js';
 import { GenerationMismatchError, AppError, NotFoundError } from '../../errors.js';
@@ -56,14 +56,26 @@ const STAT_WINDOW = 16;
 const SMALL_FILE_BYTES = 256 * 1024;
 
 /**
- * A small file read on the calling thread. O_NONBLOCK: had the file been swapped for a FIFO since
- * its stat, opening it would wait for a writer, with the event loop; this way it reads nothing,
- * and a generation-pinned read then refuses it (the re-check after reading).
+ * A small file read on the calling thread, or null when what is there now is not a small regular
+ * file (the caller then reads it off the event loop). Everything is checked on the descriptor, not
+ * the path, so a swap since the caller's stat cannot make it block or read without bound:
+ * O_NONBLOCK — a FIFO does not wait for a writer; fstat — a FIFO, a device (a symlink to
+ * /dev/zero) or a file grown past the limit is not read here; at most `size` bytes are read.
  */
-export function readSmallFile(file: string): Buffer {
+export function readSmallFile(file: string): Buffer | null {
   const fd = openSync(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
   try {
-    return readFileSync(fd);
+    const stats = fstatSync(fd);
+    const size = stats.size;
+    if (!stats.isFile() || size > SMALL_FILE_BYTES) return null;
+    const data = Buffer.allocUnsafe(size);
+    let filled = 0;
+    while (filled < size) {
+      const n = readSync(fd, data, filled, size - filled, filled);
+      if (n === 0) break;
+      filled += n;
+    }
+    return data.subarray(0, filled);
   } finally {
     closeSync(fd);
   }
@@ -111,7 +123,7 @@ export class FolderBlobStore implements BlobStore {
       });
     }
     try {
-      const data = info.size <= SMALL_FILE_BYTES ? readSmallFile(file) : await fs.readFile(file);
+      const data = (info.size <= SMALL_FILE_BYTES ? readSmallFile(file) : null) ?? (await this.readAsync(file, info.size));
       // The file may have been replaced between stat and read: re-check so a generation-pinned
       // read never returns bytes of another generation.
       if (options.generation !== undefined) {
@@ -135,6 +147,28 @@ export class FolderBlobStore implements BlobStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
       throw err;
+    }
+  }
+
+  /** A regular file off the event loop; anything else (a FIFO, a device) is refused, not read. */
+  private async readAsync(file: string, statSize: number): Promise<Buffer> {
+    const handle = await fs.open(file, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
+    try {
+      const stats = await handle.stat();
+      if (!stats.isFile()) throw new NotFoundError(`${file} is no longer a regular file`);
+      // Never more than the size checked against the limit: a file still growing is read as far as
+      // it had grown then (a generation-pinned read is refused by the check after reading).
+      const size = Math.min(stats.size, statSize);
+      const data = Buffer.allocUnsafe(size);
+      let filled = 0;
+      while (filled < size) {
+        const { bytesRead } = await handle.read(data, filled, size - filled, filled);
+        if (bytesRead === 0) break;
+        filled += bytesRead;
+      }
+      return data.subarray(0, filled);
+    } finally {
+      await handle.close();
     }
   }
 

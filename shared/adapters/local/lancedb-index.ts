@@ -95,7 +95,7 @@ export class LanceDbVectorIndex implements VectorIndex, AnnMaintainable {
   /** Query-side settings of the index in use, read from the ANN file once. */
   private annParams: Promise<AnnParams | null> | null = null;
   private building: Promise<void> | null = null;
-  private tombstoneCount: { version: number; rows: number } | undefined;
+  private tombstoneCount: { version: number; rows: Promise<number> } | undefined;
 
   constructor(
     readonly name: string,
@@ -178,26 +178,7 @@ export class LanceDbVectorIndex implements VectorIndex, AnnMaintainable {
     const excluded = f.excludeIds ?? [];
     if (excluded.length > 0) where.push(`id NOT IN (${excluded.map(sqlString).join(',')})`);
 
-    let q = this.table.vectorSearch(vector).distanceType('cosine');
-    let limit = options.k;
-    // Filtering before the search (LanceDB's default) evaluates the filter over every row: at
-    // 100k rows that doubled an ANN query (BENCHMARKS.md). With no filter of the user's and few
-    // rows to skip (tombstones, the ids excluded), the search runs unfiltered for k + those rows
-    // and they are dropped after: the k best live rows are always among them.
-    const userFilter = where.length - (excluded.length > 0 ? 1 : 0) > 1;
-    const skippable = userFilter ? Infinity : (await this.tombstones()) + excluded.length;
-    if (skippable === 0) {
-      // Nothing to filter out.
-    } else if (this.hasAnn && skippable <= POSTFILTER_MAX_SKIPPED) {
-      q = q.where(where.join(' AND ')).postfilter();
-      limit = options.k + skippable;
-    } else {
-      q = q.where(where.join(' AND '));
-    }
-    q = q.limit(limit);
-    if (this.hasAnn) q = annQuery(q, options, await this.queryParams(), limit);
-    else q = q.bypassVectorIndex();
-    const rows = (await q.select(['id', 'uri', 'generation', 'labels', 'caption', 'modelVersion', '_distance']).toArray()).slice(0, options.k);
+    const rows = await this.search(vector, options, where, excluded.length);
     const hits: Hit[] = rows.map((r) => ({
       id: String(r.id),
       uri: String(r.uri),
@@ -234,12 +215,36 @@ export class LanceDbVectorIndex implements VectorIndex, AnnMaintainable {
     return this.ordered.scanStates(batchSize);
   }
 
+  /** The rows of a query: filtered after the search when that is cheaper and safe, else before. */
+  private async search(vector: Float32Array, options: QueryOptions, where: string[], excluded: number): Promise<Record<string, unknown>[]> {
+    const columns = ['id', 'uri', 'generation', 'labels', 'caption', 'modelVersion', '_distance'];
+    // Filtering before the search (LanceDB's default) evaluates the filter over every row: at
+    // 100k rows that doubled an ANN query (BENCHMARKS.md). With no filter of the user's and few
+    // rows to skip (tombstones, the ids excluded), the search runs unfiltered for k + those rows
+    // and they are dropped after: the k best live rows are among them.
+    const userFilter = where.length - (excluded > 0 ? 1 : 0) > 1;
+    const skippable = userFilter ? Infinity : (await this.tombstones()) + excluded;
+    const params = this.hasAnn ? await this.queryParams() : null;
+    const run = (q: lancedb.VectorQuery, limit: number) =>
+      (this.hasAnn ? annQuery(q.limit(limit), options, params, limit) : q.limit(limit).bypassVectorIndex()).select(columns).toArray() as Promise<
+        Record<string, unknown>[]
+      >;
+    const base = () => this.table.vectorSearch(vector).distanceType('cosine');
+    if (skippable === 0) return run(base(), options.k);
+    if (this.hasAnn && skippable <= POSTFILTER_MAX_SKIPPED) {
+      const limit = options.k + skippable;
+      const rows = await run(base().where(where.join(' AND ')).postfilter(), limit);
+      // Rows deleted between the count and the search can leave fewer than k: ask again, filtering first.
+      if (rows.length >= options.k) return rows.slice(0, options.k);
+    }
+    return run(base().where(where.join(' AND ')), options.k);
+  }
+
   /** Tombstone rows, counted once per table version (LanceDB versions every write, ours or another process's). */
   private async tombstones(): Promise<number> {
     const version = await this.table.version();
-    if (this.tombstoneCount?.version !== version) {
-      this.tombstoneCount = { version, rows: await this.table.countRows('deleted = true') };
-    }
+    // The count in flight is shared: queries arriving together after a write count once.
+    if (this.tombstoneCount?.version !== version) this.tombstoneCount = { version, rows: this.table.countRows('deleted = true') };
     return this.tombstoneCount.rows;
   }
 
@@ -274,10 +279,6 @@ export class LanceDbVectorIndex implements VectorIndex, AnnMaintainable {
     await writeJsonAtomic(this.annFile, { ...before, building: { pid: process.pid, host: os.hostname(), startedAt: startedAt.toISOString(), params } });
     try {
       await this.table.createIndex('vector', { config: annConfig(params), replace: true });
-      // A B-tree over the ids, for what looks documents up by id at this size: "more like this"
-      // (the vector of an id), the generation check of each ingested batch, and upserts' merge on id.
-      // Rows added later are looked up beside it until the next fold-in (optimize) takes them in.
-      await this.table.createIndex('id', { config: lancedb.Index.btree(), replace: true });
     } catch (err) {
       await writeJsonAtomic(this.annFile, { ...before, building: null });
       throw err;
@@ -291,11 +292,24 @@ export class LanceDbVectorIndex implements VectorIndex, AnnMaintainable {
     await writeJsonAtomic(this.annFile, done);
     this.annParams = Promise.resolve(params);
     this.hasAnn = true;
+    // After the ANN index is recorded: if this fails, the vector index stands and the next fold-in tries again.
+    await this.ensureIdIndex();
+  }
+
+  /**
+   * A B-tree over the ids, for what looks documents up by id at this size: "more like this" (the
+   * vector of an id), the generation check of each ingested batch, upserts' merge on id. Rows added
+   * later are looked up beside it until a fold-in (LanceDB's optimize) takes them in.
+   */
+  private async ensureIdIndex(): Promise<void> {
+    if ((await this.table.listIndices()).some((i) => i.columns.length === 1 && i.columns[0] === 'id')) return;
+    await this.table.createIndex('id', { config: lancedb.Index.btree() });
   }
 
   /** Folds rows written since the build into the index and compacts fragments (LanceDB's optimize), under the write lock. */
   async foldInAnn(): Promise<void> {
     await this.ordered.compact();
+    await this.ensureIdIndex();
   }
 
   async annStatus(): Promise<AnnStatus> {
