@@ -261,6 +261,18 @@ describe('queries over an ANN index skip tombstones and excluded ids, however th
     expect(hits.filter((id) => gone.includes(id))).toEqual([]);
   });
 
+  it('a delete committed between the count and the search cannot let a tombstone through, nor leave fewer than k', async () => {
+    const vs = await fill(300);
+    await index.buildAnn(hnsw);
+    const gone = exact(vs, () => true, e0, 20);
+    await index.delete(gone.map((id) => ({ id, generation: '2' })));
+    // As if the count had been read just before those deletes landed.
+    (index as unknown as { tombstones: () => Promise<number> }).tombstones = async () => 0;
+    const hits = (await index.query(e0, { k: 10 })).map((h) => h.id);
+    expect(hits).toHaveLength(10);
+    expect(hits.filter((id) => gone.includes(id))).toEqual([]);
+  });
+
   it('tombstones written by another handle (another process) after this one last counted are skipped too', async () => {
     const vs = await fill(300);
     await index.buildAnn(hnsw);

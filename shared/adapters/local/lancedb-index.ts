@@ -230,7 +230,8 @@ export class LanceDbVectorIndex implements VectorIndex, AnnMaintainable {
         Record<string, unknown>[]
       >;
     const base = () => this.table.vectorSearch(vector).distanceType('cosine');
-    if (skippable === 0) return run(base(), options.k);
+    // The filter is always applied (after, or before): a delete committed after the count must not
+    // let its tombstone through.
     if (this.hasAnn && skippable <= POSTFILTER_MAX_SKIPPED) {
       const limit = options.k + skippable;
       const rows = await run(base().where(where.join(' AND ')).postfilter(), limit);
