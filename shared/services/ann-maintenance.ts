@@ -43,9 +43,10 @@ const LARGE_GRAPH_ROWS = 250_000;
  *   re-ranking can recover them), and 20 × k candidates re-ranked exactly.
  * - IVF_HNSW_SQ: one graph per million rows, all of them visited; m = 16 links, ef_construction 150;
  *   a candidate list of 100 (at least 10 × k at query time), re-ranked exactly (2 × k) to undo the
- *   8-bit scalar quantisation's ordering errors. Graphs of more than 250k rows search wider (ef 400)
- *   and re-rank 5 × k: at 1M rows ef 100 / 2 × k kept recall@10 at 0.865 (1,632-d) and 0.927
- *   (256-d); ef 400 / 5 × k reached 0.996 (256-d) at p99 12.9 ms (BENCHMARKS.md, search at 1M).
+ *   8-bit scalar quantisation's ordering errors. Graphs of more than 250k rows search wider (ef 800)
+ *   and re-rank 10 × k: at 1M rows ef 100 / 2 × k kept recall@10 at 0.835 (1,632-d) and 0.927
+ *   (256-d), ef 400 / 5 × k at 0.972 and 0.996; ef 800 / 10 × k reached 0.992 (1,632-d, p99 16.9 ms)
+ *   and 0.999 (256-d, p99 16.0 ms) (BENCHMARKS.md, search at 1M).
  */
 export function chooseAnnParams(rows: number, dimension: number, type: AnnType): AnnParams {
   if (!Number.isInteger(rows) || rows < 0) throw new RangeError(`rows must be a whole number ≥ 0, got ${rows}`);
@@ -63,7 +64,7 @@ export function chooseAnnParams(rows: number, dimension: number, type: AnnType):
   }
   const numPartitions = Math.max(1, Math.ceil(rows / HNSW_ROWS_PER_PARTITION));
   const large = rows / numPartitions > LARGE_GRAPH_ROWS;
-  return { type, rows, numPartitions, m: 16, efConstruction: 150, nprobes: numPartitions, ef: large ? 400 : 100, refineFactor: large ? 5 : 2 };
+  return { type, rows, numPartitions, m: 16, efConstruction: 150, nprobes: numPartitions, ef: large ? 800 : 100, refineFactor: large ? 10 : 2 };
 }
 
 /** About 8 dimensions per sub-vector: the largest divisor of `dimension` not above dimension / 8 (SIMD wants whole sub-vectors). */

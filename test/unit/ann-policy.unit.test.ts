@@ -51,13 +51,13 @@ describe('chooseAnnParams: parameters from the collection size and dimension', (
     expect(chooseAnnParams(2_500_000, 1632, 'ivf_hnsw_sq')).toMatchObject({ numPartitions: 3, nprobes: 3 });
   });
 
-  it('IVF_HNSW_SQ graphs of more than 250k rows: ef 400 and 5×k re-ranked (recall@10 0.865 → 0.996 at 1M in the bench)', () => {
-    expect(chooseAnnParams(250_001, 1632, 'ivf_hnsw_sq')).toMatchObject({ numPartitions: 1, ef: 400, refineFactor: 5 });
-    expect(chooseAnnParams(1_000_000, 256, 'ivf_hnsw_sq')).toMatchObject({ numPartitions: 1, ef: 400, refineFactor: 5 });
+  it('IVF_HNSW_SQ graphs of more than 250k rows: ef 800 and 10×k re-ranked (recall@10 0.835 → 0.992 at 1M × 1,632-d in the bench)', () => {
+    expect(chooseAnnParams(250_001, 1632, 'ivf_hnsw_sq')).toMatchObject({ numPartitions: 1, ef: 800, refineFactor: 10 });
+    expect(chooseAnnParams(1_000_000, 256, 'ivf_hnsw_sq')).toMatchObject({ numPartitions: 1, ef: 800, refineFactor: 10 });
     // 2.5M rows: three graphs of 833k rows each.
-    expect(chooseAnnParams(2_500_000, 1632, 'ivf_hnsw_sq')).toMatchObject({ ef: 400, refineFactor: 5 });
+    expect(chooseAnnParams(2_500_000, 1632, 'ivf_hnsw_sq')).toMatchObject({ ef: 800, refineFactor: 10 });
     // 1.2M rows: two graphs of 600k.
-    expect(chooseAnnParams(1_200_000, 1632, 'ivf_hnsw_sq')).toMatchObject({ numPartitions: 2, ef: 400 });
+    expect(chooseAnnParams(1_200_000, 1632, 'ivf_hnsw_sq')).toMatchObject({ numPartitions: 2, ef: 800 });
   });
 
   it('PQ sub-vectors: the largest divisor of the dimension not above dimension/8', () => {
