@@ -223,7 +223,8 @@ export class LanceDbVectorIndex implements VectorIndex, AnnMaintainable {
     // rows to skip (tombstones, the ids excluded), the search runs unfiltered for k + those rows
     // and they are dropped after: the k best live rows are among them.
     const userFilter = where.length - (excluded > 0 ? 1 : 0) > 1;
-    const skippable = userFilter ? Infinity : (await this.tombstones()) + excluded;
+    // Counted only where it decides something: a flat scan filters first anyway.
+    const skippable = userFilter || !this.hasAnn ? Infinity : (await this.tombstones()) + excluded;
     const params = this.hasAnn ? await this.queryParams() : null;
     const run = (q: lancedb.VectorQuery, limit: number) =>
       (this.hasAnn ? annQuery(q.limit(limit), options, params, limit) : q.limit(limit).bypassVectorIndex()).select(columns).toArray() as Promise<
@@ -232,7 +233,7 @@ export class LanceDbVectorIndex implements VectorIndex, AnnMaintainable {
     const base = () => this.table.vectorSearch(vector).distanceType('cosine');
     // The filter is always applied (after, or before): a delete committed after the count must not
     // let its tombstone through.
-    if (this.hasAnn && skippable <= POSTFILTER_MAX_SKIPPED) {
+    if (skippable <= POSTFILTER_MAX_SKIPPED) {
       const limit = options.k + skippable;
       const rows = await run(base().where(where.join(' AND ')).postfilter(), limit);
       // Rows deleted between the count and the search can leave fewer than k: ask again, filtering first.
