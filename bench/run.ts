@@ -25,7 +25,7 @@ const PHOTO_DIR = '/usr/share/backgrounds/mate/nature';
 const opts = new Command('bench')
   .option(
     '--only <sections>',
-    'comma-separated: throughput,freshness,search,cold-start,cli-start,load,restart,cloud-indexing,page-map,map,monitoring,int8,compact',
+    'comma-separated: throughput,freshness,search,cold-start,cli-start,load,restart,cloud-indexing,page-map,map,monitoring,int8,compact,tower-step',
     'throughput,freshness,search',
   )
   .option('--fashion <n>', 'Fashion-MNIST images for throughput', '1000')
@@ -48,6 +48,7 @@ const opts = new Command('bench')
   .option('--map-sizes <list>', 'map section: comma-separated sample sizes', '10000,60000')
   .option('--map-umap-max <n>', 'map section: largest size UMAP is timed at (the API samples at most 20000)', '20000')
   .option('--parity-images <n>', 'int8 and compact sections: Fashion-MNIST test images, each queried against the others', '3000')
+  .option('--unlock <n>', 'tower-step section: unlocked units (1–4)', '2')
   .parse(process.argv)
   .opts<{
     only: string;
@@ -71,6 +72,7 @@ const opts = new Command('bench')
     mapUmapMax: string;
     parityImages: string;
     annTypes: string;
+    unlock: string;
   }>();
 const sections = new Set(opts.only.split(','));
 const work = await fs.mkdtemp(path.join(os.tmpdir(), 'iss-bench-'));
@@ -214,6 +216,13 @@ try {
     const r = await benchCompact(work, { fashion: Number(opts.parityImages), threads: 2 });
     for (const l of formatCompact(r)) line(l);
     report.compact = r;
+  }
+  if (sections.has('tower-step')) {
+    line('## Unlocked tower blocks: one training step, hand-written gradients vs tfjs-core autodiff (same process)');
+    const { benchTowerStep, formatTowerStep } = await import('./tower-step.js');
+    const r = await benchTowerStep({ unlock: Number(opts.unlock) });
+    for (const l of formatTowerStep(r)) line(l);
+    report.towerStep = r;
   }
   if (opts.out) await fs.writeFile(opts.out, `${JSON.stringify(report, null, 2)}\n`);
 } finally {

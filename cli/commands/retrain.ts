@@ -39,6 +39,11 @@ export function registerRetrainCommand(program: Command): void {
       parseIntIn(0, 4),
     )
     .option('--tower-lr <x>', 'learning rate of the unlocked tower weights (default 0.0001)', parseNumberIn(0, 1, { exclusive: true }))
+    .option(
+      '--head-epochs <n>',
+      'with --unlock-blocks: the first N of the epochs train the head alone (fast), then the blocks join it (default 0: from the first epoch)',
+      parseIntIn(0, 10_000),
+    )
     .option('--json', 'print {schemaVersion, promoted, decision, candidate, current, index, plot} (progress goes to stderr)')
     .action(
       async (
@@ -51,6 +56,7 @@ export function registerRetrainCommand(program: Command): void {
           hidden?: number;
           unlockBlocks?: number;
           towerLr?: number;
+          headEpochs?: number;
           json?: boolean;
         },
         command: Command,
@@ -104,6 +110,7 @@ export function registerRetrainCommand(program: Command): void {
                     ...(opts.hidden !== undefined ? { hidden: opts.hidden } : {}),
                     ...(opts.unlockBlocks !== undefined ? { unlockBlocks: opts.unlockBlocks } : {}),
                     ...(opts.towerLr !== undefined ? { towerLearningRate: opts.towerLr } : {}),
+                    ...(opts.headEpochs !== undefined ? { headOnlyEpochs: opts.headEpochs } : {}),
                   },
                 },
                 onProgress,

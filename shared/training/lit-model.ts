@@ -1,7 +1,7 @@
 import type { HashedNgramFeaturizer } from '../text/hashed-ngram.js';
 import type { TrainingExample } from './lit-batches.js';
 import { tf } from './tf-backend.js';
-import { l2NormaliseRows } from './tf-math.js';
+import { l2NormaliseRows, mm } from './tf-math.js';
 
 /**
  * The two towers LiT trains and their contrastive loss (TensorFlow.js):
@@ -27,21 +27,6 @@ export interface TextTowerWeights {
   outputDimension: number;
   w: Float32Array; // [buckets,E]
 }
-
-/**
- * matMul whose gradient uses explicit transposes: the wasm backend's transposed BatchMatMul (what
- * tfjs' own matMul gradient calls) is about 10× slower than transpose + plain matMul (measured).
- */
-export const mm = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
-  save([a, b]);
-  return {
-    value: tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D),
-    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [
-      tf.matMul(dy as tf.Tensor2D, tf.transpose(saved[1]!) as tf.Tensor2D),
-      tf.matMul(tf.transpose(saved[0]!) as tf.Tensor2D, dy as tf.Tensor2D),
-    ],
-  };
-}) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
 
 /**
  * Mean over rows with ≥1 positive of −Σ_j P_ij·logsoftmax(logits)_ij / Σ_j P_ij — multi-positive

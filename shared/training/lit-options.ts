@@ -35,6 +35,13 @@ export const litTrainOptionsSchema = z.object({
   unlockBlocks: z.number().int().min(0).max(4).default(0),
   /** Adam learning rate of the unlocked tower weights (pretrained: smaller than the head's). */
   towerLearningRate: z.number().positive().default(1e-4),
+  /**
+   * With unlocked blocks: the first N epochs train the head alone on the stored base embeddings
+   * (cheap: no block runs), then the blocks join (linear probe, then fine-tune). A head that starts
+   * trained sends the pretrained blocks useful gradients from the first tower step, and the
+   * expensive epochs go to refining rather than to the head's early ones. `epochs` counts both.
+   */
+  headOnlyEpochs: z.number().int().min(0).default(0),
 });
 export type LitTrainOptions = z.input<typeof litTrainOptionsSchema>;
 /** Options with every default filled in. */

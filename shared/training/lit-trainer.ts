@@ -81,6 +81,11 @@ export async function trainLit(
   const tower = options.unlockBlocks > 0 ? hooks.tower : undefined;
   if (options.unlockBlocks > 0) {
     if (!tower) throw new ConfigError(`unlockBlocks ${options.unlockBlocks} needs the image tower's top blocks (TowerBlocks) to train`);
+    if (options.headOnlyEpochs > 0 && options.headOnlyEpochs >= options.epochs) {
+      throw new ConfigError(
+        `headOnlyEpochs (${options.headOnlyEpochs}) must be fewer than epochs (${options.epochs}) when unlocking blocks: otherwise the blocks never train`,
+      );
+    }
     if (tower.unlocked.length !== options.unlockBlocks) {
       throw new ConfigError(`unlockBlocks is ${options.unlockBlocks} but the tower given unlocks ${tower.unlocked.length} (${tower.unlocked.join(', ')})`);
     }
@@ -133,12 +138,14 @@ export async function trainLit(
       const t0 = performance.now();
       let sums = [0, 0, 0];
       let steps = 0;
+      // Head-first epochs: the blocks are unchanged, so the stored base embeddings are their output.
+      const withTower = epoch > options.headOnlyEpochs ? towerStep : null;
       for (const batch of epochBatches(data, random, options)) {
-        const losses = stepOnBatch(model, optimizer, data, batch, featurizer, labelTextDense, options, towerStep);
+        const losses = stepOnBatch(model, optimizer, data, batch, featurizer, labelTextDense, options, withTower);
         sums = sums.map((s, i) => s + losses[i]!);
         steps++;
       }
-      const recall = val.length > 0 ? await validationRecall(model, train, val, options, tower) : null;
+      const recall = val.length > 0 ? await validationRecall(model, train, val, options, withTower?.tower) : null;
       const stats: EpochStats = {
         epoch,
         loss: sums[0]! / Math.max(1, steps),
@@ -156,7 +163,8 @@ export async function trainLit(
         for (const t of best?.weights ?? []) t.dispose();
         best = { recall: score, epoch, weights: [...model.snapshot(), ...(tower?.snapshot() ?? [])] };
         sinceBest = 0;
-      } else if (++sinceBest >= options.patience) {
+      } else if (++sinceBest >= options.patience && epoch > options.headOnlyEpochs) {
+        // (Head-first epochs never stop the run: the blocks' epochs are what it is for.)
         logger.info({ epoch, bestEpoch: best.epoch }, 'early stopping');
         break;
       }

@@ -3,9 +3,8 @@ import type { FeatureLayer, KerasLayer, KerasModelArtifacts, KerasWeightSpec } f
 import { decodeKerasWeights } from '../model/keras-to-onnx.js';
 import { KerasTopology } from '../model/keras/topology.js';
 import { l2Normalise } from '../vector-math.js';
-import { mm } from './lit-model.js';
 import { tf } from './tf-backend.js';
-import { l2NormaliseRows } from './tf-math.js';
+import { channelAffine, columnSums, l2NormaliseRows, mm, relu6 } from './tf-math.js';
 
 /**
  * The top of the image tower in TensorFlow.js, rebuilt from the same Keras weights the ONNX tower
@@ -37,6 +36,13 @@ export interface TowerBlocksSpec {
   features: readonly FeatureLayer[];
   /** Trainable units from the top (0 … {@link MAX_UNLOCK_BLOCKS}). */
   unlock: number;
+  /**
+   * 'tfjs': the unlocked layers use tfjs-core's own gradients for every op the wasm backend can
+   * differentiate (matMul, the BatchNormalization affine, bias, tf.relu6) — the reference the tests and
+   * `npm run bench -- --only tower-step` compare the default against. 'fast' (default): the
+   * hand-written gradients of tf-math.ts, same values, about 2–3× less time per step on wasm.
+   */
+  gradients?: 'fast' | 'tfjs';
 }
 
 /** The unit a layer belongs to: `block_14_expand_BN` → `block_14`; `Conv_1`, `Conv_1_bn`, `out_relu` → `Conv_1`. */
@@ -154,6 +160,8 @@ export class TowerBlocks {
     const cfg = layer.config;
     const x = inputs[0]!;
     const trainable = this.unlocked.includes(blockOf(layer.name));
+    // Hand-written gradients (tf-math.ts) where a gradient flows, unless the reference is asked for.
+    const fast = trainable && this.spec.gradients !== 'tfjs';
     switch (layer.class_name) {
       case 'Conv2D': {
         const [kh, kw] = cfg.kernel_size as [number, number];
@@ -164,11 +172,10 @@ export class TowerBlocks {
         const cOut = kernel.shape[3]!;
         const flat = tf.reshape(x, [n * h * w, c]) as tf.Tensor2D;
         const k2 = tf.reshape(kernel, [c, cOut]) as tf.Tensor2D;
-        // The custom-gradient matMul only where a gradient flows (see lit-model.ts `mm`).
-        let y = trainable ? mm(flat, k2) : tf.matMul(flat, k2);
-        const bias = this.param(layer.name, 'bias');
-        if (bias) y = tf.add(y, bias);
-        return activate(tf.reshape(y, [n, h, w, cOut]) as tf.Tensor4D, String(cfg.activation ?? 'linear'), layer);
+        let y = fast ? mm(flat, k2) : tf.matMul(flat, k2);
+        const bias = this.param(layer.name, 'bias') as tf.Tensor1D | undefined;
+        if (bias) y = fast ? channelAffine(y, tf.onesLike(bias), bias) : tf.add(y, bias);
+        return activate(tf.reshape(y, [n, h, w, cOut]) as tf.Tensor4D, String(cfg.activation ?? 'linear'), layer, fast);
       }
       case 'DepthwiseConv2D': {
         const [kh, kw] = cfg.kernel_size as [number, number];
@@ -179,9 +186,9 @@ export class TowerBlocks {
         const kernel = this.param(layer.name, 'depthwise_kernel')!; // [kh,kw,C,1]
         // Frozen: forward only. Trainable: the same kernel, with the gradient of depthwiseConvSame.
         let y: tf.Tensor4D = trainable ? depthwiseConvSame(x, kernel as tf.Tensor4D) : tf.depthwiseConv2d(x, kernel as tf.Tensor4D, 1, 'same');
-        const bias = this.param(layer.name, 'bias');
-        if (bias) y = tf.add(y, bias);
-        return activate(y, String(cfg.activation ?? 'linear'), layer);
+        const bias = this.param(layer.name, 'bias') as tf.Tensor1D | undefined;
+        if (bias) y = fast ? channelAffine(y, tf.onesLike(bias), bias) : tf.add(y, bias);
+        return activate(y, String(cfg.activation ?? 'linear'), layer, fast);
       }
       case 'BatchNormalization': {
         const c = x.shape[3];
@@ -190,14 +197,16 @@ export class TowerBlocks {
         const beta = this.param(layer.name, 'beta') ?? tf.zeros([c]);
         const scale = tf.mul(gamma, tf.rsqrt(tf.add(this.param(layer.name, 'moving_variance')!, eps)));
         const shift = tf.sub(beta, tf.mul(this.param(layer.name, 'moving_mean')!, scale));
-        return tf.add(tf.mul(x, scale), shift) as tf.Tensor4D;
+        return fast ? channelAffine(x, scale as tf.Tensor1D, shift as tf.Tensor1D) : (tf.add(tf.mul(x, scale), shift) as tf.Tensor4D);
       }
       case 'ReLU': {
         const max = cfg.max_value as number | null | undefined;
-        return (max === null || max === undefined ? tf.relu(x) : tf.clipByValue(x, 0, max)) as tf.Tensor4D;
+        if (max === null || max === undefined) return tf.relu(x);
+        if (max === 6) return fast ? relu6(x) : tf.relu6(x);
+        return tf.clipByValue(x, 0, max) as tf.Tensor4D;
       }
       case 'Activation':
-        return activate(x, String(cfg.activation), layer);
+        return activate(x, String(cfg.activation), layer, fast);
       case 'Add':
         return tf.addN(inputs);
       case 'Dropout':
@@ -287,7 +296,7 @@ export class TowerBlocks {
  * can run: it has the forward kernel but neither backprop kernel. dx is the depthwise convolution
  * of dy with the spatially flipped kernel (what a 'same' correlation's transpose is for an odd
  * kernel); dk[i,j,c] = Σ_{n,h,w} x_padded[n,h+i,w+j,c]·dy[n,h,w,c], one tap at a time so only one
- * shifted copy of the maps is alive at once.
+ * shifted copy of the maps is alive at once (the sum as a column sum: see tf-math.ts).
  */
 export const depthwiseConvSame = tf.customGrad(((x: tf.Tensor, kernel: tf.Tensor, save: tf.GradSaveFunc) => {
   save([x, kernel]);
@@ -307,7 +316,8 @@ export const depthwiseConvSame = tf.customGrad(((x: tf.Tensor, kernel: tf.Tensor
       ]);
       const taps: tf.Tensor1D[] = [];
       for (let i = 0; i < kh; i++) {
-        for (let j = 0; j < kw; j++) taps.push(tf.tidy(() => tf.sum(tf.mul(tf.slice(padded, [0, i, j, 0], [-1, h, w, c]), dy), [0, 1, 2]) as tf.Tensor1D));
+        for (let j = 0; j < kw; j++)
+          taps.push(tf.tidy(() => columnSums(tf.reshape(tf.mul(tf.slice(padded, [0, i, j, 0], [-1, h, w, c]), dy), [-1, c]) as tf.Tensor2D)));
       }
       const dk = tf.reshape(tf.stack(taps), [kh, kw, c, 1]);
       for (const t of taps) t.dispose();
@@ -317,14 +327,14 @@ export const depthwiseConvSame = tf.customGrad(((x: tf.Tensor, kernel: tf.Tensor
   };
 }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor4D, kernel: tf.Tensor4D) => tf.Tensor4D;
 
-function activate(x: tf.Tensor4D, activation: string, layer: KerasLayer): tf.Tensor4D {
+function activate(x: tf.Tensor4D, activation: string, layer: KerasLayer, fast: boolean): tf.Tensor4D {
   switch (activation) {
     case 'linear':
       return x;
     case 'relu':
       return tf.relu(x);
     case 'relu6':
-      return tf.clipByValue(x, 0, 6);
+      return fast ? relu6(x) : tf.relu6(x);
     default:
       throw unsupported(layer, `activation ${activation} is not rebuilt above the activation`);
   }

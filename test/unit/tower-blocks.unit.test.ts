@@ -164,6 +164,41 @@ describe('tower blocks in tfjs', () => {
     expect(tf.max(tf.abs(dkRef!)).dataSync()[0]!).toBeGreaterThan(0.1);
   });
 
+  it('compute the same gradients with the hand-written ops as with tfjs-core autodiff (unlock 3: block_15 … Conv_1)', () => {
+    const random = mulberry32(3);
+    const n = 8;
+    const act = tf.tensor4d(Float32Array.from(original.activation.slice(0, n).flatMap((a) => Array.from(a))), [n, ...SHAPE]);
+    const upstream = tf.tensor2d(
+      Float32Array.from({ length: n * D }, () => random() - 0.5),
+      [n, D],
+    );
+    // One tower at a time: variable names are global in tfjs.
+    const gradsOf = (gradients: 'fast' | 'tfjs') => {
+      const tower = new TowerBlocks(artifacts, { ...spec(3), gradients });
+      try {
+        const parts = original.base.slice(0, n).map((b) => tower.thumbnailPart(b)!);
+        const thumbs = tf.tensor2d(Float32Array.from(parts.flatMap((p) => Array.from(p))), [n, parts[0]!.length]);
+        const vars = tower.trainable();
+        const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(tower.forward(act, thumbs), upstream)) as tf.Scalar, vars);
+        return { value: value.dataSync()[0]!, grads: vars.map((v) => ({ name: v.name, values: grads[v.name]!.dataSync() as Float32Array })) };
+      } finally {
+        tower.dispose();
+      }
+    };
+    const a = gradsOf('fast');
+    const b = gradsOf('tfjs');
+    expect(a.grads.map((g) => g.name)).toEqual(b.grads.map((g) => g.name));
+    expect(a.grads.length).toBeGreaterThan(10);
+    expect(Math.abs(a.value - b.value)).toBeLessThan(1e-4);
+    for (let i = 0; i < a.grads.length; i++) {
+      const ref = b.grads[i]!.values;
+      const scale = ref.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+      const diff = a.grads[i]!.values.reduce((m, x, j) => Math.max(m, Math.abs(x - ref[j]!)), 0);
+      expect(scale, b.grads[i]!.name).toBeGreaterThan(0);
+      expect(diff / scale, b.grads[i]!.name).toBeLessThan(1e-3);
+    }
+  });
+
   it('unlock the top units only, and refuse what they cannot rebuild', () => {
     expect(['block_14_expand_BN', 'block_16_project', 'Conv_1_bn', 'out_relu'].map(blockOf)).toEqual(['block_14', 'block_16', 'Conv_1', 'Conv_1']);
     const two = new TowerBlocks(artifacts, spec(2));
@@ -203,6 +238,32 @@ describe('training with unlocked blocks', () => {
       let moved = 0;
       after.forEach((a, i) => a.forEach((x, j) => (moved = Math.max(moved, Math.abs(x - before[i]![j]!)))));
       expect(moved).toBeGreaterThan(1e-4);
+    } finally {
+      tower.dispose();
+    }
+  }, 60_000);
+
+  it('with head-first epochs, leaves the blocks untouched until the head has trained, then moves them', async () => {
+    const tower = new TowerBlocks(artifacts, spec(1));
+    try {
+      const values = () => tower.trainable().map((v) => (v.dataSync() as Float32Array).slice());
+      const maxMove = (a: Float32Array[], b: Float32Array[]) => a.reduce((m, x, i) => x.reduce((mm, v, j) => Math.max(mm, Math.abs(v - b[i]![j]!)), m), 0);
+      const before = values();
+      const afterEpoch: Float32Array[][] = [];
+      const result = await trainLit(
+        examples(),
+        [],
+        { epochs: 3, headOnlyEpochs: 2, batchSize: 24, validationFraction: 0, unlockBlocks: 1, towerLearningRate: 1e-3, seed: 5 },
+        { tower, onEpoch: () => void afterEpoch.push(values()) },
+      );
+      expect(result.history).toHaveLength(3);
+      expect(afterEpoch).toHaveLength(3);
+      expect(maxMove(afterEpoch[0]!, before)).toBe(0);
+      expect(maxMove(afterEpoch[1]!, before)).toBe(0);
+      expect(maxMove(afterEpoch[2]!, before)).toBeGreaterThan(1e-4);
+      await expect(trainLit(examples(), [], { epochs: 2, headOnlyEpochs: 2, unlockBlocks: 1 }, { tower })).rejects.toThrow(
+        /headOnlyEpochs \(2\) must be fewer than epochs \(2\)/,
+      );
     } finally {
       tower.dispose();
     }

@@ -3,6 +3,7 @@ import * as lancedb from '@lancedb/lancedb';
 import { Binary, Field, Schema, Utf8 } from 'apache-arrow';
 import { AppError } from '../../errors.js';
 import { translatingLanceDbErrors } from './lancedb-errors.js';
+import { float16BitsFromBytes, float16BitsToBytes } from '../../model/float16.js';
 import type { FeatureRecord, FeatureStore } from '../../ports/feature-store.js';
 import { GenerationOrderedTable, optionalString, orderedColumns, orderedFields, orderedValues, type RowValues } from './lancedb-ordered-table.js';
 
@@ -30,19 +31,11 @@ function featureSchema(dimension: number): Schema {
 const ACTIVATION = 'activation';
 
 function activationBytes(bits: Uint16Array | undefined): Uint8Array | null {
-  if (!bits) return null;
-  const le = new Uint8Array(bits.length * 2);
-  const view = new DataView(le.buffer);
-  for (let i = 0; i < bits.length; i++) view.setUint16(2 * i, bits[i]!, true);
-  return le;
+  return bits ? float16BitsToBytes(bits) : null;
 }
 
 function activationBits(bytes: unknown): Uint16Array | undefined {
-  if (!(bytes instanceof Uint8Array) || bytes.length === 0) return undefined;
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const bits = new Uint16Array(bytes.length >> 1);
-  for (let i = 0; i < bits.length; i++) bits[i] = view.getUint16(2 * i, true);
-  return bits;
+  return bytes instanceof Uint8Array && bytes.length > 0 ? float16BitsFromBytes(bytes) : undefined;
 }
 
 export class LanceDbFeatureStore implements FeatureStore {

@@ -1,0 +1,38 @@
+import { describe, expect, it } from 'vitest';
+import { ParseError } from '../../shared/errors.js';
+import { retrainArgs } from '../../shared/wiring/cloud-retrain.js';
+
+/**
+ * The cloud retrain job's options (jobs/retrain/main.ts): the `args` of a retrain request (the
+ * Scheduler's `iss:retrain.args`, a drift check's) as `--key=value` flags over RETRAIN_* variables.
+ */
+const none = { RETRAIN_SEED: undefined, RETRAIN_EPOCHS: undefined, RETRAIN_MARGIN: undefined, RETRAIN_HELD_OUT: undefined, RETRAIN_HIDDEN: undefined };
+
+describe('retrain job arguments', () => {
+  it('maps flags (kebab or camel case) to retrain options, the trainer ones under training', () => {
+    expect(retrainArgs(['--epochs=8', '--held-out=0.2', '--hidden=1024', '--unlock-blocks=2'], none)).toEqual({
+      epochs: 8,
+      heldOutFraction: 0.2,
+      training: { hidden: 1024, unlockBlocks: 2 },
+    });
+    expect(retrainArgs(['--unlockBlocks=1'], none)).toEqual({ training: { unlockBlocks: 1 } });
+    expect(retrainArgs([], none)).toEqual({});
+  });
+
+  it('takes RETRAIN_* where no flag is given, the flag where both are', () => {
+    expect(retrainArgs(['--epochs=3'], { ...none, RETRAIN_EPOCHS: 20, RETRAIN_SEED: 7, RETRAIN_HIDDEN: 256 })).toEqual({
+      epochs: 3,
+      seed: 7,
+      training: { hidden: 256 },
+    });
+  });
+
+  it('refuses unknown flags, bare words and values out of range, naming them', () => {
+    expect(() => retrainArgs(['--layers=3'], none)).toThrow(ParseError);
+    expect(() => retrainArgs(['--layers=3'], none)).toThrow(/unknown option --layers; known: .*unlockBlocks/);
+    expect(() => retrainArgs(['epochs'], none)).toThrow(/pass options as --key=value/);
+    expect(() => retrainArgs(['--unlock-blocks=5'], none)).toThrow(ParseError);
+    expect(() => retrainArgs(['--unlock-blocks=5'], none)).toThrow(/unlockBlocks/);
+    expect(() => retrainArgs(['--epochs=many'], none)).toThrow(/epochs/);
+  });
+});
