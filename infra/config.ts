@@ -336,8 +336,8 @@ const retrainSchema = z
     schedule: cron.default('0 3 * * 0'),
     /** Vertex AI custom job machine (retraining reads stored embeddings: CPU is enough). */
     machineType: z.string().min(1).default('n1-standard-8'),
-    /** Flags of jobs/retrain the scheduled request carries, e.g. `{ epochs: "8", hidden: "1024", unlockBlocks: "2" }`. */
-    args: z.partialRecord(z.enum(['seed', 'epochs', 'margin', 'heldOut', 'hidden', 'unlockBlocks']), z.string().regex(/^[0-9.]+$/, 'a number')).default({}),
+    /** Flags of jobs/retrain the scheduled request carries, e.g. `{ epochs: "8", hidden: "1024" }`. */
+    args: z.partialRecord(z.enum(['seed', 'epochs', 'margin', 'heldOut', 'hidden']), z.string().regex(/^[0-9.]+$/, 'a number')).default({}),
     /**
      * Hyperparameter search instead of one retraining (README "Hyperparameter search"): the
      * scheduled run starts a Vertex AI hyperparameter tuning job of `trials` trials, `parallel` at

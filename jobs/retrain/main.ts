@@ -5,7 +5,7 @@
  * candidate goes live the cloud way (shared/services/model-lifecycle.ts): promoted in the
  * registry, then the reindex job (REINDEX_JOB_NAME, on the VPC) started to build its index and
  * swap the alias. Settings come from the cloud config (`retrainJob`); options are `--key=value`
- * flags (a retrain request's `args`: seed, epochs, margin, heldOut, hidden, unlockBlocks) over RETRAIN_*
+ * flags (a retrain request's `args`: seed, epochs, margin, heldOut, hidden) over RETRAIN_*
  * variables (shared/wiring/cloud-retrain.ts `retrainArgs`).
  * Prints the result as one JSON line; exit code 0 whether or not the candidate was promoted.
  * Local retraining is `imgsearch retrain` (same service, local adapters).

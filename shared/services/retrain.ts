@@ -140,10 +140,14 @@ export async function retrain<A = unknown>(
       { logger, onEpoch: (epoch) => onProgress({ stage: 'train', epoch }), tower },
     );
 
+    // The blocks count as tuned only if the kept (best) epoch trained them: a head-only best epoch
+    // (head-first epochs, trainLit) leaves the tower as it was — no new vector space, no reindex.
+    const tuned = tower && trained.tower ? tower : undefined;
+    if (tower && !tuned) logger.info({ bestEpoch: trained.bestEpoch }, 'the best epoch trained the head only: the image tower is kept unchanged');
     const version = options.version ?? defaultVersion(current.manifest.name, snapshot);
     onProgress({ stage: 'evaluate', model: version });
     // A tuned tower changes every base vector: recompute them from the stored activations.
-    const tunedVectors = tower ? await tunedBaseVectors(tower, records) : null;
+    const tunedVectors = tuned ? await tunedBaseVectors(tuned, records) : null;
     // The activation is not copied: it stays with the first tower's records (attachActivations finds it).
     const tunedRecords = tunedVectors ? records.map(({ activation: _activation, ...r }, i) => ({ ...r, vector: tunedVectors[i]!, baseModel: version })) : null;
     const candidateSplit = tunedRecords ? heldOutSplit(tunedRecords, options.heldOutFraction) : split;
@@ -152,15 +156,15 @@ export async function retrain<A = unknown>(
     const currentMetrics = await evaluateOnSplit(current.version, await registeredTowers(deps.registry, current, logger), split, logger);
     const decision = gateDecision(candidateMetrics, currentMetrics, { margin: options.margin, textMargin: options.textMargin });
 
-    const tunedTower = tower
-      ? await tunedImageTower(tower, current.manifest.image, `${version}: ${DEFAULT_MODEL_NAME} with ${tower.unlocked.join(', ')} fine-tuned`)
+    const tunedTower = tuned
+      ? await tunedImageTower(tuned, current.manifest.image, `${version}: ${DEFAULT_MODEL_NAME} with ${tuned.unlocked.join(', ')} fine-tuned`)
       : null;
     const manifest: ModelManifest = modelManifestSchema.parse({
       // A tuned tower is a new vector space: its own name keys its feature records (baseModelKeys).
-      name: tower ? version : current.manifest.name,
+      name: tuned ? version : current.manifest.name,
       version,
-      description: tower
-        ? `LiT head + hashed n-gram text tower + image tower with ${tower.unlocked.join(', ')} fine-tuned, from ${base.id} (parent ${current.version})`
+      description: tuned
+        ? `LiT head + hashed n-gram text tower + image tower with ${tuned.unlocked.join(', ')} fine-tuned, from ${base.id} (parent ${current.version})`
         : `LiT head + hashed n-gram text tower on ${base.id} (parent ${current.version})`,
       image: tunedTower ? tunedTower.image : current.manifest.image,
       head: { file: 'head.onnx', inputDimension: trained.head.inputDimension, outputDimension: trained.head.outputDimension },
@@ -188,9 +192,9 @@ export async function retrain<A = unknown>(
       metrics: { ...candidateMetrics, gate: decision, training: { history: trained.history, bestEpoch: trained.bestEpoch } },
       lineage: {
         parent: current.version,
-        baseModel: tower ? version : base.id,
-        ...(tower
-          ? { towerFamily: DEFAULT_MODEL_NAME, tunedFrom: base.id, unlockBlocks: tower.unlocked, tunedParameters: trained.tower?.parameters }
+        baseModel: tuned ? version : base.id,
+        ...(tuned
+          ? { towerFamily: DEFAULT_MODEL_NAME, tunedFrom: base.id, unlockBlocks: tuned.unlocked, tunedParameters: trained.tower?.parameters }
           : typeof current.lineage?.towerFamily === 'string'
             ? { towerFamily: current.lineage.towerFamily } // a head retrained on a tuned tower keeps its family
             : {}),

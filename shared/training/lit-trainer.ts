@@ -140,6 +140,8 @@ export async function trainLit(
       let steps = 0;
       // Head-first epochs: the blocks are unchanged, so the stored base embeddings are their output.
       const withTower = epoch > options.headOnlyEpochs ? towerStep : null;
+      // Patience counts from the blocks' first epoch: a plateau of the head alone must not end the run there.
+      if (tower && epoch === options.headOnlyEpochs + 1) sinceBest = 0;
       for (const batch of epochBatches(data, random, options)) {
         const losses = stepOnBatch(model, optimizer, data, batch, featurizer, labelTextDense, options, withTower);
         sums = sums.map((s, i) => s + losses[i]!);
@@ -183,7 +185,10 @@ export async function trainLit(
       trainedExamples: train.length,
       validationExamples: val.length,
       seconds: (performance.now() - started) / 1000,
-      ...(tower ? { tower: { unlocked: [...tower.unlocked], parameters: tower.tunedParameterCount() } } : {}),
+      // Only when the kept weights include trained blocks (a head-first epoch may be the best one).
+      ...(tower && (best?.epoch ?? options.epochs) > options.headOnlyEpochs
+        ? { tower: { unlocked: [...tower.unlocked], parameters: tower.tunedParameterCount() } }
+        : {}),
     };
   } finally {
     for (const t of best?.weights ?? []) t.dispose();

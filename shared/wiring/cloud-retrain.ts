@@ -6,7 +6,6 @@ import { ParseError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { readFeedbackObjects } from '../services/feedback.js';
 import type { RetrainDeps, RetrainOptions } from '../services/retrain.js';
-import { MAX_UNLOCK_BLOCKS } from '../training/tower-blocks.js';
 import { parseWith } from '../validation.js';
 import type { CloudConfig } from './cloud-config.js';
 
@@ -40,15 +39,15 @@ const flagsSchema = z
     heldOut: z.coerce.number().gt(0).lt(1),
     /** Hidden units of the projection head (wider learns more from large collections, trains slower). */
     hidden: z.coerce.number().int().min(1).max(8192),
-    /** Also fine-tune the image tower's top N units from the activations the embed job stored (`imgsearch retrain --unlock-blocks`). */
-    unlockBlocks: z.coerce.number().int().min(0).max(MAX_UNLOCK_BLOCKS),
   })
   .partial();
 const FLAGS = Object.keys(flagsSchema.shape).join(', ');
 
 /**
- * The retrain job's options: `--epochs=20 --held-out=0.2 --unlock-blocks=2` (kebab or camel case;
- * a retrain request's `args`) over RETRAIN_* variables; the service defaults the rest.
+ * The retrain job's options: `--epochs=20 --held-out=0.2` (kebab or camel case; a retrain
+ * request's `args`) over RETRAIN_* variables; the service defaults the rest. Not `unlockBlocks`:
+ * the cloud feature shards do not keep the block activations (README "Fine-tuning the image
+ * tower's top blocks").
  */
 export function retrainArgs(
   argv: string[],
@@ -68,15 +67,11 @@ export function retrainArgs(
   const margin = flags.margin ?? config.RETRAIN_MARGIN;
   const heldOutFraction = flags.heldOut ?? config.RETRAIN_HELD_OUT;
   const hidden = flags.hidden ?? config.RETRAIN_HIDDEN;
-  const training = {
-    ...(hidden !== undefined ? { hidden } : {}),
-    ...(flags.unlockBlocks !== undefined ? { unlockBlocks: flags.unlockBlocks } : {}),
-  };
   return {
     ...(seed !== undefined ? { seed } : {}),
     ...(epochs !== undefined ? { epochs } : {}),
     ...(margin !== undefined ? { margin } : {}),
     ...(heldOutFraction !== undefined ? { heldOutFraction } : {}),
-    ...(Object.keys(training).length > 0 ? { training } : {}),
+    ...(hidden !== undefined ? { training: { hidden } } : {}),
   };
 }

@@ -70,20 +70,6 @@ export function describeFeatureStoreContract(label: string, makeStore: () => Pro
       ).toEqual(['r0', 'r1', 'r2', 'r3', 'r4']);
     });
 
-    it('keeps the block activation (half-precision bits) with its record, and none where none was given', async () => {
-      // Every bit pattern class: 0, −0, 1.0, the largest half, a subnormal, NaN, and bytes that differ in each half.
-      const activation = Uint16Array.from([0x0000, 0x8000, 0x3c00, 0x7bff, 0x0001, 0x7e00, 0x1234, 0xabcd]);
-      await store.put([record('a', '1', 0.1, { activation }), record('b', '1', 0.2)]);
-      const a = await store.get('a');
-      expect(a!.activation).toBeInstanceOf(Uint16Array);
-      expect(Array.from(a!.activation!)).toEqual(Array.from(activation));
-      expect((await store.get('b'))!.activation).toBeUndefined();
-      const scanned = new Map<string, FeatureRecord>();
-      for await (const p of store.scan()) for (const r of p) scanned.set(r.id, r);
-      expect(Array.from(scanned.get('a')!.activation!)).toEqual(Array.from(activation));
-      expect(scanned.get('b')!.activation).toBeUndefined();
-    });
-
     it('refuses a vector of another dimension with a clear error', async () => {
       await store.put([record('a', '1', 0.1)]);
       await expect(store.put([{ ...record('b', '1', 0.1), vector: new Float32Array(DIM + 2) }])).rejects.toThrow(/dimension/);

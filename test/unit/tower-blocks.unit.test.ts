@@ -261,6 +261,21 @@ describe('training with unlocked blocks', () => {
       expect(maxMove(afterEpoch[0]!, before)).toBe(0);
       expect(maxMove(afterEpoch[1]!, before)).toBe(0);
       expect(maxMove(afterEpoch[2]!, before)).toBeGreaterThan(1e-4);
+      // A tuned tower is reported exactly when the kept (best) epoch trained the blocks.
+      expect(result.tower?.unlocked ?? null).toEqual(result.bestEpoch > 2 ? ['Conv_1'] : null);
+      // A tower epoch that makes things worse (learning rate 1 on pretrained weights): the best
+      // epoch is a head-only one, its tower is the pretrained one, and no tuned tower is reported.
+      tower.restore(before.map((v, i) => tf.tensor(v, tower.trainable()[i]!.shape)));
+      const worse = await trainLit(
+        examples(),
+        [],
+        { epochs: 3, headOnlyEpochs: 2, batchSize: 24, validationFraction: 0, unlockBlocks: 1, towerLearningRate: 1, seed: 5 },
+        { tower },
+      );
+      expect(worse.history[2]!.loss).toBeGreaterThan(worse.history[1]!.loss);
+      expect(worse.bestEpoch).toBe(2);
+      expect(worse.tower).toBeUndefined();
+      expect(maxMove(values(), before)).toBe(0);
       await expect(trainLit(examples(), [], { epochs: 2, headOnlyEpochs: 2, unlockBlocks: 1 }, { tower })).rejects.toThrow(
         /headOnlyEpochs \(2\) must be fewer than epochs \(2\)/,
       );

@@ -6,7 +6,6 @@ import { compareGenerations, generationSchema } from '../../contracts.js';
 import { AppError, NotFoundError, ParseError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../logger.js';
 import type { BlobStore } from '../../ports/blob-store.js';
-import { float16BitsFromBytes, float16BitsToBytes } from '../../model/float16.js';
 import type { FeatureRecord, FeatureStore } from '../../ports/feature-store.js';
 
 export { EmbeddingShardReader, readEmbeddingShard, writeEmbeddingShard, type EmbeddingShardRef } from './embedding-shards.js';
@@ -40,8 +39,6 @@ const putRowSchema = z.object({
   caption: z.string().optional(),
   eventTime: z.string().optional(),
   vector: z.string(),
-  /** FeatureRecord.activation: the half-precision bits, little-endian, base64 (what `--unlock-blocks` trains from). */
-  activation: z.string().optional(),
 });
 const deleteRowSchema = z.object({ op: z.literal('delete'), id: z.string().min(1), generation: z.string() });
 const rowSchema = z.discriminatedUnion('op', [putRowSchema, deleteRowSchema]);
@@ -107,7 +104,6 @@ export class GcsFeatureStore implements FeatureStore {
           ...(r.caption === undefined ? {} : { caption: r.caption }),
           ...(r.eventTime === undefined ? {} : { eventTime: r.eventTime }),
           vector: Buffer.from(r.vector.buffer, r.vector.byteOffset, r.vector.byteLength).toString('base64'),
-          ...(r.activation === undefined ? {} : { activation: Buffer.from(float16BitsToBytes(r.activation)).toString('base64') }),
         });
       }
     }
@@ -304,16 +300,7 @@ function toRecord(row: z.infer<typeof putRowSchema>): FeatureRecord {
     labels: row.labels,
     ...(row.caption === undefined ? {} : { caption: row.caption }),
     ...(row.eventTime === undefined ? {} : { eventTime: row.eventTime }),
-    ...(row.activation === undefined ? {} : { activation: activationBits(row.activation, row.id) }),
   };
-}
-
-function activationBits(base64: string, id: string): Uint16Array {
-  try {
-    return float16BitsFromBytes(Buffer.from(base64, 'base64'));
-  } catch (err) {
-    throw new ParseError(`feature record ${id}: its activation is not half-precision data`, { cause: err });
-  }
 }
 
 function safeJson(line: string, name: string): unknown {
