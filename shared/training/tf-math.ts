@@ -13,10 +13,11 @@ export function l2NormaliseRows(x: tf.Tensor2D): tf.Tensor2D {
 
 // -------------------------------------------------------------------------------------------------
 // Ops with gradients written for the wasm backend. tfjs-core's own gradients are correct but slow
-// there (measured per [256,7,7,960] batch, bench: BENCHMARKS.md "Fine-tuning the top blocks"):
+// there (tf.profile of one unlock-2 step, batch 256; BENCHMARKS.md "Fine-tuning the top blocks"):
 // a transposed BatchMatMul is ~10× slower than transpose + plain matMul; reducing over the leading
-// axes (the gradient of a per-channel broadcast: BatchNormalization's scale and shift, a bias) is
-// ~25× slower than a ones-row matMul; clipByValue's gradient is four element-wise kernels.
+// axes (the gradient of a per-channel broadcast: BatchNormalization's scale and shift, a bias) took
+// 3.8 s of a 10 s step; clipByValue's gradient is four element-wise kernels. With these ops a step
+// takes 4.5× less time (`npm run bench -- --only tower-step`).
 
 type Grad = Parameters<typeof tf.customGrad>[0];
 
