@@ -20,6 +20,8 @@ import { CollectionMap, QueryVectorCapture } from '../shared/services/collection
 import { blobFeedbackWriter, monitoredFeedback, ServedQueries, type FeedbackEvent, type ServedQuery } from '../shared/services/feedback.js';
 import { LiveIndexCache } from '../shared/services/live-index-cache.js';
 import { ModelHolder, NoActiveModelError } from '../shared/services/model-holder.js';
+import type { QueryVectorSink } from '../shared/services/drift.js';
+import { ObjectQueryVectorSink } from '../shared/services/query-vector-objects.js';
 import { SearchService, type SearchRequest, type SearchResponse } from '../shared/services/search-service.js';
 import { pipelineStatus, StatusSnapshots } from '../shared/services/status.js';
 import { bootstrapJobHint, cloudConfig, type CloudConfig } from '../shared/wiring/cloud-config.js';
@@ -57,6 +59,8 @@ export interface SearchServiceDeps {
   events?: SearchEventSink;
   /** Uploads from the page: signed URLs for new objects in the images bucket (README, "The web page"); absent: none. */
   uploads?: SignedImageUploads;
+  /** Where each image query's vector goes for the drift check (`query-vectors/` of the features bucket); absent: not sampled. */
+  queryVectors?: QueryVectorSink;
 }
 
 /**
@@ -139,6 +143,7 @@ export async function createSearchService(deps: SearchServiceDeps): Promise<Fast
     deps.served,
     deps.events,
   );
+  search.queryVectors = deps.queryVectors ?? null;
   const snapshots = new StatusSnapshots();
   const status = async (): Promise<StatusResponse> => {
     const embedder = await modelOrNull(deps.model);
@@ -207,6 +212,8 @@ export async function startSearchService(): Promise<{ app: FastifyInstance; clos
   const noModelHint = bootstrapJobHint(config);
   const model = new ModelHolder(registry, { maxPixels: config.MAX_PIXELS, logger, absentHint: noModelHint });
   const features = new GcsBlobStore(storage, config.FEATURES_BUCKET);
+  // Image-query vectors for the drift check, in batches under query-vectors/ (create-only, like feedback).
+  const queryVectors = new ObjectQueryVectorSink(features, { logger });
   if (!config.FEEDBACK_TOKEN_KEY) logger.warn('FEEDBACK_TOKEN_KEY is not set: clicks reaching another instance than their search are refused');
   const app = await createSearchService({
     catalog,
@@ -223,6 +230,7 @@ export async function startSearchService(): Promise<{ app: FastifyInstance; clos
     trustedProxyHops: config.TRUSTED_PROXY_HOPS,
     events: cloudSearchEvents('search'),
     uploads: pageUploads(config, storage),
+    queryVectors,
   });
   await app.listen({ host: '0.0.0.0', port: config.PORT });
   logger.info({ port: config.PORT, modelVersion: (await modelOrNull(model))?.modelVersion ?? null }, 'search service listening');
@@ -232,6 +240,8 @@ export async function startSearchService(): Promise<{ app: FastifyInstance; clos
     app,
     async close() {
       await app.close();
+      // After the last request: the batch in hand is written, not lost with the instance.
+      await queryVectors.flush();
       await model.close();
       await catalog.close();
     },

@@ -194,11 +194,13 @@ const storageSchema = z
     modelVersionsToKeep: z.number().int().min(1).max(100).default(5),
     /** Click-feedback objects (feedback/ of the features bucket) older than this are deleted: old clicks add little and cost a read each. */
     feedbackRetentionDays: z.number().int().min(1).max(3650).default(90),
+    /** Sampled image-query vectors (query-vectors/ of the features bucket) older than this are deleted: the drift check reads only the newest. */
+    querySampleRetentionDays: z.number().int().min(1).max(3650).default(30),
     /** Let `pulumi destroy` delete non-empty buckets. Off: images are the one thing not rebuildable. */
     forceDestroy: z.boolean().default(false),
   })
   .strict()
-  .default({ featuresRetentionDays: 180, modelVersionsToKeep: 5, feedbackRetentionDays: 90, forceDestroy: false });
+  .default({ featuresRetentionDays: 180, modelVersionsToKeep: 5, feedbackRetentionDays: 90, querySampleRetentionDays: 30, forceDestroy: false });
 
 const messagingSchema = z
   .object({

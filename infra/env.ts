@@ -42,7 +42,17 @@ const NOT_SET_BY_THE_STACK: Partial<Record<Workload, readonly string[]>> = {
   // Cloud Run sets PORT.
   search: ['PORT'],
   // The drift thresholds keep their documented defaults (README "Drift"); set DRIFT_* on the function to change one.
-  driftJob: ['DRIFT_RECENT', 'DRIFT_MIN_SAMPLE', 'DRIFT_PSI', 'DRIFT_KS', 'DRIFT_MIN_NEW_LABELLED', 'DRIFT_RECALL_DROP', 'DRIFT_COOLDOWN_HOURS'],
+  driftJob: [
+    'DRIFT_RECENT',
+    'DRIFT_MIN_SAMPLE',
+    'DRIFT_PSI',
+    'DRIFT_KS',
+    'DRIFT_MIN_NEW_LABELLED',
+    'DRIFT_RECALL_DROP',
+    'DRIFT_COOLDOWN_HOURS',
+    'DRIFT_QUERY_SAMPLE',
+    'DRIFT_SERVED_BASELINE',
+  ],
 };
 
 const WORKLOADS: readonly Workload[] = [

@@ -56,6 +56,8 @@ const envSchema = z.object({
   IMGSEARCH_DRIFT_RECALL_DROP: z.coerce.number().gt(0).lt(1).default(0.05),
   /** Drift: hours after a retraining request during which no other is made. */
   IMGSEARCH_DRIFT_COOLDOWN_HOURS: z.coerce.number().min(0).max(8760).default(24),
+  /** Drift: a model's first this many sampled queries are its served-query reference; later queries are compared with it. */
+  IMGSEARCH_DRIFT_SERVED_BASELINE: intFrom(10, 1_000_000).default(500),
   OPENSEARCH_URL: z
     .string()
     .url('must be a URL such as https://localhost:9200')
@@ -101,6 +103,7 @@ export interface LocalConfig {
       minNewLabelled: number;
       recallDrop: number;
       cooldownHours: number;
+      servedBaseline: number;
     };
   };
   opensearch: { url?: string; username?: string; password?: string; caFile?: string; alias: string };
@@ -148,6 +151,7 @@ const hints: Record<keyof Env, string> = {
   IMGSEARCH_DRIFT_MIN_NEW_LABELLED: 'set a whole number of images of at least 0, e.g. IMGSEARCH_DRIFT_MIN_NEW_LABELLED=200',
   IMGSEARCH_DRIFT_RECALL_DROP: 'set a number between 0 and 1 (exclusive), e.g. IMGSEARCH_DRIFT_RECALL_DROP=0.05',
   IMGSEARCH_DRIFT_COOLDOWN_HOURS: 'set a number of hours from 0 to 8760, e.g. IMGSEARCH_DRIFT_COOLDOWN_HOURS=24',
+  IMGSEARCH_DRIFT_SERVED_BASELINE: 'set a whole number of queries of at least 10, e.g. IMGSEARCH_DRIFT_SERVED_BASELINE=500',
   OPENSEARCH_USERNAME: 'set the user name of the cluster, e.g. OPENSEARCH_USERNAME=admin',
   OPENSEARCH_PASSWORD: 'set the password of OPENSEARCH_USERNAME',
   OPENSEARCH_CA_FILE: "set the path of a PEM file with the cluster's CA certificate",
@@ -194,6 +198,15 @@ export function parseEnv(env: NodeJS.ProcessEnv): Env {
   if (parsed.IMGSEARCH_INDEX === 'opensearch' && !parsed.OPENSEARCH_URL) {
     throw new ConfigError(`Invalid configuration:\n- OPENSEARCH_URL is required with IMGSEARCH_INDEX=opensearch (${hints.OPENSEARCH_URL})`);
   }
+  const sample = parsed.IMGSEARCH_DRIFT_QUERY_SAMPLE;
+  const needed = parsed.IMGSEARCH_DRIFT_SERVED_BASELINE + parsed.IMGSEARCH_DRIFT_MIN_SAMPLE;
+  if (sample > 0 && sample < needed) {
+    throw new ConfigError(
+      `Invalid configuration:\n- IMGSEARCH_DRIFT_QUERY_SAMPLE=${sample} keeps too few queries to compare any with the served-query reference: ` +
+        `it needs IMGSEARCH_DRIFT_SERVED_BASELINE (${parsed.IMGSEARCH_DRIFT_SERVED_BASELINE}) + IMGSEARCH_DRIFT_MIN_SAMPLE (${parsed.IMGSEARCH_DRIFT_MIN_SAMPLE}) = ${needed}; ` +
+        `raise it, e.g. IMGSEARCH_DRIFT_QUERY_SAMPLE=${Math.max(1000, needed)}, or lower IMGSEARCH_DRIFT_SERVED_BASELINE`,
+    );
+  }
   return parsed;
 }
 
@@ -225,6 +238,7 @@ export function configFromEnv(env: Env, cwd = process.cwd()): LocalConfig {
         minNewLabelled: env.IMGSEARCH_DRIFT_MIN_NEW_LABELLED,
         recallDrop: env.IMGSEARCH_DRIFT_RECALL_DROP,
         cooldownHours: env.IMGSEARCH_DRIFT_COOLDOWN_HOURS,
+        servedBaseline: env.IMGSEARCH_DRIFT_SERVED_BASELINE,
       },
     },
     opensearch: {

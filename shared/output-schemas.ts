@@ -355,8 +355,12 @@ export const driftOutputSchema = z.object({
     minNewLabelled: z.number().int(),
     recallDrop: z.number(),
     cooldownHours: z.number(),
+    servedBaseline: z.number().int(),
   }),
-  signals: z.object({ uploads: driftSignalSchema, queries: driftSignalSchema }).nullable(),
+  /** queries: sampled image queries against the training profile; servedQueries: those served after the model's served-query reference, against it. */
+  signals: z.object({ uploads: driftSignalSchema, queries: driftSignalSchema, servedQueries: driftSignalSchema }).nullable(),
+  /** The profile of the model's first `servedBaseline` sampled queries (null until it has served that many). */
+  servedReference: z.object({ createdAt: z.string(), count: z.number().int(), from: z.string(), until: z.string() }).nullable(),
   /** Recall@1 of the active model on labelled images not in its training snapshot, against its recorded figure. */
   recall: z
     .object({ newLabelled: z.number().int(), recallAt1: z.number().nullable(), recorded: z.number().nullable(), drop: z.number().nullable() })

@@ -107,6 +107,9 @@ function signalRow(name, sig, s) {
   );
 }
 
+/** Row names of the drift signals (the API's keys). */
+const SIGNAL_NAMES = { uploads: 'uploads', queries: 'queries vs training', servedQueries: 'queries vs served reference' };
+
 function decisionText(d) {
   return d.retrain ? 'retrain' : d.heldBack ? `held back (${d.heldBack})` : 'no retraining needed';
 }
@@ -134,8 +137,15 @@ function renderDrift(r) {
             ...['signal', 'vectors', 'status', 'max PSI (band; threshold)', 'centroid KS D', 'label-mix PSI'].map((h) => el('th', { scope: 'col', text: h })),
           ),
         ),
-        el('tbody', {}, ...Object.entries(r.signals).map(([name, sig]) => signalRow(name, sig, s))),
+        el('tbody', {}, ...Object.entries(r.signals).map(([name, sig]) => signalRow(SIGNAL_NAMES[name] ?? name, sig, s))),
       ),
+      el('p', {
+        id: 'drift-served-reference',
+        class: 'muted',
+        text: r.servedReference
+          ? `Served-query reference: the model's first ${fmtNumber(r.servedReference.count)} sampled queries (${new Date(r.servedReference.from).toLocaleString()} – ${new Date(r.servedReference.until).toLocaleString()}); later queries are compared with it.`
+          : `Served-query reference: not yet — made from the model's first ${fmtNumber(s.servedBaseline)} sampled queries.`,
+      }),
     );
   }
   if (r.recall)

@@ -7,7 +7,7 @@ export function registerDriftCommand(program: Command): void {
     .description(
       "compare recent uploads and image queries with the active model's training profile (PSI, KS), check Recall@1 on newly labelled images, and show whether a retraining would be requested (`up` requests it)",
     )
-    .option('--json', 'print {schemaVersion, modelVersion, reference, settings, signals, recall, decision, lastCheck, requests}')
+    .option('--json', 'print {schemaVersion, modelVersion, reference, settings, signals, servedReference, recall, decision, lastCheck, requests}')
     .action(async (opts: { json?: boolean }, command: Command) =>
       withRuntime(command, async (runtime) => {
         const { driftOutput } = await import('../../shared/services/drift.js');
@@ -22,14 +22,21 @@ export function registerDriftCommand(program: Command): void {
           out.push(
             `  reference: ${report.reference.count} training embeddings, ${report.reference.components} principal components (${report.reference.createdAt})`,
           );
-          for (const [name, sig] of Object.entries(report.signals)) {
+          const served = report.servedReference;
+          out.push(
+            served
+              ? `  served-query reference: the model's first ${served.count} sampled queries (${served.from} … ${served.until})`
+              : `  served-query reference: not yet (made from the model's first ${s.servedBaseline} sampled queries, IMGSEARCH_DRIFT_SERVED_BASELINE)`,
+          );
+          for (const [key, sig] of Object.entries(report.signals)) {
+            const name = key === 'servedQueries' ? 'queries since the served reference' : key.padEnd(8);
             if (sig.status === 'insufficient') {
-              out.push(`  ${name.padEnd(8)} ${sig.sample} vectors: too few to judge (IMGSEARCH_DRIFT_MIN_SAMPLE=${s.minSample})`);
+              out.push(`  ${name} ${sig.sample} vectors: too few to judge (IMGSEARCH_DRIFT_MIN_SAMPLE=${s.minSample})`);
               continue;
             }
             const label = sig.labelPsi === null ? '' : `, label-mix PSI ${sig.labelPsi.toFixed(3)}`;
             out.push(
-              `  ${name.padEnd(8)} ${sig.sample} vectors: ${sig.status === 'drift' ? 'DRIFT' : 'no shift'} — max PSI ${sig.psi!.max.toFixed(3)} (${sig.psi!.band}; threshold ${s.psiThreshold}), ` +
+              `  ${name} ${sig.sample} vectors: ${sig.status === 'drift' ? 'DRIFT' : 'no shift'} — max PSI ${sig.psi!.max.toFixed(3)} (${sig.psi!.band}; threshold ${s.psiThreshold}), ` +
                 `centroid KS D ${sig.centroidKs!.d.toFixed(3)} (threshold ${s.ksThreshold})${label}`,
             );
           }

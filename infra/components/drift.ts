@@ -15,7 +15,8 @@ export interface DriftArgs extends TrainerWorkloadArgs {
 /**
  * The scheduled drift check (README "Drift"): a Scheduler tick calls `startDriftCheck`, which
  * starts the drift job (jobs/drift-check in the trainer image — a function may not ship the model
- * runtime) unless it is running. The job compares recent uploads with the active model's profile,
+ * runtime) unless it is running. The job compares recent uploads, and the image queries the search
+ * service sampled under query-vectors/, with the active model's profile,
  * checks Recall@1 on newly labelled images, and when that calls for it publishes a retrain request
  * with its reason to `retrain-requests` — where the retraining cron publishes, so the same
  * startRetraining → Vertex AI path follows. Each identity holds only what its step needs.
@@ -36,7 +37,7 @@ export class Drift extends pulumi.ComponentResource {
         prefix: args.prefix,
         suffix: 'drift',
         project: args.project,
-        purpose: 'Drift check job: reads the registry and features, keeps its state, requests retraining',
+        purpose: 'Drift check job: reads the registry, features and sampled queries, keeps its state, requests retraining',
       },
       parent,
     );
@@ -51,6 +52,13 @@ export class Drift extends pulumi.ComponentResource {
         `${name}-features-viewer`,
         args.buckets.features,
         { role: 'roles/storage.objectViewer', member: checkerMember, prefix: 'features/' },
+        parent,
+      ),
+      // The image queries the search service sampled (query-vectors/): listed and read, never written.
+      grantOnBucket(
+        `${name}-queries-viewer`,
+        args.buckets.features,
+        { role: 'roles/storage.objectViewer', member: checkerMember, prefix: 'query-vectors/' },
         parent,
       ),
       // The retrain request with its reason.

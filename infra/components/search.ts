@@ -110,6 +110,9 @@ export class Search extends pulumi.ComponentResource {
       // Writes click feedback as new, uniquely named objects under feedback/: create is enough,
       // so the service can never overwrite or delete a feature shard or a rejection record.
       grantOnBucket(`${name}-features-creator`, args.buckets.features, { role: 'roles/storage.objectCreator', member, prefix: 'feedback/' }, parent),
+      // Samples image-query vectors for the drift check, in batches under query-vectors/ that are
+      // likewise new, uniquely named and created only if absent (shared/services/query-vector-objects.ts).
+      grantOnBucket(`${name}-query-sample-creator`, args.buckets.features, { role: 'roles/storage.objectCreator', member, prefix: 'query-vectors/' }, parent),
       // Uploads from the page (not with public access): the service signs URLs as itself (no key file),
       // through IAM Credentials signBlob, which needs iam.serviceAccounts.signBlob on its own account —
       // tokenCreator on itself, not on the project (cloud.google.com/storage/docs/authentication/creating-signatures).

@@ -73,10 +73,12 @@ export class Storage extends pulumi.ComponentResource {
     this.features = bucket('features', {
       // The transient embedding shards (embedding messages sent by reference) expire, and so do
       // click-feedback objects (anyone allowed to search can add some; retraining reads only the
-      // newest). Base embeddings and rejection records are what retraining and reindexing read.
+      // newest) and the sampled query vectors (the drift check reads only the newest). Base
+      // embeddings and rejection records are what retraining and reindexing read.
       lifecycleRules: [
         { action: { type: 'Delete' }, condition: { age: args.settings.featuresRetentionDays, matchesPrefixes: ['embeddings/shards/'] } },
         { action: { type: 'Delete' }, condition: { age: args.settings.feedbackRetentionDays, matchesPrefixes: ['feedback/'] } },
+        { action: { type: 'Delete' }, condition: { age: args.settings.querySampleRetentionDays, matchesPrefixes: ['query-vectors/'] } },
       ],
     });
     this.sources = bucket('sources', {

@@ -24,7 +24,13 @@ import { MIN_LABELLED_FOR_EVAL, readBaseFeatures, registeredTowers } from './ret
  *   the model was trained on, so "newly labelled images" can be told apart.
  * - **Report** ({@link driftReport}) for two signals: recent uploads (the most recent N feature
  *   records by generation, i.e. upload time in µs in both modes, projected by the active model) and
- *   recent image queries (a bounded sample the search service keeps). One statistic per question:
+ *   recent image queries (a bounded sample the search service keeps, {@link QueryVectorSource}).
+ *   Queries are compared twice: with the training profile (do users ask for what the model was
+ *   trained on?) and with the model's **served-query reference** ({@link ServedReference}): a
+ *   profile of the first `servedBaseline` queries the model served, frozen in the check's state by
+ *   the first check that sees that many, against which only the queries served after them are
+ *   compared (has what users ask for changed since the model went live?). Users who only ever search
+ *   one category trip the first every time, never the second. One statistic per question:
  *   - PSI per principal component, Σ (a−e)·ln(a/e) over the reference deciles (empty bins floored
  *     at 1e-4); the usual bands: < 0.1 no shift, 0.1–0.25 moderate, ≥ 0.25 major. The signal's PSI is
  *     the largest over the components.
@@ -66,6 +72,8 @@ export const driftSettingsSchema = z.object({
   recallDrop: z.number().gt(0).lt(1).default(0.05),
   /** No second request within this many hours of the last one. */
   cooldownHours: z.number().min(0).default(24),
+  /** A model's first this many sampled queries form its served-query reference (the later ones are compared with it). */
+  servedBaseline: z.number().int().min(10).default(500),
 });
 export type DriftSettings = z.infer<typeof driftSettingsSchema>;
 export type DriftSettingsInput = z.input<typeof driftSettingsSchema>;
@@ -89,6 +97,13 @@ export const driftProfileSchema = z.object({
   trainingKeys: z.array(z.string()),
 });
 export type DriftProfile = z.infer<typeof driftProfileSchema>;
+const servedReferenceSchema = z.object({
+  modelVersion: z.string(),
+  createdAt: z.string(),
+  from: z.number(),
+  until: z.number(),
+  profile: driftProfileSchema,
+});
 
 export interface ProfiledRecord {
   id: string;
@@ -218,9 +233,7 @@ export function compareWithProfile(
   labels?: string[][],
 ): SignalReport {
   const normalised = vectors.filter((v) => v.length === profile.dimension).map(l2Normalise);
-  if (normalised.length < settings.minSample) {
-    return { sample: normalised.length, status: 'insufficient', psi: null, centroidKs: null, labelPsi: null, findings: [] };
-  }
+  if (normalised.length < settings.minSample) return insufficient(normalised.length);
   const centroid = Float32Array.from(profile.centroid);
   const perComponent = profile.basis.map((axis, c) => {
     const a = Float32Array.from(axis);
@@ -278,7 +291,10 @@ export interface DriftReport {
   /** Null when the active model has no profile (a base model, or one registered before profiles). */
   reference: { createdAt: string; count: number; components: number } | null;
   settings: DriftSettings;
-  signals: { uploads: SignalReport; queries: SignalReport } | null;
+  /** queries: against the training profile; servedQueries: the queries after the served-query reference, against it. */
+  signals: { uploads: SignalReport; queries: SignalReport; servedQueries: SignalReport } | null;
+  /** The model's served-query reference (null until it has served `servedBaseline` sampled queries). */
+  servedReference: { createdAt: string; count: number; from: string; until: string } | null;
   recall: RecallCheck | null;
   decision: RetrainDecision;
   /** Why there is no verdict, when there is none. */
@@ -301,12 +317,24 @@ export interface RetrainRequestRecord {
   error?: string;
 }
 
-/** What the check keeps between runs: the last report and the requests it made (newest last, bounded). */
+/** A model's served-query reference: the profile of the first sampled queries it served, and when they were served (ms). */
+export interface ServedReference {
+  modelVersion: string;
+  createdAt: string;
+  from: number;
+  until: number;
+  profile: DriftProfile;
+}
+
+/** What the check keeps between runs: the last report, the requests it made (newest last, bounded) and the models' served-query references. */
 export interface DriftState {
   lastReport: DriftReport | null;
   requests: RetrainRequestRecord[];
+  /** Newest last; one per model version, the last {@link MAX_SERVED_REFERENCES} kept. */
+  servedReferences: ServedReference[];
 }
 const MAX_RECORDED_REQUESTS = 50;
+const MAX_SERVED_REFERENCES = 10;
 
 /** The pure decision rule; see the module comment. */
 export function decideRetrain(
@@ -335,13 +363,22 @@ export function decideRetrain(
   return { retrain: true, reasons };
 }
 
-/** A bounded sample of recent query vectors (search space), kept by the search service. */
+/** One sampled image query: when it was served (ms since the epoch) and its vector in the model's search space. */
+export interface SampledQuery {
+  at: number;
+  vector: Float32Array;
+}
+/** Where the search service puts each image query's vector (search space) for the drift check. */
 export interface QueryVectorSink {
   add(modelVersion: string, vector: Float32Array): void;
 }
-export interface QueryVectorSample extends QueryVectorSink {
-  recent(modelVersion: string): Promise<Float32Array[]>;
+/** What the drift check reads back: a bounded sample of the queries a model version served. */
+export interface QueryVectorSource {
+  /** The newest sampled queries `modelVersion` served (at most the sample's capacity), oldest first. */
+  recent(modelVersion: string): Promise<SampledQuery[]>;
 }
+/** Both ends in one (local mode: one file the server writes and `imgsearch drift` reads). */
+export interface QueryVectorSample extends QueryVectorSink, QueryVectorSource {}
 
 /** Where the check keeps its {@link DriftState}. */
 export interface DriftStateStore {
@@ -358,9 +395,13 @@ export class BlobDriftStateStore implements DriftStateStore {
     private readonly name = DRIFT_STATE_OBJECT,
   ) {}
   async read(): Promise<DriftState> {
-    if (!(await this.blobs.stat(this.name))) return { lastReport: null, requests: [] };
-    const state = JSON.parse((await this.blobs.read(this.name)).toString()) as DriftState;
-    return { lastReport: state.lastReport ?? null, requests: Array.isArray(state.requests) ? state.requests : [] };
+    if (!(await this.blobs.stat(this.name))) return { lastReport: null, requests: [], servedReferences: [] };
+    const state = JSON.parse((await this.blobs.read(this.name)).toString()) as Partial<DriftState>;
+    return {
+      lastReport: state.lastReport ?? null,
+      requests: Array.isArray(state.requests) ? state.requests : [],
+      servedReferences: servedReferencesFrom(state.servedReferences),
+    };
   }
   async write(state: DriftState): Promise<void> {
     await this.blobs.write(this.name, JSON.stringify(state), { contentType: 'application/json' });
@@ -371,7 +412,7 @@ export interface DriftCheckDeps {
   registry: ModelRegistry;
   features: FeatureStore;
   state: DriftStateStore;
-  queries?: QueryVectorSample;
+  queries?: QueryVectorSource;
   /** Asks for a retraining (locally: runs it; cloud: publishes to retrain-requests). */
   requestRetrain?: (reason: string, report: DriftReport) => Promise<void>;
   logger?: Logger;
@@ -399,7 +440,7 @@ export async function readDriftProfile(registry: ModelRegistry, version: ModelVe
  */
 export async function runDriftCheck(deps: DriftCheckDeps, settingsInput: DriftSettingsInput = {}): Promise<DriftReport> {
   const logger = deps.logger ?? silentLogger;
-  const { report, state } = await inspectDrift(deps, settingsInput);
+  const { report, state, newServedReference } = await inspectDrift(deps, settingsInput);
   const at = report.checkedAt;
   const modelVersion = report.modelVersion;
   const requests = [...state.requests];
@@ -420,36 +461,46 @@ export async function runDriftCheck(deps: DriftCheckDeps, settingsInput: DriftSe
   } else {
     logger.info({ modelVersion, uploads: report.signals?.uploads.status, queries: report.signals?.queries.status, note: report.note }, 'drift check');
   }
-  await deps.state.write({ lastReport: report, requests: requests.slice(-MAX_RECORDED_REQUESTS) });
+  const servedReferences = newServedReference
+    ? [...state.servedReferences.filter((r) => r.modelVersion !== newServedReference.modelVersion), newServedReference].slice(-MAX_SERVED_REFERENCES)
+    : state.servedReferences;
+  await deps.state.write({ lastReport: report, requests: requests.slice(-MAX_RECORDED_REQUESTS), servedReferences });
   // Recorded first (a failed request starts no cooldown: the next check asks again); then the caller sees it fail.
   if (failure !== null) throw failure;
   return report;
 }
 
-/** The report of the active model and the state so far, without requesting or recording anything (`imgsearch drift`). */
+/**
+ * The report of the active model and the state so far, without requesting or recording anything
+ * (`imgsearch drift`). `newServedReference`: the served-query reference this report built (the
+ * model had none yet), for {@link runDriftCheck} to keep.
+ */
 export async function inspectDrift(
   deps: Omit<DriftCheckDeps, 'requestRetrain'>,
   settingsInput: DriftSettingsInput = {},
-): Promise<{ report: DriftReport; state: DriftState }> {
+): Promise<{ report: DriftReport; state: DriftState; newServedReference: ServedReference | null }> {
   const settings = parseWith(driftSettingsSchema, settingsInput, 'Invalid drift settings', { root: 'settings' });
   const now = (deps.now ?? (() => new Date()))();
   const active = await deps.registry.active();
   if (!active) throw new NotFoundError('no active model: run `imgsearch ingest <dir>` first');
   const state = await deps.state.read();
   const profile = await readDriftProfile(deps.registry, active);
-  const report: DriftReport = profile
-    ? await driftReport(deps, active, profile, settings, state.requests.at(-1), now, deps.logger)
-    : {
-        modelVersion: active.version,
-        checkedAt: now.toISOString(),
-        reference: null,
-        settings,
-        signals: null,
-        recall: null,
-        decision: { retrain: false, reasons: [] },
-        note: `model ${active.version} has no drift profile (profiles are saved by \`imgsearch retrain\`): drift is checked from its first retrained version on`,
-      };
-  return { report, state };
+  if (profile) {
+    const { report, newServedReference } = await driftReport(deps, active, profile, settings, state, now, deps.logger);
+    return { report, state, newServedReference };
+  }
+  const report: DriftReport = {
+    modelVersion: active.version,
+    checkedAt: now.toISOString(),
+    reference: null,
+    settings,
+    signals: null,
+    servedReference: null,
+    recall: null,
+    decision: { retrain: false, reasons: [] },
+    note: `model ${active.version} has no drift profile (profiles are saved by \`imgsearch retrain\`): drift is checked from its first retrained version on`,
+  };
+  return { report, state, newServedReference: null };
 }
 
 /**
@@ -464,16 +515,16 @@ export async function driftOutput(
   return { ...report, lastCheck: driftStatus(state).lastCheck, requests: state.requests };
 }
 
-/** The report of `active` against its profile, without requesting anything. */
+/** The report of `active` against its profile, without requesting or recording anything. */
 export async function driftReport(
   deps: Pick<DriftCheckDeps, 'registry' | 'features' | 'queries'>,
   active: ModelVersion,
   profile: DriftProfile,
   settings: DriftSettings,
-  lastRequest: RetrainRequestRecord | undefined,
+  state: Pick<DriftState, 'requests' | 'servedReferences'>,
   now: Date,
   logger: Logger = silentLogger,
-): Promise<DriftReport> {
+): Promise<{ report: DriftReport; newServedReference: ServedReference | null }> {
   const records = await readBaseFeatures(deps.features, active, logger);
   const recent = [...records].sort(byGenerationDesc).slice(0, settings.recentUploads);
   const trained = new Set(profile.trainingKeys);
@@ -492,17 +543,73 @@ export async function driftReport(
   } finally {
     await towers.close();
   }
-  const queries = compareWithProfile(profile, (await deps.queries?.recent(active.version)) ?? [], settings);
-  const drifted = [...uploads.findings.map((f) => `uploads: ${f}`), ...queries.findings.map((f) => `queries: ${f}`)];
-  return {
+  const sampled = (await deps.queries?.recent(active.version)) ?? [];
+  const queries = compareWithProfile(
+    profile,
+    sampled.map((q) => q.vector),
+    settings,
+  );
+  const stored = state.servedReferences.find((r) => r.modelVersion === active.version) ?? null;
+  const served = stored ?? servedReferenceOf(active.version, sampled, settings.servedBaseline, now);
+  const servedQueries = served
+    ? compareWithProfile(
+        served.profile,
+        sampled.filter((q) => q.at > served.until).map((q) => q.vector),
+        settings,
+      )
+    : insufficient(0);
+  const drifted = [
+    ...uploads.findings.map((f) => `uploads: ${f}`),
+    ...queries.findings.map((f) => `queries: ${f}`),
+    ...servedQueries.findings.map((f) => `queries since the served reference: ${f}`),
+  ];
+  const report: DriftReport = {
     modelVersion: active.version,
     checkedAt: now.toISOString(),
     reference: { createdAt: profile.createdAt, count: profile.count, components: profile.basis.length },
     settings,
-    signals: { uploads, queries },
+    signals: { uploads, queries, servedQueries },
+    servedReference: served
+      ? { createdAt: served.createdAt, count: served.profile.count, from: new Date(served.from).toISOString(), until: new Date(served.until).toISOString() }
+      : null,
     recall,
-    decision: decideRetrain({ drifted, newLabelled: newLabelled.length, recall }, settings, lastRequest, now),
+    decision: decideRetrain({ drifted, newLabelled: newLabelled.length, recall }, settings, state.requests.at(-1), now),
   };
+  return { report, newServedReference: stored ? null : served };
+}
+
+/**
+ * The served-query reference of `modelVersion` from its sampled queries (oldest first): the
+ * profile of the first `size` of them, or null while there are fewer. Queries served in the same
+ * millisecond as the last one are left out of the comparison with it (`at > until`), never counted twice.
+ */
+export function servedReferenceOf(modelVersion: string, sampled: readonly SampledQuery[], size: number, now: Date): ServedReference | null {
+  if (sampled.length < size) return null;
+  const first = sampled.slice(0, size);
+  return {
+    modelVersion,
+    createdAt: now.toISOString(),
+    from: first[0]!.at,
+    until: first.at(-1)!.at,
+    profile: buildDriftProfile(
+      modelVersion,
+      first.map((q, i) => ({ id: `query-${i}`, generation: String(q.at), labels: [], vector: q.vector })),
+      [],
+    ),
+  };
+}
+
+function insufficient(sample: number): SignalReport {
+  return { sample, status: 'insufficient', psi: null, centroidKs: null, labelPsi: null, findings: [] };
+}
+
+/** The stored references that still parse (a hand-edited or older state loses only them). */
+function servedReferencesFrom(raw: unknown): ServedReference[] {
+  if (!Array.isArray(raw)) return [];
+  return raw.flatMap((r: unknown) => {
+    const parsed = servedReferenceSchema.safeParse(r);
+    return parsed.success ? [parsed.data] : [];
+  });
 }
 
 async function recallOnNew(

@@ -89,6 +89,12 @@ export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
       why: 'keeps the last report and the retraining requests (cooldown)',
     })),
     { adapter: 'PubSubEventBus', method: 'publish', on: { topic: topic('TOPIC_RETRAIN_REQUESTS') }, why: 'requests a retraining, with its reason' },
+    ...(['list', 'read'] as const).map((method): WorkloadCall => ({
+      adapter: 'GcsBlobStore',
+      method,
+      on: { bucket: bucket('FEATURES_BUCKET', 'query-vectors/') },
+      why: 'compares the image queries the search service sampled (the newest DRIFT_QUERY_SAMPLE)',
+    })),
   ],
   onObjectEvent: [
     { adapter: 'PubSubEventBus', method: 'publish', on: { topic: topic('TOPIC_IMAGE_EVENTS') }, why: 'publishes the validated image event' },
@@ -225,6 +231,12 @@ export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
     { adapter: 'GcsRejectionLog', method: 'list', on: { bucket: bucket('FEATURES_BUCKET', 'rejected/') }, why: 'shows rejected uploads in the status' },
     { adapter: 'GcsRejectionLog', method: 'count', on: { bucket: bucket('FEATURES_BUCKET', 'rejected/') }, why: 'counts rejected uploads in the status' },
     { adapter: 'GcsBlobStore', method: 'writeNew', on: { bucket: bucket('FEATURES_BUCKET', 'feedback/') }, why: 'records click feedback as new objects' },
+    {
+      adapter: 'GcsBlobStore',
+      method: 'writeNew',
+      on: { bucket: bucket('FEATURES_BUCKET', 'query-vectors/') },
+      why: 'samples image-query vectors for the drift check, in new objects',
+    },
     {
       adapter: 'GcsSignedUploads',
       method: 'sign',

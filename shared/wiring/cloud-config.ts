@@ -80,12 +80,15 @@ export const cloudEnvShape = {
 type Shape = typeof cloudEnvShape;
 type Key = keyof Shape;
 
-const hints: Partial<Record<Key, string>> = {
+/** Every variable any entry point reads (the shared shape and each entry point's own additions). */
+type EnvName = { [E in EntryPoint]: keyof CloudConfig<E> & string }[EntryPoint];
+
+const hints: Partial<Record<EnvName, string>> = {
   GCP_PROJECT: 'set the project id, e.g. GCP_PROJECT=my-project-123',
   GCP_REGION: 'set the region of the jobs, e.g. GCP_REGION=europe-west1',
   IMAGES_BUCKET: 'set the bucket that receives the images, e.g. IMAGES_BUCKET=my-images',
   MODELS_BUCKET: 'set the model registry bucket, e.g. MODELS_BUCKET=my-models',
-  FEATURES_BUCKET: 'set the feature-store bucket (also holds rejected/ and feedback/), e.g. FEATURES_BUCKET=my-features',
+  FEATURES_BUCKET: 'set the feature-store bucket (also holds rejected/, feedback/ and query-vectors/), e.g. FEATURES_BUCKET=my-features',
   TOPIC_IMAGE_EVENTS: 'set the image-events topic id, e.g. TOPIC_IMAGE_EVENTS=iss-image-events',
   SUBSCRIPTION_IMAGE_EVENTS: 'set the embed job subscription id, e.g. SUBSCRIPTION_IMAGE_EVENTS=iss-image-events-embed',
   TOPIC_EMBEDDINGS: 'set the embeddings topic id, e.g. TOPIC_EMBEDDINGS=iss-embeddings',
@@ -103,6 +106,8 @@ const hints: Partial<Record<Key, string>> = {
   BATCH_SIZE: 'set a whole number from 1 to 1000, e.g. BATCH_SIZE=32',
   TRUSTED_PROXY_HOPS: 'use TRUSTED_PROXY_HOPS=1 on Cloud Run alone, TRUSTED_PROXY_HOPS=2 behind the public load balancer',
   UPLOADS: 'use UPLOADS=off (no uploads from the page) or UPLOADS=signed-url (the page PUTs to the images bucket with signed URLs)',
+  DRIFT_QUERY_SAMPLE: 'set a whole number of image queries from 0 (compare none) to 100000, e.g. DRIFT_QUERY_SAMPLE=1000',
+  DRIFT_SERVED_BASELINE: 'set a whole number of queries from 10 to 1000000, e.g. DRIFT_SERVED_BASELINE=500',
 };
 
 function pick<K extends Key>(...keys: K[]) {
@@ -113,6 +118,19 @@ const OPENSEARCH = ['OPENSEARCH_URL', 'OPENSEARCH_USERNAME', 'OPENSEARCH_PASSWOR
 
 /** Optional: lets a "no model yet" error name the bootstrap job and the exact command that runs it. */
 const BOOTSTRAP_HINT = { BOOTSTRAP_JOB_NAME: cloudEnvShape.BOOTSTRAP_JOB_NAME.optional(), GCP_REGION: cloudEnvShape.GCP_REGION.optional() };
+
+/** As locally (IMGSEARCH_DRIFT_QUERY_SAMPLE): a sample smaller than the reference plus a judged sample never compares a query with it. */
+function servedBaselineFits(env: { DRIFT_QUERY_SAMPLE: number; DRIFT_SERVED_BASELINE: number; DRIFT_MIN_SAMPLE: number }, ctx: z.RefinementCtx): void {
+  const needed = env.DRIFT_SERVED_BASELINE + env.DRIFT_MIN_SAMPLE;
+  if (env.DRIFT_QUERY_SAMPLE === 0 || env.DRIFT_QUERY_SAMPLE >= needed) return;
+  ctx.addIssue({
+    code: 'custom',
+    path: ['DRIFT_QUERY_SAMPLE'],
+    message:
+      `keeps too few queries to compare any with the served-query reference: it needs DRIFT_SERVED_BASELINE (${env.DRIFT_SERVED_BASELINE}) + ` +
+      `DRIFT_MIN_SAMPLE (${env.DRIFT_MIN_SAMPLE}) = ${needed}; raise it or lower DRIFT_SERVED_BASELINE`,
+  });
+}
 
 /** What each entry point reads. */
 export const entryPointSchemas = {
@@ -213,16 +231,23 @@ export const entryPointSchemas = {
   // in the trainer image: it runs the model's head). The job reads the registry and the features,
   // keeps its state under drift/ in the models bucket, publishes retrain requests. DRIFT_* are the
   // thresholds of shared/services/drift.ts (README "Drift"), the same defaults as IMGSEARCH_DRIFT_* locally.
+  // The queries it compares are the ones the search service samples under query-vectors/ of FEATURES_BUCKET.
   startDriftCheck: pick('GCP_PROJECT', 'GCP_REGION', 'DRIFT_JOB_NAME'),
-  driftJob: pick('GCP_PROJECT', 'MODELS_BUCKET', 'FEATURES_BUCKET', 'TOPIC_RETRAIN_REQUESTS').extend({
-    DRIFT_RECENT: int(10, 1_000_000).default(1000),
-    DRIFT_MIN_SAMPLE: int(10, 1_000_000).default(100),
-    DRIFT_PSI: z.coerce.number().positive().max(100).default(0.25),
-    DRIFT_KS: z.coerce.number().gt(0).lt(1).default(0.2),
-    DRIFT_MIN_NEW_LABELLED: int(0, 100_000_000).default(200),
-    DRIFT_RECALL_DROP: z.coerce.number().gt(0).lt(1).default(0.05),
-    DRIFT_COOLDOWN_HOURS: z.coerce.number().min(0).max(8760).default(24),
-  }),
+  driftJob: pick('GCP_PROJECT', 'MODELS_BUCKET', 'FEATURES_BUCKET', 'TOPIC_RETRAIN_REQUESTS')
+    .extend({
+      DRIFT_RECENT: int(10, 1_000_000).default(1000),
+      DRIFT_MIN_SAMPLE: int(10, 1_000_000).default(100),
+      DRIFT_PSI: z.coerce.number().positive().max(100).default(0.25),
+      DRIFT_KS: z.coerce.number().gt(0).lt(1).default(0.2),
+      DRIFT_MIN_NEW_LABELLED: int(0, 100_000_000).default(200),
+      DRIFT_RECALL_DROP: z.coerce.number().gt(0).lt(1).default(0.05),
+      DRIFT_COOLDOWN_HOURS: z.coerce.number().min(0).max(8760).default(24),
+      /** Newest sampled image queries compared (query-vectors/ of the features bucket); 0: queries are not compared. */
+      DRIFT_QUERY_SAMPLE: int(0, 100_000).default(1000),
+      /** A model's first this-many served queries form its served-query reference. */
+      DRIFT_SERVED_BASELINE: int(10, 1_000_000).default(500),
+    })
+    .superRefine(servedBaselineFits),
 } as const;
 
 /** Where the cloud drift check keeps its state in the models bucket (beside `models/`). */

@@ -8,8 +8,16 @@ import { FileQueryVectorSample } from '../../shared/adapters/local/query-sample-
 import { readFashionMnist } from '../../shared/datasets/fashion-mnist.js';
 import type { ModelManifest } from '../../shared/model/manifest.js';
 import type { FeatureRecord } from '../../shared/ports/feature-store.js';
-import { BlobDriftStateStore, DRIFT_PROFILE_FILE, inspectDrift, runDriftCheck, type DriftReport } from '../../shared/services/drift.js';
-import { retrain } from '../../shared/services/retrain.js';
+import {
+  BlobDriftStateStore,
+  DRIFT_PROFILE_FILE,
+  inspectDrift,
+  runDriftCheck,
+  type DriftReport,
+  type QueryVectorSource,
+  type SampledQuery,
+} from '../../shared/services/drift.js';
+import { registeredTowers, retrain } from '../../shared/services/retrain.js';
 import { mulberry32, shuffledIndices } from '../../shared/training/prng.js';
 import { l2Normalise } from '../../shared/vector-math.js';
 import { tempDir } from '../helpers/cli.js';
@@ -29,6 +37,9 @@ const POOL = 6000;
 const REFERENCE = 1500;
 const NEW = 300;
 const SETTINGS = { recentUploads: NEW, minNewLabelled: 200 };
+/** Served-query reference size in the query-stream cases; one class alone: TROUSERS as the reference, TROUSERS after. */
+const SERVED = 300;
+const TROUSERS = 300;
 
 const baseManifest: ModelManifest = {
   name: 'fm-pixels',
@@ -57,6 +68,9 @@ describe('drift check on a retrained model (real trainer, real registry and feat
   let reference: FeatureRecord[];
   let unshifted: FeatureRecord[];
   let flooding: FeatureRecord[];
+  /** Query streams: every class, and one class (Trouser) alone. */
+  let mixedQueries: FeatureRecord[];
+  let trouserQueries: FeatureRecord[];
   let trainedVersion: string;
 
   const record = (i: number, pixels: Uint8Array, label: string, generation: number): FeatureRecord => ({
@@ -87,6 +101,10 @@ describe('drift check on a retrained model (real trainer, real registry and feat
       .filter((r) => r.labels[0] === 'Bag')
       .slice(0, NEW);
     expect(flooding).toHaveLength(NEW);
+    // Queries may be indexed images too: these streams draw on the whole pool, in its shuffled order.
+    mixedQueries = all.slice(REFERENCE + NEW, REFERENCE + NEW + 3 * SERVED);
+    trouserQueries = all.filter((r) => r.labels[0] === 'Trouser').slice(0, 2 * TROUSERS);
+    expect(trouserQueries).toHaveLength(2 * TROUSERS);
 
     registry = new LocalModelRegistry(path.join(work, 'models'));
     await registry.register({
@@ -235,6 +253,102 @@ describe('drift check on a retrained model (real trainer, real registry and feat
     } finally {
       await towers.close();
     }
+  });
+
+  describe("the served-query reference (the model's first sampled queries)", () => {
+    const T0 = Date.parse('2026-11-28T08:00:00.000Z');
+    /** A sample as the search service keeps it: oldest first, one query a second from T0 + offset seconds. */
+    async function stream(records: FeatureRecord[], offset = 0): Promise<SampledQuery[]> {
+      const towers = await registeredTowers(registry, (await registry.get(trainedVersion))!);
+      try {
+        return (await towers.project(records.map((r) => r.vector))).map((vector, i) => ({ at: T0 + (offset + i) * 1000, vector }));
+      } finally {
+        await towers.close();
+      }
+    }
+    const source = (queries: SampledQuery[]): QueryVectorSource => ({ recent: async (v) => (v === trainedVersion ? queries : []) });
+
+    it('does not flag users who only ever search one class (the training profile does), until what they search changes', async () => {
+      const trousers = await stream(trouserQueries);
+      const settings = { ...SETTINGS, servedBaseline: TROUSERS };
+      const { report } = await inspectDrift(
+        {
+          registry,
+          features: await storeWith('features-s1', []),
+          state: new BlobDriftStateStore(new FolderBlobStore(path.join(work, 'state-s1'))),
+          queries: source(trousers),
+        },
+        settings,
+      );
+      const { queries, servedQueries } = report.signals!;
+      console.log(
+        `one class: vs training max PSI ${queries.psi!.max.toFixed(4)}; vs served reference max PSI ${servedQueries.psi!.max.toFixed(4)}, KS D ${servedQueries.centroidKs!.d.toFixed(4)}`,
+      );
+      expect(report.servedReference).toMatchObject({
+        count: TROUSERS,
+        from: new Date(T0).toISOString(),
+        until: new Date(T0 + (TROUSERS - 1) * 1000).toISOString(),
+      });
+      expect(queries).toMatchObject({ sample: 2 * TROUSERS, status: 'drift' });
+      expect(queries.psi!.max).toBeGreaterThan(4 * report.settings.psiThreshold);
+      // Only the queries after the reference are compared with it.
+      expect(servedQueries).toMatchObject({ sample: TROUSERS, status: 'no-shift' });
+      expect(servedQueries.psi!.max).toBeLessThan(0.6 * report.settings.psiThreshold);
+
+      // Then the same users start searching for bags: the served reference flags it.
+      const bags = await stream(flooding.slice(0, TROUSERS), TROUSERS);
+      const { report: changed } = await inspectDrift(
+        {
+          registry,
+          features: await storeWith('features-s1b', []),
+          state: new BlobDriftStateStore(new FolderBlobStore(path.join(work, 'state-s1'))),
+          queries: source([...trousers.slice(0, TROUSERS), ...bags]),
+        },
+        settings,
+      );
+      expect(changed.signals!.servedQueries).toMatchObject({ sample: TROUSERS, status: 'drift' });
+      expect(changed.signals!.servedQueries.psi!.max).toBeGreaterThan(4 * report.settings.psiThreshold);
+    });
+
+    it('is kept by the first check that sees enough queries, compares only later ones, and a shift after it requests a retraining', async () => {
+      const mixed = await stream(mixedQueries);
+      const state = new BlobDriftStateStore(new FolderBlobStore(path.join(work, 'state-s2')));
+      const settings = { ...SETTINGS, servedBaseline: SERVED };
+      const requested: string[] = [];
+      const deps = async (queries: SampledQuery[], name: string) => ({
+        registry,
+        features: await storeWith(name, unshifted),
+        state,
+        queries: source(queries),
+        requestRetrain: async (reason: string) => void requested.push(reason),
+      });
+      // Too few: no reference yet, nothing kept.
+      const early = await runDriftCheck(await deps(mixed.slice(0, SERVED - 1), 'features-s2a'), settings);
+      expect(early.servedReference).toBeNull();
+      expect(early.signals!.servedQueries).toMatchObject({ sample: 0, status: 'insufficient' });
+      expect((await state.read()).servedReferences).toEqual([]);
+      // Exactly the reference's size: kept, nothing after it to compare yet.
+      const first = await runDriftCheck(await deps(mixed.slice(0, SERVED), 'features-s2b'), settings);
+      expect(first.servedReference).toMatchObject({ count: SERVED, until: new Date(T0 + (SERVED - 1) * 1000).toISOString() });
+      expect(first.signals!.servedQueries.status).toBe('insufficient');
+      const kept = (await state.read()).servedReferences;
+      expect(kept.map((r) => [r.modelVersion, r.createdAt])).toEqual([[trainedVersion, first.checkedAt]]);
+      // Later: the sample has rolled past the reference's queries; the kept reference is used, not rebuilt from what is left.
+      const later = await runDriftCheck(await deps(mixed.slice(SERVED, 3 * SERVED), 'features-s2c'), settings);
+      expect(later.servedReference!.createdAt).toBe(first.checkedAt);
+      const calm = later.signals!.servedQueries;
+      console.log(`served reference, same distribution: max PSI ${calm.psi!.max.toFixed(4)}, KS D ${calm.centroidKs!.d.toFixed(4)}`);
+      expect(calm).toMatchObject({ sample: 2 * SERVED, status: 'no-shift' });
+      expect(calm.psi!.max).toBeLessThan(0.5 * later.settings.psiThreshold);
+      expect(requested).toEqual([]);
+      // Bags flood the queries after the reference: flagged, and with 300 new labelled images a retraining is requested, saying why.
+      const bags = await stream(flooding, 3 * SERVED);
+      const shifted = await runDriftCheck(await deps([...mixed.slice(2 * SERVED, 3 * SERVED), ...bags], 'features-s2d'), settings);
+      expect(shifted.signals!.servedQueries.status).toBe('drift');
+      expect(shifted.decision.retrain).toBe(true);
+      expect(requested).toHaveLength(1);
+      expect(requested[0]).toMatch(/queries since the served reference: PSI \d\.\d{3} on component \d ≥ 0\.25/);
+    });
   });
 
   it('says why there is no verdict for a model without a profile (the base model)', async () => {

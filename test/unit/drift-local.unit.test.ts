@@ -15,7 +15,16 @@ describe('drift settings (IMGSEARCH_DRIFT_*)', () => {
     expect(drift).toEqual({
       checkMinutes: 60,
       querySample: 1000,
-      settings: { recentUploads: 1000, minSample: 100, psiThreshold: 0.25, ksThreshold: 0.2, minNewLabelled: 200, recallDrop: 0.05, cooldownHours: 24 },
+      settings: {
+        recentUploads: 1000,
+        minSample: 100,
+        psiThreshold: 0.25,
+        ksThreshold: 0.2,
+        minNewLabelled: 200,
+        recallDrop: 0.05,
+        cooldownHours: 24,
+        servedBaseline: 500,
+      },
     });
     expect(driftSettingsSchema.parse({})).toEqual(drift.settings);
   });
@@ -34,6 +43,18 @@ describe('drift settings (IMGSEARCH_DRIFT_*)', () => {
     expect(message).toMatch(/IMGSEARCH_DRIFT_PSI.*e\.g\. IMGSEARCH_DRIFT_PSI=0\.25/);
     expect(message).toMatch(/IMGSEARCH_DRIFT_RECALL_DROP.*IMGSEARCH_DRIFT_RECALL_DROP=0\.05/);
     expect(message).toMatch(/IMGSEARCH_DRIFT_CHECK_MINUTES.*0 \(no drift checks in `up`\)/);
+  });
+
+  it('refuses a query sample too small to hold the served-query reference and a judgeable sample after it', () => {
+    expect(() => parseEnv({ IMGSEARCH_DRIFT_QUERY_SAMPLE: '550' })).toThrow(
+      /IMGSEARCH_DRIFT_QUERY_SAMPLE=550 .* IMGSEARCH_DRIFT_SERVED_BASELINE \(500\) \+ IMGSEARCH_DRIFT_MIN_SAMPLE \(100\) = 600; raise it, e\.g\. IMGSEARCH_DRIFT_QUERY_SAMPLE=1000/,
+    );
+    // Enough, or none kept at all (no query signals): accepted.
+    expect(configFromEnv(parseEnv({ IMGSEARCH_DRIFT_QUERY_SAMPLE: '600' }), '/tmp').drift.querySample).toBe(600);
+    expect(configFromEnv(parseEnv({ IMGSEARCH_DRIFT_QUERY_SAMPLE: '0' }), '/tmp').drift.querySample).toBe(0);
+    expect(configFromEnv(parseEnv({ IMGSEARCH_DRIFT_QUERY_SAMPLE: '200', IMGSEARCH_DRIFT_SERVED_BASELINE: '100' }), '/tmp').drift.settings.servedBaseline).toBe(
+      100,
+    );
   });
 });
 
@@ -86,15 +107,20 @@ describe('FileQueryVectorSample', () => {
   it('keeps the most recent vectors up to its capacity, per model, across processes', async () => {
     const file = path.join(await tempDir('query-sample'), 'drift', 'queries.json');
     const sample = new FileQueryVectorSample(file, { capacity: 3 });
+    const before = Date.now();
     for (let i = 1; i <= 5; i++) sample.add(i === 4 ? 'm2' : 'm1', Float32Array.of(i, -i));
     await sample.flush();
     const reread = new FileQueryVectorSample(file, { capacity: 3 });
-    // Kept: 3, 4 (m2), 5 — the oldest two dropped.
-    expect((await reread.recent('m1')).map((v) => Array.from(v))).toEqual([
+    // Kept: 3, 4 (m2), 5 — the oldest two dropped; oldest first, each with when it was served.
+    const m1 = await reread.recent('m1');
+    expect(m1.map((q) => Array.from(q.vector))).toEqual([
       [3, -3],
       [5, -5],
     ]);
-    expect((await reread.recent('m2')).map((v) => Array.from(v))).toEqual([[4, -4]]);
+    expect(m1[0]!.at).toBeGreaterThanOrEqual(before);
+    expect(m1[1]!.at).toBeGreaterThanOrEqual(m1[0]!.at);
+    expect(m1[1]!.at).toBeLessThanOrEqual(Date.now());
+    expect((await reread.recent('m2')).map((q) => Array.from(q.vector))).toEqual([[4, -4]]);
   });
 
   it('starts a new sample, with a warning, from an unreadable file', async () => {

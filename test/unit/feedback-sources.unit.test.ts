@@ -1,12 +1,12 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { GcsBlobStore } from '../../shared/adapters/gcp/gcs-blob-store.js';
 import { blobFeedbackWriter, readFeedbackFile, readFeedbackObjects } from '../../shared/services/feedback.js';
 import { silentLogger } from '../../shared/logger.js';
 import { cloudRetrainSources } from '../../shared/wiring/cloud-retrain.js';
-import { FakeGcsServer } from './gcp-fake-gcs-server.js';
+import { fakeGcsForSuite } from './gcp-fake-gcs-server.js';
 
 /**
  * Where retraining reads click feedback, and how much. The cloud retrain job reads it where the
@@ -14,7 +14,7 @@ import { FakeGcsServer } from './gcp-fake-gcs-server.js';
  * (the trainer may only list and read there). Both sources keep only the newest events.
  */
 const BUCKET = 'iss-features';
-const server = new FakeGcsServer();
+const server = fakeGcsForSuite();
 const store = () => new GcsBlobStore(server.storage(), BUCKET);
 let nextQuery = 0;
 const event = (at: string, query: { kind: 'image' | 'similar' | 'text'; value?: string }, resultId: string) => ({
@@ -25,16 +25,6 @@ const event = (at: string, query: { kind: 'image' | 'similar' | 'text'; value?: 
   at,
 });
 const mediaReads = () => server.requests.filter((r) => r.query.alt === 'media').map((r) => decodeURIComponent(r.path.split('/o/')[1]!));
-
-beforeAll(async () => {
-  await server.start();
-});
-afterAll(async () => {
-  await server.stop();
-});
-beforeEach(() => {
-  server.reset();
-});
 
 describe('readFeedbackObjects (features bucket, feedback/)', () => {
   it('turns the objects the search service writes into pairs, oldest first, listing only under feedback/', async () => {

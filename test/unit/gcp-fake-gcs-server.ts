@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CRC32C, Storage } from '@google-cloud/storage';
+import { afterAll, beforeAll, beforeEach } from 'vitest';
 
 /**
  * A small in-memory server speaking the subset of the GCS JSON API that the official client uses
@@ -235,4 +236,13 @@ function splitMultipart(body: Buffer, boundary: string): Buffer[] {
     at = next;
   }
   return parts;
+}
+
+/** One fake server for the calling test file: started before its tests, stopped after, emptied before each test. */
+export function fakeGcsForSuite(): FakeGcsServer {
+  const server = new FakeGcsServer();
+  beforeAll(() => server.start());
+  afterAll(() => server.stop());
+  beforeEach(() => server.reset());
+  return server;
 }

@@ -1,20 +1,13 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { GcsBlobStore } from '../../shared/adapters/gcp/gcs-blob-store.js';
 import { GenerationMismatchError, AppError, NotFoundError, TransientError } from '../../shared/errors.js';
-import { FakeGcsServer } from './gcp-fake-gcs-server.js';
+import { fakeGcsForSuite } from './gcp-fake-gcs-server.js';
 
 const BUCKET = 'iss-images';
-const server = new FakeGcsServer();
+const server = fakeGcsForSuite();
 let store: GcsBlobStore;
 
-beforeAll(async () => {
-  await server.start();
-});
-afterAll(async () => {
-  await server.stop();
-});
 beforeEach(() => {
-  server.reset();
   store = new GcsBlobStore(server.storage(), BUCKET);
 });
 

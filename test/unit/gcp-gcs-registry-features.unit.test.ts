@@ -2,27 +2,20 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { GcsBlobStore } from '../../shared/adapters/gcp/gcs-blob-store.js';
 import { GcsFeatureStore } from '../../shared/adapters/gcp/gcs-feature-store.js';
 import { GcsModelRegistry } from '../../shared/adapters/gcp/gcs-model-registry.js';
 import { EmbeddingShardReader, readEmbeddingShard, writeEmbeddingShard } from '../../shared/adapters/gcp/embedding-shards.js';
 import { NotFoundError, ParseError } from '../../shared/errors.js';
 import { testManifest } from '../contracts/model-registry.contract.js';
-import { FakeGcsServer } from './gcp-fake-gcs-server.js';
+import { fakeGcsForSuite } from './gcp-fake-gcs-server.js';
 
 const BUCKET = 'iss-artifacts';
-const server = new FakeGcsServer();
+const server = fakeGcsForSuite();
 let cacheDir: string;
 
-beforeAll(async () => {
-  await server.start();
-});
-afterAll(async () => {
-  await server.stop();
-});
 beforeEach(async () => {
-  server.reset();
   cacheDir = await fs.mkdtemp(path.join(os.tmpdir(), 'iss-gcs-unit-'));
 });
 afterEach(async () => {

@@ -32,7 +32,7 @@ describe('stack config', () => {
       opensearch: { mode: 'vm', connectorCidr: '10.8.0.0/28' },
       retrain: { schedule: '0 3 * * 0' },
       search: { access: 'private', iapMembers: [] },
-      storage: { feedbackRetentionDays: 90 },
+      storage: { feedbackRetentionDays: 90, querySampleRetentionDays: 30 },
     });
   });
 

@@ -531,6 +531,39 @@ describe('least privilege and first-deploy policies', () => {
     );
   });
 
+  test('query vectors: a drift grant whose condition admits no listing, or a search grant without create, is found', async () => {
+    const f = messages(
+      await findings(
+        {},
+        rewrite(
+          (a) => a.type === 'gcp:storage/bucketIAMMember:BucketIAMMember' && (a.name === 'drift-queries-viewer' || a.name === 'search-query-sample-creator'),
+          (a) =>
+            a.name === 'drift-queries-viewer'
+              ? {
+                  // Objects by name only: the list request (checked on the bucket) is no longer admitted.
+                  props: {
+                    ...a.props,
+                    condition: { ...a.props.condition, expression: pulumi.output(a.props.condition.expression).apply((e: string) => e.split(' || ')[0]) },
+                  },
+                  opts: a.opts,
+                }
+              : { props: { ...a.props, role: 'roles/storage.objectViewer' }, opts: a.opts },
+        ),
+      ),
+    );
+    expect(f).toContainEqual(
+      expect.stringMatching(
+        /^\[permissions\] driftJob .*GcsBlobStore\.list .*needs storage\.objects\.list on bucket iss-test-project-iss-features \(objects under query-vectors\/\)/,
+      ),
+    );
+    expect(f).not.toContainEqual(expect.stringMatching(/^\[permissions\] driftJob .*GcsBlobStore\.read /));
+    expect(f).toContainEqual(
+      expect.stringMatching(
+        /^\[permissions\] search .*GcsBlobStore\.writeNew .*needs storage\.objects\.create on bucket iss-test-project-iss-features \(objects under query-vectors\/\)/,
+      ),
+    );
+  });
+
   test('security review 10: the drift starter runs its job without overrides, so roles/run.jobsExecutor suffices', async () => {
     const starter = ofType(all, 'gcp:cloudrunv2/jobIamMember:JobIamMember').filter(
       (g) => g.inputs.member === 'serviceAccount:iss-drift-start@iss-test-project.iam.gserviceaccount.com',
@@ -562,7 +595,8 @@ describe('least privilege and first-deploy policies', () => {
   test('10c. every grant on the features bucket is limited to the prefixes the workload uses', () => {
     const features = ofType(all, 'gcp:storage/bucketIAMMember:BucketIAMMember').filter((g) => g.inputs.bucket === 'iss-test-project-iss-features');
     expect(features.length).toBeGreaterThan(6);
-    for (const g of features) expect(g.inputs.condition?.expression, g.name).toMatch(/objects\/(features|rejected|feedback|embeddings\/shards)\//);
+    for (const g of features)
+      expect(g.inputs.condition?.expression, g.name).toMatch(/objects\/(features|rejected|feedback|query-vectors|embeddings\/shards)\//);
   });
 
   test('10d. two stacks in one project use different Vertex AI job display names', async () => {

@@ -359,19 +359,20 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
         'storage.objectViewer on bucket features (feedback/)',
       ],
       'iss-reindex': [...secrets, 'storage.objectViewer on bucket features (features/)', 'storage.objectViewer on bucket models'],
-      // Drift: the job reads models/ and features/, replaces only its state under drift/, publishes
-      // retrain requests; its starter only runs (and lists) the drift job.
+      // Drift: the job reads models/, features/ and the sampled queries (query-vectors/), replaces only
+      // its state under drift/, publishes retrain requests; its starter only runs (and lists) the drift job.
       'iss-drift': [
         'pubsub.publisher on topic iss-retrain-requests',
         'storage.objectUser on bucket models (drift/)',
         'storage.objectViewer on bucket features (features/)',
+        'storage.objectViewer on bucket features (query-vectors/)',
         'storage.objectViewer on bucket models (models/)',
       ],
       // It passes no overrides (security review, finding 10): run.jobs.run alone, not runWithOverrides.
       'iss-drift-start': ['run.jobsExecutor on job iss-drift-check', 'run.viewer on job iss-drift-check'],
       // The only writer of the registry besides the trainer: it registers the first model.
       'iss-bootstrap': ['storage.objectUser on bucket models (models/)'],
-      // Feedback objects are created, never overwritten: objectCreator, not objectUser.
+      // Feedback objects and sampled query batches are created, never overwritten: objectCreator, not objectUser.
       // Its feedback-token key is its own secret: no other workload can mint tokens.
       // Page uploads: it signs URLs as itself (signBlob: tokenCreator on its own account only) that
       // create new images (objectCreator on the images bucket, never the project; no overwrite, no delete).
@@ -380,6 +381,7 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
         'iam.serviceAccountTokenCreator on account iss-search',
         'secretmanager.secretAccessor on secret iss-feedback-token-key',
         'storage.objectCreator on bucket features (feedback/)',
+        'storage.objectCreator on bucket features (query-vectors/)',
         'storage.objectCreator on bucket images',
         'storage.objectViewer on bucket features (rejected/)',
         'storage.objectViewer on bucket images',
@@ -474,6 +476,27 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
     expect(features.inputs.lifecycleRules).toContainEqual({ action: { type: 'Delete' }, condition: { age: 90, matchesPrefixes: ['feedback/'] } });
   });
 
+  test('sampled query vectors expire (lifecycle on query-vectors/ of the features bucket, 30 days by default)', () => {
+    const features = ofType(all, 'gcp:storage/bucket:Bucket').find((b) => b.inputs.name.endsWith('-features'))!;
+    expect(features.inputs.lifecycleRules).toContainEqual({ action: { type: 'Delete' }, condition: { age: 30, matchesPrefixes: ['query-vectors/'] } });
+  });
+
+  test('query vectors: the search service may only create under query-vectors/, the drift job only list and read there', () => {
+    const grants = ofType(all, 'gcp:storage/bucketIAMMember:BucketIAMMember').filter((g) => String(g.inputs.condition?.title) === 'only query-vectors/');
+    expect(grants.map((g) => [g.inputs.member, g.inputs.role]).sort()).toEqual([
+      ['serviceAccount:iss-drift@iss-test-project.iam.gserviceaccount.com', 'roles/storage.objectViewer'],
+      ['serviceAccount:iss-search@iss-test-project.iam.gserviceaccount.com', 'roles/storage.objectCreator'],
+    ]);
+    for (const g of grants) {
+      expect(g.inputs.bucket).toBe('iss-test-project-iss-features');
+      // Objects by name, and listing (checked on the bucket) only with a prefix under query-vectors/.
+      expect(g.inputs.condition.expression).toBe(
+        'resource.name.startsWith("projects/_/buckets/iss-test-project-iss-features/objects/query-vectors/") || ' +
+          'api.getAttribute("storage.googleapis.com/objectListPrefix", "").startsWith("query-vectors/")',
+      );
+    }
+  });
+
   test('the search service gets one feedback-token key for all its instances, from Secret Manager', () => {
     const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
     expect(containerEnv(search)).toContainEqual({
@@ -549,6 +572,7 @@ describe('variants', () => {
         ...['ca', 'password', 'url', 'username'].map((s) => `secretmanager.secretAccessor on secret iss-opensearch-${s}`),
         'secretmanager.secretAccessor on secret iss-feedback-token-key',
         'storage.objectCreator on bucket features (feedback/)',
+        'storage.objectCreator on bucket features (query-vectors/)',
         'storage.objectViewer on bucket features (rejected/)',
         'storage.objectViewer on bucket images',
         'storage.objectViewer on bucket models',

@@ -1,10 +1,12 @@
 import { promises as fs } from 'node:fs';
 import type { Logger } from '../../logger.js';
-import type { QueryVectorSample } from '../../services/drift.js';
+import type { QueryVectorSample, SampledQuery } from '../../services/drift.js';
 import { writeJsonAtomic } from './atomic-file.js';
 
 interface StoredEntry {
   modelVersion: string;
+  /** When it was served, ms since the epoch (absent in samples written before it was kept: read as 0, the oldest). */
+  at?: number;
   /** Float32 little-endian, base64. */
   vector: string;
 }
@@ -41,7 +43,7 @@ export class FileQueryVectorSample implements QueryVectorSample {
 
   add(modelVersion: string, vector: Float32Array): void {
     const bytes = Buffer.from(vector.buffer, vector.byteOffset, vector.byteLength);
-    this.entries.push({ modelVersion, vector: bytes.toString('base64') });
+    this.entries.push({ modelVersion, at: Date.now(), vector: bytes.toString('base64') });
     if (this.entries.length > this.options.capacity) this.entries.splice(0, this.entries.length - this.options.capacity);
     this.dirty = true;
     this.timer ??= setTimeout(() => {
@@ -51,9 +53,10 @@ export class FileQueryVectorSample implements QueryVectorSample {
     this.timer.unref();
   }
 
-  async recent(modelVersion: string): Promise<Float32Array[]> {
+  /** Oldest first (entries are kept in the order they were served). */
+  async recent(modelVersion: string): Promise<SampledQuery[]> {
     await this.load();
-    return this.entries.filter((e) => e.modelVersion === modelVersion).map((e) => decode(e.vector));
+    return this.entries.filter((e) => e.modelVersion === modelVersion).map((e) => ({ at: typeof e.at === 'number' ? e.at : 0, vector: decode(e.vector) }));
   }
 
   /** Writes the sample now (also done by the timer); a no-op when nothing changed. */

@@ -1,0 +1,272 @@
+import type { FastifyInstance } from 'fastify';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createSearchService } from '../../functions/search-server.js';
+import { GcsBlobStore } from '../../shared/adapters/gcp/gcs-blob-store.js';
+import { silentLogger } from '../../shared/logger.js';
+import type { SampledQuery } from '../../shared/services/drift.js';
+import type { CreateOnlyStore } from '../../shared/services/feedback.js';
+import {
+  encodeQueryVector,
+  ObjectQueryVectorSink,
+  ObjectQueryVectorSource,
+  parseQueryBatch,
+  queryBatchObjectName,
+} from '../../shared/services/query-vector-objects.js';
+import { parseCloudConfig } from '../../shared/wiring/cloud-config.js';
+import { fakeGcsForSuite } from './gcp-fake-gcs-server.js';
+import { captureLogger, FakeEmbedder, MemoryIndex, MemoryRejections, normalise } from './functions-fakes.js';
+
+/**
+ * The cloud query sample of the drift check (shared/services/query-vector-objects.ts): search
+ * instances write batches of image-query vectors as create-only objects under query-vectors/ of the
+ * features bucket, the drift job reads the newest back. Through the real Storage client and
+ * GcsBlobStore against the fake JSON API, which enforces `ifGenerationMatch` as GCS does.
+ */
+const BUCKET = 'iss-features';
+const T0 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+const server = fakeGcsForSuite();
+let store: GcsBlobStore;
+
+beforeEach(() => {
+  store = new GcsBlobStore(server.storage(), BUCKET);
+});
+
+/** A 4-dimensional vector whose first component names it. */
+const vec = (id: number) => Float32Array.from([id, 0.1, -3.5e-7, 1e30]);
+const ids = (queries: SampledQuery[]) => queries.map((q) => q.vector[0]);
+const objectNames = (prefix = 'query-vectors/') => [...(server.buckets.get(BUCKET)?.keys() ?? [])].filter((n) => n.startsWith(prefix)).sort();
+const uploads = () => server.requests.filter((r) => r.method === 'POST' && r.path.startsWith('/upload/'));
+const mediaReads = () => server.requests.filter((r) => r.query.alt === 'media').map((r) => decodeURIComponent(r.path.split('/o/')[1]!));
+const batchJson = (modelVersion: string, entries: { at: number; vector: string }[], format = 1) => JSON.stringify({ format, modelVersion, entries });
+
+describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', () => {
+  it('two instances writing at once: the reader gets the newest ≤ capacity of one version, oldest first, across objects', async () => {
+    let now = T0;
+    const clock = () => now;
+    const a = new ObjectQueryVectorSink(store, { batchSize: 4, now: clock });
+    const b = new ObjectQueryVectorSink(new GcsBlobStore(server.storage(), BUCKET), { batchSize: 4, now: clock });
+    for (let i = 0; i < 20; i++) {
+      now += 1000;
+      (i % 2 === 0 ? a : b).add('v1', vec(i));
+      // Versions whose folders share the prefix "v1" as a string, and another model entirely.
+      if (i % 5 === 0) a.add('v10', vec(100 + i));
+      if (i % 7 === 0) b.add('v2', vec(200 + i));
+    }
+    await Promise.all([a.flush(), b.flush()]);
+    expect(a.pending + b.pending).toBe(0);
+
+    // One create-only request per batch, each a new name sorting by the time of its first query.
+    expect(uploads().length).toBe(objectNames().length);
+    for (const u of uploads()) expect(u.query.ifGenerationMatch).toBe('0');
+    for (const name of objectNames()) expect(name).toMatch(/^query-vectors\/v(1|10|2)\/\d{15}-[0-9a-f]{16}\.json$/);
+    expect(objectNames('query-vectors/v1/').length).toBeGreaterThanOrEqual(5);
+
+    const full = await new ObjectQueryVectorSource(store, { capacity: 1000 }).recent('v1');
+    expect(ids(full)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    expect(full.map((q) => q.at)).toEqual(Array.from({ length: 20 }, (_, i) => T0 + (i + 1) * 1000));
+    expect(full[3]!.vector).toEqual(vec(3));
+
+    server.requests.length = 0;
+    const newest = await new ObjectQueryVectorSource(store, { capacity: 7 }).recent('v1');
+    expect(ids(newest)).toEqual([13, 14, 15, 16, 17, 18, 19]);
+    const lists = server.requests.filter((r) => r.path === `/storage/v1/b/${BUCKET}/o`);
+    expect(lists.map((r) => r.query.prefix)).toEqual(['query-vectors/v1/']);
+    expect(mediaReads().every((n) => n.startsWith('query-vectors/v1/'))).toBe(true);
+
+    expect(ids(await new ObjectQueryVectorSource(store, { capacity: 100 }).recent('v10'))).toEqual([100, 105, 110, 115]);
+    expect(ids(await new ObjectQueryVectorSource(store, { capacity: 100 }).recent('v2'))).toEqual([200, 207, 214]);
+    expect(await new ObjectQueryVectorSource(store, { capacity: 100 }).recent('v3')).toEqual([]);
+  });
+
+  it('reads newest objects first and stops once it holds capacity queries', async () => {
+    let now = T0;
+    const sink = new ObjectQueryVectorSink(store, { batchSize: 4, maxWrites: 10, now: () => (now += 10) });
+    for (let i = 0; i < 20; i++) sink.add('v1', vec(i));
+    await sink.flush();
+    expect(objectNames()).toHaveLength(5);
+    server.requests.length = 0;
+    const recent = await new ObjectQueryVectorSource(store, { capacity: 6, concurrency: 1 }).recent('v1');
+    expect(ids(recent)).toEqual([14, 15, 16, 17, 18, 19]);
+    // The two newest batches (16–19, 12–15), not the three older ones.
+    expect(mediaReads()).toEqual(objectNames().slice(-2).reverse());
+  });
+
+  it('a batch is written by the first add after its oldest query is flushMs old: no timer needed', async () => {
+    let now = T0;
+    const sink = new ObjectQueryVectorSink(store, { batchSize: 100, flushMs: 60_000, now: () => now });
+    sink.add('v1', vec(1));
+    now += 59_999;
+    sink.add('v1', vec(2));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(uploads()).toHaveLength(0);
+    now += 1;
+    sink.add('v1', vec(3));
+    expect(sink.pending).toBe(0);
+    await sink.flush();
+    expect(objectNames()).toEqual([expect.stringMatching(new RegExp(`^query-vectors/v1/00${T0}-[0-9a-f]{16}\\.json$`))]);
+    expect(ids(await new ObjectQueryVectorSource(store, { capacity: 10 }).recent('v1'))).toEqual([1, 2, 3]);
+  });
+
+  it('skips an unreadable or malformed object, reports the skips once, and still answers', async () => {
+    let now = T0 - 100;
+    const sink = new ObjectQueryVectorSink(store, { batchSize: 2, now: () => (now += 1) });
+    for (let i = 0; i < 4; i++) sink.add('v1', vec(i));
+    await sink.flush();
+    const later = (n: number) => `query-vectors/v1/${String(T0 + n).padStart(15, '0')}`;
+    const ok = encodeQueryVector(vec(9));
+    server.put(BUCKET, `${later(1)}-torn.json`, '{"format":1,"modelVersion":"v1","entries":[{"at"');
+    server.put(BUCKET, `${later(2)}-format.json`, batchJson('v1', [{ at: T0, vector: ok }], 2));
+    server.put(BUCKET, `${later(3)}-version.json`, batchJson('v2', [{ at: T0, vector: ok }]));
+    server.put(BUCKET, `${later(4)}-bytes.json`, batchJson('v1', [{ at: T0, vector: Buffer.from([1, 2, 3]).toString('base64') }]));
+    server.put(
+      BUCKET,
+      `${later(5)}-dims.json`,
+      batchJson('v1', [
+        { at: T0, vector: ok },
+        { at: T0, vector: encodeQueryVector(Float32Array.from([1, 2])) },
+      ]),
+    );
+    server.put(BUCKET, `${later(6)}-big.json`, batchJson('v1', [{ at: T0, vector: ok }]).padEnd(5000, ' '));
+    server.put(BUCKET, `${later(7)}-other.tmp`, 'not a batch, not listed as one');
+    const { logger, lines } = captureLogger();
+
+    const recent = await new ObjectQueryVectorSource(store, { capacity: 100, maxBytes: 4096, logger }).recent('v1');
+    expect(ids(recent)).toEqual([0, 1, 2, 3]);
+    const reports = lines().filter((l) => String(l.message).startsWith('query sample:'));
+    expect(reports).toHaveLength(1);
+    expect(reports[0]).toMatchObject({ severity: 'WARNING', modelVersion: 'v1', skipped: 6, unreadable: 1, folder: `gs://${BUCKET}/query-vectors/v1/` });
+    expect((reports[0]!.err as { message: string }).message).toMatch(/over the 4096-byte limit/);
+    // Only the prefix was read: the .tmp object is not a batch.
+    expect(mediaReads()).not.toContain(`${later(7)}-other.tmp`);
+  });
+
+  it('create-only: a batch whose name is taken does not replace the object there; the batch is dropped and logged', async () => {
+    const { logger, lines } = captureLogger();
+    const sink = new ObjectQueryVectorSink(store, { batchSize: 2, now: () => T0, unique: () => 'taken', logger });
+    const name = queryBatchObjectName('v1', T0, 'query-vectors/', 'taken');
+    const original = server.put(BUCKET, name, batchJson('v1', [{ at: 1, vector: encodeQueryVector(vec(42)) }]), 'application/json');
+    sink.add('v1', vec(1));
+    sink.add('v1', vec(2));
+    await sink.flush();
+    expect(server.get(BUCKET, name)).toBe(original);
+    expect(uploads().map((u) => [u.query.ifGenerationMatch, u.existedBefore])).toEqual([['0', true]]);
+    const [failure] = lines().filter((l) => l.message === 'query sample batch not saved: dropped');
+    expect(failure).toMatchObject({ severity: 'WARNING', name, queries: 2, err: { type: 'GenerationMismatchError' } });
+    expect(ids(await new ObjectQueryVectorSource(store, { capacity: 10 }).recent('v1'))).toEqual([42]);
+  });
+
+  it('a failing write never reaches the search: add returns, flush resolves, the batch is logged and dropped, the next one is written', async () => {
+    const { logger, lines } = captureLogger();
+    const sink = new ObjectQueryVectorSink(store, { batchSize: 2, now: () => T0, logger });
+    server.failures.push(503);
+    expect(() => {
+      sink.add('v1', vec(1));
+      sink.add('v1', vec(2));
+    }).not.toThrow();
+    await expect(sink.flush()).resolves.toBeUndefined();
+    const [failure] = lines().filter((l) => l.message === 'query sample batch not saved: dropped');
+    expect(failure).toMatchObject({ severity: 'WARNING', queries: 2, err: { type: 'TransientError' } });
+    expect(objectNames()).toEqual([]);
+    sink.add('v1', vec(3));
+    sink.add('v1', vec(4));
+    await sink.flush();
+    expect(ids(await new ObjectQueryVectorSource(store, { capacity: 10 }).recent('v1'))).toEqual([3, 4]);
+
+    // A store that throws synchronously does not reach the caller either.
+    const throwing: CreateOnlyStore = {
+      write() {
+        throw new Error('boom');
+      },
+    };
+    const broken = new ObjectQueryVectorSink(throwing, { batchSize: 1, logger: silentLogger });
+    expect(() => broken.add('v1', vec(5))).not.toThrow();
+    await expect(broken.flush()).resolves.toBeUndefined();
+  });
+
+  it('holds at most maxBuffered vectors while writes hang, dropping the oldest, and says how many', async () => {
+    const written: string[] = [];
+    const release: (() => void)[] = [];
+    const slow: CreateOnlyStore = {
+      write: (_name, data) =>
+        new Promise<void>((resolve) =>
+          release.push(() => {
+            written.push(data);
+            resolve();
+          }),
+        ),
+    };
+    const { logger, lines } = captureLogger();
+    const sink = new ObjectQueryVectorSink(slow, { batchSize: 2, maxBuffered: 4, maxWrites: 1, now: () => T0, logger });
+    for (let i = 0; i < 10; i++) sink.add('v1', vec(i));
+    expect(sink.pending).toBe(4);
+    release.splice(0).forEach((r) => r());
+    const flushed = sink.flush();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    release.splice(0).forEach((r) => r());
+    await flushed;
+    const kept = written.flatMap((text) => ids(parseQueryBatch(text, 'v1')!));
+    expect(kept).toEqual([0, 1, 6, 7, 8, 9]);
+    expect(lines().filter((l) => String(l.message).includes('dropped while writes were slow'))).toEqual([
+      expect.objectContaining({ dropped: 4, maxBuffered: 4 }),
+    ]);
+  });
+});
+
+describe('the cloud wiring', () => {
+  let app: FastifyInstance | undefined;
+  afterEach(async () => {
+    await app?.close();
+    app = undefined;
+  });
+
+  it("the search service hands each image query's vector to its sink; a similar query (an indexed vector) adds none", async () => {
+    const index = new MemoryIndex('images-v1', 'fake-v1', 4);
+    await index.upsert([
+      {
+        id: 'cat',
+        uri: `gs://iss-images/cat.png`,
+        generation: '1',
+        modelVersion: 'fake-v1',
+        vector: normalise(Float32Array.from([9, 1, 1, 1])),
+        labels: [],
+        indexedAt: new Date().toISOString(),
+      },
+    ]);
+    const embedder = new FakeEmbedder('fake-v1');
+    const sink = new ObjectQueryVectorSink(store);
+    app = await createSearchService({
+      catalog: { live: async () => index },
+      model: { get: async () => embedder, current: () => embedder, forVersion: async () => embedder },
+      rejections: new MemoryRejections(),
+      readObject: async () => Buffer.alloc(0),
+      logger: silentLogger,
+      queryVectors: sink,
+    });
+    const url = await app.listen({ host: '127.0.0.1', port: 0 });
+    const form = new FormData();
+    form.append('image', new Blob([Uint8Array.from([8, 1, 2, 1, 0, 0])], { type: 'image/png' }), 'query.png');
+    expect((await fetch(`${url}/api/search?k=1`, { method: 'POST', body: form })).status).toBe(200);
+    expect((await fetch(`${url}/api/search?similarTo=cat&k=1`)).status).toBe(200);
+    // Shutdown (startSearchService's close) writes what is buffered.
+    await sink.flush();
+    const sampled = await new ObjectQueryVectorSource(store, { capacity: 10 }).recent('fake-v1');
+    expect(sampled).toHaveLength(1);
+    expect(Array.from(sampled[0]!.vector)).toEqual(Array.from(normalise(Float32Array.from([8, 1, 2, 1]))));
+  });
+
+  it('the drift job reads DRIFT_QUERY_SAMPLE (default 1000, 0 = none) and DRIFT_SERVED_BASELINE (default 500), naming the fix; the sample must hold the reference', () => {
+    const env = { GCP_PROJECT: 'my-project-123', MODELS_BUCKET: 'm-1', FEATURES_BUCKET: 'f-1', TOPIC_RETRAIN_REQUESTS: 'iss-retrain-requests' };
+    expect(parseCloudConfig('driftJob', env)).toMatchObject({ DRIFT_QUERY_SAMPLE: 1000, DRIFT_SERVED_BASELINE: 500 });
+    expect(parseCloudConfig('driftJob', { ...env, DRIFT_QUERY_SAMPLE: '0', DRIFT_SERVED_BASELINE: '10' })).toMatchObject({
+      DRIFT_QUERY_SAMPLE: 0,
+      DRIFT_SERVED_BASELINE: 10,
+    });
+    expect(() => parseCloudConfig('driftJob', { ...env, DRIFT_QUERY_SAMPLE: '-1' })).toThrow(/DRIFT_QUERY_SAMPLE="-1".*e\.g\. DRIFT_QUERY_SAMPLE=1000/);
+    expect(() => parseCloudConfig('driftJob', { ...env, DRIFT_SERVED_BASELINE: '9' })).toThrow(/DRIFT_SERVED_BASELINE="9".*e\.g\. DRIFT_SERVED_BASELINE=500/);
+    // As locally: a sample that cannot hold the served-query reference plus a judged sample is refused.
+    expect(() => parseCloudConfig('driftJob', { ...env, DRIFT_QUERY_SAMPLE: '599' })).toThrow(
+      /DRIFT_QUERY_SAMPLE="599": keeps too few queries .* = 600; raise it or lower DRIFT_SERVED_BASELINE/,
+    );
+    expect(parseCloudConfig('driftJob', { ...env, DRIFT_QUERY_SAMPLE: '600' }).DRIFT_QUERY_SAMPLE).toBe(600);
+  });
+});
