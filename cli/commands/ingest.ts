@@ -98,6 +98,12 @@ export function registerIngestCommand(program: Command): void {
           bar.update(tally.processed);
           bar.stop();
         }
+        // A bulk load compacted the feature store as it went; the copy its last compaction replaced
+        // is freed once no reader can still be on it (GenerationOrderedTable.reclaim).
+        if (runtime.features.reclaimable) {
+          process.stderr.write('freeing the feature-store files its compactions replaced (up to a minute; Ctrl-C skips it: the next compaction frees them)…\n');
+          await runtime.features.reclaim();
+        }
         uninstall();
         const summary = { folder: root, ...tally.summary(), modelVersion: runtime.model.current().modelVersion };
         if (opts.json) return printOutput('ingest', summary);

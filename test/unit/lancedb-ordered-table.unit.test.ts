@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import * as lancedb from '@lancedb/lancedb';
@@ -367,7 +367,7 @@ describe('compaction', () => {
 
   it('compacts by itself after every N merges (200 by default), not before', async () => {
     const handle = await db.openTable('t-v1');
-    const ordered = new GenerationOrderedTable(handle, 'compaction-test', 2, 4);
+    const ordered = new GenerationOrderedTable(handle, 'compaction-test', 2, { compactEvery: 4 });
     const r = (i: number) => ({ ...doc(`c${i}`, '1'), caption: null, contentType: null, width: null, height: null, eventTime: null, eventMs: null });
     for (let i = 0; i < 3; i++) await ordered.upsert([r(i)]);
     expect(await fragments()).toBe(3);
@@ -381,6 +381,54 @@ describe('compaction', () => {
     await ordered.upsert([r(6)]);
     expect(await fragments()).toBe(1);
     expect(await index.count()).toBe(6);
+  });
+});
+
+describe('freeing what compactions replaced', () => {
+  const GRACE = 300;
+  const r = (i: number) => ({ ...doc(`f${i}`, '1'), caption: null, contentType: null, width: null, height: null, eventTime: null, eventMs: null });
+  /** Data files on disk: what a reader at any kept version may still need. */
+  const dataFiles = async () => (await readdir(path.join(dir, 't-v1.lance', 'data'))).filter((f) => f.endsWith('.lance')).length;
+
+  it('after a write burst, frees them by itself once the grace has passed (up); a merge meanwhile defers it to the next compaction', async () => {
+    const ordered = new GenerationOrderedTable(await db.openTable('t-v1'), 'cleanup-timer', 2, { compactEvery: 4, cleanupGraceMs: GRACE });
+    try {
+      for (let i = 0; i < 4; i++) await ordered.upsert([r(i)]);
+      // Compacted: one new file, the four it replaced still named by versions younger than the grace.
+      expect(await dataFiles()).toBe(5);
+      // The pass runs GRACE + 1 s after the compaction; polled, so a busy machine cannot fail it.
+      const deadline = Date.now() + GRACE + 15_000;
+      while ((await dataFiles()) > 1 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(await dataFiles()).toBe(1);
+      for (let i = 4; i < 8; i++) await ordered.upsert([r(i)]);
+      expect(await dataFiles()).toBe(6); // compacted again: the new run, and the 5 it replaced (the first run and 4 writes)
+      await ordered.upsert([r(8)]); // a write after the compaction: no cleanup pass (it would rewrite the table)
+      await new Promise((resolve) => setTimeout(resolve, GRACE + 3_000));
+      expect(await dataFiles()).toBe(7);
+      expect(await index.count()).toBe(9);
+    } finally {
+      ordered.dispose();
+    }
+  });
+
+  it('reclaim() compacts what came after the last compaction, waits out the grace and frees the rest (ingest); nothing to do without a compaction', async () => {
+    const ordered = new GenerationOrderedTable(await db.openTable('t-v1'), 'cleanup-reclaim', 2, { compactEvery: 4, cleanupGraceMs: GRACE });
+    try {
+      await ordered.upsert([r(0)]);
+      expect(ordered.compacted).toBe(false);
+      expect(await ordered.reclaim()).toBe(0);
+      expect(await dataFiles()).toBe(1);
+      for (let i = 1; i < 6; i++) await ordered.upsert([r(i)]);
+      expect(ordered.compacted).toBe(true);
+      expect(await dataFiles()).toBe(1 + 4 + 2); // the compacted run, the 4 it replaced, 2 written since
+      const waited = await ordered.reclaim();
+      expect(waited).toBeGreaterThan(GRACE);
+      expect(waited).toBeLessThanOrEqual(GRACE + 1_000);
+      expect(await dataFiles()).toBe(1);
+      expect(await index.count()).toBe(6);
+    } finally {
+      ordered.dispose();
+    }
   });
 });
 

@@ -5,7 +5,15 @@ import { AppError } from '../../errors.js';
 import { translatingLanceDbErrors } from './lancedb-errors.js';
 import { float16BitsFromBytes, float16BitsToBytes } from '../../model/float16.js';
 import type { FeatureRecord, FeatureStore } from '../../ports/feature-store.js';
-import { GenerationOrderedTable, optionalString, orderedColumns, orderedFields, orderedValues, type RowValues } from './lancedb-ordered-table.js';
+import {
+  GenerationOrderedTable,
+  type OrderedTableOptions,
+  optionalString,
+  orderedColumns,
+  orderedFields,
+  orderedValues,
+  type RowValues,
+} from './lancedb-ordered-table.js';
 
 /**
  * Base (frozen-tower) embeddings in one LanceDB table, generation-ordered with tombstones like the
@@ -45,13 +53,15 @@ export class LanceDbFeatureStore implements FeatureStore {
   private constructor(
     readonly dir: string,
     private readonly db: lancedb.Connection,
+    private readonly tableOptions: OrderedTableOptions,
   ) {}
 
-  static async open(dir: string, options: { dimension?: number } = {}): Promise<LanceDbFeatureStore> {
+  static async open(dir: string, options: { dimension?: number } & OrderedTableOptions = {}): Promise<LanceDbFeatureStore> {
     const abs = path.resolve(dir);
+    const { dimension, ...tableOptions } = options;
     return translatingLanceDbErrors('open the feature store', abs, async () => {
-      const store = new LanceDbFeatureStore(abs, await lancedb.connect(abs, { readConsistencyInterval: 0 }));
-      await store.attach(options.dimension);
+      const store = new LanceDbFeatureStore(abs, await lancedb.connect(abs, { readConsistencyInterval: 0 }), tableOptions);
+      await store.attach(dimension);
       return store;
     });
   }
@@ -76,7 +86,7 @@ export class LanceDbFeatureStore implements FeatureStore {
       table = await this.db.createEmptyTable(TABLE, featureSchema(dimension), { mode: 'create', existOk: true });
       this.dim = dimension;
     }
-    if (table && this.dim) this.ordered = new GenerationOrderedTable(table, path.join(this.dir, TABLE), this.dim);
+    if (table && this.dim) this.ordered = new GenerationOrderedTable(table, path.join(this.dir, TABLE), this.dim, this.tableOptions);
     return this.ordered;
   }
 
@@ -161,7 +171,18 @@ export class LanceDbFeatureStore implements FeatureStore {
     });
   }
 
+  /** After a bulk load: frees what its compactions replaced (GenerationOrderedTable.reclaim); the ms waited. */
+  async reclaim(): Promise<number> {
+    return this.ordered ? this.ordered.reclaim() : 0;
+  }
+
+  /** Whether {@link reclaim} has anything to free. */
+  get reclaimable(): boolean {
+    return this.ordered?.compacted ?? false;
+  }
+
   async close(): Promise<void> {
+    this.ordered?.dispose();
     this.ordered?.table.close();
     this.db.close();
   }

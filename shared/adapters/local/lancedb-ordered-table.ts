@@ -92,6 +92,15 @@ export function orderedFields(r: Record<string, unknown>): OrderedFields {
 
 /** Merges between compactions: each merge adds a fragment, and many small ones slow reads. */
 const COMPACT_EVERY = 200;
+/** A cleanup keeps table versions younger than this: a reader in another process may be scanning one. */
+const CLEANUP_GRACE_MS = 60_000;
+
+export interface OrderedTableOptions {
+  /** Merges between automatic compactions (tests lower it). */
+  compactEvery?: number;
+  /** Table versions younger than this survive a cleanup (tests lower it). */
+  cleanupGraceMs?: number;
+}
 
 /**
  * Rows → one Arrow record batch in the table's schema, with vector columns laid out from one
@@ -139,6 +148,11 @@ const cjsArrow = createRequire(import.meta.url)('apache-arrow') as typeof import
 
 export class GenerationOrderedTable {
   private mergesSinceCompaction = 0;
+  /** When this handle last compacted (ms), null before its first compaction. */
+  private lastCompactedAt: number | null = null;
+  private cleanupTimer: NodeJS.Timeout | null = null;
+  private readonly compactEvery: number;
+  private readonly cleanupGraceMs: number;
   private schema: Promise<Schema> | null = null;
 
   /** Rows as an Arrow table in this table's schema (read once). */
@@ -152,9 +166,11 @@ export class GenerationOrderedTable {
     /** Process-wide key (the table's path) so two handles on one table share the lock. */
     private readonly lockKey: string,
     private readonly dimension: number,
-    /** Merges between automatic compactions (tests lower it). */
-    private readonly compactEvery = COMPACT_EVERY,
-  ) {}
+    options: OrderedTableOptions = {},
+  ) {
+    this.compactEvery = options.compactEvery ?? COMPACT_EVERY;
+    this.cleanupGraceMs = options.cleanupGraceMs ?? CLEANUP_GRACE_MS;
+  }
 
   async withLock<T>(work: () => Promise<T>): Promise<T> {
     return mutex.run(this.lockKey, work);
@@ -247,14 +263,69 @@ export class GenerationOrderedTable {
 
   private async compactUnlocked(): Promise<void> {
     this.mergesSinceCompaction = 0;
-    // Merges small fragments and drops table versions older than a minute (readers in other
+    // Merges small fragments and drops table versions older than the grace (readers in other
     // processes re-check the latest version on every read).
-    await this.table.optimize({ cleanupOlderThan: new Date(Date.now() - 60_000) });
+    await this.cleanupUnlocked();
+    this.lastCompactedAt = Date.now();
+    this.scheduleCleanup();
+  }
+
+  /** LanceDB's optimize: compaction of small fragments (none when the table is one compacted run), then the cleanup. */
+  private async cleanupUnlocked(): Promise<void> {
+    await this.table.optimize({ cleanupOlderThan: new Date(Date.now() - this.cleanupGraceMs) });
+  }
+
+  /**
+   * A compaction rewrites the small fragments into one, but the files it replaced stay while a
+   * version younger than the grace still names them, so the cleanup inside each compaction frees
+   * only the previous one's: after the last compaction of a write burst, a whole copy of the table
+   * stays on disk (measured: 2.64 GB for a 1.34 GB feature store after a 60k ingest). Once the grace
+   * has passed with no merge since, this frees it — a cleanup only, with nothing new to compact.
+   * In a long-running process (`up`); a command that ends sooner calls {@link reclaim}.
+   */
+  private scheduleCleanup(): void {
+    if (this.cleanupTimer) clearTimeout(this.cleanupTimer);
+    this.cleanupTimer = setTimeout(() => {
+      this.cleanupTimer = null;
+      // A failed cleanup loses nothing: the next compaction's frees the same files.
+      void this.withLock(async () => {
+        if (this.mergesSinceCompaction === 0) await this.cleanupUnlocked();
+      }).catch(() => undefined);
+    }, this.cleanupGraceMs + 1_000);
+    this.cleanupTimer.unref();
   }
 
   /** Compacts fragments now (after a bulk load, or from a maintenance command). */
   async compact(): Promise<void> {
     await this.withLock(() => this.compactUnlocked());
+  }
+
+  /**
+   * After a bulk load that compacted (`imgsearch ingest`): compacts what was written since, waits
+   * out the grace (at most {@link CLEANUP_GRACE_MS} + 1 s) and frees the files the compactions
+   * replaced ({@link scheduleCleanup}). Nothing to do (and no wait) when this handle never compacted.
+   * Returns the milliseconds waited.
+   */
+  async reclaim(): Promise<number> {
+    if (this.lastCompactedAt === null) return 0;
+    if (this.mergesSinceCompaction > 0) await this.compact();
+    const wait = Math.max(0, this.lastCompactedAt! + this.cleanupGraceMs + 1_000 - Date.now());
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    await this.withLock(() => this.cleanupUnlocked());
+    if (this.cleanupTimer) clearTimeout(this.cleanupTimer);
+    this.cleanupTimer = null;
+    return wait;
+  }
+
+  /** Whether {@link reclaim} has files to free (this handle compacted). */
+  get compacted(): boolean {
+    return this.lastCompactedAt !== null;
+  }
+
+  /** Stops the pending cleanup (the table is being closed). */
+  dispose(): void {
+    if (this.cleanupTimer) clearTimeout(this.cleanupTimer);
+    this.cleanupTimer = null;
   }
 
   /** The live row of `id` (not a tombstone), or null. */

@@ -5,6 +5,7 @@ import { compareGenerations } from '../../contracts.js';
 import type { FeatureRecord, FeatureStore } from '../../ports/feature-store.js';
 import { translatingLanceDbErrors } from './lancedb-errors.js';
 import { LanceDbFeatureStore, type DuplicateRows } from './lancedb-feature-store.js';
+import type { OrderedTableOptions } from './lancedb-ordered-table.js';
 
 /**
  * Base embeddings of several image towers side by side: one LanceDB feature table per base model
@@ -14,17 +15,20 @@ import { LanceDbFeatureStore, type DuplicateRows } from './lancedb-feature-store
 export class PerTowerFeatureStore implements FeatureStore {
   private readonly stores = new Map<string, LanceDbFeatureStore>();
 
-  private constructor(readonly dir: string) {}
+  private constructor(
+    readonly dir: string,
+    private readonly tableOptions: OrderedTableOptions,
+  ) {}
 
-  static async open(dir: string): Promise<PerTowerFeatureStore> {
-    const store = new PerTowerFeatureStore(path.resolve(dir));
+  static async open(dir: string, tableOptions: OrderedTableOptions = {}): Promise<PerTowerFeatureStore> {
+    const store = new PerTowerFeatureStore(path.resolve(dir), tableOptions);
     const entries = await translatingLanceDbErrors('open the feature store', store.dir, async () => {
       await fs.mkdir(store.dir, { recursive: true });
       return fs.readdir(store.dir, { withFileTypes: true });
     });
     for (const entry of entries) {
       if (entry.isDirectory() && entry.name.startsWith('tower-')) {
-        store.stores.set(entry.name, await LanceDbFeatureStore.open(path.join(store.dir, entry.name)));
+        store.stores.set(entry.name, await LanceDbFeatureStore.open(path.join(store.dir, entry.name), tableOptions));
       }
     }
     return store;
@@ -41,7 +45,7 @@ export class PerTowerFeatureStore implements FeatureStore {
     const folder = PerTowerFeatureStore.folderOf(baseModel);
     let store = this.stores.get(folder);
     if (!store) {
-      store = await LanceDbFeatureStore.open(path.join(this.dir, folder));
+      store = await LanceDbFeatureStore.open(path.join(this.dir, folder), this.tableOptions);
       this.stores.set(folder, store);
     }
     return store;
@@ -89,6 +93,18 @@ export class PerTowerFeatureStore implements FeatureStore {
       total.examples.push(...r.examples.slice(0, 3 - total.examples.length));
     }
     return total;
+  }
+
+  /** Whether a bulk load compacted a tower's table, leaving replaced files for {@link reclaim} to free. */
+  get reclaimable(): boolean {
+    return [...this.stores.values()].some((s) => s.reclaimable);
+  }
+
+  /** After a bulk load: frees the files its compactions replaced, in every tower's table (waits out the readers' grace, ≤ 61 s). */
+  async reclaim(): Promise<number> {
+    let waited = 0;
+    for (const store of this.stores.values()) waited += await store.reclaim();
+    return waited;
   }
 
   async close(): Promise<void> {
