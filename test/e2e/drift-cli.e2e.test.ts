@@ -4,7 +4,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalModelRegistry } from '../../shared/adapters/local/local-model-registry.js';
 import { PerTowerFeatureStore } from '../../shared/adapters/local/per-tower-feature-store.js';
 import { readFashionMnist } from '../../shared/datasets/fashion-mnist.js';
-import type { ModelManifest } from '../../shared/model/manifest.js';
 import type { FeatureRecord } from '../../shared/ports/feature-store.js';
 import { configFromEnv, parseEnv } from '../../shared/config.js';
 import { silentLogger } from '../../shared/logger.js';
@@ -14,6 +13,7 @@ import { localDriftDeps, openLocalRuntime } from '../../shared/wiring/local.js';
 import { mulberry32, shuffledIndices } from '../../shared/training/prng.js';
 import { l2Normalise } from '../../shared/vector-math.js';
 import { runCli, tempDir } from '../helpers/cli.js';
+import { fmPixelsManifest, fmPixelsRecord } from '../helpers/fm-pixels.js';
 
 /**
  * `imgsearch drift` as a user runs it, on a data directory whose active model has a profile built
@@ -22,39 +22,13 @@ import { runCli, tempDir } from '../helpers/cli.js';
 describe('imgsearch drift', () => {
   let work: string;
   const home = () => path.join(work, 'home');
-  const manifest = {
-    name: 'fm-pixels',
-    version: 'fm-pixels-1',
-    image: {
-      file: 'image.onnx',
-      inputName: 'i',
-      outputName: 'o',
-      width: 28,
-      height: 28,
-      layout: 'NHWC',
-      scale: 1 / 255,
-      mean: [0, 0, 0],
-      std: [1, 1, 1],
-      resize: 'fill',
-      dimension: 784,
-    },
-    dimension: 784,
-    normalize: true,
-  } as ModelManifest;
+  const manifest = fmPixelsManifest;
 
   beforeAll(async () => {
     work = await tempDir('drift-cli');
     const fm = await readFashionMnist({ split: 'train', limit: 4000 });
     const order = shuffledIndices(fm.images.length, mulberry32(9));
-    const rec = (i: number, generation: number): FeatureRecord => ({
-      id: `fm-${i}`,
-      uri: `file:///bucket/fm-${i}.png`,
-      generation: String(generation),
-      baseModel: manifest.name,
-      // What a tower with `normalize: true` stores: unit vectors.
-      vector: l2Normalise(Float32Array.from(fm.images[i]!, (p) => p / 255)),
-      labels: [fm.classNames[fm.labels[i]!]!],
-    });
+    const rec = (i: number, generation: number): FeatureRecord => fmPixelsRecord(i, fm.images[i]!, fm.classNames[fm.labels[i]!]!, generation);
     const reference = Array.from(order.subarray(0, 1500), (i, k) => rec(i, 1_000 + k));
     const sneakers = Array.from(order.subarray(1500))
       .filter((i) => fm.labels[i] === 7)

@@ -6,7 +6,6 @@ import { LocalModelRegistry } from '../../shared/adapters/local/local-model-regi
 import { PerTowerFeatureStore } from '../../shared/adapters/local/per-tower-feature-store.js';
 import { FileQueryVectorSample } from '../../shared/adapters/local/query-sample-file.js';
 import { readFashionMnist } from '../../shared/datasets/fashion-mnist.js';
-import type { ModelManifest } from '../../shared/model/manifest.js';
 import type { FeatureRecord } from '../../shared/ports/feature-store.js';
 import {
   BlobDriftStateStore,
@@ -19,8 +18,8 @@ import {
 } from '../../shared/services/drift.js';
 import { registeredTowers, retrain } from '../../shared/services/retrain.js';
 import { mulberry32, shuffledIndices } from '../../shared/training/prng.js';
-import { l2Normalise } from '../../shared/vector-math.js';
 import { tempDir } from '../helpers/cli.js';
+import { fmPixelsManifest, fmPixelsRecord } from '../helpers/fm-pixels.js';
 
 /**
  * Drift end to end on real data and the real local adapters: a model retrained (the real trainer)
@@ -41,26 +40,7 @@ const SETTINGS = { recentUploads: NEW, minNewLabelled: 200 };
 const SERVED = 300;
 const TROUSERS = 300;
 
-const baseManifest: ModelManifest = {
-  name: 'fm-pixels',
-  version: 'fm-pixels-1',
-  description: 'Fashion-MNIST pixels as the base embedding (test)',
-  image: {
-    file: 'image.onnx',
-    inputName: 'input',
-    outputName: 'pixels',
-    width: 28,
-    height: 28,
-    layout: 'NHWC',
-    scale: 1 / 255,
-    mean: [0, 0, 0],
-    std: [1, 1, 1],
-    resize: 'fill',
-    dimension: 784,
-  },
-  dimension: 784,
-  normalize: true,
-} as ModelManifest;
+const baseManifest = fmPixelsManifest;
 
 describe('drift check on a retrained model (real trainer, real registry and feature store)', () => {
   let work: string;
@@ -73,15 +53,7 @@ describe('drift check on a retrained model (real trainer, real registry and feat
   let trouserQueries: FeatureRecord[];
   let trainedVersion: string;
 
-  const record = (i: number, pixels: Uint8Array, label: string, generation: number): FeatureRecord => ({
-    id: `fm-${i}`,
-    uri: `file:///bucket/fm-${i}.png`,
-    generation: String(generation),
-    baseModel: baseManifest.name,
-    // What a tower with `normalize: true` stores: unit vectors.
-    vector: l2Normalise(Float32Array.from(pixels, (p) => p / 255)),
-    labels: [label],
-  });
+  const record = fmPixelsRecord;
 
   async function storeWith(name: string, extra: FeatureRecord[]): Promise<PerTowerFeatureStore> {
     const store = await PerTowerFeatureStore.open(path.join(work, name));

@@ -9,7 +9,6 @@ import { FolderBlobStore } from '../../shared/adapters/local/folder-blob-store.j
 import { LocalModelRegistry } from '../../shared/adapters/local/local-model-registry.js';
 import { PerTowerFeatureStore } from '../../shared/adapters/local/per-tower-feature-store.js';
 import { readFashionMnist } from '../../shared/datasets/fashion-mnist.js';
-import type { ModelManifest } from '../../shared/model/manifest.js';
 import type { FeatureRecord } from '../../shared/ports/feature-store.js';
 import type { JobExecution, JobLauncher } from '../../shared/ports/job-launcher.js';
 import {
@@ -21,10 +20,10 @@ import {
   runDriftCheck,
 } from '../../shared/services/drift.js';
 import { mulberry32, shuffledIndices } from '../../shared/training/prng.js';
-import { l2Normalise } from '../../shared/vector-math.js';
 import { retrainRequestSchema, type StartRetrainingResult } from '../../functions/start-retraining.js';
 import type { StartDriftCheckResult } from '../../functions/drift-check.js';
 import { tempDir } from '../helpers/cli.js';
+import { fmPixelsManifest, fmPixelsRecord } from '../helpers/fm-pixels.js';
 import { captureLogger, RecordingBus } from './functions-fakes.js';
 
 /**
@@ -112,25 +111,7 @@ describe('startDriftCheck (HTTP, through the Functions Framework test server)', 
 });
 
 describe('the drift job: its retrain request goes through startRetraining', () => {
-  const manifest = {
-    name: 'fm-pixels',
-    version: 'fm-pixels-1',
-    image: {
-      file: 'image.onnx',
-      inputName: 'i',
-      outputName: 'o',
-      width: 28,
-      height: 28,
-      layout: 'NHWC',
-      scale: 1 / 255,
-      mean: [0, 0, 0],
-      std: [1, 1, 1],
-      resize: 'fill',
-      dimension: 784,
-    },
-    dimension: 784,
-    normalize: true,
-  } as ModelManifest;
+  const manifest = fmPixelsManifest;
   let work: string;
   let registry: LocalModelRegistry;
   let features: PerTowerFeatureStore;
@@ -139,15 +120,7 @@ describe('the drift job: its retrain request goes through startRetraining', () =
     work = await tempDir('drift-cloud');
     const fm = await readFashionMnist({ split: 'train', limit: 4000 });
     const order = shuffledIndices(fm.images.length, mulberry32(5));
-    const rec = (i: number, generation: number): FeatureRecord => ({
-      id: `fm-${i}`,
-      uri: `gs://images/fm-${i}.png`,
-      generation: String(generation),
-      baseModel: manifest.name,
-      // What a tower with `normalize: true` stores: unit vectors.
-      vector: l2Normalise(Float32Array.from(fm.images[i]!, (p) => p / 255)),
-      labels: [fm.classNames[fm.labels[i]!]!],
-    });
+    const rec = (i: number, generation: number): FeatureRecord => fmPixelsRecord(i, fm.images[i]!, fm.classNames[fm.labels[i]!]!, generation, 'gs://images');
     const reference = Array.from(order.subarray(0, 1500), (i, k) => rec(i, 1_000 + k));
     const bags = Array.from(order.subarray(1500))
       .filter((i) => fm.labels[i] === 8)
