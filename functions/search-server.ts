@@ -17,7 +17,14 @@ import type { RejectionLog } from '../shared/ports/rejection-log.js';
 import type { SearchEventSink } from '../shared/ports/search-events.js';
 import type { VectorIndex, VectorIndexCatalog } from '../shared/ports/vector-index.js';
 import { CollectionMap, QueryVectorCapture } from '../shared/services/collection-map.js';
-import { blobFeedbackWriter, monitoredFeedback, ServedQueries, type FeedbackEvent, type ServedQuery } from '../shared/services/feedback.js';
+import {
+  blobFeedbackWriter,
+  monitoredFeedback,
+  ServedQueries,
+  type CreateOnlyStore,
+  type FeedbackEvent,
+  type ServedQuery,
+} from '../shared/services/feedback.js';
 import { LiveIndexCache } from '../shared/services/live-index-cache.js';
 import { ModelHolder, NoActiveModelError } from '../shared/services/model-holder.js';
 import type { QueryVectorSink } from '../shared/services/drift.js';
@@ -212,8 +219,7 @@ export async function startSearchService(): Promise<{ app: FastifyInstance; clos
   const noModelHint = bootstrapJobHint(config);
   const model = new ModelHolder(registry, { maxPixels: config.MAX_PIXELS, logger, absentHint: noModelHint });
   const features = new GcsBlobStore(storage, config.FEATURES_BUCKET);
-  // Image-query vectors for the drift check, in batches under query-vectors/ (create-only, like feedback).
-  const queryVectors = new ObjectQueryVectorSink(features, { logger });
+  const queryVectors = querySampleSink(config, features, logger);
   if (!config.FEEDBACK_TOKEN_KEY) logger.warn('FEEDBACK_TOKEN_KEY is not set: clicks reaching another instance than their search are refused');
   const app = await createSearchService({
     catalog,
@@ -230,22 +236,62 @@ export async function startSearchService(): Promise<{ app: FastifyInstance; clos
     trustedProxyHops: config.TRUSTED_PROXY_HOPS,
     events: cloudSearchEvents('search'),
     uploads: pageUploads(config, storage),
-    queryVectors,
+    queryVectors: queryVectors ?? undefined,
   });
   await app.listen({ host: '0.0.0.0', port: config.PORT });
   logger.info({ port: config.PORT, modelVersion: (await modelOrNull(model))?.modelVersion ?? null }, 'search service listening');
   // No polling of the registry: a promotion or rollback reaches queries when the alias moves (and
   // the first model is picked up by the first request after it became active).
-  return {
-    app,
-    async close() {
-      await app.close();
-      // After the last request: the batch in hand is written, not lost with the instance.
-      await queryVectors.flush();
-      await model.close();
-      await catalog.close();
-    },
-  };
+  return { app, close: () => closeSearchService({ app, queryVectors, model, catalog, logger }) };
+}
+
+/**
+ * The drift check's query sample, as QUERY_SAMPLE_RATE says: that share of image-query vectors, in
+ * batches under query-vectors/ of the features bucket (create-only, like feedback); at 0 none (and
+ * the stack grants no create there).
+ */
+export function querySampleSink(
+  config: Pick<CloudConfig<'search'>, 'QUERY_SAMPLE_RATE'>,
+  features: CreateOnlyStore,
+  logger: Logger,
+): ObjectQueryVectorSink | null {
+  if (config.QUERY_SAMPLE_RATE <= 0) {
+    logger.info('QUERY_SAMPLE_RATE is 0: no image query is sampled for the drift check');
+    return null;
+  }
+  return new ObjectQueryVectorSink(features, { rate: config.QUERY_SAMPLE_RATE, logger });
+}
+
+/** How long shutdown waits for the query sample's last writes (Cloud Run allows 10 s after SIGTERM). */
+export const QUERY_SAMPLE_SHUTDOWN_MS = 5000;
+
+/**
+ * Shutdown within Cloud Run's 10 s SIGTERM grace: the query sample's writes start at once, beside
+ * the HTTP server's close (which waits for requests in flight), and are waited for at most
+ * `flushMs` from the start; then the model and the catalog close. What the requests in flight
+ * added meanwhile is written within the same budget.
+ */
+export async function closeSearchService(
+  parts: {
+    app: { close(): PromiseLike<unknown> };
+    queryVectors: Pick<ObjectQueryVectorSink, 'flush'> | null;
+    model: Pick<ModelHolder, 'close'>;
+    catalog: { close(): Promise<void> };
+    logger: Logger;
+  },
+  flushMs = QUERY_SAMPLE_SHUTDOWN_MS,
+): Promise<void> {
+  const { app, queryVectors, model, catalog, logger } = parts;
+  const deadline = Date.now() + flushMs;
+  const firstFlush = queryVectors?.flush(flushMs);
+  try {
+    await app.close();
+  } catch (err) {
+    logger.warn({ err }, 'search service: the HTTP server did not close cleanly');
+  }
+  if (queryVectors) await Promise.all([firstFlush, queryVectors.flush(Math.max(0, deadline - Date.now()))]);
+  await model.close();
+  await catalog.close();
 }
 
 const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href;

@@ -194,13 +194,17 @@ const storageSchema = z
     modelVersionsToKeep: z.number().int().min(1).max(100).default(5),
     /** Click-feedback objects (feedback/ of the features bucket) older than this are deleted: old clicks add little and cost a read each. */
     feedbackRetentionDays: z.number().int().min(1).max(3650).default(90),
-    /** Sampled image-query vectors (query-vectors/ of the features bucket) older than this are deleted: the drift check reads only the newest. */
-    querySampleRetentionDays: z.number().int().min(1).max(3650).default(30),
+    /**
+     * Sampled image-query vectors (query-vectors/ of the features bucket) older than this are
+     * deleted: the drift check reads only the newest (the last 7 days). The bucket's soft-delete
+     * policy (Cloud Storage's default, 7 days: this stack sets none) keeps deleted objects restorable that much longer.
+     */
+    querySampleRetentionDays: z.number().int().min(1).max(3650).default(7),
     /** Let `pulumi destroy` delete non-empty buckets. Off: images are the one thing not rebuildable. */
     forceDestroy: z.boolean().default(false),
   })
   .strict()
-  .default({ featuresRetentionDays: 180, modelVersionsToKeep: 5, feedbackRetentionDays: 90, querySampleRetentionDays: 30, forceDestroy: false });
+  .default({ featuresRetentionDays: 180, modelVersionsToKeep: 5, feedbackRetentionDays: 90, querySampleRetentionDays: 7, forceDestroy: false });
 
 const messagingSchema = z
   .object({
@@ -391,6 +395,13 @@ const searchSchema = z
     /** Per-instance CPU and memory (Cloud Run's table: see CLOUD_RUN_CPU_VALUES). */
     cpu: z.number().int().min(1).max(8).default(2),
     memory: memory.default('2Gi'),
+    /**
+     * Share of image queries whose vector (derived from the image, never the image or any text) is
+     * kept for the drift check under query-vectors/ of the features bucket (README "Drift", "Cloud
+     * query sample"): 0.1 keeps one query in ten. 0 turns sampling off: the service keeps none and
+     * gets no create permission there.
+     */
+    querySampleRate: z.number().min(0, 'must be from 0 (off) to 1 (every query)').max(1, 'must be from 0 (off) to 1 (every query)').default(0.1),
   })
   .strict()
   .refine((s) => s.minInstances <= s.maxInstances, { message: 'minInstances must not exceed maxInstances', path: ['minInstances'] })
@@ -409,7 +420,7 @@ const searchSchema = z
       });
   })
   .transform(({ public: legacy, ...s }) => ({ ...s, access: s.access ?? (legacy ? 'public' : 'private') }))
-  .default({ access: 'private', iapMembers: [], rateLimitPerMinute: 300, minInstances: 0, maxInstances: 5, cpu: 2, memory: '2Gi' });
+  .default({ access: 'private', iapMembers: [], rateLimitPerMinute: 300, minInstances: 0, maxInstances: 5, cpu: 2, memory: '2Gi', querySampleRate: 0.1 });
 
 const modelSchema = z
   .object({

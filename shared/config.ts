@@ -45,7 +45,7 @@ const envSchema = z.object({
   /** Drift: query vectors kept (the most recent) for the query signal. */
   IMGSEARCH_DRIFT_QUERY_SAMPLE: intFrom(0, 100_000).default(1000),
   /** Drift: fewer vectors than this in a signal are not judged. */
-  IMGSEARCH_DRIFT_MIN_SAMPLE: intFrom(10, 1_000_000).default(100),
+  IMGSEARCH_DRIFT_MIN_SAMPLE: intFrom(10, 1_000_000).default(200),
   /** Drift: PSI threshold per principal component and for the label mix (0.25 = the "major shift" band). */
   IMGSEARCH_DRIFT_PSI: z.coerce.number().positive().max(100).default(0.25),
   /** Drift: Kolmogorov–Smirnov D threshold on distances to the reference centroid. */
@@ -145,7 +145,7 @@ const hints: Record<keyof Env, string> = {
   IMGSEARCH_DRIFT_CHECK_MINUTES: 'set a whole number of minutes from 0 (no drift checks in `up`) to 10080, e.g. IMGSEARCH_DRIFT_CHECK_MINUTES=60',
   IMGSEARCH_DRIFT_RECENT: 'set a whole number of uploads of at least 10, e.g. IMGSEARCH_DRIFT_RECENT=1000',
   IMGSEARCH_DRIFT_QUERY_SAMPLE: 'set a whole number of queries from 0 (keep none) to 100000, e.g. IMGSEARCH_DRIFT_QUERY_SAMPLE=1000',
-  IMGSEARCH_DRIFT_MIN_SAMPLE: 'set a whole number of at least 10, e.g. IMGSEARCH_DRIFT_MIN_SAMPLE=100',
+  IMGSEARCH_DRIFT_MIN_SAMPLE: 'set a whole number of at least 10, e.g. IMGSEARCH_DRIFT_MIN_SAMPLE=200',
   IMGSEARCH_DRIFT_PSI: 'set a positive number, e.g. IMGSEARCH_DRIFT_PSI=0.25 (the usual "major shift" band; 0.1 flags moderate shifts)',
   IMGSEARCH_DRIFT_KS: 'set a number between 0 and 1 (exclusive), e.g. IMGSEARCH_DRIFT_KS=0.2',
   IMGSEARCH_DRIFT_MIN_NEW_LABELLED: 'set a whole number of images of at least 0, e.g. IMGSEARCH_DRIFT_MIN_NEW_LABELLED=200',

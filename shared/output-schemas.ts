@@ -332,12 +332,14 @@ const driftSignalSchema = z.object({
   sample: z.number().int(),
   status: z.enum(['no-shift', 'drift', 'insufficient']),
   /** PSI per principal component over the reference deciles; `max` is the signal's PSI, `band` its usual reading (< 0.1 none, < 0.25 moderate, else major). */
-  psi: z.object({ max: z.number(), band: z.enum(['none', 'moderate', 'major']), components: z.array(z.number()) }).nullable(),
+  psi: z.object({ max: z.number(), band: z.enum(['none', 'moderate', 'major']), critical: z.number(), components: z.array(z.number()) }).nullable(),
   /** Two-sample Kolmogorov–Smirnov on the cosine distance to the reference centroid. */
   centroidKs: z.object({ d: z.number(), pValue: z.number() }).nullable(),
   /** Uploads: PSI of the label mix. */
   labelPsi: z.number().nullable(),
   findings: z.array(z.string()),
+  /** Why the signal could not be read (its source failed). */
+  error: z.string().optional(),
 });
 
 /** `imgsearch drift --json`: the active model's drift report now, and the retraining requests drift checks made (newest last). */
@@ -360,7 +362,7 @@ export const driftOutputSchema = z.object({
   /** queries: sampled image queries against the training profile; servedQueries: those served after the model's served-query reference, against it. */
   signals: z.object({ uploads: driftSignalSchema, queries: driftSignalSchema, servedQueries: driftSignalSchema }).nullable(),
   /** The profile of the model's first `servedBaseline` sampled queries (null until it has served that many). */
-  servedReference: z.object({ createdAt: z.string(), count: z.number().int(), from: z.string(), until: z.string() }).nullable(),
+  servedReference: z.object({ createdAt: z.string(), count: z.number().int(), from: z.string(), until: z.string(), kept: z.boolean() }).nullable(),
   /** Recall@1 of the active model on labelled images not in its training snapshot, against its recorded figure. */
   recall: z
     .object({ newLabelled: z.number().int(), recallAt1: z.number().nullable(), recorded: z.number().nullable(), drop: z.number().nullable() })

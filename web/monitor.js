@@ -90,7 +90,7 @@ function signalRow(name, sig, s) {
       {},
       el('th', { scope: 'row', text: name }),
       el('td', { text: String(sig.sample) }),
-      el('td', { text: `too few to judge (under ${s.minSample})` }),
+      el('td', sig.error ? { class: 'warn', text: `not read: ${sig.error}` } : { text: `too few to judge (under ${s.minSample})` }),
       el('td'),
       el('td'),
       el('td'),
@@ -108,7 +108,7 @@ function signalRow(name, sig, s) {
 }
 
 /** Row names of the drift signals (the API's keys). */
-const SIGNAL_NAMES = { uploads: 'uploads', queries: 'queries vs training', servedQueries: 'queries vs served reference' };
+const SIGNAL_NAMES = { uploads: 'uploads', queries: 'queries vs training (reported only)', servedQueries: 'queries vs served reference' };
 
 function decisionText(d) {
   return d.retrain ? 'retrain' : d.heldBack ? `held back (${d.heldBack})` : 'no retraining needed';
@@ -143,7 +143,7 @@ function renderDrift(r) {
         id: 'drift-served-reference',
         class: 'muted',
         text: r.servedReference
-          ? `Served-query reference: the model's first ${fmtNumber(r.servedReference.count)} sampled queries (${new Date(r.servedReference.from).toLocaleString()} – ${new Date(r.servedReference.until).toLocaleString()}); later queries are compared with it.`
+          ? `Served-query reference: the model's first ${fmtNumber(r.servedReference.count)} sampled queries (${new Date(r.servedReference.from).toLocaleString()} – ${new Date(r.servedReference.until).toLocaleString()})${r.servedReference.kept ? '' : ', provisional until the next check keeps it'}; later queries are compared with it.`
           : `Served-query reference: not yet — made from the model's first ${fmtNumber(s.servedBaseline)} sampled queries.`,
       }),
     );

@@ -25,11 +25,16 @@ export function registerDriftCommand(program: Command): void {
           const served = report.servedReference;
           out.push(
             served
-              ? `  served-query reference: the model's first ${served.count} sampled queries (${served.from} … ${served.until})`
+              ? `  served-query reference: the model's first ${served.count} sampled queries (${served.from} … ${served.until})${served.kept ? '' : ' — provisional: the next check keeps it'}`
               : `  served-query reference: not yet (made from the model's first ${s.servedBaseline} sampled queries, IMGSEARCH_DRIFT_SERVED_BASELINE)`,
           );
           for (const [key, sig] of Object.entries(report.signals)) {
-            const name = key === 'servedQueries' ? 'queries since the served reference' : key.padEnd(8);
+            const name =
+              key === 'servedQueries' ? 'queries since the served reference' : key === 'queries' ? 'queries (vs training, reported only)' : key.padEnd(8);
+            if (sig.error) {
+              out.push(`  ${name} not read: ${sig.error}`);
+              continue;
+            }
             if (sig.status === 'insufficient') {
               out.push(`  ${name} ${sig.sample} vectors: too few to judge (IMGSEARCH_DRIFT_MIN_SAMPLE=${s.minSample})`);
               continue;

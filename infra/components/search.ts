@@ -110,9 +110,19 @@ export class Search extends pulumi.ComponentResource {
       // Writes click feedback as new, uniquely named objects under feedback/: create is enough,
       // so the service can never overwrite or delete a feature shard or a rejection record.
       grantOnBucket(`${name}-features-creator`, args.buckets.features, { role: 'roles/storage.objectCreator', member, prefix: 'feedback/' }, parent),
-      // Samples image-query vectors for the drift check, in batches under query-vectors/ that are
-      // likewise new, uniquely named and created only if absent (shared/services/query-vector-objects.ts).
-      grantOnBucket(`${name}-query-sample-creator`, args.buckets.features, { role: 'roles/storage.objectCreator', member, prefix: 'query-vectors/' }, parent),
+      // Samples image-query vectors for the drift check (querySampleRate of them), in batches under
+      // query-vectors/ that are likewise new, uniquely named and created only if absent
+      // (shared/services/query-vector-objects.ts). Rate 0: nothing is sampled, and nothing granted.
+      ...(s.querySampleRate > 0
+        ? [
+            grantOnBucket(
+              `${name}-query-sample-creator`,
+              args.buckets.features,
+              { role: 'roles/storage.objectCreator', member, prefix: 'query-vectors/' },
+              parent,
+            ),
+          ]
+        : []),
       // Uploads from the page (not with public access): the service signs URLs as itself (no key file),
       // through IAM Credentials signBlob, which needs iam.serviceAccounts.signBlob on its own account —
       // tokenCreator on itself, not on the project (cloud.google.com/storage/docs/authentication/creating-signatures).
@@ -176,7 +186,13 @@ export class Search extends pulumi.ComponentResource {
               image: args.image,
               ...containerCommand('search', 'functions/search-server.ts'),
               ports: { containerPort: 8080 },
-              envs: cloudRunEnv('search', { ...args.env, TRUSTED_PROXY_HOPS: trustedProxyHops(s.access), UPLOADS: uploads }, secretIds),
+              envs: cloudRunEnv(
+                'search',
+                { ...args.env, TRUSTED_PROXY_HOPS: trustedProxyHops(s.access), UPLOADS: uploads, QUERY_SAMPLE_RATE: String(s.querySampleRate) },
+                secretIds,
+              ),
+              // CPU only while a request is open: work a request starts must finish before its answer
+              // (the query sample's writes are awaited by the search that starts them).
               resources: { limits: { cpu: String(s.cpu), memory: s.memory }, cpuIdle: true, startupCpuBoost: true },
               // TCP, not HTTP: the probe must not depend on a route the service may rename.
               startupProbe: { tcpSocket: { port: 8080 }, periodSeconds: 5, failureThreshold: 24 },

@@ -75,6 +75,8 @@ export class Storage extends pulumi.ComponentResource {
       // click-feedback objects (anyone allowed to search can add some; retraining reads only the
       // newest) and the sampled query vectors (the drift check reads only the newest). Base
       // embeddings and rejection records are what retraining and reindexing read.
+      // No softDeletePolicy is set: Cloud Storage's default (7 days unless the organization set
+      // another) keeps each deleted or expired object restorable for that long after (README "Drift").
       lifecycleRules: [
         { action: { type: 'Delete' }, condition: { age: args.settings.featuresRetentionDays, matchesPrefixes: ['embeddings/shards/'] } },
         { action: { type: 'Delete' }, condition: { age: args.settings.feedbackRetentionDays, matchesPrefixes: ['feedback/'] } },

@@ -12,6 +12,7 @@ export const DEPLOY_MODES: [string, Partial<RawStackConfig>][] = [
       search: { access: 'public', domain: 'search.example.com' },
     } as Partial<RawStackConfig>,
   ],
-  ['search behind IAP', { search: { access: 'iap', iapMembers: ['group:team@example.com'] } } as Partial<RawStackConfig>],
+  // Query sampling off (querySampleRate 0): no sink, and no create grant under query-vectors/.
+  ['search behind IAP, no query sample', { search: { access: 'iap', iapMembers: ['group:team@example.com'], querySampleRate: 0 } } as Partial<RawStackConfig>],
   ['prefix "photos" in europe-west4', { prefix: 'photos', region: 'europe-west4' } as Partial<RawStackConfig>],
 ];

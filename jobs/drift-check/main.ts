@@ -10,7 +10,8 @@ import { cloudEventBus, cloudLogger, cloudModelRegistry, storageClient } from '.
  * active model's drift report against its profile (shared/services/drift.ts); when it calls for a
  * retraining, a request with its reason on retrain-requests. Its state (last report, requests made,
  * the cooldown) lives under drift/ in the models bucket. The queries it compares are the newest
- * DRIFT_QUERY_SAMPLE the search service sampled under query-vectors/ of the features bucket (0: none).
+ * DRIFT_QUERY_SAMPLE the search service sampled under query-vectors/ of the features bucket in the
+ * last 7 days (0: none); a listing that fails there is logged by the source and rethrown.
  */
 async function main(): Promise<void> {
   const config = cloudConfig('driftJob');

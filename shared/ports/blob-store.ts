@@ -9,6 +9,11 @@ export interface BlobInfo {
   updated: string;
 }
 
+export interface ListOptions {
+  /** Only names lexicographically equal to or after this one. */
+  startOffset?: string;
+}
+
 /** Read / list / stat (and write, for registries and shards) objects of one bucket. */
 export interface BlobStore {
   readonly bucket: string;
@@ -20,7 +25,11 @@ export interface BlobStore {
    */
   read(name: string, options?: { generation?: string; maxBytes?: number }): Promise<Buffer>;
   stat(name: string): Promise<BlobInfo | null>;
-  list(prefix?: string): AsyncIterable<BlobInfo>;
+  /**
+   * Objects whose names start with `prefix`, in name order. With `startOffset`, only names that
+   * sort at or after it (GCS JSON API `startOffset`): a listing can skip what it knows is too old.
+   */
+  list(prefix?: string, options?: ListOptions): AsyncIterable<BlobInfo>;
   write(name: string, data: Buffer | string, options?: { contentType?: string }): Promise<BlobInfo>;
   delete(name: string): Promise<void>;
 }

@@ -11,6 +11,7 @@ import type { ModelRegistry, ModelVersion } from '../ports/model-registry.js';
 import type { DriftOutput } from '../output-schemas.js';
 import { mulberry32, shuffledIndices } from '../training/prng.js';
 import { parseWith } from '../validation.js';
+import { probit } from 'simple-statistics';
 import { dot, l2Normalise } from '../vector-math.js';
 import { MIN_LABELLED_FOR_EVAL, readBaseFeatures, registeredTowers } from './retrain.js';
 
@@ -26,18 +27,21 @@ import { MIN_LABELLED_FOR_EVAL, readBaseFeatures, registeredTowers } from './ret
  *   records by generation, i.e. upload time in µs in both modes, projected by the active model) and
  *   recent image queries (a bounded sample the search service keeps, {@link QueryVectorSource}).
  *   Queries are compared twice: with the training profile (do users ask for what the model was
- *   trained on?) and with the model's **served-query reference** ({@link ServedReference}): a
- *   profile of the first `servedBaseline` queries the model served, frozen in the check's state by
- *   the first check that sees that many, against which only the queries served after them are
- *   compared (has what users ask for changed since the model went live?). Users who only ever search
- *   one category trip the first every time, never the second. One statistic per question:
+ *   trained on? — reported only) and with the model's **served-query reference**
+ *   ({@link ServedReference}): the deciles, on the training profile's axes, of the oldest
+ *   `servedBaseline` queries in the sample when a check first finds that many, kept in the check's
+ *   state, against which only the queries served after them are compared (has what users ask for
+ *   changed since the model went live?). Users who only ever search one category trip the first
+ *   every time, never the second. One statistic per question:
  *   - PSI per principal component, Σ (a−e)·ln(a/e) over the reference deciles (empty bins floored
  *     at 1e-4); the usual bands: < 0.1 no shift, 0.1–0.25 moderate, ≥ 0.25 major. The signal's PSI is
- *     the largest over the components.
+ *     the largest over the components; it flags when it reaches the threshold AND is significant at
+ *     1% over the components ({@link psiCritical}: small samples have large PSIs by chance).
  *   - two-sample Kolmogorov–Smirnov on the distance to the reference centroid: D and its asymptotic
  *     p-value; flagged when D ≥ the threshold and p < 0.01.
  *   - PSI of the label mix (uploads only, over their labelled images).
- * - **Decision** ({@link decideRetrain}): retrain when (a signal drifted AND at least M labelled
+ * - **Decision** ({@link decideRetrain}): retrain when (uploads or the queries since the served
+ *   reference drifted AND at least M labelled
  *   images are new since training) OR (Recall@1 of the active model on the new labelled images fell
  *   more than the configured drop below its recorded figure) — and no request was made within the
  *   cooldown. Every request records its reasons ({@link DriftState}).
@@ -56,12 +60,14 @@ const DISTANCE_SAMPLE = 2000;
 const PSI_FLOOR = 1e-4;
 /** KS flags a shift only when it is also significant at this level (D alone on a big sample may be noise-free but tiny). */
 export const KS_SIGNIFICANCE = 0.01;
+/** PSI flags a shift only when it is also significant at this level, over all the components read (a small sample's PSI is large by chance alone). */
+export const PSI_SIGNIFICANCE = 0.01;
 
 export const driftSettingsSchema = z.object({
   /** Recent uploads compared: the most recent N by generation. */
   recentUploads: z.number().int().min(10).default(1000),
   /** Fewer vectors than this in a signal: not judged ("insufficient"). */
-  minSample: z.number().int().min(10).default(100),
+  minSample: z.number().int().min(10).default(200),
   /** PSI at or above this flags a component (0.25: the "major shift" band). */
   psiThreshold: z.number().positive().default(0.25),
   /** KS D on centroid distances at or above this (and p < 0.01) flags the signal. */
@@ -136,16 +142,7 @@ export function buildDriftProfile(
   const order = shuffledIndices(vectors.length, random);
   const fit = Array.from(order.subarray(0, Math.min(FIT_SAMPLE, vectors.length)), (i) => vectors[i]!);
   const basis = topComponents(fit, centroid, Math.min(COMPONENTS, dimension, fit.length - 1), random);
-  const projected = basis.map((axis) => vectors.map((v) => project(v, centroid, axis)));
-  const components = projected.map((values) => {
-    const sorted = Float64Array.from(values).sort();
-    const edges = Array.from({ length: BINS - 1 }, (_, b) => quantile(sorted, (b + 1) / BINS));
-    const m = meanOf(values);
-    return { edges, fractions: binFractions(values, edges), mean: m, std: Math.sqrt(meanOf(values.map((x) => (x - m) ** 2))) };
-  });
-  const distances = Array.from(order.subarray(0, Math.min(DISTANCE_SAMPLE, vectors.length)), (i) => cosineDistance(vectors[i]!, centroid)).sort(
-    (a, b) => a - b,
-  );
+  const { components, distances } = onAxes(vectors, centroid, basis, order);
   const labelled = training.filter((r) => r.labels.length > 0);
   return {
     format: PROFILE_FORMAT,
@@ -161,6 +158,24 @@ export function buildDriftProfile(
     labelled: labelled.length,
     trainingKeys: present.map(recordKey).sort(),
   };
+}
+
+/**
+ * The per-component deciles (and moments) of `vectors` (unit) along `basis` around `centroid`, and
+ * a sorted sample (the first {@link DISTANCE_SAMPLE} of `order`) of their cosine distances to it.
+ */
+function onAxes(vectors: Float32Array[], centroid: Float32Array, basis: Float32Array[], order: ArrayLike<number>) {
+  const components = basis.map((axis) => {
+    const values = vectors.map((v) => project(v, centroid, axis));
+    const sorted = Float64Array.from(values).sort();
+    const edges = Array.from({ length: BINS - 1 }, (_, b) => quantile(sorted, (b + 1) / BINS));
+    const m = meanOf(values);
+    return { edges, fractions: binFractions(values, edges), mean: m, std: Math.sqrt(meanOf(values.map((x) => (x - m) ** 2))) };
+  });
+  const distances = Array.from({ length: Math.min(DISTANCE_SAMPLE, vectors.length) }, (_, k) => cosineDistance(vectors[order[k]!]!, centroid)).sort(
+    (a, b) => a - b,
+  );
+  return { components, distances };
 }
 
 export function parseDriftProfile(bytes: Buffer | string, where: string): DriftProfile {
@@ -182,6 +197,25 @@ export function psi(expected: readonly number[], actual: readonly number[]): num
     total += (a - e) * Math.log(a / e);
   }
   return total;
+}
+
+/**
+ * The smallest PSI that is significant at `alpha` when `tests` PSIs are read together (Bonferroni):
+ * under no shift, PSI·n_eff is asymptotically χ² with bins − 1 degrees of freedom, n_eff =
+ * 1/(1/n_reference + 1/n_sample) (Yurdakul, "Statistical properties of the population stability
+ * index", 2018). With 500 reference and 100 new queries this is 0.33 for the largest of 8 components
+ * (the 0.25 band alone flagged a quarter of same-distribution samples of Fashion-MNIST queries;
+ * with this level, 4%: the asymptotic tail is light at 10 per bin — hence the default minimum
+ * sample of 200, at which neither flags any, test/unit/drift-statistics.unit.test.ts).
+ */
+export function psiCritical(bins: number, referenceCount: number, sample: number, tests = 1, alpha = PSI_SIGNIFICANCE): number {
+  return chiSquaredQuantile(1 - alpha / tests, bins - 1) * (1 / referenceCount + 1 / sample);
+}
+
+/** χ² quantile by Wilson–Hilferty (1931): (χ²/k)^(1/3) is nearly normal, mean 1 − 2/(9k), variance 2/(9k); within 1% in the upper tail for k ≥ 3. */
+export function chiSquaredQuantile(p: number, degrees: number): number {
+  const v = 2 / (9 * degrees);
+  return degrees * Math.max(0, 1 - v + probit(p) * Math.sqrt(v)) ** 3;
 }
 
 export function psiBand(value: number): 'none' | 'moderate' | 'major' {
@@ -215,14 +249,16 @@ export function kolmogorovSmirnov(a: readonly number[], b: readonly number[]): {
 export interface SignalReport {
   sample: number;
   status: 'no-shift' | 'drift' | 'insufficient';
-  /** Largest PSI over the components, and each component's. */
-  psi: { max: number; band: 'none' | 'moderate' | 'major'; components: number[] } | null;
+  /** Largest PSI over the components, and each component's; `critical`: the smallest significant largest PSI for these sample sizes ({@link psiCritical}). */
+  psi: { max: number; band: 'none' | 'moderate' | 'major'; critical: number; components: number[] } | null;
   /** KS on the distance to the reference centroid. */
   centroidKs: { d: number; pValue: number } | null;
   /** Uploads: PSI of the label mix over `labelled` labelled images (null below the minimum sample). */
   labelPsi: number | null;
   /** What flagged it, one sentence each. */
   findings: string[];
+  /** Why the signal could not be read (its source failed), when it could not. */
+  error?: string;
 }
 
 /** Compares `vectors` (search space) — and for uploads their labels — with the profile. */
@@ -250,8 +286,12 @@ export function compareWithProfile(
     profile.centroidDistances,
     normalised.map((v) => cosineDistance(v, centroid)),
   );
+  const critical = psiCritical(BINS, profile.count, normalised.length, perComponent.length);
   const findings: string[] = [];
-  if (max >= settings.psiThreshold) findings.push(`PSI ${max.toFixed(3)} on component ${perComponent.indexOf(max) + 1} ≥ ${settings.psiThreshold}`);
+  if (max >= settings.psiThreshold && max >= critical)
+    findings.push(
+      `PSI ${max.toFixed(3)} on component ${perComponent.indexOf(max) + 1} ≥ ${settings.psiThreshold}${critical > settings.psiThreshold ? ` and its significance level ${critical.toFixed(3)}` : ''}`,
+    );
   if (ks.d >= settings.ksThreshold && ks.pValue < KS_SIGNIFICANCE)
     findings.push(`centroid-distance KS D ${ks.d.toFixed(3)} ≥ ${settings.ksThreshold} (p ${ks.pValue.toExponential(1)})`);
   let labelPsi: number | null = null;
@@ -263,12 +303,13 @@ export function compareWithProfile(
       names.map((n) => profile.labels[n] ?? 0),
       names.map((n) => actual[n] ?? 0),
     );
-    if (labelPsi >= settings.psiThreshold) findings.push(`label-mix PSI ${labelPsi.toFixed(3)} ≥ ${settings.psiThreshold}`);
+    if (labelPsi >= settings.psiThreshold && labelPsi >= psiCritical(Math.max(2, names.length), profile.labelled, labelled.length))
+      findings.push(`label-mix PSI ${labelPsi.toFixed(3)} ≥ ${settings.psiThreshold}`);
   }
   return {
     sample: normalised.length,
     status: findings.length > 0 ? 'drift' : 'no-shift',
-    psi: { max, band: psiBand(max), components: perComponent },
+    psi: { max, band: psiBand(max), critical, components: perComponent },
     centroidKs: ks,
     labelPsi,
     findings,
@@ -293,8 +334,8 @@ export interface DriftReport {
   settings: DriftSettings;
   /** queries: against the training profile; servedQueries: the queries after the served-query reference, against it. */
   signals: { uploads: SignalReport; queries: SignalReport; servedQueries: SignalReport } | null;
-  /** The model's served-query reference (null until it has served `servedBaseline` sampled queries). */
-  servedReference: { createdAt: string; count: number; from: string; until: string } | null;
+  /** The model's served-query reference (null until it has served `servedBaseline` sampled queries); `kept`: stored by a check (false: built for this report only, the next check keeps it). */
+  servedReference: { createdAt: string; count: number; from: string; until: string; kept: boolean } | null;
   recall: RecallCheck | null;
   decision: RetrainDecision;
   /** Why there is no verdict, when there is none. */
@@ -370,7 +411,7 @@ export interface SampledQuery {
 }
 /** Where the search service puts each image query's vector (search space) for the drift check. */
 export interface QueryVectorSink {
-  add(modelVersion: string, vector: Float32Array): void;
+  add(modelVersion: string, vector: Float32Array): void | Promise<void>;
 }
 /** What the drift check reads back: a bounded sample of the queries a model version served. */
 export interface QueryVectorSource {
@@ -543,14 +584,23 @@ export async function driftReport(
   } finally {
     await towers.close();
   }
-  const sampled = (await deps.queries?.recent(active.version)) ?? [];
+  let sampled: SampledQuery[] = [];
+  let queryError: string | undefined;
+  try {
+    sampled = (await deps.queries?.recent(active.version)) ?? [];
+  } catch (err) {
+    // The query sample is one signal of three: its failure (a bucket listing refused while a new
+    // IAM binding propagates, a 5xx) must not cost the uploads and Recall@1 checks.
+    logger.error({ err, modelVersion: active.version }, 'drift check: the query sample could not be read; query signals skipped');
+    queryError = `the query sample could not be read: ${errorMessage(err)}`;
+  }
   const queries = compareWithProfile(
     profile,
     sampled.map((q) => q.vector),
     settings,
   );
   const stored = state.servedReferences.find((r) => r.modelVersion === active.version) ?? null;
-  const served = stored ?? servedReferenceOf(active.version, sampled, settings.servedBaseline, now);
+  const served = stored ?? servedReferenceOf(profile, active.version, sampled, settings.servedBaseline, now);
   const servedQueries = served
     ? compareWithProfile(
         served.profile,
@@ -558,11 +608,13 @@ export async function driftReport(
         settings,
       )
     : insufficient(0);
-  const drifted = [
-    ...uploads.findings.map((f) => `uploads: ${f}`),
-    ...queries.findings.map((f) => `queries: ${f}`),
-    ...servedQueries.findings.map((f) => `queries since the served reference: ${f}`),
-  ];
+  if (queryError) {
+    queries.error = queryError;
+    servedQueries.error = queryError;
+  }
+  // Queries against the training profile are reported, never acted on: users who search one
+  // category differ from the collection at every check, and a retraining changes nothing about it.
+  const drifted = [...uploads.findings.map((f) => `uploads: ${f}`), ...servedQueries.findings.map((f) => `queries since the served reference: ${f}`)];
   const report: DriftReport = {
     modelVersion: active.version,
     checkedAt: now.toISOString(),
@@ -570,7 +622,13 @@ export async function driftReport(
     settings,
     signals: { uploads, queries, servedQueries },
     servedReference: served
-      ? { createdAt: served.createdAt, count: served.profile.count, from: new Date(served.from).toISOString(), until: new Date(served.until).toISOString() }
+      ? {
+          createdAt: served.createdAt,
+          count: served.profile.count,
+          from: new Date(served.from).toISOString(),
+          until: new Date(served.until).toISOString(),
+          kept: stored !== null,
+        }
       : null,
     recall,
     decision: decideRetrain({ drifted, newLabelled: newLabelled.length, recall }, settings, state.requests.at(-1), now),
@@ -579,23 +637,46 @@ export async function driftReport(
 }
 
 /**
- * The served-query reference of `modelVersion` from its sampled queries (oldest first): the
- * profile of the first `size` of them, or null while there are fewer. Queries served in the same
- * millisecond as the last one are left out of the comparison with it (`at > until`), never counted twice.
+ * The served-query reference of `modelVersion` from its sampled queries (oldest first): the oldest
+ * `size` of them, profiled on the axes of the model's training profile (its centroid and principal
+ * components, fitted on thousands of training embeddings — axes fitted on the same few hundred
+ * queries would fit them too well, and later queries from the same distribution would look
+ * shifted), or null while there are fewer. Later queries are those served after the last of them
+ * (`at > until`: one served in the same instant is compared with neither).
  */
-export function servedReferenceOf(modelVersion: string, sampled: readonly SampledQuery[], size: number, now: Date): ServedReference | null {
-  if (sampled.length < size) return null;
+export function servedReferenceOf(
+  training: DriftProfile,
+  modelVersion: string,
+  sampled: readonly SampledQuery[],
+  size: number,
+  now: Date,
+): ServedReference | null {
   const first = sampled.slice(0, size);
+  const vectors = first.map((q) => q.vector).filter((v) => v.length === training.dimension);
+  if (first.length < size || vectors.length < 2) return null;
+  const normalised = vectors.map((v) => l2Normalise(v));
+  const centroid = Float32Array.from(training.centroid);
+  const basis = training.basis.map((axis) => Float32Array.from(axis));
+  const { components, distances } = onAxes(normalised, centroid, basis, shuffledIndices(normalised.length, mulberry32(42)));
   return {
     modelVersion,
     createdAt: now.toISOString(),
     from: first[0]!.at,
     until: first.at(-1)!.at,
-    profile: buildDriftProfile(
+    profile: {
+      format: PROFILE_FORMAT,
       modelVersion,
-      first.map((q, i) => ({ id: `query-${i}`, generation: String(q.at), labels: [], vector: q.vector })),
-      [],
-    ),
+      createdAt: now.toISOString(),
+      count: normalised.length,
+      dimension: training.dimension,
+      centroid: training.centroid,
+      basis: training.basis,
+      components,
+      centroidDistances: distances,
+      labels: {},
+      labelled: 0,
+      trainingKeys: [],
+    },
   };
 }
 

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { GenerationMismatchError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import type { BlobStore } from '../ports/blob-store.js';
 import type { QueryVectorSink, QueryVectorSource, SampledQuery } from './drift.js';
@@ -9,27 +10,41 @@ import type { CreateOnlyStore } from './feedback.js';
  * The cloud query sample of the drift check, as objects in a bucket (the features bucket): the
  * search service's instances write, the drift job reads.
  *
- * **Writing** ({@link ObjectQueryVectorSink}). Many instances serve at once and GCS objects cannot
- * be appended to, so each instance buffers the image-query vectors it serves and writes each batch
- * as one new object, `query-vectors/<model version>/<ms of its first query, 15 digits>-<random>.json`
- * — names sort by time, and the object is created only if absent (`ifGenerationMatch: '0'`, as
- * click feedback is): no instance can overwrite another's batch, and create is the only permission
- * needed. A batch is written when it holds `batchSize` vectors, or by the first `add` after its
- * oldest query is `flushMs` old (no timer: Cloud Run throttles the CPU between requests), and by
- * {@link ObjectQueryVectorSink.flush} on shutdown. Sampling never slows or fails a search: `add` is
- * synchronous, the buffer is bounded (oldest dropped), and a failed write is logged and its batch
- * dropped, never retried.
+ * **What is kept.** Only a sample: each image query is kept with probability `rate` (the stack's
+ * `iss:search.querySampleRate`, default 0.1; the service builds no sink at 0). Per kept query, its
+ * vector in the model's search space (derived from the image, never the image, its name or any
+ * text) and when it was served, rounded down to whole seconds (a millisecond stamp would let a
+ * vector be joined to one request in the request logs). A lifecycle rule expires the objects
+ * (infra/components/storage.ts, `iss:storage.querySampleRetentionDays`).
  *
- * **Reading** ({@link ObjectQueryVectorSource}): the newest objects of one model version, newest
- * first, until `capacity` queries are collected; an object that cannot be read or does not hold a
- * valid batch is skipped (counted and logged once per read), never fatal to the check. A lifecycle
- * rule expires the objects (infra/components/storage.ts).
+ * **Writing** ({@link ObjectQueryVectorSink}). Many instances serve at once and GCS objects cannot
+ * be appended to, so each instance buffers the vectors it keeps and writes each batch as one new
+ * object, `query-vectors/<model version>/<ms of its first query, 15 digits>-<random>.json` — names
+ * sort by time, and the object is created only if absent (`ifGenerationMatch: '0'`, as click
+ * feedback is): no instance can overwrite another's batch, and create is the only permission
+ * needed. A batch is written when it holds `batchSize` vectors, or by the first `add` after its
+ * oldest query is `flushMs` old (no timer), and by {@link ObjectQueryVectorSink.flush} on shutdown.
+ * Cloud Run gives the service CPU only while a request is open (`cpuIdle`), so the `add` that
+ * starts a write returns a promise the request awaits: it settles when the write is done or after
+ * `awaitMs` (2 s), whichever is first, and never rejects; the write goes on past that only as far
+ * as the CPU allows. Sampling never fails a search: the buffer is bounded (oldest dropped), a write
+ * gives up its slot after `writeTimeoutMs`, and a failed write is logged and its batch dropped,
+ * never retried here (the storage client retries; a 412 on our own random name is that retry
+ * meeting the object its first attempt created, so it counts as saved).
+ *
+ * **Reading** ({@link ObjectQueryVectorSource}): the newest objects of one model version from the
+ * last `windowMs` (the listing starts at that time's name, `startOffset`), newest first, until
+ * `capacity` queries are collected; an object that cannot be read or does not hold a valid batch is
+ * skipped (counted and logged once per read), never fatal to the check. A listing that fails is
+ * logged here once, with the folder, and rethrown as it is.
  */
 
 export const QUERY_VECTORS_PREFIX = 'query-vectors/';
 const BATCH_FORMAT = 1;
 /** Milliseconds since the epoch, zero-padded: name order is time order until the year 33658. */
 const STAMP_DIGITS = 15;
+/** How far back the drift job lists batches by default: the default lifetime of a batch. */
+const DEFAULT_READ_WINDOW_MS = 7 * 24 * 3600_000;
 /** A batch of 100 vectors of 4,096 floats is about 2.2 MB as JSON: anything larger is not one. */
 export const MAX_QUERY_BATCH_BYTES = 4 * 1024 * 1024;
 
@@ -94,6 +109,14 @@ interface Buffered {
 }
 
 export interface ObjectQueryVectorSinkOptions {
+  /** Share of the queries kept, in [0, 1] (default 1: every query; the service passes QUERY_SAMPLE_RATE). */
+  rate?: number;
+  /** Uniform in [0, 1): a query is kept when it is below `rate` (default Math.random). */
+  random?: () => number;
+  /** Longest an `add` that started a write keeps its request waiting (default 2 s); the write goes on after. */
+  awaitMs?: number;
+  /** A write still running after this long gives up its slot among `maxWrites` (default 30 s), logged as unsure. */
+  writeTimeoutMs?: number;
   /** Vectors per object: a batch is written as soon as this many are buffered (default 100). */
   batchSize?: number;
   /** The next `add` writes the buffer once its oldest query is this old (default 5 minutes). */
@@ -114,6 +137,10 @@ export class ObjectQueryVectorSink implements QueryVectorSink {
   private buffer: Buffered[] = [];
   private readonly writes = new Set<Promise<void>>();
   private dropped = 0;
+  private readonly rate: number;
+  private readonly random: () => number;
+  private readonly awaitMs: number;
+  private readonly writeTimeoutMs: number;
   private readonly batchSize: number;
   private readonly flushMs: number;
   private readonly maxBuffered: number;
@@ -127,6 +154,11 @@ export class ObjectQueryVectorSink implements QueryVectorSink {
     private readonly blobs: CreateOnlyStore,
     options: ObjectQueryVectorSinkOptions = {},
   ) {
+    this.rate = options.rate ?? 1;
+    if (!(this.rate >= 0 && this.rate <= 1)) throw new RangeError(`query sample rate must be in [0, 1], got ${this.rate}`);
+    this.random = options.random ?? Math.random;
+    this.awaitMs = options.awaitMs ?? 2000;
+    this.writeTimeoutMs = options.writeTimeoutMs ?? 30_000;
     this.batchSize = options.batchSize ?? 100;
     this.flushMs = options.flushMs ?? 5 * 60_000;
     this.maxBuffered = Math.max(options.maxBuffered ?? 1000, this.batchSize);
@@ -137,21 +169,35 @@ export class ObjectQueryVectorSink implements QueryVectorSink {
     this.unique = options.unique ?? (() => randomBytes(8).toString('hex'));
   }
 
-  /** Called in the search path: never throws, never waits. */
-  add(modelVersion: string, vector: Float32Array): void {
+  /**
+   * Called in the search path; never throws, never rejects. Keeps the query with probability
+   * `rate`. Returns a promise only when this call started a write: it settles when the write is
+   * done or after `awaitMs`, whichever is first (the request awaits it: Cloud Run's CPU is there
+   * only while the request is open).
+   */
+  add(modelVersion: string, vector: Float32Array): void | Promise<void> {
     try {
-      this.buffer.push({ modelVersion, at: this.now(), vector: encodeQueryVector(vector) });
+      if (!(this.random() < this.rate)) return;
+      // Whole seconds only: a millisecond stamp could single out one request in the request logs.
+      const at = Math.floor(this.now() / 1000) * 1000;
+      this.buffer.push({ modelVersion, at, vector: encodeQueryVector(vector) });
       this.dropOldest();
-      this.startWrites(false);
+      const started = this.startWrites(false);
+      if (started.length > 0) return this.awaitAtMost(started, this.awaitMs);
     } catch (err) {
       this.logger.warn({ err }, 'query sample: vector not kept');
     }
   }
 
-  /** Writes everything buffered and waits for every write in flight (shutdown). Never rejects. */
-  async flush(): Promise<void> {
+  /**
+   * Writes everything buffered and waits for every write in flight (shutdown), at most `maxWaitMs`
+   * when given (the writes go on after that). Never rejects.
+   */
+  async flush(maxWaitMs?: number): Promise<void> {
     this.startWrites(true);
-    await Promise.all([...this.writes]);
+    const all = [...this.writes];
+    if (maxWaitMs === undefined) await Promise.all(all);
+    else await this.awaitAtMost(all, maxWaitMs);
   }
 
   /** Vectors waiting to be written. */
@@ -172,16 +218,39 @@ export class ObjectQueryVectorSink implements QueryVectorSink {
     return this.buffer.length >= this.batchSize || this.now() - oldest.at >= this.flushMs;
   }
 
-  private startWrites(all: boolean): void {
+  /** Starts the writes that are due (all of the buffer with `all`); the writes it started. */
+  private startWrites(all: boolean): Promise<void>[] {
+    const started: Promise<void>[] = [];
     while (this.buffer.length > 0 && (all || this.due())) {
       const chunk = this.buffer.splice(0, this.batchSize);
-      for (const [modelVersion, entries] of byVersion(chunk)) this.track(this.write(modelVersion, entries));
+      for (const [modelVersion, entries] of byVersion(chunk)) started.push(this.track(this.write(modelVersion, entries)));
     }
+    return started;
   }
 
-  private track(write: Promise<void>): void {
-    this.writes.add(write);
-    void write.finally(() => this.writes.delete(write));
+  /** The write, holding its slot until it settles or `writeTimeoutMs` passed (it never rejects). */
+  private track(write: Promise<void>): Promise<void> {
+    const held = this.awaitAtMost([write], this.writeTimeoutMs, () =>
+      this.logger.warn({ timeoutMs: this.writeTimeoutMs }, 'query sample: a batch write is still running; its slot is freed (it may or may not be saved)'),
+    );
+    this.writes.add(held);
+    void held.finally(() => this.writes.delete(held));
+    return held;
+  }
+
+  /** Resolves when all `writes` settle or after `ms`, whichever is first (the timer does not hold the process). */
+  private awaitAtMost(writes: Promise<void>[], ms: number, onTimeout?: () => void): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        onTimeout?.();
+        resolve();
+      }, ms);
+      timer.unref();
+      void Promise.all(writes).then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   private async write(modelVersion: string, entries: Buffered[]): Promise<void> {
@@ -191,10 +260,15 @@ export class ObjectQueryVectorSink implements QueryVectorSink {
       name = queryBatchObjectName(modelVersion, entries[0]!.at, this.prefix, this.unique());
       await this.blobs.write(name, JSON.stringify(batch), { contentType: 'application/json', ifGenerationMatch: '0' });
     } catch (err) {
-      // A name collision (GenerationMismatchError) included: the other object stays, this batch goes.
-      // Caught here, always: a write never rejects (flush awaits them all, nothing awaits them otherwise).
-      this.logger.warn({ err, name, queries: entries.length }, 'query sample batch not saved: dropped');
-      return;
+      if (err instanceof GenerationMismatchError) {
+        // The name carries 64 random bits: an object already there is this batch, created by an
+        // attempt whose response was lost before the storage client retried. Saved.
+        this.logger.debug({ name, queries: entries.length }, 'query sample batch already saved (a retried upload met its own object)');
+      } else {
+        // Caught here, always: a write never rejects (flush and the requests await them).
+        this.logger.warn({ err, name, queries: entries.length }, 'query sample batch not saved: dropped');
+        return;
+      }
     }
     if (this.dropped > 0) {
       this.logger.warn({ dropped: this.dropped, maxBuffered: this.maxBuffered }, 'query sample: oldest vectors dropped while writes were slow');
@@ -220,8 +294,14 @@ export interface ObjectQueryVectorSourceOptions {
   maxBytes?: number;
   /** Objects read at once (default 8). */
   concurrency?: number;
+  /**
+   * Only batches whose first query is at most this old are listed (default 7 days, the default
+   * retention): the listing starts at that time's name instead of walking the whole folder.
+   */
+  windowMs?: number;
   prefix?: string;
   logger?: Logger;
+  now?: () => number;
 }
 
 interface Skipped {
@@ -233,8 +313,10 @@ interface Skipped {
 export class ObjectQueryVectorSource implements QueryVectorSource {
   private readonly maxBytes: number;
   private readonly concurrency: number;
+  private readonly windowMs: number;
   private readonly prefix: string;
   private readonly logger: Logger;
+  private readonly now: () => number;
 
   constructor(
     private readonly blobs: Pick<BlobStore, 'list' | 'read' | 'uri'>,
@@ -242,13 +324,25 @@ export class ObjectQueryVectorSource implements QueryVectorSource {
   ) {
     this.maxBytes = options.maxBytes ?? MAX_QUERY_BATCH_BYTES;
     this.concurrency = options.concurrency ?? 8;
+    this.windowMs = options.windowMs ?? DEFAULT_READ_WINDOW_MS;
     this.prefix = options.prefix ?? QUERY_VECTORS_PREFIX;
     this.logger = options.logger ?? silentLogger;
+    this.now = options.now ?? Date.now;
   }
 
+  /** Rejects when the folder cannot be listed (refused, unavailable): logged here once, rethrown as it is. */
   async recent(modelVersion: string): Promise<SampledQuery[]> {
     const { capacity } = this.options;
-    const names = await this.newestNames(modelVersion);
+    let names: string[];
+    try {
+      names = await this.newestNames(modelVersion);
+    } catch (err) {
+      this.logger.warn(
+        { err, modelVersion, folder: this.blobs.uri(queryBatchFolder(modelVersion, this.prefix)) },
+        'query sample: the batches could not be listed',
+      );
+      throw err;
+    }
     const found: SampledQuery[] = [];
     const skipped: Skipped[] = [];
     // Newest objects first, a few at a time, until enough queries are in hand.
@@ -271,7 +365,10 @@ export class ObjectQueryVectorSource implements QueryVectorSource {
       names.sort();
       if (names.length > capacity) names = names.slice(names.length - capacity);
     };
-    for await (const info of this.blobs.list(queryBatchFolder(modelVersion, this.prefix))) {
+    // Names sort by the time of their first query: start at the window's (as a name, it sorts before any of that millisecond).
+    const folder = queryBatchFolder(modelVersion, this.prefix);
+    const startOffset = `${folder}${String(Math.max(0, Math.floor(this.now() - this.windowMs))).padStart(STAMP_DIGITS, '0')}`;
+    for await (const info of this.blobs.list(folder, { startOffset })) {
       if (!info.name.endsWith('.json')) continue;
       names.push(info.name);
       if (names.length >= 2 * capacity) keepNewest();

@@ -93,10 +93,17 @@ export class SearchService {
     clock.live = performance.now();
     const prepared = await embedder.prepare(image);
     const { vectors } = await embedder.embedDecoded([prepared]);
-    this.queryVectors?.add(embedder.modelVersion, vectors[0]!);
-    clock.vector = performance.now();
-    const results = await index.query(vectors[0]!, { k: req.k, filter: req.filter, minScore: req.minScore });
-    return this.answer(index, { kind: 'image' }, results, req, clock);
+    // A sample write this query started (cloud: a batch under query-vectors/) runs alongside the
+    // index query and is awaited before the answer leaves: Cloud Run gives the instance CPU only
+    // while a request is open. The sink bounds the wait (2 s) and never rejects.
+    const sampled = this.queryVectors?.add(embedder.modelVersion, vectors[0]!);
+    try {
+      clock.vector = performance.now();
+      const results = await index.query(vectors[0]!, { k: req.k, filter: req.filter, minScore: req.minScore });
+      return this.answer(index, { kind: 'image' }, results, req, clock);
+    } finally {
+      if (sampled) await sampled;
+    }
   }
 
   async similarTo(id: string, req: SearchRequest): Promise<SearchResponse> {

@@ -45,15 +45,19 @@ export interface WorkloadCall {
   /** Where each kind of access of that method lands (the project needs no entry). */
   on: Partial<Record<Exclude<ResourceKind, 'project'>, ResourceRef>>;
   why: string;
-  /** Made only when this variable has this value (`unset` = the schema's default applies). */
-  when?: { env: string; is: string; orUnset?: boolean };
+  /**
+   * Made only when this variable has this value (`is`), or any value but this one (`isNot`);
+   * `orUnset`: also when it is not set (the schema's default applies).
+   */
+  when?: { env: string; is: string; orUnset?: boolean } | { env: string; isNot: string; orUnset?: boolean };
 }
 
 /** Whether a call is made with this environment. */
 export function callApplies(call: WorkloadCall, env: Readonly<Record<string, string | undefined>>): boolean {
   if (!call.when) return true;
   const value = env[call.when.env];
-  return value === undefined || value === '' ? call.when.orUnset === true : value === call.when.is;
+  if (value === undefined || value === '') return call.when.orUnset === true;
+  return 'is' in call.when ? value === call.when.is : value !== call.when.isNot;
 }
 
 const bucket = (env: string, prefix?: string): ResourceRef => ({ kind: 'bucket', env, ...(prefix ? { prefix } : {}) });
@@ -236,6 +240,8 @@ export const WORKLOAD_CALLS: Record<CloudWorkload, WorkloadCall[]> = {
       method: 'writeNew',
       on: { bucket: bucket('FEATURES_BUCKET', 'query-vectors/') },
       why: 'samples image-query vectors for the drift check, in new objects',
+      // The stack sets QUERY_SAMPLE_RATE=0 when sampling is off (iss:search.querySampleRate): no sink, no grant.
+      when: { env: 'QUERY_SAMPLE_RATE', isNot: '0', orUnset: true },
     },
     {
       adapter: 'GcsSignedUploads',

@@ -106,6 +106,8 @@ const hints: Partial<Record<EnvName, string>> = {
   BATCH_SIZE: 'set a whole number from 1 to 1000, e.g. BATCH_SIZE=32',
   TRUSTED_PROXY_HOPS: 'use TRUSTED_PROXY_HOPS=1 on Cloud Run alone, TRUSTED_PROXY_HOPS=2 behind the public load balancer',
   UPLOADS: 'use UPLOADS=off (no uploads from the page) or UPLOADS=signed-url (the page PUTs to the images bucket with signed URLs)',
+  QUERY_SAMPLE_RATE:
+    'set the share of image queries sampled for the drift check, from 0 (none) to 1 (all), e.g. QUERY_SAMPLE_RATE=0.1 (stack setting iss:search.querySampleRate)',
   DRIFT_QUERY_SAMPLE: 'set a whole number of image queries from 0 (compare none) to 100000, e.g. DRIFT_QUERY_SAMPLE=1000',
   DRIFT_SERVED_BASELINE: 'set a whole number of queries from 10 to 1000000, e.g. DRIFT_SERVED_BASELINE=500',
 };
@@ -222,6 +224,12 @@ export const entryPointSchemas = {
      * another instance than the search is refused.
      */
     FEEDBACK_TOKEN_KEY: z.string().min(32, 'must be at least 32 characters (the stack generates it as a secret)').optional(),
+    /**
+     * Share of image queries whose vector is kept for the drift check (query-vectors/ of
+     * FEATURES_BUCKET, shared/services/query-vector-objects.ts); 0: none, and no sample is written.
+     * Set by infra/components/search.ts from `iss:search.querySampleRate`.
+     */
+    QUERY_SAMPLE_RATE: z.coerce.number().min(0).max(1).default(0.1),
     ...BOOTSTRAP_HINT,
   }),
   // The only cloud entry point that writes a first model (the others read the registry): run once
@@ -236,7 +244,7 @@ export const entryPointSchemas = {
   driftJob: pick('GCP_PROJECT', 'MODELS_BUCKET', 'FEATURES_BUCKET', 'TOPIC_RETRAIN_REQUESTS')
     .extend({
       DRIFT_RECENT: int(10, 1_000_000).default(1000),
-      DRIFT_MIN_SAMPLE: int(10, 1_000_000).default(100),
+      DRIFT_MIN_SAMPLE: int(10, 1_000_000).default(200),
       DRIFT_PSI: z.coerce.number().positive().max(100).default(0.25),
       DRIFT_KS: z.coerce.number().gt(0).lt(1).default(0.2),
       DRIFT_MIN_NEW_LABELLED: int(0, 100_000_000).default(200),

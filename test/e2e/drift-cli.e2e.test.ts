@@ -75,7 +75,7 @@ describe('imgsearch drift', () => {
     const r = await runCli(['drift'], { cwd: work, env: { ...env(), IMGSEARCH_DRIFT_MIN_NEW_LABELLED: '100000' } });
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/uploads\s+250 vectors: DRIFT — max PSI \d+\.\d{3} \(major; threshold 0\.25\)/);
-    expect(r.stdout).toMatch(/queries\s+0 vectors: too few to judge/);
+    expect(r.stdout).toMatch(/queries \(vs training, reported only\) 0 vectors: too few to judge/);
     expect(r.stdout).toMatch(/served-query reference: not yet \(made from the model's first 500 sampled queries, IMGSEARCH_DRIFT_SERVED_BASELINE\)/);
     // Drift, but fewer new labelled images than required: no retraining.
     expect(r.stdout).toMatch(/decision: no retraining needed/);
@@ -113,12 +113,13 @@ describe('imgsearch drift', () => {
     await fs.cp(home(), own, { recursive: true });
     // What `up`'s search service kept (shared/adapters/local/query-sample-file.ts): 500 queries of
     // every class, one a second, then 250 for sneakers only — vectors in the model's search space (its base vectors: no head).
-    const fm = await readFashionMnist({ split: 'test', limit: 2000 });
+    const fm = await readFashionMnist({ split: 'test', limit: 4000 });
     const vector = (i: number) => Buffer.from(l2Normalise(Float32Array.from(fm.images[i]!, (p) => p / 255)).buffer).toString('base64');
     const mixed = Array.from({ length: 500 }, (_, i) => i);
     const sneakers = Array.from({ length: fm.images.length }, (_, i) => i)
       .filter((i) => i >= 500 && fm.labels[i] === 7)
-      .slice(0, 150);
+      .slice(0, 250);
+    expect(sneakers).toHaveLength(250);
     const t0 = Date.parse('2026-11-28T08:00:00.000Z');
     const entries = [...mixed, ...sneakers].map((i, k) => ({ modelVersion: 'fm-pixels-1', at: t0 + k * 1000, vector: vector(i) }));
     await fs.mkdir(path.join(own, 'drift'), { recursive: true });
@@ -127,14 +128,14 @@ describe('imgsearch drift', () => {
     const r = await runCli(['drift', '--json'], { cwd: work, env: { ...env(), IMGSEARCH_HOME: own } });
     expect(r.code).toBe(0);
     const out = driftOutputSchema.parse(JSON.parse(r.stdout));
-    expect(out.servedReference).toMatchObject({ count: 500, from: '2026-11-28T08:00:00.000Z', until: '2026-11-28T08:08:19.000Z' });
-    expect(out.signals!.queries.sample).toBe(650);
-    expect(out.signals!.servedQueries).toMatchObject({ sample: 150, status: 'drift' });
+    expect(out.servedReference).toMatchObject({ count: 500, from: '2026-11-28T08:00:00.000Z', until: '2026-11-28T08:08:19.000Z', kept: false });
+    expect(out.signals!.queries.sample).toBe(750);
+    expect(out.signals!.servedQueries).toMatchObject({ sample: 250, status: 'drift' });
     expect(out.signals!.servedQueries.psi!.max).toBeGreaterThan(4 * out.settings.psiThreshold);
     expect(out.decision.reasons[0]).toMatch(/queries since the served reference: PSI \d+\.\d{3} on component \d/);
     const text = await runCli(['drift'], { cwd: work, env: { ...env(), IMGSEARCH_HOME: own } });
     expect(text.stdout).toMatch(/served-query reference: the model's first 500 sampled queries \(2026-11-28T08:00:00\.000Z … 2026-11-28T08:08:19\.000Z\)/);
-    expect(text.stdout).toMatch(/queries since the served reference 150 vectors: DRIFT — max PSI/);
+    expect(text.stdout).toMatch(/queries since the served reference 250 vectors: DRIFT — max PSI/);
   }, 60_000);
 
   it('refuses a bad threshold with the variable and its fix', async () => {

@@ -282,6 +282,53 @@ describe('drift check on a retrained model (real trainer, real registry and feat
       expect(changed.signals!.servedQueries.psi!.max).toBeGreaterThan(4 * report.settings.psiThreshold);
     });
 
+    it('acts on uploads and the served reference only: queries unlike the training images alone request nothing', async () => {
+      const requested: string[] = [];
+      const trousers = await stream(trouserQueries);
+      const report = await runDriftCheck(
+        {
+          registry,
+          // 300 new labelled images from the training distribution: enough for drift to act on.
+          features: await storeWith('features-s3', unshifted),
+          state: new BlobDriftStateStore(new FolderBlobStore(path.join(work, 'state-s3'))),
+          queries: source(trousers),
+          requestRetrain: async (reason) => void requested.push(reason),
+        },
+        { ...SETTINGS, servedBaseline: TROUSERS },
+      );
+      expect(report.signals!.queries.status).toBe('drift');
+      expect(report.signals!.uploads.status).toBe('no-shift');
+      expect(report.signals!.servedQueries.status).toBe('no-shift');
+      expect(report.decision).toEqual({ retrain: false, reasons: [] });
+      expect(requested).toEqual([]);
+    });
+
+    it('still checks uploads and Recall@1 when the query sample cannot be read, and says why the query signals are missing', async () => {
+      const failing: QueryVectorSource = {
+        recent: async () => {
+          throw new Error('storage.objects.list denied on query-vectors/');
+        },
+      };
+      const requested: string[] = [];
+      const report = await runDriftCheck(
+        {
+          registry,
+          features: await storeWith('features-s4', flooding),
+          state: new BlobDriftStateStore(new FolderBlobStore(path.join(work, 'state-s4'))),
+          queries: failing,
+          requestRetrain: async (reason) => void requested.push(reason),
+        },
+        SETTINGS,
+      );
+      expect(report.signals!.uploads.status).toBe('drift');
+      expect(report.signals!.queries).toMatchObject({
+        status: 'insufficient',
+        error: expect.stringMatching(/query sample could not be read: storage\.objects\.list denied/),
+      });
+      expect(report.signals!.servedQueries.error).toBe(report.signals!.queries.error);
+      expect(requested).toHaveLength(1);
+    });
+
     it('is kept by the first check that sees enough queries, compares only later ones, and a shift after it requests a retraining', async () => {
       const mixed = await stream(mixedQueries);
       const state = new BlobDriftStateStore(new FolderBlobStore(path.join(work, 'state-s2')));

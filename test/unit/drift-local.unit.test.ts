@@ -17,7 +17,7 @@ describe('drift settings (IMGSEARCH_DRIFT_*)', () => {
       querySample: 1000,
       settings: {
         recentUploads: 1000,
-        minSample: 100,
+        minSample: 200,
         psiThreshold: 0.25,
         ksThreshold: 0.2,
         minNewLabelled: 200,
@@ -46,13 +46,13 @@ describe('drift settings (IMGSEARCH_DRIFT_*)', () => {
   });
 
   it('refuses a query sample too small to hold the served-query reference and a judgeable sample after it', () => {
-    expect(() => parseEnv({ IMGSEARCH_DRIFT_QUERY_SAMPLE: '550' })).toThrow(
-      /IMGSEARCH_DRIFT_QUERY_SAMPLE=550 .* IMGSEARCH_DRIFT_SERVED_BASELINE \(500\) \+ IMGSEARCH_DRIFT_MIN_SAMPLE \(100\) = 600; raise it, e\.g\. IMGSEARCH_DRIFT_QUERY_SAMPLE=1000/,
+    expect(() => parseEnv({ IMGSEARCH_DRIFT_QUERY_SAMPLE: '650' })).toThrow(
+      /IMGSEARCH_DRIFT_QUERY_SAMPLE=650 .* IMGSEARCH_DRIFT_SERVED_BASELINE \(500\) \+ IMGSEARCH_DRIFT_MIN_SAMPLE \(200\) = 700; raise it, e\.g\. IMGSEARCH_DRIFT_QUERY_SAMPLE=1000/,
     );
     // Enough, or none kept at all (no query signals): accepted.
-    expect(configFromEnv(parseEnv({ IMGSEARCH_DRIFT_QUERY_SAMPLE: '600' }), '/tmp').drift.querySample).toBe(600);
+    expect(configFromEnv(parseEnv({ IMGSEARCH_DRIFT_QUERY_SAMPLE: '700' }), '/tmp').drift.querySample).toBe(700);
     expect(configFromEnv(parseEnv({ IMGSEARCH_DRIFT_QUERY_SAMPLE: '0' }), '/tmp').drift.querySample).toBe(0);
-    expect(configFromEnv(parseEnv({ IMGSEARCH_DRIFT_QUERY_SAMPLE: '200', IMGSEARCH_DRIFT_SERVED_BASELINE: '100' }), '/tmp').drift.settings.servedBaseline).toBe(
+    expect(configFromEnv(parseEnv({ IMGSEARCH_DRIFT_QUERY_SAMPLE: '300', IMGSEARCH_DRIFT_SERVED_BASELINE: '100' }), '/tmp').drift.settings.servedBaseline).toBe(
       100,
     );
   });

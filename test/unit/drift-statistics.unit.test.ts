@@ -8,7 +8,10 @@ import {
   kolmogorovSmirnov,
   psi,
   psiBand,
+  psiCritical,
+  servedReferenceOf,
   type ProfiledRecord,
+  type SampledQuery,
 } from '../../shared/services/drift.js';
 import { mulberry32, shuffledIndices } from '../../shared/training/prng.js';
 
@@ -112,6 +115,78 @@ describe('drift statistics on Fashion-MNIST', () => {
     expect(Math.abs(dotp(a.basis[0]!, a.basis[1]!))).toBeLessThan(1e-4);
     // Each reference decile holds about a tenth of the training embeddings.
     for (const c of profile.components) for (const f of c.fractions) expect(f).toBeCloseTo(0.1, 2);
+  });
+});
+
+describe('the served-query reference at the default sizes (500 kept, then as few as 200 compared)', () => {
+  const TRIALS = 150;
+  const KEPT = SETTINGS.servedBaseline;
+  const COMPARED = SETTINGS.minSample;
+  let profile: ReturnType<typeof buildDriftProfile>;
+  let mixed: Float32Array[];
+  let trousers: Float32Array[];
+  let bags: Float32Array[];
+
+  beforeAll(async () => {
+    const fm = await readFashionMnist({ split: 'train', limit: 20_000 });
+    const vector = (i: number) => Float32Array.from(fm.images[i]!, (p) => p / 255);
+    const training = Array.from({ length: 2000 }, (_, i): ProfiledRecord => ({ id: `t${i}`, generation: '1', labels: [], vector: vector(i) }));
+    profile = buildDriftProfile('m', training);
+    const rest = Array.from({ length: fm.images.length - 2000 }, (_, k) => k + 2000);
+    mixed = rest.map(vector);
+    trousers = rest.filter((i) => fm.labels[i] === 1).map(vector);
+    bags = rest.filter((i) => fm.labels[i] === 8).map(vector);
+  }, 60_000);
+
+  /** Queries `kept` then `later`, drawn (seeded, without replacement) from the pools, one a second. */
+  function stream(seed: number, keptPool: Float32Array[], laterPool: Float32Array[]): SampledQuery[] {
+    const random = mulberry32(seed);
+    const a = shuffledIndices(keptPool.length, random);
+    const b = shuffledIndices(laterPool.length, random);
+    const first = Array.from(a.subarray(0, KEPT), (i) => keptPool[i]!);
+    // The same pool for both: the later queries are others than the kept ones.
+    const later = Array.from((keptPool === laterPool ? a.subarray(KEPT) : b).subarray(0, COMPARED), (i) => laterPool[i]!);
+    return [...first, ...later].map((vector, k) => ({ at: k * 1000, vector }));
+  }
+
+  function verdicts(keptPool: Float32Array[], laterPool: Float32Array[], seed0: number) {
+    let flagged = 0;
+    let bandAlone = 0;
+    for (let t = 0; t < TRIALS; t++) {
+      const sampled = stream(seed0 + t, keptPool, laterPool);
+      const reference = servedReferenceOf(profile, 'm', sampled, KEPT, new Date(0))!;
+      const report = compareWithProfile(
+        reference.profile,
+        sampled.filter((q) => q.at > reference.until).map((q) => q.vector),
+        SETTINGS,
+      );
+      expect(report.sample).toBe(COMPARED);
+      if (report.status === 'drift') flagged++;
+      if (report.psi!.max >= SETTINGS.psiThreshold) bandAlone++;
+    }
+    return { flagged, bandAlone };
+  }
+
+  it('the significance level of the largest of 8 PSIs is above the 0.25 band for 500 against 100, below it from 200', () => {
+    // χ²(9) at 1 − 0.01/8 is 27.29 (exact); Wilson–Hilferty gives it within 1%.
+    expect(psiCritical(10, 1, 1e12, 8) / 27.295).toBeCloseTo(1, 2);
+    expect(psiCritical(10, KEPT, 100, 8)).toBeGreaterThan(0.3);
+    expect(psiCritical(10, KEPT, COMPARED, 8)).toBeLessThan(SETTINGS.psiThreshold);
+    expect(psiCritical(10, 50_000, 1000, 8)).toBeLessThan(0.03);
+  });
+
+  it('flags almost no same-distribution sample — every class, or one class only — and almost every change of class', () => {
+    const everyClass = verdicts(mixed, mixed, 1);
+    const oneClass = verdicts(trousers, trousers, 1_000);
+    const changed = verdicts(mixed, bags, 2_000);
+    console.log(
+      `served reference, ${TRIALS} trials each, flagged (0.25 band alone): every class ${everyClass.flagged} (${everyClass.bandAlone}), ` +
+        `trousers only ${oneClass.flagged} (${oneClass.bandAlone}), every class then bags ${changed.flagged}`,
+    );
+    // At most 2% false alarms where 1% is the design level; the band alone would flag far more.
+    expect(everyClass.flagged).toBeLessThanOrEqual(0.02 * TRIALS);
+    expect(oneClass.flagged).toBeLessThanOrEqual(0.02 * TRIALS);
+    expect(changed.flagged).toBeGreaterThanOrEqual(0.95 * TRIALS);
   });
 });
 

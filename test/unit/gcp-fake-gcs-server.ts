@@ -6,7 +6,7 @@ import { afterAll, beforeAll, beforeEach } from 'vitest';
 
 /**
  * A small in-memory server speaking the subset of the GCS JSON API that the official client uses
- * for our adapters (media download with Range and `generation`, metadata, paginated listing,
+ * for our adapters (media download with Range and `generation`, metadata, paginated listing with `startOffset`,
  * multipart upload with `ifGenerationMatch`, delete). The real `Storage` client talks to it via
  * `apiEndpoint`, so tests see the exact requests the SDK sends.
  */
@@ -36,6 +36,11 @@ export class FakeGcsServer {
   readonly buckets = new Map<string, Map<string, StoredObject>>();
   /** Statuses to answer the next requests with, in order (fault injection). */
   readonly failures: number[] = [];
+  /**
+   * Statuses to answer the next uploads with AFTER storing them: the object landed but its response
+   * was lost (a client that retries then meets its own object).
+   */
+  readonly lostUploadResponses: number[] = [];
   private nextGeneration = 1_700_000_000_000_000n;
   private server?: http.Server;
   endpoint = '';
@@ -90,6 +95,7 @@ export class FakeGcsServer {
     this.requests.length = 0;
     this.buckets.clear();
     this.failures.length = 0;
+    this.lostUploadResponses.length = 0;
   }
 
   private bucketOf(bucket: string): Map<string, StoredObject> {
@@ -148,7 +154,9 @@ export class FakeGcsServer {
   private list(bucket: string, query: Record<string, string>, res: http.ServerResponse): void {
     const prefix = query.prefix ?? '';
     const max = Number(query.maxResults ?? 1000);
-    const names = [...(this.buckets.get(bucket)?.keys() ?? [])].filter((n) => n.startsWith(prefix)).sort();
+    // startOffset: names at or after it only, as GCS (lexicographic; ASCII names here).
+    const startOffset = query.startOffset ?? '';
+    const names = [...(this.buckets.get(bucket)?.keys() ?? [])].filter((n) => n.startsWith(prefix) && n >= startOffset).sort();
     const start = query.pageToken ? names.findIndex((n) => n > query.pageToken!) : 0;
     const page = start < 0 ? [] : names.slice(start, start + max);
     const more = start >= 0 && start + max < names.length;
@@ -183,6 +191,8 @@ export class FakeGcsServer {
       return send(res, 412, { error: { code: 412, message: 'At least one of the pre-conditions you specified did not hold.' } });
     }
     const stored = this.put(bucket, name, dataPart, metadata.contentType ?? 'application/octet-stream');
+    const lost = this.lostUploadResponses.shift();
+    if (lost !== undefined) return send(res, lost, { error: { code: lost, message: 'injected failure after the upload landed' } });
     send(res, 200, resource(bucket, name, stored));
   }
 }

@@ -81,6 +81,19 @@ describe('GcsBlobStore (real Storage client against a fake JSON API)', () => {
     expect(lists[1]!.query.pageToken).toBe('p/0999');
   });
 
+  it('lists from startOffset (names at or after it, GCS startOffset) on every page', async () => {
+    for (let i = 0; i < 1600; i += 1) server.put(BUCKET, `p/${String(i).padStart(4, '0')}`, 'x');
+    const names: string[] = [];
+    for await (const info of store.list('p/', { startOffset: 'p/0500' })) names.push(info.name);
+    expect(names).toHaveLength(1100);
+    expect([names[0], names.at(-1)]).toEqual(['p/0500', 'p/1599']);
+    const lists = server.requests.filter((r) => r.path === `/storage/v1/b/${BUCKET}/o`);
+    expect(lists.map((r) => [r.query.startOffset, r.query.pageToken])).toEqual([
+      ['p/0500', undefined],
+      ['p/0500', 'p/1499'],
+    ]);
+  });
+
   it('ifGenerationMatch on write: 0 creates once, a stale generation is refused', async () => {
     const first = await store.write('models/active.json', '{"a":1}', { contentType: 'application/json', ifGenerationMatch: '0' });
     expect(server.requests.at(-1)!.query.ifGenerationMatch).toBe('0');

@@ -104,7 +104,7 @@ describe('GET /api/drift', () => {
       reference: null,
       settings: {
         recentUploads: 1000,
-        minSample: 100,
+        minSample: 200,
         psiThreshold: 0.3,
         ksThreshold: 0.2,
         minNewLabelled: 200,

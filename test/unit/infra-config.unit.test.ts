@@ -31,9 +31,20 @@ describe('stack config', () => {
       messaging: { maxDeliveryAttempts: 5 },
       opensearch: { mode: 'vm', connectorCidr: '10.8.0.0/28' },
       retrain: { schedule: '0 3 * * 0' },
-      search: { access: 'private', iapMembers: [] },
-      storage: { feedbackRetentionDays: 90, querySampleRetentionDays: 30 },
+      search: { access: 'private', iapMembers: [], querySampleRate: 0.1 },
+      storage: { feedbackRetentionDays: 90, querySampleRetentionDays: 7 },
     });
+  });
+
+  test('search.querySampleRate: a share of image queries from 0 (off) to 1, anything else refused with the fix', () => {
+    expect(parseStackConfig({ ...base, search: { querySampleRate: 0 } }).search.querySampleRate).toBe(0);
+    expect(parseStackConfig({ ...base, search: { querySampleRate: 1 } }).search.querySampleRate).toBe(1);
+    for (const bad of [-0.1, 1.5]) {
+      expect(refusal({ ...base, search: { querySampleRate: bad } })).toMatch(
+        /iss:search\.querySampleRate: must be from 0 \(off\) to 1 \(every query\) \(fix: pulumi config set --path iss:search\.querySampleRate <value>\)/,
+      );
+    }
+    expect(refusal({ ...base, search: { querySampleRate: '0.1' } })).toMatch(/iss:search\.querySampleRate/);
   });
 
   test('search access: private by default; the deprecated public flag maps to access "public"; each mode asks for what it needs', () => {

@@ -275,6 +275,7 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
         'MAX_BYTES',
         'MAX_PIXELS',
         'MODELS_BUCKET',
+        'QUERY_SAMPLE_RATE',
         'TRUSTED_PROXY_HOPS',
         'UPLOADS',
         ...os,
@@ -476,9 +477,22 @@ describe('the default stack (GPU embed, OpenSearch on a private VM)', () => {
     expect(features.inputs.lifecycleRules).toContainEqual({ action: { type: 'Delete' }, condition: { age: 90, matchesPrefixes: ['feedback/'] } });
   });
 
-  test('sampled query vectors expire (lifecycle on query-vectors/ of the features bucket, 30 days by default)', () => {
+  test('sampled query vectors expire (lifecycle on query-vectors/ of the features bucket, 7 days by default)', () => {
     const features = ofType(all, 'gcp:storage/bucket:Bucket').find((b) => b.inputs.name.endsWith('-features'))!;
-    expect(features.inputs.lifecycleRules).toContainEqual({ action: { type: 'Delete' }, condition: { age: 30, matchesPrefixes: ['query-vectors/'] } });
+    expect(features.inputs.lifecycleRules).toContainEqual({ action: { type: 'Delete' }, condition: { age: 7, matchesPrefixes: ['query-vectors/'] } });
+  });
+
+  test('the search service samples one image query in ten by default (QUERY_SAMPLE_RATE); at 0 it gets no create grant on query-vectors/', async () => {
+    const [search] = ofType(all, 'gcp:cloudrunv2/service:Service');
+    expect(containerEnv(search)).toContainEqual({ name: 'QUERY_SAMPLE_RATE', value: '0.1' });
+    const off = await buildStack({ search: { querySampleRate: 0 } } as Partial<RawStackConfig>);
+    const [offSearch] = ofType(off, 'gcp:cloudrunv2/service:Service');
+    expect(containerEnv(offSearch)).toContainEqual({ name: 'QUERY_SAMPLE_RATE', value: '0' });
+    const roles = rolesOf(off, 'iss-search@iss-test-project.iam.gserviceaccount.com');
+    expect(roles.filter((r) => r.includes('query-vectors/'))).toEqual([]);
+    expect(roles).toContain('storage.objectCreator on bucket features (feedback/)');
+    // The drift job keeps its read grant: it still lists there, and earlier batches live until they expire.
+    expect(rolesOf(off, 'iss-drift@iss-test-project.iam.gserviceaccount.com')).toContain('storage.objectViewer on bucket features (query-vectors/)');
   });
 
   test('query vectors: the search service may only create under query-vectors/, the drift job only list and read there', () => {

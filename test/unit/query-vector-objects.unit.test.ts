@@ -1,9 +1,14 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createSearchService } from '../../functions/search-server.js';
+import { closeSearchService, createSearchService, querySampleSink } from '../../functions/search-server.js';
 import { GcsBlobStore } from '../../shared/adapters/gcp/gcs-blob-store.js';
+import { FolderBlobStore } from '../../shared/adapters/local/folder-blob-store.js';
 import { silentLogger } from '../../shared/logger.js';
-import type { SampledQuery } from '../../shared/services/drift.js';
+import type { QueryVectorSink, SampledQuery } from '../../shared/services/drift.js';
+import { SearchService } from '../../shared/services/search-service.js';
 import type { CreateOnlyStore } from '../../shared/services/feedback.js';
 import {
   encodeQueryVector,
@@ -24,6 +29,8 @@ import { captureLogger, FakeEmbedder, MemoryIndex, MemoryRejections, normalise }
  */
 const BUCKET = 'iss-features';
 const T0 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+/** When the drift job reads in these tests: an hour after T0 (it lists the last 7 days only). */
+const READ_AT = () => T0 + 3600_000;
 const server = fakeGcsForSuite();
 let store: GcsBlobStore;
 
@@ -61,31 +68,31 @@ describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', (
     for (const name of objectNames()) expect(name).toMatch(/^query-vectors\/v(1|10|2)\/\d{15}-[0-9a-f]{16}\.json$/);
     expect(objectNames('query-vectors/v1/').length).toBeGreaterThanOrEqual(5);
 
-    const full = await new ObjectQueryVectorSource(store, { capacity: 1000 }).recent('v1');
+    const full = await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 1000 }).recent('v1');
     expect(ids(full)).toEqual(Array.from({ length: 20 }, (_, i) => i));
     expect(full.map((q) => q.at)).toEqual(Array.from({ length: 20 }, (_, i) => T0 + (i + 1) * 1000));
     expect(full[3]!.vector).toEqual(vec(3));
 
     server.requests.length = 0;
-    const newest = await new ObjectQueryVectorSource(store, { capacity: 7 }).recent('v1');
+    const newest = await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 7 }).recent('v1');
     expect(ids(newest)).toEqual([13, 14, 15, 16, 17, 18, 19]);
     const lists = server.requests.filter((r) => r.path === `/storage/v1/b/${BUCKET}/o`);
     expect(lists.map((r) => r.query.prefix)).toEqual(['query-vectors/v1/']);
     expect(mediaReads().every((n) => n.startsWith('query-vectors/v1/'))).toBe(true);
 
-    expect(ids(await new ObjectQueryVectorSource(store, { capacity: 100 }).recent('v10'))).toEqual([100, 105, 110, 115]);
-    expect(ids(await new ObjectQueryVectorSource(store, { capacity: 100 }).recent('v2'))).toEqual([200, 207, 214]);
-    expect(await new ObjectQueryVectorSource(store, { capacity: 100 }).recent('v3')).toEqual([]);
+    expect(ids(await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 100 }).recent('v10'))).toEqual([100, 105, 110, 115]);
+    expect(ids(await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 100 }).recent('v2'))).toEqual([200, 207, 214]);
+    expect(await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 100 }).recent('v3')).toEqual([]);
   });
 
   it('reads newest objects first and stops once it holds capacity queries', async () => {
     let now = T0;
-    const sink = new ObjectQueryVectorSink(store, { batchSize: 4, maxWrites: 10, now: () => (now += 10) });
+    const sink = new ObjectQueryVectorSink(store, { batchSize: 4, maxWrites: 10, now: () => (now += 1000) });
     for (let i = 0; i < 20; i++) sink.add('v1', vec(i));
     await sink.flush();
     expect(objectNames()).toHaveLength(5);
     server.requests.length = 0;
-    const recent = await new ObjectQueryVectorSource(store, { capacity: 6, concurrency: 1 }).recent('v1');
+    const recent = await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 6, concurrency: 1 }).recent('v1');
     expect(ids(recent)).toEqual([14, 15, 16, 17, 18, 19]);
     // The two newest batches (16–19, 12–15), not the three older ones.
     expect(mediaReads()).toEqual(objectNames().slice(-2).reverse());
@@ -104,12 +111,12 @@ describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', (
     expect(sink.pending).toBe(0);
     await sink.flush();
     expect(objectNames()).toEqual([expect.stringMatching(new RegExp(`^query-vectors/v1/00${T0}-[0-9a-f]{16}\\.json$`))]);
-    expect(ids(await new ObjectQueryVectorSource(store, { capacity: 10 }).recent('v1'))).toEqual([1, 2, 3]);
+    expect(ids(await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 10 }).recent('v1'))).toEqual([1, 2, 3]);
   });
 
   it('skips an unreadable or malformed object, reports the skips once, and still answers', async () => {
-    let now = T0 - 100;
-    const sink = new ObjectQueryVectorSink(store, { batchSize: 2, now: () => (now += 1) });
+    let now = T0 - 100_000;
+    const sink = new ObjectQueryVectorSink(store, { batchSize: 2, now: () => (now += 1000) });
     for (let i = 0; i < 4; i++) sink.add('v1', vec(i));
     await sink.flush();
     const later = (n: number) => `query-vectors/v1/${String(T0 + n).padStart(15, '0')}`;
@@ -130,7 +137,7 @@ describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', (
     server.put(BUCKET, `${later(7)}-other.tmp`, 'not a batch, not listed as one');
     const { logger, lines } = captureLogger();
 
-    const recent = await new ObjectQueryVectorSource(store, { capacity: 100, maxBytes: 4096, logger }).recent('v1');
+    const recent = await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 100, maxBytes: 4096, logger }).recent('v1');
     expect(ids(recent)).toEqual([0, 1, 2, 3]);
     const reports = lines().filter((l) => String(l.message).startsWith('query sample:'));
     expect(reports).toHaveLength(1);
@@ -140,7 +147,7 @@ describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', (
     expect(mediaReads()).not.toContain(`${later(7)}-other.tmp`);
   });
 
-  it('create-only: a batch whose name is taken does not replace the object there; the batch is dropped and logged', async () => {
+  it('create-only: a batch whose name is taken does not replace the object there (a 412 on our own random name counts as saved, at debug)', async () => {
     const { logger, lines } = captureLogger();
     const sink = new ObjectQueryVectorSink(store, { batchSize: 2, now: () => T0, unique: () => 'taken', logger });
     const name = queryBatchObjectName('v1', T0, 'query-vectors/', 'taken');
@@ -150,9 +157,11 @@ describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', (
     await sink.flush();
     expect(server.get(BUCKET, name)).toBe(original);
     expect(uploads().map((u) => [u.query.ifGenerationMatch, u.existedBefore])).toEqual([['0', true]]);
-    const [failure] = lines().filter((l) => l.message === 'query sample batch not saved: dropped');
-    expect(failure).toMatchObject({ severity: 'WARNING', name, queries: 2, err: { type: 'GenerationMismatchError' } });
-    expect(ids(await new ObjectQueryVectorSource(store, { capacity: 10 }).recent('v1'))).toEqual([42]);
+    expect(lines().filter((l) => l.severity === 'WARNING')).toEqual([]);
+    expect(lines().filter((l) => String(l.message).startsWith('query sample batch already saved'))).toEqual([
+      expect.objectContaining({ severity: 'DEBUG', name, queries: 2 }),
+    ]);
+    expect(ids(await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 10 }).recent('v1'))).toEqual([42]);
   });
 
   it('a failing write never reaches the search: add returns, flush resolves, the batch is logged and dropped, the next one is written', async () => {
@@ -170,7 +179,7 @@ describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', (
     sink.add('v1', vec(3));
     sink.add('v1', vec(4));
     await sink.flush();
-    expect(ids(await new ObjectQueryVectorSource(store, { capacity: 10 }).recent('v1'))).toEqual([3, 4]);
+    expect(ids(await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 10 }).recent('v1'))).toEqual([3, 4]);
 
     // A store that throws synchronously does not reach the caller either.
     const throwing: CreateOnlyStore = {
@@ -249,7 +258,7 @@ describe('the cloud wiring', () => {
     expect((await fetch(`${url}/api/search?similarTo=cat&k=1`)).status).toBe(200);
     // Shutdown (startSearchService's close) writes what is buffered.
     await sink.flush();
-    const sampled = await new ObjectQueryVectorSource(store, { capacity: 10 }).recent('fake-v1');
+    const sampled = await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 10 }).recent('fake-v1');
     expect(sampled).toHaveLength(1);
     expect(Array.from(sampled[0]!.vector)).toEqual(Array.from(normalise(Float32Array.from([8, 1, 2, 1]))));
   });
@@ -264,9 +273,282 @@ describe('the cloud wiring', () => {
     expect(() => parseCloudConfig('driftJob', { ...env, DRIFT_QUERY_SAMPLE: '-1' })).toThrow(/DRIFT_QUERY_SAMPLE="-1".*e\.g\. DRIFT_QUERY_SAMPLE=1000/);
     expect(() => parseCloudConfig('driftJob', { ...env, DRIFT_SERVED_BASELINE: '9' })).toThrow(/DRIFT_SERVED_BASELINE="9".*e\.g\. DRIFT_SERVED_BASELINE=500/);
     // As locally: a sample that cannot hold the served-query reference plus a judged sample is refused.
-    expect(() => parseCloudConfig('driftJob', { ...env, DRIFT_QUERY_SAMPLE: '599' })).toThrow(
-      /DRIFT_QUERY_SAMPLE="599": keeps too few queries .* = 600; raise it or lower DRIFT_SERVED_BASELINE/,
+    expect(() => parseCloudConfig('driftJob', { ...env, DRIFT_QUERY_SAMPLE: '699' })).toThrow(
+      /DRIFT_QUERY_SAMPLE="699": keeps too few queries .* = 700; raise it or lower DRIFT_SERVED_BASELINE/,
     );
-    expect(parseCloudConfig('driftJob', { ...env, DRIFT_QUERY_SAMPLE: '600' }).DRIFT_QUERY_SAMPLE).toBe(600);
+    expect(parseCloudConfig('driftJob', { ...env, DRIFT_QUERY_SAMPLE: '700' }).DRIFT_QUERY_SAMPLE).toBe(700);
+  });
+});
+
+/** Resolves after `ms` (real time). */
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** Whether `p` has settled after the pending callbacks ran. */
+async function settled(p: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  void p.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  await sleep(5);
+  return done;
+}
+/** A store whose writes settle only when the test says so. */
+function heldStore(): { store: CreateOnlyStore; names: string[]; release: () => void } {
+  const names: string[] = [];
+  const waiting: (() => void)[] = [];
+  return {
+    names,
+    store: {
+      write: (name) => {
+        names.push(name);
+        return new Promise<void>((resolve) => waiting.push(resolve));
+      },
+    },
+    release: () => waiting.splice(0).forEach((r) => r()),
+  };
+}
+const DAY = 24 * 3600_000;
+
+describe('review: privacy (sampling rate, whole seconds)', () => {
+  it('keeps each query with probability rate (the injected draw below it), stamped in whole seconds', async () => {
+    const draws = [0.05, 0.5, 0.09, 0.1, 0.99, 0];
+    let now = T0;
+    const sink = new ObjectQueryVectorSink(store, { rate: 0.1, random: () => draws.shift()!, now: () => now });
+    for (let i = 0; i < 6; i++) {
+      now = T0 + 123 + i * 1001;
+      sink.add('v1', vec(i));
+    }
+    // 0.1 is not below 0.1: three of six kept.
+    expect(sink.pending).toBe(3);
+    await sink.flush();
+    const [name] = objectNames();
+    const stored = JSON.parse(server.get(BUCKET, name!)!.data.toString('utf8')) as { entries: { at: number }[] };
+    // T0 + 123, T0 + 2125 and T0 + 5128, to the second below.
+    expect(stored.entries.map((e) => e.at)).toEqual([T0, T0 + 2000, T0 + 5000]);
+    expect(name).toMatch(new RegExp(`^query-vectors/v1/00${T0}-[0-9a-f]{16}\\.json$`));
+    expect(ids(await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 10 }).recent('v1'))).toEqual([0, 2, 5]);
+  });
+
+  it('rate 0 keeps nothing; a rate outside [0, 1] is refused', async () => {
+    const sink = new ObjectQueryVectorSink(store, { rate: 0, batchSize: 1 });
+    for (let i = 0; i < 10; i++) expect(sink.add('v1', vec(i))).toBeUndefined();
+    await sink.flush();
+    expect(uploads()).toEqual([]);
+    expect(() => new ObjectQueryVectorSink(store, { rate: 1.5 })).toThrow(/rate must be in \[0, 1\]/);
+  });
+
+  it('the search service samples at QUERY_SAMPLE_RATE (default 0.1, named fix); at 0 it builds no sink', () => {
+    const env = { OPENSEARCH_URL: 'https://10.0.0.5:9200', MODELS_BUCKET: 'm-1', FEATURES_BUCKET: 'f-1', IMAGES_BUCKET: 'i-1' };
+    expect(parseCloudConfig('search', env).QUERY_SAMPLE_RATE).toBe(0.1);
+    expect(parseCloudConfig('search', { ...env, QUERY_SAMPLE_RATE: '0' }).QUERY_SAMPLE_RATE).toBe(0);
+    expect(() => parseCloudConfig('search', { ...env, QUERY_SAMPLE_RATE: '1.5' })).toThrow(
+      /QUERY_SAMPLE_RATE="1\.5": .*\(set the share of image queries .* e\.g\. QUERY_SAMPLE_RATE=0\.1 \(stack setting iss:search\.querySampleRate\)\)/,
+    );
+    expect(() => parseCloudConfig('search', { ...env, QUERY_SAMPLE_RATE: 'ten percent' })).toThrow(/QUERY_SAMPLE_RATE="ten percent"/);
+    expect(querySampleSink({ QUERY_SAMPLE_RATE: 0 }, store, silentLogger)).toBeNull();
+  });
+
+  it('querySampleSink keeps about QUERY_SAMPLE_RATE of the queries (Math.random)', async () => {
+    const sink = querySampleSink({ QUERY_SAMPLE_RATE: 0.5 }, store, silentLogger)!;
+    for (let i = 0; i < 400; i++) sink.add('v1', vec(i));
+    await sink.flush();
+    const kept = (await new ObjectQueryVectorSource(store, { capacity: 1000 }).recent('v1')).length;
+    // 400 fair draws at 0.5: far from 0 and from 400 (|z| < 6).
+    expect(kept).toBeGreaterThan(140);
+    expect(kept).toBeLessThan(260);
+  });
+});
+
+describe('review: Cloud Run throttles the CPU after the response', () => {
+  it('add returns a promise only when it started a write, settled when the write is done', async () => {
+    const held = heldStore();
+    const sink = new ObjectQueryVectorSink(held.store, { batchSize: 2, now: () => T0 });
+    expect(sink.add('v1', vec(1))).toBeUndefined();
+    const writing = sink.add('v1', vec(2));
+    expect(writing).toBeInstanceOf(Promise);
+    expect(held.names).toHaveLength(1);
+    expect(await settled(writing!)).toBe(false);
+    held.release();
+    await expect(writing).resolves.toBeUndefined();
+  });
+
+  it('a stalled write keeps the request at most awaitMs, never rejects, and gives up its slot after writeTimeoutMs', async () => {
+    const { logger, lines } = captureLogger();
+    const stalled: string[] = [];
+    const never: CreateOnlyStore = {
+      write: (name) => {
+        stalled.push(name);
+        return new Promise(() => {});
+      },
+    };
+    const sink = new ObjectQueryVectorSink(never, { batchSize: 1, maxWrites: 1, awaitMs: 30, writeTimeoutMs: 120, now: () => T0, logger });
+    const started = Date.now();
+    await sink.add('v1', vec(1));
+    expect(Date.now() - started).toBeGreaterThanOrEqual(25);
+    expect(Date.now() - started).toBeLessThan(110);
+    // The only slot is taken: the next vector waits in the buffer.
+    expect(sink.add('v1', vec(2))).toBeUndefined();
+    expect(sink.pending).toBe(1);
+    await sleep(150);
+    expect(lines().filter((l) => String(l.message).includes('its slot is freed'))).toEqual([expect.objectContaining({ severity: 'WARNING', timeoutMs: 120 })]);
+    // Slot free again: this add writes what waited.
+    expect(sink.add('v1', vec(3))).toBeInstanceOf(Promise);
+    expect(stalled).toHaveLength(2);
+    expect(sink.pending).toBe(1);
+
+    const refusing: CreateOnlyStore = { write: () => Promise.reject(new Error('refused')) };
+    await expect(new ObjectQueryVectorSink(refusing, { batchSize: 1, logger: silentLogger }).add('v1', vec(4))).resolves.toBeUndefined();
+  });
+
+  it('the search that started a sample write answers only once the write is done', async () => {
+    const index = new MemoryIndex('images-v1', 'fake-v1', 4);
+    await index.upsert([
+      {
+        id: 'cat',
+        uri: 'gs://iss-images/cat.png',
+        generation: '1',
+        modelVersion: 'fake-v1',
+        vector: normalise(Float32Array.from([9, 1, 1, 1])),
+        labels: [],
+        indexedAt: new Date().toISOString(),
+      },
+    ]);
+    const embedder = new FakeEmbedder('fake-v1');
+    const service = new SearchService(
+      () => embedder,
+      async () => index,
+    );
+    let release!: () => void;
+    const sink: QueryVectorSink = { add: () => new Promise<void>((resolve) => (release = resolve)) };
+    service.queryVectors = sink;
+    const answer = service.byImage(Buffer.from([8, 1, 2, 1]), { k: 1 });
+    expect(await settled(answer)).toBe(false);
+    release();
+    expect((await answer).results.map((h) => h.id)).toEqual(['cat']);
+    // A sink that starts no write (void) does not hold the answer.
+    service.queryVectors = { add: () => undefined };
+    expect((await service.byImage(Buffer.from([8, 1, 2, 1]), { k: 1 })).results).toHaveLength(1);
+  });
+});
+
+describe("review: a 412 on the client's own retry", () => {
+  it('the first attempt landed, its response was lost, the retry meets the object: saved, no warning', async () => {
+    const { logger, lines } = captureLogger();
+    const retrying = new GcsBlobStore(server.storage({ retries: true }), BUCKET);
+    const sink = new ObjectQueryVectorSink(retrying, { batchSize: 2, now: () => T0, logger });
+    server.lostUploadResponses.push(503);
+    sink.add('v1', vec(1));
+    await sink.add('v1', vec(2));
+    await sink.flush();
+    // Two attempts at one name: the first created it, the retry was refused (412) by ifGenerationMatch=0.
+    expect(uploads().map((u) => [u.query.ifGenerationMatch, u.existedBefore])).toEqual([
+      ['0', false],
+      ['0', true],
+    ]);
+    expect(lines().filter((l) => l.severity === 'WARNING')).toEqual([]);
+    expect(ids(await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 10 }).recent('v1'))).toEqual([1, 2]);
+  });
+});
+
+describe('review: shutdown within the SIGTERM grace', () => {
+  it("the sample's writes start before the HTTP server closes, are capped, and the model and catalog close after", async () => {
+    const events: string[] = [];
+    const writes: CreateOnlyStore = {
+      write: (name) => {
+        events.push(`write ${name.split('/').pop()}`);
+        return new Promise(() => {}); // stalls: never answers
+      },
+    };
+    let n = 0;
+    const queryVectors = new ObjectQueryVectorSink(writes, { now: () => T0, unique: () => `b${++n}` });
+    queryVectors.add('v1', vec(1));
+    const app = {
+      close: async () => {
+        events.push('app.close');
+        await sleep(20);
+        // A request in flight adds its vector while the server drains.
+        queryVectors.add('v1', vec(2));
+        events.push('app.closed');
+      },
+    };
+    const started = Date.now();
+    const closing = closeSearchService(
+      {
+        app,
+        queryVectors,
+        model: { close: async () => void events.push('model.close') },
+        catalog: { close: async () => void events.push('catalog.close') },
+        logger: silentLogger,
+      },
+      200,
+    );
+    expect(await Promise.race([closing.then(() => 'closed'), sleep(3000).then(() => 'stuck')])).toBe('closed');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+    expect(Date.now() - started).toBeLessThan(1500);
+    expect(events).toEqual([
+      `write ${String(T0).padStart(15, '0')}-b1.json`,
+      'app.close',
+      'app.closed',
+      `write ${String(T0).padStart(15, '0')}-b2.json`,
+      'model.close',
+      'catalog.close',
+    ]);
+  });
+
+  it('without a sample (rate 0) it closes the server, the model and the catalog', async () => {
+    const events: string[] = [];
+    await closeSearchService({
+      app: { close: async () => void events.push('app.close') },
+      queryVectors: null,
+      model: { close: async () => void events.push('model.close') },
+      catalog: { close: async () => void events.push('catalog.close') },
+      logger: silentLogger,
+    });
+    expect(events).toEqual(['app.close', 'model.close', 'catalog.close']);
+  });
+});
+
+describe('review: the drift job reads a window, and a failed listing is logged', () => {
+  it('a listing refused (403 while a binding propagates) or unavailable is logged once with the folder and rethrown as it is', async () => {
+    for (const status of [403, 503]) {
+      const { logger, lines } = captureLogger();
+      server.failures.push(status);
+      const failure = await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 10, logger }).recent('v1').catch((err: unknown) => err);
+      expect(failure).toBeInstanceOf(Error);
+      const logged = lines().filter((l) => l.severity === 'WARNING');
+      expect(logged).toEqual([
+        expect.objectContaining({ message: 'query sample: the batches could not be listed', modelVersion: 'v1', folder: `gs://${BUCKET}/query-vectors/v1/` }),
+      ]);
+      expect((logged[0]!.err as { message: string }).message).toBe((failure as Error).message);
+    }
+  });
+
+  it('lists from the start of the window (GCS startOffset) and never reads older batches; a folder store does the same', async () => {
+    const at = (ms: number) => `query-vectors/v1/${String(ms).padStart(15, '0')}`;
+    const batch = (id: number) => batchJson('v1', [{ at: T0, vector: encodeQueryVector(vec(id)) }]);
+    const objects: [string, string][] = [
+      [`${at(T0 - 30 * DAY)}-a.json`, batch(1)],
+      [`${at(T0 - 7 * DAY - 1)}-b.json`, batch(2)],
+      [`${at(T0 - 7 * DAY)}-c.json`, batch(3)],
+      [`${at(T0 - DAY)}-d.json`, batch(4)],
+    ];
+    for (const [name, text] of objects) server.put(BUCKET, name, text);
+    const reader = (blobs: GcsBlobStore | FolderBlobStore) => new ObjectQueryVectorSource(blobs, { now: () => T0, capacity: 100 });
+    expect(ids(await reader(store).recent('v1'))).toEqual([3, 4]);
+    const lists = server.requests.filter((r) => r.path === `/storage/v1/b/${BUCKET}/o`);
+    expect(lists.map((r) => [r.query.prefix, r.query.startOffset])).toEqual([['query-vectors/v1/', at(T0 - 7 * DAY)]]);
+    expect(mediaReads().sort()).toEqual([objects[2]![0], objects[3]![0]]);
+
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'qv-window-'));
+    try {
+      const folder = new FolderBlobStore(dir);
+      for (const [name, text] of objects) await folder.write(name, text);
+      expect(ids(await reader(folder).recent('v1'))).toEqual([3, 4]);
+      const listed: string[] = [];
+      for await (const info of folder.list('query-vectors/', { startOffset: at(T0 - 7 * DAY) })) listed.push(info.name);
+      expect(listed).toEqual([objects[2]![0], objects[3]![0]]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,7 +1,7 @@
 import type { Bucket, File, FileMetadata, Storage } from '@google-cloud/storage';
 import { objectUri } from '../../contracts.js';
 import { GenerationMismatchError, AppError, NotFoundError } from '../../errors.js';
-import type { BlobInfo, BlobStore } from '../../ports/blob-store.js';
+import type { BlobInfo, BlobStore, ListOptions } from '../../ports/blob-store.js';
 import { httpStatusOf, rethrowGcsError } from './gcp-errors.js';
 
 export interface GcsWriteOptions {
@@ -91,16 +91,23 @@ export class GcsBlobStore implements BlobStore {
     }
   }
 
-  /** Lists page by page (1000 a request) so that a huge bucket never sits in memory. */
-  async *list(prefix = ''): AsyncIterable<BlobInfo> {
+  /** Lists page by page (1000 a request) so that a huge bucket never sits in memory; `startOffset` is the API's own. */
+  async *list(prefix = '', options: ListOptions = {}): AsyncIterable<BlobInfo> {
+    const { startOffset } = options;
     let pageToken: string | undefined;
     do {
       let files: File[];
       let next: { pageToken?: string };
       try {
-        [files, next] = await this.handle.getFiles({ prefix, autoPaginate: false, maxResults: LIST_PAGE_SIZE, pageToken });
+        [files, next] = await this.handle.getFiles({
+          prefix,
+          autoPaginate: false,
+          maxResults: LIST_PAGE_SIZE,
+          pageToken,
+          ...(startOffset ? { startOffset } : {}),
+        });
       } catch (err) {
-        return rethrowGcsError(err, `Listing gs://${this.bucket}/${prefix}`, { prefix });
+        return rethrowGcsError(err, `Listing gs://${this.bucket}/${prefix}`, { prefix, startOffset });
       }
       for (const file of files) yield this.infoOf(file.metadata, file.name);
       pageToken = next?.pageToken || undefined;

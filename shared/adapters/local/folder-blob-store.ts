@@ -2,7 +2,7 @@ import { closeSync, constants, fstatSync, openSync, promises as fs, readSync, st
 import path from 'node:path';
 import { objectUri } from '../../contracts.js';
 import { GenerationMismatchError, AppError, NotFoundError } from '../../errors.js';
-import type { BlobInfo, BlobStore } from '../../ports/blob-store.js';
+import type { BlobInfo, BlobStore, ListOptions } from '../../ports/blob-store.js';
 import { isNotFound, writeFileAtomic } from './atomic-file.js';
 
 /**
@@ -194,14 +194,15 @@ export class FolderBlobStore implements BlobStore {
     };
   }
 
-  /** Files under `prefix`, sorted by name; hidden and partially written files are skipped. */
-  async *list(prefix = ''): AsyncIterable<BlobInfo> {
+  /** Files under `prefix`, sorted by name (from `startOffset` on, as GCS); hidden and partially written files are skipped. */
+  async *list(prefix = '', options: ListOptions = {}): AsyncIterable<BlobInfo> {
+    const { startOffset = '' } = options;
     const names: string[] = [];
     // Walk only the deepest folder the prefix names (`a/b/c` → a/b/), not the whole bucket.
     const folder = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
     await this.walk(folder ? this.resolve(folder) : this.bucket, names);
     names.sort();
-    const matching = names.filter((name) => name.startsWith(prefix));
+    const matching = names.filter((name) => name.startsWith(prefix) && name >= startOffset);
     // Stats run a window at a time (the listing `up` compares with the index at start is one stat
     // per file: 60k of them one after another would leave libuv's thread pool mostly idle).
     for (let i = 0; i < matching.length; i += STAT_WINDOW) {
