@@ -502,9 +502,12 @@ export async function runDriftCheck(deps: DriftCheckDeps, settingsInput: DriftSe
   } else {
     logger.info({ modelVersion, uploads: report.signals?.uploads.status, queries: report.signals?.queries.status, note: report.note }, 'drift check');
   }
-  const servedReferences = newServedReference
-    ? [...state.servedReferences.filter((r) => r.modelVersion !== newServedReference.modelVersion), newServedReference].slice(-MAX_SERVED_REFERENCES)
-    : state.servedReferences;
+  // References of versions no longer in the registry go (pruned or removed: nothing can serve them again).
+  const registered = new Set((await deps.registry.list()).map((v) => v.version));
+  const servedReferences = [
+    ...state.servedReferences.filter((r) => r.modelVersion !== newServedReference?.modelVersion && registered.has(r.modelVersion)),
+    ...(newServedReference ? [newServedReference] : []),
+  ].slice(-MAX_SERVED_REFERENCES);
   await deps.state.write({ lastReport: report, requests: requests.slice(-MAX_RECORDED_REQUESTS), servedReferences });
   // Recorded first (a failed request starts no cooldown: the next check asks again); then the caller sees it fail.
   if (failure !== null) throw failure;

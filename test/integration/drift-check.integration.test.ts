@@ -11,6 +11,7 @@ import {
   BlobDriftStateStore,
   DRIFT_PROFILE_FILE,
   inspectDrift,
+  readDriftProfile,
   runDriftCheck,
   type DriftReport,
   type QueryVectorSource,
@@ -341,6 +342,14 @@ describe('drift check on a retrained model (real trainer, real registry and feat
         queries: source(queries),
         requestRetrain: async (reason: string) => void requested.push(reason),
       });
+      // A reference kept for a version since removed from the registry: pruned by the next check.
+      const training = (await readDriftProfile(registry, (await registry.get(trainedVersion))!))!;
+      await state.write({
+        lastReport: null,
+        requests: [],
+        servedReferences: [{ modelVersion: 'removed-version', createdAt: '2026-11-01T00:00:00.000Z', from: 0, until: 0, profile: training }],
+      });
+      expect((await state.read()).servedReferences).toHaveLength(1);
       // Too few: no reference yet, nothing kept.
       const early = await runDriftCheck(await deps(mixed.slice(0, SERVED - 1), 'features-s2a'), settings);
       expect(early.servedReference).toBeNull();
