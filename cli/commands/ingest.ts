@@ -101,8 +101,11 @@ export function registerIngestCommand(program: Command): void {
         // A bulk load compacted the feature store as it went; the copy its last compaction replaced
         // is freed once no reader can still be on it (GenerationOrderedTable.reclaim).
         if (runtime.features.reclaimable) {
-          process.stderr.write('freeing the feature-store files its compactions replaced (up to a minute; Ctrl-C skips it: the next compaction frees them)…\n');
-          await runtime.features.reclaim();
+          process.stderr.write('freeing the feature-store files its compactions replaced (up to a minute)…\n');
+          // The ingest is done: a failure here costs disk space until the next compaction, not the result.
+          await runtime.features
+            .reclaim()
+            .catch((err: unknown) => runtime.logger.warn({ err }, 'feature store: replaced files not freed; the next compaction frees them'));
         }
         uninstall();
         const summary = { folder: root, ...tally.summary(), modelVersion: runtime.model.current().modelVersion };

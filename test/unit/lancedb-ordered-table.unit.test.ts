@@ -385,29 +385,32 @@ describe('compaction', () => {
 });
 
 describe('freeing what compactions replaced', () => {
-  const GRACE = 300;
+  /** Long enough that the cleanup inside a compaction (milliseconds after the last write) never falls past it, even on a loaded machine. */
+  const GRACE = 2_000;
   const r = (i: number) => ({ ...doc(`f${i}`, '1'), caption: null, contentType: null, width: null, height: null, eventTime: null, eventMs: null });
   /** Data files on disk: what a reader at any kept version may still need. */
   const dataFiles = async () => (await readdir(path.join(dir, 't-v1.lance', 'data'))).filter((f) => f.endsWith('.lance')).length;
+  const until = async (files: number, withinMs: number) => {
+    const deadline = Date.now() + withinMs;
+    while ((await dataFiles()) !== files && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    return dataFiles();
+  };
 
-  it('after a write burst, frees them by itself once the grace has passed (up); a merge meanwhile defers it to the next compaction', async () => {
+  it('once writes have been quiet for the grace, frees them by itself (up) — compacting first what came after the last compaction', async () => {
     const ordered = new GenerationOrderedTable(await db.openTable('t-v1'), 'cleanup-timer', 2, { compactEvery: 4, cleanupGraceMs: GRACE });
     try {
       for (let i = 0; i < 4; i++) await ordered.upsert([r(i)]);
       // Compacted: one new file, the four it replaced still named by versions younger than the grace.
       expect(await dataFiles()).toBe(5);
-      // The pass runs GRACE + 1 s after the compaction; polled, so a busy machine cannot fail it.
-      const deadline = Date.now() + GRACE + 15_000;
-      while ((await dataFiles()) > 1 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
-      expect(await dataFiles()).toBe(1);
+      // The pass runs GRACE + 1 s after the last write; polled, so a busy machine cannot fail it.
+      expect(await until(1, GRACE + 15_000)).toBe(1);
       for (let i = 4; i < 8; i++) await ordered.upsert([r(i)]);
       expect(await dataFiles()).toBe(6); // compacted again: the new run, and the 5 it replaced (the first run and 4 writes)
-      await ordered.upsert([r(8)]); // a write after the compaction: no cleanup pass (it would rewrite the table)
-      await new Promise((resolve) => setTimeout(resolve, GRACE + 3_000));
-      expect(await dataFiles()).toBe(7);
+      await ordered.upsert([r(8)]); // a write after the compaction: the quiet-time pass compacts it in, then frees the rest
+      expect(await until(1, 2 * (GRACE + 1_000) + 15_000)).toBe(1);
       expect(await index.count()).toBe(9);
     } finally {
-      ordered.dispose();
+      await ordered.dispose();
     }
   });
 
@@ -425,10 +428,20 @@ describe('freeing what compactions replaced', () => {
       expect(waited).toBeGreaterThan(GRACE);
       expect(waited).toBeLessThanOrEqual(GRACE + 1_000);
       expect(await dataFiles()).toBe(1);
+      expect(ordered.compacted).toBe(false);
       expect(await index.count()).toBe(6);
     } finally {
-      ordered.dispose();
+      await ordered.dispose();
     }
+  });
+
+  it('a disposed table runs no pass (it is being closed)', async () => {
+    const ordered = new GenerationOrderedTable(await db.openTable('t-v1'), 'cleanup-dispose', 2, { compactEvery: 4, cleanupGraceMs: GRACE });
+    for (let i = 0; i < 4; i++) await ordered.upsert([r(i)]);
+    expect(await dataFiles()).toBe(5);
+    await ordered.dispose();
+    await new Promise((resolve) => setTimeout(resolve, GRACE + 2_000));
+    expect(await dataFiles()).toBe(5);
   });
 });
 

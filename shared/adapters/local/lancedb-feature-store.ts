@@ -182,7 +182,7 @@ export class LanceDbFeatureStore implements FeatureStore {
   }
 
   async close(): Promise<void> {
-    this.ordered?.dispose();
+    await this.ordered?.dispose();
     this.ordered?.table.close();
     this.db.close();
   }

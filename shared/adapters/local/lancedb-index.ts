@@ -373,7 +373,7 @@ export class LanceDbVectorIndex implements VectorIndex, AnnMaintainable {
   }
 
   closeTable(): void {
-    this.ordered.dispose();
+    void this.ordered.dispose();
     this.table.close();
   }
 }
