@@ -101,7 +101,10 @@ function signalRow(name, sig, s) {
     el('th', { scope: 'row', text: name }),
     el('td', { text: String(sig.sample) }),
     el('td', { class: sig.status === 'drift' ? 'warn' : 'ok', text: sig.status === 'drift' ? 'drift' : 'no shift' }),
-    el('td', { text: `${num(sig.psi?.max)} (${sig.psi?.band ?? '–'}; threshold ${s.psiThreshold})` }),
+    el('td', {
+      // Below about 200 vectors the largest PSI is also held to its significance level (shared/services/drift.ts psiCritical).
+      text: `${num(sig.psi?.max)} (${sig.psi?.band ?? '–'}; threshold ${s.psiThreshold}${sig.psi?.critical > s.psiThreshold ? `, significant from ${num(sig.psi.critical)}` : ''})`,
+    }),
     el('td', { text: `${num(sig.centroidKs?.d)} (threshold ${s.ksThreshold})` }),
     el('td', { text: num(sig.labelPsi) }),
   );

@@ -41,7 +41,7 @@ export function registerDriftCommand(program: Command): void {
             }
             const label = sig.labelPsi === null ? '' : `, label-mix PSI ${sig.labelPsi.toFixed(3)}`;
             out.push(
-              `  ${name} ${sig.sample} vectors: ${sig.status === 'drift' ? 'DRIFT' : 'no shift'} — max PSI ${sig.psi!.max.toFixed(3)} (${sig.psi!.band}; threshold ${s.psiThreshold}), ` +
+              `  ${name} ${sig.sample} vectors: ${sig.status === 'drift' ? 'DRIFT' : 'no shift'} — max PSI ${sig.psi!.max.toFixed(3)} (${sig.psi!.band}; threshold ${s.psiThreshold}${sig.psi!.critical > s.psiThreshold ? `, significant from ${sig.psi!.critical.toFixed(3)}` : ''}), ` +
                 `centroid KS D ${sig.centroidKs!.d.toFixed(3)} (threshold ${s.ksThreshold})${label}`,
             );
           }
