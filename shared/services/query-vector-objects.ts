@@ -22,8 +22,13 @@ import type { CreateOnlyStore } from './feedback.js';
  * object, `query-vectors/<model version>/<ms of its first query, 15 digits>-<random>.json` — names
  * sort by time, and the object is created only if absent (`ifGenerationMatch: '0'`, as click
  * feedback is): no instance can overwrite another's batch, and create is the only permission
- * needed. A batch is written when it holds `batchSize` vectors, or by the first `add` after its
- * oldest query is `flushMs` old (no timer), and by {@link ObjectQueryVectorSink.flush} on shutdown.
+ * needed. A batch is due when it holds `batchSize` vectors or its oldest query is `flushMs` old; it
+ * is written by the first `add` that finds it due (no timer), and by
+ * {@link ObjectQueryVectorSink.flush} on shutdown. The `add` that starts a write keeps no query of
+ * its own: an object's creation time (milliseconds) falls just after that request, so the request it
+ * dates has its query in no batch (a query kept by that request would be in that object or the next
+ * one, and joinable to the request log). Which request starts a write depends on timing, never on
+ * its query, so the sample stays unbiased (it only keeps a little less than `rate`).
  * Cloud Run gives the service CPU only while a request is open (`cpuIdle`), so the `add` that
  * starts a write returns a promise the request awaits: it settles when the write is done or after
  * `awaitMs` (2 s), whichever is first, and never rejects; the write goes on past that only as far
@@ -117,7 +122,7 @@ export interface ObjectQueryVectorSinkOptions {
   awaitMs?: number;
   /** A write still running after this long gives up its slot among `maxWrites` (default 30 s), logged as unsure. */
   writeTimeoutMs?: number;
-  /** Vectors per object: a batch is written as soon as this many are buffered (default 100). */
+  /** Vectors per object: a batch is written by the next `add` once this many are buffered (default 100). */
   batchSize?: number;
   /** The next `add` writes the buffer once its oldest query is this old (default 5 minutes). */
   flushMs?: number;
@@ -170,20 +175,25 @@ export class ObjectQueryVectorSink implements QueryVectorSink {
   }
 
   /**
-   * Called in the search path; never throws, never rejects. Keeps the query with probability
-   * `rate`. Returns a promise only when this call started a write: it settles when the write is
-   * done or after `awaitMs`, whichever is first (the request awaits it: Cloud Run's CPU is there
-   * only while the request is open).
+   * Called in the search path; never throws, never rejects. First writes what is due: a call that
+   * starts a write returns a promise that settles when the write is done or after `awaitMs`,
+   * whichever is first (the request awaits it: Cloud Run's CPU is there only while the request is
+   * open), and keeps no query. Otherwise it keeps the query with probability `rate` and returns
+   * nothing.
    */
   add(modelVersion: string, vector: Float32Array): void | Promise<void> {
     try {
+      // Writes first, and the request that starts one contributes no query: the object's creation
+      // time dates this request, so its query must be in no batch (not this one, not the next).
+      // Whether a call starts a write depends on timing (buffer size, age, free slots), never on
+      // its query, so leaving these queries out keeps the sample unbiased.
+      const started = this.startWrites(false);
+      if (started.length > 0) return this.awaitAtMost(started, this.awaitMs);
       if (!(this.random() < this.rate)) return;
       // Whole seconds only: a millisecond stamp could single out one request in the request logs.
       const at = Math.floor(this.now() / 1000) * 1000;
       this.buffer.push({ modelVersion, at, vector: encodeQueryVector(vector) });
       this.dropOldest();
-      const started = this.startWrites(false);
-      if (started.length > 0) return this.awaitAtMost(started, this.awaitMs);
     } catch (err) {
       this.logger.warn({ err }, 'query sample: vector not kept');
     }

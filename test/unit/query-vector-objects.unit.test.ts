@@ -61,6 +61,10 @@ describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', (
     }
     await Promise.all([a.flush(), b.flush()]);
     expect(a.pending + b.pending).toBe(0);
+    // The add that starts a write keeps no query. a sees 0 100 2 4, then 105 writes them as two
+    // objects (v1, v10), which take both write slots, so the rest wait for flush; b sees 200 1 3 5,
+    // then 7 writes them (v2, v1), the same. So v1 loses 7, v10 loses 105, v2 loses none.
+    const keptV1 = [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19];
 
     // One create-only request per batch, each a new name sorting by the time of its first query.
     expect(uploads().length).toBe(objectNames().length);
@@ -69,8 +73,8 @@ describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', (
     expect(objectNames('query-vectors/v1/').length).toBeGreaterThanOrEqual(5);
 
     const full = await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 1000 }).recent('v1');
-    expect(ids(full)).toEqual(Array.from({ length: 20 }, (_, i) => i));
-    expect(full.map((q) => q.at)).toEqual(Array.from({ length: 20 }, (_, i) => T0 + (i + 1) * 1000));
+    expect(ids(full)).toEqual(keptV1);
+    expect(full.map((q) => q.at)).toEqual(keptV1.map((i) => T0 + (i + 1) * 1000));
     expect(full[3]!.vector).toEqual(vec(3));
 
     server.requests.length = 0;
@@ -80,7 +84,7 @@ describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', (
     expect(lists.map((r) => r.query.prefix)).toEqual(['query-vectors/v1/']);
     expect(mediaReads().every((n) => n.startsWith('query-vectors/v1/'))).toBe(true);
 
-    expect(ids(await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 100 }).recent('v10'))).toEqual([100, 105, 110, 115]);
+    expect(ids(await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 100 }).recent('v10'))).toEqual([100, 110, 115]);
     expect(ids(await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 100 }).recent('v2'))).toEqual([200, 207, 214]);
     expect(await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 100 }).recent('v3')).toEqual([]);
   });
@@ -90,11 +94,12 @@ describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', (
     const sink = new ObjectQueryVectorSink(store, { batchSize: 4, maxWrites: 10, now: () => (now += 1000) });
     for (let i = 0; i < 20; i++) sink.add('v1', vec(i));
     await sink.flush();
-    expect(objectNames()).toHaveLength(5);
+    // Adds 4, 9, 14 and 19 each write the four before them and keep nothing: 0–3, 5–8, 10–13, 15–18.
+    expect(objectNames()).toHaveLength(4);
     server.requests.length = 0;
     const recent = await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 6, concurrency: 1 }).recent('v1');
-    expect(ids(recent)).toEqual([14, 15, 16, 17, 18, 19]);
-    // The two newest batches (16–19, 12–15), not the three older ones.
+    expect(ids(recent)).toEqual([12, 13, 15, 16, 17, 18]);
+    // The two newest batches (15–18, 10–13), not the two older ones.
     expect(mediaReads()).toEqual(objectNames().slice(-2).reverse());
   });
 
@@ -107,16 +112,18 @@ describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', (
     await new Promise((resolve) => setTimeout(resolve, 20));
     expect(uploads()).toHaveLength(0);
     now += 1;
-    sink.add('v1', vec(3));
+    // This add writes 1–2 and keeps nothing of its own.
+    expect(sink.add('v1', vec(3))).toBeInstanceOf(Promise);
     expect(sink.pending).toBe(0);
     await sink.flush();
     expect(objectNames()).toEqual([expect.stringMatching(new RegExp(`^query-vectors/v1/00${T0}-[0-9a-f]{16}\\.json$`))]);
-    expect(ids(await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 10 }).recent('v1'))).toEqual([1, 2, 3]);
+    expect(ids(await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 10 }).recent('v1'))).toEqual([1, 2]);
   });
 
   it('skips an unreadable or malformed object, reports the skips once, and still answers', async () => {
     let now = T0 - 100_000;
     const sink = new ObjectQueryVectorSink(store, { batchSize: 2, now: () => (now += 1000) });
+    // Add 2 writes 0–1 and keeps nothing; flush writes 3.
     for (let i = 0; i < 4; i++) sink.add('v1', vec(i));
     await sink.flush();
     const later = (n: number) => `query-vectors/v1/${String(T0 + n).padStart(15, '0')}`;
@@ -138,7 +145,7 @@ describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', (
     const { logger, lines } = captureLogger();
 
     const recent = await new ObjectQueryVectorSource(store, { now: READ_AT, capacity: 100, maxBytes: 4096, logger }).recent('v1');
-    expect(ids(recent)).toEqual([0, 1, 2, 3]);
+    expect(ids(recent)).toEqual([0, 1, 3]);
     const reports = lines().filter((l) => String(l.message).startsWith('query sample:'));
     expect(reports).toHaveLength(1);
     expect(reports[0]).toMatchObject({ severity: 'WARNING', modelVersion: 'v1', skipped: 6, unreadable: 1, folder: `gs://${BUCKET}/query-vectors/v1/` });
@@ -206,6 +213,7 @@ describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', (
     };
     const { logger, lines } = captureLogger();
     const sink = new ObjectQueryVectorSink(slow, { batchSize: 2, maxBuffered: 4, maxWrites: 1, now: () => T0, logger });
+    // Add 2 writes 0–1 (the only slot) and keeps nothing; 3–9 wait, the cap of 4 drops 3, 4 and 5.
     for (let i = 0; i < 10; i++) sink.add('v1', vec(i));
     expect(sink.pending).toBe(4);
     release.splice(0).forEach((r) => r());
@@ -216,7 +224,7 @@ describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', (
     const kept = written.flatMap((text) => ids(parseQueryBatch(text, 'v1')!));
     expect(kept).toEqual([0, 1, 6, 7, 8, 9]);
     expect(lines().filter((l) => String(l.message).includes('dropped while writes were slow'))).toEqual([
-      expect.objectContaining({ dropped: 4, maxBuffered: 4 }),
+      expect.objectContaining({ dropped: 3, maxBuffered: 4 }),
     ]);
   });
 });
@@ -337,6 +345,42 @@ describe('review: privacy (sampling rate, whole seconds)', () => {
     expect(() => new ObjectQueryVectorSink(store, { rate: 1.5 })).toThrow(/rate must be in \[0, 1\]/);
   });
 
+  it('the add that starts a write keeps no query: its query is in no object ever written, and batches hold batchSize queries', async () => {
+    const written: string[] = [];
+    const memory: CreateOnlyStore = {
+      write: async (_name, data) => {
+        written.push(String(data));
+      },
+    };
+    let now = T0;
+    const sink = new ObjectQueryVectorSink(memory, { batchSize: 3, maxWrites: 10, now: () => (now += 1000) });
+    const writers: number[] = [];
+    for (let i = 0; i < 22; i++) {
+      const started = sink.add('v1', vec(i));
+      if (started) {
+        writers.push(i);
+        await started;
+      }
+    }
+    const byAdds = written.length;
+    await sink.flush();
+    const batches = written.map((text) => ids(parseQueryBatch(text, 'v1')!));
+    // Adds 3, 7, 11, 15 and 19 each write the three before them; flush writes what is left (20, 21).
+    expect(writers).toEqual([3, 7, 11, 15, 19]);
+    expect(batches.slice(0, byAdds)).toEqual([
+      [0, 1, 2],
+      [4, 5, 6],
+      [8, 9, 10],
+      [12, 13, 14],
+      [16, 17, 18],
+    ]);
+    expect(batches.slice(byAdds)).toEqual([[20, 21]]);
+    const stored = batches.flat();
+    for (const w of writers) expect(stored).not.toContain(w);
+    // Every other query is kept (rate 1).
+    expect([...stored, ...writers].sort((x, y) => x - y)).toEqual(Array.from({ length: 22 }, (_, i) => i));
+  });
+
   it('the search service samples at QUERY_SAMPLE_RATE (default 0.1, named fix); at 0 it builds no sink', () => {
     const env = { OPENSEARCH_URL: 'https://10.0.0.5:9200', MODELS_BUCKET: 'm-1', FEATURES_BUCKET: 'f-1', IMAGES_BUCKET: 'i-1' };
     expect(parseCloudConfig('search', env).QUERY_SAMPLE_RATE).toBe(0.1);
@@ -364,9 +408,13 @@ describe('review: Cloud Run throttles the CPU after the response', () => {
     const held = heldStore();
     const sink = new ObjectQueryVectorSink(held.store, { batchSize: 2, now: () => T0 });
     expect(sink.add('v1', vec(1))).toBeUndefined();
-    const writing = sink.add('v1', vec(2));
+    // A full batch is written by the next add, not by the one that filled it.
+    expect(sink.add('v1', vec(2))).toBeUndefined();
+    expect(held.names).toHaveLength(0);
+    const writing = sink.add('v1', vec(3));
     expect(writing).toBeInstanceOf(Promise);
     expect(held.names).toHaveLength(1);
+    expect(sink.pending).toBe(0);
     expect(await settled(writing!)).toBe(false);
     held.release();
     await expect(writing).resolves.toBeUndefined();
@@ -382,22 +430,26 @@ describe('review: Cloud Run throttles the CPU after the response', () => {
       },
     };
     const sink = new ObjectQueryVectorSink(never, { batchSize: 1, maxWrites: 1, awaitMs: 30, writeTimeoutMs: 120, now: () => T0, logger });
+    expect(sink.add('v1', vec(1))).toBeUndefined();
     const started = Date.now();
-    await sink.add('v1', vec(1));
+    // Writes 1 (and keeps nothing of its own).
+    await sink.add('v1', vec(2));
     expect(Date.now() - started).toBeGreaterThanOrEqual(25);
     expect(Date.now() - started).toBeLessThan(110);
     // The only slot is taken: the next vector waits in the buffer.
-    expect(sink.add('v1', vec(2))).toBeUndefined();
+    expect(sink.add('v1', vec(3))).toBeUndefined();
     expect(sink.pending).toBe(1);
     await sleep(150);
     expect(lines().filter((l) => String(l.message).includes('its slot is freed'))).toEqual([expect.objectContaining({ severity: 'WARNING', timeoutMs: 120 })]);
-    // Slot free again: this add writes what waited.
-    expect(sink.add('v1', vec(3))).toBeInstanceOf(Promise);
+    // Slot free again: this add writes what waited, and keeps nothing.
+    expect(sink.add('v1', vec(4))).toBeInstanceOf(Promise);
     expect(stalled).toHaveLength(2);
-    expect(sink.pending).toBe(1);
+    expect(sink.pending).toBe(0);
 
     const refusing: CreateOnlyStore = { write: () => Promise.reject(new Error('refused')) };
-    await expect(new ObjectQueryVectorSink(refusing, { batchSize: 1, logger: silentLogger }).add('v1', vec(4))).resolves.toBeUndefined();
+    const refused = new ObjectQueryVectorSink(refusing, { batchSize: 1, logger: silentLogger });
+    refused.add('v1', vec(5));
+    await expect(refused.add('v1', vec(6))).resolves.toBeUndefined();
   });
 
   it('the search that started a sample write answers only once the write is done', async () => {
