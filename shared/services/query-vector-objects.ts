@@ -80,7 +80,7 @@ export function encodeQueryVector(vector: Float32Array): string {
 }
 
 /** The vector, or null when the bytes are not whole finite float32s. */
-function decodeQueryVector(text: string): Float32Array | null {
+export function decodeQueryVector(text: string): Float32Array | null {
   const bytes = Buffer.from(text, 'base64');
   if (bytes.length === 0 || bytes.length % 4 !== 0) return null;
   const vector = new Float32Array(bytes.length / 4);

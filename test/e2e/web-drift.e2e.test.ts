@@ -7,8 +7,6 @@ import { FolderBlobStore } from '../../shared/adapters/local/folder-blob-store.j
 import { LocalModelRegistry } from '../../shared/adapters/local/local-model-registry.js';
 import { PerTowerFeatureStore } from '../../shared/adapters/local/per-tower-feature-store.js';
 import { readFashionMnist } from '../../shared/datasets/fashion-mnist.js';
-import { buildSearchApp, type StatusResponse } from '../../shared/http/search-app.js';
-import { silentLogger } from '../../shared/logger.js';
 import {
   BlobDriftStateStore,
   buildDriftProfile,
@@ -22,6 +20,7 @@ import { mulberry32, shuffledIndices } from '../../shared/training/prng.js';
 import { launchChromium, screenshot, seriousA11yViolations } from '../helpers/browser.js';
 import { repoRoot, tempDir } from '../helpers/cli.js';
 import { fmPixelsManifest, fmPixelsRecord } from '../helpers/fm-pixels.js';
+import { idleSearchApp } from '../helpers/search-app.js';
 
 /**
  * The Monitoring tab's drift panel on a real report (GET /api/drift → driftOutput over the real
@@ -37,20 +36,6 @@ describe('the drift panel of the page', () => {
   let features: PerTowerFeatureStore;
   let sampled: SampledQuery[];
   const apps: FastifyInstance[] = [];
-
-  const status = async (): Promise<StatusResponse> => ({
-    indexed: 0,
-    pending: 0,
-    queues: {},
-    rejected: { count: 0, byReason: {}, items: [] },
-    deadLettered: { count: 0, items: [] },
-    model: { version: fmPixelsManifest.version, dimension: 784, hasTextTower: false, name: fmPixelsManifest.name },
-    index: null,
-    ann: null,
-    ignored: { count: 0, byReason: {}, items: [] },
-    faults: [],
-    asOf: new Date().toISOString(),
-  });
 
   beforeAll(async () => {
     work = await tempDir('web-drift');
@@ -91,18 +76,10 @@ describe('the drift panel of the page', () => {
 
   async function pageFor(queries: QueryVectorSource, settings: DriftSettingsInput = { recentUploads: 250 }) {
     const state = new BlobDriftStateStore(new FolderBlobStore(path.join(work, `state-${apps.length}`)));
-    const never = async (): Promise<never> => {
-      throw new Error('not used');
-    };
-    const app = await buildSearchApp({
-      search: { byImage: never, similarTo: never, byText: never },
-      status,
-      getDocument: async () => null,
-      readObject: async () => Buffer.alloc(0),
-      logger: silentLogger,
-      webDir: path.join(repoRoot, 'web'),
-      drift: () => driftOutput({ registry, features, state, queries }, settings),
-    });
+    const app = await idleSearchApp(
+      { webDir: path.join(repoRoot, 'web'), drift: () => driftOutput({ registry, features, state, queries }, settings) },
+      { version: fmPixelsManifest.version, dimension: 784, hasTextTower: false, name: fmPixelsManifest.name },
+    );
     apps.push(app);
     const url = await app.listen({ host: '127.0.0.1', port: 0 });
     const page = await browser.newPage({ viewport: { width: 1280, height: 1100 } });

@@ -3,13 +3,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { buildSearchApp, type SearchAppDeps, type StatusResponse } from '../../shared/http/search-app.js';
-import { silentLogger } from '../../shared/logger.js';
+import type { SearchAppDeps } from '../../shared/http/search-app.js';
 import { driftOutputSchema, monitorOutputSchema } from '../../shared/output-schemas.js';
 import type { FeatureStore } from '../../shared/ports/feature-store.js';
 import type { ModelRegistry } from '../../shared/ports/model-registry.js';
 import { driftOutput, type DriftState } from '../../shared/services/drift.js';
 import type { MonitorEvent } from '../../shared/services/monitoring.js';
+import { idleSearchApp } from '../helpers/search-app.js';
 
 /**
  * The page's Monitoring tab reads two routes: `GET /api/monitor` (monitor-routes.ts, mounted only
@@ -27,33 +27,8 @@ afterEach(async () => {
   await fs.rm(work, { recursive: true, force: true });
 });
 
-const status = async (): Promise<StatusResponse> => ({
-  indexed: 0,
-  pending: 0,
-  queues: {},
-  rejected: { count: 0, byReason: {}, items: [] },
-  deadLettered: { count: 0, items: [] },
-  model: { version: 'base-1', dimension: 4, hasTextTower: false, name: 'm' },
-  index: null,
-  ann: null,
-  ignored: { count: 0, byReason: {}, items: [] },
-  faults: [],
-  asOf: new Date().toISOString(),
-});
-
 async function appWith(over: Partial<SearchAppDeps> = {}): Promise<FastifyInstance> {
-  const never = async (): Promise<never> => {
-    throw new Error('not used');
-  };
-  const app = await buildSearchApp({
-    search: { byImage: never, similarTo: never, byText: never },
-    status,
-    getDocument: async () => null,
-    readObject: async () => Buffer.alloc(0),
-    logger: silentLogger,
-    webDir: work,
-    ...over,
-  });
+  const app = await idleSearchApp({ webDir: work, ...over });
   apps.push(app);
   return app;
 }

@@ -46,6 +46,23 @@ const uploads = () => server.requests.filter((r) => r.method === 'POST' && r.pat
 const mediaReads = () => server.requests.filter((r) => r.query.alt === 'media').map((r) => decodeURIComponent(r.path.split('/o/')[1]!));
 const batchJson = (modelVersion: string, entries: { at: number; vector: string }[], format = 1) => JSON.stringify({ format, modelVersion, entries });
 
+/** An index of the search service's fake model holding one image, 'cat'. */
+async function catIndex(): Promise<MemoryIndex> {
+  const index = new MemoryIndex('images-v1', 'fake-v1', 4);
+  await index.upsert([
+    {
+      id: 'cat',
+      uri: 'gs://iss-images/cat.png',
+      generation: '1',
+      modelVersion: 'fake-v1',
+      vector: normalise(Float32Array.from([9, 1, 1, 1])),
+      labels: [],
+      indexedAt: new Date().toISOString(),
+    },
+  ]);
+  return index;
+}
+
 describe('ObjectQueryVectorSink → GcsBlobStore → ObjectQueryVectorSource', () => {
   it('two instances writing at once: the reader gets the newest ≤ capacity of one version, oldest first, across objects', async () => {
     let now = T0;
@@ -237,18 +254,7 @@ describe('the cloud wiring', () => {
   });
 
   it("the search service hands each image query's vector to its sink; a similar query (an indexed vector) adds none", async () => {
-    const index = new MemoryIndex('images-v1', 'fake-v1', 4);
-    await index.upsert([
-      {
-        id: 'cat',
-        uri: `gs://iss-images/cat.png`,
-        generation: '1',
-        modelVersion: 'fake-v1',
-        vector: normalise(Float32Array.from([9, 1, 1, 1])),
-        labels: [],
-        indexedAt: new Date().toISOString(),
-      },
-    ]);
+    const index = await catIndex();
     const embedder = new FakeEmbedder('fake-v1');
     const sink = new ObjectQueryVectorSink(store);
     app = await createSearchService({
@@ -453,18 +459,7 @@ describe('review: Cloud Run throttles the CPU after the response', () => {
   });
 
   it('the search that started a sample write answers only once the write is done', async () => {
-    const index = new MemoryIndex('images-v1', 'fake-v1', 4);
-    await index.upsert([
-      {
-        id: 'cat',
-        uri: 'gs://iss-images/cat.png',
-        generation: '1',
-        modelVersion: 'fake-v1',
-        vector: normalise(Float32Array.from([9, 1, 1, 1])),
-        labels: [],
-        indexedAt: new Date().toISOString(),
-      },
-    ]);
+    const index = await catIndex();
     const embedder = new FakeEmbedder('fake-v1');
     const service = new SearchService(
       () => embedder,

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import type { Logger } from '../../logger.js';
 import type { QueryVectorSample, SampledQuery } from '../../services/drift.js';
+import { decodeQueryVector, encodeQueryVector } from '../../services/query-vector-objects.js';
 import { writeJsonAtomic } from './atomic-file.js';
 
 interface StoredEntry {
@@ -42,8 +43,7 @@ export class FileQueryVectorSample implements QueryVectorSample {
   }
 
   add(modelVersion: string, vector: Float32Array): void {
-    const bytes = Buffer.from(vector.buffer, vector.byteOffset, vector.byteLength);
-    this.entries.push({ modelVersion, at: Date.now(), vector: bytes.toString('base64') });
+    this.entries.push({ modelVersion, at: Date.now(), vector: encodeQueryVector(vector) });
     if (this.entries.length > this.options.capacity) this.entries.splice(0, this.entries.length - this.options.capacity);
     this.dirty = true;
     this.timer ??= setTimeout(() => {
@@ -56,7 +56,10 @@ export class FileQueryVectorSample implements QueryVectorSample {
   /** Oldest first (entries are kept in the order they were served). */
   async recent(modelVersion: string): Promise<SampledQuery[]> {
     await this.load();
-    return this.entries.filter((e) => e.modelVersion === modelVersion).map((e) => ({ at: typeof e.at === 'number' ? e.at : 0, vector: decode(e.vector) }));
+    return this.entries.flatMap((e) => {
+      const vector = e.modelVersion === modelVersion ? decodeQueryVector(e.vector) : null;
+      return vector ? [{ at: typeof e.at === 'number' ? e.at : 0, vector }] : [];
+    });
   }
 
   /** Writes the sample now (also done by the timer); a no-op when nothing changed. */
@@ -73,11 +76,4 @@ export class FileQueryVectorSample implements QueryVectorSample {
     });
     await this.writing;
   }
-}
-
-function decode(b64: string): Float32Array {
-  const bytes = Buffer.from(b64, 'base64');
-  const copy = new Uint8Array(bytes.byteLength);
-  copy.set(bytes);
-  return new Float32Array(copy.buffer, 0, Math.floor(copy.byteLength / 4));
 }
