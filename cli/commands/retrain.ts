@@ -38,6 +38,11 @@ export function registerRetrainCommand(program: Command): void {
       'also fine-tune the top N units of the image tower (1: last conv; 2–4: + block_16, block_15, block_14) from activations stored at ingest; 0: head only (default)',
       parseIntIn(0, 4),
     )
+    .option(
+      '--region-grid <n>',
+      "also pool the stored block-13 activation over N×N regions into the image tower's base embedding (2–7: a new ONNX tower, every stored image re-embedded from its activation, no image decoded); 1: global pooling only; 0: the active tower's layout as it is (default)",
+      parseIntIn(0, 7),
+    )
     .option('--tower-lr <x>', 'learning rate of the unlocked tower weights (default 0.0001)', parseNumberIn(0, 1, { exclusive: true }))
     .option(
       '--head-epochs <n>',
@@ -55,6 +60,7 @@ export function registerRetrainCommand(program: Command): void {
           validation?: number;
           hidden?: number;
           unlockBlocks?: number;
+          regionGrid?: number;
           towerLr?: number;
           headEpochs?: number;
           json?: boolean;
@@ -109,6 +115,7 @@ export function registerRetrainCommand(program: Command): void {
                     ...(opts.validation !== undefined ? { validationFraction: opts.validation } : {}),
                     ...(opts.hidden !== undefined ? { hidden: opts.hidden } : {}),
                     ...(opts.unlockBlocks !== undefined ? { unlockBlocks: opts.unlockBlocks } : {}),
+                    ...(opts.regionGrid !== undefined ? { regionGrid: opts.regionGrid } : {}),
                     ...(opts.towerLr !== undefined ? { towerLearningRate: opts.towerLr } : {}),
                     ...(opts.headEpochs !== undefined ? { headOnlyEpochs: opts.headEpochs } : {}),
                   },

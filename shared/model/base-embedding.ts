@@ -5,7 +5,8 @@ import type { GraphTensor, OnnxGraphBuilder } from './onnx/graph-builder.js';
  * The base embedding built on top of a CNN backbone, as ONNX nodes: which layers are read and how
  * they become one vector.
  *
- *   for each feature layer: global average pool, L2-normalise, × weight
+ *   for each feature layer: global average pool (or a grid×grid regional pool, flattened),
+ *     L2-normalise, × weight
  *   → optional "thumbnail" branch computed from the input itself (average-pooled pixels)
  *   → concatenate → L2-normalise → output [N,D].
  */
@@ -14,6 +15,26 @@ export interface FeatureLayer {
   layer: string;
   /** Multiplies the layer's L2-normalised pooled vector before concatenation (default 1). */
   weight?: number;
+  /**
+   * Regional pooling: average over grid×grid overlapping windows of the map instead of the whole
+   * map, flattened channel-major (C·grid² values) — where things are, not only what is there.
+   * Absent or 1 = global average pooling. Windows: {@link regionWindows}.
+   */
+  grid?: number;
+}
+
+/**
+ * The grid×grid windows regional pooling averages over a side of `size`: stride ⌊size/grid⌋,
+ * window size − (grid−1)·stride, so they cover the side and overlap when it does not divide
+ * (7 → 3×3: [0,3), [2,5), [4,7); 7 → 2×2: [0,4), [3,7)). The same windows in the ONNX graph
+ * (AveragePool, no padding) and in the tfjs blocks (shared/training/tower-blocks.ts).
+ */
+export function regionWindows(size: number, grid: number): { kernel: number; stride: number } {
+  if (!Number.isInteger(grid) || grid < 1 || grid > size) {
+    throw new ConfigError(`a regional-pooling grid must be a whole number from 1 to the map's side ${size}, got ${grid}`);
+  }
+  const stride = Math.floor(size / grid);
+  return { kernel: size - (grid - 1) * stride, stride };
 }
 
 /** Pixels of the input itself, average-pooled to size×size: what raw-pixel retrieval sees. */
@@ -57,7 +78,8 @@ export function separateOutputName(branch: string): string {
 export function addBaseEmbedding(graph: OnnxGraphBuilder, backbone: Backbone, options: BaseEmbeddingOptions): GraphTensor[] {
   const branches: Array<{ name: string; tensor: GraphTensor; weight: number }> = [];
   for (const feature of options.features) {
-    const pooled = graph.l2Normalise(graph.globalAveragePool(backbone.tensorOf(feature.layer)));
+    const map = backbone.tensorOf(feature.layer);
+    const pooled = graph.l2Normalise((feature.grid ?? 1) > 1 ? regionalPool(graph, map, feature.grid!) : graph.globalAveragePool(map));
     branches.push({ name: feature.layer, tensor: pooled, weight: feature.weight ?? 1 });
   }
   if (options.thumbnail) {
@@ -82,6 +104,14 @@ export function addBaseEmbedding(graph: OnnxGraphBuilder, backbone: Backbone, op
   }
   for (const t of outputs) graph.output(t.name, ['batch', t.shape[1]!]);
   return outputs;
+}
+
+function regionalPool(graph: OnnxGraphBuilder, map: GraphTensor, grid: number): GraphTensor {
+  if (map.shape.length !== 4) throw new ConfigError(`regional pooling needs a feature map; ${map.name} has shape [${map.shape.join(', ')}]`);
+  const [, c, h, w] = map.shape as [number, number, number, number];
+  const [y, x] = [regionWindows(h, grid), regionWindows(w, grid)];
+  const pooled = graph.tensor('AveragePool', [map.name], [-1, c, grid, grid], { kernel_shape: [y.kernel, x.kernel], strides: [y.stride, x.stride] });
+  return graph.tensor('Flatten', [pooled.name], [-1, c * grid * grid], { axis: 1 });
 }
 
 function thumbnail(graph: OnnxGraphBuilder, input: GraphTensor, branch: ThumbnailBranch): GraphTensor {

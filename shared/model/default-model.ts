@@ -198,6 +198,8 @@ export function convertImageTower(
   const image: ImageTower = {
     ...DEFAULT_IMAGE_TOWER,
     dimension,
+    // Recorded only when it is not the default layout (towers registered before it was recorded have the default).
+    ...(sameFeatureLayers(features, DEFAULT_FEATURE_LAYERS) ? {} : { features: features.map((f) => ({ ...f })) }),
     ...(activation && converted.activationShape
       ? { activation: { outputName: activation.name, layer: activation.layer, shape: converted.activationShape } }
       : {}),
@@ -205,8 +207,19 @@ export function convertImageTower(
   return { bytes: converted.bytes, image };
 }
 
+/** The feature layers a tower's base embedding is made of (manifest `image.features`; absent = the default layout). */
+export function towerFeatureLayers(image: ImageTower): readonly FeatureLayer[] {
+  return image.features ?? DEFAULT_FEATURE_LAYERS;
+}
+
+/** Whether two base-embedding layouts are the same (layer, weight, grid; defaults filled in). */
+export function sameFeatureLayers(a: readonly FeatureLayer[], b: readonly FeatureLayer[]): boolean {
+  const key = (f: FeatureLayer) => `${f.layer}|${f.weight ?? 1}|${f.grid ?? 1}`;
+  return a.length === b.length && a.every((f, i) => key(f) === key(b[i]!));
+}
+
 export function describeLayers(features: readonly FeatureLayer[], thumbnail: ThumbnailBranch | undefined): string {
-  const parts = features.map((f) => `${f.layer}×${f.weight ?? 1}`);
+  const parts = features.map((f) => `${f.layer}${(f.grid ?? 1) > 1 ? ` ${f.grid}×${f.grid} regions` : ''}×${f.weight ?? 1}`);
   if (thumbnail) {
     parts.push(`thumbnail ${thumbnail.size}x${thumbnail.size} ${thumbnail.colour}${thumbnail.centre ? ' centred' : ''}×${thumbnail.weight}`);
   }

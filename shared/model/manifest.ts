@@ -41,6 +41,22 @@ export const imageTowerSchema = z.object({
     })
     .optional(),
   /**
+   * The feature layers the base embedding concatenates (shared/model/base-embedding.ts), when they
+   * are not the default model's (`block_15_add`, `out_relu`): a tower adapted with regional pooling
+   * (`imgsearch retrain --region-grid N`) records its layout here, which the blocks rebuilt for
+   * the next fine-tuning read its stored base embeddings by.
+   */
+  features: z
+    .array(
+      z.object({
+        layer: z.string().min(1),
+        weight: z.number().positive().optional(),
+        grid: z.number().int().min(1).max(64).optional(),
+      }),
+    )
+    .min(1)
+    .optional(),
+  /**
    * Numeric variant of the file: `fp32`, or `int8` (static QDQ quantisation of an fp32 tower,
    * shared/model/quantize.ts). Absent means `fp32`.
    */

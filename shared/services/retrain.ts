@@ -16,7 +16,8 @@ import { embedTextsWithTower, reprojectBatch } from '../training/lit-inference.j
 import { trainLit, type EpochStats, type FeedbackPair, type LitTrainingResult, type LitTrainOptions } from '../training/lit-trainer.js';
 import { headToOnnx, textTowerToOnnx } from '../training/onnx-export.js';
 import { parseLitOptions } from '../training/lit-options.js';
-import { attachActivations, openTowerBlocks, tunedBaseVectors, tunedImageTower } from '../training/tower-version.js';
+import { attachActivations, changesLayout, openTowerBlocks, recomposedBaseVectors, tunedBaseVectors, tunedImageTower } from '../training/tower-version.js';
+import type { TowerBlocks } from '../training/tower-blocks.js';
 import { DEFAULT_MODEL_NAME } from '../model/default-model.js';
 import { parseWith } from '../validation.js';
 import { l2Normalise } from '../vector-math.js';
@@ -128,43 +129,64 @@ export async function retrain<A = unknown>(
   logger.info({ records: records.length, heldOut: split.heldOut.length, labels: split.labels.length, feedback: feedback.length, snapshot }, 'retraining');
 
   const trainOptions: LitTrainOptions = { ...(options.training ?? {}), seed: options.seed, epochs: options.epochs };
-  // Partial fine-tuning (shared/training/tower-version.ts): the top blocks train on stored activations.
-  const unlockBlocks = parseLitOptions(trainOptions).unlockBlocks;
-  const tower = unlockBlocks > 0 ? await openTowerBlocks(current, unlockBlocks) : undefined;
+  // Adapting the image tower (shared/training/tower-version.ts): the top blocks train on stored
+  // activations (unlockBlocks), and/or the base embedding gains the activation pooled over regions.
+  const lit = parseLitOptions(trainOptions);
+  const tower =
+    lit.unlockBlocks > 0 || lit.regionGrid > 0
+      ? await openTowerBlocks(current, { unlock: lit.unlockBlocks, regionGrid: lit.regionGrid, regionWeight: lit.regionWeight })
+      : undefined;
+  const relayout = tower !== undefined && changesLayout(tower);
   try {
     if (tower) await attachActivations(deps.features, records, tower);
+    // A new layout changes every base vector: the frozen tower recomputes them once from the stored
+    // activations, and the head trains on those (unlocked blocks then start from the same values).
+    // From the default tower's records the shared parts are reused and no block runs (recomposedBaseVectors).
+    const relaid =
+      tower && relayout
+        ? (recomposedBaseVectors(tower, records, current.manifest.name === DEFAULT_MODEL_NAME) ?? (await tunedBaseVectors(tower, records)))
+        : null;
+    const trainSplit = relaid ? heldOutSplit(withVectors(records, relaid), options.heldOutFraction) : split;
     const trained = await trainLit(
-      split.rest.map((r) => ({ id: r.id, vector: r.vector, labels: r.labels, caption: r.caption, ...(r.activation ? { activation: r.activation } : {}) })),
+      trainSplit.rest.map((r) => ({ id: r.id, vector: r.vector, labels: r.labels, caption: r.caption, ...(r.activation ? { activation: r.activation } : {}) })),
       feedback,
       trainOptions,
       { logger, onEpoch: (epoch) => onProgress({ stage: 'train', epoch }), tower },
     );
 
     // The blocks count as tuned only if the kept (best) epoch trained them: a head-only best epoch
-    // (head-first epochs, trainLit) leaves the tower as it was — no new vector space, no reindex.
-    const tuned = tower && trained.tower ? tower : undefined;
-    if (tower && !tuned) logger.info({ bestEpoch: trained.bestEpoch }, 'the best epoch trained the head only: the image tower is kept unchanged');
+    // (head-first epochs, trainLit) leaves them as they were. Without a new layout that is no new
+    // vector space and no reindex; with one the tower is new either way.
+    const blocksTuned = tower !== undefined && trained.tower !== undefined;
+    const tuned = tower && (blocksTuned || relayout) ? tower : undefined;
+    if (tower && lit.unlockBlocks > 0 && !blocksTuned) {
+      logger.info(
+        { bestEpoch: trained.bestEpoch },
+        relayout
+          ? 'the best epoch trained the head only: the blocks are kept as they were'
+          : 'the best epoch trained the head only: the image tower is kept unchanged',
+      );
+    }
+    const adapted = tuned ? describeAdaptation(tuned, blocksTuned) : null;
     const version = options.version ?? defaultVersion(current.manifest.name, snapshot);
     onProgress({ stage: 'evaluate', model: version });
     // A tuned tower changes every base vector: recompute them from the stored activations.
-    const tunedVectors = tuned ? await tunedBaseVectors(tuned, records) : null;
+    const tunedVectors = tuned ? (blocksTuned ? await tunedBaseVectors(tuned, records) : relaid) : null;
     // The activation is not copied: it stays with the first tower's records (attachActivations finds it).
-    const tunedRecords = tunedVectors ? records.map(({ activation: _activation, ...r }, i) => ({ ...r, vector: tunedVectors[i]!, baseModel: version })) : null;
+    const tunedRecords = tunedVectors ? withVectors(records, tunedVectors).map(({ activation: _activation, ...r }) => ({ ...r, baseModel: version })) : null;
     const candidateSplit = tunedRecords ? heldOutSplit(tunedRecords, options.heldOutFraction) : split;
     const candidateMetrics = await evaluateOnSplit(version, trainedTowers(trained), candidateSplit, logger);
     onProgress({ stage: 'evaluate', model: current.version });
     const currentMetrics = await evaluateOnSplit(current.version, await registeredTowers(deps.registry, current, logger), split, logger);
     const decision = gateDecision(candidateMetrics, currentMetrics, { margin: options.margin, textMargin: options.textMargin });
 
-    const tunedTower = tuned
-      ? await tunedImageTower(tuned, current.manifest.image, `${version}: ${DEFAULT_MODEL_NAME} with ${tuned.unlocked.join(', ')} fine-tuned`)
-      : null;
+    const tunedTower = tuned ? await tunedImageTower(tuned, current.manifest.image, `${version}: ${DEFAULT_MODEL_NAME} with ${adapted}`) : null;
     const manifest: ModelManifest = modelManifestSchema.parse({
       // A tuned tower is a new vector space: its own name keys its feature records (baseModelKeys).
       name: tuned ? version : current.manifest.name,
       version,
       description: tuned
-        ? `LiT head + hashed n-gram text tower + image tower with ${tuned.unlocked.join(', ')} fine-tuned, from ${base.id} (parent ${current.version})`
+        ? `LiT head + hashed n-gram text tower + image tower with ${adapted}, from ${base.id} (parent ${current.version})`
         : `LiT head + hashed n-gram text tower on ${base.id} (parent ${current.version})`,
       image: tunedTower ? tunedTower.image : current.manifest.image,
       head: { file: 'head.onnx', inputDimension: trained.head.inputDimension, outputDimension: trained.head.outputDimension },
@@ -194,7 +216,13 @@ export async function retrain<A = unknown>(
         parent: current.version,
         baseModel: tuned ? version : base.id,
         ...(tuned
-          ? { towerFamily: DEFAULT_MODEL_NAME, tunedFrom: base.id, unlockBlocks: tuned.unlocked, tunedParameters: trained.tower?.parameters }
+          ? {
+              towerFamily: DEFAULT_MODEL_NAME,
+              tunedFrom: base.id,
+              unlockBlocks: blocksTuned ? tuned.unlocked : [],
+              tunedParameters: trained.tower?.parameters ?? 0,
+              ...regionLineage(tuned),
+            }
           : typeof current.lineage?.towerFamily === 'string'
             ? { towerFamily: current.lineage.towerFamily } // a head retrained on a tuned tower keeps its family
             : {}),
@@ -333,6 +361,25 @@ export interface EvaluationSplit {
   labels: string[];
   /** Records with at least one label. */
   labelled: number;
+}
+
+/** The records with other base vectors (same order), e.g. a tower's recomputed ones. */
+function withVectors(records: FeatureRecord[], vectors: Float32Array[]): FeatureRecord[] {
+  return records.map((r, i) => ({ ...r, vector: vectors[i]! }));
+}
+
+/** The regional part of a tuned tower's layout, for its lineage (none: the default layout). */
+function regionLineage(tower: TowerBlocks): { regionGrid?: number; regionWeight?: number } {
+  const region = tower.spec.features.find((f) => (f.grid ?? 1) > 1);
+  return region ? { regionGrid: region.grid!, regionWeight: region.weight ?? 1 } : {};
+}
+
+/** How a tuned tower differs from the default one, for its description and ONNX doc string. */
+function describeAdaptation(tower: TowerBlocks, blocksTuned: boolean): string {
+  const parts: string[] = [];
+  if (blocksTuned) parts.push(`${tower.unlocked.join(', ')} fine-tuned`);
+  for (const f of tower.spec.features) if ((f.grid ?? 1) > 1) parts.push(`${f.layer} pooled over ${f.grid}×${f.grid} regions (×${f.weight ?? 1})`);
+  return parts.join(' and ');
 }
 
 export function heldOutSplit(records: FeatureRecord[], fraction: number): EvaluationSplit {

@@ -33,6 +33,19 @@ export const litTrainOptionsSchema = z.object({
    * search-space option for `imgsearch tune`, and `imgsearch retrain --unlock-blocks N`.
    */
   unlockBlocks: z.number().int().min(0).max(4).default(0),
+  /**
+   * Adapting the image tower's top by layout: the stored block activation (block 13, 7×7×160) is
+   * also average-pooled over grid×grid overlapping regions and that part (160·grid² values) joins
+   * the base embedding (shared/model/base-embedding.ts `grid`) — where a garment's parts are, which
+   * global pooling throws away. The new tower is exported to ONNX and
+   * every stored image's base embedding is recomputed from its activation (no image is decoded);
+   * combines with `unlockBlocks`. 0 keeps the active tower's layout (a regional part it has stays),
+   * 1 is the default layout (global pooling only). A search-space option for `imgsearch tune`, and
+   * `imgsearch retrain --region-grid N`.
+   */
+  regionGrid: z.number().int().min(0).max(7).default(0),
+  /** Weight of the regional part in the base embedding's concatenation (the other parts weigh 1, the thumbnail 1.5). */
+  regionWeight: z.number().positive().max(100).default(2),
   /** Adam learning rate of the unlocked tower weights (pretrained: smaller than the head's). */
   towerLearningRate: z.number().positive().default(1e-4),
   /**

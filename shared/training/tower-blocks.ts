@@ -1,6 +1,7 @@
 import { ConfigError, ParseError } from '../errors.js';
 import type { FeatureLayer, KerasLayer, KerasModelArtifacts, KerasWeightSpec } from '../model/keras-to-onnx.js';
 import { decodeKerasWeights } from '../model/keras-to-onnx.js';
+import { regionWindows } from '../model/base-embedding.js';
 import { KerasTopology } from '../model/keras/topology.js';
 import { l2Normalise } from '../vector-math.js';
 import { tf } from './tf-backend.js';
@@ -32,8 +33,16 @@ export const MAX_UNLOCK_BLOCKS = UNLOCKABLE_BLOCKS.length;
 export interface TowerBlocksSpec {
   /** The stored activation: the layer and its [height, width, channels]. */
   activation: { layer: string; shape: readonly [number, number, number] };
-  /** The feature layers of the base embedding, in output order (default model: block_15_add, out_relu). */
+  /**
+   * The feature layers of the base embedding this tower computes, in output order (default model:
+   * block_15_add, out_relu); a layer with `grid` > 1 is pooled over regions (base-embedding.ts).
+   */
   features: readonly FeatureLayer[];
+  /**
+   * The layout of the base embeddings the records hold (the tower that embedded them), when it is
+   * not `features`: where {@link TowerBlocks.thumbnailPart} finds the thumbnail part.
+   */
+  storedFeatures?: readonly FeatureLayer[];
   /** Trainable units from the top (0 … {@link MAX_UNLOCK_BLOCKS}). */
   unlock: number;
   /**
@@ -57,8 +66,10 @@ type Param = { name: string; full: string; tensor: tf.Tensor | tf.Variable; trai
 
 export class TowerBlocks {
   readonly unlocked: readonly string[];
-  /** Channels of each feature layer (the base embedding's parts, in order). */
+  /** Values of each feature layer's part (channels, × grid² when pooled over regions), in order. */
   readonly featureDims: number[];
+  /** The same for the stored base embeddings' layout ({@link TowerBlocksSpec.storedFeatures}). */
+  readonly storedDims: number[];
   private readonly topology: KerasTopology;
   private readonly weights: Map<string, Float32Array>;
   private readonly order: KerasWeightSpec[];
@@ -89,16 +100,19 @@ export class TowerBlocks {
       for (const inbound of this.topology.inboundNames(layer)) visit(inbound);
       this.needed.push(layer); // after what it reads: topological order
     };
-    for (const f of spec.features) visit(f.layer);
+    const stored = spec.storedFeatures ?? spec.features;
+    if (stored.length === 0) throw new ConfigError('the stored base embeddings need at least one feature layer');
+    for (const f of [...spec.features, ...stored]) visit(f.layer);
     for (const unit of this.unlocked) {
       if (!this.needed.some((l) => blockOf(l.name) === unit))
         throw new ConfigError(`block ${unit} is not between ${spec.activation.layer} and the feature layers`);
     }
     for (const layer of this.needed) this.createParams(layer);
-    this.featureDims = tf.tidy(() => {
+    [this.featureDims, this.storedDims] = tf.tidy(() => {
       const [h, w, c] = spec.activation.shape;
       const maps = this.forwardMaps(tf.zeros([1, h, w, c]) as tf.Tensor4D);
-      return spec.features.map((f) => maps.get(f.layer)!.shape[3]!);
+      const dims = (layers: readonly FeatureLayer[]) => layers.map((f) => this.pool(maps.get(f.layer)!, f.grid ?? 1).shape[1]!);
+      return [dims(spec.features), dims(stored)];
     });
   }
 
@@ -223,12 +237,28 @@ export class TowerBlocks {
   forward(activation: tf.Tensor4D, thumbnail: tf.Tensor2D | null): tf.Tensor2D {
     const maps = this.forwardMaps(activation);
     const parts: tf.Tensor2D[] = this.spec.features.map((f) => {
-      const pooled = l2NormaliseRows(tf.mean(maps.get(f.layer)!, [1, 2]) as tf.Tensor2D);
+      const pooled = l2NormaliseRows(this.pool(maps.get(f.layer)!, f.grid ?? 1));
       const weight = f.weight ?? 1;
       return weight === 1 ? pooled : (tf.mul(pooled, weight) as tf.Tensor2D);
     });
     if (thumbnail) parts.push(thumbnail);
     return l2NormaliseRows(parts.length === 1 ? parts[0]! : (tf.concat(parts, 1) as tf.Tensor2D));
+  }
+
+  /**
+   * Global average pooling, or the mean of each of grid×grid windows ({@link regionWindows}, as the
+   * ONNX AveragePool computes them) flattened channel-major like the ONNX Flatten of [N,C,g,g].
+   * Slices and means: ops the wasm backend differentiates, should a pooled layer lie above an
+   * unlocked unit.
+   */
+  private pool(map: tf.Tensor4D, grid: number): tf.Tensor2D {
+    if (grid <= 1) return tf.mean(map, [1, 2]) as tf.Tensor2D;
+    const [n, h, w, c] = map.shape;
+    const [y, x] = [regionWindows(h, grid), regionWindows(w, grid)];
+    const cells: tf.Tensor2D[] = [];
+    for (let i = 0; i < grid; i++)
+      for (let j = 0; j < grid; j++) cells.push(tf.mean(tf.slice(map, [0, i * y.stride, j * x.stride, 0], [n, y.kernel, x.kernel, c]), [1, 2]) as tf.Tensor2D);
+    return tf.reshape(tf.stack(cells, 2), [n, c * grid * grid]) as tf.Tensor2D;
   }
 
   /**
@@ -238,17 +268,25 @@ export class TowerBlocks {
    * Null when the base has no thumbnail part.
    */
   thumbnailPart(base: Float32Array): Float32Array | null {
-    const offset = this.featureDims.reduce((a, b) => a + b, 0);
+    const offset = this.storedDims.reduce((a, b) => a + b, 0);
     if (base.length < offset) throw new ParseError(`base embedding has ${base.length} values, the tower's feature layers alone have ${offset}`);
     if (base.length === offset) return null;
-    const first = base.subarray(0, this.featureDims[0]);
-    let norm = 0;
-    for (const v of first) norm += v * v;
-    norm = Math.sqrt(norm);
-    const ratio = norm > 0 ? (this.spec.features[0]!.weight ?? 1) / norm : 0;
+    const ratio = this.storedScale(base);
     const out = new Float32Array(base.length - offset);
     for (let i = 0; i < out.length; i++) out[i] = base[offset + i]! * ratio;
     return out;
+  }
+
+  /**
+   * What a stored base embedding was divided by (its concatenation's norm), as `weight₁ / ‖part₁‖`:
+   * multiplying a stored part by it gives back the part as concatenated (unit vector × weight).
+   */
+  storedScale(base: Float32Array): number {
+    const first = base.subarray(0, this.storedDims[0]);
+    let norm = 0;
+    for (const v of first) norm += v * v;
+    norm = Math.sqrt(norm);
+    return norm > 0 ? ((this.spec.storedFeatures ?? this.spec.features)[0]!.weight ?? 1) / norm : 0;
   }
 
   /** Current values of the trainable variables (for keeping the best epoch). */

@@ -33,6 +33,8 @@ describe('retrain --unlock-blocks (real model, real LanceDB)', () => {
   let baseRecords: FeatureRecord[];
   let result: Awaited<ReturnType<typeof retrain>>;
   const names: string[] = [];
+  /** The probe images' bytes, kept for after the files are gone. */
+  const pngs = new Map<string, Buffer>();
 
   beforeAll(async () => {
     work = await tempDir('tower-retrain');
@@ -45,7 +47,9 @@ describe('retrain --unlock-blocks (real model, real LanceDB)', () => {
       const name = `fm-${String(i).padStart(4, '0')}`;
       names.push(name);
       await fs.writeFile(path.join(bucket, `${name}.json`), JSON.stringify({ labels: [classNames[labels[i]!]] }));
-      await fs.writeFile(path.join(bucket, `${name}.png`), await fashionMnistPng(images[i]!));
+      const png = await fashionMnistPng(images[i]!);
+      if (i < 6) pngs.set(name, png);
+      await fs.writeFile(path.join(bucket, `${name}.png`), png);
       await t.publish(finalizeEvent((await t.runtime.bucket.stat(`${name}.png`))!));
     }
     await t.run();
@@ -129,6 +133,48 @@ describe('retrain --unlock-blocks (real model, real LanceDB)', () => {
       let dot = 0;
       got.forEach((x, j) => (dot += x * expected[i]![j]!));
       // The same unit vector up to fp16 rounding of the activation (a stale tower gives ~0.9).
+      expect(dot).toBeGreaterThan(0.9995);
+    });
+  });
+
+  it('--region-grid 3: a tower whose base adds block 13 pooled over 3×3 regions, every record re-embedded from activations, the index matching its ONNX tower', async () => {
+    const deps = lifecycleDeps(t.runtime);
+    // From the active tuned tower (the test above activated it), with the image files gone.
+    const regional = await retrain(deps, {
+      epochs: 1,
+      seed: 3,
+      heldOutFraction: 0.2,
+      training: { regionGrid: 3, validationFraction: 0, batchSize: 64 },
+    });
+    const version = (await t.runtime.registry.get(regional.candidate.version))!;
+    expect(version.manifest.image.features).toEqual([...DEFAULT_FEATURE_LAYERS, { layer: 'block_13_project_BN', grid: 3, weight: 2 }]);
+    expect(version.manifest.image.dimension).toBe(1632 + 160 * 9);
+    expect(version.manifest.head?.inputDimension).toBe(1632 + 160 * 9);
+    expect(version.lineage).toMatchObject({ regionGrid: 3, regionWeight: 2, unlockBlocks: [], towerFamily: 'mobilenet_v2-nsfwjs' });
+    expect(version.manifest.description).toMatch(/block_13_project_BN pooled over 3×3 regions/);
+    const records: FeatureRecord[] = [];
+    for await (const batch of t.runtime.features.scan(1000)) records.push(...batch.filter((r) => r.baseModel === regional.candidate.version));
+    expect(records).toHaveLength(IMAGES);
+    for (const r of records) expect(r.vector.length).toBe(3072);
+
+    await activateModel(deps, regional.candidate.version);
+    const embedder = await deps.loadEmbedder(regional.candidate.version);
+    let expected: Float32Array[];
+    try {
+      const prepared = await Promise.all([...pngs.values()].map((png) => embedder.prepare(png)));
+      expected = (await embedder.embedDecoded(prepared)).vectors;
+    } finally {
+      await embedder.close();
+    }
+    const live = (await t.runtime.catalog.live())!;
+    expect(live.modelVersion).toBe(regional.candidate.version);
+    const index = await t.runtime.catalog.open(live.name);
+    expect(await index.count()).toBe(IMAGES);
+    const byUri = new Map<string, Float32Array>();
+    for await (const docs of index.scan(1000)) for (const d of docs) byUri.set(path.basename(d.uri), d.vector);
+    [...pngs.keys()].forEach((n, i) => {
+      let dot = 0;
+      byUri.get(`${n}.png`)!.forEach((x, j) => (dot += x * expected[i]![j]!));
       expect(dot).toBeGreaterThan(0.9995);
     });
   });

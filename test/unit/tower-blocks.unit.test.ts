@@ -11,6 +11,9 @@ import { mulberry32 } from '../../shared/training/prng.js';
 import { trainLit } from '../../shared/training/lit-trainer.js';
 import { initTf, tf } from '../../shared/training/tf-backend.js';
 import { blockOf, depthwiseConvSame, TowerBlocks, towerEmbeddings } from '../../shared/training/tower-blocks.js';
+import { regionWindows } from '../../shared/model/base-embedding.js';
+import { recomposedBaseVectors } from '../../shared/training/tower-version.js';
+import type { FeatureRecord } from '../../shared/ports/feature-store.js';
 import { l2NormaliseInPlace } from '../../shared/vector-math.js';
 
 /**
@@ -29,14 +32,14 @@ let pixels: Uint8Array;
 let labels: string[];
 let original: { base: Float32Array[]; activation: Float32Array[] };
 
-async function runTower(bytes: Uint8Array): Promise<{ base: Float32Array[]; activation: Float32Array[] }> {
+async function runTower(bytes: Uint8Array, dimension = D): Promise<{ base: Float32Array[]; activation: Float32Array[] }> {
   const session = await ort.InferenceSession.create(Buffer.from(bytes));
   try {
     const out = await session.run({ pixels: new ort.Tensor('uint8', pixels, [N, 224, 224, 3]) });
     const base = out.embedding!.data as Float32Array;
     const act = out.activation!.data as Float32Array;
     return {
-      base: Array.from({ length: N }, (_, i) => l2NormaliseInPlace(base.slice(i * D, (i + 1) * D))),
+      base: Array.from({ length: N }, (_, i) => l2NormaliseInPlace(base.slice(i * dimension, (i + 1) * dimension))),
       activation: Array.from({ length: N }, (_, i) => act.slice(i * S, (i + 1) * S)),
     };
   } finally {
@@ -83,6 +86,95 @@ describe('tower blocks in tfjs', () => {
     } finally {
       tower.dispose();
     }
+  });
+
+  it('pool the activation over 3×3 regions as the ONNX tower does, reading base embeddings of the default layout', async () => {
+    const features = [...DEFAULT_FEATURE_LAYERS, { layer: 'block_13_project_BN', grid: 3, weight: 2 }];
+    expect(convertImageTower(artifacts).image.features).toBeUndefined(); // the default layout records none
+    const converted = convertImageTower(artifacts, { features });
+    expect(converted.image.dimension).toBe(1632 + 160 * 9);
+    expect(converted.image.features).toEqual(features);
+    const onnx = await runTower(converted.bytes, converted.image.dimension);
+    expect(maxAbsDiff(onnx.activation, original.activation)).toBeLessThan(1e-6);
+    // The blocks read the stored (default-layout) base for the thumbnail part, and compute the new layout.
+    const tower = new TowerBlocks(artifacts, { ...spec(0), features, storedFeatures: DEFAULT_FEATURE_LAYERS });
+    try {
+      expect(tower.featureDims).toEqual([160, 1280, 1440]);
+      const mine = await towerEmbeddings(
+        tower,
+        original.activation.map((activation, i) => ({ activation, base: original.base[i]! })),
+      );
+      expect(maxAbsDiff(mine, onnx.base)).toBeLessThan(1e-4);
+      // The regional part is the mean of each window [0,3), [2,5), [4,7) of the NHWC activation,
+      // channel-major (c·9 + row·3 + column), computed here by hand for every image.
+      for (let n = 0; n < N; n++) {
+        const act = original.activation[n]!;
+        const manual = new Float32Array(1440);
+        for (let c = 0; c < 160; c++)
+          for (let i = 0; i < 3; i++)
+            for (let j = 0; j < 3; j++) {
+              let sum = 0;
+              for (let y = 2 * i; y < 2 * i + 3; y++) for (let x = 2 * j; x < 2 * j + 3; x++) sum += act[(y * 7 + x) * 160 + c]!;
+              manual[c * 9 + i * 3 + j] = sum / 9;
+            }
+        l2NormaliseInPlace(manual);
+        const part = l2NormaliseInPlace(onnx.base[n]!.slice(1440, 2880));
+        let dot = 0;
+        part.forEach((v, k) => (dot += v * manual[k]!));
+        expect(dot).toBeGreaterThan(0.99999);
+      }
+    } finally {
+      tower.dispose();
+    }
+  });
+
+  it('recompose a new layout from the stored parts and the stored activation (no block runs) as the blocks compute it', async () => {
+    const regional = [...DEFAULT_FEATURE_LAYERS, { layer: 'block_13_project_BN', grid: 3, weight: 2 }];
+    const onnx = await runTower(convertImageTower(artifacts, { features: regional }).bytes, 3072);
+    const records: FeatureRecord[] = original.base.map((vector, i) => ({
+      id: `r${i}`,
+      uri: `file:///b/r${i}.png`,
+      generation: '1',
+      baseModel: 'mobilenet_v2-nsfwjs',
+      vector,
+      labels: [],
+      activation: toFloat16Bits(original.activation[i]!),
+    }));
+    const tower = new TowerBlocks(artifacts, { ...spec(0), features: regional, storedFeatures: DEFAULT_FEATURE_LAYERS });
+    // …and back: a regional layout's records to the default layout (the regional part dropped).
+    const back = new TowerBlocks(artifacts, { ...spec(0), features: DEFAULT_FEATURE_LAYERS, storedFeatures: regional });
+    // A layout with a part the stored base lacks above the activation needs the blocks.
+    const other = new TowerBlocks(artifacts, { ...spec(0), features: [{ layer: 'block_16_project_BN' }], storedFeatures: DEFAULT_FEATURE_LAYERS });
+    try {
+      const fast = recomposedBaseVectors(tower, records, true)!;
+      const slow = await towerEmbeddings(
+        tower,
+        records.map((r) => ({ activation: fromFloat16Bits(r.activation!), base: r.vector })),
+      );
+      expect(maxAbsDiff(fast, slow)).toBeLessThan(2e-3); // fp16 activations through the blocks vs the stored fp32 parts
+      // Only the regional part comes from fp16: < 2e-5 measured; the rounding defect fixed in float16.ts gave 5.5e-3.
+      expect(maxAbsDiff(fast, onnx.base)).toBeLessThan(5e-4);
+      const fromRegional = recomposedBaseVectors(
+        back,
+        onnx.base.map((vector, i) => ({ ...records[i]!, vector })),
+        true,
+      )!;
+      expect(maxAbsDiff(fromRegional, original.base)).toBeLessThan(1e-5);
+      expect(recomposedBaseVectors(other, records, true)).toBeNull();
+      expect(recomposedBaseVectors(tower, records, false)).toBeNull(); // stored by tuned blocks: recompute them
+    } finally {
+      for (const t of [tower, back, other]) t.dispose();
+    }
+  });
+
+  it('regional windows cover the side, overlapping where the grid does not divide it, and refuse impossible grids', () => {
+    expect(regionWindows(7, 3)).toEqual({ kernel: 3, stride: 2 });
+    expect(regionWindows(7, 2)).toEqual({ kernel: 4, stride: 3 });
+    expect(regionWindows(7, 1)).toEqual({ kernel: 7, stride: 7 });
+    expect(regionWindows(7, 7)).toEqual({ kernel: 1, stride: 1 });
+    expect(regionWindows(14, 3)).toEqual({ kernel: 6, stride: 4 });
+    for (const grid of [0, 8, 2.5]) expect(() => regionWindows(7, grid)).toThrow(ConfigError);
+    expect(() => regionWindows(7, 8)).toThrow(/from 1 to the map's side 7, got 8/);
   });
 
   it('exported with unchanged weights, give back the same ONNX tower (same embeddings and activations)', async () => {
