@@ -164,6 +164,9 @@ export const retrainOutputSchema = z.object({
       hidden: z.number().int(),
       /** Image-tower units fine-tuned with the head (`--unlock-blocks`); absent when the tower stayed locked. */
       unlockedBlocks: z.array(z.string()).optional(),
+      /** The candidate tower's regional-pooling grid (`--region-grid`) and that part's weight; absent without one. */
+      regionGrid: z.number().int().optional(),
+      regionWeight: z.number().optional(),
     }),
   }),
   current: z.object({ version: z.string(), metrics: evaluationSchema }),

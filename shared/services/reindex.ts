@@ -8,8 +8,11 @@ export interface ReindexResult {
   index: string;
   previous: string | null;
   count: number;
-  /** Images whose stored base embedding came from another image tower: they must be re-embedded. */
-  needsReembedding: FeatureRecord[];
+  /**
+   * Images with no stored base embedding of this model's image tower (only other towers'): they must
+   * be re-embedded. One entry per image, however many other towers stored it.
+   */
+  needsReembedding: Array<Pick<FeatureRecord, 'id' | 'uri'>>;
 }
 
 export class ReindexVerificationError extends AppError {
@@ -51,14 +54,20 @@ export async function reindexFromFeatures(
   const { catalog, features, embedder, logger } = deps;
   const target = await catalog.createVersion(embedder.modelVersion, embedder.dimension);
   logger.info({ index: target.name, modelVersion: embedder.modelVersion }, 'reindexing from the feature store');
-  const needsReembedding: FeatureRecord[] = [];
+  // Another tower's record of an image counts only if this tower has none of it (a tuned tower's
+  // records sit beside the first tower's): decided once the whole store is read.
+  const otherTowers = new Map<string, Pick<FeatureRecord, 'id' | 'uri'>>();
+  const indexed = new Set<string>();
   let expected = 0;
   let done = 0;
   const now = new Date().toISOString();
   for await (const batch of features.scan(1024)) {
     const usable = batch.filter((r) => {
-      if (r.baseModel === embedder.manifest.name && r.vector.length === embedder.manifest.image.dimension) return true;
-      needsReembedding.push(r);
+      if (r.baseModel === embedder.manifest.name && r.vector.length === embedder.manifest.image.dimension) {
+        indexed.add(r.id);
+        return true;
+      }
+      otherTowers.set(r.id, { id: r.id, uri: r.uri });
       return false;
     });
     if (usable.length === 0) continue;
@@ -75,5 +84,6 @@ export async function reindexFromFeatures(
   }
   const previous = await catalog.swapAlias(target.name);
   logger.info({ index: target.name, previous, count }, 'alias swapped to the new index');
+  const needsReembedding = [...otherTowers.values()].filter((r) => !indexed.has(r.id));
   return { index: target.name, previous, count, needsReembedding };
 }

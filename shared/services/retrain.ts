@@ -94,6 +94,9 @@ export interface RetrainResult<A = unknown> {
       /** Hidden units of the trained head. */ hidden: number;
       /** Tower units fine-tuned with the head (absent: locked image tower). */
       unlockedBlocks?: string[];
+      /** The new tower's regional-pooling grid and its weight when the candidate has one (`--region-grid`); absent otherwise. */
+      regionGrid?: number;
+      regionWeight?: number;
     };
   };
   current: { version: string; metrics: EvaluationReport };
@@ -132,11 +135,16 @@ export async function retrain<A = unknown>(
   // Adapting the image tower (shared/training/tower-version.ts): the top blocks train on stored
   // activations (unlockBlocks), and/or the base embedding gains the activation pooled over regions.
   const lit = parseLitOptions(trainOptions);
-  const tower =
+  let tower =
     lit.unlockBlocks > 0 || lit.regionGrid > 0
       ? await openTowerBlocks(current, { unlock: lit.unlockBlocks, regionGrid: lit.regionGrid, regionWeight: lit.regionWeight })
       : undefined;
   const relayout = tower !== undefined && changesLayout(tower);
+  if (tower && !relayout && lit.unlockBlocks === 0) {
+    // The layout asked for is the active tower's (e.g. `--region-grid 1` on the default tower): a head-only retraining.
+    tower.dispose();
+    tower = undefined;
+  }
   try {
     if (tower) await attachActivations(deps.features, records, tower);
     // A new layout changes every base vector: the frozen tower recomputes them once from the stored
@@ -266,6 +274,7 @@ export async function retrain<A = unknown>(
           validationExamples,
           hidden: trained.head.hidden,
           ...(trained.tower ? { unlockedBlocks: trained.tower.unlocked } : {}),
+          ...(tuned ? regionLineage(tuned) : {}),
         },
       },
       current: { version: current.version, metrics: currentMetrics },

@@ -51,6 +51,10 @@ describe('imgsearch retrain / eval / model pull (CLI)', () => {
     const narrow = await cli('retrain', '--hidden', '0');
     expect(narrow.code).not.toBe(0);
     expect(narrow.stderr).toMatch(/--hidden/);
+    const grid = await cli('retrain', '--region-grid', '9');
+    expect(grid.code).not.toBe(0);
+    expect(grid.stderr).toMatch(/--region-grid/);
+    expect(grid.stderr).toMatch(/0.*7/);
   });
 
   it('retrains, evaluates, lists, searches by text and plots', async () => {
@@ -98,6 +102,16 @@ describe('imgsearch retrain / eval / model pull (CLI)', () => {
 
     const png = await fs.readFile(path.join(work, 'home', 'reports', 'metrics.png'));
     expect(png.subarray(1, 4).toString()).toBe('PNG');
+  }, 120_000);
+
+  it('adapts the tower layout with --region-grid: a candidate whose base has the regional part, listed with it', async () => {
+    const regional = await cli('retrain', '--region-grid', '3', '--epochs', '1', '--hidden', '64', '--margin', '1', '--json');
+    expect(regional.code, regional.stderr).toBe(0);
+    const out = retrainOutputSchema.parse(JSON.parse(regional.stdout));
+    expect(out.candidate.training).toMatchObject({ regionGrid: 3, regionWeight: 2 });
+    expect(out.promoted).toBe(false); // --margin 1: registered, not promoted
+    const list = modelListOutputSchema.parse(JSON.parse((await cli('model', 'list', '--json')).stdout));
+    expect(list.versions.map((v) => v.version)).toContain(out.candidate.version);
   }, 120_000);
 
   it('pulls a CLIP-shaped model from a folder, registers it unpromoted, and says what to do offline', async () => {

@@ -121,7 +121,8 @@ describe('retrain --unlock-blocks (real model, real LanceDB)', () => {
       await embedder.close();
     }
     for (const n of names) await fs.rm(path.join(bucket, `${n}.png`));
-    await activateModel(deps, result.candidate.version);
+    // Every image has a record of the tuned tower: none needs re-embedding (the first tower's records are not counted).
+    expect(await activateModel(deps, result.candidate.version)).toMatchObject({ how: 'rebuilt', documents: IMAGES, needsReembedding: 0 });
     const live = (await t.runtime.catalog.live())!;
     expect(live.modelVersion).toBe(result.candidate.version);
     const index = await t.runtime.catalog.open(live.name);
@@ -157,7 +158,7 @@ describe('retrain --unlock-blocks (real model, real LanceDB)', () => {
     expect(records).toHaveLength(IMAGES);
     for (const r of records) expect(r.vector.length).toBe(3072);
 
-    await activateModel(deps, regional.candidate.version);
+    expect(await activateModel(deps, regional.candidate.version)).toMatchObject({ documents: IMAGES, needsReembedding: 0 });
     const embedder = await deps.loadEmbedder(regional.candidate.version);
     let expected: Float32Array[];
     try {
@@ -177,5 +178,21 @@ describe('retrain --unlock-blocks (real model, real LanceDB)', () => {
       byUri.get(`${n}.png`)!.forEach((x, j) => (dot += x * expected[i]![j]!));
       expect(dot).toBeGreaterThan(0.9995);
     });
+  });
+
+  it('--region-grid 1 on the regional tower goes back to global pooling: its records rebuilt from the regional ones, as the default ONNX layout computes them', async () => {
+    const deps = lifecycleDeps(t.runtime);
+    const back = await retrain(deps, { epochs: 1, seed: 3, heldOutFraction: 0.2, training: { regionGrid: 1, validationFraction: 0, batchSize: 64 } });
+    const version = (await t.runtime.registry.get(back.candidate.version))!;
+    expect(version.manifest.image.features).toBeUndefined();
+    expect(version.manifest.image.dimension).toBe(1632);
+    expect(version.lineage.regionGrid).toBeUndefined();
+    const rebuilt = new Map<string, Float32Array>();
+    for await (const batch of t.runtime.features.scan(1000)) for (const r of batch) if (r.baseModel === back.candidate.version) rebuilt.set(r.id, r.vector);
+    expect(rebuilt.size).toBe(IMAGES);
+    // The pretrained blocks' default layout: what ingest stored in the first place (up to fp16 of the activation).
+    let maxDiff = 0;
+    for (const r of baseRecords) rebuilt.get(r.id)!.forEach((x, j) => (maxDiff = Math.max(maxDiff, Math.abs(x - r.vector[j]!))));
+    expect(maxDiff).toBeLessThan(2e-3);
   });
 });

@@ -32,6 +32,7 @@ describe('retrain job arguments', () => {
     expect(() => retrainArgs(['--layers=3'], none)).toThrow(/unknown option --layers; known: seed, epochs, margin, heldOut, hidden/);
     // The cloud feature shards keep no block activations: the flag is refused, not ignored.
     expect(() => retrainArgs(['--unlock-blocks=2'], none)).toThrow(/unknown option --unlock-blocks/);
+    expect(() => retrainArgs(['--region-grid=3'], none)).toThrow(/unknown option --region-grid/);
     expect(() => retrainArgs(['epochs'], none)).toThrow(/pass options as --key=value/);
     expect(() => retrainArgs(['--hidden=0'], none)).toThrow(ParseError);
     expect(() => retrainArgs(['--hidden=0'], none)).toThrow(/hidden/);
