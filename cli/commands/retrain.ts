@@ -129,6 +129,7 @@ export function registerRetrainCommand(program: Command): void {
               const p10 = (m: { textToImage: { 'precision@10': number } | null }) => (m.textToImage ? m.textToImage['precision@10'].toFixed(4) : 'n/a');
               process.stdout.write(
                 `candidate ${result.candidate.version}: recall@1 ${r1(result.candidate.metrics)}, text precision@10 ${p10(result.candidate.metrics)} (${result.candidate.training.seconds.toFixed(1)} s, best epoch ${result.candidate.training.bestEpoch})\n` +
+                  towerLine(result.candidate.training) +
                   `active    ${result.current.version}: recall@1 ${r1(result.current.metrics)}, text precision@10 ${p10(result.current.metrics)}\n` +
                   result.decision.reasons.map((r) => `  - ${r}\n`).join('') +
                   (index
@@ -144,4 +145,12 @@ export function registerRetrainCommand(program: Command): void {
         }
       },
     );
+}
+
+/** The candidate's image-tower adaptation, when it has one (`--region-grid`, `--unlock-blocks`). */
+function towerLine(training: { regionGrid?: number; regionWeight?: number; unlockedBlocks?: string[] }): string {
+  const parts: string[] = [];
+  if (training.regionGrid) parts.push(`block 13 pooled over ${training.regionGrid}×${training.regionGrid} regions (weight ${training.regionWeight ?? 1})`);
+  if (training.unlockedBlocks?.length) parts.push(`${training.unlockedBlocks.join(', ')} fine-tuned`);
+  return parts.length > 0 ? `  image tower: ${parts.join('; ')}\n` : '';
 }

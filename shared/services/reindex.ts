@@ -2,6 +2,7 @@ import type { Logger } from '../logger.js';
 import type { Embedder } from '../ports/embedder.js';
 import type { FeatureRecord, FeatureStore } from '../ports/feature-store.js';
 import type { VectorDocument, VectorIndexCatalog } from '../ports/vector-index.js';
+import { compareGenerations } from '../contracts.js';
 import { AppError } from '../errors.js';
 
 export interface ReindexResult {
@@ -54,20 +55,22 @@ export async function reindexFromFeatures(
   const { catalog, features, embedder, logger } = deps;
   const target = await catalog.createVersion(embedder.modelVersion, embedder.dimension);
   logger.info({ index: target.name, modelVersion: embedder.modelVersion }, 'reindexing from the feature store');
-  // Another tower's record of an image counts only if this tower has none of it (a tuned tower's
-  // records sit beside the first tower's): decided once the whole store is read.
-  const otherTowers = new Map<string, Pick<FeatureRecord, 'id' | 'uri'>>();
-  const indexed = new Set<string>();
+  // Another tower's record of an image counts only if this tower has none of it, or only of an older
+  // generation (the image was replaced since: the index holds the old picture) — a tuned tower's
+  // records sit beside the first tower's. Decided once the whole store is read.
+  const otherTowers = new Map<string, Pick<FeatureRecord, 'id' | 'uri' | 'generation'>>();
+  const indexed = new Map<string, string>();
   let expected = 0;
   let done = 0;
   const now = new Date().toISOString();
   for await (const batch of features.scan(1024)) {
     const usable = batch.filter((r) => {
       if (r.baseModel === embedder.manifest.name && r.vector.length === embedder.manifest.image.dimension) {
-        indexed.add(r.id);
+        indexed.set(r.id, r.generation);
         return true;
       }
-      otherTowers.set(r.id, { id: r.id, uri: r.uri });
+      const seen = otherTowers.get(r.id);
+      if (!seen || compareGenerations(r.generation, seen.generation) > 0) otherTowers.set(r.id, { id: r.id, uri: r.uri, generation: r.generation });
       return false;
     });
     if (usable.length === 0) continue;
@@ -84,6 +87,11 @@ export async function reindexFromFeatures(
   }
   const previous = await catalog.swapAlias(target.name);
   logger.info({ index: target.name, previous, count }, 'alias swapped to the new index');
-  const needsReembedding = [...otherTowers.values()].filter((r) => !indexed.has(r.id));
+  const needsReembedding = [...otherTowers.values()]
+    .filter((r) => {
+      const mine = indexed.get(r.id);
+      return mine === undefined || compareGenerations(r.generation, mine) > 0;
+    })
+    .map(({ id, uri }) => ({ id, uri }));
   return { index: target.name, previous, count, needsReembedding };
 }

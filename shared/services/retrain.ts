@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { NotFoundError, ParseError } from '../errors.js';
+import { ConfigError, NotFoundError, ParseError } from '../errors.js';
 import { evaluateModel, renderMetricsPlot, type EvaluationReport, type LabelledVector } from '../evaluation/evaluate.js';
 import { isHeldOut } from '../evaluation/split.js';
 import { silentLogger, type Logger } from '../logger.js';
@@ -16,9 +16,18 @@ import { embedTextsWithTower, reprojectBatch } from '../training/lit-inference.j
 import { trainLit, type EpochStats, type FeedbackPair, type LitTrainingResult, type LitTrainOptions } from '../training/lit-trainer.js';
 import { headToOnnx, textTowerToOnnx } from '../training/onnx-export.js';
 import { parseLitOptions } from '../training/lit-options.js';
-import { attachActivations, changesLayout, openTowerBlocks, recomposedBaseVectors, tunedBaseVectors, tunedImageTower } from '../training/tower-version.js';
+import {
+  attachActivations,
+  changesLayout,
+  openTowerBlocks,
+  recomposedBaseVectors,
+  towerBlocksTuned,
+  tunedBaseVectors,
+  tunedImageTower,
+} from '../training/tower-version.js';
 import type { TowerBlocks } from '../training/tower-blocks.js';
-import { DEFAULT_MODEL_NAME } from '../model/default-model.js';
+import { DEFAULT_FEATURE_LAYERS, DEFAULT_MODEL_NAME, sameFeatureLayers, towerFeatureLayers } from '../model/default-model.js';
+import type { FeatureLayer } from '../model/keras-to-onnx.js';
 import { parseWith } from '../validation.js';
 import { l2Normalise } from '../vector-math.js';
 import { buildDriftProfile, DRIFT_PROFILE_FILE, type ProfiledRecord } from './drift.js';
@@ -135,26 +144,41 @@ export async function retrain<A = unknown>(
   // Adapting the image tower (shared/training/tower-version.ts): the top blocks train on stored
   // activations (unlockBlocks), and/or the base embedding gains the activation pooled over regions.
   const lit = parseLitOptions(trainOptions);
+  const image = current.manifest.image;
+  // `--region-grid 1` on a tower that already pools globally asks for nothing the head alone does not.
+  const sameAsDefault = lit.regionGrid === 1 && sameFeatureLayers(towerFeatureLayers(image), DEFAULT_FEATURE_LAYERS);
   let tower =
-    lit.unlockBlocks > 0 || lit.regionGrid > 0
+    lit.unlockBlocks > 0 || (lit.regionGrid > 0 && !sameAsDefault)
       ? await openTowerBlocks(current, { unlock: lit.unlockBlocks, regionGrid: lit.regionGrid, regionWeight: lit.regionWeight })
       : undefined;
   const relayout = tower !== undefined && changesLayout(tower);
   if (tower && !relayout && lit.unlockBlocks === 0) {
-    // The layout asked for is the active tower's (e.g. `--region-grid 1` on the default tower): a head-only retraining.
+    // The layout asked for is the active tower's: a head-only retraining.
     tower.dispose();
     tower = undefined;
   }
   try {
+    // Blocks are always rebuilt from the pretrained Keras weights: a new layout alone would silently
+    // drop the active tower's fine-tuned blocks.
+    const activeBlocksTuned = tower ? await towerBlocksTuned(deps.registry, current) : false;
+    if (relayout && lit.unlockBlocks === 0 && activeBlocksTuned) {
+      throw new ConfigError(
+        `the active image tower (${current.manifest.name}) has fine-tuned blocks, and a new layout (--region-grid ${lit.regionGrid}) starts from the pretrained ones: ` +
+          'its tuning would be lost. Add --unlock-blocks N to tune the blocks again in the new layout, or activate a tower without tuned blocks first (imgsearch model promote <version>)',
+      );
+    }
     if (tower) await attachActivations(deps.features, records, tower);
-    // A new layout changes every base vector: the frozen tower recomputes them once from the stored
-    // activations, and the head trains on those (unlocked blocks then start from the same values).
-    // From the default tower's records the shared parts are reused and no block runs (recomposedBaseVectors).
+    // A new layout changes every base vector: rebuilt once from what is stored, and the head trains
+    // on those (unlocked blocks then start from the same values). From records of untuned blocks the
+    // shared parts are reused and no block runs (recomposedBaseVectors); otherwise the frozen blocks run.
     const relaid =
       tower && relayout
-        ? (recomposedBaseVectors(tower, records, current.manifest.name === DEFAULT_MODEL_NAME) ?? (await tunedBaseVectors(tower, records)))
+        ? (recomposedBaseVectors(tower, records, !activeBlocksTuned && image.precision !== 'int8') ?? (await tunedBaseVectors(tower, records)))
         : null;
-    const trainSplit = relaid ? heldOutSplit(withVectors(records, relaid), options.heldOutFraction) : split;
+    // From here the records are in the new layout, and so is what the blocks read from them.
+    const source = relaid ? withVectors(records, relaid) : records;
+    if (relaid) tower!.adoptLayout();
+    const trainSplit = relaid ? heldOutSplit(source, options.heldOutFraction) : split;
     const trained = await trainLit(
       trainSplit.rest.map((r) => ({ id: r.id, vector: r.vector, labels: r.labels, caption: r.caption, ...(r.activation ? { activation: r.activation } : {}) })),
       feedback,
@@ -179,7 +203,7 @@ export async function retrain<A = unknown>(
     const version = options.version ?? defaultVersion(current.manifest.name, snapshot);
     onProgress({ stage: 'evaluate', model: version });
     // A tuned tower changes every base vector: recompute them from the stored activations.
-    const tunedVectors = tuned ? (blocksTuned ? await tunedBaseVectors(tuned, records) : relaid) : null;
+    const tunedVectors = tuned ? (blocksTuned ? await tunedBaseVectors(tuned, source) : relaid) : null;
     // The activation is not copied: it stays with the first tower's records (attachActivations finds it).
     const tunedRecords = tunedVectors ? withVectors(records, tunedVectors).map(({ activation: _activation, ...r }) => ({ ...r, baseModel: version })) : null;
     const candidateSplit = tunedRecords ? heldOutSplit(tunedRecords, options.heldOutFraction) : split;
@@ -229,7 +253,7 @@ export async function retrain<A = unknown>(
               tunedFrom: base.id,
               unlockBlocks: blocksTuned ? tuned.unlocked : [],
               tunedParameters: trained.tower?.parameters ?? 0,
-              ...regionLineage(tuned),
+              ...regionOf(tuned.spec.features),
             }
           : typeof current.lineage?.towerFamily === 'string'
             ? { towerFamily: current.lineage.towerFamily } // a head retrained on a tuned tower keeps its family
@@ -274,7 +298,7 @@ export async function retrain<A = unknown>(
           validationExamples,
           hidden: trained.head.hidden,
           ...(trained.tower ? { unlockedBlocks: trained.tower.unlocked } : {}),
-          ...(tuned ? regionLineage(tuned) : {}),
+          ...regionOf(towerFeatureLayers(manifest.image)),
         },
       },
       current: { version: current.version, metrics: currentMetrics },
@@ -377,9 +401,9 @@ function withVectors(records: FeatureRecord[], vectors: Float32Array[]): Feature
   return records.map((r, i) => ({ ...r, vector: vectors[i]! }));
 }
 
-/** The regional part of a tuned tower's layout, for its lineage (none: the default layout). */
-function regionLineage(tower: TowerBlocks): { regionGrid?: number; regionWeight?: number } {
-  const region = tower.spec.features.find((f) => (f.grid ?? 1) > 1);
+/** The regional part of a tower's layout, for its lineage and the retrain output (none: the default layout). */
+function regionOf(features: readonly FeatureLayer[]): { regionGrid?: number; regionWeight?: number } {
+  const region = features.find((f) => (f.grid ?? 1) > 1);
   return region ? { regionGrid: region.grid!, regionWeight: region.weight ?? 1 } : {};
 }
 
@@ -388,7 +412,7 @@ function describeAdaptation(tower: TowerBlocks, blocksTuned: boolean): string {
   const parts: string[] = [];
   if (blocksTuned) parts.push(`${tower.unlocked.join(', ')} fine-tuned`);
   for (const f of tower.spec.features) if ((f.grid ?? 1) > 1) parts.push(`${f.layer} pooled over ${f.grid}×${f.grid} regions (×${f.weight ?? 1})`);
-  return parts.join(' and ');
+  return parts.length > 0 ? parts.join(' and ') : 'global pooling only (the default layout)';
 }
 
 export function heldOutSplit(records: FeatureRecord[], fraction: number): EvaluationSplit {

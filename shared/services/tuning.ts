@@ -1074,6 +1074,9 @@ export type TuningJobArgs =
     }
   | { mode: 'trial'; study: string; params: TrialParams; space: SearchSpace; seed: number; margin: number; heldOutFraction: number };
 
+/** Trainer options that need the block activations only the local feature store keeps (README "Adapting the tower's layout"). */
+const LOCAL_ONLY_OPTIONS = new Set(['unlockBlocks', 'regionGrid', 'regionWeight', 'towerLearningRate', 'headOnlyEpochs']);
+
 /**
  * jobs/retrain arguments (`--key=value`, dashed or camelCase) of a tuning run: `--tune=true` (the
  * study: start the Vertex AI job, then promote its best trial through the gate) or
@@ -1097,7 +1100,15 @@ export function parseTuningJobArgs(argv: string[]): TuningJobArgs | null {
     } catch (err) {
       throw new ParseError(`--space is not JSON: ${errorMessage(err)}`, { cause: err });
     }
-    return parseSearchSpace(parsed, '--space');
+    const space = parseSearchSpace(parsed, '--space');
+    const local = Object.keys(space).filter((k) => LOCAL_ONLY_OPTIONS.has(k));
+    if (local.length > 0) {
+      throw new ParseError(
+        `--space: ${local.join(', ')} cannot be searched by the cloud tuning job: they adapt the image tower from block activations, ` +
+          'which the cloud feature shards do not keep. Search them locally with `imgsearch tune --space <file>`',
+      );
+    }
+    return space;
   };
   if (raw.tune !== undefined) {
     const f = parseWith(studyFlagsSchema, raw, 'invalid tuning job arguments', { root: 'flags' });

@@ -68,8 +68,10 @@ export class TowerBlocks {
   readonly unlocked: readonly string[];
   /** Values of each feature layer's part (channels, × grid² when pooled over regions), in order. */
   readonly featureDims: number[];
-  /** The same for the stored base embeddings' layout ({@link TowerBlocksSpec.storedFeatures}). */
-  readonly storedDims: number[];
+  /** The layout of the base embeddings the records hold ({@link TowerBlocksSpec.storedFeatures}; see {@link adoptLayout}). */
+  private storedLayout: readonly FeatureLayer[];
+  /** Values of each part of that layout. */
+  private storedParts: number[];
   private readonly topology: KerasTopology;
   private readonly weights: Map<string, Float32Array>;
   private readonly order: KerasWeightSpec[];
@@ -103,17 +105,46 @@ export class TowerBlocks {
     const stored = spec.storedFeatures ?? spec.features;
     if (stored.length === 0) throw new ConfigError('the stored base embeddings need at least one feature layer');
     for (const f of [...spec.features, ...stored]) visit(f.layer);
+    this.storedLayout = stored;
     for (const unit of this.unlocked) {
       if (!this.needed.some((l) => blockOf(l.name) === unit))
         throw new ConfigError(`block ${unit} is not between ${spec.activation.layer} and the feature layers`);
     }
     for (const layer of this.needed) this.createParams(layer);
-    [this.featureDims, this.storedDims] = tf.tidy(() => {
-      const [h, w, c] = spec.activation.shape;
+    this.featureDims = this.dimsOf(spec.features);
+    this.storedParts = this.dimsOf(stored);
+  }
+
+  /** Values of each part of a layout whose layers this tower computes. */
+  dimsOf(layers: readonly FeatureLayer[]): number[] {
+    return tf.tidy(() => {
+      const [h, w, c] = this.spec.activation.shape;
       const maps = this.forwardMaps(tf.zeros([1, h, w, c]) as tf.Tensor4D);
-      const dims = (layers: readonly FeatureLayer[]) => layers.map((f) => this.pool(maps.get(f.layer)!, f.grid ?? 1).shape[1]!);
-      return [dims(spec.features), dims(stored)];
+      return layers.map((f) => {
+        const map = maps.get(f.layer);
+        if (!map) throw new ConfigError(`feature layer ${f.layer} is not computed by these blocks`);
+        return this.pool(map, f.grid ?? 1).shape[1]!;
+      });
     });
+  }
+
+  /** The layout of the base embeddings the records hold. */
+  get storedFeatures(): readonly FeatureLayer[] {
+    return this.storedLayout;
+  }
+
+  /** Values of each part of {@link storedFeatures}. */
+  get storedDims(): readonly number[] {
+    return this.storedParts;
+  }
+
+  /**
+   * From now on the records' base embeddings are in this tower's own layout: after they were rebuilt
+   * in it (a new layout), the blocks read the thumbnail part from the rebuilt vectors.
+   */
+  adoptLayout(): void {
+    this.storedLayout = this.spec.features;
+    this.storedParts = [...this.featureDims];
   }
 
   private paramNames(layer: KerasLayer): string[] {
@@ -268,7 +299,7 @@ export class TowerBlocks {
    * Null when the base has no thumbnail part.
    */
   thumbnailPart(base: Float32Array): Float32Array | null {
-    const offset = this.storedDims.reduce((a, b) => a + b, 0);
+    const offset = this.storedParts.reduce((a, b) => a + b, 0);
     if (base.length < offset) throw new ParseError(`base embedding has ${base.length} values, the tower's feature layers alone have ${offset}`);
     if (base.length === offset) return null;
     const ratio = this.storedScale(base);
@@ -282,11 +313,11 @@ export class TowerBlocks {
    * multiplying a stored part by it gives back the part as concatenated (unit vector × weight).
    */
   storedScale(base: Float32Array): number {
-    const first = base.subarray(0, this.storedDims[0]);
+    const first = base.subarray(0, this.storedParts[0]);
     let norm = 0;
     for (const v of first) norm += v * v;
     norm = Math.sqrt(norm);
-    return norm > 0 ? ((this.spec.storedFeatures ?? this.spec.features)[0]!.weight ?? 1) / norm : 0;
+    return norm > 0 ? (this.storedLayout[0]!.weight ?? 1) / norm : 0;
   }
 
   /** Current values of the trainable variables (for keeping the best epoch). */

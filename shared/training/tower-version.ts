@@ -7,7 +7,7 @@ import { l2NormaliseInPlace } from '../vector-math.js';
 import type { ImageTower } from '../model/manifest.js';
 import { loadNsfwjsMobilenetV2 } from '../model/nsfwjs-mobilenet.js';
 import type { FeatureRecord, FeatureStore } from '../ports/feature-store.js';
-import type { ModelVersion } from '../ports/model-registry.js';
+import type { ModelRegistry, ModelVersion } from '../ports/model-registry.js';
 import { initTf } from './tf-backend.js';
 import { TowerBlocks, towerEmbeddings } from './tower-blocks.js';
 
@@ -44,9 +44,21 @@ export function adaptedFeatureLayers(image: ImageTower & { activation: NonNullab
   return [...DEFAULT_FEATURE_LAYERS, ...(grid > 1 ? [{ layer: image.activation.layer, grid, weight: adaptation.regionWeight ?? 2 }] : [])];
 }
 
+/**
+ * Whether the active model's image tower has fine-tuned blocks: the version that registered the
+ * tower (`manifest.name`; a head retrained on a tower keeps its name) recorded unlocked blocks. The
+ * default tower has none; a tower whose registration is gone counts as tuned (not known otherwise).
+ */
+export async function towerBlocksTuned(registry: Pick<ModelRegistry, 'get'>, current: ModelVersion): Promise<boolean> {
+  if (current.manifest.name === DEFAULT_MODEL_NAME) return false;
+  const tower = current.manifest.name === current.version ? current : await registry.get(current.manifest.name);
+  const unlocked = tower?.lineage?.unlockBlocks;
+  return !(Array.isArray(unlocked) && unlocked.length === 0);
+}
+
 /** Whether the tower computes another base-embedding layout than the records hold (every vector changes). */
 export function changesLayout(tower: TowerBlocks): boolean {
-  return !sameFeatureLayers(tower.spec.features, tower.spec.storedFeatures ?? tower.spec.features);
+  return !sameFeatureLayers(tower.spec.features, tower.storedFeatures);
 }
 
 /**
@@ -108,7 +120,7 @@ export async function attachActivations(store: FeatureStore, records: FeatureRec
   const missing = records.filter((r) => !fits(r.activation));
   if (missing.length > 0) {
     throw new ParseError(
-      `--unlock-blocks needs the block activations stored at ingest, and ${missing.length} of ${records.length} images have none (e.g. ${missing[0]!.id}): ` +
+      `--unlock-blocks and --region-grid need the block activations stored at ingest, and ${missing.length} of ${records.length} images have none (e.g. ${missing[0]!.id}): ` +
         're-ingest them (`imgsearch ingest <dir>` after `imgsearch rm`) with the default model of this release',
     );
   }
@@ -125,7 +137,7 @@ export async function attachActivations(store: FeatureStore, records: FeatureRec
  */
 export function recomposedBaseVectors(tower: TowerBlocks, records: FeatureRecord[], storedFromPretrained: boolean): Float32Array[] | null {
   if (!storedFromPretrained) return null;
-  const stored = tower.spec.storedFeatures ?? tower.spec.features;
+  const stored = tower.storedFeatures;
   const [h, w, c] = tower.spec.activation.shape;
   const key = (f: FeatureLayer) => `${f.layer}|${f.grid ?? 1}`;
   const storedOffsets = new Map<string, { offset: number; length: number; weight: number }>();
@@ -202,7 +214,8 @@ export async function tunedImageTower(tower: TowerBlocks, from: ImageTower, docS
     docString,
   });
   // Same thumbnail part as the tower it came from; the feature layers' parts as the blocks compute them.
-  const expected = from.dimension - tower.storedDims.reduce((a, b) => a + b, 0) + tower.featureDims.reduce((a, b) => a + b, 0);
+  const sum = (dims: readonly number[]) => dims.reduce((a, b) => a + b, 0);
+  const expected = from.dimension - sum(tower.dimsOf(towerFeatureLayers(from))) + sum(tower.featureDims);
   if (image.dimension !== expected)
     throw new ConfigError(`the tuned tower's base has ${image.dimension} values, the blocks compute ${expected} (from a tower of ${from.dimension})`);
   // The layout is the new tower's: a default-layout tower records none, even if `from` had one.

@@ -112,6 +112,10 @@ describe('imgsearch retrain / eval / model pull (CLI)', () => {
     expect(out.promoted).toBe(false); // --margin 1: registered, not promoted
     const list = modelListOutputSchema.parse(JSON.parse((await cli('model', 'list', '--json')).stdout));
     expect(list.versions.map((v) => v.version)).toContain(out.candidate.version);
+    // The text output says what the candidate's tower is.
+    const text = await cli('retrain', '--region-grid', '2', '--epochs', '1', '--hidden', '64', '--margin', '1');
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/image tower: block 13 pooled over 2×2 regions \(weight 2\)/);
   }, 120_000);
 
   it('pulls a CLIP-shaped model from a folder, registers it unpromoted, and says what to do offline', async () => {

@@ -140,7 +140,9 @@ describe('retrain --unlock-blocks (real model, real LanceDB)', () => {
 
   it('--region-grid 3: a tower whose base adds block 13 pooled over 3×3 regions, every record re-embedded from activations, the index matching its ONNX tower', async () => {
     const deps = lifecycleDeps(t.runtime);
-    // From the active tuned tower (the test above activated it), with the image files gone.
+    // From the default tower again (the test above activated the tuned one), with the image files gone:
+    // the default tower's records are reused part by part, no block runs.
+    await activateModel(deps, result.current.version);
     const regional = await retrain(deps, {
       epochs: 1,
       seed: 3,
@@ -194,5 +196,44 @@ describe('retrain --unlock-blocks (real model, real LanceDB)', () => {
     let maxDiff = 0;
     for (const r of baseRecords) rebuilt.get(r.id)!.forEach((x, j) => (maxDiff = Math.max(maxDiff, Math.abs(x - r.vector[j]!))));
     expect(maxDiff).toBeLessThan(2e-3);
+  });
+
+  it('--region-grid with --unlock-blocks: blocks tuned in the new layout, records and ONNX tower agreeing', async () => {
+    const deps = lifecycleDeps(t.runtime);
+    // From the regional tower (3×3) to 2×2 regions with Conv_1 unlocked from the first epoch.
+    const both = await retrain(deps, {
+      epochs: 1,
+      seed: 3,
+      heldOutFraction: 0.2,
+      training: { regionGrid: 2, unlockBlocks: 1, validationFraction: 0, batchSize: 64 },
+    });
+    expect(both.candidate.training).toMatchObject({ unlockedBlocks: ['Conv_1'], regionGrid: 2 });
+    const version = (await t.runtime.registry.get(both.candidate.version))!;
+    expect(version.manifest.image.dimension).toBe(1632 + 160 * 4);
+    expect(version.lineage).toMatchObject({ regionGrid: 2, unlockBlocks: ['Conv_1'] });
+    const stored = new Map<string, Float32Array>();
+    for await (const batch of t.runtime.features.scan(1000)) for (const r of batch) if (r.baseModel === both.candidate.version) stored.set(r.uri, r.vector);
+    expect(stored.size).toBe(IMAGES);
+    const embedder = await deps.loadEmbedder(both.candidate.version);
+    try {
+      const prepared = await Promise.all([...pngs.values()].map((png) => embedder.prepare(png)));
+      const embedded = await embedder.embedDecoded(prepared);
+      [...pngs.keys()].forEach((n, i) => {
+        const record = [...stored.entries()].find(([uri]) => uri.endsWith(`/${n}.png`))![1];
+        let dot = 0;
+        record.forEach((x, j) => (dot += x * embedded.base[i]![j]!));
+        expect(dot).toBeGreaterThan(0.9995); // the tuned blocks' records = what its ONNX tower computes from the image
+      });
+    } finally {
+      await embedder.close();
+    }
+  });
+
+  it('refuses a new layout alone on a tower whose blocks were fine-tuned (their tuning would be lost), naming the way out', async () => {
+    const deps = lifecycleDeps(t.runtime);
+    await activateModel(deps, result.candidate.version); // the unlock-2 tower of the first retraining
+    await expect(retrain(deps, { epochs: 1, seed: 3, heldOutFraction: 0.2, training: { regionGrid: 3, validationFraction: 0 } })).rejects.toThrow(
+      /has fine-tuned blocks.*--unlock-blocks N.*imgsearch model promote/,
+    );
   });
 });

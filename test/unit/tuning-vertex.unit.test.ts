@@ -104,6 +104,13 @@ describe('jobs/retrain tuning arguments', () => {
     expect(() => parseTuningJobArgs(['--tune=true', '--trials=0'])).toThrow(/trials must be at least 1/);
     expect(() => parseTuningJobArgs(['--tune=true', '--epochs=3'])).toThrow(/epochs/);
     expect(() => parseTuningJobArgs(['--tune=true', '--space={"hidden":'])).toThrow(/--space is not JSON/);
+    // Adapting the tower needs block activations the cloud feature shards do not keep: refused, naming the local way.
+    for (const key of ['regionGrid', 'unlockBlocks']) {
+      const local = JSON.stringify({ [key]: { type: 'categorical', values: [0, 2] } });
+      expect(() => parseTuningJobArgs(['--tune=true', `--space=${local}`])).toThrow(
+        new RegExp(`${key} cannot be searched by the cloud tuning job.*imgsearch tune`),
+      );
+    }
   });
 });
 
