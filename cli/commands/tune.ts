@@ -78,6 +78,10 @@ export function registerTuneCommand(program: Command): void {
               .map(([k, v]) => `${k}=${String(v)}`)
               .join(' ')}`,
           );
+        else if (p.stage === 'epoch')
+          say(
+            `trial ${p.trial} epoch ${p.epoch.epoch}: loss ${p.epoch.loss.toFixed(4)}, validation recall@1 ${p.epoch.validationRecallAt1?.toFixed(4) ?? '–'} (${p.epoch.seconds.toFixed(1)} s)`,
+          );
         else if (p.stage === 'trial-end') say(runLine(p.run));
         else if (p.stage === 'activate') say(`${p.version} passed the gate: building its index`);
       };

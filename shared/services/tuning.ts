@@ -673,10 +673,20 @@ export async function tune<A = unknown>(
     await deps.runs.put(run);
     onProgress({ stage: 'trial-start', trial, params });
     const t0 = performance.now();
+    // The running trial's curve is saved after every epoch (`imgsearch runs show` during a long
+    // tune), one write after another; a failed save is logged, the trial goes on.
+    let saving: Promise<void> = Promise.resolve();
+    const saveProgress = () => {
+      const snapshot: ExperimentRun = { ...run, curve: [...run.curve] };
+      saving = saving
+        .then(() => deps.runs.put(snapshot))
+        .catch((err: unknown) => logger.warn({ err, trial }, 'could not save the running trial’s curve; it is saved when the trial ends'));
+    };
     try {
       const result = await runner.run(spec, {
         onEpoch: (epoch) => {
           run.curve.push(epoch);
+          saveProgress();
           onProgress({ stage: 'epoch', trial, epoch });
         },
         shouldStop: () =>
@@ -714,6 +724,7 @@ export async function tune<A = unknown>(
     run.finishedAt = now().toISOString();
     run.seconds = (performance.now() - t0) / 1000;
     runs.push(run);
+    await saving; // the last progress save never lands after the final record
     await deps.runs.put(run);
     onProgress({ stage: 'trial-end', run });
   };

@@ -56,6 +56,8 @@ describe('imgsearch tune / runs (CLI)', () => {
     const tune = await cli('tune', '--trials', '8', '--parallel', '2', '--epochs', '3', '--margin', '1', '--json');
     expect(tune.code, tune.stderr).toBe(0);
     expect(tune.stderr).toMatch(/trial 1 starts: hidden=512 learningRate=0.001 temperature=0.1 imageTextWeight=1 batchSize=256/);
+    // Progress per epoch while a trial runs (a 60k trial is 25 minutes).
+    expect(tune.stderr).toMatch(/trial 1 epoch 1: loss \d+\.\d{4}, validation recall@1 (\d\.\d{4}|–) \(\d+\.\d s\)/);
     const result = tuneOutputSchema.parse(JSON.parse(tune.stdout));
     expect(result.runs).toHaveLength(8);
     // Trial 1 trains with retrain's defaults on the same data, seed and split: the same model.

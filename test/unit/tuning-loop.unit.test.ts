@@ -136,6 +136,59 @@ describe('tune: the trial loop', () => {
     expect(stored.filter((r) => r.modelVersion !== null)).toHaveLength(1);
   });
 
+  it('saves a running trial’s curve after every epoch, and a failed save neither fails the trial nor lands after its final record', async () => {
+    const seen: number[] = [];
+    const base = scriptedRunner(() => 0.9);
+    // Before each next epoch the runner waits for what `imgsearch runs show` would read (≤ 2 s).
+    const watching: TrialRunner = {
+      run: (spec, hooks) => {
+        const pending: Array<Promise<void>> = [];
+        return base
+          .run(spec, {
+            ...hooks,
+            onEpoch: (stats) => {
+              hooks.onEpoch(stats);
+              pending.push(
+                (async () => {
+                  for (let waited = 0; waited < 2000; waited += 10) {
+                    const stored = (await runs.list()).find((r) => r.trial === spec.trial);
+                    if (stored?.status === 'running' && stored.curve.length >= stats.epoch) {
+                      seen.push(stored.curve.length);
+                      return;
+                    }
+                    await new Promise((r) => setTimeout(r, 10));
+                  }
+                  seen.push(-1);
+                })(),
+              );
+            },
+          })
+          .then(async (result) => {
+            await Promise.all(pending); // the trial ends only after every epoch's save was seen
+            return result;
+          });
+      },
+    };
+    await tune(deps(watching), { trials: 1, space: SPACE, stopping: 'none', sampler: 'random', seed: 3 });
+    // Each epoch's save is readable before the trial ends: a running record with at least that epoch.
+    expect(seen.map((n, i) => n >= i + 1)).toEqual([true, true, true, true, true]);
+
+    // A store that refuses the progress saves: the trial completes and its final record is the one kept.
+    const refusing = new BlobExperimentRunStore(new FolderBlobStore(dir));
+    const put = refusing.put.bind(refusing);
+    refusing.put = async (run) => {
+      if (run.status === 'running' && run.curve.length > 0) throw new Error('disk full');
+      await put(run);
+    };
+    const result = await tune(
+      { ...deps(scriptedRunner(() => 0.9)), runs: refusing },
+      { trials: 1, space: SPACE, stopping: 'none', sampler: 'random', seed: 4 },
+    );
+    const final = (await refusing.get(result.runs[0]!.id))!;
+    expect(final).toMatchObject({ status: 'completed' });
+    expect(final.curve).toHaveLength(5);
+  });
+
   it('picks the best validation recall@1, not the best held-out figure', async () => {
     // Held-out is best for the smallest head; validation for the largest.
     const result = await tune(deps(scriptedRunner((h) => 1 - h / 2000)), { trials: 8, space: SPACE, stopping: 'none', sampler: 'random', seed: 5 });
