@@ -24,6 +24,17 @@ describe('promotion gate', () => {
     expect(gateDecision(m(0.9, 0.89), m(0.8, 0.9), { margin: 0.01, textMargin: -0.02 }).promote).toBe(true);
   });
 
+  it('by default holds text to no loss: a tie passes, a loss is refused (non-inferiority, not a second gain)', () => {
+    // The 60k case: Recall@1 +0.022 with text precision@10 0.98 vs 0.98 — refused when text had to gain the margin too.
+    const tie = gateDecision(m(0.9178, 0.98), m(0.8961, 0.98));
+    expect(tie.promote).toBe(true);
+    expect(tie.reasons[1]).toBe('text→image precision@10 0.9800 vs 0.9800: change 0.0000 ≥ 0');
+    expect(gateDecision(m(0.9183, 0.95), m(0.8961, 0.98)).promote).toBe(false);
+    expect(gateDecision(m(0.9183, 0.97), m(0.8961, 0.98), { textMargin: -0.02 }).promote).toBe(true);
+    expect(gateDecision(m(0.91, 0.98), m(0.8961, 0.98)).promote).toBe(true);
+    expect(gateDecision(m(0.91, 0.98), m(0.8961, 0.98), { textMargin: 0.005 }).promote).toBe(false); // a gain asked explicitly
+  });
+
   it('a candidate adding text is not held back by text; one losing text is refused', () => {
     expect(gateDecision(m(0.9, 0.8), m(0.8), { margin: 0.01 }).promote).toBe(true);
     expect(gateDecision(m(0.9), m(0.8, 0.8), { margin: 0.01 }).promote).toBe(false);
@@ -80,7 +91,7 @@ describe('promotion gate', () => {
       const refused = gateDecision(m(0.825, 0.45), m(0.82, 0.5), { margin: 0.01 });
       expect(refused.reasons).toEqual([
         'image→image recall@1 0.8250 vs 0.8200: gain 0.0050 < margin 0.01',
-        'text→image precision@10 0.4500 vs 0.5000: change -0.0500 < 0.01',
+        'text→image precision@10 0.4500 vs 0.5000: change -0.0500 < 0',
       ]);
       expect(refused.deltas['precision@10']).toBeCloseTo(-0.05, 12);
     });
