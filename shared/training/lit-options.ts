@@ -2,6 +2,9 @@ import { z } from 'zod';
 import { DEFAULT_BUCKETS } from '../text/hashed-ngram.js';
 import { parseWith } from '../validation.js';
 
+/** Weight of the regional part of a base embedding (`regionGrid`) in its concatenation; the other parts weigh 1, the thumbnail 1.5. */
+export const DEFAULT_REGION_WEIGHT = 2;
+
 /** Hyperparameters of LiT training (shared/training/lit-trainer.ts); every one has a default. */
 export const litTrainOptionsSchema = z.object({
   seed: z.number().int().default(42),
@@ -45,7 +48,7 @@ export const litTrainOptionsSchema = z.object({
    */
   regionGrid: z.number().int().min(0).max(7).default(0),
   /** Weight of the regional part in the base embedding's concatenation (the other parts weigh 1, the thumbnail 1.5). */
-  regionWeight: z.number().positive().max(100).default(2),
+  regionWeight: z.number().positive().max(100).default(DEFAULT_REGION_WEIGHT),
   /** Adam learning rate of the unlocked tower weights (pretrained: smaller than the head's). */
   towerLearningRate: z.number().positive().default(1e-4),
   /**

@@ -8,6 +8,7 @@ import type { ImageTower } from '../model/manifest.js';
 import { loadNsfwjsMobilenetV2 } from '../model/nsfwjs-mobilenet.js';
 import type { FeatureRecord, FeatureStore } from '../ports/feature-store.js';
 import type { ModelRegistry, ModelVersion } from '../ports/model-registry.js';
+import { DEFAULT_REGION_WEIGHT } from './lit-options.js';
 import { initTf } from './tf-backend.js';
 import { TowerBlocks, towerEmbeddings } from './tower-blocks.js';
 
@@ -30,7 +31,7 @@ export interface TowerAdaptation {
    * changes its grid), 1 removes it (the default layout), 0/absent keeps the active tower's layout.
    */
   regionGrid?: number;
-  /** Weight of that part in the concatenation (default 2). */
+  /** Weight of that part in the concatenation (default {@link DEFAULT_REGION_WEIGHT}). */
   regionWeight?: number;
 }
 
@@ -41,7 +42,7 @@ export interface TowerAdaptation {
 export function adaptedFeatureLayers(image: ImageTower & { activation: NonNullable<ImageTower['activation']> }, adaptation: TowerAdaptation): FeatureLayer[] {
   const grid = adaptation.regionGrid ?? 0;
   if (grid === 0) return [...towerFeatureLayers(image)];
-  return [...DEFAULT_FEATURE_LAYERS, ...(grid > 1 ? [{ layer: image.activation.layer, grid, weight: adaptation.regionWeight ?? 2 }] : [])];
+  return [...DEFAULT_FEATURE_LAYERS, ...(grid > 1 ? [{ layer: image.activation.layer, grid, weight: adaptation.regionWeight ?? DEFAULT_REGION_WEIGHT }] : [])];
 }
 
 /**
@@ -91,7 +92,9 @@ export async function openTowerBlocks(current: ModelVersion, adaptation: TowerAd
   const storedTotal = tower.storedDims.reduce((a, b) => a + b, 0);
   if (storedTotal > image.dimension) {
     tower.dispose();
-    throw new ConfigError(`the active image tower's base has ${image.dimension} values, fewer than its feature layers' ${storedTotal}: not the default layout`);
+    throw new ConfigError(
+      `the active image tower's base has ${image.dimension} values, fewer than its feature layers' ${storedTotal}: not the layout its manifest records (image.features)`,
+    );
   }
   return tower;
 }
@@ -128,12 +131,12 @@ export async function attachActivations(store: FeatureStore, records: FeatureRec
 
 /**
  * Base embeddings in the tower's (new) layout without running a block, when the records' stored
- * base came from the pretrained blocks (`storedFromPretrained`: the default tower's records) and
- * the blocks are still pretrained: every part both layouts have is the stored part (fp32, exact),
+ * base came from pretrained blocks (`storedFromPretrained`: a tower whose blocks were never
+ * fine-tuned, not int8) and the blocks are still pretrained: every part both layouts have is the stored part (fp32, exact),
  * a part pooled from the activation layer itself is pooled here from the stored activation, the
  * thumbnail part is the stored one. Null when a part needs the blocks (then {@link tunedBaseVectors}).
  * Call it before training: it assumes the blocks are the pretrained ones.
- * At 60k images this is seconds instead of minutes of frozen-block forward passes.
+ * At 60k images: 12.6 s against ≈ 770 s of frozen-block forward passes (BENCHMARKS.md).
  */
 export function recomposedBaseVectors(tower: TowerBlocks, records: FeatureRecord[], storedFromPretrained: boolean): Float32Array[] | null {
   if (!storedFromPretrained) return null;
